@@ -1,0 +1,32 @@
+#include "common/backoff.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+namespace txc {
+
+int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt) {
+  const double exponent = std::max(0, attempt - 1);
+  const double raw = static_cast<double>(policy.initial_ms) * std::pow(policy.multiplier, exponent);
+  const int64_t base =
+      std::max<int64_t>(1, static_cast<int64_t>(std::min<double>(raw, policy.max_ms)));
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::uniform_int_distribution<int64_t> jitter(base / 2, base);
+  return jitter(rng);
+}
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t MonotonicMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace txc

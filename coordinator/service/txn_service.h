@@ -1,0 +1,66 @@
+// TxnService: the coordinator's operations as the Thrift handlers see them, in
+// internal types (no Thrift here). coordinator/rpc converts wire <-> these.
+//
+// Thread-safety: every method may be called concurrently from the rpc pool.
+// Errors (Status codes) map one-to-one to the wire exceptions:
+//   kInvalidArgument -> InvalidArgument, kNotFound -> NotFound,
+//   kIllegalTransition / kAlreadyExists -> IllegalTransition, kNotOwner -> NotOwner,
+//   anything else -> Unavailable (safe to retry).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/store/txn_store.h"
+
+namespace txc {
+
+enum class CommitWait { kDecision, kCompletion };
+enum class Outcome { kCommit, kAbort, kPending };
+
+struct BeginOptions {
+  int64_t timeout_ms = 60000;
+  std::string idempotency_key;        // empty: none
+  std::vector<BranchRecord> branches; // enlisted in the same durable write
+};
+
+struct TxnView {
+  TxnRecord txn;
+  std::vector<BranchRecord> branches;
+};
+
+struct SagaSpec {
+  std::string gtid;                 // empty: the coordinator picks one
+  std::vector<BranchRecord> steps;  // action, compensation, depends_on, retry fields set
+  int64_t timeout_ms = 600000;
+  bool wait_for_completion = false;
+  int64_t wait_timeout_ms = 30000;
+};
+
+struct HealthInfo {
+  std::string node_id;
+  std::string store_kind;
+  bool serving = false;
+  int64_t epoch = 0;
+  std::vector<std::string> replicas;  // endpoints with a live lease
+};
+
+class TxnService {
+ public:
+  virtual ~TxnService() = default;
+  virtual Result<TxnRecord> Begin(const BeginOptions& options) = 0;
+  virtual Status Enlist(const std::string& gtid, const BranchRecord& branch) = 0;
+  virtual Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
+                                   int64_t wait_timeout_ms) = 0;
+  virtual Result<TxnRecord> Rollback(const std::string& gtid) = 0;
+  virtual Result<TxnView> GetStatus(const std::string& gtid) = 0;
+  virtual Result<TxnRecord> SubmitSaga(const SagaSpec& spec) = 0;
+  virtual Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) = 0;
+  virtual HealthInfo Health() = 0;
+  // Endpoints of all live replicas, for TxnContext.coordinators.
+  virtual std::vector<std::string> CoordinatorEndpoints() = 0;
+};
+
+}  // namespace txc

@@ -1,0 +1,194 @@
+// TxnStore: the durable decision log. One interface, two backends (SQLite for
+// one node, PostgreSQL for replicas), one conformance suite run on both
+// (store/txn_store_conformance_test.cc).
+//
+// The store never decides: it applies writes whose conditions the caller states
+// (expected state, owner, epoch) and reports kConflict when a condition does not
+// hold, changing nothing. Every write is fenced by (owner, epoch) of the
+// transaction so that a replica that lost its lease cannot overwrite the new
+// owner's decisions.
+//
+// Thread-safety: every method may be called from any thread. Backends serialise
+// internally (a connection per thread or a mutex); the GroupCommitter above
+// turns many concurrent writes into one store transaction.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/core/states.h"
+
+namespace txc {
+
+// One global transaction (2PC or Saga).
+struct TxnRecord {
+  std::string gtid;
+  TxnKind kind = TxnKind::kTwoPhase;
+  TxnState state = TxnState::kActive;
+  std::string owner;             // node id of the replica driving it
+  int64_t epoch = 0;             // the owner's lease epoch when it took the transaction
+  int64_t created_ms = 0;        // unix ms
+  int64_t updated_ms = 0;        // unix ms, set by the store on every write
+  int64_t deadline_ms = 0;       // unix ms; undecided past it: presumed abort
+  int64_t next_attempt_ms = 0;   // unix ms; the sweeper looks at it again from then on
+  int32_t attempts = 0;          // phase-2 / compensation rounds so far
+  std::string idempotency_key;   // empty: none. Unique when set.
+  std::string payload;           // kind-specific bytes (saga: definition fingerprint)
+  int32_t flags = 0;             // kind-specific bits (kFlag* below)
+};
+
+// TxnRecord::flags bits.
+constexpr int32_t kFlagOnePhase = 1;        // 2PC decided by its only branch (commitOnePhase)
+constexpr int32_t kFlagWaitCompletion = 2;  // a client waits for phase 2, not only the decision
+
+// One 2PC branch or one Saga step.
+struct BranchRecord {
+  std::string gtid;
+  std::string branch_id;
+  int32_t ordinal = 0;                   // enlist / definition order, 0-based
+  std::string endpoint;                  // "host:port" of the participant
+  std::string resource;                  // 2PC resource name
+  std::string action;                    // Saga action name
+  std::string compensation;              // Saga compensation name
+  std::vector<std::string> depends_on;   // Saga: step ids that must be kDone first
+  std::string payload;                   // opaque bytes for the participant
+  BranchState state = BranchState::kRegistered;
+  int32_t attempts = 0;
+  int32_t max_attempts = 0;              // Saga action retry limit
+  int32_t initial_backoff_ms = 0;
+  int32_t max_backoff_ms = 0;
+  int64_t next_attempt_ms = 0;
+  std::string last_error;
+};
+
+// A conditional update of a transaction row. Applied only if the row exists,
+// its state is one of expected_states (any when empty) and its (owner, epoch)
+// equal (expected_owner, expected_epoch); otherwise kConflict (kNotFound when
+// the row is missing) and nothing in the batch is applied. An update that sets
+// nothing is a pure precondition check.
+struct TxnUpdate {
+  std::string gtid;
+  std::vector<TxnState> expected_states;
+  std::string expected_owner;
+  int64_t expected_epoch = 0;
+  std::optional<TxnState> state;
+  std::optional<std::string> owner;
+  std::optional<int64_t> epoch;
+  std::optional<int64_t> next_attempt_ms;
+  std::optional<int32_t> attempts;
+  std::optional<int64_t> deadline_ms;
+  std::optional<int32_t> flags;
+};
+
+// A conditional update of a branch row, fenced by its transaction's (owner, epoch).
+struct BranchUpdate {
+  std::string gtid;
+  std::string branch_id;
+  std::vector<BranchState> expected_states;  // any when empty
+  std::string expected_owner;
+  int64_t expected_epoch = 0;
+  std::optional<BranchState> state;
+  std::optional<int32_t> attempts;
+  std::optional<int64_t> next_attempt_ms;
+  std::optional<std::string> last_error;
+};
+
+// Writes applied atomically: all or none.
+struct WriteBatch {
+  std::vector<TxnRecord> insert_txns;        // kAlreadyExists if the gtid or key exists
+  std::vector<BranchRecord> insert_branches; // kAlreadyExists if (gtid, branch_id) exists
+  std::vector<TxnUpdate> txn_updates;
+  std::vector<BranchUpdate> branch_updates;
+  std::vector<std::string> delete_txns;      // removes the txn and its branches; absent: OK
+
+  bool empty() const {
+    return insert_txns.empty() && insert_branches.empty() && txn_updates.empty() &&
+           branch_updates.empty() && delete_txns.empty();
+  }
+  size_t size() const {
+    return insert_txns.size() + insert_branches.size() + txn_updates.size() +
+           branch_updates.size() + delete_txns.size();
+  }
+};
+
+// A replica's lease: it drives transactions while the lease is live.
+struct Lease {
+  std::string node_id;
+  std::string endpoint;  // "host:port" clients can reach it at
+  int64_t epoch = 0;     // bumped each time the node (re)acquires its lease
+  int64_t expires_ms = 0;
+};
+
+// Counters for benchmarks and the group-commit test.
+struct StoreStats {
+  int64_t commits = 0;         // store transactions committed by Apply/ApplyGroup
+  int64_t batches = 0;         // WriteBatches applied (committed or refused)
+};
+
+class TxnStore {
+ public:
+  virtual ~TxnStore() = default;
+
+  // "sqlite" or "postgresql".
+  virtual const char* Kind() const = 0;
+
+  // Applies the migrations under migrations/coordinator/ not yet applied (each
+  // once, even with several processes starting at once) and checks the
+  // checksums of those already applied: a changed one is kInternal with a
+  // message naming the file.
+  virtual Status Migrate() = 0;
+
+  // --- writes -------------------------------------------------------------
+  // One batch in its own store transaction. Errors: kConflict, kNotFound,
+  // kAlreadyExists (nothing applied), kUnavailable, kIndeterminate (re-read).
+  virtual Status Apply(const WriteBatch& batch) = 0;
+
+  // Many batches in ONE store transaction (one fsync); each batch is atomic on
+  // its own (a savepoint each): a refused batch does not affect the others.
+  // Returns one Status per batch. If the commit itself fails every status is
+  // that failure.
+  virtual std::vector<Status> ApplyGroup(const std::vector<const WriteBatch*>& batches) = 0;
+
+  // --- reads ----------------------------------------------------------------
+  virtual Result<TxnRecord> GetTxn(const std::string& gtid) = 0;
+  virtual Result<TxnRecord> FindByIdempotencyKey(const std::string& key) = 0;
+  // Branches in ordinal order; empty for an unknown gtid.
+  virtual Result<std::vector<BranchRecord>> GetBranches(const std::string& gtid) = 0;
+  // Transactions in one of `states` owned by (owner, epoch) with
+  // next_attempt_ms <= now_ms, oldest first, at most `limit`. Uses the
+  // (state, next_attempt_at) index.
+  virtual Result<std::vector<TxnRecord>> ListDue(const std::vector<TxnState>& states,
+                                                 const std::string& owner, int64_t epoch,
+                                                 int64_t now_ms, int limit) = 0;
+  // Count of transactions per state, for health and tests.
+  virtual Result<int64_t> CountInStates(const std::vector<TxnState>& states) = 0;
+
+  // --- replicas -------------------------------------------------------------
+  // Creates or takes over node_id's lease with epoch = previous epoch + 1.
+  virtual Result<Lease> AcquireLease(const std::string& node_id, const std::string& endpoint,
+                                     int64_t ttl_ms, int64_t now_ms) = 0;
+  // Extends the lease if its epoch is still `epoch`; kConflict when another
+  // process took it (this process must stop driving transactions).
+  virtual Status RenewLease(const std::string& node_id, int64_t epoch, int64_t ttl_ms,
+                            int64_t now_ms) = 0;
+  virtual Result<std::vector<Lease>> ListLeases() = 0;
+  // Takes over up to `limit` unfinished transactions whose owner's lease
+  // expired before now_ms, or that node_id owns under an older epoch: sets
+  // (owner, epoch) := (node_id, epoch) and next_attempt_ms := now_ms. Uses
+  // FOR UPDATE SKIP LOCKED on PostgreSQL. Returns how many were claimed.
+  virtual Result<int> ClaimOrphans(const std::string& node_id, int64_t epoch, int64_t now_ms,
+                                   int limit) = 0;
+
+  virtual StoreStats Stats() const = 0;
+};
+
+// Opens a store from a location: "postgresql://..." / "postgres://..." or a
+// libpq key=value string ("host=... dbname=...") selects PostgreSQL; anything
+// else is a SQLite file path. Does not migrate.
+Result<std::unique_ptr<TxnStore>> OpenStore(const std::string& location);
+
+}  // namespace txc
