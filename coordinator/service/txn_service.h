@@ -47,6 +47,32 @@ struct HealthInfo {
   std::vector<std::string> replicas;  // endpoints with a live lease
 };
 
+// Who this process is: fixed for the life of the process. The epoch is the
+// lease epoch acquired at start; if the lease is lost the process stops.
+struct NodeInfo {
+  std::string node_id;
+  std::string endpoint;  // "host:port" clients reach this replica at
+  int64_t epoch = 0;
+};
+
+// The 2PC operations beyond begin/status (coordinator/driver implements them).
+class TwoPhaseOps {
+ public:
+  virtual ~TwoPhaseOps() = default;
+  virtual Status Enlist(const std::string& gtid, const BranchRecord& branch) = 0;
+  virtual Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
+                                   int64_t wait_timeout_ms) = 0;
+  virtual Result<TxnRecord> Rollback(const std::string& gtid) = 0;
+  virtual Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) = 0;
+};
+
+// Saga submission (coordinator/driver implements it).
+class SagaOps {
+ public:
+  virtual ~SagaOps() = default;
+  virtual Result<TxnRecord> SubmitSaga(const SagaSpec& spec) = 0;
+};
+
 class TxnService {
  public:
   virtual ~TxnService() = default;

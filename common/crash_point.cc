@@ -1,0 +1,64 @@
+#include "common/crash_point.h"
+
+#include <glog/logging.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+namespace txc {
+namespace {
+
+std::mutex g_mu;
+std::set<std::string>* g_armed = nullptr;  // guarded by g_mu; leaked on purpose
+std::atomic<bool> g_any_armed{false};
+std::once_flag g_env_once;
+
+void ArmLocked(const std::string& names) {
+  if (g_armed == nullptr) g_armed = new std::set<std::string>();
+  g_armed->clear();
+  std::stringstream in(names);
+  std::string name;
+  while (std::getline(in, name, ',')) {
+    if (!name.empty()) g_armed->insert(name);
+  }
+  g_any_armed.store(!g_armed->empty(), std::memory_order_relaxed);
+}
+
+void ReadEnvironmentOnce() {
+  std::call_once(g_env_once, [] {
+    const char* env = std::getenv("TXC_CRASH_POINTS");
+    if (env != nullptr && *env != '\0') {
+      std::lock_guard<std::mutex> lock(g_mu);
+      ArmLocked(env);
+    }
+  });
+}
+
+// Reads the environment before main() so that AnyCrashPointArmed() is one load.
+[[maybe_unused]] const bool g_env_read = (ReadEnvironmentOnce(), true);
+
+}  // namespace
+
+void ArmCrashPoints(const std::string& names) {
+  ReadEnvironmentOnce();
+  std::lock_guard<std::mutex> lock(g_mu);
+  ArmLocked(names);
+}
+
+bool AnyCrashPointArmed() { return g_any_armed.load(std::memory_order_relaxed); }
+
+void MaybeCrash(const char* name) {
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (g_armed == nullptr || g_armed->count(name) == 0) return;
+  }
+  LOG(ERROR) << "crash point '" << name << "' reached: exiting with code " << kCrashExitCode;
+  google::FlushLogFiles(google::GLOG_INFO);
+  _exit(kCrashExitCode);
+}
+
+}  // namespace txc

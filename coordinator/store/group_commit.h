@@ -1,0 +1,72 @@
+// GroupCommitter: one writer thread per process that drains concurrent
+// WriteBatches into one store transaction (TxnStore::ApplyGroup), so N
+// concurrent decisions cost one fsync instead of N. Each caller is answered
+// only after the store transaction holding its batch committed.
+//
+// Thread-safety: all public methods may be called from any thread.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "common/status.h"
+#include "coordinator/store/txn_store.h"
+
+namespace txc {
+
+struct GroupCommitOptions {
+  int max_batches_per_group = 512;  // batches drained into one store transaction
+  int64_t write_timeout_ms = 30000; // Write() gives up waiting after this (kTimeout:
+                                    // the outcome is then unknown, re-read)
+};
+
+class GroupCommitter {
+ public:
+  GroupCommitter(TxnStore* store, GroupCommitOptions options);
+  // Drains what is queued, then stops the writer.
+  ~GroupCommitter();
+
+  // Durable write: returns once the store transaction holding `batch` has
+  // committed (OK) or the batch was refused (kConflict, kNotFound,
+  // kAlreadyExists: nothing applied). kUnavailable / kIndeterminate / kTimeout:
+  // the outcome is unknown; re-read before acting.
+  Status Write(WriteBatch batch);
+
+  // The same, without blocking: the future is fulfilled when Write() would return.
+  std::future<Status> WriteAsync(WriteBatch batch);
+
+  // A write whose loss is harmless (e.g. the final COMMITTED state after every
+  // ack): it rides in the next group and nobody waits for it.
+  void WriteLater(WriteBatch batch);
+
+  struct Stats {
+    int64_t groups = 0;   // store transactions issued
+    int64_t batches = 0;  // batches written
+  };
+  Stats GetStats() const;
+
+ private:
+  struct Pending {
+    WriteBatch batch;
+    std::promise<Status> done;
+  };
+  void WriterLoop();
+
+  TxnStore* const store_;
+  const GroupCommitOptions options_;
+
+  mutable std::mutex mu_;              // guards everything below
+  std::condition_variable work_cv_;
+  std::deque<std::unique_ptr<Pending>> queue_;
+  bool stopping_ = false;
+  Stats stats_;
+
+  std::thread writer_;  // started last in the constructor
+};
+
+}  // namespace txc
