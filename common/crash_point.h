@@ -24,7 +24,7 @@ void MaybeCrash(const char* name);
 
 }  // namespace txc
 
-#define TXC_CRASH_POINT(name)                                    \
-  do {                                                           \
-    if (::txc::AnyCrashPointArmed()) ::txc::MaybeCrash(name);    \
+#define TXC_CRASH_POINT(name)                                 \
+  do {                                                        \
+    if (::txc::AnyCrashPointArmed()) ::txc::MaybeCrash(name); \
   } while (0)

@@ -48,9 +48,7 @@ class [[nodiscard]] Status {
   static Status NotOwner(std::string m) { return {StatusCode::kNotOwner, std::move(m)}; }
   static Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
   static Status Timeout(std::string m) { return {StatusCode::kTimeout, std::move(m)}; }
-  static Status Indeterminate(std::string m) {
-    return {StatusCode::kIndeterminate, std::move(m)};
-  }
+  static Status Indeterminate(std::string m) { return {StatusCode::kIndeterminate, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
@@ -72,7 +70,7 @@ inline std::ostream& operator<<(std::ostream& os, const Status& s) { return os <
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool ok() const { return status_.ok(); }
@@ -96,9 +94,9 @@ class [[nodiscard]] Result {
 #define TXC_CONCAT(a, b) TXC_CONCAT_INNER(a, b)
 
 // Returns the status from the enclosing function if it is not OK.
-#define TXC_RETURN_IF_ERROR(expr)            \
-  do {                                       \
-    ::txc::Status _txc_status = (expr);      \
+#define TXC_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::txc::Status _txc_status = (expr);        \
     if (!_txc_status.ok()) return _txc_status; \
   } while (0)
 

@@ -50,16 +50,14 @@ bool IsFinal(TxnState state) {
     case TxnState::kCommitted:
     case TxnState::kAborted:
     case TxnState::kSucceeded:
-    case TxnState::kCompensated:
-      return true;
+    case TxnState::kCompensated: return true;
     case TxnState::kActive:
     case TxnState::kPreparing:
     case TxnState::kCommitting:
     case TxnState::kAborting:
     case TxnState::kRunning:
     case TxnState::kCompensating:
-    case TxnState::kParked:
-      return false;
+    case TxnState::kParked: return false;
   }
   return false;
 }

@@ -32,7 +32,7 @@ enum class TxnState : int32_t {
   kSucceeded = 11,     // Saga: all actions done (final)
   kCompensating = 12,  // Saga: compensations running
   kCompensated = 13,   // Saga: all attempted actions compensated (final)
-  kParked = 14,        // Saga: compensation past its retry limit; retried slowly, shown to operators
+  kParked = 14,  // Saga: compensation past its retry limit; retried slowly, shown to operators
 };
 
 // 2PC branch:  kRegistered -> kPrepared -> kBranchCommitted

@@ -22,8 +22,8 @@ enum class Outcome { kCommit, kAbort, kPending };
 
 struct BeginOptions {
   int64_t timeout_ms = 60000;
-  std::string idempotency_key;        // empty: none
-  std::vector<BranchRecord> branches; // enlisted in the same durable write
+  std::string idempotency_key;         // empty: none
+  std::vector<BranchRecord> branches;  // enlisted in the same durable write
 };
 
 struct TxnView {

@@ -20,9 +20,9 @@
 namespace txc {
 
 struct GroupCommitOptions {
-  int max_batches_per_group = 512;  // batches drained into one store transaction
-  int64_t write_timeout_ms = 30000; // Write() gives up waiting after this (kTimeout:
-                                    // the outcome is then unknown, re-read)
+  int max_batches_per_group = 512;   // batches drained into one store transaction
+  int64_t write_timeout_ms = 30000;  // Write() gives up waiting after this (kTimeout:
+                                     // the outcome is then unknown, re-read)
 };
 
 class GroupCommitter {
@@ -60,7 +60,7 @@ class GroupCommitter {
   TxnStore* const store_;
   const GroupCommitOptions options_;
 
-  mutable std::mutex mu_;              // guards everything below
+  mutable std::mutex mu_;  // guards everything below
   std::condition_variable work_cv_;
   std::deque<std::unique_ptr<Pending>> queue_;
   bool stopping_ = false;

@@ -29,16 +29,16 @@ struct TxnRecord {
   std::string gtid;
   TxnKind kind = TxnKind::kTwoPhase;
   TxnState state = TxnState::kActive;
-  std::string owner;             // node id of the replica driving it
-  int64_t epoch = 0;             // the owner's lease epoch when it took the transaction
-  int64_t created_ms = 0;        // unix ms
-  int64_t updated_ms = 0;        // unix ms, set by the store on every write
-  int64_t deadline_ms = 0;       // unix ms; undecided past it: presumed abort
-  int64_t next_attempt_ms = 0;   // unix ms; the sweeper looks at it again from then on
-  int32_t attempts = 0;          // phase-2 / compensation rounds so far
-  std::string idempotency_key;   // empty: none. Unique when set.
-  std::string payload;           // kind-specific bytes (saga: definition fingerprint)
-  int32_t flags = 0;             // kind-specific bits (kFlag* below)
+  std::string owner;            // node id of the replica driving it
+  int64_t epoch = 0;            // the owner's lease epoch when it took the transaction
+  int64_t created_ms = 0;       // unix ms
+  int64_t updated_ms = 0;       // unix ms, set by the store on every write
+  int64_t deadline_ms = 0;      // unix ms; undecided past it: presumed abort
+  int64_t next_attempt_ms = 0;  // unix ms; the sweeper looks at it again from then on
+  int32_t attempts = 0;         // phase-2 / compensation rounds so far
+  std::string idempotency_key;  // empty: none. Unique when set.
+  std::string payload;          // kind-specific bytes (saga: definition fingerprint)
+  int32_t flags = 0;            // kind-specific bits (kFlag* below)
 };
 
 // TxnRecord::flags bits.
@@ -49,16 +49,16 @@ constexpr int32_t kFlagWaitCompletion = 2;  // a client waits for phase 2, not o
 struct BranchRecord {
   std::string gtid;
   std::string branch_id;
-  int32_t ordinal = 0;                   // enlist / definition order, 0-based
-  std::string endpoint;                  // "host:port" of the participant
-  std::string resource;                  // 2PC resource name
-  std::string action;                    // Saga action name
-  std::string compensation;              // Saga compensation name
-  std::vector<std::string> depends_on;   // Saga: step ids that must be kDone first
-  std::string payload;                   // opaque bytes for the participant
+  int32_t ordinal = 0;                  // enlist / definition order, 0-based
+  std::string endpoint;                 // "host:port" of the participant
+  std::string resource;                 // 2PC resource name
+  std::string action;                   // Saga action name
+  std::string compensation;             // Saga compensation name
+  std::vector<std::string> depends_on;  // Saga: step ids that must be kDone first
+  std::string payload;                  // opaque bytes for the participant
   BranchState state = BranchState::kRegistered;
   int32_t attempts = 0;
-  int32_t max_attempts = 0;              // Saga action retry limit
+  int32_t max_attempts = 0;  // Saga action retry limit
   int32_t initial_backoff_ms = 0;
   int32_t max_backoff_ms = 0;
   int64_t next_attempt_ms = 0;
@@ -99,11 +99,11 @@ struct BranchUpdate {
 
 // Writes applied atomically: all or none.
 struct WriteBatch {
-  std::vector<TxnRecord> insert_txns;        // kAlreadyExists if the gtid or key exists
-  std::vector<BranchRecord> insert_branches; // kAlreadyExists if (gtid, branch_id) exists
+  std::vector<TxnRecord> insert_txns;         // kAlreadyExists if the gtid or key exists
+  std::vector<BranchRecord> insert_branches;  // kAlreadyExists if (gtid, branch_id) exists
   std::vector<TxnUpdate> txn_updates;
   std::vector<BranchUpdate> branch_updates;
-  std::vector<std::string> delete_txns;      // removes the txn and its branches; absent: OK
+  std::vector<std::string> delete_txns;  // removes the txn and its branches; absent: OK
 
   bool empty() const {
     return insert_txns.empty() && insert_branches.empty() && txn_updates.empty() &&
@@ -125,8 +125,8 @@ struct Lease {
 
 // Counters for benchmarks and the group-commit test.
 struct StoreStats {
-  int64_t commits = 0;         // store transactions committed by Apply/ApplyGroup
-  int64_t batches = 0;         // WriteBatches applied (committed or refused)
+  int64_t commits = 0;  // store transactions committed by Apply/ApplyGroup
+  int64_t batches = 0;  // WriteBatches applied (committed or refused)
 };
 
 class TxnStore {
