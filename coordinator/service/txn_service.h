@@ -64,6 +64,11 @@ class TwoPhaseOps {
                                    int64_t wait_timeout_ms) = 0;
   virtual Result<TxnRecord> Rollback(const std::string& gtid) = 0;
   virtual Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) = 0;
+  // Called by the recovery sweeper for a 2PC transaction of this node whose
+  // next_attempt_ms is due (timed out, or phase 2 to redrive after a crash).
+  // Must not block for long (hand the work to a pool) and must be a no-op for a
+  // transaction this process is already driving.
+  virtual void Resume(const TxnRecord& txn) = 0;
 };
 
 // Saga submission (coordinator/driver implements it).
@@ -71,6 +76,8 @@ class SagaOps {
  public:
   virtual ~SagaOps() = default;
   virtual Result<TxnRecord> SubmitSaga(const SagaSpec& spec) = 0;
+  // As TwoPhaseOps::Resume, for a saga (RUNNING, COMPENSATING or PARKED) that is due.
+  virtual void Resume(const TxnRecord& txn) = 0;
 };
 
 class TxnService {
