@@ -1,0 +1,302 @@
+#include "tests/harness/pg_cluster.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glog/logging.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <pqxx/pqxx>
+#include <thread>
+
+#include "common/backoff.h"
+
+namespace txc {
+namespace testing {
+
+namespace {
+
+constexpr char kMissingServerHelp[] =
+    "PostgreSQL 15 server binaries not found (looked for /usr/lib/postgresql/*/bin/initdb): "
+    "install the Debian package postgresql-15 (apt-get install -y postgresql-15)";
+
+bool IsRoot() { return geteuid() == 0; }
+
+std::string FindBinDir() {
+  const std::string preferred = "/usr/lib/postgresql/15/bin";
+  if (access((preferred + "/initdb").c_str(), X_OK) == 0) return preferred;
+  std::string best;
+  int best_version = -1;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/usr/lib/postgresql", ec)) {
+    std::string bin = entry.path().string() + "/bin";
+    if (access((bin + "/initdb").c_str(), X_OK) != 0) continue;
+    int version = atoi(entry.path().filename().c_str());
+    if (version > best_version) {
+      best_version = version;
+      best = bin;
+    }
+  }
+  return best;
+}
+
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+}  // namespace
+
+PgCluster::PgCluster(PgClusterOptions options) : options_(std::move(options)) {}
+
+Result<std::unique_ptr<PgCluster>> PgCluster::Start(PgClusterOptions options) {
+  if (options.bin_dir.empty()) options.bin_dir = FindBinDir();
+  if (options.bin_dir.empty() || access((options.bin_dir + "/initdb").c_str(), X_OK) != 0) {
+    return Status::Unavailable(kMissingServerHelp);
+  }
+  std::unique_ptr<PgCluster> cluster(new PgCluster(std::move(options)));
+  TXC_RETURN_IF_ERROR(cluster->Init());
+  // The port may be taken between FreeLoopbackPort() and the server's bind:
+  // try a few ports.
+  Status started;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    cluster->port_ = cluster->options_.port != 0 ? cluster->options_.port : FreeLoopbackPort();
+    started = cluster->StartServer();
+    if (started.ok() || cluster->options_.port != 0) break;
+    LOG(WARNING) << "PostgreSQL did not start on port " << cluster->port_
+                 << ", retrying: " << started.message().substr(0, 300);
+  }
+  TXC_RETURN_IF_ERROR(started);
+  return cluster;
+}
+
+ChildProcess::Options PgCluster::AsPostgres(std::vector<std::string> argv) const {
+  ChildProcess::Options o;
+  if (IsRoot()) {
+    o.argv = {"runuser", "-u", "postgres", "--"};
+    o.argv.insert(o.argv.end(), argv.begin(), argv.end());
+  } else {
+    o.argv = std::move(argv);
+  }
+  o.cwd = dir_->path();
+  o.log_path = dir_->Child("harness.log");
+  o.env = {{"LC_ALL", "C"}, {"LANG", "C"}};
+  return o;
+}
+
+Status PgCluster::Init() {
+  dir_ = std::make_unique<TempDir>("txc-pg-");
+  data_dir_ = dir_->Child("data");
+  if (IsRoot()) {
+    struct passwd* pw = getpwnam("postgres");
+    if (pw == nullptr) {
+      return Status::Unavailable(
+          "running as root but there is no `postgres` user to run PostgreSQL as: install the "
+          "Debian package postgresql-15 (it creates the user)");
+    }
+    if (chown(dir_->path().c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+      return Status::Internal("chown " + dir_->path() + ": " + strerror(errno));
+    }
+  }
+  StartWatchdog();
+  TXC_RETURN_IF_ERROR(
+      RunCommand(AsPostgres({options_.bin_dir + "/initdb", "-D", data_dir_, "-U", "postgres", "-A",
+                             "trust", "-E", "UTF8", "--locale=C", "--no-sync"}),
+                 options_.start_timeout_ms));
+  std::ofstream conf(data_dir_ + "/postgresql.conf", std::ios::app);
+  conf << "\n# txc test harness\n"
+       << "listen_addresses = '127.0.0.1'\n"
+       << "unix_socket_directories = '" << dir_->path() << "'\n"
+       << "fsync = on\n"
+       << "synchronous_commit = on\n"
+       << "max_prepared_transactions = 64\n"
+       << "max_connections = 200\n"
+       << "shared_buffers = 32MB\n"
+       << "log_min_messages = warning\n";
+  for (const auto& line : options_.extra_settings) conf << line << "\n";
+  conf.close();
+  if (!conf) return Status::Internal("could not write " + data_dir_ + "/postgresql.conf");
+  return Status::Ok();
+}
+
+std::string PgCluster::log_path() const { return dir_->Child("postgres.log"); }
+
+Status PgCluster::StartServer() {
+  // The port lives in the command line (-o), so Restart() keeps it.
+  Status s = RunCommand(
+      AsPostgres({options_.bin_dir + "/pg_ctl", "start", "-D", data_dir_, "-l", log_path(), "-w",
+                  "-t", std::to_string(options_.start_timeout_ms / 1000 + 1), "-o",
+                  "-p " + std::to_string(port_)}),
+      options_.start_timeout_ms + 5000);
+  if (!s.ok()) {
+    std::string log = ReadFileOrEmpty(log_path());
+    if (log.size() > 3000) log = log.substr(log.size() - 3000);
+    return Status(s.code(), "pg_ctl start failed: " + s.message() + "\nserver log:\n" + log);
+  }
+  running_ = true;
+  // pg_ctl -w already waited; pg_isready double-checks that TCP works.
+  const std::string isready = options_.bin_dir + "/pg_isready";
+  bool ready = WaitUntil(
+      [&] {
+        ChildProcess::Options o;
+        o.argv = {isready, "-h",       "127.0.0.1", "-p", std::to_string(port_),
+                  "-U",    "postgres", "-t",        "2"};
+        return RunCommand(o, 5000).ok();
+      },
+      options_.start_timeout_ms);
+  if (!ready) return Status::Timeout("pg_isready never succeeded on port " + std::to_string(port_));
+  VLOG(1) << "PostgreSQL started on port " << port_ << " in " << data_dir_;
+  return Status::Ok();
+}
+
+Status PgCluster::Restart() {
+  if (running_) return Status::Ok();
+  return StartServer();
+}
+
+Status PgCluster::Stop(const std::string& mode) {
+  if (!running_) return Status::Ok();
+  Status s = RunCommand(
+      AsPostgres({options_.bin_dir + "/pg_ctl", "stop", "-D", data_dir_, "-m", mode, "-w"}), 60000);
+  if (s.ok()) running_ = false;
+  return s;
+}
+
+void PgCluster::StartWatchdog() {
+  // A detached shell that waits for EOF on a pipe whose write end only this
+  // process holds; when this process ends (in any way) it stops the server
+  // and removes the directory. Everything is prepared before fork().
+  std::string pg_ctl = ShellQuote(options_.bin_dir + "/pg_ctl");
+  std::string stop = pg_ctl + " stop -D " + ShellQuote(data_dir_) + " -m immediate";
+  if (IsRoot()) stop = "runuser -u postgres -- " + stop;
+  std::string script = "cat >/dev/null; " + stop + " >/dev/null 2>&1; rm -rf " +
+                       ShellQuote(dir_->path()) + " >/dev/null 2>&1";
+  const char* keep = getenv("TXC_KEEP_TEST_DIRS");
+  if (keep != nullptr && std::string(keep) == "1") {
+    script = "cat >/dev/null; " + stop + " >/dev/null 2>&1";
+  }
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    LOG(WARNING) << "no watchdog for " << dir_->path() << ": pipe: " << strerror(errno);
+    return;
+  }
+  std::string sh = "/bin/sh", dash_c = "-c";
+  char* argv[] = {sh.data(), dash_c.data(), script.data(), nullptr};
+  pid_t pid = fork();
+  if (pid < 0) {
+    LOG(WARNING) << "no watchdog for " << dir_->path() << ": fork: " << strerror(errno);
+    close(fds[0]);
+    close(fds[1]);
+    return;
+  }
+  if (pid == 0) {
+    setsid();  // survives a kill of the test's process group
+    dup2(fds[0], STDIN_FILENO);
+    int null_fd = open("/dev/null", O_WRONLY);
+    if (null_fd >= 0) {
+      dup2(null_fd, STDOUT_FILENO);
+      dup2(null_fd, STDERR_FILENO);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execv("/bin/sh", argv);
+    _exit(127);
+  }
+  close(fds[0]);
+  watchdog_pid_ = pid;
+  watchdog_fd_ = fds[1];
+}
+
+PgCluster::~PgCluster() {
+  if (running_) {
+    Status s = Stop("immediate");
+    if (!s.ok()) LOG(WARNING) << "stopping PostgreSQL on port " << port_ << ": " << s;
+  }
+  if (watchdog_fd_ >= 0) {
+    close(watchdog_fd_);
+    // The watchdog now runs a no-op pg_ctl stop and rm -rf; reap it (bounded).
+    const int64_t deadline = MonotonicMs() + 20000;
+    while (watchdog_pid_ > 0) {
+      pid_t r = waitpid(watchdog_pid_, nullptr, WNOHANG);
+      if (r != 0 || MonotonicMs() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  // dir_ (TempDir) removes whatever is left.
+}
+
+std::string PgCluster::ConnectionString(const std::string& dbname) const {
+  return "host=127.0.0.1 port=" + std::to_string(port_) + " user=postgres dbname=" + dbname;
+}
+
+std::string PgCluster::ConnectionUri(const std::string& dbname) const {
+  return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/" + dbname;
+}
+
+Status PgCluster::Execute(const std::string& dbname, const std::string& sql) {
+  try {
+    pqxx::connection conn(ConnectionString(dbname));
+    pqxx::nontransaction tx(conn);
+    tx.exec(sql);
+    return Status::Ok();
+  } catch (const pqxx::sql_error& e) {
+    if (e.sqlstate() == "42P04") return Status::AlreadyExists(e.what());
+    return Status::Internal(std::string(e.what()) + " (sql: " + sql.substr(0, 200) + ")");
+  } catch (const std::exception& e) {
+    return Status::Unavailable(e.what());
+  }
+}
+
+Status PgCluster::CreateDatabase(const std::string& name) {
+  return Execute("postgres", "CREATE DATABASE \"" + name + "\"");
+}
+
+Status PgCluster::DropDatabase(const std::string& name) {
+  return Execute("postgres", "DROP DATABASE IF EXISTS \"" + name + "\" WITH (FORCE)");
+}
+
+std::string PgCluster::CreateUniqueDatabase(const std::string& prefix) {
+  static std::atomic<int> counter{0};
+  std::string name = prefix + "_" + std::to_string(getpid()) + "_" + std::to_string(++counter);
+  Status s = CreateDatabase(name);
+  CHECK(s.ok()) << "CREATE DATABASE " << name << ": " << s;
+  return name;
+}
+
+PgCluster* SharedPgCluster() {
+  static std::mutex mu;
+  static std::unique_ptr<PgCluster> cluster;  // stopped by its destructor at exit
+  static Status failure;
+  std::lock_guard<std::mutex> lock(mu);
+  if (cluster == nullptr && failure.ok()) {
+    auto started = PgCluster::Start({});
+    if (started.ok()) {
+      cluster = std::move(started).value();
+    } else {
+      failure = started.status();
+    }
+  }
+  CHECK(cluster != nullptr) << "the shared test PostgreSQL could not start: " << failure;
+  return cluster.get();
+}
+
+}  // namespace testing
+}  // namespace txc
