@@ -94,6 +94,12 @@ class TxnService {
   virtual HealthInfo Health() = 0;
   // Endpoints of all live replicas, for TxnContext.coordinators.
   virtual std::vector<std::string> CoordinatorEndpoints() = 0;
+  // The endpoint of the replica `node_id` from the lease table ("" when not
+  // known), for NotOwner.owner_endpoint.
+  virtual std::string EndpointOfNode(const std::string& node_id) {
+    (void)node_id;
+    return "";
+  }
 };
 
 }  // namespace txc

@@ -1,0 +1,227 @@
+#include "coordinator/rpc/coordinator_handler.h"
+
+#include <glog/logging.h>
+
+#include <set>
+#include <utility>
+
+#include "common/thrift_util.h"
+#include "coordinator/core/validation.h"
+#include "coordinator/rpc/convert.h"
+
+#ifndef TXC_VERSION
+#define TXC_VERSION "dev"
+#endif
+
+namespace txc {
+namespace {
+
+// Runs `body`; lets the declared wire exceptions through and turns anything
+// else into Unavailable after logging it with the method and gtid.
+template <typename F>
+auto Guarded(const char* method, const std::string& gtid, F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const wire::InvalidArgument&) {
+    throw;
+  } catch (const wire::NotFound&) {
+    throw;
+  } catch (const wire::IllegalTransition&) {
+    throw;
+  } catch (const wire::NotOwner&) {
+    throw;
+  } catch (const wire::Unavailable&) {
+    throw;
+  } catch (const std::exception& e) {
+    LOG(ERROR) << method << " gtid=" << (gtid.empty() ? "-" : gtid)
+               << ": unexpected exception: " << e.what();
+  } catch (...) {
+    LOG(ERROR) << method << " gtid=" << (gtid.empty() ? "-" : gtid)
+               << ": unexpected non-standard exception";
+  }
+  wire::Unavailable unavailable;
+  unavailable.__set_message(std::string(method) + ": internal error (logged on the coordinator)");
+  unavailable.__set_retry_after_ms(1000);
+  throw unavailable;
+}
+
+Status ValidateWaitTimeout(int64_t wait_timeout_ms) {
+  if (wait_timeout_ms < 0 || wait_timeout_ms > kMaxTimeoutMs) {
+    return Status::InvalidArgument("wait_timeout_ms must be between 0 and " +
+                                   std::to_string(kMaxTimeoutMs) + ", got " +
+                                   std::to_string(wait_timeout_ms));
+  }
+  return Status::Ok();
+}
+
+// Field-level checks of a saga definition; the saga core checks the rest.
+Status ValidateSagaSteps(const std::vector<BranchRecord>& steps) {
+  if (steps.empty()) return Status::InvalidArgument("steps: a saga needs at least one step");
+  if (steps.size() > static_cast<size_t>(kMaxBranches)) {
+    return Status::InvalidArgument("steps: more than " + std::to_string(kMaxBranches));
+  }
+  std::set<std::string> ids;
+  for (const BranchRecord& step : steps) {
+    TXC_RETURN_IF_ERROR(ValidateId("steps.step_id", step.branch_id));
+    if (!ids.insert(step.branch_id).second) {
+      return Status::InvalidArgument("steps.step_id: duplicate '" + step.branch_id + "'");
+    }
+  }
+  for (const BranchRecord& step : steps) {
+    auto endpoint = ParseEndpoint(step.endpoint);
+    if (!endpoint.ok()) {
+      return Status::InvalidArgument("steps.endpoint: " + endpoint.status().message());
+    }
+    TXC_RETURN_IF_ERROR(ValidateName("steps.action", step.action, /*required=*/true));
+    TXC_RETURN_IF_ERROR(ValidateName("steps.compensation", step.compensation,
+                                     /*required=*/false));
+    if (step.payload.size() > kMaxPayloadBytes) {
+      return Status::InvalidArgument("steps.payload is larger than " +
+                                     std::to_string(kMaxPayloadBytes) + " bytes");
+    }
+    if (step.max_attempts < 1 || step.initial_backoff_ms < 0 || step.max_backoff_ms < 0 ||
+        step.max_backoff_ms < step.initial_backoff_ms) {
+      return Status::InvalidArgument(
+          "steps.retry_policy: need max_attempts >= 1 and 0 <= initial_backoff_ms <= "
+          "max_backoff_ms (step '" +
+          step.branch_id + "')");
+    }
+    for (const std::string& dep : step.depends_on) {
+      if (dep == step.branch_id || ids.count(dep) == 0) {
+        return Status::InvalidArgument("steps.depends_on: step '" + step.branch_id +
+                                       "' depends on unknown step '" + dep + "'");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+const char CoordinatorHandler::kVersion[] = TXC_VERSION;
+
+CoordinatorHandler::CoordinatorHandler(TxnService* service, std::string version)
+    : service_(service), version_(std::move(version)) {
+  CHECK(service_ != nullptr);
+}
+
+void CoordinatorHandler::Throw(const Status& in, const std::string& gtid, unsigned declared) {
+  if (in.ok()) return;
+  Status status = in;
+  const StatusCode code = in.code();
+  if ((code == StatusCode::kNotFound && !(declared & kNotFound)) ||
+      ((code == StatusCode::kIllegalTransition || code == StatusCode::kAlreadyExists) &&
+       !(declared & kIllegal)) ||
+      (code == StatusCode::kNotOwner && !(declared & kNotOwner))) {
+    LOG(ERROR) << "gtid=" << (gtid.empty() ? "-" : gtid)
+               << ": error not declared by the method, answered as Unavailable: " << in;
+    status = Status::Unavailable(in.ToString());
+  }
+  TxnState current = TxnState::kActive;
+  std::string owner_endpoint;
+  if ((status.code() == StatusCode::kIllegalTransition ||
+       status.code() == StatusCode::kAlreadyExists || status.code() == StatusCode::kNotOwner) &&
+      !gtid.empty()) {
+    Result<TxnView> view = service_->GetStatus(gtid);
+    if (view.ok()) {
+      current = view->txn.state;
+      if (status.code() == StatusCode::kNotOwner) {
+        owner_endpoint = service_->EndpointOfNode(view->txn.owner);
+      }
+    }
+  }
+  switch (status.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kNotFound:
+      VLOG(1) << "gtid=" << (gtid.empty() ? "-" : gtid) << ": " << status;
+      break;
+    default: LOG(WARNING) << "gtid=" << (gtid.empty() ? "-" : gtid) << ": " << status;
+  }
+  ThrowIfError(status, gtid, current, owner_endpoint);
+}
+
+void CoordinatorHandler::beginTxn(wire::BeginResponse& out, const wire::BeginRequest& req) {
+  Guarded("beginTxn", "", [&] {
+    Result<BeginOptions> options = BeginOptionsFromWire(req);
+    Throw(options.status(), "", kNone);
+    Result<TxnRecord> txn = service_->Begin(*options);
+    Throw(txn.status(), "", kNone);
+    out.__set_gtid(txn->gtid);
+    out.__set_context(MakeTxnContext(*txn, service_->CoordinatorEndpoints()));
+  });
+}
+
+void CoordinatorHandler::enlist(const wire::EnlistRequest& req) {
+  Guarded("enlist", req.gtid, [&] {
+    Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
+    BranchRecord branch = BranchFromWire(req.branch, req.gtid, /*ordinal=*/0);
+    Throw(ValidateBranch(branch), req.gtid, kAll);
+    Throw(service_->Enlist(req.gtid, branch), req.gtid, kAll);
+  });
+}
+
+void CoordinatorHandler::commit(wire::CommitResponse& out, const wire::CommitRequest& req) {
+  Guarded("commit", req.gtid, [&] {
+    Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
+    Result<CommitWait> wait = CommitWaitFromWire(req.wait);
+    Throw(wait.status(), req.gtid, kAll);
+    Throw(ValidateWaitTimeout(req.wait_timeout_ms), req.gtid, kAll);
+    Result<TxnRecord> txn = service_->Commit(req.gtid, *wait, req.wait_timeout_ms);
+    Throw(txn.status(), req.gtid, kAll);
+    out = CommitResponseToWire(*txn);
+  });
+}
+
+void CoordinatorHandler::rollback(wire::CommitResponse& out, const std::string& gtid) {
+  Guarded("rollback", gtid, [&] {
+    Throw(ValidateId("gtid", gtid), gtid, kAll);
+    Result<TxnRecord> txn = service_->Rollback(gtid);
+    Throw(txn.status(), gtid, kAll);
+    out = CommitResponseToWire(*txn);
+  });
+}
+
+void CoordinatorHandler::status(wire::TxnStatus& out, const std::string& gtid) {
+  Guarded("status", gtid, [&] {
+    Throw(ValidateId("gtid", gtid), gtid, kNotFound);
+    Result<TxnView> view = service_->GetStatus(gtid);
+    Throw(view.status(), gtid, kNotFound);
+    out = TxnStatusToWire(*view);
+  });
+}
+
+void CoordinatorHandler::submitSaga(wire::SubmitSagaResponse& out,
+                                    const wire::SubmitSagaRequest& req) {
+  const std::string gtid = req.__isset.gtid ? req.gtid : "";
+  Guarded("submitSaga", gtid, [&] {
+    if (req.__isset.gtid) Throw(ValidateId("gtid", req.gtid), gtid, kIllegal);
+    Throw(ValidateTimeoutMs("timeout_ms", req.timeout_ms), gtid, kIllegal);
+    Throw(ValidateWaitTimeout(req.wait_timeout_ms), gtid, kIllegal);
+    Result<SagaSpec> spec = SagaSpecFromWire(req);
+    Throw(spec.status(), gtid, kIllegal);
+    Throw(ValidateSagaSteps(spec->steps), gtid, kIllegal);
+    Result<TxnRecord> txn = service_->SubmitSaga(*spec);
+    Throw(txn.status(), gtid, kIllegal);
+    out.__set_gtid(txn->gtid);
+    out.__set_state(ToWire(txn->state));
+  });
+}
+
+wire::Outcome::type CoordinatorHandler::queryOutcome(const std::string& gtid,
+                                                     const std::string& branch_id) {
+  return Guarded("queryOutcome", gtid, [&] {
+    Throw(ValidateId("gtid", gtid), gtid, kNone);
+    if (!branch_id.empty()) Throw(ValidateId("branch_id", branch_id), gtid, kNone);
+    Result<Outcome> outcome = service_->QueryOutcome(gtid, branch_id);
+    // queryOutcome declares no NotFound: an unknown id is presumed aborted.
+    if (outcome.status().code() == StatusCode::kNotFound) return wire::Outcome::OUTCOME_ABORT;
+    Throw(outcome.status(), gtid, kNone);
+    return ToWire(*outcome);
+  });
+}
+
+void CoordinatorHandler::health(wire::HealthResponse& out) {
+  Guarded("health", "", [&] { out = HealthToWire(service_->Health(), version_); });
+}
+
+}  // namespace txc
