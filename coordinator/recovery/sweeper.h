@@ -1,0 +1,83 @@
+// Sweeper: the recovery loop every replica runs. Each pass (every
+// interval_ms, with jitter):
+//
+//   1. TxnStore::ClaimOrphans: take over unfinished transactions whose
+//      owner's lease expired, or that this node owned under an older epoch
+//      (this process restarted): they become (this node, this epoch) with
+//      next_attempt_ms = now.
+//   2. TxnStore::ListDue: this node's unfinished transactions whose
+//      next_attempt_ms has come, and hand each to its driver:
+//      2PC -> TwoPhaseOps::Resume, Saga -> SagaOps::Resume (when set).
+//      The drivers decide: ACTIVE past its deadline -> abort; PREPARING with
+//      no driver in this process -> abort (presumed abort) unless one-phase
+//      (re-send commitOnePhase); COMMITTING / ABORTING -> redrive phase 2.
+//
+// Resume must not block (drivers hand the work to their own pools) and is a
+// no-op for a transaction the driver is already driving, so a pass never
+// waits on a participant.
+//
+// Thread-safety: Start/Stop from the owning thread; SweepOnce and SetSagaOps
+// from any thread.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+
+#include "common/status.h"
+#include "coordinator/service/txn_service.h"
+#include "coordinator/store/txn_store.h"
+
+namespace txc {
+
+struct SweeperOptions {
+  int64_t interval_ms = 200;  // between passes (jittered by up to +25 %)
+  int claim_limit = 200;      // orphans claimed per pass
+  int list_limit = 500;       // due transactions dispatched per pass
+};
+
+struct SweepStats {
+  int64_t passes = 0;
+  int64_t claimed = 0;     // orphans taken over
+  int64_t dispatched = 0;  // Resume calls
+  int64_t errors = 0;      // passes that hit a store error
+};
+
+class Sweeper {
+ public:
+  // `store` and `two_phase` must outlive the sweeper; `saga` may be null.
+  Sweeper(TxnStore* store, NodeInfo node, TwoPhaseOps* two_phase, SagaOps* saga,
+          SweeperOptions options);
+  ~Sweeper();  // Stop()s
+
+  void SetSagaOps(SagaOps* saga) { saga_.store(saga, std::memory_order_release); }
+
+  // Starts the background thread ("sweeper"). Idempotent.
+  void Start();
+  // Stops it and waits for the current pass to end. Idempotent.
+  void Stop();
+
+  // One pass on the caller's thread. Errors: the store's (kUnavailable, ...).
+  Status SweepOnce();
+
+  SweepStats Stats();
+
+ private:
+  void Loop();
+
+  TxnStore* const store_;
+  const NodeInfo node_;
+  TwoPhaseOps* const two_phase_;
+  std::atomic<SagaOps*> saga_;
+  const SweeperOptions options_;
+
+  std::mutex mu_;  // guards stopping_, stats_
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  SweepStats stats_;
+  std::thread thread_;  // owned by Start/Stop's thread
+};
+
+}  // namespace txc
