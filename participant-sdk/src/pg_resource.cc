@@ -1,0 +1,336 @@
+#include "txc/participant/pg_resource.h"
+
+#include <glog/logging.h>
+
+#include <stdexcept>
+
+#include "common/backoff.h"
+#include "common/crash_point.h"
+#include "pg_pool.h"
+
+namespace txc {
+namespace participant {
+
+namespace {
+
+constexpr size_t kMaxGidBytes = 199;  // PostgreSQL GIDSIZE (200) minus the NUL
+constexpr char kOpCommitOnePhase[] = "commit_one_phase";
+
+bool PlainSafe(const std::string& s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (c == ':' || c == '\'' || c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+std::string Hex(const std::string& s) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size() * 2);
+  for (unsigned char c : s) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+bool Unhex(const std::string& s, std::string* out) {
+  if (s.size() % 2 != 0) return false;
+  out->clear();
+  for (size_t i = 0; i < s.size(); i += 2) {
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      return -1;
+    };
+    const int hi = nibble(s[i]), lo = nibble(s[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return true;
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t pos = s.find(sep, start);
+    if (pos == std::string::npos) {
+      parts.push_back(s.substr(start));
+      return parts;
+    }
+    parts.push_back(s.substr(start, pos - start));
+    start = pos + 1;
+  }
+}
+
+bool IsSqlState(const std::exception& e, const char* state) {
+  auto* sql = dynamic_cast<const pqxx::sql_error*>(&e);
+  return sql != nullptr && sql->sqlstate() == state;
+}
+
+// A pooled connection returned on scope exit; MarkBroken() drops it instead.
+class Lease {
+ public:
+  Lease(internal::PgPool* pool, std::unique_ptr<internal::PgConnection> conn)
+      : pool_(pool), conn_(std::move(conn)) {}
+  ~Lease() { pool_->Release(std::move(conn_), healthy_); }
+  pqxx::connection& conn() { return conn_->conn; }
+  void Judge(const Status& s) {
+    if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kIndeterminate) {
+      healthy_ = false;
+    }
+  }
+  void MarkBroken() { healthy_ = false; }
+
+ private:
+  internal::PgPool* pool_;
+  std::unique_ptr<internal::PgConnection> conn_;
+  bool healthy_ = true;
+};
+
+}  // namespace
+
+void ThrowIfError(const Status& s) {
+  if (!s.ok()) throw std::runtime_error(s.ToString());
+}
+
+Result<std::unique_ptr<PgXaResource>> PgXaResource::Create(PgXaOptions options) {
+  if (options.conninfo.empty()) return Status::InvalidArgument("PgXaResource: empty conninfo");
+  if (options.prefix.empty() || options.prefix.size() > 32) {
+    return Status::InvalidArgument("PgXaResource: prefix must be 1..32 characters");
+  }
+  for (char c : options.prefix) {
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
+      return Status::InvalidArgument("PgXaResource: prefix must be [A-Za-z0-9_-]: '" +
+                                     options.prefix + "'");
+    }
+  }
+  if (options.resource.empty()) options.resource = options.prefix;
+  return std::unique_ptr<PgXaResource>(new PgXaResource(std::move(options)));
+}
+
+PgXaResource::PgXaResource(PgXaOptions options)
+    : options_(std::move(options)),
+      pool_(std::make_unique<internal::PgPool>(options_.conninfo, options_.max_connections,
+                                               options_.acquire_timeout_ms)) {}
+
+PgXaResource::~PgXaResource() = default;
+
+void PgXaResource::DropIdleConnections() { pool_->DropIdle(); }
+
+Result<std::string> PgXaResource::GidFor(const std::string& gtid,
+                                         const std::string& branch_id) const {
+  if (gtid.empty() || branch_id.empty()) {
+    return Status::InvalidArgument("gtid and branch id must not be empty");
+  }
+  std::string gid = PlainSafe(gtid) && PlainSafe(branch_id)
+                        ? options_.prefix + ":" + gtid + ":" + branch_id
+                        : options_.prefix + ":x:" + Hex(gtid) + ":" + Hex(branch_id);
+  if (gid.size() > kMaxGidBytes) {
+    return Status::InvalidArgument("prepared transaction id too long (" +
+                                   std::to_string(gid.size()) + " > 199 bytes) for gtid " + gtid +
+                                   " branch " + branch_id);
+  }
+  return gid;
+}
+
+Result<bool> PgXaResource::IsPrepared(const std::string& gid) {
+  TXC_ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  Lease lease(pool_.get(), std::move(conn));
+  try {
+    pqxx::nontransaction n(lease.conn());
+    pqxx::result r = n.exec_params(
+        "SELECT 1 FROM pg_prepared_xacts WHERE gid = $1 AND database = current_database()", gid);
+    return !r.empty();
+  } catch (const std::exception& e) {
+    Status s = internal::StatusFromException(e, "check prepared " + gid);
+    lease.Judge(s);
+    return s;
+  }
+}
+
+Result<Vote> PgXaResource::Prepare(const BranchContext& ctx,
+                                   const std::function<Vote(pqxx::work&)>& fn) {
+  TXC_ASSIGN_OR_RETURN(const std::string gid, GidFor(ctx.gtid, ctx.branch_id));
+  TXC_ASSIGN_OR_RETURN(const bool already, IsPrepared(gid));
+  if (already) {
+    VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id
+            << " prepare redelivered: already prepared as " << gid;
+    return Vote::kPrepared;
+  }
+  TXC_ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  Lease lease(pool_.get(), std::move(conn));
+  bool prepare_sent = false;
+  Status failed;
+  try {
+    pqxx::work w(lease.conn());
+    const Vote vote = fn(w);
+    switch (vote) {
+      case Vote::kPrepared:
+        prepare_sent = true;
+        w.exec("PREPARE TRANSACTION " + w.quote(gid));
+        // The server transaction has ended; this COMMIT only tells libpqxx
+        // (the server answers "no transaction in progress", silenced).
+        w.commit();
+        TXC_CRASH_POINT("participant.after_prepare");
+        VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id << " prepared as " << gid;
+        return Vote::kPrepared;
+      case Vote::kReadOnly:
+      case Vote::kAbort:
+        w.abort();
+        VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id << " prepare voted "
+                << VoteName(vote) << ", local transaction rolled back";
+        return vote;
+    }
+    return Status::Internal("unknown vote");
+  } catch (const std::exception& e) {
+    if (IsSqlState(e, "42710")) {
+      // A concurrent delivery of the same prepare won: the branch is prepared.
+      VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id
+              << " prepared concurrently by a duplicate delivery";
+      return Vote::kPrepared;
+    }
+    failed = internal::StatusFromException(e, "prepare " + gid);
+    lease.Judge(failed);
+  }
+  if (prepare_sent &&
+      (failed.code() == StatusCode::kUnavailable || failed.code() == StatusCode::kIndeterminate)) {
+    // The connection broke around PREPARE: whether it happened is re-read.
+    Result<bool> prepared = IsPrepared(gid);
+    if (prepared.ok() && *prepared) return Vote::kPrepared;
+  }
+  LOG(ERROR) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id << " prepare failed: " << failed;
+  return failed;
+}
+
+Status PgXaResource::FinishPrepared(const BranchContext& ctx, bool commit) {
+  TXC_ASSIGN_OR_RETURN(const std::string gid, GidFor(ctx.gtid, ctx.branch_id));
+  TXC_ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  Lease lease(pool_.get(), std::move(conn));
+  const char* what = commit ? "COMMIT PREPARED" : "ROLLBACK PREPARED";
+  try {
+    pqxx::nontransaction n(lease.conn());
+    n.exec(std::string(what) + " " + n.quote(gid));
+    VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id << " " << what << " done";
+    return Status::Ok();
+  } catch (const std::exception& e) {
+    if (IsSqlState(e, "42704")) {
+      // No such prepared transaction: already finished (or, for abort, never prepared).
+      VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id << " " << what
+              << ": not prepared (already finished), ok";
+      return Status::Ok();
+    }
+    Status s = internal::StatusFromException(e, std::string(what) + " " + gid);
+    if (IsSqlState(e, "55006")) s = Status::Unavailable(s.message());  // busy: in use elsewhere
+    lease.Judge(s);
+    LOG(ERROR) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id << " " << s;
+    return s;
+  }
+}
+
+Status PgXaResource::Commit(const BranchContext& ctx) { return FinishPrepared(ctx, true); }
+
+Status PgXaResource::Abort(const BranchContext& ctx) { return FinishPrepared(ctx, false); }
+
+Result<Outcome> PgXaResource::CommitOnePhase(const BranchContext& ctx,
+                                             const std::function<Vote(pqxx::work&)>& fn) {
+  TXC_ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  Lease lease(pool_.get(), std::move(conn));
+  bool commit_sent = false;
+  Status failed;
+  try {
+    pqxx::work w(lease.conn());
+    pqxx::result inserted = w.exec_params(
+        "INSERT INTO txc_barrier (gtid, branch_id, op, reason, outcome, message, "
+        "created_unix_ms) VALUES ($1, $2, $3, $3, 1, '', $4) "
+        "ON CONFLICT (gtid, branch_id, op) DO NOTHING",
+        ctx.gtid, ctx.branch_id, kOpCommitOnePhase, NowUnixMs());
+    if (inserted.affected_rows() == 0) {
+      w.abort();
+      VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id
+              << " one-phase commit redelivered: already committed";
+      return Outcome::kCommit;
+    }
+    const Vote vote = fn(w);
+    if (vote == Vote::kAbort) {
+      w.abort();
+      VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id
+              << " one-phase commit: voted abort, rolled back";
+      return Outcome::kAbort;
+    }
+    commit_sent = true;
+    w.commit();
+    VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id << " one-phase committed";
+    return Outcome::kCommit;
+  } catch (const std::exception& e) {
+    failed = internal::StatusFromException(e, "one-phase commit");
+    lease.Judge(failed);
+  }
+  if (commit_sent) {
+    // The outcome of COMMIT is unknown: the barrier row tells.
+    lease.MarkBroken();
+    auto again = pool_->Acquire();
+    if (again.ok()) {
+      Lease check(pool_.get(), std::move(again).value());
+      try {
+        pqxx::nontransaction n(check.conn());
+        pqxx::result r = n.exec_params(
+            "SELECT 1 FROM txc_barrier WHERE gtid = $1 AND branch_id = $2 AND op = $3", ctx.gtid,
+            ctx.branch_id, kOpCommitOnePhase);
+        if (!r.empty()) return Outcome::kCommit;
+        failed = Status::Unavailable("one-phase commit did not happen: " + failed.message());
+      } catch (const std::exception& e) {
+        check.MarkBroken();
+        failed = Status::Unavailable("one-phase commit outcome unknown: " + failed.message());
+      }
+    } else {
+      failed = Status::Unavailable("one-phase commit outcome unknown: " + failed.message());
+    }
+  }
+  LOG(ERROR) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id
+             << " one-phase commit failed: " << failed;
+  return failed;
+}
+
+Result<std::vector<PreparedBranch>> PgXaResource::Recover() {
+  TXC_ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
+  Lease lease(pool_.get(), std::move(conn));
+  const std::string head = options_.prefix + ":";
+  pqxx::result rows;
+  try {
+    pqxx::nontransaction n(lease.conn());
+    rows = n.exec_params(
+        "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() "
+        "AND left(gid, $2) = $1 ORDER BY prepared",
+        head, static_cast<int>(head.size()));
+  } catch (const std::exception& e) {
+    Status s = internal::StatusFromException(e, "recover");
+    lease.Judge(s);
+    return s;
+  }
+  std::vector<PreparedBranch> out;
+  for (const auto& row : rows) {
+    const std::string gid = row[0].as<std::string>();
+    std::vector<std::string> parts = Split(gid.substr(head.size()), ':');
+    PreparedBranch b;
+    b.resource = options_.resource;
+    if (parts.size() == 2) {
+      b.gtid = parts[0];
+      b.branch_id = parts[1];
+    } else if (parts.size() == 3 && parts[0] == "x" && Unhex(parts[1], &b.gtid) &&
+               Unhex(parts[2], &b.branch_id)) {
+    } else {
+      LOG(WARNING) << "recover: ignoring prepared transaction '" << gid
+                   << "' (prefix matches, format does not)";
+      continue;
+    }
+    out.push_back(std::move(b));
+  }
+  VLOG(1) << "recover: " << out.size() << " prepared branches with prefix " << options_.prefix;
+  return out;
+}
+
+}  // namespace participant
+}  // namespace txc
