@@ -1,0 +1,407 @@
+// TwoPhaseDriver and Sweeper against a real SQLite store and real Thrift
+// participants served in this process (a small scripted Participant handler,
+// so each vote and failure is chosen by the test). The SDK-based participants
+// on PostgreSQL are exercised by tests/twopc.
+#include "coordinator/driver/two_phase_driver.h"
+
+#include <glog/logging.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/backoff.h"
+#include "common/thrift_server.h"
+#include "coordinator/recovery/sweeper.h"
+#include "coordinator/store/group_commit.h"
+#include "coordinator/store/txn_store.h"
+#include "gen-cpp/Participant.h"
+
+namespace txc {
+namespace {
+
+// A participant whose answers the test scripts. Thread-safe.
+class ScriptedParticipant : public wire::ParticipantIf {
+ public:
+  wire::Vote::type prepare(const wire::BranchRequest& req) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("prepare:" + req.branch_id);
+    return vote_;
+  }
+  wire::Outcome::type commitOnePhase(const wire::BranchRequest& req) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("commitOnePhase:" + req.branch_id);
+    return vote_ == wire::Vote::VOTE_ABORT ? wire::Outcome::OUTCOME_ABORT
+                                           : wire::Outcome::OUTCOME_COMMIT;
+  }
+  void commit(const wire::BranchRequest& req) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("commit:" + req.branch_id);
+    if (fail_phase_two_) {
+      wire::Unavailable u;
+      u.message = "scripted failure";
+      throw u;
+    }
+  }
+  void abort(const wire::BranchRequest& req) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls_.push_back("abort:" + req.branch_id);
+    if (fail_phase_two_) {
+      wire::Unavailable u;
+      u.message = "scripted failure";
+      throw u;
+    }
+  }
+  void action(wire::StepResult&, const wire::StepRequest&) override {}
+  void compensate(wire::StepResult&, const wire::StepRequest&) override {}
+
+  void SetVote(wire::Vote::type vote) {
+    std::lock_guard<std::mutex> lock(mu_);
+    vote_ = vote;
+  }
+  void SetFailPhaseTwo(bool fail) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_phase_two_ = fail;
+  }
+  std::vector<std::string> Calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+  int Count(const std::string& call) {
+    std::lock_guard<std::mutex> lock(mu_);
+    int n = 0;
+    for (const auto& c : calls_) n += c == call;
+    return n;
+  }
+
+ private:
+  std::mutex mu_;
+  wire::Vote::type vote_ = wire::Vote::VOTE_PREPARED;
+  bool fail_phase_two_ = false;
+  std::vector<std::string> calls_;
+};
+
+struct ServedParticipant {
+  std::shared_ptr<ScriptedParticipant> handler = std::make_shared<ScriptedParticipant>();
+  std::unique_ptr<ThriftServer> server;
+  std::string endpoint;
+
+  void Start(int port = 0) {
+    ThriftServerOptions o;
+    o.host = "127.0.0.1";
+    o.port = port;
+    server =
+        std::make_unique<ThriftServer>(std::make_shared<wire::ParticipantProcessor>(handler), o);
+    ASSERT_TRUE(server->Start().ok());
+    endpoint = "127.0.0.1:" + std::to_string(server->port());
+  }
+};
+
+class TwoPhaseDriverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/txc-2pc-driver-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto store = OpenStore(dir_ + "/coordinator.db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(store).value();
+    ASSERT_TRUE(store_->Migrate().ok());
+    auto lease = store_->AcquireLease("node-a", "127.0.0.1:1", 60000, NowUnixMs());
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    node_ = NodeInfo{"node-a", "127.0.0.1:1", lease->epoch};
+    log_ = std::make_unique<GroupCommitter>(store_.get(), GroupCommitOptions{});
+    TwoPhaseDriverOptions o;
+    o.prepare_timeout_ms = 500;
+    o.phase_two_timeout_ms = 500;
+    o.connect_timeout_ms = 200;
+    o.phase_two_attempts = 2;
+    o.phase_two_backoff = BackoffPolicy{5, 20, 2.0};
+    o.redrive_backoff = BackoffPolicy{20, 50, 2.0};
+    o.fan_out_threads = 8;
+    driver_ = std::make_unique<TwoPhaseDriver>(store_.get(), log_.get(), node_, o);
+    a_.Start();
+    b_.Start();
+  }
+
+  void TearDown() override {
+    driver_.reset();
+    log_.reset();
+    store_.reset();
+    std::string cmd = "rm -rf '" + dir_ + "'";
+    ASSERT_EQ(system(cmd.c_str()), 0);
+  }
+
+  // Begins a transaction (as CoordinatorService::Begin does) with branches at `endpoints`.
+  std::string Begin(const std::vector<std::string>& endpoints, int64_t timeout_ms = 60000,
+                    const std::string& owner = "") {
+    static std::atomic<int> seq{0};
+    TxnRecord txn;
+    txn.gtid = "t-" + std::to_string(getpid()) + "-" + std::to_string(seq++);
+    txn.kind = TxnKind::kTwoPhase;
+    txn.state = TxnState::kActive;
+    txn.owner = owner.empty() ? node_.node_id : owner;
+    txn.epoch = node_.epoch;
+    txn.created_ms = NowUnixMs();
+    txn.deadline_ms = txn.created_ms + timeout_ms;
+    txn.next_attempt_ms = txn.deadline_ms;
+    WriteBatch batch;
+    batch.insert_txns.push_back(txn);
+    EXPECT_TRUE(log_->Write(std::move(batch)).ok());
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      EXPECT_TRUE(driver_->Enlist(txn.gtid, Branch("b" + std::to_string(i), endpoints[i])).ok());
+    }
+    return txn.gtid;
+  }
+
+  static BranchRecord Branch(const std::string& id, const std::string& endpoint) {
+    BranchRecord b;
+    b.branch_id = id;
+    b.endpoint = endpoint;
+    b.resource = "accounts";
+    b.payload = "payload-" + id;
+    return b;
+  }
+
+  TxnState StoredState(const std::string& gtid) {
+    auto txn = store_->GetTxn(gtid);
+    EXPECT_TRUE(txn.ok()) << txn.status();
+    return txn.ok() ? txn->state : TxnState::kActive;
+  }
+
+  bool WaitFor(const std::function<bool()>& pred, int64_t timeout_ms = 5000) {
+    const int64_t end = MonotonicMs() + timeout_ms;
+    while (MonotonicMs() < end) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return pred();
+  }
+
+  std::string dir_;
+  std::unique_ptr<TxnStore> store_;
+  NodeInfo node_;
+  std::unique_ptr<GroupCommitter> log_;
+  std::unique_ptr<TwoPhaseDriver> driver_;
+  ServedParticipant a_, b_;
+};
+
+TEST_F(TwoPhaseDriverTest, HappyPathCommitsEveryBranch) {
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  auto r = driver_->Commit(gtid, CommitWait::kCompletion, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCommitted);
+  EXPECT_EQ(a_.handler->Calls(), (std::vector<std::string>{"prepare:b0", "commit:b0"}));
+  EXPECT_EQ(b_.handler->Calls(), (std::vector<std::string>{"prepare:b1", "commit:b1"}));
+  EXPECT_TRUE(WaitFor([&] { return StoredState(gtid) == TxnState::kCommitted; }));
+  auto branches = store_->GetBranches(gtid);
+  ASSERT_TRUE(branches.ok());
+  for (const auto& b : *branches) EXPECT_EQ(b.state, BranchState::kBranchCommitted);
+  // Commit again: the same decision, nothing sent.
+  auto again = driver_->Commit(gtid, CommitWait::kDecision, 1000);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(DecisionOf(again->state), Decision::kCommit);
+  EXPECT_EQ(a_.handler->Calls().size(), 2u);
+  auto outcome = driver_->QueryOutcome(gtid, "b0");
+  ASSERT_TRUE(outcome.ok());
+  EXPECT_EQ(*outcome, Outcome::kCommit);
+}
+
+TEST_F(TwoPhaseDriverTest, WaitDecisionAnswersCommittingThenFinishes) {
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  auto r = driver_->Commit(gtid, CommitWait::kDecision, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(DecisionOf(r->state), Decision::kCommit);
+  EXPECT_TRUE(WaitFor([&] { return StoredState(gtid) == TxnState::kCommitted; }));
+  EXPECT_EQ(driver_->InFlightCount(), 0u);
+}
+
+TEST_F(TwoPhaseDriverTest, AbortVoteAbortsEveryBranch) {
+  b_.handler->SetVote(wire::Vote::VOTE_ABORT);
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  auto r = driver_->Commit(gtid, CommitWait::kCompletion, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kAborted);
+  EXPECT_EQ(a_.handler->Count("abort:b0"), 1);
+  EXPECT_EQ(a_.handler->Count("commit:b0"), 0);
+  EXPECT_EQ(b_.handler->Count("commit:b1"), 0);
+  // Commit again answers the decision (ABORT), not an error.
+  auto again = driver_->Commit(gtid, CommitWait::kDecision, 1000);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(DecisionOf(again->state), Decision::kAbort);
+  // Rollback of an aborted transaction is OK.
+  EXPECT_TRUE(driver_->Rollback(gtid).ok());
+}
+
+TEST_F(TwoPhaseDriverTest, ReadOnlyVoterGetsNoPhaseTwo) {
+  b_.handler->SetVote(wire::Vote::VOTE_READ_ONLY);
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  auto r = driver_->Commit(gtid, CommitWait::kCompletion, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCommitted);
+  EXPECT_EQ(a_.handler->Count("commit:b0"), 1);
+  EXPECT_EQ(b_.handler->Calls(), (std::vector<std::string>{"prepare:b1"}));
+}
+
+TEST_F(TwoPhaseDriverTest, OneBranchCommitsInOnePhase) {
+  const std::string gtid = Begin({a_.endpoint});
+  auto r = driver_->Commit(gtid, CommitWait::kDecision, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCommitted);
+  EXPECT_EQ(a_.handler->Calls(), (std::vector<std::string>{"commitOnePhase:b0"}));
+  auto txn = store_->GetTxn(gtid);
+  ASSERT_TRUE(txn.ok());
+  EXPECT_TRUE(txn->flags & kFlagOnePhase);
+  EXPECT_EQ(txn->state, TxnState::kCommitted);
+}
+
+TEST_F(TwoPhaseDriverTest, UnreachableParticipantAtPrepareAborts) {
+  const int dead_port = [] {
+    ServedParticipant p;
+    p.Start();
+    return p.server->port();  // stopped when p goes away
+  }();
+  const std::string dead = "127.0.0.1:" + std::to_string(dead_port);
+  const std::string gtid = Begin({a_.endpoint, dead});
+  auto r = driver_->Commit(gtid, CommitWait::kDecision, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(DecisionOf(r->state), Decision::kAbort);
+  EXPECT_TRUE(WaitFor([&] { return a_.handler->Count("abort:b0") == 1; }));
+  EXPECT_EQ(a_.handler->Count("commit:b0"), 0);
+}
+
+TEST_F(TwoPhaseDriverTest, EnlistErrors) {
+  EXPECT_EQ(driver_->Enlist("no-such-txn", Branch("x", a_.endpoint)).code(), StatusCode::kNotFound);
+  EXPECT_EQ(driver_->Enlist("bad id", Branch("x", a_.endpoint)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(driver_->Enlist("t", Branch("x", "no-port")).code(), StatusCode::kInvalidArgument);
+
+  const std::string gtid = Begin({a_.endpoint});
+  // The same branch again: a no-op; other content: refused.
+  EXPECT_TRUE(driver_->Enlist(gtid, Branch("b0", a_.endpoint)).ok());
+  EXPECT_EQ(driver_->Enlist(gtid, Branch("b0", b_.endpoint)).code(),
+            StatusCode::kIllegalTransition);
+  auto branches = store_->GetBranches(gtid);
+  ASSERT_TRUE(branches.ok());
+  EXPECT_EQ(branches->size(), 1u);
+
+  const std::string foreign = Begin({}, 60000, "node-b");
+  EXPECT_EQ(driver_->Enlist(foreign, Branch("b0", a_.endpoint)).code(), StatusCode::kNotOwner);
+  EXPECT_EQ(driver_->Commit(foreign, CommitWait::kDecision, 100).status().code(),
+            StatusCode::kNotOwner);
+
+  ASSERT_TRUE(driver_->Rollback(gtid).ok());
+  EXPECT_EQ(driver_->Enlist(gtid, Branch("b9", a_.endpoint)).code(),
+            StatusCode::kIllegalTransition);
+}
+
+TEST_F(TwoPhaseDriverTest, IllegalTransitionsChangeNothing) {
+  // Commit of an unknown id.
+  EXPECT_EQ(driver_->Commit("unknown-gtid", CommitWait::kDecision, 100).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(driver_->Rollback("unknown-gtid").status().code(), StatusCode::kNotFound);
+
+  // Commit after rollback.
+  const std::string rolled = Begin({a_.endpoint, b_.endpoint});
+  auto rb = driver_->Rollback(rolled);
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_EQ(DecisionOf(rb->state), Decision::kAbort);
+  EXPECT_EQ(driver_->Commit(rolled, CommitWait::kDecision, 100).status().code(),
+            StatusCode::kIllegalTransition);
+  EXPECT_EQ(a_.handler->Count("prepare:b0"), 0);
+
+  // Rollback after a commit decision.
+  const std::string committed = Begin({a_.endpoint, b_.endpoint});
+  ASSERT_TRUE(driver_->Commit(committed, CommitWait::kCompletion, 5000).ok());
+  EXPECT_EQ(driver_->Rollback(committed).status().code(), StatusCode::kIllegalTransition);
+  EXPECT_TRUE(WaitFor([&] { return StoredState(committed) == TxnState::kCommitted; }));
+  EXPECT_EQ(a_.handler->Count("abort:b0"), 1);  // only the rolled-back one's
+}
+
+TEST_F(TwoPhaseDriverTest, QueryOutcomeFollowsTheLog) {
+  auto unknown = driver_->QueryOutcome("never-begun", "b0");
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_EQ(*unknown, Outcome::kAbort);
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  auto active = driver_->QueryOutcome(gtid, "b0");
+  ASSERT_TRUE(active.ok());
+  EXPECT_EQ(*active, Outcome::kPending);
+}
+
+TEST_F(TwoPhaseDriverTest, PhaseTwoFailureIsRedrivenBySweeper) {
+  b_.handler->SetFailPhaseTwo(true);
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  auto r = driver_->Commit(gtid, CommitWait::kDecision, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCommitting);
+  // In-process attempts give up; the record stays COMMITTING.
+  ASSERT_TRUE(WaitFor([&] { return driver_->InFlightCount() == 0; }));
+  EXPECT_EQ(StoredState(gtid), TxnState::kCommitting);
+  EXPECT_EQ(driver_->QueryOutcome(gtid, "b1").value(), Outcome::kCommit);
+
+  b_.handler->SetFailPhaseTwo(false);
+  Sweeper sweeper(store_.get(), node_, driver_.get(), nullptr, SweeperOptions{20, 100, 100});
+  sweeper.Start();
+  EXPECT_TRUE(WaitFor([&] { return StoredState(gtid) == TxnState::kCommitted; }));
+  sweeper.Stop();
+  EXPECT_GE(b_.handler->Count("commit:b1"), 3);
+  EXPECT_EQ(a_.handler->Count("commit:b0"), 1);
+}
+
+TEST_F(TwoPhaseDriverTest, SweeperAbortsExpiredAndOrphanedPreparing) {
+  const std::string expired = Begin({a_.endpoint, b_.endpoint}, /*timeout_ms=*/1);
+  // A PREPARING record with no driver, as a crash after logging it leaves.
+  const std::string orphan = Begin({a_.endpoint, b_.endpoint});
+  {
+    WriteBatch batch;
+    TxnUpdate u;
+    u.gtid = orphan;
+    u.expected_owner = node_.node_id;
+    u.expected_epoch = node_.epoch;
+    u.state = TxnState::kPreparing;
+    u.flags = kFlagCommitRequested;
+    u.next_attempt_ms = 0;
+    batch.txn_updates.push_back(u);
+    ASSERT_TRUE(log_->Write(std::move(batch)).ok());
+  }
+  EXPECT_EQ(driver_->QueryOutcome(orphan, "b0").value(), Outcome::kPending);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  Sweeper sweeper(store_.get(), node_, driver_.get(), nullptr, SweeperOptions{20, 100, 100});
+  ASSERT_TRUE(sweeper.SweepOnce().ok());
+  EXPECT_TRUE(WaitFor([&] {
+    return StoredState(expired) == TxnState::kAborted && StoredState(orphan) == TxnState::kAborted;
+  }));
+  EXPECT_EQ(driver_->Commit(expired, CommitWait::kDecision, 100).status().code(),
+            StatusCode::kIllegalTransition);
+  auto orphan_answer = driver_->Commit(orphan, CommitWait::kDecision, 100);
+  ASSERT_TRUE(orphan_answer.ok()) << orphan_answer.status();
+  EXPECT_EQ(DecisionOf(orphan_answer->state), Decision::kAbort);
+  EXPECT_EQ(a_.handler->Count("commit:b0"), 0);
+  EXPECT_EQ(b_.handler->Count("commit:b1"), 0);
+}
+
+TEST_F(TwoPhaseDriverTest, ConcurrentCommitsOfOneTransactionAgree) {
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  std::vector<std::thread> threads;
+  std::vector<Result<TxnRecord>> results(4, Status::Internal("unset"));
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back(
+        [&, i] { results[i] = driver_->Commit(gtid, CommitWait::kCompletion, 5000); });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(DecisionOf(r->state), Decision::kCommit);
+  }
+  EXPECT_EQ(a_.handler->Count("prepare:b0"), 1);
+  EXPECT_EQ(a_.handler->Count("commit:b0"), 1);
+}
+
+}  // namespace
+}  // namespace txc

@@ -1,0 +1,373 @@
+// Two-phase commit end to end: a real PostgreSQL (the harness's shared
+// cluster), a real `coordinator` process (SQLite store in a temp dir) and two
+// real `bank` processes (participant SDK + PgXaResource on their own
+// databases). Faults are real: SIGKILL, crash points, unreachable ports.
+//
+// Invariants checked: no mixed outcome (money is conserved across both banks,
+// every prepared branch gets resolved), presumed abort, typed errors on bad
+// input with nothing changed. Every wait has a deadline.
+#include <glog/logging.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <memory>
+#include <pqxx/pqxx>
+#include <string>
+#include <vector>
+
+#include "common/backoff.h"
+#include "examples/bank-transfer-2pc/bank_payload.h"
+#include "examples/bank-transfer-2pc/transfer_workload.h"
+#include "tests/harness/pg_cluster.h"
+#include "tests/harness/process.h"
+#include "txc/participant/coordinator_client.h"
+
+namespace txc {
+namespace {
+
+using testing::ChildProcess;
+
+constexpr int kAccounts = 10;
+constexpr int64_t kInitialBalance = 1000;
+constexpr int64_t kBankTotal = kAccounts * kInitialBalance;
+constexpr int64_t kWaitMs = 30000;
+
+class TwoPcProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    pg_ = testing::SharedPgCluster();
+    dir_ = std::make_unique<testing::TempDir>("txc-twopc-");
+    db_a_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_a"));
+    db_b_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_b"));
+    coordinator_port_ = testing::FreeLoopbackPort();
+    coordinator_ = "127.0.0.1:" + std::to_string(coordinator_port_);
+    port_a_ = testing::FreeLoopbackPort();
+    port_b_ = testing::FreeLoopbackPort();
+    bank_a_ = "127.0.0.1:" + std::to_string(port_a_);
+    bank_b_ = "127.0.0.1:" + std::to_string(port_b_);
+    ASSERT_NO_FATAL_FAILURE(StartCoordinator(""));
+    ASSERT_NO_FATAL_FAILURE(StartBank('a'));
+    ASSERT_NO_FATAL_FAILURE(StartBank('b'));
+    participant::CoordinatorClientOptions co;
+    co.endpoints = {coordinator_};
+    co.rpc_timeout_ms = 10000;
+    co.call_deadline_ms = 20000;
+    auto client = participant::CoordinatorClient::Create(co);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(client).value();
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      if (coordinator_proc_) LOG(ERROR) << "coordinator log:\n" << coordinator_proc_->LogTail();
+      if (bank_a_proc_) LOG(ERROR) << "bank a log:\n" << bank_a_proc_->LogTail(2000);
+      if (bank_b_proc_) LOG(ERROR) << "bank b log:\n" << bank_b_proc_->LogTail(2000);
+    }
+    client_.reset();
+    bank_a_proc_.reset();
+    bank_b_proc_.reset();
+    coordinator_proc_.reset();
+  }
+
+  void StartCoordinator(const std::string& crash_points) {
+    ChildProcess::Options o;
+    o.argv = {TXC_COORDINATOR_BIN,
+              "--host=127.0.0.1",
+              "--port=" + std::to_string(coordinator_port_),
+              "--data_dir=" + dir_->Child("coordinator"),
+              "--node_id=coordinator-1",
+              "--lease_ttl_ms=3000",
+              "--prepare_timeout_ms=2000",
+              "--sweep_interval_ms=100",
+              "-v=1"};
+    if (!crash_points.empty()) o.env = {{"TXC_CRASH_POINTS", crash_points}};
+    o.log_path = dir_->Child("coordinator.log");
+    auto child = ChildProcess::Start(o);
+    ASSERT_TRUE(child.ok()) << child.status();
+    coordinator_proc_ = std::move(child).value();
+    ASSERT_TRUE(testing::WaitForPort(coordinator_port_, kWaitMs).ok())
+        << coordinator_proc_->LogTail();
+  }
+
+  void StartBank(char which) {
+    ChildProcess::Options o;
+    const int port = which == 'a' ? port_a_ : port_b_;
+    o.argv = {TXC_BANK_BIN,
+              "--port=" + std::to_string(port),
+              "--db=" + (which == 'a' ? db_a_ : db_b_),
+              "--coordinators=" + coordinator_,
+              std::string("--name=bank_") + which,
+              "--accounts=" + std::to_string(kAccounts),
+              "--initial_balance=" + std::to_string(kInitialBalance)};
+    o.log_path = dir_->Child(std::string("bank_") + which + ".log");
+    auto child = ChildProcess::Start(o);
+    ASSERT_TRUE(child.ok()) << child.status();
+    (which == 'a' ? bank_a_proc_ : bank_b_proc_) = std::move(child).value();
+    ASSERT_TRUE(testing::WaitForPort(port, kWaitMs).ok());
+  }
+
+  // Kills the coordinator if it still runs and waits for it to end; returns its exit.
+  testing::ExitStatus EndCoordinator(int signal = SIGKILL) {
+    if (coordinator_proc_->IsRunning()) EXPECT_TRUE(coordinator_proc_->Kill(signal).ok());
+    auto exit = coordinator_proc_->Wait(kWaitMs);
+    EXPECT_TRUE(exit.ok()) << exit.status();
+    return exit.ok() ? *exit : testing::ExitStatus{};
+  }
+
+  int64_t Balance(const std::string& db, int account) {
+    pqxx::connection conn(db);
+    pqxx::nontransaction n(conn);
+    return n.exec_params1("SELECT balance FROM account WHERE id = $1", account)[0].as<int64_t>();
+  }
+
+  int64_t Prepared(const std::string& db) {
+    auto n = bank::PreparedCount(db);
+    EXPECT_TRUE(n.ok()) << n.status();
+    return n.ok() ? *n : -1;
+  }
+
+  // Waits until neither bank holds a prepared branch, then checks the total.
+  void ExpectSettledAndConserved() {
+    EXPECT_TRUE(
+        testing::WaitUntil([&] { return Prepared(db_a_) == 0 && Prepared(db_b_) == 0; }, kWaitMs))
+        << "prepared branches left: a=" << Prepared(db_a_) << " b=" << Prepared(db_b_);
+    auto a = bank::TotalBalance(db_a_);
+    auto b = bank::TotalBalance(db_b_);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(*a + *b, 2 * kBankTotal) << "a=" << *a << " b=" << *b;
+  }
+
+  wire::BranchSpec Branch(const std::string& id, const std::string& endpoint,
+                          const std::string& payload) {
+    wire::BranchSpec b;
+    b.branch_id = id;
+    b.endpoint = endpoint;
+    b.resource = "bank";
+    b.payload = payload;
+    return b;
+  }
+
+  // begin + enlist(debit at A, credit at B); returns the gtid.
+  std::string BeginTransfer(int64_t amount, const std::string& debit_at = "",
+                            int64_t timeout_ms = 60000) {
+    wire::BeginRequest req;
+    req.timeout_ms = timeout_ms;
+    auto begun = client_->Begin(req);
+    EXPECT_TRUE(begun.ok()) << begun.status();
+    if (!begun.ok()) return "";
+    wire::EnlistRequest e;
+    e.gtid = begun->gtid;
+    e.branch =
+        Branch("debit", debit_at.empty() ? bank_a_ : debit_at, bank::DebitPayload(0, amount));
+    EXPECT_TRUE(client_->Enlist(e).ok());
+    e.branch = Branch("credit", bank_b_, bank::CreditPayload(0, amount));
+    EXPECT_TRUE(client_->Enlist(e).ok());
+    return begun->gtid;
+  }
+
+  Result<wire::CommitResponse> Commit(const std::string& gtid, bool completion = true) {
+    wire::CommitRequest c;
+    c.gtid = gtid;
+    c.wait = completion ? wire::CommitWait::WAIT_COMPLETION : wire::CommitWait::WAIT_DECISION;
+    c.wait_timeout_ms = 10000;
+    return client_->Commit(c);
+  }
+
+  testing::PgCluster* pg_ = nullptr;
+  std::unique_ptr<testing::TempDir> dir_;
+  std::string db_a_, db_b_;
+  int coordinator_port_ = 0, port_a_ = 0, port_b_ = 0;
+  std::string coordinator_, bank_a_, bank_b_;
+  std::unique_ptr<ChildProcess> coordinator_proc_, bank_a_proc_, bank_b_proc_;
+  std::unique_ptr<participant::CoordinatorClient> client_;
+};
+
+TEST_F(TwoPcProcessTest, HappyPathMovesMoney) {
+  const std::string gtid = BeginTransfer(100);
+  auto r = Commit(gtid);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->outcome, wire::Outcome::OUTCOME_COMMIT);
+  EXPECT_EQ(r->state, wire::TxnState::COMMITTED);
+  ExpectSettledAndConserved();
+  EXPECT_EQ(Balance(db_a_, 0), kInitialBalance - 100);
+  EXPECT_EQ(Balance(db_b_, 0), kInitialBalance + 100);
+  auto outcome = client_->QueryOutcome(gtid, "debit");
+  ASSERT_TRUE(outcome.ok());
+  EXPECT_EQ(*outcome, participant::Outcome::kCommit);
+
+  // Many concurrent transfers: money conserved.
+  bank::TransferOptions o;
+  o.coordinators = {coordinator_};
+  o.bank_a = bank_a_;
+  o.bank_b = bank_b_;
+  o.accounts = kAccounts;
+  o.transfers = 60;
+  o.clients = 4;
+  auto stats = bank::RunTransfers(o);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->failed, 0) << stats->first_error;
+  EXPECT_GT(stats->committed, 0);
+  ExpectSettledAndConserved();
+}
+
+TEST_F(TwoPcProcessTest, AbortVoteAbortsEveryBranch) {
+  const std::string gtid = BeginTransfer(kInitialBalance + 1);  // insufficient funds at A
+  auto r = Commit(gtid);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->outcome, wire::Outcome::OUTCOME_ABORT);
+  ExpectSettledAndConserved();
+  EXPECT_EQ(Balance(db_a_, 0), kInitialBalance);
+  EXPECT_EQ(Balance(db_b_, 0), kInitialBalance);
+  auto status = client_->GetStatus(gtid);
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->state, wire::TxnState::ABORTED);
+}
+
+TEST_F(TwoPcProcessTest, UnreachableParticipantAtPrepareAborts) {
+  const std::string dead = "127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
+  wire::BeginRequest req;
+  auto begun = client_->Begin(req);
+  ASSERT_TRUE(begun.ok());
+  wire::EnlistRequest e;
+  e.gtid = begun->gtid;
+  e.branch = Branch("credit", bank_b_, bank::CreditPayload(1, 10));
+  ASSERT_TRUE(client_->Enlist(e).ok());
+  e.branch = Branch("debit", dead, bank::DebitPayload(1, 10));
+  ASSERT_TRUE(client_->Enlist(e).ok());
+  auto r = Commit(begun->gtid, /*completion=*/false);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->outcome, wire::Outcome::OUTCOME_ABORT);
+  EXPECT_TRUE(testing::WaitUntil([&] { return Prepared(db_b_) == 0; }, kWaitMs));
+  EXPECT_EQ(Balance(db_b_, 1), kInitialBalance);
+}
+
+TEST_F(TwoPcProcessTest, BadInputGetsTypedErrorsAndChangesNothing) {
+  auto unknown = client_->QueryOutcome("no-such-transaction", "b");
+  ASSERT_TRUE(unknown.ok()) << unknown.status();
+  EXPECT_EQ(*unknown, participant::Outcome::kAbort);
+  EXPECT_EQ(Commit("no-such-transaction").status().code(), StatusCode::kNotFound);
+
+  const std::string rolled = BeginTransfer(5);
+  auto rb = client_->Rollback(rolled);
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_EQ(Commit(rolled).status().code(), StatusCode::kIllegalTransition);
+
+  const std::string committed = BeginTransfer(7);
+  ASSERT_TRUE(Commit(committed).ok());
+  EXPECT_EQ(client_->Rollback(committed).status().code(), StatusCode::kIllegalTransition);
+  wire::EnlistRequest late;
+  late.gtid = committed;
+  late.branch = Branch("late", bank_a_, bank::DebitPayload(2, 1));
+  EXPECT_EQ(client_->Enlist(late).code(), StatusCode::kIllegalTransition);
+
+  ExpectSettledAndConserved();
+  EXPECT_EQ(Balance(db_a_, 0), kInitialBalance - 7);
+  EXPECT_EQ(Balance(db_b_, 0), kInitialBalance + 7);
+  EXPECT_EQ(Balance(db_a_, 2), kInitialBalance);
+  auto status = client_->GetStatus(rolled);
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->state, wire::TxnState::ABORTED);
+}
+
+// The coordinator dies right after logging COMMIT; bank B is SIGKILLed while
+// holding its prepared branch. Both restart: the branch commits (the
+// coordinator's decision), and nothing stays prepared.
+TEST_F(TwoPcProcessTest, ParticipantKilledAfterPrepareResolvesToDecision) {
+  EndCoordinator();
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator("2pc.after_decision_logged"));
+  const std::string gtid = BeginTransfer(40);
+  auto r = Commit(gtid, false);
+  EXPECT_FALSE(r.ok());  // the coordinator crashed before answering
+  EXPECT_EQ(EndCoordinator().exit_code, kCrashExitCode);
+  EXPECT_EQ(Prepared(db_a_), 1);
+  EXPECT_EQ(Prepared(db_b_), 1);
+  ASSERT_TRUE(bank_b_proc_->Kill(SIGKILL).ok());
+  ASSERT_TRUE(bank_b_proc_->Wait(kWaitMs).ok());
+  EXPECT_EQ(Prepared(db_b_), 1);  // PostgreSQL keeps it across the participant's death
+
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(""));
+  ASSERT_NO_FATAL_FAILURE(StartBank('b'));
+  ExpectSettledAndConserved();
+  EXPECT_EQ(Balance(db_a_, 0), kInitialBalance - 40);
+  EXPECT_EQ(Balance(db_b_, 0), kInitialBalance + 40);
+  auto outcome = client_->QueryOutcome(gtid, "credit");
+  ASSERT_TRUE(outcome.ok());
+  EXPECT_EQ(*outcome, participant::Outcome::kCommit);
+}
+
+// Bank B is down during phase 2: the commit completes once it is back.
+TEST_F(TwoPcProcessTest, ParticipantDownDuringPhaseTwoCompletesLater) {
+  EndCoordinator();
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator("2pc.after_decision_logged"));
+  const std::string gtid = BeginTransfer(25);
+  EXPECT_FALSE(Commit(gtid, false).ok());
+  EXPECT_EQ(EndCoordinator().exit_code, kCrashExitCode);
+  ASSERT_TRUE(bank_b_proc_->Kill(SIGKILL).ok());
+  ASSERT_TRUE(bank_b_proc_->Wait(kWaitMs).ok());
+
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(""));
+  // Phase 2 reaches bank A; bank B stays prepared while it is down.
+  EXPECT_TRUE(testing::WaitUntil([&] { return Prepared(db_a_) == 0; }, kWaitMs));
+  EXPECT_EQ(Prepared(db_b_), 1);
+  auto status = client_->GetStatus(gtid);
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->state, wire::TxnState::COMMITTING);
+
+  ASSERT_NO_FATAL_FAILURE(StartBank('b'));
+  ExpectSettledAndConserved();
+  EXPECT_EQ(Balance(db_b_, 0), kInitialBalance + 25);
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        auto s = client_->GetStatus(gtid);
+        return s.ok() && s->state == wire::TxnState::COMMITTED;
+      },
+      kWaitMs));
+}
+
+// The coordinator crashes at each named crash point under concurrent
+// transfers, and is restarted: every transaction reaches one outcome and the
+// money total holds.
+class TwoPcCrashPointTest : public TwoPcProcessTest,
+                            public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(TwoPcCrashPointTest, EveryTransactionReachesOneOutcome) {
+  EndCoordinator();
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(GetParam()));
+  bank::TransferOptions o;
+  o.coordinators = {coordinator_};
+  o.bank_a = bank_a_;
+  o.bank_b = bank_b_;
+  o.accounts = kAccounts;
+  o.transfers = 9;
+  o.clients = 3;
+  o.rpc_timeout_ms = 1000;
+  o.txn_timeout_ms = 5000;
+  auto stats = bank::RunTransfers(o);  // runs until the crash, then fails fast
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  auto exit = EndCoordinator();
+  EXPECT_EQ(exit.exit_code, kCrashExitCode) << exit.ToString();
+  EXPECT_GT(stats->failed, 0);
+
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(""));
+  ExpectSettledAndConserved();
+
+  // And it still works afterwards.
+  const std::string gtid = BeginTransfer(3);
+  auto r = Commit(gtid);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectSettledAndConserved();
+}
+
+INSTANTIATE_TEST_SUITE_P(CrashPoints, TwoPcCrashPointTest,
+                         ::testing::Values("2pc.after_prepare_sent", "2pc.after_decision_logged",
+                                           "2pc.mid_phase2", "2pc.before_final_state"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           std::string name = info.param;
+                           for (char& c : name) {
+                             if (c == '.' || c == '-') c = '_';
+                           }
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace txc
