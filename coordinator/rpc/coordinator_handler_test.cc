@@ -1,0 +1,202 @@
+// CoordinatorHandler over real Thrift (in-process ThriftServer on a free port)
+// on a CoordinatorService over a real SQLite store.
+#include "coordinator/rpc/coordinator_handler.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <stdexcept>
+
+#include "common/backoff.h"
+#include "common/thrift_server.h"
+#include "common/thrift_util.h"
+#include "coordinator/core/validation.h"
+#include "coordinator/service/coordinator_service.h"
+
+namespace txc {
+namespace {
+
+// Fault injection: GetStatus throws for one gtid, as a bug in a driver might.
+class ThrowingService : public CoordinatorService {
+ public:
+  using CoordinatorService::CoordinatorService;
+  Result<TxnView> GetStatus(const std::string& gtid) override {
+    if (gtid == "throw-me") throw std::runtime_error("injected failure");
+    return CoordinatorService::GetStatus(gtid);
+  }
+};
+
+class CoordinatorHandlerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/txc-handler-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto store = OpenStore(dir_ + "/coordinator.db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(store).value();
+    ASSERT_TRUE(store_->Migrate().ok());
+    auto lease = store_->AcquireLease("node-h", "127.0.0.1:1", 60000, NowUnixMs());
+    ASSERT_TRUE(lease.ok());
+    log_ = std::make_unique<GroupCommitter>(store_.get(), GroupCommitOptions{});
+    service_ = std::make_unique<ThrowingService>(store_.get(), log_.get(),
+                                                 NodeInfo{"node-h", "127.0.0.1:1", lease->epoch});
+    server_ =
+        std::make_unique<ThriftServer>(std::make_shared<wire::CoordinatorProcessor>(
+                                           std::make_shared<CoordinatorHandler>(service_.get())),
+                                       ThriftServerOptions{"127.0.0.1", 0});
+    ASSERT_TRUE(server_->Start().ok());
+    auto conn = OpenConnection<wire::CoordinatorClient>(HostPort{"127.0.0.1", server_->port()},
+                                                        ConnectOptions{});
+    ASSERT_TRUE(conn.ok()) << conn.status();
+    conn_ = std::move(conn).value();
+  }
+
+  void TearDown() override {
+    conn_.reset();
+    server_.reset();
+    service_.reset();
+    log_.reset();
+    store_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  wire::CoordinatorClient& client() { return *conn_->client; }
+
+  std::string Begin(int64_t timeout_ms = 60000) {
+    wire::BeginRequest req;
+    req.__set_timeout_ms(timeout_ms);
+    wire::BeginResponse resp;
+    client().beginTxn(resp, req);
+    return resp.gtid;
+  }
+
+  std::string dir_;
+  std::unique_ptr<TxnStore> store_;
+  std::unique_ptr<GroupCommitter> log_;
+  std::unique_ptr<ThrowingService> service_;
+  std::unique_ptr<ThriftServer> server_;
+  std::unique_ptr<ThriftConnection<wire::CoordinatorClient>> conn_;
+};
+
+TEST_F(CoordinatorHandlerTest, BeginStatusHealth) {
+  wire::BeginRequest req;
+  req.__set_timeout_ms(30000);
+  wire::BranchSpec b;
+  b.__set_branch_id("b1");
+  b.__set_endpoint("127.0.0.1:9100");
+  b.__set_resource("stock");
+  b.__set_payload("p");
+  req.__set_branches({b});
+  wire::BeginResponse resp;
+  client().beginTxn(resp, req);
+  EXPECT_FALSE(resp.gtid.empty());
+  EXPECT_EQ(resp.context.gtid, resp.gtid);
+  EXPECT_EQ(resp.context.coordinators, std::vector<std::string>{"127.0.0.1:1"});
+  EXPECT_GT(resp.context.deadline_unix_ms, NowUnixMs());
+
+  wire::TxnStatus status;
+  client().status(status, resp.gtid);
+  EXPECT_EQ(status.gtid, resp.gtid);
+  EXPECT_EQ(status.state, wire::TxnState::ACTIVE);
+  EXPECT_EQ(status.kind, wire::TxnKind::TWO_PHASE);
+  EXPECT_EQ(status.owner, "node-h");
+  EXPECT_EQ(status.deadline_unix_ms, resp.context.deadline_unix_ms);
+  ASSERT_EQ(status.branches.size(), 1u);
+  EXPECT_EQ(status.branches[0].branch_id, "b1");
+  EXPECT_EQ(status.branches[0].state, wire::BranchState::REGISTERED);
+  EXPECT_EQ(status.branches[0].resource, "stock");
+
+  wire::HealthResponse health;
+  client().health(health);
+  EXPECT_EQ(health.node_id, "node-h");
+  EXPECT_EQ(health.store, "sqlite");
+  EXPECT_TRUE(health.serving);
+  EXPECT_EQ(health.version, CoordinatorHandler::kVersion);
+}
+
+TEST_F(CoordinatorHandlerTest, TypedErrors) {
+  wire::BeginRequest req;
+  req.__set_timeout_ms(-5);
+  wire::BeginResponse resp;
+  try {
+    client().beginTxn(resp, req);
+    FAIL() << "accepted a negative timeout";
+  } catch (const wire::InvalidArgument& e) {
+    EXPECT_EQ(e.field, "timeout_ms");
+  }
+  wire::TxnStatus status;
+  try {
+    client().status(status, "unknown-gtid");
+    FAIL();
+  } catch (const wire::NotFound& e) {
+    EXPECT_EQ(e.gtid, "unknown-gtid");
+  }
+  EXPECT_THROW(client().status(status, std::string(kMaxIdBytes + 1, 'g')), wire::InvalidArgument);
+  wire::EnlistRequest enlist;
+  enlist.__set_gtid("unknown-gtid");
+  enlist.branch.__set_branch_id("b");
+  enlist.branch.__set_endpoint("host-without-port");
+  try {
+    client().enlist(enlist);
+    FAIL();
+  } catch (const wire::InvalidArgument& e) {
+    EXPECT_EQ(e.field, "branch.endpoint");
+  }
+  enlist.branch.__set_endpoint("h:1");
+  EXPECT_THROW(client().enlist(enlist), wire::NotFound);
+  const std::string gtid = Begin();
+  enlist.__set_gtid(gtid);
+  EXPECT_THROW(client().enlist(enlist), wire::Unavailable);  // no 2PC driver in this test
+  wire::CommitRequest commit;
+  commit.__set_gtid(gtid);
+  commit.__set_wait(static_cast<wire::CommitWait::type>(9));
+  wire::CommitResponse cr;
+  EXPECT_THROW(client().commit(cr, commit), wire::InvalidArgument);
+  // queryOutcome has no NotFound: an unknown gtid is presumed aborted... once a
+  // driver answers; without one it is Unavailable, never a wrong decision.
+  EXPECT_THROW(client().queryOutcome("", "b"), wire::InvalidArgument);
+  // The connection is still good after every refusal.
+  client().status(status, gtid);
+  EXPECT_EQ(status.state, wire::TxnState::ACTIVE);
+}
+
+TEST_F(CoordinatorHandlerTest, SagaDefinitionIsValidatedAtTheEdge) {
+  wire::SubmitSagaRequest req;
+  wire::SubmitSagaResponse resp;
+  EXPECT_THROW(client().submitSaga(resp, req), wire::InvalidArgument);  // no steps
+  wire::SagaStep s;
+  s.__set_step_id("s1");
+  s.__set_endpoint("127.0.0.1:9");
+  s.__set_action("reserve");
+  s.__set_compensation("release");
+  s.__set_depends_on({"ghost"});
+  req.__set_steps({s});
+  try {
+    client().submitSaga(resp, req);
+    FAIL();
+  } catch (const wire::InvalidArgument& e) {
+    EXPECT_EQ(e.field, "steps.depends_on");
+  }
+  s.__set_depends_on({});
+  req.__set_steps({s});
+  EXPECT_THROW(client().submitSaga(resp, req), wire::Unavailable);  // no saga driver here
+}
+
+TEST_F(CoordinatorHandlerTest, UnexpectedExceptionIsUnavailableAndConnectionSurvives) {
+  wire::TxnStatus status;
+  try {
+    client().status(status, "throw-me");
+    FAIL();
+  } catch (const wire::Unavailable& e) {
+    EXPECT_NE(e.message.find("internal error"), std::string::npos) << e.message;
+  }
+  const std::string gtid = Begin();
+  client().status(status, gtid);
+  EXPECT_EQ(status.gtid, gtid);
+}
+
+}  // namespace
+}  // namespace txc

@@ -1,0 +1,130 @@
+// CoordinatorServer in-process: start on a free port over SQLite, serve,
+// restart on the same data directory, lose the lease to another process of
+// the same node id.
+#include "coordinator/server/coordinator_server.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "common/backoff.h"
+#include "gen-cpp/Coordinator.h"
+
+namespace txc {
+namespace {
+
+class CoordinatorServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/txc-server-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  CoordinatorServerOptions Options() {
+    CoordinatorServerOptions o;
+    o.host = "127.0.0.1";
+    o.port = 0;
+    o.data_dir = dir_ + "/data";
+    o.node_id = "node-1";
+    return o;
+  }
+
+  static std::unique_ptr<ThriftConnection<wire::CoordinatorClient>> Connect(int port) {
+    auto conn =
+        OpenConnection<wire::CoordinatorClient>(HostPort{"127.0.0.1", port}, ConnectOptions{});
+    EXPECT_TRUE(conn.ok()) << conn.status();
+    return conn.ok() ? std::move(conn).value() : nullptr;
+  }
+
+  std::string dir_;
+};
+
+TEST_F(CoordinatorServerTest, ServesAndKeepsTransactionsAcrossRestart) {
+  std::string gtid;
+  int64_t first_epoch = 0;
+  {
+    CoordinatorServer server(Options());
+    ASSERT_TRUE(server.Start().ok());
+    EXPECT_GT(server.port(), 0);
+    EXPECT_EQ(server.endpoint(), "127.0.0.1:" + std::to_string(server.port()));
+    EXPECT_TRUE(std::filesystem::exists(dir_ + "/data/coordinator.db"));
+    EXPECT_EQ(server.StoreDescription(), "sqlite:" + dir_ + "/data/coordinator.db");
+    first_epoch = server.node().epoch;
+    auto conn = Connect(server.port());
+    ASSERT_NE(conn, nullptr);
+    wire::BeginResponse begun;
+    conn->client->beginTxn(begun, wire::BeginRequest());
+    gtid = begun.gtid;
+    EXPECT_EQ(begun.context.coordinators, std::vector<std::string>{server.endpoint()});
+    wire::HealthResponse h;
+    conn->client->health(h);
+    EXPECT_EQ(h.node_id, "node-1");
+    EXPECT_EQ(h.epoch, first_epoch);
+    EXPECT_TRUE(h.serving);
+    server.Stop();
+    server.Stop();  // idempotent
+  }
+  CoordinatorServer again(Options());
+  ASSERT_TRUE(again.Start().ok());
+  EXPECT_GT(again.node().epoch, first_epoch);  // a new incarnation fences the old one
+  auto conn = Connect(again.port());
+  ASSERT_NE(conn, nullptr);
+  wire::TxnStatus status;
+  conn->client->status(status, gtid);
+  EXPECT_EQ(status.state, wire::TxnState::ACTIVE);
+  EXPECT_EQ(status.epoch, first_epoch);
+}
+
+TEST_F(CoordinatorServerTest, LosesLeaseWhenAnotherProcessTakesTheNodeId) {
+  CoordinatorServerOptions o = Options();
+  o.lease_ttl_ms = 600;
+  o.lease_renew_interval_ms = 50;
+  std::atomic<int> callbacks{0};
+  o.on_lease_lost = [&](const Status&) { callbacks++; };
+  CoordinatorServer server(o);
+  ASSERT_TRUE(server.Start().ok());
+  EXPECT_FALSE(server.WaitForLeaseLoss(10, nullptr));
+  // Another process takes node-1's lease (bumping the epoch), as a restarted
+  // replica would while this one is still running.
+  {
+    auto store = OpenStore(dir_ + "/data/coordinator.db");
+    ASSERT_TRUE(store.ok());
+    auto taken = (*store)->AcquireLease("node-1", "elsewhere:1", 60000, NowUnixMs());
+    ASSERT_TRUE(taken.ok()) << taken.status();
+    EXPECT_GT(taken->epoch, server.node().epoch);
+  }
+  Status reason;
+  ASSERT_TRUE(server.WaitForLeaseLoss(5000, &reason));
+  EXPECT_EQ(reason.code(), StatusCode::kConflict) << reason;
+  EXPECT_TRUE(server.lease_lost());
+  EXPECT_EQ(callbacks.load(), 1);
+  // It takes no new work.
+  EXPECT_EQ(server.service()->Begin({}).status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(server.service()->Health().serving);
+}
+
+TEST_F(CoordinatorServerTest, BadOptionsAndBusyPort) {
+  CoordinatorServerOptions o = Options();
+  o.lease_ttl_ms = 5;
+  EXPECT_EQ(CoordinatorServer(o).Start().code(), StatusCode::kInvalidArgument);
+  o = Options();
+  o.advertise_endpoint = "no-port";
+  EXPECT_EQ(CoordinatorServer(o).Start().code(), StatusCode::kInvalidArgument);
+
+  CoordinatorServer first(Options());
+  ASSERT_TRUE(first.Start().ok());
+  o = Options();
+  o.port = first.port();
+  o.node_id = "node-2";
+  CoordinatorServer second(o);
+  EXPECT_EQ(second.Start().code(), StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace txc

@@ -1,0 +1,145 @@
+// The `coordinator` executable: one replica of the transaction coordinator.
+//
+//   coordinator                                   # SQLite in ./txc-data, port 7400
+//   coordinator --store 'host=db1,db2 port=5432,5432 dbname=txc target_session_attrs=read-write'
+//   coordinator --config /etc/txc/coordinator.conf   # same keys, "key = value" lines
+//
+// Exit codes: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start
+// (store, port), 2 for bad flags, 3 when the lease was lost, 86 at an armed crash point.
+#include <glog/logging.h>
+#include <signal.h>
+
+#include <boost/program_options.hpp>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "common/crash_point.h"
+#include "common/thrift_util.h"
+#include "coordinator/rpc/coordinator_handler.h"
+#include "coordinator/server/coordinator_server.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitCannotStart = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitLeaseLost = 3;
+
+int Usage(const std::string& message) {
+  std::cerr << "coordinator: " << message << "\nRun 'coordinator --help' for the flags.\n";
+  return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  txc::CoordinatorServerOptions options;
+  std::string config_file;
+  std::string crash_points;
+  int verbose = 0;
+
+  po::options_description settings("Settings (flags, or 'key = value' lines in --config)");
+  settings.add_options()("host", po::value(&options.host)->default_value(options.host),
+                         "address to listen on")(
+      "port", po::value(&options.port)->default_value(txc::kDefaultCoordinatorPort),
+      "port to listen on (0: any free port)")(
+      "advertise_endpoint", po::value(&options.advertise_endpoint),
+      "host:port clients reach this replica at (default: host:port, hostname for 0.0.0.0)")(
+      "data_dir", po::value(&options.data_dir)->default_value(options.data_dir),
+      "data directory (created); holds the SQLite file")(
+      "store", po::value(&options.store),
+      "empty: SQLite file <data_dir>/coordinator.db; 'postgresql://...' or a libpq "
+      "'key=value ...' string (multi-host: host=h1,h2 port=p1,p2 "
+      "target_session_attrs=read-write): PostgreSQL")("node_id", po::value(&options.node_id),
+                                                      "this replica's id (default hostname:port)")(
+      "lease_ttl_ms", po::value(&options.lease_ttl_ms)->default_value(options.lease_ttl_ms),
+      "lease time-to-live; renewed every ttl/3; a replica that cannot renew it stops")(
+      "max_message_bytes",
+      po::value(&options.max_message_bytes)->default_value(options.max_message_bytes),
+      "largest Thrift message accepted (a larger frame closes the connection)")(
+      "crash_points", po::value(&crash_points),
+      "comma-separated crash points to arm (fault-injection tests; exit code 86)")(
+      "verbose,v", po::value(&verbose)->implicit_value(1)->default_value(0),
+      "VLOG level (-v: 1, one line per state transition)");
+  po::options_description cli("Usage: coordinator [flags]");
+  cli.add_options()("help,h", "print this help and exit")(
+      "config", po::value(&config_file), "read settings from FILE (flags win over the file)");
+  cli.add(settings);
+
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, cli), vm);
+    if (vm.count("help")) {
+      std::cout << cli
+                << "\nExit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 cannot start, "
+                   "2 bad flags, 3 lease lost, 86 crash point.\n";
+      return kExitOk;
+    }
+    if (vm.count("config")) {
+      const std::string path = vm["config"].as<std::string>();
+      std::ifstream in(path);
+      if (!in) return Usage("cannot read --config file '" + path + "'");
+      po::store(po::parse_config_file(in, settings), vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return Usage(e.what());
+  }
+  if (options.port < 0 || options.port > 65535) {
+    return Usage("--port must be 0..65535, got " + std::to_string(options.port));
+  }
+  if (options.lease_ttl_ms < 100) return Usage("--lease_ttl_ms must be at least 100");
+  if (options.max_message_bytes < 1024 || options.max_message_bytes > (int64_t{1} << 30)) {
+    return Usage("--max_message_bytes must be between 1024 and 1073741824");
+  }
+  if (!options.advertise_endpoint.empty() && !txc::ParseEndpoint(options.advertise_endpoint).ok()) {
+    return Usage("--advertise_endpoint must be host:port, got '" + options.advertise_endpoint +
+                 "'");
+  }
+  if (options.data_dir.empty()) return Usage("--data_dir must not be empty");
+
+  FLAGS_logtostderr = true;
+  FLAGS_v = verbose;
+  google::InitGoogleLogging(argv[0]);
+  txc::RouteThriftLogsToGlog();
+  if (!crash_points.empty()) txc::ArmCrashPoints(crash_points);
+
+  // Signals: SIGTERM/SIGINT are taken by sigtimedwait below, in this thread
+  // only (blocked before any thread starts, so every thread inherits the mask).
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  txc::CoordinatorServer server(options);
+  txc::Status started = server.Start();
+  if (!started.ok()) {
+    LOG(ERROR) << "coordinator cannot start: " << started;
+    return started.code() == txc::StatusCode::kInvalidArgument ? kExitUsage : kExitCannotStart;
+  }
+
+  while (true) {
+    timespec tick{0, 200 * 1000 * 1000};
+    const int sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig == SIGTERM || sig == SIGINT) {
+      LOG(INFO) << "signal " << sig << ": shutting down";
+      server.Stop();
+      google::FlushLogFiles(google::GLOG_INFO);
+      return kExitOk;
+    }
+    txc::Status reason;
+    if (server.WaitForLeaseLoss(0, &reason)) {
+      // Exit at once: nothing of this process may write again.
+      LOG(ERROR) << "exiting: lease lost: " << reason;
+      google::FlushLogFiles(google::GLOG_INFO);
+      std::_Exit(kExitLeaseLost);
+    }
+  }
+}

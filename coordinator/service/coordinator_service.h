@@ -1,0 +1,97 @@
+// CoordinatorService: the TxnService every coordinator replica serves.
+//
+// It implements begin, status, health and the replica list itself (they only
+// need the store), and forwards the protocol operations to the 2PC and Saga
+// drivers, which are plugged in after construction:
+//
+//   CoordinatorService service(store, log, node);
+//   service.SetTwoPhaseOps(two_phase_driver);   // enlist, commit, rollback, queryOutcome
+//   service.SetSagaOps(saga_driver);            // submitSaga
+//
+// While a driver is not set its operations answer kUnavailable ("not
+// implemented in this build"), after input validation and, for enlist, commit
+// and rollback, a lookup that answers kNotFound for an unknown gtid.
+//
+// Begin is durable before it answers: the transaction row and the branches it
+// carries are one WriteBatch written through the GroupCommitter. A begin with
+// an idempotency key that already names a transaction returns that
+// transaction, also when two begins with the same key race (the store's unique
+// key decides, the loser re-reads).
+//
+// Thread-safety: every method may be called concurrently. SetTwoPhaseOps /
+// SetSagaOps may be called at any time; the ops objects must outlive this one.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "coordinator/service/txn_service.h"
+#include "coordinator/store/group_commit.h"
+#include "coordinator/store/txn_store.h"
+
+namespace txc {
+
+struct CoordinatorServiceOptions {
+  // How long the list of live replicas (from the lease table) is cached.
+  int64_t replica_cache_ms = 1000;
+};
+
+class CoordinatorService : public TxnService {
+ public:
+  CoordinatorService(TxnStore* store, GroupCommitter* log, NodeInfo node,
+                     CoordinatorServiceOptions options = {});
+
+  void SetTwoPhaseOps(TwoPhaseOps* ops) { two_phase_.store(ops, std::memory_order_release); }
+  void SetSagaOps(SagaOps* ops) { saga_.store(ops, std::memory_order_release); }
+  // Whether this replica accepts work. When false (shutting down, lease lost)
+  // every operation but GetStatus/Health/CoordinatorEndpoints answers
+  // kUnavailable, so nothing new is written; Health() reports it.
+  void SetServing(bool serving) { serving_.store(serving, std::memory_order_release); }
+
+  const NodeInfo& node() const { return node_; }
+
+  // Errors: kInvalidArgument (nothing written), kUnavailable / kTimeout /
+  // kIndeterminate (outcome unknown: retry with the same idempotency key).
+  Result<TxnRecord> Begin(const BeginOptions& options) override;
+  Status Enlist(const std::string& gtid, const BranchRecord& branch) override;
+  Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
+                           int64_t wait_timeout_ms) override;
+  Result<TxnRecord> Rollback(const std::string& gtid) override;
+  // kNotFound for an unknown gtid, kInvalidArgument for a malformed one.
+  Result<TxnView> GetStatus(const std::string& gtid) override;
+  Result<TxnRecord> SubmitSaga(const SagaSpec& spec) override;
+  Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) override;
+  HealthInfo Health() override;
+  std::vector<std::string> CoordinatorEndpoints() override;
+  std::string EndpointOfNode(const std::string& node_id) override;
+
+  // A new globally unique transaction id: "<node tag>-<32 hex digits>" where
+  // the hex digits are 128 random bits. Thread-safe.
+  std::string NewGtid() const;
+
+ private:
+  Status CheckServing() const;
+  // Validates the gtid and answers kNotFound when no such transaction exists.
+  Status CheckExists(const std::string& gtid);
+  // Refreshes the lease cache if it is older than options_.replica_cache_ms.
+  void RefreshLeases();
+
+  TxnStore* const store_;
+  GroupCommitter* const log_;
+  const NodeInfo node_;
+  const CoordinatorServiceOptions options_;
+  const std::string gtid_prefix_;  // node id reduced to safe characters, short
+
+  std::atomic<TwoPhaseOps*> two_phase_{nullptr};
+  std::atomic<SagaOps*> saga_{nullptr};
+  std::atomic<bool> serving_{true};
+
+  std::mutex leases_mu_;              // guards the two members below
+  std::vector<Lease> live_leases_;    // live at the last refresh
+  int64_t leases_refreshed_ms_ = -1;  // MonotonicMs() of the last refresh, -1: never
+};
+
+}  // namespace txc
