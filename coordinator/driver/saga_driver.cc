@@ -343,8 +343,8 @@ void SagaDriver::Advance(const std::shared_ptr<Run>& run) {
     std::vector<std::pair<std::string, bool>> sends;  // (step, is_action)
     std::vector<size_t> written;                      // steps in the batch
     std::vector<BranchRecord> written_values;
-    TxnState old_state;
-    TxnState new_state;
+    TxnState old_state = TxnState::kRunning;
+    TxnState new_state = TxnState::kRunning;
     int64_t next_attempt_ms = 0;
     bool finished = false;
     bool release_after = false;
