@@ -1,0 +1,454 @@
+// SagaDriver against a real SQLite store, the real GroupCommitter and real
+// Thrift participants served in this process by a scripted handler (so each
+// outcome, retry and failure is chosen by the test). The SDK services in
+// separate processes are exercised by saga_process_test.
+#include "coordinator/driver/saga_driver.h"
+
+#include <glog/logging.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/backoff.h"
+#include "common/thrift_server.h"
+#include "coordinator/store/group_commit.h"
+#include "coordinator/store/txn_store.h"
+#include "gen-cpp/Participant.h"
+#include "tests/harness/process.h"
+
+namespace txc {
+namespace {
+
+using wire::StepOutcome;
+
+// Answers action/compensate as scripted per step id (SUCCESS when nothing is
+// scripted) and records every call. Thread-safe.
+class ScriptedSteps : public wire::ParticipantIf {
+ public:
+  wire::Vote::type prepare(const wire::BranchRequest&) override { return wire::Vote::VOTE_ABORT; }
+  wire::Outcome::type commitOnePhase(const wire::BranchRequest&) override {
+    return wire::Outcome::OUTCOME_ABORT;
+  }
+  void commit(const wire::BranchRequest&) override {}
+  void abort(const wire::BranchRequest&) override {}
+  void action(wire::StepResult& out, const wire::StepRequest& req) override {
+    Handle(out, req, "action");
+  }
+  void compensate(wire::StepResult& out, const wire::StepRequest& req) override {
+    Handle(out, req, "compensate");
+  }
+
+  // Outcomes returned, in order, for (kind, step id); then `fallback`.
+  void Script(const std::string& kind, const std::string& step, std::vector<StepOutcome::type> outs,
+              StepOutcome::type fallback = StepOutcome::SUCCESS) {
+    std::lock_guard<std::mutex> lock(mu_);
+    scripts_[kind + ":" + step] = {std::deque<StepOutcome::type>(outs.begin(), outs.end()),
+                                   fallback};
+  }
+  // Called (outside the lock) before answering.
+  void SetHook(std::function<void(const std::string& kind, const wire::StepRequest&)> hook) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hook_ = std::move(hook);
+  }
+  void SetDelayMs(int64_t ms) { delay_ms_ = ms; }
+  std::vector<std::string> Calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+  int max_concurrent() const { return max_concurrent_.load(); }
+
+ private:
+  void Handle(wire::StepResult& out, const wire::StepRequest& req, const std::string& kind) {
+    const int now = ++concurrent_;
+    int seen = max_concurrent_.load();
+    while (now > seen && !max_concurrent_.compare_exchange_weak(seen, now)) {
+    }
+    std::function<void(const std::string&, const wire::StepRequest&)> hook;
+    StepOutcome::type outcome = StepOutcome::SUCCESS;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      calls_.push_back(kind + ":" + req.step_id);
+      hook = hook_;
+      auto it = scripts_.find(kind + ":" + req.step_id);
+      if (it != scripts_.end()) {
+        if (!it->second.first.empty()) {
+          outcome = it->second.first.front();
+          it->second.first.pop_front();
+        } else {
+          outcome = it->second.second;
+        }
+      }
+    }
+    if (hook) hook(kind, req);
+    if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_.load()));
+    out.outcome = outcome;
+    out.message = outcome == StepOutcome::FAILURE ? "scripted refusal" : "";
+    --concurrent_;
+  }
+
+  std::mutex mu_;  // guards the members below
+  std::map<std::string, std::pair<std::deque<StepOutcome::type>, StepOutcome::type>> scripts_;
+  std::vector<std::string> calls_;
+  std::function<void(const std::string&, const wire::StepRequest&)> hook_;
+  std::atomic<int64_t> delay_ms_{0};
+  std::atomic<int> concurrent_{0};
+  std::atomic<int> max_concurrent_{0};
+};
+
+class SagaDriverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = OpenStore(dir_.Child("coordinator.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(store).value();
+    ASSERT_TRUE(store_->Migrate().ok());
+    log_ = std::make_unique<GroupCommitter>(store_.get(), GroupCommitOptions{});
+    participant_ = std::make_shared<ScriptedSteps>();
+    server_ = std::make_unique<ThriftServer>(
+        std::make_shared<wire::ParticipantProcessor>(participant_), ThriftServerOptions{});
+    ASSERT_TRUE(server_->Start().ok());
+    endpoint_ = "127.0.0.1:" + std::to_string(server_->port());
+    StartDriver();
+  }
+  void TearDown() override {
+    driver_.reset();
+    server_.reset();
+    log_.reset();
+  }
+
+  void StartDriver(int32_t park_after = 10) {
+    driver_.reset();
+    SagaDriverOptions o;
+    o.worker_threads = 8;
+    o.park_after_attempts = park_after;
+    o.compensation_backoff = BackoffPolicy{5, 20, 2.0};
+    o.call_timeout_ms = 2000;
+    driver_ = std::make_unique<SagaDriver>(store_.get(), log_.get(), node_, o);
+  }
+
+  BranchRecord Step(const std::string& id, std::vector<std::string> deps,
+                    const std::string& endpoint = "") {
+    BranchRecord s;
+    s.branch_id = id;
+    s.endpoint = endpoint.empty() ? endpoint_ : endpoint;
+    s.action = "do_" + id;
+    s.compensation = "undo_" + id;
+    s.payload = "payload-" + id;
+    s.depends_on = std::move(deps);
+    s.max_attempts = 3;
+    s.initial_backoff_ms = 5;
+    s.max_backoff_ms = 20;
+    return s;
+  }
+  std::vector<BranchRecord> Chain4() {
+    return {Step("a", {}), Step("b", {"a"}), Step("c", {"b"}), Step("d", {"c"})};
+  }
+  SagaSpec Spec(const std::string& gtid, std::vector<BranchRecord> steps, bool wait = true) {
+    SagaSpec spec;
+    spec.gtid = gtid;
+    spec.steps = std::move(steps);
+    spec.wait_for_completion = wait;
+    spec.wait_timeout_ms = 20000;
+    return spec;
+  }
+  std::map<std::string, BranchRecord> Steps(const std::string& gtid) {
+    auto steps = store_->GetBranches(gtid);
+    EXPECT_TRUE(steps.ok());
+    std::map<std::string, BranchRecord> out;
+    if (steps.ok()) {
+      for (auto& s : *steps) out[s.branch_id] = s;
+    }
+    return out;
+  }
+  TxnState StoredState(const std::string& gtid) {
+    auto txn = store_->GetTxn(gtid);
+    return txn.ok() ? txn->state : TxnState::kActive;
+  }
+  bool WaitForState(const std::string& gtid, TxnState state) {
+    return testing::WaitUntil([&] { return StoredState(gtid) == state; }, 20000);
+  }
+
+  testing::TempDir dir_{"saga-driver-test-"};
+  NodeInfo node_{"node-1", "127.0.0.1:7400", 1};
+  std::unique_ptr<TxnStore> store_;
+  std::unique_ptr<GroupCommitter> log_;
+  std::shared_ptr<ScriptedSteps> participant_;
+  std::unique_ptr<ThriftServer> server_;
+  std::string endpoint_;
+  std::unique_ptr<SagaDriver> driver_;
+};
+
+TEST_F(SagaDriverTest, HappyPathRunsInOrderAndLogsEachStepBeforeActing) {
+  std::vector<std::string> violations;
+  std::mutex mu;
+  participant_->SetHook([&](const std::string& kind, const wire::StepRequest& req) {
+    // Log before act: this step is durably RUNNING and every earlier one DONE.
+    auto steps = Steps(req.gtid);
+    const std::string order = "abcd";
+    for (auto& [id, s] : steps) {
+      const bool earlier = order.find(id) < order.find(req.step_id);
+      const bool ok = id == req.step_id ? s.state == BranchState::kStepRunning
+                                        : (!earlier || s.state == BranchState::kDone);
+      if (!ok || kind != "action") {
+        std::lock_guard<std::mutex> lock(mu);
+        violations.push_back(kind + " " + req.step_id + " while " + id + " is " +
+                             BranchStateName(s.state));
+      }
+    }
+  });
+  auto r = driver_->SubmitSaga(Spec("happy-1", Chain4()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kSucceeded);
+  EXPECT_EQ(participant_->Calls(),
+            (std::vector<std::string>{"action:a", "action:b", "action:c", "action:d"}));
+  EXPECT_TRUE(violations.empty()) << violations[0];
+  EXPECT_EQ(StoredState("happy-1"), TxnState::kSucceeded);
+  for (auto& [id, s] : Steps("happy-1")) {
+    EXPECT_EQ(s.state, BranchState::kDone) << id;
+    EXPECT_EQ(s.attempts, 1) << id;
+  }
+  EXPECT_EQ(driver_->ActiveForTests(), 0u);
+}
+
+TEST_F(SagaDriverTest, SubmitWithoutWaitReturnsAtOnceAndFinishesBehind) {
+  auto r = driver_->SubmitSaga(Spec("", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->gtid.empty());
+  EXPECT_EQ(r->state, TxnState::kRunning);
+  EXPECT_EQ(r->owner, node_.node_id);
+  EXPECT_TRUE(WaitForState(r->gtid, TxnState::kSucceeded));
+}
+
+TEST_F(SagaDriverTest, BusinessFailureCompensatesAttemptedStepsInReverseOrder) {
+  participant_->Script("action", "c", {StepOutcome::FAILURE});
+  auto r = driver_->SubmitSaga(Spec("fail-c", Chain4()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCompensated);
+  EXPECT_EQ(participant_->Calls(),
+            (std::vector<std::string>{"action:a", "action:b", "action:c", "compensate:c",
+                                      "compensate:b", "compensate:a"}));
+  auto steps = Steps("fail-c");
+  EXPECT_EQ(steps["a"].state, BranchState::kStepCompensated);
+  EXPECT_EQ(steps["c"].state, BranchState::kStepCompensated);
+  EXPECT_NE(steps["c"].last_error.find("action refused"), std::string::npos);
+  EXPECT_EQ(steps["d"].state, BranchState::kSkipped);
+}
+
+TEST_F(SagaDriverTest, RetryLaterIsRetriedWithinThePolicy) {
+  participant_->Script("action", "b", {StepOutcome::RETRY_LATER, StepOutcome::RETRY_LATER});
+  auto r = driver_->SubmitSaga(Spec("retry-b", Chain4()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kSucceeded);
+  auto steps = Steps("retry-b");
+  EXPECT_EQ(steps["b"].attempts, 3);
+  EXPECT_EQ(steps["b"].state, BranchState::kDone);
+}
+
+TEST_F(SagaDriverTest, ExhaustedRetriesFailTheStepAndCompensate) {
+  participant_->Script("action", "b", {}, StepOutcome::RETRY_LATER);
+  auto r = driver_->SubmitSaga(Spec("exhaust-b", Chain4()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCompensated);
+  EXPECT_EQ(participant_->Calls(),
+            (std::vector<std::string>{"action:a", "action:b", "action:b", "action:b",
+                                      "compensate:b", "compensate:a"}));
+  auto steps = Steps("exhaust-b");
+  EXPECT_NE(steps["b"].last_error.find("attempts exhausted"), std::string::npos)
+      << steps["b"].last_error;
+  EXPECT_EQ(steps["c"].state, BranchState::kSkipped);
+}
+
+TEST_F(SagaDriverTest, UnreachableParticipantParksThenResumeFinishes) {
+  StartDriver(/*park_after=*/3);
+  // A port nobody listens on: the action fails by transport error, and so does
+  // its compensation, until the service comes back.
+  const int dead_port = testing::FreeLoopbackPort();
+  const std::string dead = "127.0.0.1:" + std::to_string(dead_port);
+  auto r = driver_->SubmitSaga(Spec("park-1", {Step("a", {}), Step("b", {"a"}, dead)}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kParked);
+  auto txn = store_->GetTxn("park-1");
+  ASSERT_TRUE(txn.ok());
+  EXPECT_EQ(txn->state, TxnState::kParked);
+  EXPECT_GT(txn->next_attempt_ms, NowUnixMs());  // the sweeper's next look, not now
+  auto steps = Steps("park-1");
+  EXPECT_EQ(steps["b"].state, BranchState::kStepCompensating);
+  EXPECT_EQ(steps["b"].attempts, 3);
+  EXPECT_EQ(steps["a"].state, BranchState::kDone);  // waits for b, in reverse order
+
+  // Still parked after a resume while the service is down; never dropped.
+  driver_->Resume(*txn);
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return Steps("park-1")["b"].attempts == 4 && driver_->ActiveForTests() == 0; }, 10000));
+  EXPECT_EQ(StoredState("park-1"), TxnState::kParked);
+
+  // The service comes back: the next resume compensates everything.
+  ThriftServerOptions so;
+  so.port = dead_port;
+  ThriftServer back(std::make_shared<wire::ParticipantProcessor>(participant_), so);
+  ASSERT_TRUE(back.Start().ok());
+  txn = store_->GetTxn("park-1");
+  ASSERT_TRUE(txn.ok());
+  driver_->Resume(*txn);
+  EXPECT_TRUE(WaitForState("park-1", TxnState::kCompensated));
+  steps = Steps("park-1");
+  EXPECT_EQ(steps["a"].state, BranchState::kStepCompensated);
+  EXPECT_EQ(steps["b"].state, BranchState::kStepCompensated);
+  back.Stop();
+}
+
+TEST_F(SagaDriverTest, IndependentStepsRunConcurrently) {
+  participant_->SetDelayMs(100);
+  auto r = driver_->SubmitSaga(
+      Spec("dag-1", {Step("a", {}), Step("b", {}), Step("c", {}), Step("d", {"a", "b", "c"})}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kSucceeded);
+  EXPECT_GE(participant_->max_concurrent(), 2);
+  auto calls = participant_->Calls();
+  ASSERT_EQ(calls.size(), 4u);
+  EXPECT_EQ(calls.back(), "action:d");
+}
+
+TEST_F(SagaDriverTest, ResubmissionIsIdempotentAndADifferentDefinitionIsRefused) {
+  auto first = driver_->SubmitSaga(Spec("resubmit-1", Chain4()));
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto again = driver_->SubmitSaga(Spec("resubmit-1", Chain4()));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->state, TxnState::kSucceeded);
+  EXPECT_EQ(participant_->Calls().size(), 4u);  // nothing ran twice
+
+  auto other = Chain4();
+  other[2].payload = "something else";
+  auto refused = driver_->SubmitSaga(Spec("resubmit-1", other));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(StoredState("resubmit-1"), TxnState::kSucceeded);
+}
+
+TEST_F(SagaDriverTest, BadDefinitionsAreRejectedAndNothingIsStored) {
+  auto cycle = Chain4();
+  cycle[0].depends_on = {"d"};
+  auto dup = Chain4();
+  dup[1].branch_id = "a";
+  auto noname = Chain4();
+  noname[2].action = "";
+  auto big = Chain4();
+  big[0].payload.assign(1024 * 1024 + 1, 'x');
+  auto badretry = Chain4();
+  badretry[3].max_attempts = 0;
+  int n = 0;
+  for (auto steps : {cycle, dup, noname, big, badretry, std::vector<BranchRecord>{}}) {
+    const std::string gtid = "bad-" + std::to_string(n++);
+    auto r = driver_->SubmitSaga(Spec(gtid, steps));
+    ASSERT_FALSE(r.ok()) << gtid;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << gtid;
+    EXPECT_EQ(store_->GetTxn(gtid).status().code(), StatusCode::kNotFound) << gtid;
+  }
+  auto badgtid = driver_->SubmitSaga(Spec("has space", Chain4()));
+  EXPECT_EQ(badgtid.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(participant_->Calls().empty());
+}
+
+TEST_F(SagaDriverTest, ResumeFinishesWhatACrashLeftRunning) {
+  // As a crash right after "b RUNNING" was logged leaves it.
+  const int64_t now = NowUnixMs();
+  TxnRecord txn;
+  txn.gtid = "crashed-1";
+  txn.kind = TxnKind::kSaga;
+  txn.state = TxnState::kRunning;
+  txn.owner = node_.node_id;
+  txn.epoch = node_.epoch;
+  txn.created_ms = now;
+  txn.deadline_ms = now + 600000;
+  txn.next_attempt_ms = now;
+  auto steps = Chain4();
+  txn.payload = SagaFingerprint(steps);
+  WriteBatch batch;
+  batch.insert_txns.push_back(txn);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    steps[i].gtid = txn.gtid;
+    steps[i].ordinal = static_cast<int32_t>(i);
+    steps[i].state = i == 0   ? BranchState::kDone
+                     : i == 1 ? BranchState::kStepRunning
+                              : BranchState::kPending;
+    steps[i].attempts = i < 2 ? 1 : 0;
+    batch.insert_branches.push_back(steps[i]);
+  }
+  ASSERT_TRUE(log_->Write(batch).ok());
+  driver_->Resume(txn);
+  driver_->Resume(txn);  // a second resume while it runs is a no-op
+  EXPECT_TRUE(WaitForState("crashed-1", TxnState::kSucceeded));
+  EXPECT_EQ(participant_->Calls(), (std::vector<std::string>{"action:b", "action:c", "action:d"}));
+  EXPECT_EQ(Steps("crashed-1")["b"].attempts, 2);  // redelivered as attempt 2
+}
+
+TEST_F(SagaDriverTest, ResumeFinishesAnInterruptedCompensation) {
+  const int64_t now = NowUnixMs();
+  TxnRecord txn;
+  txn.gtid = "crashed-2";
+  txn.kind = TxnKind::kSaga;
+  txn.state = TxnState::kCompensating;
+  txn.owner = node_.node_id;
+  txn.epoch = node_.epoch;
+  txn.created_ms = now;
+  txn.deadline_ms = now + 600000;
+  auto steps = Chain4();
+  txn.payload = SagaFingerprint(steps);
+  WriteBatch batch;
+  batch.insert_txns.push_back(txn);
+  const BranchState states[] = {BranchState::kDone, BranchState::kStepCompensating,
+                                BranchState::kStepCompensated, BranchState::kSkipped};
+  for (size_t i = 0; i < steps.size(); ++i) {
+    steps[i].gtid = txn.gtid;
+    steps[i].ordinal = static_cast<int32_t>(i);
+    steps[i].state = states[i];
+    steps[i].attempts = 1;
+    batch.insert_branches.push_back(steps[i]);
+  }
+  ASSERT_TRUE(log_->Write(batch).ok());
+  driver_->Resume(txn);
+  EXPECT_TRUE(WaitForState("crashed-2", TxnState::kCompensated));
+  EXPECT_EQ(participant_->Calls(), (std::vector<std::string>{"compensate:b", "compensate:a"}));
+}
+
+TEST_F(SagaDriverTest, ResumeIgnoresSagasOfOtherOwners) {
+  TxnRecord txn;
+  txn.gtid = "foreign-1";
+  txn.kind = TxnKind::kSaga;
+  txn.state = TxnState::kRunning;
+  txn.owner = "node-2";
+  txn.epoch = 7;
+  txn.deadline_ms = NowUnixMs() + 600000;
+  WriteBatch batch;
+  batch.insert_txns.push_back(txn);
+  auto s = Step("a", {});
+  s.gtid = txn.gtid;
+  s.state = BranchState::kPending;
+  batch.insert_branches.push_back(s);
+  ASSERT_TRUE(log_->Write(batch).ok());
+  driver_->Resume(txn);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_TRUE(participant_->Calls().empty());
+  EXPECT_EQ(StoredState("foreign-1"), TxnState::kRunning);
+}
+
+TEST_F(SagaDriverTest, WaitTimeoutAnswersWithTheCurrentState) {
+  participant_->SetDelayMs(100);
+  auto spec = Spec("slow-1", Chain4());
+  spec.wait_timeout_ms = 50;
+  auto r = driver_->SubmitSaga(spec);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kRunning);
+  EXPECT_TRUE(WaitForState("slow-1", TxnState::kSucceeded));
+}
+
+}  // namespace
+}  // namespace txc
