@@ -1,0 +1,112 @@
+#include "coordinator/store/group_commit.h"
+
+#include <glog/logging.h>
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+#include <vector>
+
+namespace txc {
+
+GroupCommitter::GroupCommitter(TxnStore* store, GroupCommitOptions options)
+    : store_(store), options_(options) {
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+GroupCommitter::~GroupCommitter() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  writer_.join();
+}
+
+std::future<Status> GroupCommitter::WriteAsync(WriteBatch batch) {
+  auto pending = std::make_unique<Pending>();
+  pending->batch = std::move(batch);
+  std::future<Status> done = pending->done.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) {
+      pending->done.set_value(Status::Unavailable("group committer is stopping"));
+      return done;
+    }
+    queue_.push_back(std::move(pending));
+  }
+  work_cv_.notify_one();
+  return done;
+}
+
+Status GroupCommitter::Write(WriteBatch batch) {
+  std::future<Status> done = WriteAsync(std::move(batch));
+  if (done.wait_for(std::chrono::milliseconds(options_.write_timeout_ms)) !=
+      std::future_status::ready) {
+    return Status::Timeout("group commit not answered within " +
+                           std::to_string(options_.write_timeout_ms) +
+                           " ms; the write may still be applied: re-read");
+  }
+  return done.get();
+}
+
+void GroupCommitter::WriteLater(WriteBatch batch) {
+  // Nobody waits: the future is dropped, the promise is fulfilled into the void.
+  WriteAsync(std::move(batch));
+}
+
+GroupCommitter::Stats GroupCommitter::GetStats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void GroupCommitter::WriterLoop() {
+  std::vector<std::unique_ptr<Pending>> group;
+  std::vector<const WriteBatch*> batches;
+  std::vector<Pending*> waiting;
+  const size_t max_group = static_cast<size_t>(std::max(1, options_.max_batches_per_group));
+  while (true) {
+    group.clear();
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued was written
+      while (!queue_.empty() && group.size() < max_group) {
+        group.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    batches.clear();
+    waiting.clear();
+    for (auto& p : group) {
+      if (p->batch.empty()) {
+        p->done.set_value(Status::Ok());
+        continue;
+      }
+      batches.push_back(&p->batch);
+      waiting.push_back(p.get());
+    }
+    if (batches.empty()) continue;
+    // No lock held across the store call.
+    std::vector<Status> results = store_->ApplyGroup(batches);
+    if (results.size() != batches.size()) {
+      results.assign(batches.size(),
+                     Status::Internal("store answered a group with the wrong number of statuses"));
+    }
+    for (size_t i = 0; i < waiting.size(); ++i) {
+      if (!results[i].ok() && results[i].code() != StatusCode::kConflict &&
+          results[i].code() != StatusCode::kNotFound &&
+          results[i].code() != StatusCode::kAlreadyExists) {
+        LOG(ERROR) << "group write failed: " << results[i];
+      }
+      waiting[i]->done.set_value(std::move(results[i]));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.groups += 1;
+      stats_.batches += static_cast<int64_t>(batches.size());
+    }
+  }
+}
+
+}  // namespace txc

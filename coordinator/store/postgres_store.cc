@@ -1,0 +1,742 @@
+#include "coordinator/store/postgres_store.h"
+
+#include <glog/logging.h>
+
+#include <deque>
+#include <pqxx/pqxx>
+#include <set>
+#include <unordered_set>
+#include <utility>
+
+#include "common/backoff.h"
+#include "coordinator/store/store_util.h"
+#include "migrations/migrator.h"
+
+namespace txc {
+
+using store_internal::DecodeStringList;
+using store_internal::EncodeStringList;
+using store_internal::StateList;
+using store_internal::StateMask;
+
+struct PostgresStore::Conn {
+  std::unique_ptr<pqxx::connection> conn;
+  std::set<std::string> prepared;  // statement names prepared on conn
+};
+
+namespace {
+
+constexpr char kTxnColumns[] =
+    "gtid, kind, state, owner, epoch, created_ms, updated_ms, deadline_ms, next_attempt_ms, "
+    "attempts, idempotency_key, payload, flags";
+constexpr char kBranchColumns[] =
+    "gtid, branch_id, ordinal, endpoint, resource, action, compensation, depends_on, payload, "
+    "state, attempts, max_attempts, initial_backoff_ms, max_backoff_ms, next_attempt_ms, "
+    "last_error";
+
+bool IsRefusal(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kConflict:
+    case StatusCode::kNotFound:
+    case StatusCode::kAlreadyExists:
+    case StatusCode::kInvalidArgument: return true;
+    default: return false;
+  }
+}
+
+// Statement parameters in text format; nullptr is SQL NULL. Binary values are
+// sent as bytea hex text ("\x..."), so no parameter holds a NUL byte.
+class Params {
+ public:
+  Params& Text(std::string s) {
+    store_.push_back(std::move(s));
+    ptrs_.push_back(store_.back().c_str());
+    return *this;
+  }
+  Params& Int(int64_t v) { return Text(std::to_string(v)); }
+  Params& Bytes(const std::string& b) {
+    static const char kHex[] = "0123456789abcdef";
+    std::string s = "\\x";
+    s.reserve(2 + 2 * b.size());
+    for (unsigned char c : b) {
+      s += kHex[c >> 4];
+      s += kHex[c & 15];
+    }
+    return Text(std::move(s));
+  }
+  Params& Null() {
+    ptrs_.push_back(nullptr);
+    return *this;
+  }
+  template <typename T>
+  Params& OptInt(const std::optional<T>& v) {
+    return v.has_value() ? Int(static_cast<int64_t>(*v)) : Null();
+  }
+  const std::vector<const char*>& get() const { return ptrs_; }
+  size_t size() const { return ptrs_.size(); }
+
+ private:
+  std::deque<std::string> store_;  // stable addresses
+  std::vector<const char*> ptrs_;
+};
+
+// Executes `sql` prepared as `name` on the connection (prepared on first use).
+pqxx::result ExecPrepared(PostgresStore::Conn& c, pqxx::transaction_base& tx,
+                          const std::string& name, const std::string& sql, const Params& params) {
+  if (c.prepared.insert(name).second) {
+    try {
+      c.conn->prepare(name, sql);
+    } catch (...) {
+      c.prepared.erase(name);
+      throw;
+    }
+  }
+  return tx.exec_prepared(name, pqxx::prepare::make_dynamic_params(params.get()));
+}
+
+std::string Bytes(const pqxx::field& f) {
+  if (f.is_null()) return "";
+  return pqxx::binarystring(f).str();
+}
+std::string TextOrEmpty(const pqxx::field& f) { return f.is_null() ? "" : f.as<std::string>(); }
+
+TxnRecord ReadTxn(const pqxx::row& r) {
+  TxnRecord t;
+  t.gtid = r[0].as<std::string>();
+  t.kind = static_cast<TxnKind>(r[1].as<int>());
+  t.state = static_cast<TxnState>(r[2].as<int>());
+  t.owner = r[3].as<std::string>();
+  t.epoch = r[4].as<int64_t>();
+  t.created_ms = r[5].as<int64_t>();
+  t.updated_ms = r[6].as<int64_t>();
+  t.deadline_ms = r[7].as<int64_t>();
+  t.next_attempt_ms = r[8].as<int64_t>();
+  t.attempts = r[9].as<int>();
+  t.idempotency_key = TextOrEmpty(r[10]);
+  t.payload = Bytes(r[11]);
+  t.flags = r[12].as<int>();
+  return t;
+}
+
+Result<BranchRecord> ReadBranch(const pqxx::row& r) {
+  BranchRecord b;
+  b.gtid = r[0].as<std::string>();
+  b.branch_id = r[1].as<std::string>();
+  b.ordinal = r[2].as<int>();
+  b.endpoint = r[3].as<std::string>();
+  b.resource = r[4].as<std::string>();
+  b.action = r[5].as<std::string>();
+  b.compensation = r[6].as<std::string>();
+  TXC_ASSIGN_OR_RETURN(b.depends_on, DecodeStringList(Bytes(r[7])));
+  b.payload = Bytes(r[8]);
+  b.state = static_cast<BranchState>(r[9].as<int>());
+  b.attempts = r[10].as<int>();
+  b.max_attempts = r[11].as<int>();
+  b.initial_backoff_ms = r[12].as<int>();
+  b.max_backoff_ms = r[13].as<int>();
+  b.next_attempt_ms = r[14].as<int64_t>();
+  b.last_error = Bytes(r[15]);
+  return b;
+}
+
+std::string IntArray(const std::vector<TxnState>& states) { return "{" + StateList(states) + "}"; }
+
+// "($1::text, $2::int), ($3::text, $4::int)" for `rows` rows of `types`.
+std::string ValuesList(const std::vector<const char*>& types, size_t rows) {
+  std::string out;
+  int n = 1;
+  for (size_t r = 0; r < rows; ++r) {
+    out += r == 0 ? "(" : ", (";
+    for (size_t c = 0; c < types.size(); ++c) {
+      if (c > 0) out += ", ";
+      out += "$" + std::to_string(n++) + "::" + types[c];
+    }
+    out += ")";
+  }
+  return out;
+}
+
+// --- statements, by number of rows --------------------------------------------
+
+std::string InsertTxnsSql(size_t rows) {
+  return std::string("INSERT INTO txns (") + kTxnColumns + ") SELECT gtid, kind, state, owner, " +
+         "epoch, created_ms, updated_ms, deadline_ms, next_attempt_ms, attempts, " +
+         "NULLIF(idempotency_key, ''), payload, flags FROM (VALUES " +
+         ValuesList({"text", "integer", "integer", "text", "bigint", "bigint", "bigint", "bigint",
+                     "bigint", "integer", "text", "bytea", "integer"},
+                    rows) +
+         ") AS v(" + kTxnColumns + ") ON CONFLICT DO NOTHING";
+}
+void AddInsertTxn(Params& p, const TxnRecord& t, int64_t now_ms) {
+  p.Text(t.gtid)
+      .Int(static_cast<int>(t.kind))
+      .Int(static_cast<int>(t.state))
+      .Text(t.owner)
+      .Int(t.epoch)
+      .Int(t.created_ms)
+      .Int(now_ms)
+      .Int(t.deadline_ms)
+      .Int(t.next_attempt_ms)
+      .Int(t.attempts)
+      .Text(t.idempotency_key)
+      .Bytes(t.payload)
+      .Int(t.flags);
+}
+
+std::string InsertBranchesSql(size_t rows) {
+  return std::string("INSERT INTO branches (") + kBranchColumns + ") VALUES " +
+         ValuesList({"text", "text", "integer", "text", "text", "text", "text", "bytea", "bytea",
+                     "integer", "integer", "integer", "integer", "integer", "bigint", "bytea"},
+                    rows) +
+         " ON CONFLICT DO NOTHING";
+}
+void AddInsertBranch(Params& p, const BranchRecord& b) {
+  p.Text(b.gtid)
+      .Text(b.branch_id)
+      .Int(b.ordinal)
+      .Text(b.endpoint)
+      .Text(b.resource)
+      .Text(b.action)
+      .Text(b.compensation)
+      .Bytes(EncodeStringList(b.depends_on))
+      .Bytes(b.payload)
+      .Int(static_cast<int>(b.state))
+      .Int(b.attempts)
+      .Int(b.max_attempts)
+      .Int(b.initial_backoff_ms)
+      .Int(b.max_backoff_ms)
+      .Int(b.next_attempt_ms)
+      .Bytes(b.last_error);
+}
+
+// Returns the idx of each row that matched its conditions and was updated.
+std::string UpdateTxnsSql(size_t rows) {
+  return "UPDATE txns AS t SET state = COALESCE(u.state, t.state), "
+         "owner = COALESCE(u.owner, t.owner), epoch = COALESCE(u.epoch, t.epoch), "
+         "next_attempt_ms = COALESCE(u.next_attempt_ms, t.next_attempt_ms), "
+         "attempts = COALESCE(u.attempts, t.attempts), "
+         "deadline_ms = COALESCE(u.deadline_ms, t.deadline_ms), "
+         "flags = COALESCE(u.flags, t.flags), updated_ms = u.now_ms FROM (VALUES " +
+         ValuesList({"integer", "text", "text", "bigint", "bigint", "integer", "text", "bigint",
+                     "bigint", "integer", "bigint", "integer", "bigint"},
+                    rows) +
+         ") AS u(idx, gtid, expected_owner, expected_epoch, mask, state, owner, epoch, "
+         "next_attempt_ms, attempts, deadline_ms, flags, now_ms) "
+         "WHERE t.gtid = u.gtid AND t.owner = u.expected_owner AND t.epoch = u.expected_epoch "
+         "AND (u.mask = 0 OR ((u.mask >> t.state) & 1) = 1) RETURNING u.idx";
+}
+void AddUpdateTxn(Params& p, size_t idx, const TxnUpdate& u, int64_t now_ms) {
+  p.Int(static_cast<int64_t>(idx))
+      .Text(u.gtid)
+      .Text(u.expected_owner)
+      .Int(u.expected_epoch)
+      .Int(StateMask(u.expected_states))
+      .OptInt(u.state);
+  if (u.owner.has_value()) {
+    p.Text(*u.owner);
+  } else {
+    p.Null();
+  }
+  p.OptInt(u.epoch)
+      .OptInt(u.next_attempt_ms)
+      .OptInt(u.attempts)
+      .OptInt(u.deadline_ms)
+      .OptInt(u.flags)
+      .Int(now_ms);
+}
+
+std::string UpdateBranchesSql(size_t rows) {
+  return "UPDATE branches AS b SET state = COALESCE(u.state, b.state), "
+         "attempts = COALESCE(u.attempts, b.attempts), "
+         "next_attempt_ms = COALESCE(u.next_attempt_ms, b.next_attempt_ms), "
+         "last_error = COALESCE(u.last_error, b.last_error) FROM (VALUES " +
+         ValuesList({"integer", "text", "text", "bigint", "text", "bigint", "integer", "integer",
+                     "bigint", "bytea"},
+                    rows) +
+         ") AS u(idx, gtid, branch_id, mask, expected_owner, expected_epoch, state, attempts, "
+         "next_attempt_ms, last_error), txns AS t "
+         "WHERE b.gtid = u.gtid AND b.branch_id = u.branch_id "
+         "AND (u.mask = 0 OR ((u.mask >> b.state) & 1) = 1) "
+         "AND t.gtid = u.gtid AND t.owner = u.expected_owner AND t.epoch = u.expected_epoch "
+         "RETURNING u.idx";
+}
+void AddUpdateBranch(Params& p, size_t idx, const BranchUpdate& u) {
+  p.Int(static_cast<int64_t>(idx))
+      .Text(u.gtid)
+      .Text(u.branch_id)
+      .Int(StateMask(u.expected_states))
+      .Text(u.expected_owner)
+      .Int(u.expected_epoch)
+      .OptInt(u.state)
+      .OptInt(u.attempts)
+      .OptInt(u.next_attempt_ms);
+  if (u.last_error.has_value()) {
+    p.Bytes(*u.last_error);
+  } else {
+    p.Null();
+  }
+}
+
+std::string DeleteSql(const char* table, size_t rows) {
+  std::string sql = std::string("DELETE FROM ") + table + " WHERE gtid IN (";
+  for (size_t i = 0; i < rows; ++i) sql += (i ? ", $" : "$") + std::to_string(i + 1) + "::text";
+  return sql + ")";
+}
+
+// Runs a statement kind over `items` in chunks; add(params, item, index) adds
+// one row. Returns the total affected rows, or the returned idx values.
+template <typename T, typename SqlFn, typename AddFn>
+size_t ExecChunked(PostgresStore::Conn& c, pqxx::transaction_base& tx, const std::string& name,
+                   const std::vector<const T*>& items, size_t max_rows, SqlFn sql, AddFn add,
+                   std::vector<int64_t>* returned_idx) {
+  size_t affected = 0;
+  for (size_t start = 0; start < items.size(); start += max_rows) {
+    size_t rows = std::min(max_rows, items.size() - start);
+    Params p;
+    for (size_t i = start; i < start + rows; ++i) add(p, *items[i], i);
+    pqxx::result r = ExecPrepared(c, tx, name + "_" + std::to_string(rows), sql(rows), p);
+    affected += r.affected_rows();
+    if (returned_idx != nullptr) {
+      for (const auto& row : r) returned_idx->push_back(row[0].as<int64_t>());
+    }
+  }
+  return affected;
+}
+
+// All rows of one group (or one batch), by kind.
+struct Rows {
+  std::vector<const TxnRecord*> insert_txns;
+  std::vector<const BranchRecord*> insert_branches;
+  std::vector<const TxnUpdate*> txn_updates;
+  std::vector<const BranchUpdate*> branch_updates;
+  std::vector<const std::string*> deletes;
+
+  void Add(const WriteBatch& b) {
+    for (const auto& x : b.insert_txns) insert_txns.push_back(&x);
+    for (const auto& x : b.insert_branches) insert_branches.push_back(&x);
+    for (const auto& x : b.txn_updates) txn_updates.push_back(&x);
+    for (const auto& x : b.branch_updates) branch_updates.push_back(&x);
+    for (const auto& x : b.delete_txns) deletes.push_back(&x);
+  }
+};
+
+// Writes `rows` with one statement per kind (chunked). Returns true when every
+// row applied (inserts all new, updates all matched). On false the caller
+// must roll back: which row failed is not known here.
+bool WriteRows(PostgresStore::Conn& c, pqxx::transaction_base& tx, const Rows& rows,
+               size_t max_rows, int64_t now_ms) {
+  if (!rows.insert_txns.empty()) {
+    size_t n = ExecChunked(
+        c, tx, "ins_txn", rows.insert_txns, max_rows, InsertTxnsSql,
+        [now_ms](Params& p, const TxnRecord& t, size_t) { AddInsertTxn(p, t, now_ms); }, nullptr);
+    if (n != rows.insert_txns.size()) return false;
+  }
+  if (!rows.insert_branches.empty()) {
+    size_t n = ExecChunked(
+        c, tx, "ins_branch", rows.insert_branches, max_rows, InsertBranchesSql,
+        [](Params& p, const BranchRecord& b, size_t) { AddInsertBranch(p, b); }, nullptr);
+    if (n != rows.insert_branches.size()) return false;
+  }
+  if (!rows.txn_updates.empty()) {
+    std::vector<int64_t> idx;
+    ExecChunked(
+        c, tx, "upd_txn", rows.txn_updates, max_rows, UpdateTxnsSql,
+        [now_ms](Params& p, const TxnUpdate& u, size_t i) { AddUpdateTxn(p, i, u, now_ms); }, &idx);
+    if (idx.size() != rows.txn_updates.size()) return false;
+  }
+  if (!rows.branch_updates.empty()) {
+    std::vector<int64_t> idx;
+    ExecChunked(
+        c, tx, "upd_branch", rows.branch_updates, max_rows, UpdateBranchesSql,
+        [](Params& p, const BranchUpdate& u, size_t i) { AddUpdateBranch(p, i, u); }, &idx);
+    if (idx.size() != rows.branch_updates.size()) return false;
+  }
+  if (!rows.deletes.empty()) {
+    for (const char* table : {"branches", "txns"}) {
+      ExecChunked(
+          c, tx, std::string("del_") + table, rows.deletes, max_rows,
+          [table](size_t n) { return DeleteSql(table, n); },
+          [](Params& p, const std::string& gtid, size_t) { p.Text(gtid); }, nullptr);
+    }
+  }
+  return true;
+}
+
+// Whether the batches can share multi-row statements with the outcome of
+// applying them one after another: no transaction is touched by two batches,
+// no row is updated twice within a batch, and every batch is well-formed.
+bool CanWriteTogether(const std::vector<const WriteBatch*>& batches) {
+  std::unordered_set<std::string> seen_gtids;
+  for (const WriteBatch* b : batches) {
+    if (!store_internal::CheckBatch(*b).ok()) return false;
+    std::unordered_set<std::string> mine;
+    for (const auto& t : b->insert_txns) mine.insert(t.gtid);
+    for (const auto& x : b->insert_branches) mine.insert(x.gtid);
+    std::unordered_set<std::string> updated;
+    for (const auto& u : b->txn_updates) {
+      if (!updated.insert(u.gtid).second) return false;
+      mine.insert(u.gtid);
+    }
+    std::set<std::pair<std::string, std::string>> updated_branches;
+    for (const auto& u : b->branch_updates) {
+      if (!updated_branches.emplace(u.gtid, u.branch_id).second) return false;
+      mine.insert(u.gtid);
+    }
+    for (const auto& g : b->delete_txns) mine.insert(g);
+    for (const auto& g : mine) {
+      if (!seen_gtids.insert(g).second) return false;
+    }
+  }
+  return true;
+}
+
+Result<bool> Exists(PostgresStore::Conn& c, pqxx::transaction_base& tx, const std::string& name,
+                    const std::string& sql, const Params& p) {
+  return !ExecPrepared(c, tx, name, sql, p).empty();
+}
+
+// One batch, row by row where order matters, explaining a refusal. Inside an
+// open transaction; on a refusal the caller rolls back to its savepoint.
+Status ApplyOneBatch(PostgresStore::Conn& c, pqxx::transaction_base& tx, const WriteBatch& batch,
+                     size_t max_rows, int64_t now_ms) {
+  TXC_RETURN_IF_ERROR(store_internal::CheckBatch(batch));
+  Rows inserts;
+  for (const auto& x : batch.insert_txns) inserts.insert_txns.push_back(&x);
+  if (!WriteRows(c, tx, inserts, max_rows, now_ms)) {
+    return Status::AlreadyExists("a transaction id or idempotency key in the batch exists");
+  }
+  inserts = Rows();
+  for (const auto& x : batch.insert_branches) inserts.insert_branches.push_back(&x);
+  if (!WriteRows(c, tx, inserts, max_rows, now_ms)) {
+    return Status::AlreadyExists("a branch in the batch exists");
+  }
+  for (const TxnUpdate& u : batch.txn_updates) {
+    Rows one;
+    one.txn_updates.push_back(&u);
+    if (WriteRows(c, tx, one, max_rows, now_ms)) continue;
+    TXC_ASSIGN_OR_RETURN(
+        bool exists,
+        Exists(c, tx, "txn_exists", "SELECT 1 FROM txns WHERE gtid = $1", Params().Text(u.gtid)));
+    if (!exists) return Status::NotFound("transaction " + u.gtid + " not found");
+    return Status::Conflict("transaction " + u.gtid +
+                            " is not in the expected state or (owner, epoch)");
+  }
+  for (const BranchUpdate& u : batch.branch_updates) {
+    Rows one;
+    one.branch_updates.push_back(&u);
+    if (WriteRows(c, tx, one, max_rows, now_ms)) continue;
+    TXC_ASSIGN_OR_RETURN(bool txn, Exists(c, tx, "txn_exists", "SELECT 1 FROM txns WHERE gtid = $1",
+                                          Params().Text(u.gtid)));
+    if (!txn) return Status::NotFound("transaction " + u.gtid + " not found");
+    TXC_ASSIGN_OR_RETURN(
+        bool branch,
+        Exists(c, tx, "branch_exists", "SELECT 1 FROM branches WHERE gtid = $1 AND branch_id = $2",
+               Params().Text(u.gtid).Text(u.branch_id)));
+    if (!branch) return Status::NotFound("branch " + u.gtid + "/" + u.branch_id + " not found");
+    return Status::Conflict("branch " + u.gtid + "/" + u.branch_id +
+                            " is not in the expected state or its transaction's (owner, epoch)");
+  }
+  Rows deletes;
+  for (const auto& g : batch.delete_txns) deletes.deletes.push_back(&g);
+  WriteRows(c, tx, deletes, max_rows, now_ms);
+  return Status::Ok();
+}
+
+// SQLSTATE classes that mean "try again later", not "bug".
+bool IsTransientSqlState(const std::string& state) {
+  return state.rfind("08", 0) == 0 ||  // connection exception
+         state.rfind("40", 0) == 0 ||  // serialization failure, deadlock
+         state.rfind("53", 0) == 0 ||  // insufficient resources
+         state.rfind("57", 0) == 0 ||  // operator intervention (shutdown)
+         state == "25006";             // read-only transaction (standby after failover)
+}
+
+}  // namespace
+
+PostgresStore::PostgresStore(std::string connection_string, PostgresStoreOptions options)
+    : connection_string_(std::move(connection_string)), options_(options) {}
+
+PostgresStore::~PostgresStore() = default;
+
+Result<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& connection_string,
+                                                           PostgresStoreOptions options) {
+  if (options.max_rows_per_statement == 0) options.max_rows_per_statement = 1;
+  std::unique_ptr<PostgresStore> store(new PostgresStore(connection_string, options));
+  TXC_ASSIGN_OR_RETURN(auto conn, store->Acquire());
+  store->Release(std::move(conn));
+  return store;
+}
+
+Result<std::unique_ptr<PostgresStore::Conn>> PostgresStore::Acquire() {
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (!idle_.empty()) {
+      auto conn = std::move(idle_.back());
+      idle_.pop_back();
+      return conn;
+    }
+  }
+  try {
+    auto conn = std::make_unique<Conn>();
+    conn->conn = std::make_unique<pqxx::connection>(connection_string_);
+    return conn;
+  } catch (const std::exception& e) {
+    return Status::Unavailable(std::string("connecting to PostgreSQL: ") + e.what());
+  }
+}
+
+void PostgresStore::Release(std::unique_ptr<Conn> conn) {
+  std::lock_guard<std::mutex> lock(pool_mu_);
+  if (idle_.size() < options_.max_idle_connections) idle_.push_back(std::move(conn));
+}
+
+template <typename Fn>
+auto PostgresStore::Run(const char* what, bool retry_broken, Fn&& fn)
+    -> decltype(fn(std::declval<Conn&>())) {
+  for (int attempt = 0;; ++attempt) {
+    TXC_ASSIGN_OR_RETURN(auto conn, Acquire());
+    try {
+      auto result = fn(*conn);
+      Release(std::move(conn));
+      return result;
+    } catch (const pqxx::in_doubt_error& e) {
+      LOG(ERROR) << what << ": commit outcome unknown: " << e.what();
+      return Status::Indeterminate(std::string(what) + ": commit outcome unknown: " + e.what());
+    } catch (const pqxx::broken_connection& e) {
+      // The connection is dropped; nothing sent on it was committed.
+      if (retry_broken && attempt == 0) {
+        LOG(WARNING) << what << ": connection broken, retrying on a new one: " << e.what();
+        continue;
+      }
+      return Status::Unavailable(std::string(what) + ": connection broken: " + e.what());
+    } catch (const pqxx::sql_error& e) {
+      // The transaction was rolled back when its object went out of scope;
+      // the connection is still good.
+      Release(std::move(conn));
+      std::string msg = std::string(what) + ": " + e.what() + " [" + e.sqlstate() + "]";
+      if (IsTransientSqlState(e.sqlstate())) return Status::Unavailable(msg);
+      LOG(ERROR) << msg;
+      return Status::Internal(msg);
+    } catch (const std::exception& e) {
+      std::string msg = std::string(what) + ": " + e.what();
+      LOG(ERROR) << msg;
+      return Status::Internal(msg);
+    }
+  }
+}
+
+Status PostgresStore::Migrate() {
+  return Run("migrate", true, [](Conn& c) { return MigratePostgres(*c.conn, "coordinator"); });
+}
+
+// --- writes -------------------------------------------------------------------
+
+Status PostgresStore::Apply(const WriteBatch& batch) { return ApplyGroup({&batch})[0]; }
+
+std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch*>& batches) {
+  if (batches.empty()) return {};
+  const size_t max_rows = options_.max_rows_per_statement;
+  auto result = Run("apply group", true, [&](Conn& c) -> Result<std::vector<Status>> {
+    const int64_t now_ms = NowUnixMs();
+    std::vector<Status> statuses(batches.size());
+    if (CanWriteTogether(batches)) {
+      Rows all;
+      for (const WriteBatch* b : batches) all.Add(*b);
+      pqxx::work tx(*c.conn);
+      if (WriteRows(c, tx, all, max_rows, now_ms)) {
+        tx.commit();
+        commits_ += 1;
+        batches_ += static_cast<int64_t>(batches.size());
+        fast_groups_ += 1;
+        return statuses;
+      }
+      tx.abort();  // some batch is refused: redo them one by one
+    }
+    savepoint_groups_ += 1;
+    pqxx::work tx(*c.conn);
+    const bool single = batches.size() == 1;
+    bool any_applied = false;
+    for (size_t i = 0; i < batches.size(); ++i) {
+      if (!single) tx.exec("SAVEPOINT batch");
+      Status s = ApplyOneBatch(c, tx, *batches[i], max_rows, now_ms);
+      if (!s.ok() && !IsRefusal(s)) return s;
+      if (!s.ok()) {
+        if (!single) tx.exec("ROLLBACK TO SAVEPOINT batch");
+        statuses[i] = s;
+      } else {
+        any_applied = true;
+      }
+      if (!single) tx.exec("RELEASE SAVEPOINT batch");
+    }
+    if (any_applied) {
+      tx.commit();
+      commits_ += 1;
+    } else {
+      tx.abort();
+    }
+    batches_ += static_cast<int64_t>(batches.size());
+    return statuses;
+  });
+  if (!result.ok()) {
+    LOG(ERROR) << "group of " << batches.size() << " batches failed: " << result.status();
+    return std::vector<Status>(batches.size(), result.status());
+  }
+  return std::move(result).value();
+}
+
+// --- reads --------------------------------------------------------------------
+
+Result<TxnRecord> PostgresStore::GetTxn(const std::string& gtid) {
+  return Run("get txn", true, [&](Conn& c) -> Result<TxnRecord> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(c, tx, "get_txn",
+                          std::string("SELECT ") + kTxnColumns + " FROM txns WHERE gtid = $1",
+                          Params().Text(gtid));
+    if (r.empty()) return Status::NotFound("transaction " + gtid + " not found");
+    return ReadTxn(r[0]);
+  });
+}
+
+Result<TxnRecord> PostgresStore::FindByIdempotencyKey(const std::string& key) {
+  if (key.empty()) return Status::InvalidArgument("empty idempotency key");
+  return Run("find by idempotency key", true, [&](Conn& c) -> Result<TxnRecord> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r =
+        ExecPrepared(c, tx, "find_key",
+                     std::string("SELECT ") + kTxnColumns + " FROM txns WHERE idempotency_key = $1",
+                     Params().Text(key));
+    if (r.empty()) return Status::NotFound("no transaction with idempotency key " + key);
+    return ReadTxn(r[0]);
+  });
+}
+
+Result<std::vector<BranchRecord>> PostgresStore::GetBranches(const std::string& gtid) {
+  return Run("get branches", true, [&](Conn& c) -> Result<std::vector<BranchRecord>> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(c, tx, "get_branches",
+                          std::string("SELECT ") + kBranchColumns +
+                              " FROM branches WHERE gtid = $1 ORDER BY ordinal, branch_id",
+                          Params().Text(gtid));
+    std::vector<BranchRecord> out;
+    for (const auto& row : r) {
+      TXC_ASSIGN_OR_RETURN(BranchRecord b, ReadBranch(row));
+      out.push_back(std::move(b));
+    }
+    return out;
+  });
+}
+
+Result<std::vector<TxnRecord>> PostgresStore::ListDue(const std::vector<TxnState>& states,
+                                                      const std::string& owner, int64_t epoch,
+                                                      int64_t now_ms, int limit) {
+  if (states.empty() || limit <= 0) return std::vector<TxnRecord>{};
+  return Run("list due", true, [&](Conn& c) -> Result<std::vector<TxnRecord>> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(
+        c, tx, "list_due",
+        std::string("SELECT ") + kTxnColumns +
+            " FROM txns WHERE state = ANY($1::integer[]) AND next_attempt_ms <= $2 "
+            "AND owner = $3 AND epoch = $4 ORDER BY next_attempt_ms, created_ms, gtid LIMIT $5",
+        Params().Text(IntArray(states)).Int(now_ms).Text(owner).Int(epoch).Int(limit));
+    std::vector<TxnRecord> out;
+    for (const auto& row : r) out.push_back(ReadTxn(row));
+    return out;
+  });
+}
+
+Result<int64_t> PostgresStore::CountInStates(const std::vector<TxnState>& states) {
+  if (states.empty()) return int64_t{0};
+  return Run("count", true, [&](Conn& c) -> Result<int64_t> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(c, tx, "count_states",
+                          "SELECT COUNT(*) FROM txns WHERE state = ANY($1::integer[])",
+                          Params().Text(IntArray(states)));
+    return r[0][0].as<int64_t>();
+  });
+}
+
+// --- leases -------------------------------------------------------------------
+
+Result<Lease> PostgresStore::AcquireLease(const std::string& node_id, const std::string& endpoint,
+                                          int64_t ttl_ms, int64_t now_ms) {
+  // Not retried after a broken connection: the epoch may have been bumped.
+  return Run("acquire lease", false, [&](Conn& c) -> Result<Lease> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(
+        c, tx, "acquire_lease",
+        "INSERT INTO leases (node_id, endpoint, epoch, expires_ms) VALUES ($1, $2, 1, $3) "
+        "ON CONFLICT (node_id) DO UPDATE SET endpoint = excluded.endpoint, "
+        "epoch = leases.epoch + 1, expires_ms = excluded.expires_ms RETURNING epoch",
+        Params().Text(node_id).Text(endpoint).Int(now_ms + ttl_ms));
+    return Lease{node_id, endpoint, r[0][0].as<int64_t>(), now_ms + ttl_ms};
+  });
+}
+
+Status PostgresStore::RenewLease(const std::string& node_id, int64_t epoch, int64_t ttl_ms,
+                                 int64_t now_ms) {
+  return Run("renew lease", true, [&](Conn& c) -> Status {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(c, tx, "renew_lease",
+                          "UPDATE leases SET expires_ms = $1 WHERE node_id = $2 AND epoch = $3",
+                          Params().Int(now_ms + ttl_ms).Text(node_id).Int(epoch));
+    if (r.affected_rows() != 1) {
+      return Status::Conflict("lease of " + node_id + " epoch " + std::to_string(epoch) +
+                              " was taken over");
+    }
+    return Status::Ok();
+  });
+}
+
+Result<std::vector<Lease>> PostgresStore::ListLeases() {
+  return Run("list leases", true, [&](Conn& c) -> Result<std::vector<Lease>> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(
+        c, tx, "list_leases",
+        "SELECT node_id, endpoint, epoch, expires_ms FROM leases ORDER BY node_id", Params());
+    std::vector<Lease> out;
+    for (const auto& row : r) {
+      out.push_back(Lease{row[0].as<std::string>(), row[1].as<std::string>(), row[2].as<int64_t>(),
+                          row[3].as<int64_t>()});
+    }
+    return out;
+  });
+}
+
+Result<int> PostgresStore::ClaimOrphans(const std::string& node_id, int64_t epoch, int64_t now_ms,
+                                        int limit) {
+  if (limit <= 0) return 0;
+  return Run("claim orphans", true, [&](Conn& c) -> Result<int> {
+    // One autocommit statement: check that the claimer's own lease is live,
+    // lock claimable rows that nobody else holds, take them over.
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(
+        c, tx, "claim_orphans",
+        "WITH me AS (SELECT 1 FROM leases WHERE node_id = $1 AND epoch = $2 AND expires_ms >= $3), "
+        "picked AS (SELECT t.gtid FROM txns t WHERE EXISTS (SELECT 1 FROM me) "
+        "AND t.state = ANY($5::integer[]) "
+        "AND ((t.owner = $1 AND t.epoch < $2) OR (t.owner <> $1 AND NOT EXISTS "
+        "(SELECT 1 FROM leases l WHERE l.node_id = t.owner AND l.expires_ms >= $3))) "
+        "ORDER BY t.next_attempt_ms LIMIT $4 FOR UPDATE OF t SKIP LOCKED), "
+        "claimed AS (UPDATE txns SET owner = $1, epoch = $2, next_attempt_ms = $3, "
+        "updated_ms = $3 WHERE gtid IN (SELECT gtid FROM picked) RETURNING 1) "
+        "SELECT (SELECT COUNT(*) FROM me), (SELECT COUNT(*) FROM claimed)",
+        Params().Text(node_id).Int(epoch).Int(now_ms).Int(limit).Text(
+            IntArray(store_internal::UnfinishedTxnStates())));
+    if (r[0][0].as<int64_t>() == 0) {
+      return Status::Conflict("lease of " + node_id + " epoch " + std::to_string(epoch) +
+                              " is not live");
+    }
+    int claimed = static_cast<int>(r[0][1].as<int64_t>());
+    if (claimed > 0) VLOG(1) << node_id << " epoch " << epoch << " claimed " << claimed << " txns";
+    return claimed;
+  });
+}
+
+StoreStats PostgresStore::Stats() const {
+  StoreStats s;
+  s.commits = commits_.load();
+  s.batches = batches_.load();
+  return s;
+}
+
+}  // namespace txc

@@ -1,0 +1,670 @@
+#include "coordinator/store/sqlite_store.h"
+
+#include <glog/logging.h>
+
+#include <unordered_map>
+#include <utility>
+
+#include "common/backoff.h"
+#include "coordinator/store/store_util.h"
+#include "migrations/migrator.h"
+
+namespace txc {
+
+using store_internal::DecodeStringList;
+using store_internal::EncodeStringList;
+using store_internal::StateList;
+using store_internal::StateMask;
+
+namespace {
+
+constexpr char kTxnColumns[] =
+    "gtid, kind, state, owner, epoch, created_ms, updated_ms, deadline_ms, next_attempt_ms, "
+    "attempts, idempotency_key, payload, flags";
+constexpr char kBranchColumns[] =
+    "gtid, branch_id, ordinal, endpoint, resource, action, compensation, depends_on, payload, "
+    "state, attempts, max_attempts, initial_backoff_ms, max_backoff_ms, next_attempt_ms, "
+    "last_error";
+
+bool IsRefusal(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kConflict:
+    case StatusCode::kNotFound:
+    case StatusCode::kAlreadyExists:
+    case StatusCode::kInvalidArgument: return true;
+    default: return false;
+  }
+}
+
+// Maps a failed sqlite call to a Status. Lock contention and I/O trouble are
+// kUnavailable (the transaction did not commit); the rest kInternal.
+Status SqliteStatus(sqlite3* db, int rc, const std::string& what) {
+  std::string msg = what + ": " + sqlite3_errmsg(db) + " (" + sqlite3_errstr(rc) + ")";
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL: return Status::Unavailable(msg);
+    default: return Status::Internal(msg);
+  }
+}
+
+std::string ColumnBytes(sqlite3_stmt* stmt, int col) {
+  const void* data = sqlite3_column_blob(stmt, col);
+  int size = sqlite3_column_bytes(stmt, col);
+  if (data == nullptr || size <= 0) return "";
+  return std::string(static_cast<const char*>(data), static_cast<size_t>(size));
+}
+
+}  // namespace
+
+// A connection and its cached prepared statements. Used by one thread at a time.
+class SqliteStore::Conn {
+ public:
+  static Result<std::unique_ptr<Conn>> Open(const std::string& path, bool read_only,
+                                            int busy_timeout_ms) {
+    sqlite3* db = nullptr;
+    int flags = (read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) |
+                SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+      sqlite3_close(db);
+      return Status::Unavailable("opening sqlite database " + path + ": " + msg);
+    }
+    std::unique_ptr<Conn> conn(new Conn(db));
+    sqlite3_busy_timeout(db, busy_timeout_ms);
+    sqlite3_extended_result_codes(db, 1);
+    if (!read_only) {
+      TXC_RETURN_IF_ERROR(conn->Exec("PRAGMA journal_mode=WAL"));
+      TXC_RETURN_IF_ERROR(conn->Exec("PRAGMA synchronous=FULL"));
+    }
+    return conn;
+  }
+
+  ~Conn() {
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+    sqlite3_close(db_);
+  }
+
+  sqlite3* db() const { return db_; }
+
+  Status Exec(const std::string& sql) {
+    char* err = nullptr;
+    int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string msg = err != nullptr ? err : "";
+      sqlite3_free(err);
+      return SqliteStatus(db_, rc, sql + " " + msg);
+    }
+    return Status::Ok();
+  }
+
+  // A cached prepared statement, reset and with bindings cleared.
+  Result<sqlite3_stmt*> Prepare(const std::string& sql) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) {
+      sqlite3_reset(it->second);
+      sqlite3_clear_bindings(it->second);
+      return it->second;
+    }
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK) return SqliteStatus(db_, rc, "prepare " + sql);
+    statements_.emplace(sql, stmt);
+    return stmt;
+  }
+
+ private:
+  explicit Conn(sqlite3* db) : db_(db) {}
+  sqlite3* db_;
+  std::unordered_map<std::string, sqlite3_stmt*> statements_;
+};
+
+namespace {
+
+// Binds and steps one statement; resets it when it goes out of scope.
+class Stmt {
+ public:
+  Stmt(SqliteStore::Conn& conn, sqlite3_stmt* stmt) : conn_(conn), stmt_(stmt) {}
+  ~Stmt() { sqlite3_reset(stmt_); }
+
+  Stmt& Text(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& TextOrNull(int i, const std::string& v) {
+    if (v.empty()) return Null(i);
+    return Text(i, v);
+  }
+  Stmt& Blob(int i, const std::string& v) {
+    // A zero-length blob, not NULL, for an empty value.
+    sqlite3_bind_blob(stmt_, i, v.empty() ? "" : v.data(), static_cast<int>(v.size()),
+                      SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Int(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Stmt& Null(int i) {
+    sqlite3_bind_null(stmt_, i);
+    return *this;
+  }
+  template <typename T>
+  Stmt& OptInt(int i, const std::optional<T>& v) {
+    return v.has_value() ? Int(i, static_cast<int64_t>(*v)) : Null(i);
+  }
+
+  // SQLITE_ROW / SQLITE_DONE, or an error code.
+  int Step() { return sqlite3_step(stmt_); }
+  // Steps to completion; OK or the error.
+  Status Run(const std::string& what) {
+    int rc;
+    while ((rc = Step()) == SQLITE_ROW) {
+    }
+    if (rc != SQLITE_DONE) return SqliteStatus(conn_.db(), rc, what);
+    return Status::Ok();
+  }
+  int Changes() const { return sqlite3_changes(conn_.db()); }
+  sqlite3_stmt* get() const { return stmt_; }
+
+ private:
+  SqliteStore::Conn& conn_;
+  sqlite3_stmt* stmt_;
+};
+
+Result<TxnRecord> ReadTxn(sqlite3_stmt* s) {
+  TxnRecord t;
+  t.gtid = ColumnBytes(s, 0);
+  t.kind = static_cast<TxnKind>(sqlite3_column_int(s, 1));
+  t.state = static_cast<TxnState>(sqlite3_column_int(s, 2));
+  t.owner = ColumnBytes(s, 3);
+  t.epoch = sqlite3_column_int64(s, 4);
+  t.created_ms = sqlite3_column_int64(s, 5);
+  t.updated_ms = sqlite3_column_int64(s, 6);
+  t.deadline_ms = sqlite3_column_int64(s, 7);
+  t.next_attempt_ms = sqlite3_column_int64(s, 8);
+  t.attempts = sqlite3_column_int(s, 9);
+  t.idempotency_key = ColumnBytes(s, 10);
+  t.payload = ColumnBytes(s, 11);
+  t.flags = sqlite3_column_int(s, 12);
+  return t;
+}
+
+Result<BranchRecord> ReadBranch(sqlite3_stmt* s) {
+  BranchRecord b;
+  b.gtid = ColumnBytes(s, 0);
+  b.branch_id = ColumnBytes(s, 1);
+  b.ordinal = sqlite3_column_int(s, 2);
+  b.endpoint = ColumnBytes(s, 3);
+  b.resource = ColumnBytes(s, 4);
+  b.action = ColumnBytes(s, 5);
+  b.compensation = ColumnBytes(s, 6);
+  TXC_ASSIGN_OR_RETURN(b.depends_on, DecodeStringList(ColumnBytes(s, 7)));
+  b.payload = ColumnBytes(s, 8);
+  b.state = static_cast<BranchState>(sqlite3_column_int(s, 9));
+  b.attempts = sqlite3_column_int(s, 10);
+  b.max_attempts = sqlite3_column_int(s, 11);
+  b.initial_backoff_ms = sqlite3_column_int(s, 12);
+  b.max_backoff_ms = sqlite3_column_int(s, 13);
+  b.next_attempt_ms = sqlite3_column_int64(s, 14);
+  b.last_error = ColumnBytes(s, 15);
+  return b;
+}
+
+template <typename T, typename ReadFn>
+Result<std::vector<T>> ReadAll(SqliteStore::Conn& conn, Stmt& stmt, ReadFn read,
+                               const std::string& what) {
+  std::vector<T> out;
+  int rc;
+  while ((rc = stmt.Step()) == SQLITE_ROW) {
+    TXC_ASSIGN_OR_RETURN(T row, read(stmt.get()));
+    out.push_back(std::move(row));
+  }
+  if (rc != SQLITE_DONE) return SqliteStatus(conn.db(), rc, what);
+  return out;
+}
+
+Result<bool> Exists(SqliteStore::Conn& conn, const std::string& sql, const std::string& a,
+                    const std::string& b = "") {
+  TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, conn.Prepare(sql));
+  Stmt stmt(conn, raw);
+  stmt.Text(1, a);
+  if (!b.empty()) stmt.Text(2, b);
+  int rc = stmt.Step();
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqliteStatus(conn.db(), rc, sql);
+}
+
+}  // namespace
+
+SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options)
+    : path_(std::move(path)), options_(options) {}
+
+SqliteStore::~SqliteStore() = default;
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
+                                                       SqliteStoreOptions options) {
+  std::unique_ptr<SqliteStore> store(new SqliteStore(path, options));
+  TXC_ASSIGN_OR_RETURN(store->writer_, Conn::Open(path, false, options.busy_timeout_ms));
+  return store;
+}
+
+template <typename Fn>
+auto SqliteStore::WithReader(Fn&& fn) -> decltype(fn(std::declval<Conn&>())) {
+  if (path_ == ":memory:" || path_.empty()) {
+    // A private in-memory database exists on the writer's connection only.
+    std::lock_guard<std::mutex> lock(write_mu_);
+    return fn(*writer_);
+  }
+  std::unique_ptr<Conn> reader;
+  {
+    std::lock_guard<std::mutex> lock(readers_mu_);
+    if (!idle_readers_.empty()) {
+      reader = std::move(idle_readers_.back());
+      idle_readers_.pop_back();
+    }
+  }
+  if (reader == nullptr) {
+    auto opened = Conn::Open(path_, true, options_.busy_timeout_ms);
+    if (!opened.ok()) return opened.status();
+    reader = std::move(opened).value();
+  }
+  auto result = fn(*reader);
+  // A read never leaves a transaction open (each statement is autocommit).
+  std::lock_guard<std::mutex> lock(readers_mu_);
+  if (idle_readers_.size() < options_.max_idle_readers) idle_readers_.push_back(std::move(reader));
+  return result;
+}
+
+Status SqliteStore::Migrate() {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  return MigrateSqlite(writer_->db(), "coordinator");
+}
+
+// --- writes -------------------------------------------------------------------
+
+Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
+  TXC_RETURN_IF_ERROR(store_internal::CheckBatch(batch));
+  Conn& c = *writer_;
+  for (const TxnRecord& t : batch.insert_txns) {
+    TXC_ASSIGN_OR_RETURN(
+        sqlite3_stmt * raw,
+        c.Prepare(std::string("INSERT INTO txns (") + kTxnColumns +
+                  ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
+                  "ON CONFLICT DO NOTHING"));
+    Stmt s(c, raw);
+    s.Text(1, t.gtid)
+        .Int(2, static_cast<int>(t.kind))
+        .Int(3, static_cast<int>(t.state))
+        .Text(4, t.owner)
+        .Int(5, t.epoch)
+        .Int(6, t.created_ms)
+        .Int(7, now_ms)
+        .Int(8, t.deadline_ms)
+        .Int(9, t.next_attempt_ms)
+        .Int(10, t.attempts)
+        .TextOrNull(11, t.idempotency_key)
+        .Blob(12, t.payload)
+        .Int(13, t.flags);
+    TXC_RETURN_IF_ERROR(s.Run("insert txn " + t.gtid));
+    if (s.Changes() != 1) {
+      return Status::AlreadyExists("transaction " + t.gtid + " or idempotency key '" +
+                                   t.idempotency_key + "' exists");
+    }
+  }
+  for (const BranchRecord& b : batch.insert_branches) {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw,
+                         c.Prepare(std::string("INSERT INTO branches (") + kBranchColumns +
+                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+                                   "?13, ?14, ?15, ?16) ON CONFLICT DO NOTHING"));
+    Stmt s(c, raw);
+    s.Text(1, b.gtid)
+        .Text(2, b.branch_id)
+        .Int(3, b.ordinal)
+        .Text(4, b.endpoint)
+        .Text(5, b.resource)
+        .Text(6, b.action)
+        .Text(7, b.compensation)
+        .Blob(8, EncodeStringList(b.depends_on))
+        .Blob(9, b.payload)
+        .Int(10, static_cast<int>(b.state))
+        .Int(11, b.attempts)
+        .Int(12, b.max_attempts)
+        .Int(13, b.initial_backoff_ms)
+        .Int(14, b.max_backoff_ms)
+        .Int(15, b.next_attempt_ms)
+        .Blob(16, b.last_error);
+    TXC_RETURN_IF_ERROR(s.Run("insert branch " + b.gtid + "/" + b.branch_id));
+    if (s.Changes() != 1) {
+      return Status::AlreadyExists("branch " + b.gtid + "/" + b.branch_id + " exists");
+    }
+  }
+  for (const TxnUpdate& u : batch.txn_updates) {
+    TXC_ASSIGN_OR_RETURN(
+        sqlite3_stmt * raw,
+        c.Prepare("UPDATE txns SET state = COALESCE(?1, state), owner = COALESCE(?2, owner), "
+                  "epoch = COALESCE(?3, epoch), next_attempt_ms = COALESCE(?4, next_attempt_ms), "
+                  "attempts = COALESCE(?5, attempts), deadline_ms = COALESCE(?6, deadline_ms), "
+                  "flags = COALESCE(?7, flags), updated_ms = ?8 "
+                  "WHERE gtid = ?9 AND owner = ?10 AND epoch = ?11 "
+                  "AND (?12 = 0 OR ((?12 >> state) & 1) = 1)"));
+    Stmt s(c, raw);
+    s.OptInt(1, u.state);
+    if (u.owner.has_value()) {
+      s.Text(2, *u.owner);
+    } else {
+      s.Null(2);
+    }
+    s.OptInt(3, u.epoch)
+        .OptInt(4, u.next_attempt_ms)
+        .OptInt(5, u.attempts)
+        .OptInt(6, u.deadline_ms)
+        .OptInt(7, u.flags)
+        .Int(8, now_ms)
+        .Text(9, u.gtid)
+        .Text(10, u.expected_owner)
+        .Int(11, u.expected_epoch)
+        .Int(12, StateMask(u.expected_states));
+    TXC_RETURN_IF_ERROR(s.Run("update txn " + u.gtid));
+    if (s.Changes() != 1) {
+      TXC_ASSIGN_OR_RETURN(bool exists, Exists(c, "SELECT 1 FROM txns WHERE gtid = ?1", u.gtid));
+      if (!exists) return Status::NotFound("transaction " + u.gtid + " not found");
+      return Status::Conflict("transaction " + u.gtid +
+                              " is not in the expected state or (owner, epoch)");
+    }
+  }
+  for (const BranchUpdate& u : batch.branch_updates) {
+    TXC_ASSIGN_OR_RETURN(
+        sqlite3_stmt * raw,
+        c.Prepare("UPDATE branches SET state = COALESCE(?1, state), "
+                  "attempts = COALESCE(?2, attempts), "
+                  "next_attempt_ms = COALESCE(?3, next_attempt_ms), "
+                  "last_error = COALESCE(?4, last_error) "
+                  "WHERE gtid = ?5 AND branch_id = ?6 AND (?7 = 0 OR ((?7 >> state) & 1) = 1) "
+                  "AND EXISTS (SELECT 1 FROM txns WHERE gtid = ?5 AND owner = ?8 AND epoch = ?9)"));
+    Stmt s(c, raw);
+    s.OptInt(1, u.state).OptInt(2, u.attempts).OptInt(3, u.next_attempt_ms);
+    if (u.last_error.has_value()) {
+      s.Blob(4, *u.last_error);
+    } else {
+      s.Null(4);
+    }
+    s.Text(5, u.gtid)
+        .Text(6, u.branch_id)
+        .Int(7, StateMask(u.expected_states))
+        .Text(8, u.expected_owner)
+        .Int(9, u.expected_epoch);
+    TXC_RETURN_IF_ERROR(s.Run("update branch " + u.gtid + "/" + u.branch_id));
+    if (s.Changes() != 1) {
+      TXC_ASSIGN_OR_RETURN(bool txn, Exists(c, "SELECT 1 FROM txns WHERE gtid = ?1", u.gtid));
+      if (!txn) return Status::NotFound("transaction " + u.gtid + " not found");
+      TXC_ASSIGN_OR_RETURN(bool branch,
+                           Exists(c, "SELECT 1 FROM branches WHERE gtid = ?1 AND branch_id = ?2",
+                                  u.gtid, u.branch_id));
+      if (!branch) return Status::NotFound("branch " + u.gtid + "/" + u.branch_id + " not found");
+      return Status::Conflict("branch " + u.gtid + "/" + u.branch_id +
+                              " is not in the expected state or its transaction's (owner, epoch)");
+    }
+  }
+  for (const std::string& gtid : batch.delete_txns) {
+    for (const char* sql :
+         {"DELETE FROM branches WHERE gtid = ?1", "DELETE FROM txns WHERE gtid = ?1"}) {
+      TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.Prepare(sql));
+      Stmt s(c, raw);
+      s.Text(1, gtid);
+      TXC_RETURN_IF_ERROR(s.Run("delete txn " + gtid));
+    }
+  }
+  return Status::Ok();
+}
+
+std::vector<Status> SqliteStore::ApplyGroupLocked(const std::vector<const WriteBatch*>& batches) {
+  std::vector<Status> results(batches.size());
+  if (batches.empty()) return results;
+  auto fail_all = [&](const Status& s) {
+    for (auto& r : results) r = s;
+    return results;
+  };
+  Status begin = writer_->Exec("BEGIN IMMEDIATE");
+  if (!begin.ok()) return fail_all(Status::Unavailable(begin.message()));
+  const int64_t now_ms = NowUnixMs();
+  const bool single = batches.size() == 1;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    // One batch needs no savepoint: the transaction is rolled back on refusal.
+    if (!single) {
+      Status sp = writer_->Exec("SAVEPOINT batch");
+      if (!sp.ok()) {
+        writer_->Exec("ROLLBACK").IgnoreError();
+        return fail_all(sp);
+      }
+    }
+    Status s = ApplyBatchLocked(*batches[i], now_ms);
+    if (!s.ok() && !IsRefusal(s)) {
+      LOG(ERROR) << "sqlite group write failed, rolling back " << batches.size()
+                 << " batches: " << s;
+      writer_->Exec("ROLLBACK").IgnoreError();
+      return fail_all(s);
+    }
+    if (!s.ok()) {
+      Status rb = single ? writer_->Exec("ROLLBACK")
+                         : writer_->Exec("ROLLBACK TO SAVEPOINT batch; RELEASE SAVEPOINT batch");
+      if (!rb.ok()) {
+        writer_->Exec("ROLLBACK").IgnoreError();
+        return fail_all(rb);
+      }
+      results[i] = s;
+      if (single) {
+        batches_ += 1;
+        return results;
+      }
+    } else if (!single) {
+      Status rel = writer_->Exec("RELEASE SAVEPOINT batch");
+      if (!rel.ok()) {
+        writer_->Exec("ROLLBACK").IgnoreError();
+        return fail_all(rel);
+      }
+    }
+  }
+  Status commit = writer_->Exec("COMMIT");
+  if (!commit.ok()) {
+    // The outcome of a failed COMMIT is not reported reliably: re-read.
+    writer_->Exec("ROLLBACK").IgnoreError();
+    return fail_all(Status::Indeterminate("sqlite commit failed: " + commit.message()));
+  }
+  commits_ += 1;
+  batches_ += static_cast<int64_t>(batches.size());
+  return results;
+}
+
+Status SqliteStore::Apply(const WriteBatch& batch) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  return ApplyGroupLocked({&batch})[0];
+}
+
+std::vector<Status> SqliteStore::ApplyGroup(const std::vector<const WriteBatch*>& batches) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  return ApplyGroupLocked(batches);
+}
+
+// --- reads --------------------------------------------------------------------
+
+Result<TxnRecord> SqliteStore::GetTxn(const std::string& gtid) {
+  return WithReader([&](Conn& c) -> Result<TxnRecord> {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.Prepare(std::string("SELECT ") + kTxnColumns +
+                                                       " FROM txns WHERE gtid = ?1"));
+    Stmt s(c, raw);
+    s.Text(1, gtid);
+    TXC_ASSIGN_OR_RETURN(auto rows, ReadAll<TxnRecord>(c, s, ReadTxn, "get txn " + gtid));
+    if (rows.empty()) return Status::NotFound("transaction " + gtid + " not found");
+    return std::move(rows[0]);
+  });
+}
+
+Result<TxnRecord> SqliteStore::FindByIdempotencyKey(const std::string& key) {
+  if (key.empty()) return Status::InvalidArgument("empty idempotency key");
+  return WithReader([&](Conn& c) -> Result<TxnRecord> {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.Prepare(std::string("SELECT ") + kTxnColumns +
+                                                       " FROM txns WHERE idempotency_key = ?1"));
+    Stmt s(c, raw);
+    s.Text(1, key);
+    TXC_ASSIGN_OR_RETURN(auto rows, ReadAll<TxnRecord>(c, s, ReadTxn, "find by key"));
+    if (rows.empty()) return Status::NotFound("no transaction with idempotency key " + key);
+    return std::move(rows[0]);
+  });
+}
+
+Result<std::vector<BranchRecord>> SqliteStore::GetBranches(const std::string& gtid) {
+  return WithReader([&](Conn& c) -> Result<std::vector<BranchRecord>> {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw,
+                         c.Prepare(std::string("SELECT ") + kBranchColumns +
+                                   " FROM branches WHERE gtid = ?1 ORDER BY ordinal, branch_id"));
+    Stmt s(c, raw);
+    s.Text(1, gtid);
+    return ReadAll<BranchRecord>(c, s, ReadBranch, "get branches " + gtid);
+  });
+}
+
+Result<std::vector<TxnRecord>> SqliteStore::ListDue(const std::vector<TxnState>& states,
+                                                    const std::string& owner, int64_t epoch,
+                                                    int64_t now_ms, int limit) {
+  if (states.empty() || limit <= 0) return std::vector<TxnRecord>{};
+  return WithReader([&](Conn& c) -> Result<std::vector<TxnRecord>> {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw,
+                         c.Prepare(std::string("SELECT ") + kTxnColumns +
+                                   " FROM txns WHERE state IN (" + StateList(states) +
+                                   ") AND next_attempt_ms <= ?1 AND owner = ?2 AND epoch = ?3 "
+                                   "ORDER BY next_attempt_ms, created_ms, gtid LIMIT ?4"));
+    Stmt s(c, raw);
+    s.Int(1, now_ms).Text(2, owner).Int(3, epoch).Int(4, limit);
+    return ReadAll<TxnRecord>(c, s, ReadTxn, "list due");
+  });
+}
+
+Result<int64_t> SqliteStore::CountInStates(const std::vector<TxnState>& states) {
+  if (states.empty()) return int64_t{0};
+  return WithReader([&](Conn& c) -> Result<int64_t> {
+    TXC_ASSIGN_OR_RETURN(
+        sqlite3_stmt * raw,
+        c.Prepare("SELECT COUNT(*) FROM txns WHERE state IN (" + StateList(states) + ")"));
+    Stmt s(c, raw);
+    int rc = s.Step();
+    if (rc != SQLITE_ROW) return SqliteStatus(c.db(), rc, "count");
+    return static_cast<int64_t>(sqlite3_column_int64(raw, 0));
+  });
+}
+
+// --- leases -------------------------------------------------------------------
+
+Result<Lease> SqliteStore::AcquireLease(const std::string& node_id, const std::string& endpoint,
+                                        int64_t ttl_ms, int64_t now_ms) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  Conn& c = *writer_;
+  TXC_ASSIGN_OR_RETURN(
+      sqlite3_stmt * raw,
+      c.Prepare("INSERT INTO leases (node_id, endpoint, epoch, expires_ms) VALUES (?1, ?2, 1, ?3) "
+                "ON CONFLICT (node_id) DO UPDATE SET endpoint = excluded.endpoint, "
+                "epoch = leases.epoch + 1, expires_ms = excluded.expires_ms "
+                "RETURNING epoch"));
+  Stmt s(c, raw);
+  s.Text(1, node_id).Text(2, endpoint).Int(3, now_ms + ttl_ms);
+  int rc = s.Step();
+  if (rc != SQLITE_ROW) return SqliteStatus(c.db(), rc, "acquire lease " + node_id);
+  Lease lease{node_id, endpoint, sqlite3_column_int64(raw, 0), now_ms + ttl_ms};
+  TXC_RETURN_IF_ERROR(s.Run("acquire lease " + node_id));
+  return lease;
+}
+
+Status SqliteStore::RenewLease(const std::string& node_id, int64_t epoch, int64_t ttl_ms,
+                               int64_t now_ms) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  Conn& c = *writer_;
+  TXC_ASSIGN_OR_RETURN(
+      sqlite3_stmt * raw,
+      c.Prepare("UPDATE leases SET expires_ms = ?1 WHERE node_id = ?2 AND epoch = ?3"));
+  Stmt s(c, raw);
+  s.Int(1, now_ms + ttl_ms).Text(2, node_id).Int(3, epoch);
+  TXC_RETURN_IF_ERROR(s.Run("renew lease " + node_id));
+  if (s.Changes() != 1) {
+    return Status::Conflict("lease of " + node_id + " epoch " + std::to_string(epoch) +
+                            " was taken over");
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<Lease>> SqliteStore::ListLeases() {
+  return WithReader([&](Conn& c) -> Result<std::vector<Lease>> {
+    TXC_ASSIGN_OR_RETURN(
+        sqlite3_stmt * raw,
+        c.Prepare("SELECT node_id, endpoint, epoch, expires_ms FROM leases ORDER BY node_id"));
+    Stmt s(c, raw);
+    return ReadAll<Lease>(
+        c, s,
+        [](sqlite3_stmt* r) -> Result<Lease> {
+          return Lease{ColumnBytes(r, 0), ColumnBytes(r, 1), sqlite3_column_int64(r, 2),
+                       sqlite3_column_int64(r, 3)};
+        },
+        "list leases");
+  });
+}
+
+Result<int> SqliteStore::ClaimOrphans(const std::string& node_id, int64_t epoch, int64_t now_ms,
+                                      int limit) {
+  if (limit <= 0) return 0;
+  std::lock_guard<std::mutex> lock(write_mu_);
+  Conn& c = *writer_;
+  TXC_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
+  auto claim = [&]() -> Result<int> {
+    // Only a live lease holder may claim (fencing of the claimer itself).
+    TXC_ASSIGN_OR_RETURN(
+        sqlite3_stmt * check,
+        c.Prepare("SELECT 1 FROM leases WHERE node_id = ?1 AND epoch = ?2 AND expires_ms >= ?3"));
+    {
+      Stmt s(c, check);
+      s.Text(1, node_id).Int(2, epoch).Int(3, now_ms);
+      int rc = s.Step();
+      if (rc == SQLITE_DONE) {
+        return Status::Conflict("lease of " + node_id + " epoch " + std::to_string(epoch) +
+                                " is not live");
+      }
+      if (rc != SQLITE_ROW) return SqliteStatus(c.db(), rc, "claim: lease check");
+    }
+    TXC_ASSIGN_OR_RETURN(
+        sqlite3_stmt * raw,
+        c.Prepare("UPDATE txns SET owner = ?1, epoch = ?2, next_attempt_ms = ?3, updated_ms = ?3 "
+                  "WHERE gtid IN (SELECT t.gtid FROM txns t WHERE t.state IN (" +
+                  StateList(store_internal::UnfinishedTxnStates()) +
+                  ") AND ((t.owner = ?1 AND t.epoch < ?2) OR (t.owner <> ?1 AND NOT EXISTS "
+                  "(SELECT 1 FROM leases l WHERE l.node_id = t.owner AND l.expires_ms >= ?3))) "
+                  "ORDER BY t.next_attempt_ms LIMIT ?4)"));
+    Stmt s(c, raw);
+    s.Text(1, node_id).Int(2, epoch).Int(3, now_ms).Int(4, limit);
+    TXC_RETURN_IF_ERROR(s.Run("claim orphans"));
+    return s.Changes();
+  };
+  auto claimed = claim();
+  if (!claimed.ok()) {
+    c.Exec("ROLLBACK").IgnoreError();
+    return claimed.status();
+  }
+  Status commit = c.Exec("COMMIT");
+  if (!commit.ok()) {
+    c.Exec("ROLLBACK").IgnoreError();
+    return Status::Indeterminate("claim commit: " + commit.message());
+  }
+  if (*claimed > 0) VLOG(1) << node_id << " epoch " << epoch << " claimed " << *claimed << " txns";
+  return claimed;
+}
+
+StoreStats SqliteStore::Stats() const {
+  StoreStats s;
+  s.commits = commits_.load();
+  s.batches = batches_.load();
+  return s;
+}
+
+}  // namespace txc

@@ -1,0 +1,91 @@
+#include "coordinator/store/store_util.h"
+
+#include "coordinator/store/txn_store.h"
+
+namespace txc {
+namespace store_internal {
+
+const std::vector<TxnState>& AllTxnStates() {
+  static const std::vector<TxnState> kAll = {
+      TxnState::kActive,       TxnState::kPreparing,   TxnState::kCommitting, TxnState::kCommitted,
+      TxnState::kAborting,     TxnState::kAborted,     TxnState::kRunning,    TxnState::kSucceeded,
+      TxnState::kCompensating, TxnState::kCompensated, TxnState::kParked};
+  return kAll;
+}
+
+const std::vector<TxnState>& UnfinishedTxnStates() {
+  static const std::vector<TxnState> kUnfinished = [] {
+    std::vector<TxnState> v;
+    for (TxnState s : AllTxnStates()) {
+      if (!IsFinal(s)) v.push_back(s);
+    }
+    return v;
+  }();
+  return kUnfinished;
+}
+
+int64_t StateMask(const std::vector<TxnState>& states) {
+  int64_t mask = 0;
+  for (TxnState s : states) mask |= int64_t{1} << static_cast<int>(s);
+  return mask;
+}
+
+int64_t StateMask(const std::vector<BranchState>& states) {
+  int64_t mask = 0;
+  for (BranchState s : states) mask |= int64_t{1} << static_cast<int>(s);
+  return mask;
+}
+
+std::string StateList(const std::vector<TxnState>& states) {
+  std::string out;
+  for (TxnState s : states) {
+    if (!out.empty()) out += ",";
+    out += std::to_string(static_cast<int>(s));
+  }
+  return out;
+}
+
+std::string EncodeStringList(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) {
+    out += std::to_string(item.size());
+    out += ':';
+    out += item;
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> DecodeStringList(const std::string& encoded) {
+  std::vector<std::string> items;
+  size_t pos = 0;
+  while (pos < encoded.size()) {
+    size_t colon = encoded.find(':', pos);
+    if (colon == std::string::npos || colon == pos || colon - pos > 9) {
+      return Status::Internal("malformed stored list");
+    }
+    size_t len = 0;
+    for (size_t i = pos; i < colon; ++i) {
+      if (encoded[i] < '0' || encoded[i] > '9') return Status::Internal("malformed stored list");
+      len = len * 10 + static_cast<size_t>(encoded[i] - '0');
+    }
+    if (colon + 1 + len > encoded.size()) return Status::Internal("malformed stored list");
+    items.push_back(encoded.substr(colon + 1, len));
+    pos = colon + 1 + len;
+  }
+  return items;
+}
+
+Status CheckBatch(const WriteBatch& batch) {
+  for (const auto& t : batch.insert_txns) {
+    if (t.gtid.empty()) return Status::InvalidArgument("insert of a transaction with empty gtid");
+  }
+  for (const auto& b : batch.insert_branches) {
+    if (b.gtid.empty() || b.branch_id.empty()) {
+      return Status::InvalidArgument("insert of a branch with empty gtid or branch_id");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace store_internal
+}  // namespace txc

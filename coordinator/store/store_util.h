@@ -1,0 +1,35 @@
+// Helpers shared by the store backends (private to coordinator/store).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/core/states.h"
+#include "coordinator/store/txn_store.h"
+
+namespace txc {
+namespace store_internal {
+
+// Every TxnState value, and those IsFinal() is false for.
+const std::vector<TxnState>& AllTxnStates();
+const std::vector<TxnState>& UnfinishedTxnStates();
+
+// Bit (1 << value) per state; 0 for an empty list (the SQL reads 0 as "any").
+int64_t StateMask(const std::vector<TxnState>& states);
+int64_t StateMask(const std::vector<BranchState>& states);
+
+// "1,2,5": the numbers, for an IN (...) list of integer literals.
+std::string StateList(const std::vector<TxnState>& states);
+
+// BranchRecord::depends_on as stored: each id as "<length>:<bytes>", concatenated.
+std::string EncodeStringList(const std::vector<std::string>& items);
+// kInternal on a malformed value.
+Result<std::vector<std::string>> DecodeStringList(const std::string& encoded);
+
+// Checks what neither backend can store: ids that are empty.
+Status CheckBatch(const WriteBatch& batch);
+
+}  // namespace store_internal
+}  // namespace txc

@@ -1,0 +1,555 @@
+// The TxnStore conformance suite: every test runs on SQLite and on PostgreSQL
+// (a fresh file / a fresh database of the shared test cluster per test).
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "coordinator/store/postgres_store.h"
+#include "coordinator/store/txn_store.h"
+#include "tests/harness/pg_cluster.h"
+#include "tests/store/store_test_util.h"
+
+namespace txc {
+namespace testing {
+namespace {
+
+std::string AllBytes() {
+  std::string s;
+  for (int i = 0; i < 256; ++i) s += static_cast<char>(i);
+  return s + std::string("\0\0end\0", 7);
+}
+
+class TxnStoreConformanceTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    store_ = OpenFreshStore(GetParam(), dir_, &location_);
+    ASSERT_NE(store_, nullptr);
+  }
+
+  // Inserts a txn owned by (owner, epoch) with two branches.
+  void Seed(const std::string& gtid, const std::string& owner, int64_t epoch,
+            TxnState state = TxnState::kActive, int64_t next_attempt_ms = 2000) {
+    WriteBatch b;
+    TxnRecord t = MakeTxn(gtid, owner, epoch, state);
+    t.next_attempt_ms = next_attempt_ms;
+    b.insert_txns.push_back(t);
+    b.insert_branches.push_back(MakeBranch(gtid, "b1", 0));
+    b.insert_branches.push_back(MakeBranch(gtid, "b2", 1));
+    ASSERT_TRUE(store_->Apply(b).ok()) << gtid;
+  }
+
+  TxnRecord Get(const std::string& gtid) {
+    auto t = store_->GetTxn(gtid);
+    EXPECT_TRUE(t.ok()) << gtid << ": " << t.status();
+    return t.ok() ? *t : TxnRecord{};
+  }
+
+  TempDir dir_{"txc-store-conf-"};
+  std::string location_;
+  std::unique_ptr<TxnStore> store_;
+};
+
+TEST_P(TxnStoreConformanceTest, KindAndReopen) {
+  EXPECT_EQ(std::string(store_->Kind()), GetParam());
+  Seed("reopen-1", "node-a", 1);
+  store_.reset();
+  auto again = OpenStore(location_);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE((*again)->Migrate().ok());  // already applied: a no-op
+  EXPECT_TRUE((*again)->GetTxn("reopen-1").ok());
+}
+
+TEST_P(TxnStoreConformanceTest, EveryFieldRoundTripsIncludingBinaryPayloads) {
+  TxnRecord t;
+  t.gtid = "gtid-roundtrip";
+  t.kind = TxnKind::kSaga;
+  t.state = TxnState::kRunning;
+  t.owner = "node-a";
+  t.epoch = 7;
+  t.created_ms = 1700000000123;
+  t.deadline_ms = 1700000060123;
+  t.next_attempt_ms = 1700000001123;
+  t.attempts = 3;
+  t.idempotency_key = "client-key-1";
+  t.payload = AllBytes();
+  t.flags = kFlagOnePhase | kFlagWaitCompletion;
+  BranchRecord b;
+  b.gtid = t.gtid;
+  b.branch_id = "step-1";
+  b.ordinal = 4;
+  b.endpoint = "10.0.0.1:7001";
+  b.resource = "res";
+  b.action = "reserve";
+  b.compensation = "release";
+  b.depends_on = {"step-0", "step-a:b"};
+  b.payload = std::string("\0\x01\xff payload \0", 13);
+  b.state = BranchState::kStepRunning;
+  b.attempts = 2;
+  b.max_attempts = 9;
+  b.initial_backoff_ms = 50;
+  b.max_backoff_ms = 5000;
+  b.next_attempt_ms = 1700000002000;
+  b.last_error = std::string("err\0or", 6);
+  BranchRecord empty = MakeBranch(t.gtid, "step-2", 5);  // empty strings and bytes
+  WriteBatch batch;
+  batch.insert_txns.push_back(t);
+  batch.insert_branches = {b, empty};
+  ASSERT_TRUE(store_->Apply(batch).ok());
+
+  TxnRecord got = Get(t.gtid);
+  EXPECT_EQ(got.gtid, t.gtid);
+  EXPECT_EQ(got.kind, t.kind);
+  EXPECT_EQ(got.state, t.state);
+  EXPECT_EQ(got.owner, t.owner);
+  EXPECT_EQ(got.epoch, t.epoch);
+  EXPECT_EQ(got.created_ms, t.created_ms);
+  EXPECT_GT(got.updated_ms, 0);  // set by the store
+  EXPECT_EQ(got.deadline_ms, t.deadline_ms);
+  EXPECT_EQ(got.next_attempt_ms, t.next_attempt_ms);
+  EXPECT_EQ(got.attempts, t.attempts);
+  EXPECT_EQ(got.idempotency_key, t.idempotency_key);
+  EXPECT_EQ(got.payload, t.payload);
+  EXPECT_EQ(got.payload.size(), 263u);
+  EXPECT_EQ(got.flags, t.flags);
+
+  auto branches = store_->GetBranches(t.gtid);
+  ASSERT_TRUE(branches.ok()) << branches.status();
+  ASSERT_EQ(branches->size(), 2u);
+  const BranchRecord& g = (*branches)[0];
+  EXPECT_EQ(g.gtid, b.gtid);
+  EXPECT_EQ(g.branch_id, b.branch_id);
+  EXPECT_EQ(g.ordinal, b.ordinal);
+  EXPECT_EQ(g.endpoint, b.endpoint);
+  EXPECT_EQ(g.resource, b.resource);
+  EXPECT_EQ(g.action, b.action);
+  EXPECT_EQ(g.compensation, b.compensation);
+  EXPECT_EQ(g.depends_on, b.depends_on);
+  EXPECT_EQ(g.payload, b.payload);
+  EXPECT_EQ(g.state, b.state);
+  EXPECT_EQ(g.attempts, b.attempts);
+  EXPECT_EQ(g.max_attempts, b.max_attempts);
+  EXPECT_EQ(g.initial_backoff_ms, b.initial_backoff_ms);
+  EXPECT_EQ(g.max_backoff_ms, b.max_backoff_ms);
+  EXPECT_EQ(g.next_attempt_ms, b.next_attempt_ms);
+  EXPECT_EQ(g.last_error, b.last_error);
+  const BranchRecord& e = (*branches)[1];
+  EXPECT_EQ(e.branch_id, "step-2");
+  EXPECT_TRUE(e.payload.empty());
+  EXPECT_TRUE(e.depends_on.empty());
+  EXPECT_TRUE(e.last_error.empty());
+  EXPECT_TRUE(e.action.empty());
+
+  EXPECT_EQ(store_->GetTxn("unknown").status().code(), StatusCode::kNotFound);
+  auto none = store_->GetBranches("unknown");
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_P(TxnStoreConformanceTest, DuplicateInsertIsRefusedAndAppliesNothing) {
+  Seed("dup", "node-a", 1);
+  WriteBatch b;
+  b.insert_txns = {MakeTxn("fresh", "node-a", 1), MakeTxn("dup", "node-a", 1)};
+  EXPECT_EQ(store_->Apply(b).code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->GetTxn("fresh").status().code(), StatusCode::kNotFound);
+
+  WriteBatch br;
+  br.insert_branches = {MakeBranch("dup", "b3", 2), MakeBranch("dup", "b1", 0)};
+  EXPECT_EQ(store_->Apply(br).code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->GetBranches("dup")->size(), 2u);
+}
+
+TEST_P(TxnStoreConformanceTest, IdempotencyKeyIsUniqueWhenSet) {
+  TxnRecord a = MakeTxn("key-a", "node-a", 1);
+  a.idempotency_key = "order-42";
+  TxnRecord b = MakeTxn("key-b", "node-a", 1);
+  b.idempotency_key = "order-42";
+  WriteBatch wa, wb;
+  wa.insert_txns = {a};
+  wb.insert_txns = {b};
+  ASSERT_TRUE(store_->Apply(wa).ok());
+  EXPECT_EQ(store_->Apply(wb).code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->GetTxn("key-b").status().code(), StatusCode::kNotFound);
+  auto found = store_->FindByIdempotencyKey("order-42");
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->gtid, "key-a");
+  EXPECT_EQ(store_->FindByIdempotencyKey("order-43").status().code(), StatusCode::kNotFound);
+  // No key: any number of transactions.
+  WriteBatch none;
+  none.insert_txns = {MakeTxn("nokey-1", "node-a", 1), MakeTxn("nokey-2", "node-a", 1)};
+  EXPECT_TRUE(store_->Apply(none).ok());
+}
+
+TEST_P(TxnStoreConformanceTest, ConditionalTxnUpdates) {
+  Seed("t1", "node-a", 3, TxnState::kActive);
+  Seed("t2", "node-a", 3, TxnState::kActive);
+  auto update = [](const std::string& gtid, std::vector<TxnState> expected, std::string owner,
+                   int64_t epoch) {
+    TxnUpdate u;
+    u.gtid = gtid;
+    u.expected_states = std::move(expected);
+    u.expected_owner = std::move(owner);
+    u.expected_epoch = epoch;
+    u.state = TxnState::kPreparing;
+    u.attempts = 5;
+    return u;
+  };
+  // A batch whose second update fails changes nothing, not even the first.
+  auto refused = [&](TxnUpdate bad, StatusCode code) {
+    WriteBatch b;
+    b.txn_updates = {update("t2", {TxnState::kActive}, "node-a", 3), bad};
+    EXPECT_EQ(store_->Apply(b).code(), code);
+    EXPECT_EQ(Get("t1").state, TxnState::kActive);
+    EXPECT_EQ(Get("t2").state, TxnState::kActive);
+    EXPECT_EQ(Get("t2").attempts, 0);
+  };
+  refused(update("t1", {TxnState::kPreparing}, "node-a", 3), StatusCode::kConflict);  // state
+  refused(update("t1", {TxnState::kActive}, "node-b", 3), StatusCode::kConflict);     // owner
+  refused(update("t1", {TxnState::kActive}, "node-a", 2), StatusCode::kConflict);     // epoch
+  refused(update("missing", {}, "node-a", 3), StatusCode::kNotFound);
+
+  // Allowed: any of several expected states; empty list means any state.
+  WriteBatch ok;
+  TxnUpdate u = update("t1", {TxnState::kPreparing, TxnState::kActive}, "node-a", 3);
+  u.next_attempt_ms = 9999;
+  u.deadline_ms = 8888;
+  u.flags = kFlagWaitCompletion;
+  ok.txn_updates = {u};
+  ASSERT_TRUE(store_->Apply(ok).ok());
+  TxnRecord t1 = Get("t1");
+  EXPECT_EQ(t1.state, TxnState::kPreparing);
+  EXPECT_EQ(t1.attempts, 5);
+  EXPECT_EQ(t1.next_attempt_ms, 9999);
+  EXPECT_EQ(t1.deadline_ms, 8888);
+  EXPECT_EQ(t1.flags, kFlagWaitCompletion);
+  EXPECT_EQ(t1.created_ms, 1000);  // untouched fields keep their values
+
+  // Ownership moves with an update; the old (owner, epoch) is then fenced out.
+  TxnUpdate take;
+  take.gtid = "t1";
+  take.expected_owner = "node-a";
+  take.expected_epoch = 3;
+  take.owner = "node-b";
+  take.epoch = 4;
+  WriteBatch tb;
+  tb.txn_updates = {take};
+  ASSERT_TRUE(store_->Apply(tb).ok());
+  EXPECT_EQ(Get("t1").owner, "node-b");
+  EXPECT_EQ(Get("t1").epoch, 4);
+  WriteBatch stale;
+  stale.txn_updates = {update("t1", {}, "node-a", 3)};
+  EXPECT_EQ(store_->Apply(stale).code(), StatusCode::kConflict);
+  EXPECT_EQ(Get("t1").state, TxnState::kPreparing);
+
+  // A pure precondition check (sets nothing) guards other writes of its batch.
+  TxnUpdate check;
+  check.gtid = "t1";
+  check.expected_owner = "node-a";
+  check.expected_epoch = 3;
+  WriteBatch guarded;
+  guarded.txn_updates = {check};
+  guarded.insert_branches = {MakeBranch("t1", "b9", 9)};
+  EXPECT_EQ(store_->Apply(guarded).code(), StatusCode::kConflict);
+  EXPECT_EQ(store_->GetBranches("t1")->size(), 2u);
+  guarded.txn_updates[0].expected_owner = "node-b";
+  guarded.txn_updates[0].expected_epoch = 4;
+  EXPECT_TRUE(store_->Apply(guarded).ok());
+  EXPECT_EQ(store_->GetBranches("t1")->size(), 3u);
+}
+
+TEST_P(TxnStoreConformanceTest, BranchUpdatesAreFencedByTheirTransaction) {
+  Seed("t", "node-a", 2);
+  auto bu = [](std::string branch, std::vector<BranchState> expected, std::string owner,
+               int64_t epoch) {
+    BranchUpdate u;
+    u.gtid = "t";
+    u.branch_id = std::move(branch);
+    u.expected_states = std::move(expected);
+    u.expected_owner = std::move(owner);
+    u.expected_epoch = epoch;
+    u.state = BranchState::kPrepared;
+    u.attempts = 1;
+    u.next_attempt_ms = 777;
+    u.last_error = std::string("bad\0thing", 9);
+    return u;
+  };
+  auto expect_unchanged = [&] {
+    auto branches = store_->GetBranches("t");
+    ASSERT_TRUE(branches.ok());
+    for (const auto& b : *branches) {
+      EXPECT_EQ(b.state, BranchState::kRegistered) << b.branch_id;
+      EXPECT_EQ(b.attempts, 0);
+      EXPECT_TRUE(b.last_error.empty());
+    }
+  };
+  struct Case {
+    BranchUpdate bad;
+    StatusCode code;
+  };
+  std::vector<Case> cases = {
+      {bu("b2", {BranchState::kRegistered}, "node-a", 1), StatusCode::kConflict},  // stale epoch
+      {bu("b2", {BranchState::kRegistered}, "node-x", 2), StatusCode::kConflict},  // wrong owner
+      {bu("b2", {BranchState::kPrepared}, "node-a", 2), StatusCode::kConflict},    // wrong state
+      {bu("b7", {}, "node-a", 2), StatusCode::kNotFound},                          // no branch
+  };
+  BranchUpdate missing_txn = bu("b1", {}, "node-a", 2);
+  missing_txn.gtid = "no-such-txn";
+  cases.push_back({missing_txn, StatusCode::kNotFound});
+  for (const auto& c : cases) {
+    WriteBatch b;
+    b.branch_updates = {bu("b1", {BranchState::kRegistered}, "node-a", 2), c.bad};
+    EXPECT_EQ(store_->Apply(b).code(), c.code) << c.bad.branch_id;
+    expect_unchanged();
+  }
+  WriteBatch ok;
+  ok.branch_updates = {bu("b1", {BranchState::kRegistered, BranchState::kPrepared}, "node-a", 2),
+                       bu("b2", {}, "node-a", 2)};
+  ASSERT_TRUE(store_->Apply(ok).ok());
+  auto branches = store_->GetBranches("t");
+  ASSERT_TRUE(branches.ok());
+  for (const auto& b : *branches) {
+    EXPECT_EQ(b.state, BranchState::kPrepared);
+    EXPECT_EQ(b.attempts, 1);
+    EXPECT_EQ(b.next_attempt_ms, 777);
+    EXPECT_EQ(b.last_error, std::string("bad\0thing", 9));
+    EXPECT_EQ(b.endpoint, "127.0.0.1:9000");
+  }
+}
+
+TEST_P(TxnStoreConformanceTest, DeleteRemovesTheTransactionAndItsBranches) {
+  Seed("gone", "node-a", 1);
+  Seed("kept", "node-a", 1);
+  WriteBatch d;
+  d.delete_txns = {"gone", "never-existed"};
+  ASSERT_TRUE(store_->Apply(d).ok());
+  EXPECT_EQ(store_->GetTxn("gone").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetBranches("gone")->empty());
+  EXPECT_TRUE(store_->GetTxn("kept").ok());
+  EXPECT_EQ(store_->GetBranches("kept")->size(), 2u);
+  // The id can be used again.
+  Seed("gone", "node-a", 1);
+}
+
+TEST_P(TxnStoreConformanceTest, ListDueOrdersAndFilters) {
+  Seed("due-3", "node-a", 5, TxnState::kCommitting, 300);
+  Seed("due-1", "node-a", 5, TxnState::kAborting, 100);
+  Seed("due-2", "node-a", 5, TxnState::kCommitting, 200);
+  Seed("later", "node-a", 5, TxnState::kCommitting, 5000);
+  Seed("other-state", "node-a", 5, TxnState::kActive, 50);
+  Seed("other-owner", "node-b", 5, TxnState::kCommitting, 50);
+  Seed("old-epoch", "node-a", 4, TxnState::kCommitting, 50);
+  Seed("final", "node-a", 5, TxnState::kCommitted, 50);
+  auto due = store_->ListDue({TxnState::kCommitting, TxnState::kAborting}, "node-a", 5, 1000, 10);
+  ASSERT_TRUE(due.ok()) << due.status();
+  std::vector<std::string> ids;
+  for (const auto& t : *due) ids.push_back(t.gtid);
+  EXPECT_EQ(ids, (std::vector<std::string>{"due-1", "due-2", "due-3"}));
+  auto limited =
+      store_->ListDue({TxnState::kCommitting, TxnState::kAborting}, "node-a", 5, 1000, 2);
+  ASSERT_TRUE(limited.ok());
+  ASSERT_EQ(limited->size(), 2u);
+  EXPECT_EQ((*limited)[1].gtid, "due-2");
+  auto at_boundary = store_->ListDue({TxnState::kCommitting}, "node-a", 5, 200, 10);
+  ASSERT_TRUE(at_boundary.ok());
+  EXPECT_EQ(at_boundary->size(), 1u);  // next_attempt_ms <= now
+  EXPECT_TRUE(store_->ListDue({}, "node-a", 5, 1000, 10)->empty());
+
+  auto count = store_->CountInStates({TxnState::kCommitting});
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(*count, 5);
+  EXPECT_EQ(*store_->CountInStates({TxnState::kCommitted, TxnState::kActive}), 2);
+}
+
+TEST_P(TxnStoreConformanceTest, LeasesBumpEpochsAndFenceRenewals) {
+  auto a1 = store_->AcquireLease("node-a", "127.0.0.1:7000", 1000, 10000);
+  ASSERT_TRUE(a1.ok()) << a1.status();
+  EXPECT_EQ(a1->epoch, 1);
+  EXPECT_EQ(a1->expires_ms, 11000);
+  EXPECT_TRUE(store_->RenewLease("node-a", 1, 1000, 10500).ok());
+  auto a2 = store_->AcquireLease("node-a", "127.0.0.1:7001", 1000, 11000);
+  ASSERT_TRUE(a2.ok());
+  EXPECT_EQ(a2->epoch, 2);
+  EXPECT_EQ(store_->RenewLease("node-a", 1, 1000, 11100).code(), StatusCode::kConflict);
+  EXPECT_EQ(store_->RenewLease("node-unknown", 1, 1000, 11100).code(), StatusCode::kConflict);
+  EXPECT_TRUE(store_->RenewLease("node-a", 2, 5000, 11100).ok());
+  ASSERT_TRUE(store_->AcquireLease("node-b", "127.0.0.1:7002", 1000, 11000).ok());
+  auto leases = store_->ListLeases();
+  ASSERT_TRUE(leases.ok());
+  ASSERT_EQ(leases->size(), 2u);
+  EXPECT_EQ((*leases)[0].node_id, "node-a");
+  EXPECT_EQ((*leases)[0].endpoint, "127.0.0.1:7001");
+  EXPECT_EQ((*leases)[0].epoch, 2);
+  EXPECT_EQ((*leases)[0].expires_ms, 16100);
+  EXPECT_EQ((*leases)[1].node_id, "node-b");
+  EXPECT_EQ((*leases)[1].epoch, 1);
+}
+
+TEST_P(TxnStoreConformanceTest, ClaimOrphansTakesUnfinishedTransactionsOfExpiredLeases) {
+  ASSERT_TRUE(store_->AcquireLease("node-a", "a:1", 1000, 10000).ok());  // expires 11000
+  auto b = store_->AcquireLease("node-b", "b:1", 100000, 10000);
+  ASSERT_TRUE(b.ok());
+  Seed("a-active", "node-a", 1, TxnState::kActive);
+  Seed("a-committing", "node-a", 1, TxnState::kCommitting);
+  Seed("a-parked", "node-a", 1, TxnState::kParked);
+  Seed("a-committed", "node-a", 1, TxnState::kCommitted);
+  Seed("a-compensated", "node-a", 1, TxnState::kCompensated);
+  Seed("b-own", "node-b", b->epoch, TxnState::kActive);
+  Seed("nobody", "node-gone", 9, TxnState::kRunning);  // owner never had a lease row
+
+  // node-a still live: only the ownerless one is claimable.
+  auto claimed = store_->ClaimOrphans("node-b", b->epoch, 10500, 100);
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_EQ(*claimed, 1);
+  EXPECT_EQ(Get("nobody").owner, "node-b");
+  EXPECT_EQ(Get("a-active").owner, "node-a");
+
+  // A claimer whose own lease is not live (stale epoch) claims nothing.
+  EXPECT_EQ(store_->ClaimOrphans("node-b", b->epoch - 1 + 100, 12000, 100).status().code(),
+            StatusCode::kConflict);
+  EXPECT_EQ(Get("a-active").owner, "node-a");
+
+  // node-a expired: its unfinished transactions move, finished ones stay.
+  claimed = store_->ClaimOrphans("node-b", b->epoch, 12000, 2);  // limit
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_EQ(*claimed, 2);
+  claimed = store_->ClaimOrphans("node-b", b->epoch, 12000, 100);
+  ASSERT_TRUE(claimed.ok());
+  EXPECT_EQ(*claimed, 1);
+  for (const char* gtid : {"a-active", "a-committing", "a-parked"}) {
+    TxnRecord t = Get(gtid);
+    EXPECT_EQ(t.owner, "node-b") << gtid;
+    EXPECT_EQ(t.epoch, b->epoch) << gtid;
+    EXPECT_EQ(t.next_attempt_ms, 12000) << gtid;
+  }
+  EXPECT_EQ(Get("a-committed").owner, "node-a");
+  EXPECT_EQ(Get("a-compensated").owner, "node-a");
+  EXPECT_EQ(Get("b-own").owner, "node-b");
+  EXPECT_EQ(*store_->ClaimOrphans("node-b", b->epoch, 12000, 100), 0);
+
+  // The old owner is fenced out.
+  TxnUpdate late;
+  late.gtid = "a-committing";
+  late.expected_owner = "node-a";
+  late.expected_epoch = 1;
+  late.state = TxnState::kCommitted;
+  WriteBatch w;
+  w.txn_updates = {late};
+  EXPECT_EQ(store_->Apply(w).code(), StatusCode::kConflict);
+  EXPECT_EQ(Get("a-committing").state, TxnState::kCommitting);
+
+  // A restarted node re-acquires with a higher epoch and claims its own
+  // transactions held under the older epoch.
+  auto b2 = store_->AcquireLease("node-b", "b:1", 100000, 13000);
+  ASSERT_TRUE(b2.ok());
+  claimed = store_->ClaimOrphans("node-b", b2->epoch, 13000, 100);
+  ASSERT_TRUE(claimed.ok());
+  EXPECT_EQ(*claimed, 5);  // a-active, a-committing, a-parked, b-own, nobody
+  EXPECT_EQ(Get("b-own").epoch, b2->epoch);
+}
+
+TEST_P(TxnStoreConformanceTest, ApplyGroupIsolatesARefusedBatch) {
+  Seed("g-existing", "node-a", 1);
+  const StoreStats before = store_->Stats();
+  WriteBatch first, refused, third, dup_key_in_group;
+  first.insert_txns = {MakeTxn("g-1", "node-a", 1)};
+  first.insert_branches = {MakeBranch("g-1", "b", 0)};
+  // Refused: its insert would work, its fenced update does not.
+  refused.insert_txns = {MakeTxn("g-2", "node-a", 1)};
+  TxnUpdate bad;
+  bad.gtid = "g-existing";
+  bad.expected_owner = "node-a";
+  bad.expected_epoch = 99;
+  bad.state = TxnState::kAborting;
+  refused.txn_updates = {bad};
+  TxnUpdate good = bad;
+  good.expected_epoch = 1;
+  good.state = TxnState::kPreparing;
+  third.txn_updates = {good};
+  third.insert_txns = {MakeTxn("g-3", "node-a", 1)};
+  dup_key_in_group.insert_txns = {MakeTxn("g-1", "node-a", 1)};  // same gtid as `first`
+
+  auto statuses = store_->ApplyGroup({&first, &refused, &third, &dup_key_in_group});
+  ASSERT_EQ(statuses.size(), 4u);
+  EXPECT_TRUE(statuses[0].ok()) << statuses[0];
+  EXPECT_EQ(statuses[1].code(), StatusCode::kConflict);
+  EXPECT_TRUE(statuses[2].ok()) << statuses[2];
+  EXPECT_EQ(statuses[3].code(), StatusCode::kAlreadyExists);
+  EXPECT_TRUE(store_->GetTxn("g-1").ok());
+  EXPECT_EQ(store_->GetBranches("g-1")->size(), 1u);
+  EXPECT_EQ(store_->GetTxn("g-2").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetTxn("g-3").ok());
+  EXPECT_EQ(Get("g-existing").state, TxnState::kPreparing);
+  const StoreStats after = store_->Stats();
+  EXPECT_EQ(after.commits - before.commits, 1);
+  EXPECT_EQ(after.batches - before.batches, 4);
+
+  // A group of only refused batches commits nothing and reports each.
+  WriteBatch r1, r2;
+  r1.insert_txns = {MakeTxn("g-1", "node-a", 1)};
+  r2.txn_updates = {bad};
+  auto all_refused = store_->ApplyGroup({&r1, &r2});
+  EXPECT_EQ(all_refused[0].code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(all_refused[1].code(), StatusCode::kConflict);
+  EXPECT_TRUE(store_->ApplyGroup({}).empty());
+}
+
+TEST_P(TxnStoreConformanceTest, LargeGroupOfDistinctTransactions) {
+  // Many rows of each kind in one group (multi-row statements on PostgreSQL,
+  // chunked past the per-statement limit).
+  std::vector<WriteBatch> batches(300);
+  std::vector<const WriteBatch*> ptrs;
+  for (int i = 0; i < 300; ++i) {
+    std::string gtid = "big-" + std::to_string(i);
+    batches[i].insert_txns = {MakeTxn(gtid, "node-a", 1)};
+    batches[i].insert_txns[0].payload = std::string("\0p", 2) + std::to_string(i);
+    batches[i].insert_branches = {MakeBranch(gtid, "x", 0), MakeBranch(gtid, "y", 1)};
+    ptrs.push_back(&batches[i]);
+  }
+  auto statuses = store_->ApplyGroup(ptrs);
+  for (const auto& s : statuses) ASSERT_TRUE(s.ok()) << s;
+  for (auto& b : batches) {
+    TxnUpdate u;
+    u.gtid = b.insert_txns[0].gtid;
+    u.expected_owner = "node-a";
+    u.expected_epoch = 1;
+    u.state = TxnState::kCommitting;
+    BranchUpdate bu;
+    bu.gtid = u.gtid;
+    bu.branch_id = "y";
+    bu.expected_owner = "node-a";
+    bu.expected_epoch = 1;
+    bu.state = BranchState::kBranchCommitted;
+    b = WriteBatch();
+    b.txn_updates = {u};
+    b.branch_updates = {bu};
+  }
+  statuses = store_->ApplyGroup(ptrs);
+  for (const auto& s : statuses) ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(*store_->CountInStates({TxnState::kCommitting}), 300);
+  TxnRecord t = Get("big-299");
+  EXPECT_EQ(t.payload, std::string("\0p299", 5));
+  auto branches = store_->GetBranches("big-299");
+  ASSERT_EQ(branches->size(), 2u);
+  EXPECT_EQ((*branches)[0].state, BranchState::kRegistered);
+  EXPECT_EQ((*branches)[1].state, BranchState::kBranchCommitted);
+  for (auto& b : batches) {
+    std::string gtid = b.txn_updates[0].gtid;
+    b = WriteBatch();
+    b.delete_txns = {gtid};
+  }
+  statuses = store_->ApplyGroup(ptrs);
+  for (const auto& s : statuses) ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(*store_->CountInStates({TxnState::kCommitting}), 0);
+  if (auto* pg = dynamic_cast<PostgresStore*>(store_.get())) {
+    EXPECT_GE(pg->FastGroupsForTests(), 3);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, TxnStoreConformanceTest,
+                         ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace testing
+}  // namespace txc
