@@ -160,9 +160,35 @@ Status CoordinatorServer::Start() {
 
   // ==== 2PC engineer: create the TwoPhaseDriver here and plug it in with
   //      service_->SetTwoPhaseOps(...); start the recovery Sweeper here. ====
+  {
+    TwoPhaseDriverOptions two_phase_options = o.two_phase;
+    if (!two_phase_options.coordinator_endpoints) {
+      CoordinatorService* service = service_.get();
+      two_phase_options.coordinator_endpoints = [service] {
+        return service->CoordinatorEndpoints();
+      };
+    }
+    two_phase_ =
+        std::make_unique<TwoPhaseDriver>(store_.get(), log_.get(), node_, two_phase_options);
+    service_->SetTwoPhaseOps(two_phase_.get());
+    sweeper_ = std::make_unique<Sweeper>(store_.get(), node_, two_phase_.get(), nullptr,
+                                         o.sweeper);
+    sweeper_->Start();
+  }
 
   // ==== Saga engineer: create the SagaDriver here and plug it in with
   //      service_->SetSagaOps(...). ====
+  {
+    SagaDriverOptions saga_options = o.saga;
+    CoordinatorService* service = service_.get();
+    if (!saga_options.coordinators) {
+      saga_options.coordinators = [service] { return service->CoordinatorEndpoints(); };
+    }
+    if (!saga_options.new_gtid) saga_options.new_gtid = [service] { return service->NewGtid(); };
+    saga_ = std::make_unique<SagaDriver>(store_.get(), log_.get(), node_, saga_options);
+    service_->SetSagaOps(saga_.get());
+    sweeper_->SetSagaOps(saga_.get());
+  }
 
   handler_ = std::make_shared<CoordinatorHandler>(service_.get());
   ThriftServerOptions thrift_options;
@@ -191,7 +217,13 @@ void CoordinatorServer::Stop() {
 
   // ==== 2PC engineer: stop the Sweeper and the TwoPhaseDriver here (before the
   //      group commit drains). ====
+  if (sweeper_ != nullptr) sweeper_->Stop();
+  if (service_ != nullptr) service_->SetTwoPhaseOps(nullptr);
+  two_phase_.reset();  // finishes queued phase-2 work; unfinished work stays for recovery
   // ==== Saga engineer: stop the SagaDriver here. ====
+  if (service_ != nullptr) service_->SetSagaOps(nullptr);
+  if (sweeper_ != nullptr) sweeper_->SetSagaOps(nullptr);
+  saga_.reset();  // in-flight sagas stay in the store; the next start resumes them
 
   {
     std::lock_guard<std::mutex> lock(lease_mu_);

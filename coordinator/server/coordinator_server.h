@@ -41,6 +41,9 @@
 #include "common/status.h"
 #include "common/thrift_server.h"
 #include "common/thrift_util.h"
+#include "coordinator/driver/saga_driver.h"
+#include "coordinator/driver/two_phase_driver.h"
+#include "coordinator/recovery/sweeper.h"
 #include "coordinator/rpc/coordinator_handler.h"
 #include "coordinator/service/coordinator_service.h"
 #include "coordinator/store/group_commit.h"
@@ -66,6 +69,9 @@ struct CoordinatorServerOptions {
   int64_t lease_renew_interval_ms = 0;  // 0: lease_ttl_ms / 3
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   GroupCommitOptions group_commit;
+  TwoPhaseDriverOptions two_phase;  // 2PC driver: timeouts, fan-out threads, retries
+  SweeperOptions sweeper;           // recovery sweeper: interval, batch limits
+  SagaDriverOptions saga;           // Saga driver: call timeouts, parking, worker threads
   // Called once, from the lease thread, after the server stopped serving
   // because its lease was lost. May be empty.
   std::function<void(const Status&)> on_lease_lost;
@@ -99,6 +105,9 @@ class CoordinatorServer {
   GroupCommitter* log() { return log_.get(); }
   const NodeInfo& node() const { return node_; }
   CoordinatorService* service() { return service_.get(); }
+  TwoPhaseDriver* two_phase_driver() { return two_phase_.get(); }
+  Sweeper* sweeper() { return sweeper_.get(); }
+  SagaDriver* saga_driver() { return saga_.get(); }
 
  private:
   void LeaseLoop(int64_t acquired_mono_ms);
@@ -117,8 +126,11 @@ class CoordinatorServer {
 
   // ==== 2PC engineer: TwoPhaseDriver and the recovery Sweeper live here. ====
   // (members, created in Start() at the marked place, stopped in Stop())
+  std::unique_ptr<TwoPhaseDriver> two_phase_;
+  std::unique_ptr<Sweeper> sweeper_;  // the Saga driver plugs in with sweeper_->SetSagaOps()
 
   // ==== Saga engineer: SagaDriver lives here. ====
+  std::unique_ptr<SagaDriver> saga_;
 
   std::shared_ptr<CoordinatorHandler> handler_;
   std::unique_ptr<ThriftServer> thrift_;

@@ -62,6 +62,31 @@ int main(int argc, char** argv) {
       "max_message_bytes",
       po::value(&options.max_message_bytes)->default_value(options.max_message_bytes),
       "largest Thrift message accepted (a larger frame closes the connection)")(
+      "prepare_timeout_ms",
+      po::value(&options.two_phase.prepare_timeout_ms)
+          ->default_value(options.two_phase.prepare_timeout_ms),
+      "2PC: timeout of each prepare / commitOnePhase call (no vote in time: ABORT)")(
+      "phase_two_timeout_ms",
+      po::value(&options.two_phase.phase_two_timeout_ms)
+          ->default_value(options.two_phase.phase_two_timeout_ms),
+      "2PC: timeout of each phase-2 commit / abort call (retried with backoff)")(
+      "fan_out_threads",
+      po::value(&options.two_phase.fan_out_threads)
+          ->default_value(options.two_phase.fan_out_threads),
+      "2PC: threads calling participants in parallel")(
+      "sweep_interval_ms",
+      po::value(&options.sweeper.interval_ms)->default_value(options.sweeper.interval_ms),
+      "recovery sweeper: time between passes (claims orphans, redrives due transactions)")(
+      "saga_park_after_attempts",
+      po::value(&options.saga.park_after_attempts)
+          ->default_value(options.saga.park_after_attempts),
+      "Saga: compensation deliveries before the saga is PARKED (then retried by the sweeper)")(
+      "saga_parked_retry_ms",
+      po::value(&options.saga.parked_retry_ms)->default_value(options.saga.parked_retry_ms),
+      "Saga: how often the sweeper retries a PARKED saga's compensations")(
+      "saga_call_timeout_ms",
+      po::value(&options.saga.call_timeout_ms)->default_value(options.saga.call_timeout_ms),
+      "Saga: timeout of each action / compensate call (then retried with backoff)")(
       "crash_points", po::value(&crash_points),
       "comma-separated crash points to arm (fault-injection tests; exit code 86)")(
       "verbose,v", po::value(&verbose)->implicit_value(1)->default_value(0),

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/backoff.h"
+#include "common/crash_point.h"
 #include "examples/bank-transfer-2pc/bank_payload.h"
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 #include "tests/harness/pg_cluster.h"
@@ -79,13 +80,13 @@ class TwoPcProcessTest : public ::testing::Test {
               "--lease_ttl_ms=3000",
               "--prepare_timeout_ms=2000",
               "--sweep_interval_ms=100",
-              "-v=1"};
+              "--verbose=1"};
     if (!crash_points.empty()) o.env = {{"TXC_CRASH_POINTS", crash_points}};
     o.log_path = dir_->Child("coordinator.log");
     auto child = ChildProcess::Start(o);
     ASSERT_TRUE(child.ok()) << child.status();
     coordinator_proc_ = std::move(child).value();
-    ASSERT_TRUE(testing::WaitForPort(coordinator_port_, kWaitMs).ok())
+    ASSERT_TRUE(WaitServing(coordinator_proc_.get(), coordinator_port_))
         << coordinator_proc_->LogTail();
   }
 
@@ -103,12 +104,21 @@ class TwoPcProcessTest : public ::testing::Test {
     auto child = ChildProcess::Start(o);
     ASSERT_TRUE(child.ok()) << child.status();
     (which == 'a' ? bank_a_proc_ : bank_b_proc_) = std::move(child).value();
-    ASSERT_TRUE(testing::WaitForPort(port, kWaitMs).ok());
+    ASSERT_TRUE(WaitServing((which == 'a' ? bank_a_proc_ : bank_b_proc_).get(), port));
+  }
+
+  // Waits until the child accepts connections on port; false when it died first.
+  static bool WaitServing(ChildProcess* child, int port) {
+    testing::WaitUntil([&] { return !child->IsRunning() || testing::WaitForPort(port, 100).ok(); },
+                       kWaitMs);
+    return child->IsRunning() && testing::WaitForPort(port, 100).ok();
   }
 
   // Kills the coordinator if it still runs and waits for it to end; returns its exit.
   testing::ExitStatus EndCoordinator(int signal = SIGKILL) {
-    if (coordinator_proc_->IsRunning()) EXPECT_TRUE(coordinator_proc_->Kill(signal).ok());
+    if (coordinator_proc_->IsRunning()) {
+      EXPECT_TRUE(coordinator_proc_->Kill(signal).ok());
+    }
     auto exit = coordinator_proc_->Wait(kWaitMs);
     EXPECT_TRUE(exit.ok()) << exit.status();
     return exit.ok() ? *exit : testing::ExitStatus{};
