@@ -318,16 +318,7 @@ OrderResult PlaceWith(txc::participant::CoordinatorClient* client, const ShopEnd
                       const Order& order, const PlaceOptions& options) {
   OrderResult r;
   r.order = order;
-  const std::string payload = EncodeOrder(order);
-  txc::wire::SubmitSagaRequest req;
-  req.__set_gtid(order.id);
-  req.steps = {
-      MakeStep("create_order", ep.order, "create_order", "cancel_order", payload, options),
-      MakeStep("reserve_stock", ep.inventory, "reserve_stock", "release_stock", payload, options),
-      MakeStep("charge_payment", ep.payment, "charge", "refund", payload, options),
-      MakeStep("confirm_order", ep.order, "confirm_order", "unconfirm_order", payload, options)};
-  req.__set_wait_for_completion(true);
-  req.__set_wait_timeout_ms(options.wait_timeout_ms);
+  txc::wire::SubmitSagaRequest req = MakeOrderSagaRequest(ep, order, options);
   const int64_t deadline = txc::MonotonicMs() + options.finish_timeout_ms;
   int state = 0;
   std::string last_error;
@@ -378,6 +369,21 @@ OrderResult PlaceWith(txc::participant::CoordinatorClient* client, const ShopEnd
 }
 
 }  // namespace
+
+txc::wire::SubmitSagaRequest MakeOrderSagaRequest(const ShopEndpoints& ep, const Order& order,
+                                                  const PlaceOptions& options) {
+  const std::string payload = EncodeOrder(order);
+  txc::wire::SubmitSagaRequest req;
+  req.__set_gtid(order.id);
+  req.steps = {
+      MakeStep("create_order", ep.order, "create_order", "cancel_order", payload, options),
+      MakeStep("reserve_stock", ep.inventory, "reserve_stock", "release_stock", payload, options),
+      MakeStep("charge_payment", ep.payment, "charge", "refund", payload, options),
+      MakeStep("confirm_order", ep.order, "confirm_order", "unconfirm_order", payload, options)};
+  req.__set_wait_for_completion(true);
+  req.__set_wait_timeout_ms(options.wait_timeout_ms);
+  return req;
+}
 
 OrderResult PlaceOne(const ShopEndpoints& endpoints, const Order& order,
                      const PlaceOptions& options) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "gen-cpp/Coordinator.h"
 #include "txc/participant/participant.h"
 
 namespace shop {
@@ -108,6 +109,10 @@ SagaStepIds();  // create_order, reserve_stock, charge_payment, confirm_order
 // one saga with gtid = order id, and waits until every saga ended.
 txc::Result<std::vector<OrderResult>> PlaceOrders(const ShopEndpoints& endpoints,
                                                   const PlaceOptions& options);
+
+// The submitSaga request of one order (gtid = order id, wait_for_completion).
+txc::wire::SubmitSagaRequest MakeOrderSagaRequest(const ShopEndpoints& endpoints,
+                                                  const Order& order, const PlaceOptions& options);
 
 // Submits one order's saga (wait_for_completion) and waits for it to end.
 OrderResult PlaceOne(const ShopEndpoints& endpoints, const Order& order,
