@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   shop::ServiceFlags flags = shop::ParseFlags(argc, argv);
-  if (flags.seed.empty()) flags.seed = "widget:60:500,gadget:40:1500,gizmo:25:4000";
+  if (flags.seed.empty()) flags.seed = "widget:200:500,gadget:120:1500,gizmo:60:4000";
   const char* schema =
       "CREATE TABLE IF NOT EXISTS stock (item TEXT PRIMARY KEY, available INTEGER NOT NULL, "
       "price INTEGER NOT NULL);"

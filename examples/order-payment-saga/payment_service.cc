@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   shop::ServiceFlags flags = shop::ParseFlags(argc, argv);
-  if (flags.seed.empty()) flags.seed = "alice:30000,bob:8000,carol:1500,dave:100000";
+  if (flags.seed.empty()) flags.seed = "alice:200000,bob:60000,carol:5000,dave:400000";
   const char* schema =
       "CREATE TABLE IF NOT EXISTS accounts (customer TEXT PRIMARY KEY, balance INTEGER NOT NULL);"
       "CREATE TABLE IF NOT EXISTS initial_balance (customer TEXT PRIMARY KEY, amount INTEGER NOT "
