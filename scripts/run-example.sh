@@ -18,7 +18,8 @@ EXAMPLE="$TXC_ROOT/examples/order-payment-saga/run.sh"
 
 txc_install_packages
 if [[ -x "$EXAMPLE" ]]; then
-  txc_build "$BUILD_DIR"                       # the example's binaries too
+  txc_build "$BUILD_DIR" -- coordinator txcctl \
+    order_service payment_service inventory_service order_client
 else
   txc_build "$BUILD_DIR" -- coordinator txcctl
 fi
