@@ -137,6 +137,12 @@ Result<std::string> PgXaResource::GidFor(const std::string& gtid,
 }
 
 Result<bool> PgXaResource::IsPrepared(const std::string& gid) {
+  Result<bool> r = IsPreparedOnce(gid);
+  if (!r.ok() && r.status().code() == StatusCode::kUnavailable) r = IsPreparedOnce(gid);
+  return r;
+}
+
+Result<bool> PgXaResource::IsPreparedOnce(const std::string& gid) {
   TXC_ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
   Lease lease(pool_.get(), std::move(conn));
   try {
@@ -230,9 +236,25 @@ Status PgXaResource::FinishPrepared(const BranchContext& ctx, bool commit) {
   }
 }
 
-Status PgXaResource::Commit(const BranchContext& ctx) { return FinishPrepared(ctx, true); }
+// Phase 2 and recovery are idempotent: after a broken (e.g. pooled, since
+// terminated) connection they are tried once more on a fresh one.
+Status PgXaResource::Commit(const BranchContext& ctx) {
+  Status s = FinishPrepared(ctx, true);
+  if (s.code() == StatusCode::kUnavailable) s = FinishPrepared(ctx, true);
+  return s;
+}
 
-Status PgXaResource::Abort(const BranchContext& ctx) { return FinishPrepared(ctx, false); }
+Status PgXaResource::Abort(const BranchContext& ctx) {
+  Status s = FinishPrepared(ctx, false);
+  if (s.code() == StatusCode::kUnavailable) s = FinishPrepared(ctx, false);
+  return s;
+}
+
+Result<std::vector<PreparedBranch>> PgXaResource::Recover() {
+  auto r = RecoverOnce();
+  if (!r.ok() && r.status().code() == StatusCode::kUnavailable) r = RecoverOnce();
+  return r;
+}
 
 Result<Outcome> PgXaResource::CommitOnePhase(const BranchContext& ctx,
                                              const std::function<Vote(pqxx::work&)>& fn) {
@@ -294,7 +316,7 @@ Result<Outcome> PgXaResource::CommitOnePhase(const BranchContext& ctx,
   return failed;
 }
 
-Result<std::vector<PreparedBranch>> PgXaResource::Recover() {
+Result<std::vector<PreparedBranch>> PgXaResource::RecoverOnce() {
   TXC_ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
   Lease lease(pool_.get(), std::move(conn));
   const std::string head = options_.prefix + ":";

@@ -113,6 +113,8 @@ class PgXaResource {
   Status FinishPrepared(const BranchContext& ctx, bool commit);
   // Whether `gid` is currently prepared (fresh connection from the pool).
   Result<bool> IsPrepared(const std::string& gid);
+  Result<bool> IsPreparedOnce(const std::string& gid);
+  Result<std::vector<PreparedBranch>> RecoverOnce();
 
   const PgXaOptions options_;
   std::unique_ptr<internal::PgPool> pool_;
