@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
   options.host = "127.0.0.1";
   options.port = port;
   options.coordinators = SplitCommas(coordinators);
-  options.recovery_rescan_interval_ms = 2000;
+  options.recovery_rescan_interval_ms = 10000;  // catches prepares an abort overtook
   txc::participant::ParticipantServer server(bank, options);
   txc::Status started = server.Start();
   if (!started.ok()) {
