@@ -222,8 +222,20 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
     s.last_error.clear();
     run->index[s.branch_id] = i;
     run->steps.push_back(s);
-    batch.insert_branches.push_back(std::move(s));
   }
+  // The steps that can start at once are logged RUNNING in the same write as
+  // the definition: durable before their actions are sent, one store
+  // transaction fewer per saga.
+  std::vector<std::string> first_wave;
+  Result<SagaPlan> plan =
+      PlanSaga(TxnState::kRunning, run->steps, {}, now, txn.deadline_ms, plan_options_);
+  if (plan.ok()) first_wave = plan->start;
+  for (const std::string& id : first_wave) {
+    BranchRecord& s = run->steps[run->index.at(id)];
+    s.state = BranchState::kStepRunning;
+    s.attempts = 1;
+  }
+  batch.insert_branches = run->steps;
   Status logged = log_->Write(std::move(batch));
   batches_written_.fetch_add(1);
   if (logged.code() == StatusCode::kAlreadyExists) {
@@ -258,15 +270,22 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
     std::lock_guard<std::mutex> lock(runs_mu_);
     runs_.emplace(txn.gtid, run);
   }
-  workers_->Post([this, run] { Advance(run); });
+  {
+    std::lock_guard<std::mutex> lock(run->mu);
+    for (const std::string& id : first_wave) run->busy.insert(id);
+  }
+  for (const std::string& id : first_wave) {
+    VLOG(1) << "saga " << txn.gtid << " step " << id << ": PENDING -> RUNNING (attempts 1)";
+    workers_->Post([this, run, id] { CallAction(run, id); });
+  }
+  if (first_wave.empty()) workers_->Post([this, run] { Advance(run); });
   if (spec.wait_for_completion) return WaitFor(run, spec.wait_timeout_ms);
   return txn;
 }
 
 Result<TxnRecord> SagaDriver::WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms) {
   std::unique_lock<std::mutex> lock(run->mu);
-  run->cv.wait_for(lock, std::chrono::milliseconds(wait_timeout_ms),
-                   [&] { return run->gone || IsFinal(run->txn.state); });
+  run->cv.wait_for(lock, std::chrono::milliseconds(wait_timeout_ms), [&] { return run->gone; });
   return run->txn;
 }
 
@@ -317,14 +336,18 @@ void SagaDriver::Release(const std::shared_ptr<Run>& run, const char* why) {
   {
     std::lock_guard<std::mutex> lock(run->mu);
     gtid = run->txn.gtid;
-    run->gone = true;
   }
-  run->cv.notify_all();
+  // Out of the registry first: whoever is woken below may Resume it at once.
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
     auto it = runs_.find(gtid);
     if (it != runs_.end() && it->second == run) runs_.erase(it);
   }
+  {
+    std::lock_guard<std::mutex> lock(run->mu);
+    run->gone = true;
+  }
+  run->cv.notify_all();
   VLOG(1) << "saga " << gtid << ": released (" << why << ")";
 }
 

@@ -7,7 +7,8 @@
 // compensation starts; the outcome of one step and the start of the next
 // ride in one WriteBatch.
 //
-//   SubmitSaga: validate -> log txn RUNNING + steps PENDING (one batch) ->
+//   SubmitSaga: validate -> log txn RUNNING + steps PENDING, those that can
+//               start at once already RUNNING (one batch) ->
 //               answer at once, or wait for SUCCEEDED / COMPENSATED (or the wait
 //               timeout) -> steps run on the "saga-worker" pool.
 //   Actions:    SUCCESS -> DONE; FAILURE -> FAILED -> compensation;
