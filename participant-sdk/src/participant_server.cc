@@ -198,7 +198,9 @@ Status ParticipantServer::Start() {
     CoordinatorClientOptions copts = options_.coordinator_client;
     copts.endpoints = options_.coordinators;
     TXC_ASSIGN_OR_RETURN(auto client, CoordinatorClient::Create(copts));
+    std::lock_guard<std::mutex> lock(mu_);
     client_ = std::move(client);
+    has_client_.store(true, std::memory_order_release);
   }
   auto handler = std::make_shared<Handler>(participant_, options_.barrier, this);
   ThriftServerOptions sopts;
@@ -264,7 +266,7 @@ std::shared_ptr<CoordinatorClient> ParticipantServer::coordinator_client() const
 }
 
 void ParticipantServer::NoteCoordinators(const std::vector<std::string>& endpoints) {
-  if (endpoints.empty()) return;
+  if (endpoints.empty() || has_client_.load(std::memory_order_acquire)) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (client_ != nullptr) return;
@@ -276,6 +278,7 @@ void ParticipantServer::NoteCoordinators(const std::vector<std::string>& endpoin
       return;
     }
     client_ = std::move(client).value();
+    has_client_.store(true, std::memory_order_release);
     VLOG(1) << "recovery: coordinator endpoints learned from a request";
   }
   changed_.notify_all();

@@ -129,6 +129,7 @@ class ParticipantServer {
   mutable std::condition_variable changed_;
   bool stopping_ = false;
   std::shared_ptr<CoordinatorClient> client_;
+  std::atomic<bool> has_client_{false};     // client_ != nullptr (read without mu_)
   std::map<std::string, Pending> pending_;  // key gtid + '\0' + branch_id
   RecoveryStats stats_;
   int scan_attempts_ = 0;

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Runs the thrift-rpc-context example end to end on this machine: a coordinator
+# (embedded SQLite), the inventory service, and two client transactions:
+#   1. reserve 3 apples (10 in stock)  -> COMMIT
+#   2. reserve 5 pears  (3 in stock)   -> the branch votes abort -> ABORT
+# Everything it starts is stopped on exit.
+#
+#   BUILD_DIR=build examples/thrift-rpc-context/run.sh
+#
+# Needs the targets coordinator, rpc_context_inventory and rpc_context_client
+# built in BUILD_DIR (default <repo>/build).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+COORD_BIN="$BUILD_DIR/coordinator/server/coordinator"
+INV_BIN="$BUILD_DIR/examples/thrift-rpc-context/rpc_context_inventory"
+CLIENT_BIN="$BUILD_DIR/examples/thrift-rpc-context/rpc_context_client"
+for b in "$COORD_BIN" "$INV_BIN" "$CLIENT_BIN"; do
+  [[ -x "$b" ]] || { echo "missing $b: cmake --build $BUILD_DIR --target coordinator rpc_context_inventory rpc_context_client" >&2; exit 1; }
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+COORD_PORT="${TXC_PORT:-$(free_port)}"
+INV_PORT="$(free_port)"
+PART_PORT="$(free_port)"
+WORK="$(mktemp -d /tmp/txc-rpc-context-XXXXXX)"
+PIDS=()
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ $rc -ne 0 ]]; then
+    echo "--- coordinator log"; tail -n 30 "$WORK/coordinator.log" 2>/dev/null || true
+    echo "--- inventory log"; tail -n 30 "$WORK/inventory.log" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+wait_port() {  # port, seconds
+  for _ in $(seq 1 $(( $2 * 10 ))); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+"$COORD_BIN" --host 127.0.0.1 --port "$COORD_PORT" --data_dir "$WORK/txc-data" \
+  >"$WORK/coordinator.log" 2>&1 &
+PIDS+=($!)
+"$INV_BIN" --port "$INV_PORT" --participant_port "$PART_PORT" --stock apple=10,pear=3 \
+  >"$WORK/inventory.log" 2>&1 &
+PIDS+=($!)
+wait_port "$COORD_PORT" 30
+wait_port "$INV_PORT" 30
+
+echo "== reserve 3 apples (expect COMMIT)"
+"$CLIENT_BIN" --coordinator "127.0.0.1:$COORD_PORT" --inventory "127.0.0.1:$INV_PORT" \
+  --item apple --quantity 3
+
+echo "== reserve 5 pears, 3 in stock (expect ABORT)"
+set +e
+"$CLIENT_BIN" --coordinator "127.0.0.1:$COORD_PORT" --inventory "127.0.0.1:$INV_PORT" \
+  --item pear --quantity 5
+rc=$?
+set -e
+if [[ $rc -ne 3 ]]; then
+  echo "expected the pear transaction to abort (exit 3), got exit $rc" >&2
+  exit 1
+fi
+echo "thrift-rpc-context example: OK"

@@ -1,0 +1,250 @@
+// Participant recovery against the real `coordinator` process: a branch left
+// prepared in PostgreSQL by a participant that went away is resolved by the
+// next participant's start-up recovery -- only once the coordinator answers,
+// and never locally.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+
+#include "migrations/migrator.h"
+#include "tests/harness/pg_cluster.h"
+#include "tests/harness/process.h"
+#include "txc/participant/coordinator_client.h"
+#include "txc/participant/participant_server.h"
+#include "txc/participant/pg_resource.h"
+
+namespace txc {
+namespace participant {
+namespace {
+
+// A participant over PgXaResource that records the payload's amount as one
+// ledger entry per branch (no row locks shared between branches).
+class Ledger : public Participant {
+ public:
+  explicit Ledger(std::unique_ptr<PgXaResource> pg) : pg_(std::move(pg)) {}
+  Vote Prepare(const BranchContext& ctx) override {
+    auto vote = pg_->Prepare(ctx, [&](pqxx::work& w) {
+      w.exec_params("INSERT INTO entry (gtid, branch_id, amount) VALUES ($1, $2, $3)", ctx.gtid,
+                    ctx.branch_id, std::stoi(ctx.payload));
+      return Vote::kPrepared;
+    });
+    return vote.ok() ? *vote : Vote::kAbort;
+  }
+  void Commit(const BranchContext& ctx) override {
+    ++commit_calls;
+    if (fail_commit) throw std::runtime_error("commit refused by the test");
+    ThrowIfError(pg_->Commit(ctx));
+  }
+  void Abort(const BranchContext& ctx) override { ThrowIfError(pg_->Abort(ctx)); }
+  std::vector<PreparedBranch> Recover() override { return ValueOrThrow(pg_->Recover()); }
+
+  std::atomic<bool> fail_commit{false};
+  std::atomic<int> commit_calls{0};
+  PgXaResource& pg() { return *pg_; }
+
+ private:
+  std::unique_ptr<PgXaResource> pg_;
+};
+
+class RecoveryProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    pg_ = testing::SharedPgCluster();
+    conninfo_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("recovery"));
+    pqxx::connection conn(conninfo_);
+    ASSERT_TRUE(MigratePostgres(conn, "participant").ok());
+    pqxx::work w(conn);
+    w.exec("CREATE TABLE entry (gtid TEXT, branch_id TEXT, amount BIGINT NOT NULL)");
+    w.commit();
+    coord_port_ = testing::FreeLoopbackPort();
+    coord_endpoint_ = "127.0.0.1:" + std::to_string(coord_port_);
+    ASSERT_NO_FATAL_FAILURE(StartCoordinator());
+    CoordinatorClientOptions o;
+    o.endpoints = {coord_endpoint_};
+    o.call_deadline_ms = 10000;
+    client_ = std::move(CoordinatorClient::Create(o)).value();
+  }
+  void TearDown() override {
+    if (coordinator_ != nullptr) {
+      coordinator_->Kill(SIGTERM).IgnoreError();
+      coordinator_->Wait(10000).status().IgnoreError();
+    }
+    pqxx::connection conn(conninfo_);
+    pqxx::nontransaction n(conn);
+    for (const auto& row :
+         n.exec("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")) {
+      n.exec("ROLLBACK PREPARED " + n.quote(row[0].as<std::string>()));
+    }
+  }
+
+  void StartCoordinator() {
+    testing::ChildProcess::Options o;
+    o.argv = {TXC_COORDINATOR_BIN,
+              "--host=127.0.0.1",
+              "--port=" + std::to_string(coord_port_),
+              "--data_dir=" + dir_.Child("coord"),
+              "--lease_ttl_ms=1000",
+              "--sweep_interval_ms=200"};
+    o.log_path = dir_.Child("coordinator.log");
+    auto child = testing::ChildProcess::Start(o);
+    ASSERT_TRUE(child.ok()) << child.status();
+    coordinator_ = std::move(child).value();
+    ASSERT_TRUE(testing::WaitForPort(coord_port_, 30000).ok()) << coordinator_->LogTail();
+  }
+
+  std::shared_ptr<Ledger> NewLedger() {
+    PgXaOptions o;
+    o.conninfo = conninfo_;
+    o.prefix = "ledger";
+    return std::make_shared<Ledger>(std::move(PgXaResource::Create(o)).value());
+  }
+  ParticipantServerOptions ServerOptions() {
+    ParticipantServerOptions o;
+    o.host = "127.0.0.1";
+    o.coordinators = {coord_endpoint_};
+    o.coordinator_client.max_attempts = 1;
+    o.coordinator_client.connect_timeout_ms = 300;
+    o.coordinator_client.rpc_timeout_ms = 2000;
+    o.recovery_backoff = BackoffPolicy{20, 200, 2.0};
+    o.recovery_rescan_interval_ms = 0;
+    return o;
+  }
+  int64_t Balance() {
+    pqxx::connection conn(conninfo_);
+    pqxx::nontransaction n(conn);
+    return n.exec("SELECT coalesce(sum(amount), 0) FROM entry")[0][0].as<int64_t>();
+  }
+  int64_t Prepared() {
+    pqxx::connection conn(conninfo_);
+    pqxx::nontransaction n(conn);
+    return n
+        .exec("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()")[0][0]
+        .as<int64_t>();
+  }
+  std::string Enlist(const std::string& endpoint, const std::string& amount) {
+    auto begun = client_->Begin(wire::BeginRequest());
+    EXPECT_TRUE(begun.ok()) << begun.status();
+    wire::EnlistRequest e;
+    e.gtid = begun->gtid;
+    e.branch.branch_id = "b1";
+    e.branch.endpoint = endpoint;
+    e.branch.resource = "ledger";
+    e.branch.payload = amount;
+    Status s = client_->Enlist(e);
+    EXPECT_TRUE(s.ok()) << s;
+    return begun->gtid;
+  }
+
+  testing::TempDir dir_;
+  testing::PgCluster* pg_ = nullptr;
+  std::string conninfo_;
+  int coord_port_ = 0;
+  std::string coord_endpoint_;
+  std::unique_ptr<testing::ChildProcess> coordinator_;
+  std::unique_ptr<CoordinatorClient> client_;
+};
+
+TEST_F(RecoveryProcessTest, CommitDecidedWhileParticipantGoneIsAppliedOnceCoordinatorAnswers) {
+  // 1. The participant prepares and the coordinator decides COMMIT, but the
+  //    participant's phase 2 fails and the participant then goes away.
+  auto first = NewLedger();
+  first->fail_commit = true;
+  auto first_server = std::make_unique<ParticipantServer>(first, ServerOptions());
+  ASSERT_TRUE(first_server->Start().ok());
+  const std::string gtid = Enlist(first_server->endpoint(), "25");
+  // A second branch on the same server keeps this a real two-phase commit.
+  wire::EnlistRequest second;
+  second.gtid = gtid;
+  second.branch.branch_id = "b2";
+  second.branch.endpoint = first_server->endpoint();
+  second.branch.resource = "ledger";
+  second.branch.payload = "0";
+  ASSERT_TRUE(client_->Enlist(second).ok());
+  wire::CommitRequest commit;
+  commit.gtid = gtid;
+  auto decided = client_->Commit(commit);
+  ASSERT_TRUE(decided.ok()) << decided.status();
+  ASSERT_EQ(decided->outcome, wire::Outcome::OUTCOME_COMMIT);
+  ASSERT_TRUE(testing::WaitUntil([&] { return first->commit_calls.load() >= 1; }, 10000));
+  first_server->Stop();
+  first_server.reset();
+  first.reset();  // its connections close; PostgreSQL keeps the prepared transactions
+  EXPECT_EQ(Prepared(), 2);
+  EXPECT_EQ(Balance(), 0);
+
+  // 2. The coordinator goes down too.
+  ASSERT_TRUE(coordinator_->Kill(SIGKILL).ok());
+  ASSERT_TRUE(coordinator_->Wait(10000).ok());
+
+  // 3. A new participant process starts: recovery finds both branches, cannot
+  //    reach the coordinator, and keeps them prepared, asking again with backoff.
+  auto second_ledger = NewLedger();
+  ParticipantServer server(second_ledger, ServerOptions());
+  ASSERT_TRUE(server.Start().ok());
+  ASSERT_TRUE(testing::WaitUntil([&] { return server.recovery_stats().retries >= 4; }, 10000));
+  EXPECT_EQ(server.recovery_stats().unresolved, 2);
+  EXPECT_EQ(Prepared(), 2);
+  EXPECT_EQ(Balance(), 0);
+
+  // 4. The coordinator comes back: recovery asks, gets COMMIT, commits.
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator());
+  ASSERT_TRUE(server.WaitForRecovery(30000)) << coordinator_->LogTail();
+  EXPECT_EQ(server.recovery_stats().committed, 2);
+  EXPECT_EQ(server.recovery_stats().aborted, 0);
+  EXPECT_EQ(Prepared(), 0);
+  EXPECT_EQ(Balance(), 25);
+  server.Stop();
+}
+
+TEST_F(RecoveryProcessTest, UndecidedBranchStaysPreparedUntilTheCoordinatorAborts) {
+  // A branch prepared locally (as if prepare had run and the participant then
+  // died before answering) for a transaction that is still ACTIVE.
+  auto ledger = NewLedger();
+  const std::string gtid = Enlist("127.0.0.1:1", "40");
+  BranchContext ctx;
+  ctx.gtid = gtid;
+  ctx.branch_id = "b1";
+  ctx.payload = "40";
+  ASSERT_EQ(ledger->Prepare(ctx), Vote::kPrepared);
+
+  ParticipantServer server(ledger, ServerOptions());
+  ASSERT_TRUE(server.Start().ok());
+  // The coordinator answers PENDING: the branch stays prepared, asked again.
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        auto s = server.recovery_stats();
+        return s.queries >= 3 && s.retries >= 3;
+      },
+      10000));
+  EXPECT_EQ(server.recovery_stats().unresolved, 1);
+  EXPECT_EQ(Prepared(), 1);
+
+  // The client rolls back: the next question gets ABORT and the branch rolls back.
+  auto rolled = client_->Rollback(gtid);
+  ASSERT_TRUE(rolled.ok()) << rolled.status();
+  ASSERT_TRUE(server.WaitForRecovery(10000));
+  EXPECT_EQ(server.recovery_stats().aborted, 1);
+  EXPECT_EQ(Prepared(), 0);
+  EXPECT_EQ(Balance(), 0);
+  server.Stop();
+}
+
+TEST_F(RecoveryProcessTest, UnknownTransactionIsPresumedAborted) {
+  auto ledger = NewLedger();
+  BranchContext ctx;
+  ctx.gtid = "never-begun-at-the-coordinator";
+  ctx.branch_id = "b1";
+  ctx.payload = "7";
+  ASSERT_EQ(ledger->Prepare(ctx), Vote::kPrepared);
+  ParticipantServer server(ledger, ServerOptions());
+  ASSERT_TRUE(server.Start().ok());
+  ASSERT_TRUE(server.WaitForRecovery(10000));
+  EXPECT_EQ(server.recovery_stats().aborted, 1);
+  EXPECT_EQ(Prepared(), 0);
+  EXPECT_EQ(Balance(), 0);
+}
+
+}  // namespace
+}  // namespace participant
+}  // namespace txc
