@@ -216,6 +216,7 @@ Status PgXaResource::FinishPrepared(const BranchContext& ctx, bool commit) {
   TXC_ASSIGN_OR_RETURN(auto conn, pool_->Acquire());
   Lease lease(pool_.get(), std::move(conn));
   const char* what = commit ? "COMMIT PREPARED" : "ROLLBACK PREPARED";
+  if (commit) TXC_CRASH_POINT("participant.before_commit_prepared");
   try {
     pqxx::nontransaction n(lease.conn());
     n.exec(std::string(what) + " " + n.quote(gid));

@@ -7,7 +7,9 @@
 
 #include <atomic>
 
+#include "common/crash_point.h"
 #include "migrations/migrator.h"
+#include "participant-sdk/test/ledger_participant.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
 #include "txc/participant/coordinator_client.h"
@@ -17,35 +19,6 @@
 namespace txc {
 namespace participant {
 namespace {
-
-// A participant over PgXaResource that records the payload's amount as one
-// ledger entry per branch (no row locks shared between branches).
-class Ledger : public Participant {
- public:
-  explicit Ledger(std::unique_ptr<PgXaResource> pg) : pg_(std::move(pg)) {}
-  Vote Prepare(const BranchContext& ctx) override {
-    auto vote = pg_->Prepare(ctx, [&](pqxx::work& w) {
-      w.exec_params("INSERT INTO entry (gtid, branch_id, amount) VALUES ($1, $2, $3)", ctx.gtid,
-                    ctx.branch_id, std::stoi(ctx.payload));
-      return Vote::kPrepared;
-    });
-    return vote.ok() ? *vote : Vote::kAbort;
-  }
-  void Commit(const BranchContext& ctx) override {
-    ++commit_calls;
-    if (fail_commit) throw std::runtime_error("commit refused by the test");
-    ThrowIfError(pg_->Commit(ctx));
-  }
-  void Abort(const BranchContext& ctx) override { ThrowIfError(pg_->Abort(ctx)); }
-  std::vector<PreparedBranch> Recover() override { return ValueOrThrow(pg_->Recover()); }
-
-  std::atomic<bool> fail_commit{false};
-  std::atomic<int> commit_calls{0};
-  PgXaResource& pg() { return *pg_; }
-
- private:
-  std::unique_ptr<PgXaResource> pg_;
-};
 
 class RecoveryProcessTest : public ::testing::Test {
  protected:
@@ -243,6 +216,94 @@ TEST_F(RecoveryProcessTest, UnknownTransactionIsPresumedAborted) {
   EXPECT_EQ(server.recovery_stats().aborted, 1);
   EXPECT_EQ(Prepared(), 0);
   EXPECT_EQ(Balance(), 0);
+}
+
+// Real processes: the participant is killed (crash point, exit 86) right
+// after PREPARE TRANSACTION, before it could vote. The coordinator presumes
+// abort; the restarted participant finds the prepared branch in PostgreSQL and
+// rolls it back through recovery.
+TEST_F(RecoveryProcessTest, ParticipantKilledAfterPrepareRollsBackOnRestart) {
+  const int port = testing::FreeLoopbackPort();
+  auto start = [&](const std::string& crash_points) {
+    testing::ChildProcess::Options o;
+    o.argv = {TXC_LEDGER_PARTICIPANT_BIN, conninfo_, std::to_string(port), coord_endpoint_};
+    if (!crash_points.empty()) o.env = {{"TXC_CRASH_POINTS", crash_points}};
+    o.log_path = dir_.Child("ledger.log");
+    auto child = testing::ChildProcess::Start(o);
+    EXPECT_TRUE(child.ok()) << child.status();
+    EXPECT_TRUE(testing::WaitForPort(port, 20000).ok());
+    return std::move(child).value();
+  };
+  auto participant = start("participant.after_prepare");
+  const std::string endpoint = "127.0.0.1:" + std::to_string(port);
+  const std::string gtid = Enlist(endpoint, "11");
+  wire::EnlistRequest second;
+  second.gtid = gtid;
+  second.branch.branch_id = "b2";
+  second.branch.endpoint = endpoint;
+  second.branch.resource = "ledger";
+  second.branch.payload = "22";
+  ASSERT_TRUE(client_->Enlist(second).ok());
+  wire::CommitRequest commit;
+  commit.gtid = gtid;
+  auto decided = client_->Commit(commit);
+  ASSERT_TRUE(decided.ok()) << decided.status();
+  EXPECT_EQ(decided->outcome, wire::Outcome::OUTCOME_ABORT);
+  auto exit = participant->Wait(10000);
+  ASSERT_TRUE(exit.ok());
+  EXPECT_EQ(exit->exit_code, kCrashExitCode) << participant->LogTail();
+  EXPECT_GE(Prepared(), 1);  // left behind by the killed process
+
+  participant = start("");
+  ASSERT_TRUE(testing::WaitUntil([&] { return Prepared() == 0; }, 20000)) << participant->LogTail();
+  EXPECT_EQ(Balance(), 0);
+  ASSERT_TRUE(participant->Kill(SIGTERM).ok());
+  ASSERT_TRUE(participant->Wait(10000).ok());
+}
+
+// Real processes: COMMIT is decided, and the participant is killed just before
+// COMMIT PREPARED. Restarted (on another port, so the coordinator's own
+// redrive cannot reach it), its recovery commits the branches.
+TEST_F(RecoveryProcessTest, ParticipantKilledBeforeCommitPreparedCommitsOnRestart) {
+  const int port = testing::FreeLoopbackPort();
+  testing::ChildProcess::Options o;
+  o.argv = {TXC_LEDGER_PARTICIPANT_BIN, conninfo_, std::to_string(port), coord_endpoint_};
+  o.env = {{"TXC_CRASH_POINTS", "participant.before_commit_prepared"}};
+  o.log_path = dir_.Child("ledger1.log");
+  auto participant = testing::ChildProcess::Start(o);
+  ASSERT_TRUE(participant.ok()) << participant.status();
+  ASSERT_TRUE(testing::WaitForPort(port, 20000).ok());
+  const std::string endpoint = "127.0.0.1:" + std::to_string(port);
+  const std::string gtid = Enlist(endpoint, "5");
+  wire::EnlistRequest second;
+  second.gtid = gtid;
+  second.branch.branch_id = "b2";
+  second.branch.endpoint = endpoint;
+  second.branch.resource = "ledger";
+  second.branch.payload = "6";
+  ASSERT_TRUE(client_->Enlist(second).ok());
+  wire::CommitRequest commit;
+  commit.gtid = gtid;
+  auto decided = client_->Commit(commit);
+  ASSERT_TRUE(decided.ok()) << decided.status();
+  ASSERT_EQ(decided->outcome, wire::Outcome::OUTCOME_COMMIT);
+  auto exit = (*participant)->Wait(10000);
+  ASSERT_TRUE(exit.ok());
+  EXPECT_EQ(exit->exit_code, kCrashExitCode) << (*participant)->LogTail();
+  EXPECT_EQ(Prepared(), 2);
+  EXPECT_EQ(Balance(), 0);
+
+  const int new_port = testing::FreeLoopbackPort();
+  o.argv = {TXC_LEDGER_PARTICIPANT_BIN, conninfo_, std::to_string(new_port), coord_endpoint_};
+  o.env.clear();
+  o.log_path = dir_.Child("ledger2.log");
+  auto restarted = testing::ChildProcess::Start(o);
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  ASSERT_TRUE(testing::WaitUntil([&] { return Prepared() == 0; }, 20000))
+      << (*restarted)->LogTail();
+  EXPECT_EQ(Balance(), 11);
+  ASSERT_TRUE((*restarted)->Kill(SIGTERM).ok());
+  ASSERT_TRUE((*restarted)->Wait(10000).ok());
 }
 
 }  // namespace

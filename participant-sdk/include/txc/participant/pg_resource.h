@@ -32,6 +32,10 @@
 // ROLLBACK PREPARED. A participant killed after PREPARE finds it on restart
 // via Recover(), and ParticipantServer resolves it with the coordinator.
 // Requires max_prepared_transactions > 0 on the server (default 0!).
+//
+// Crash points (common/crash_point.h, for fault-injection tests):
+//   participant.after_prepare           after PREPARE TRANSACTION, before the vote is returned
+//   participant.before_commit_prepared  in Commit(), before COMMIT PREPARED is sent
 // CommitOnePhase also requires the participant migration (txc_barrier table,
 // MigratePostgres(conn, "participant")).
 //
