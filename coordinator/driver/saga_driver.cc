@@ -285,8 +285,23 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
 
 Result<TxnRecord> SagaDriver::WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms) {
   std::unique_lock<std::mutex> lock(run->mu);
-  run->cv.wait_for(lock, std::chrono::milliseconds(wait_timeout_ms), [&] { return run->gone; });
+  run->cv.wait_for(lock, std::chrono::milliseconds(wait_timeout_ms),
+                   [&] { return run->gone || stop_waiting_.load(); });
   return run->txn;
+}
+
+void SagaDriver::StopWaiting() {
+  stop_waiting_.store(true);
+  std::vector<std::shared_ptr<Run>> runs;
+  {
+    std::lock_guard<std::mutex> lock(runs_mu_);
+    for (auto& [gtid, run] : runs_) runs.push_back(run);
+  }
+  for (auto& run : runs) {
+    // Taking the lock orders this after a waiter's predicate check.
+    { std::lock_guard<std::mutex> lock(run->mu); }
+    run->cv.notify_all();
+  }
 }
 
 void SagaDriver::Resume(const TxnRecord& txn) {
@@ -451,6 +466,7 @@ void SagaDriver::Advance(const std::shared_ptr<Run>& run) {
           u.expected_owner = run->txn.owner;
           u.expected_epoch = run->txn.epoch;
           if (state_change) u.state = new_state;
+          if (release_after && parked) u.attempts = run->txn.attempts + 1;  // parked rounds
           next_attempt_ms =
               now + (parked ? options_.parked_retry_ms : options_.in_flight_recheck_ms);
           u.next_attempt_ms = next_attempt_ms;

@@ -85,6 +85,11 @@ class SagaDriver : public SagaOps {
   // Non-blocking: the work goes to the pool.
   void Resume(const TxnRecord& txn) override;
 
+  // Makes every SubmitSaga waiting for completion answer now with the current
+  // state, and later ones not wait (shutdown: the rpc server can then stop
+  // without waiting out wait_timeout_ms). Sagas keep running.
+  void StopWaiting();
+
   struct Stats {
     int64_t batches_written = 0;  // WriteBatches this driver logged
     int64_t sagas_submitted = 0;
@@ -119,6 +124,7 @@ class SagaDriver : public SagaOps {
   std::mutex runs_mu_;                                // guards runs_
   std::map<std::string, std::shared_ptr<Run>> runs_;  // sagas driven here, by gtid
 
+  std::atomic<bool> stop_waiting_{false};
   std::atomic<int64_t> batches_written_{0};
   std::atomic<int64_t> sagas_submitted_{0};
   std::atomic<int64_t> sagas_finished_{0};

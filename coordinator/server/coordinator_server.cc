@@ -213,6 +213,7 @@ void CoordinatorServer::Stop() {
   started_ = false;
   if (service_ != nullptr) service_->SetServing(false);
   // Stop accepting and close connections; calls in flight finish first.
+  if (saga_ != nullptr) saga_->StopWaiting();  // submitSaga waiting for completion answers now
   if (thrift_ != nullptr) thrift_->Stop();
 
   // ==== 2PC engineer: stop the Sweeper and the TwoPhaseDriver here (before the

@@ -279,6 +279,7 @@ TEST_F(SagaDriverTest, UnreachableParticipantParksThenResumeFinishes) {
   ASSERT_TRUE(txn.ok());
   EXPECT_EQ(txn->state, TxnState::kParked);
   EXPECT_GT(txn->next_attempt_ms, NowUnixMs());  // the sweeper's next look, not now
+  EXPECT_EQ(txn->attempts, 1);                   // parked rounds, for operators
   auto steps = Steps("park-1");
   EXPECT_EQ(steps["b"].state, BranchState::kStepCompensating);
   EXPECT_EQ(steps["b"].attempts, 3);
