@@ -28,6 +28,34 @@ enum class AttemptEnd {
   kUnsafeRetry,  // failed after the request was sent: retry only if retry-safe
 };
 
+// Raises the receive timeout of the connection under `client` for one call
+// (a commit that waits for completion answers only after its wait), and puts
+// the pool's timeout back afterwards.
+class RecvTimeoutScope {
+ public:
+  RecvTimeoutScope(wire::CoordinatorClient& client, int64_t call_ms, int default_ms)
+      : default_ms_(default_ms) {
+    if (call_ms <= default_ms) return;
+    auto framed = std::dynamic_pointer_cast<apache::thrift::transport::TFramedTransport>(
+        client.getInputProtocol()->getTransport());
+    if (framed != nullptr) {
+      socket_ = std::dynamic_pointer_cast<apache::thrift::transport::TSocket>(
+          framed->getUnderlyingTransport());
+    }
+    if (socket_ != nullptr) socket_->setRecvTimeout(static_cast<int>(call_ms));
+  }
+  ~RecvTimeoutScope() {
+    if (socket_ != nullptr) socket_->setRecvTimeout(default_ms_);
+  }
+
+ private:
+  const int default_ms_;
+  std::shared_ptr<apache::thrift::transport::TSocket> socket_;
+};
+
+// Margin over a server-side wait before the client gives up on the reply.
+constexpr int64_t kWaitMarginMs = 2000;
+
 }  // namespace
 
 Result<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Create(
@@ -49,7 +77,8 @@ CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options)
                            options_.max_message_bytes}) {}
 
 Status CoordinatorClient::Invoke(const char* what, const std::string& gtid, bool retry_safe,
-                                 const std::function<void(wire::CoordinatorClient&)>& fn) {
+                                 const std::function<void(wire::CoordinatorClient&)>& fn,
+                                 int64_t call_timeout_ms) {
   const size_t n = options_.endpoints.size();
   const int64_t deadline = MonotonicMs() + options_.call_deadline_ms;
   size_t index = preferred_.load(std::memory_order_relaxed) % n;
@@ -65,6 +94,7 @@ Status CoordinatorClient::Invoke(const char* what, const std::string& gtid, bool
     try {
       last = pool_.Call(endpoint, [&](wire::CoordinatorClient& client) {
         sent = true;
+        RecvTimeoutScope timeout(client, call_timeout_ms, options_.rpc_timeout_ms);
         fn(client);
       });
       if (last.ok()) {
@@ -138,8 +168,12 @@ Status CoordinatorClient::Enlist(const wire::EnlistRequest& request) {
 
 Result<wire::CommitResponse> CoordinatorClient::Commit(const wire::CommitRequest& request) {
   wire::CommitResponse response;
-  TXC_RETURN_IF_ERROR(Invoke("commit", request.gtid, true,
-                             [&](wire::CoordinatorClient& c) { c.commit(response, request); }));
+  const int64_t timeout = request.wait == wire::CommitWait::WAIT_COMPLETION
+                              ? request.wait_timeout_ms + kWaitMarginMs
+                              : 0;
+  TXC_RETURN_IF_ERROR(Invoke(
+      "commit", request.gtid, true,
+      [&](wire::CoordinatorClient& c) { c.commit(response, request); }, timeout));
   return response;
 }
 
@@ -161,8 +195,10 @@ Result<wire::SubmitSagaResponse> CoordinatorClient::SubmitSaga(
     const wire::SubmitSagaRequest& request) {
   wire::SubmitSagaResponse response;
   const bool retry_safe = request.__isset.gtid && !request.gtid.empty();
-  TXC_RETURN_IF_ERROR(Invoke("submitSaga", request.gtid, retry_safe,
-                             [&](wire::CoordinatorClient& c) { c.submitSaga(response, request); }));
+  const int64_t timeout = request.wait_for_completion ? request.wait_timeout_ms + kWaitMarginMs : 0;
+  TXC_RETURN_IF_ERROR(Invoke(
+      "submitSaga", request.gtid, retry_safe,
+      [&](wire::CoordinatorClient& c) { c.submitSaga(response, request); }, timeout));
   return response;
 }
 

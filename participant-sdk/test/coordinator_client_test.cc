@@ -191,6 +191,24 @@ TEST(CoordinatorClientTest, TimeoutOfNonRetrySafeCallIsReturned) {
   EXPECT_EQ(fast.handler->calls.load(), 1);
 }
 
+TEST(CoordinatorClientTest, CommitWaitingForCompletionGetsItsWaitAsTimeout) {
+  Replica a("a");
+  a.handler->delay_ms = 300;  // longer than rpc_timeout_ms (150)
+  auto options = FastOptions({a.endpoint()});
+  options.max_attempts = 1;
+  auto client = CoordinatorClient::Create(options);
+  ASSERT_TRUE(client.ok());
+  wire::CommitRequest commit;
+  commit.gtid = "g";
+  commit.wait = wire::CommitWait::WAIT_COMPLETION;
+  commit.wait_timeout_ms = 500;
+  auto r = (*client)->Commit(commit);
+  ASSERT_TRUE(r.ok()) << r.status();
+  // The raised timeout was for that call only.
+  commit.wait = wire::CommitWait::WAIT_DECISION;
+  EXPECT_EQ((*client)->Commit(commit).status().code(), StatusCode::kTimeout);
+}
+
 TEST(CoordinatorClientTest, TypedErrorsAreFinal) {
   Replica a("a"), b("b");
   auto client = CoordinatorClient::Create(FastOptions({a.endpoint(), b.endpoint()}));

@@ -16,6 +16,10 @@
 //   connection refused    kUnavailable         failed over to the next replica
 //   call timed out        kTimeout             see "retry-safe" below
 //
+// Timeouts: every attempt has connect_timeout_ms and rpc_timeout_ms; a Commit
+// with WAIT_COMPLETION (SubmitSaga with wait_for_completion) waits up to the
+// request's wait_timeout_ms + 2 s for its reply instead.
+//
 // Retry-safe calls (Enlist, Commit, Rollback, GetStatus, QueryOutcome, Health,
 // Begin -- which always carries an idempotency key, generated when the request
 // has none -- and SubmitSaga with a gtid) are retried on any transport error or
@@ -93,9 +97,11 @@ class CoordinatorClient {
   explicit CoordinatorClient(CoordinatorClientOptions options);
 
   // Runs `fn` against a replica with failover/retry as described above.
-  // `what` and `gtid` only label log lines.
+  // `what` and `gtid` only label log lines. call_timeout_ms > rpc_timeout_ms
+  // raises the receive timeout for this call only.
   Status Invoke(const char* what, const std::string& gtid, bool retry_safe,
-                const std::function<void(wire::CoordinatorClient&)>& fn);
+                const std::function<void(wire::CoordinatorClient&)>& fn,
+                int64_t call_timeout_ms = 0);
 
   const CoordinatorClientOptions options_;
   ClientPool<wire::CoordinatorClient> pool_;
