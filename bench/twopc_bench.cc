@@ -33,6 +33,7 @@ namespace {
 struct Row {
   std::string store;
   int clients = 0;
+  bool branches_in_begin = false;
   double txn_per_s = 0;
   double p50_ms = 0;
   double p99_ms = 0;
@@ -77,6 +78,8 @@ int main(int argc, char** argv) {
   int transfers_1 = 400, transfers_32 = 4000;
   int64_t raw_ms = 2000;
   std::string bank_bin;
+  std::string stores = "sqlite,postgresql";
+  bool also_branches_in_begin = false;
   po::options_description desc("twopc_bench options");
   desc.add_options()("help", "show this help")(
       "transfers_1", po::value<int>(&transfers_1)->default_value(400), "transfers with 1 client")(
@@ -84,7 +87,10 @@ int main(int argc, char** argv) {
       "transfers with 32 clients")("raw_ms", po::value<int64_t>(&raw_ms)->default_value(2000),
                                    "duration of the raw store commit loop")(
       "bank_bin", po::value<std::string>(&bank_bin)->default_value(TXC_BANK_BIN),
-      "the bank executable");
+      "the bank executable")("stores", po::value<std::string>(&stores)->default_value(stores),
+                             "coordinator stores to measure: sqlite,postgresql")(
+      "also_branches_in_begin", po::bool_switch(&also_branches_in_begin),
+      "also measure with both branches enlisted by beginTxn (two round trips less)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -112,6 +118,7 @@ int main(int argc, char** argv) {
 
   std::vector<Row> rows;
   for (const std::string store_kind : {"sqlite", "postgresql"}) {
+    if (stores.find(store_kind) == std::string::npos) continue;
     txc::CoordinatorServerOptions o;
     o.host = "127.0.0.1";
     o.port = 0;
@@ -149,8 +156,14 @@ int main(int argc, char** argv) {
     }
 
     const double raw = RawCommitRate(server.store(), raw_ms, store_kind);
-    for (int clients : {1, 32}) {
+    std::vector<std::pair<int, bool>> runs = {{1, false}, {32, false}};
+    if (also_branches_in_begin) {
+      runs.push_back({1, true});
+      runs.push_back({32, true});
+    }
+    for (auto [clients, in_begin] : runs) {
       bank::TransferOptions t;
+      t.branches_in_begin = in_begin;
       t.coordinators = {coordinator};
       t.bank_a = endpoints[0];
       t.bank_b = endpoints[1];
@@ -173,6 +186,7 @@ int main(int argc, char** argv) {
       Row row;
       row.store = store_kind;
       row.clients = clients;
+      row.branches_in_begin = in_begin;
       const int64_t done = stats->committed + stats->aborted;
       row.txn_per_s = stats->seconds > 0 ? done / stats->seconds : 0;
       row.p50_ms = stats->PercentileMs(50);
@@ -196,16 +210,21 @@ int main(int argc, char** argv) {
 
   printf("\n2PC bank transfer, 2 participants (bank processes on PostgreSQL), WAIT_DECISION\n");
   printf(
-      "| store      | clients | global txn/s | p50 ms | p99 ms | store txns / global txn |"
+      "| store      | clients | enlist   | global txn/s | p50 ms | p99 ms | store txns / global "
+      "txn |"
       " raw store commits/s (1-row Apply loop) | committed | aborted | failed |\n");
   printf(
-      "|------------|--------:|-------------:|-------:|-------:|------------------------:|"
+      "|------------|--------:|----------|-------------:|-------:|-------:|------------------------"
+      ":|"
       "----------------------------------------:|----------:|--------:|-------:|\n");
   for (const Row& r : rows) {
-    printf("| %-10s | %7d | %12.0f | %6.2f | %6.2f | %23.2f | %39.0f | %9lld | %7lld | %6lld |\n",
-           r.store.c_str(), r.clients, r.txn_per_s, r.p50_ms, r.p99_ms, r.store_txns_per_global,
-           r.raw_commits_per_s, static_cast<long long>(r.committed),
-           static_cast<long long>(r.aborted), static_cast<long long>(r.failed));
+    printf(
+        "| %-10s | %7d | %-8s | %12.0f | %6.2f | %6.2f | %23.2f | %39.0f | %9lld | %7lld | %6lld "
+        "|\n",
+        r.store.c_str(), r.clients, r.branches_in_begin ? "in begin" : "2 calls", r.txn_per_s,
+        r.p50_ms, r.p99_ms, r.store_txns_per_global, r.raw_commits_per_s,
+        static_cast<long long>(r.committed), static_cast<long long>(r.aborted),
+        static_cast<long long>(r.failed));
   }
   return 0;
 }
