@@ -247,6 +247,10 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
                                    " already names a different transaction definition");
     }
     VLOG(1) << "saga " << txn.gtid << ": resubmitted, same definition";
+    // Not driven here (e.g. the first submit's answer was lost in a store
+    // error, or this process restarted): take it up now rather than when the
+    // sweeper finds it due. A no-op if it is driven or owned elsewhere.
+    if (!IsFinal(existing->state)) ResumeNow(txn.gtid);
     if (spec.wait_for_completion) {
       std::shared_ptr<Run> running;
       {

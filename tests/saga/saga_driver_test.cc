@@ -391,6 +391,36 @@ TEST_F(SagaDriverTest, ResumeFinishesWhatACrashLeftRunning) {
   EXPECT_EQ(Steps("crashed-1")["b"].attempts, 2);  // redelivered as attempt 2
 }
 
+TEST_F(SagaDriverTest, ResubmittingASagaNobodyDrivesTakesItUp) {
+  // Logged, but the process that logged it never got to run it.
+  auto steps = Chain4();
+  const int64_t now = NowUnixMs();
+  TxnRecord txn;
+  txn.gtid = "orphan-1";
+  txn.kind = TxnKind::kSaga;
+  txn.state = TxnState::kRunning;
+  txn.owner = node_.node_id;
+  txn.epoch = node_.epoch;
+  txn.created_ms = now;
+  txn.deadline_ms = now + 600000;
+  txn.next_attempt_ms = now + 3600 * 1000;  // the sweeper would not look for an hour
+  txn.payload = SagaFingerprint(steps);
+  WriteBatch batch;
+  batch.insert_txns.push_back(txn);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    BranchRecord s = steps[i];
+    s.gtid = txn.gtid;
+    s.ordinal = static_cast<int32_t>(i);
+    s.state = BranchState::kPending;
+    batch.insert_branches.push_back(s);
+  }
+  ASSERT_TRUE(log_->Write(batch).ok());
+  auto r = driver_->SubmitSaga(Spec("orphan-1", steps));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kSucceeded);
+  EXPECT_EQ(participant_->Calls().size(), 4u);
+}
+
 TEST_F(SagaDriverTest, ResumeFinishesAnInterruptedCompensation) {
   const int64_t now = NowUnixMs();
   TxnRecord txn;
