@@ -93,6 +93,12 @@ void GroupCommitter::WriterLoop() {
       results.assign(batches.size(),
                      Status::Internal("store answered a group with the wrong number of statuses"));
     }
+    {
+      // Counted before anyone is answered, so a caller sees its own write counted.
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.groups += 1;
+      stats_.batches += static_cast<int64_t>(batches.size());
+    }
     for (size_t i = 0; i < waiting.size(); ++i) {
       if (!results[i].ok() && results[i].code() != StatusCode::kConflict &&
           results[i].code() != StatusCode::kNotFound &&
@@ -100,11 +106,6 @@ void GroupCommitter::WriterLoop() {
         LOG(ERROR) << "group write failed: " << results[i];
       }
       waiting[i]->done.set_value(std::move(results[i]));
-    }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_.groups += 1;
-      stats_.batches += static_cast<int64_t>(batches.size());
     }
   }
 }

@@ -1,1 +1,107 @@
+// SQLite-specific behaviour (the shared behaviour is in the conformance suite,
+// tests/store/txn_store_conformance_test.cc).
+#include "coordinator/store/sqlite_store.h"
 
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include "common/backoff.h"
+#include "tests/harness/process.h"
+
+namespace txc {
+namespace {
+
+TxnRecord Txn(const std::string& gtid) {
+  TxnRecord t;
+  t.gtid = gtid;
+  t.owner = "node-a";
+  t.epoch = 1;
+  return t;
+}
+
+std::string Pragma(const std::string& path, const std::string& pragma) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, ("PRAGMA " + pragma).c_str(), -1, &stmt, nullptr), SQLITE_OK);
+  std::string value;
+  if (sqlite3_step(stmt) == SQLITE_ROW) {
+    value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return value;
+}
+
+TEST(SqliteStoreTest, UsesWalAndIsReadableAfterReopen) {
+  testing::TempDir dir;
+  const std::string path = dir.Child("txc.db");
+  {
+    auto store = SqliteStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    ASSERT_TRUE((*store)->Migrate().ok());
+    WriteBatch b;
+    b.insert_txns = {Txn("persisted")};
+    ASSERT_TRUE((*store)->Apply(b).ok());
+    EXPECT_EQ((*store)->Stats().commits, 1);
+  }
+  EXPECT_EQ(Pragma(path, "journal_mode"), "wal");
+  auto store = SqliteStore::Open(path);
+  ASSERT_TRUE(store.ok());
+  EXPECT_TRUE((*store)->GetTxn("persisted").ok());
+}
+
+TEST(SqliteStoreTest, ReadsDoNotWaitForAnotherWriter) {
+  testing::TempDir dir;
+  const std::string path = dir.Child("txc.db");
+  SqliteStoreOptions options;
+  options.busy_timeout_ms = 100;
+  auto store = SqliteStore::Open(path, options);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->Migrate().ok());
+  WriteBatch b;
+  b.insert_txns = {Txn("visible")};
+  ASSERT_TRUE((*store)->Apply(b).ok());
+
+  // Another connection (like another process) holds the write lock.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE; DELETE FROM txns;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  // Reads see the last committed state at once.
+  EXPECT_TRUE((*store)->GetTxn("visible").ok());
+  // A write waits busy_timeout, then reports kUnavailable (nothing applied).
+  WriteBatch blocked;
+  blocked.insert_txns = {Txn("blocked")};
+  EXPECT_EQ((*store)->Apply(blocked).code(), StatusCode::kUnavailable);
+  ASSERT_EQ(sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  EXPECT_TRUE((*store)->Apply(blocked).ok());
+  EXPECT_TRUE((*store)->GetTxn("visible").ok());
+}
+
+TEST(SqliteStoreTest, InMemoryDatabaseWorks) {
+  auto store = SqliteStore::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)->Migrate().ok());
+  WriteBatch b;
+  b.insert_txns = {Txn("mem")};
+  ASSERT_TRUE((*store)->Apply(b).ok());
+  EXPECT_TRUE((*store)->GetTxn("mem").ok());
+}
+
+TEST(SqliteStoreTest, OpenStoreChoosesTheBackendFromTheLocation) {
+  testing::TempDir dir;
+  auto lite = OpenStore(dir.Child("a.db"));
+  ASSERT_TRUE(lite.ok()) << lite.status();
+  EXPECT_STREQ((*lite)->Kind(), "sqlite");
+  // A PostgreSQL location is recognised (and fails to connect: nothing listens there).
+  auto pg = OpenStore("host=127.0.0.1 port=1 dbname=none connect_timeout=1");
+  EXPECT_EQ(pg.status().code(), StatusCode::kUnavailable);
+  auto uri = OpenStore("postgresql://postgres@127.0.0.1:1/none?connect_timeout=1");
+  EXPECT_EQ(uri.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(OpenStore("").status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace txc
