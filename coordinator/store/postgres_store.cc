@@ -503,7 +503,12 @@ auto PostgresStore::Run(const char* what, bool retry_broken, Fn&& fn)
       LOG(ERROR) << what << ": commit outcome unknown: " << e.what();
       return Status::Indeterminate(std::string(what) + ": commit outcome unknown: " + e.what());
     } catch (const pqxx::broken_connection& e) {
-      // The connection is dropped; nothing sent on it was committed.
+      // The connection is dropped; nothing sent on it was committed. The
+      // server probably restarted or failed over: the idle ones are stale too.
+      {
+        std::lock_guard<std::mutex> lock(pool_mu_);
+        idle_.clear();
+      }
       if (retry_broken && attempt == 0) {
         LOG(WARNING) << what << ": connection broken, retrying on a new one: " << e.what();
         continue;
