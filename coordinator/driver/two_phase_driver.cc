@@ -63,6 +63,11 @@ struct TwoPhaseDriver::PhaseTwoRun {
   std::atomic<int> remaining{0};
   std::atomic<bool> all_acked{true};
   std::atomic<bool> first_ack_seen{false};
+  // Per-branch results, written with the transaction's own update in ONE
+  // batch at the end: one store row set per transaction per round, and no two
+  // batches of one gtid in a group (which would cost the store its fast path).
+  std::mutex mu;
+  std::vector<BranchUpdate> branch_updates;  // guarded by mu
 };
 
 TwoPhaseDriver::TwoPhaseDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
@@ -702,12 +707,13 @@ void TwoPhaseDriver::SendPhaseTwo(const std::shared_ptr<PhaseTwoRun>& run, size_
     const BranchCall call = MakeCall(txn, branch);
     s = commit ? participants_.Commit(call) : participants_.Abort(call);
     if (s.ok()) {
-      WriteBatch ack;  // losing it is harmless: phase 2 would be redriven
       BranchUpdate bu = FencedBranchUpdate(txn, branch);
       bu.state = BranchFinalState(run->decision);
       bu.attempts = branch.attempts + attempt;
-      ack.branch_updates.push_back(bu);
-      log_->WriteLater(std::move(ack));
+      {
+        std::lock_guard<std::mutex> lock(run->mu);
+        run->branch_updates.push_back(std::move(bu));
+      }
       VLOG(1) << txn.gtid << ": branch " << branch.branch_id << " -> "
               << BranchStateName(BranchFinalState(run->decision));
       if (!run->first_ack_seen.exchange(true)) TXC_CRASH_POINT("2pc.mid_phase2");
@@ -722,37 +728,40 @@ void TwoPhaseDriver::SendPhaseTwo(const std::shared_ptr<PhaseTwoRun>& run, size_
     }
   }
   run->all_acked.store(false);
-  WriteBatch failed;
   BranchUpdate bu = FencedBranchUpdate(txn, branch);
   bu.attempts = branch.attempts + options_.phase_two_attempts;
   bu.last_error = s.ToString();
   bu.next_attempt_ms =
       NowUnixMs() + BackoffDelayMs(options_.redrive_backoff, run->txn.attempts + 1);
-  failed.branch_updates.push_back(bu);
-  log_->WriteLater(std::move(failed));
+  std::lock_guard<std::mutex> lock(run->mu);
+  run->branch_updates.push_back(std::move(bu));
 }
 
 void TwoPhaseDriver::FinishPhaseTwo(const std::shared_ptr<PhaseTwoRun>& run) {
   const TxnRecord& txn = run->txn;
   const TxnState decided = DecisionState(run->decision);
+  // Losing this batch is harmless: phase 2 would be redriven (idempotent).
+  WriteBatch batch;
+  {
+    std::lock_guard<std::mutex> lock(run->mu);
+    batch.branch_updates = std::move(run->branch_updates);
+  }
   if (run->all_acked.load()) {
     TXC_CRASH_POINT("2pc.before_final_state");
-    WriteBatch final_batch;  // losing it is harmless: phase 2 would be redriven
     TxnUpdate u = FencedUpdate(txn, {decided});
     u.state = FinalState(run->decision);
-    final_batch.txn_updates.push_back(u);
-    log_->WriteLater(std::move(final_batch));
+    batch.txn_updates.push_back(u);
+    log_->WriteLater(std::move(batch));
     VLOG(1) << txn.gtid << ": " << TxnStateName(decided) << " -> "
             << TxnStateName(FinalState(run->decision));
     Publish(*run->flight, FinalState(run->decision));
   } else {
     const int32_t attempts = txn.attempts + 1;
-    WriteBatch later;
     TxnUpdate u = FencedUpdate(txn, {decided});
     u.attempts = attempts;
     u.next_attempt_ms = NowUnixMs() + BackoffDelayMs(options_.redrive_backoff, attempts);
-    later.txn_updates.push_back(u);
-    log_->WriteLater(std::move(later));
+    batch.txn_updates.push_back(u);
+    log_->WriteLater(std::move(batch));
     LOG(ERROR) << txn.gtid << ": phase 2 (" << TxnStateName(decided) << ") incomplete after round "
                << attempts << "; the sweeper redrives it";
   }
