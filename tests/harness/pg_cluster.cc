@@ -5,6 +5,7 @@
 #include <glog/logging.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -116,10 +117,7 @@ Status PgCluster::Init() {
     }
   }
   StartWatchdog();
-  TXC_RETURN_IF_ERROR(
-      RunCommand(AsPostgres({options_.bin_dir + "/initdb", "-D", data_dir_, "-U", "postgres", "-A",
-                             "trust", "-E", "UTF8", "--locale=C", "--no-sync"}),
-                 options_.start_timeout_ms));
+  TXC_RETURN_IF_ERROR(InitDataDir());
   std::ofstream conf(data_dir_ + "/postgresql.conf", std::ios::app);
   conf << "\n# txc test harness\n"
        << "listen_addresses = '127.0.0.1'\n"
@@ -134,6 +132,60 @@ Status PgCluster::Init() {
   conf.close();
   if (!conf) return Status::Internal("could not write " + data_dir_ + "/postgresql.conf");
   return Status::Ok();
+}
+
+Status PgCluster::RunInitdb(const std::string& dir) const {
+  return RunCommand(AsPostgres({options_.bin_dir + "/initdb", "-D", dir, "-U", "postgres", "-A",
+                                "trust", "-E", "UTF8", "--locale=C", "--no-sync"}),
+                    options_.start_timeout_ms);
+}
+
+Status PgCluster::InitDataDir() {
+  const char* no_template = getenv("TXC_PG_NO_TEMPLATE");
+  if (no_template != nullptr && std::string(no_template) == "1") return RunInitdb(data_dir_);
+  // initdb costs seconds; a copy of a pristine cluster made once per machine
+  // (per server version and user) costs milliseconds. Bump kTemplateVersion
+  // when the initdb arguments change.
+  constexpr int kTemplateVersion = 1;
+  std::string key = options_.bin_dir;
+  for (char& c : key) {
+    if (c == '/') c = '_';
+  }
+  const char* tmp = getenv("TMPDIR");
+  const std::string root = (tmp != nullptr && *tmp != '\0') ? tmp : "/tmp";
+  const std::string tpl = root + "/txc-pg-template-v" + std::to_string(kTemplateVersion) + key +
+                          "-uid" + std::to_string(geteuid());
+  {
+    int lock_fd = open((tpl + ".lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    if (lock_fd < 0) return RunInitdb(data_dir_);
+    // Exclusive while the template is being made; bounded wait.
+    const int64_t deadline = MonotonicMs() + options_.start_timeout_ms;
+    while (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      if (MonotonicMs() >= deadline) {
+        close(lock_fd);
+        return Status::Timeout("waiting for the PostgreSQL template lock " + tpl + ".lock");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    Status made;
+    if (access((tpl + "/PG_VERSION").c_str(), F_OK) != 0) {
+      ChildProcess::Options rm;
+      rm.argv = {"rm", "-rf", tpl + ".tmp"};
+      made = RunCommand(rm, 60000);
+      if (made.ok()) made = RunInitdb(tpl + ".tmp");
+      if (made.ok() && rename((tpl + ".tmp").c_str(), tpl.c_str()) != 0) {
+        made = Status::Internal("rename " + tpl + ".tmp: " + strerror(errno));
+      }
+    }
+    close(lock_fd);  // releases the lock
+    if (!made.ok()) {
+      LOG(WARNING) << "no PostgreSQL template (" << made << "); running initdb";
+      return RunInitdb(data_dir_);
+    }
+  }
+  ChildProcess::Options cp;
+  cp.argv = {"cp", "-a", tpl, data_dir_};  // keeps the postgres ownership when root
+  return RunCommand(cp, options_.start_timeout_ms);
 }
 
 std::string PgCluster::log_path() const { return dir_->Child("postgres.log"); }

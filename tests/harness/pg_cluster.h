@@ -11,8 +11,8 @@
 //   txc::testing::PgCluster* pg = txc::testing::SharedPgCluster();
 //   std::string db = pg->CreateUniqueDatabase("store");   // fresh per test
 //
-// Start(): initdb into a fresh temporary directory (as the `postgres` user via
-// `runuser` when running as root: PostgreSQL refuses root), a free loopback
+// Start(): initdb (or a copy of a cached initdb result) into a fresh temporary directory (as the
+// `postgres` user via `runuser` when running as root: PostgreSQL refuses root), a free loopback
 // port, trust authentication for user postgres, fsync=on,
 // max_prepared_transactions=64, max_connections=200, then `pg_ctl start -w`.
 // The destructor stops the server (`pg_ctl stop -m immediate`) and removes the
@@ -88,6 +88,10 @@ class PgCluster {
  private:
   explicit PgCluster(PgClusterOptions options);
   Status Init();
+  // data_dir_ := a copy of a cached pristine cluster (made with initdb once per
+  // machine), or initdb when TXC_PG_NO_TEMPLATE=1.
+  Status InitDataDir();
+  Status RunInitdb(const std::string& dir) const;
   Status StartServer();
   // Builds argv that runs `binary args...` as user postgres when we are root.
   ChildProcess::Options AsPostgres(std::vector<std::string> argv) const;
