@@ -16,7 +16,11 @@ using apache::thrift::transport::TTransportException;
 std::shared_ptr<TConfiguration> MakeThriftConfig(int64_t max_message_bytes) {
   const int limit = static_cast<int>(std::min<int64_t>(max_message_bytes, INT32_MAX));
   // Frame and message limits are the same number: a frame is one message.
-  return std::make_shared<TConfiguration>(limit, limit, TConfiguration::DEFAULT_RECURSION_DEPTH);
+  // A copy, not a reference: libthrift does not define the static member, and
+  // make_shared's forwarding would odr-use it (a link error in unoptimised /
+  // sanitizer builds).
+  const int recursion_depth = TConfiguration::DEFAULT_RECURSION_DEPTH;
+  return std::make_shared<TConfiguration>(limit, limit, recursion_depth);
 }
 
 uint32_t ResettingFramedTransport::readEnd() {

@@ -203,7 +203,7 @@ Result<BranchRecord> BranchStatusFromWire(const wire::BranchStatus& status, cons
   b.ordinal = ordinal;
   b.endpoint = status.endpoint;
   b.resource = status.resource;
-  TXC_ASSIGN_OR_RETURN(b.state, BranchStateFromWire(status.state));
+  TXC_ASSIGN_OR_RETURN(b.state, BranchStateFromWire(WireEnumValue(status.state)));
   b.attempts = status.attempts;
   b.last_error = status.last_error;
   b.next_attempt_ms = status.next_attempt_unix_ms;
@@ -237,8 +237,8 @@ wire::TxnStatus TxnStatusToWire(const TxnView& view) {
 Result<TxnView> TxnViewFromWire(const wire::TxnStatus& status) {
   TxnView view;
   view.txn.gtid = status.gtid;
-  TXC_ASSIGN_OR_RETURN(view.txn.kind, TxnKindFromWire(status.kind));
-  TXC_ASSIGN_OR_RETURN(view.txn.state, TxnStateFromWire(status.state));
+  TXC_ASSIGN_OR_RETURN(view.txn.kind, TxnKindFromWire(WireEnumValue(status.kind)));
+  TXC_ASSIGN_OR_RETURN(view.txn.state, TxnStateFromWire(WireEnumValue(status.state)));
   view.txn.created_ms = status.created_unix_ms;
   view.txn.deadline_ms = status.deadline_unix_ms;
   view.txn.owner = status.owner;

@@ -13,7 +13,9 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/status.h"
@@ -32,6 +34,17 @@ wire::TxnState::type ToWire(TxnState state);
 wire::BranchState::type ToWire(BranchState state);
 wire::Outcome::type ToWire(Outcome outcome);
 wire::CommitWait::type ToWire(CommitWait wait);
+
+// The number a wire enum field holds, read without an enum load: a peer may
+// send any i32, and loading an out-of-range value as the enum type is undefined
+// behaviour (UBSan flags it). Pass this to the *FromWire functions.
+template <typename WireEnum>
+int WireEnumValue(const WireEnum& value) {
+  std::underlying_type_t<WireEnum> raw;
+  static_assert(sizeof(raw) == sizeof(value), "enum representation");
+  std::memcpy(&raw, &value, sizeof(raw));
+  return static_cast<int>(raw);
+}
 
 Result<TxnKind> TxnKindFromWire(int value);
 Result<TxnState> TxnStateFromWire(int value);

@@ -163,7 +163,7 @@ void CoordinatorHandler::enlist(const wire::EnlistRequest& req) {
 void CoordinatorHandler::commit(wire::CommitResponse& out, const wire::CommitRequest& req) {
   Guarded("commit", req.gtid, [&] {
     Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
-    Result<CommitWait> wait = CommitWaitFromWire(req.wait);
+    Result<CommitWait> wait = CommitWaitFromWire(WireEnumValue(req.wait));
     Throw(wait.status(), req.gtid, kAll);
     Throw(ValidateWaitTimeout(req.wait_timeout_ms), req.gtid, kAll);
     Result<TxnRecord> txn = service_->Commit(req.gtid, *wait, req.wait_timeout_ms);

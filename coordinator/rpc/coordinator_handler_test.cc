@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <thrift/protocol/TBinaryProtocol.h>
 
 #include <filesystem>
 #include <stdexcept>
@@ -150,11 +151,36 @@ TEST_F(CoordinatorHandlerTest, TypedErrors) {
   const std::string gtid = Begin();
   enlist.__set_gtid(gtid);
   EXPECT_THROW(client().enlist(enlist), wire::Unavailable);  // no 2PC driver in this test
-  wire::CommitRequest commit;
-  commit.__set_gtid(gtid);
-  commit.__set_wait(static_cast<wire::CommitWait::type>(9));
-  wire::CommitResponse cr;
-  EXPECT_THROW(client().commit(cr, commit), wire::InvalidArgument);
+  // A commit whose `wait` is not a CommitWait value. Written by hand: the
+  // generated client would have to load the invalid enum (undefined behaviour).
+  {
+    apache::thrift::protocol::TBinaryProtocol out(conn_->transport);
+    out.writeMessageBegin("commit", apache::thrift::protocol::T_CALL, 0);
+    out.writeStructBegin("Coordinator_commit_args");
+    out.writeFieldBegin("req", apache::thrift::protocol::T_STRUCT, 1);
+    out.writeStructBegin("CommitRequest");
+    out.writeFieldBegin("gtid", apache::thrift::protocol::T_STRING, 1);
+    out.writeString(gtid);
+    out.writeFieldEnd();
+    out.writeFieldBegin("wait", apache::thrift::protocol::T_I32, 2);
+    out.writeI32(9);
+    out.writeFieldEnd();
+    out.writeFieldStop();
+    out.writeStructEnd();
+    out.writeFieldEnd();
+    out.writeFieldStop();
+    out.writeStructEnd();
+    out.writeMessageEnd();
+    conn_->transport->writeEnd();
+    conn_->transport->flush();
+    wire::CommitResponse cr;
+    try {
+      client().recv_commit(cr);
+      FAIL() << "accepted wait=9";
+    } catch (const wire::InvalidArgument& e) {
+      EXPECT_EQ(e.field, "wait");
+    }
+  }
   // queryOutcome has no NotFound: an unknown gtid is presumed aborted... once a
   // driver answers; without one it is Unavailable, never a wrong decision.
   EXPECT_THROW(client().queryOutcome("", "b"), wire::InvalidArgument);
