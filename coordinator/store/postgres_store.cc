@@ -442,6 +442,12 @@ Status ApplyOneBatch(PostgresStore::Conn& c, pqxx::transaction_base& tx, const W
   return Status::Ok();
 }
 
+// SQLSTATE classes caused by one batch's values (data exception, integrity
+// constraint): that batch is refused, the others of its group go on.
+bool IsBatchDataError(const std::string& state) {
+  return state.rfind("22", 0) == 0 || state.rfind("23", 0) == 0;
+}
+
 // SQLSTATE classes that mean "try again later", not "bug".
 bool IsTransientSqlState(const std::string& state) {
   return state.rfind("08", 0) == 0 ||  // connection exception
@@ -520,6 +526,7 @@ auto PostgresStore::Run(const char* what, bool retry_broken, Fn&& fn)
       Release(std::move(conn));
       std::string msg = std::string(what) + ": " + e.what() + " [" + e.sqlstate() + "]";
       if (IsTransientSqlState(e.sqlstate())) return Status::Unavailable(msg);
+      if (IsBatchDataError(e.sqlstate())) return Status::InvalidArgument(msg);
       LOG(ERROR) << msg;
       return Status::Internal(msg);
     } catch (const std::exception& e) {
@@ -548,7 +555,14 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
       Rows all;
       for (const WriteBatch* b : batches) all.Add(*b);
       pqxx::work tx(*c.conn);
-      if (WriteRows(c, tx, all, max_rows, now_ms)) {
+      bool all_applied = false;
+      try {
+        all_applied = WriteRows(c, tx, all, max_rows, now_ms);
+      } catch (const pqxx::sql_error& e) {
+        // A value one batch got wrong: find it below, batch by batch.
+        if (!IsBatchDataError(e.sqlstate())) throw;
+      }
+      if (all_applied) {
         tx.commit();
         commits_ += 1;
         batches_ += static_cast<int64_t>(batches.size());
@@ -563,7 +577,14 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
     bool any_applied = false;
     for (size_t i = 0; i < batches.size(); ++i) {
       if (!single) tx.exec("SAVEPOINT batch");
-      Status s = ApplyOneBatch(c, tx, *batches[i], max_rows, now_ms);
+      Status s;
+      try {
+        s = ApplyOneBatch(c, tx, *batches[i], max_rows, now_ms);
+      } catch (const pqxx::sql_error& e) {
+        // Refuse this batch alone; its savepoint makes the transaction usable again.
+        if (single || !IsBatchDataError(e.sqlstate())) throw;
+        s = Status::InvalidArgument(std::string("batch refused by PostgreSQL: ") + e.what());
+      }
       if (!s.ok() && !IsRefusal(s)) return s;
       if (!s.ok()) {
         if (!single) tx.exec("ROLLBACK TO SAVEPOINT batch");

@@ -75,15 +75,58 @@ Result<std::vector<std::string>> DecodeStringList(const std::string& encoded) {
   return items;
 }
 
+bool IsStorableText(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == 0) return false;
+    size_t len = c < 0x80           ? 1
+                 : (c >> 5) == 0x6  ? 2
+                 : (c >> 4) == 0xe  ? 3
+                 : (c >> 3) == 0x1e ? 4
+                                    : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
 Status CheckBatch(const WriteBatch& batch) {
+  auto text = [](const char* field, const std::string& value) {
+    if (IsStorableText(value)) return Status::Ok();
+    return Status::InvalidArgument(std::string(field) + " is not valid UTF-8 text without NUL");
+  };
   for (const auto& t : batch.insert_txns) {
     if (t.gtid.empty()) return Status::InvalidArgument("insert of a transaction with empty gtid");
+    TXC_RETURN_IF_ERROR(text("gtid", t.gtid));
+    TXC_RETURN_IF_ERROR(text("owner", t.owner));
+    TXC_RETURN_IF_ERROR(text("idempotency_key", t.idempotency_key));
   }
   for (const auto& b : batch.insert_branches) {
     if (b.gtid.empty() || b.branch_id.empty()) {
       return Status::InvalidArgument("insert of a branch with empty gtid or branch_id");
     }
+    TXC_RETURN_IF_ERROR(text("gtid", b.gtid));
+    TXC_RETURN_IF_ERROR(text("branch_id", b.branch_id));
+    TXC_RETURN_IF_ERROR(text("endpoint", b.endpoint));
+    TXC_RETURN_IF_ERROR(text("resource", b.resource));
+    TXC_RETURN_IF_ERROR(text("action", b.action));
+    TXC_RETURN_IF_ERROR(text("compensation", b.compensation));
   }
+  for (const auto& u : batch.txn_updates) {
+    TXC_RETURN_IF_ERROR(text("gtid", u.gtid));
+    TXC_RETURN_IF_ERROR(text("expected_owner", u.expected_owner));
+    if (u.owner.has_value()) TXC_RETURN_IF_ERROR(text("owner", *u.owner));
+  }
+  for (const auto& u : batch.branch_updates) {
+    TXC_RETURN_IF_ERROR(text("gtid", u.gtid));
+    TXC_RETURN_IF_ERROR(text("branch_id", u.branch_id));
+    TXC_RETURN_IF_ERROR(text("expected_owner", u.expected_owner));
+  }
+  for (const auto& g : batch.delete_txns) TXC_RETURN_IF_ERROR(text("gtid", g));
   return Status::Ok();
 }
 

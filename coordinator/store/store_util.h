@@ -28,7 +28,13 @@ std::string EncodeStringList(const std::vector<std::string>& items);
 // kInternal on a malformed value.
 Result<std::vector<std::string>> DecodeStringList(const std::string& encoded);
 
-// Checks what neither backend can store: ids that are empty.
+// Whether a TEXT column can hold `s` on both backends: valid UTF-8, no NUL
+// (PostgreSQL refuses the first and silently truncates at the second).
+bool IsStorableText(const std::string& s);
+
+// kInvalidArgument (naming the field) for what the backends cannot store the
+// same way: empty ids, text that IsStorableText() refuses. Binary fields
+// (payloads, last_error) may hold any bytes.
 Status CheckBatch(const WriteBatch& batch);
 
 }  // namespace store_internal

@@ -494,6 +494,24 @@ TEST_P(TxnStoreConformanceTest, ApplyGroupIsolatesARefusedBatch) {
   EXPECT_TRUE(store_->ApplyGroup({}).empty());
 }
 
+TEST_P(TxnStoreConformanceTest, TextThatABackendCannotStoreIsRefusedAlone) {
+  WriteBatch good, bad_utf8, nul_in_id, good_too;
+  good.insert_txns = {MakeTxn("text-ok-1", "node-a", 1)};
+  bad_utf8.insert_txns = {MakeTxn("text-bad-1", "node-\xff\xfe", 1)};
+  nul_in_id.insert_txns = {MakeTxn(std::string("text-bad\0-2", 12), "node-a", 1)};
+  good_too.insert_txns = {MakeTxn("text-ok-2", "node-a", 1)};
+  good_too.insert_txns[0].payload = "\xff\xfe binary is fine";
+  auto statuses = store_->ApplyGroup({&good, &bad_utf8, &nul_in_id, &good_too});
+  EXPECT_TRUE(statuses[0].ok()) << statuses[0];
+  EXPECT_EQ(statuses[1].code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(statuses[2].code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(statuses[3].ok()) << statuses[3];
+  EXPECT_EQ(store_->GetTxn("text-bad-1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetTxn("text-bad").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Get("text-ok-2").payload, "\xff\xfe binary is fine");
+  EXPECT_EQ(store_->Apply(bad_utf8).code(), StatusCode::kInvalidArgument);
+}
+
 TEST_P(TxnStoreConformanceTest, LargeGroupOfDistinctTransactions) {
   // Many rows of each kind in one group (multi-row statements on PostgreSQL,
   // chunked past the per-statement limit).
