@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <thread>
 
 namespace txc {
@@ -53,6 +54,32 @@ TEST(ContextTest, RejectsGarbage) {
   wire::TxnContext no_gtid;
   EXPECT_EQ(DecodeTxnContext(EncodeTxnContext(no_gtid)).status().code(),
             StatusCode::kInvalidArgument);
+}
+
+TEST(ContextTest, RandomAndMutatedInputNeverCrashes) {
+  // Mutations of a valid encoding and random strings: each is either decoded
+  // (with a gtid) or rejected as kInvalidArgument; UBSan/ASan builds check the rest.
+  std::mt19937 rng(7);
+  const std::string valid = EncodeTxnContext(Sample());
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  int decoded = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string text = valid;
+    if (i % 2 == 0) {
+      text[rng() % text.size()] = alphabet[rng() % alphabet.size()];
+    } else {
+      text.resize(1 + rng() % 80);
+      for (char& c : text) c = alphabet[rng() % alphabet.size()];
+    }
+    auto r = DecodeTxnContext(text);
+    if (r.ok()) {
+      ++decoded;
+      EXPECT_FALSE(r->gtid.empty());
+    } else {
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    }
+  }
+  EXPECT_GT(decoded, 0);  // many single-character mutations only change the payload bytes
 }
 
 TEST(ContextTest, ScopesNestPerThread) {
