@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <chrono>
 #include <deque>
 #include <pqxx/pqxx>
 #include <set>
@@ -467,6 +468,7 @@ PostgresStore::~PostgresStore() = default;
 Result<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& connection_string,
                                                            PostgresStoreOptions options) {
   if (options.max_rows_per_statement == 0) options.max_rows_per_statement = 1;
+  if (options.max_connections == 0) options.max_connections = 1;
   std::unique_ptr<PostgresStore> store(new PostgresStore(connection_string, options));
   TXC_ASSIGN_OR_RETURN(auto conn, store->Acquire());
   store->Release(std::move(conn));
@@ -475,25 +477,53 @@ Result<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& co
 
 Result<std::unique_ptr<PostgresStore::Conn>> PostgresStore::Acquire() {
   {
-    std::lock_guard<std::mutex> lock(pool_mu_);
+    std::unique_lock<std::mutex> lock(pool_mu_);
+    const bool available =
+        pool_cv_.wait_for(lock, std::chrono::milliseconds(options_.acquire_timeout_ms),
+                          [this] { return !idle_.empty() || open_ < options_.max_connections; });
+    if (!available) {
+      return Status::Unavailable("all " + std::to_string(options_.max_connections) +
+                                 " PostgreSQL connections stayed busy for " +
+                                 std::to_string(options_.acquire_timeout_ms) + " ms");
+    }
     if (!idle_.empty()) {
       auto conn = std::move(idle_.back());
       idle_.pop_back();
       return conn;
     }
+    ++open_;  // reserved; connect outside the lock
   }
   try {
     auto conn = std::make_unique<Conn>();
     conn->conn = std::make_unique<pqxx::connection>(connection_string_);
     return conn;
   } catch (const std::exception& e) {
+    {
+      std::lock_guard<std::mutex> lock(pool_mu_);
+      --open_;
+    }
+    pool_cv_.notify_one();
     return Status::Unavailable(std::string("connecting to PostgreSQL: ") + e.what());
   }
 }
 
 void PostgresStore::Release(std::unique_ptr<Conn> conn) {
-  std::lock_guard<std::mutex> lock(pool_mu_);
-  if (idle_.size() < options_.max_idle_connections) idle_.push_back(std::move(conn));
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    idle_.push_back(std::move(conn));
+  }
+  pool_cv_.notify_one();
+}
+
+void PostgresStore::Drop(std::unique_ptr<Conn> conn) {
+  std::vector<std::unique_ptr<Conn>> stale;
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    stale.swap(idle_);
+    open_ -= stale.size() + (conn != nullptr ? 1 : 0);
+  }
+  pool_cv_.notify_all();
+  // Closed outside the lock.
 }
 
 template <typename Fn>
@@ -506,15 +536,13 @@ auto PostgresStore::Run(const char* what, bool retry_broken, Fn&& fn)
       Release(std::move(conn));
       return result;
     } catch (const pqxx::in_doubt_error& e) {
+      Drop(std::move(conn));
       LOG(ERROR) << what << ": commit outcome unknown: " << e.what();
       return Status::Indeterminate(std::string(what) + ": commit outcome unknown: " + e.what());
     } catch (const pqxx::broken_connection& e) {
       // The connection is dropped; nothing sent on it was committed. The
       // server probably restarted or failed over: the idle ones are stale too.
-      {
-        std::lock_guard<std::mutex> lock(pool_mu_);
-        idle_.clear();
-      }
+      Drop(std::move(conn));
       if (retry_broken && attempt == 0) {
         LOG(WARNING) << what << ": connection broken, retrying on a new one: " << e.what();
         continue;
@@ -530,8 +558,12 @@ auto PostgresStore::Run(const char* what, bool retry_broken, Fn&& fn)
       LOG(ERROR) << msg;
       return Status::Internal(msg);
     } catch (const std::exception& e) {
+      // The connection's state is unknown: do not reuse it.
       std::string msg = std::string(what) + ": " + e.what();
       LOG(ERROR) << msg;
+      std::lock_guard<std::mutex> lock(pool_mu_);
+      --open_;
+      pool_cv_.notify_one();
       return Status::Internal(msg);
     }
   }

@@ -1,7 +1,7 @@
 // PostgresStore: the TxnStore shared by coordinator replicas, on PostgreSQL
 // through libpqxx 6.4.
 //
-// A small pool of connections (each used by one thread at a time, its
+// A bounded pool of connections (each used by one thread at a time, its
 // statements prepared on first use). A connection that reports
 // pqxx::broken_connection is dropped and the next call makes a new one, so a
 // restarted or failed-over server (multi-host connection string with
@@ -19,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,7 +30,11 @@
 namespace txc {
 
 struct PostgresStoreOptions {
-  size_t max_idle_connections = 8;  // connections kept open between calls
+  // Connections opened at most; all are kept open between calls. A call that
+  // finds them all busy waits for one (up to acquire_timeout_ms, then
+  // kUnavailable) instead of opening and closing a connection of its own.
+  size_t max_connections = 32;
+  int64_t acquire_timeout_ms = 10000;
   // Largest number of rows of one kind in one multi-row statement.
   size_t max_rows_per_statement = 256;
 };
@@ -79,6 +84,9 @@ class PostgresStore final : public TxnStore {
 
   Result<std::unique_ptr<Conn>> Acquire();
   void Release(std::unique_ptr<Conn> conn);
+  // Forgets a connection that broke (and every idle one: they are likely
+  // broken too after a server restart or failover).
+  void Drop(std::unique_ptr<Conn> conn);
   // Runs fn(conn) -> Result/Status with library exceptions mapped to a Status.
   // `retry_broken`: one retry on a fresh connection after broken_connection.
   template <typename Fn>
@@ -87,8 +95,10 @@ class PostgresStore final : public TxnStore {
   const std::string connection_string_;
   const PostgresStoreOptions options_;
 
-  std::mutex pool_mu_;  // guards idle_
+  std::mutex pool_mu_;               // guards idle_ and open_
+  std::condition_variable pool_cv_;  // a connection was released or dropped
   std::vector<std::unique_ptr<Conn>> idle_;
+  size_t open_ = 0;  // connections that exist (idle or in use)
 
   std::atomic<int64_t> commits_{0};
   std::atomic<int64_t> batches_{0};
