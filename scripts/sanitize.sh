@@ -23,7 +23,7 @@ SAN_FLAGS=(-DCMAKE_CXX_FLAGS=-Wno-error=maybe-uninitialized)
 if [[ $mode == tsan ]]; then
   BUILD_DIR="${BUILD_DIR:-$TXC_ROOT/build-tsan}"
   txc_build "$BUILD_DIR" -DTXC_TSAN=ON "${SAN_FLAGS[@]}"
-  export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}"
+  export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1 suppressions=$TXC_ROOT/scripts/tsan.supp}"
 else
   BUILD_DIR="${BUILD_DIR:-$TXC_ROOT/build-asan}"
   txc_build "$BUILD_DIR" -DTXC_SANITIZE=ON "${SAN_FLAGS[@]}"
