@@ -363,32 +363,64 @@ bool WriteRows(PostgresStore::Conn& c, pqxx::transaction_base& tx, const Rows& r
   return true;
 }
 
-// Whether the batches can share multi-row statements with the outcome of
-// applying them one after another: no transaction is touched by two batches,
-// no row is updated twice within a batch, and every batch is well-formed.
-bool CanWriteTogether(const std::vector<const WriteBatch*>& batches) {
-  std::unordered_set<std::string> seen_gtids;
-  for (const WriteBatch* b : batches) {
-    if (!store_internal::CheckBatch(*b).ok()) return false;
-    std::unordered_set<std::string> mine;
-    for (const auto& t : b->insert_txns) mine.insert(t.gtid);
-    for (const auto& x : b->insert_branches) mine.insert(x.gtid);
-    std::unordered_set<std::string> updated;
-    for (const auto& u : b->txn_updates) {
-      if (!updated.insert(u.gtid).second) return false;
-      mine.insert(u.gtid);
-    }
-    std::set<std::pair<std::string, std::string>> updated_branches;
-    for (const auto& u : b->branch_updates) {
-      if (!updated_branches.emplace(u.gtid, u.branch_id).second) return false;
-      mine.insert(u.gtid);
-    }
-    for (const auto& g : b->delete_txns) mine.insert(g);
-    for (const auto& g : mine) {
-      if (!seen_gtids.insert(g).second) return false;
-    }
+// The transactions a batch touches. False when the batch cannot go through
+// the multi-row statements even alone (malformed, or one row updated twice).
+bool BatchKeys(const WriteBatch& b, std::unordered_set<std::string>* gtids) {
+  if (!store_internal::CheckBatch(b).ok()) return false;
+  for (const auto& t : b.insert_txns) gtids->insert(t.gtid);
+  for (const auto& x : b.insert_branches) gtids->insert(x.gtid);
+  std::unordered_set<std::string> updated;
+  for (const auto& u : b.txn_updates) {
+    if (!updated.insert(u.gtid).second) return false;
+    gtids->insert(u.gtid);
   }
+  std::set<std::pair<std::string, std::string>> updated_branches;
+  for (const auto& u : b.branch_updates) {
+    if (!updated_branches.emplace(u.gtid, u.branch_id).second) return false;
+    gtids->insert(u.gtid);
+  }
+  for (const auto& g : b.delete_txns) gtids->insert(g);
   return true;
+}
+
+// A run of consecutive batches [begin, end) of a group. `together`: they can
+// share multi-row statements with the outcome of applying them one after
+// another (no transaction touched by two of them, each well-formed).
+struct Segment {
+  size_t begin;
+  size_t end;
+  bool together;
+};
+
+// Splits a group into maximal segments whose batches can be written together,
+// in order; a batch that cannot is a segment of its own.
+std::vector<Segment> SplitGroup(const std::vector<const WriteBatch*>& batches) {
+  std::vector<Segment> segments;
+  std::unordered_set<std::string> current;
+  size_t begin = 0;
+  for (size_t i = 0; i < batches.size(); ++i) {
+    std::unordered_set<std::string> keys;
+    const bool ok = BatchKeys(*batches[i], &keys);
+    bool overlaps = !ok;
+    for (const auto& k : keys) {
+      if (overlaps) break;
+      overlaps = current.count(k) > 0;
+    }
+    if (overlaps && i > begin) {
+      segments.push_back({begin, i, true});
+      begin = i;
+      current.clear();
+    }
+    if (!ok) {
+      segments.push_back({i, i + 1, false});
+      begin = i + 1;
+      current.clear();
+      continue;
+    }
+    current.insert(keys.begin(), keys.end());
+  }
+  if (begin < batches.size()) segments.push_back({begin, batches.size(), true});
+  return segments;
 }
 
 Result<bool> Exists(PostgresStore::Conn& c, pqxx::transaction_base& tx, const std::string& name,
@@ -583,18 +615,23 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
   auto result = Run("apply group", true, [&](Conn& c) -> Result<std::vector<Status>> {
     const int64_t now_ms = NowUnixMs();
     std::vector<Status> statuses(batches.size());
-    if (CanWriteTogether(batches)) {
-      Rows all;
-      for (const WriteBatch* b : batches) all.Add(*b);
-      pqxx::work tx(*c.conn);
-      bool all_applied = false;
+    const std::vector<Segment> segments = SplitGroup(batches);
+    auto write_segment = [&](pqxx::transaction_base& tx, const Segment& seg) {
+      Rows rows;
+      for (size_t i = seg.begin; i < seg.end; ++i) rows.Add(*batches[i]);
       try {
-        all_applied = WriteRows(c, tx, all, max_rows, now_ms);
+        return WriteRows(c, tx, rows, max_rows, now_ms);
       } catch (const pqxx::sql_error& e) {
-        // A value one batch got wrong: find it below, batch by batch.
+        // A value one batch got wrong: found below, batch by batch.
         if (!IsBatchDataError(e.sqlstate())) throw;
+        return false;
       }
-      if (all_applied) {
+    };
+    // Common case: the whole group in a few statements, no savepoints.
+    bool whole_group_failed = false;
+    if (segments.size() == 1 && segments[0].together) {
+      pqxx::work tx(*c.conn);
+      if (write_segment(tx, segments[0])) {
         tx.commit();
         commits_ += 1;
         batches_ += static_cast<int64_t>(batches.size());
@@ -602,29 +639,43 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
         return statuses;
       }
       tx.abort();  // some batch is refused: redo them one by one
+      whole_group_failed = true;
     }
     savepoint_groups_ += 1;
     pqxx::work tx(*c.conn);
     const bool single = batches.size() == 1;
     bool any_applied = false;
-    for (size_t i = 0; i < batches.size(); ++i) {
-      if (!single) tx.exec("SAVEPOINT batch");
-      Status s;
-      try {
-        s = ApplyOneBatch(c, tx, *batches[i], max_rows, now_ms);
-      } catch (const pqxx::sql_error& e) {
-        // Refuse this batch alone; its savepoint makes the transaction usable again.
-        if (single || !IsBatchDataError(e.sqlstate())) throw;
-        s = Status::InvalidArgument(std::string("batch refused by PostgreSQL: ") + e.what());
+    for (const Segment& seg : segments) {
+      // Try the segment's batches together; on a refusal, one by one.
+      if (seg.together && seg.end - seg.begin > 1 && !whole_group_failed) {
+        tx.exec("SAVEPOINT segment");
+        if (write_segment(tx, seg)) {
+          tx.exec("RELEASE SAVEPOINT segment");
+          any_applied = true;
+          continue;
+        }
+        tx.exec("ROLLBACK TO SAVEPOINT segment");
+        tx.exec("RELEASE SAVEPOINT segment");
       }
-      if (!s.ok() && !IsRefusal(s)) return s;
-      if (!s.ok()) {
-        if (!single) tx.exec("ROLLBACK TO SAVEPOINT batch");
-        statuses[i] = s;
-      } else {
-        any_applied = true;
+      for (size_t i = seg.begin; i < seg.end; ++i) {
+        if (!single) tx.exec("SAVEPOINT batch");
+        Status s;
+        try {
+          s = ApplyOneBatch(c, tx, *batches[i], max_rows, now_ms);
+        } catch (const pqxx::sql_error& e) {
+          // Refuse this batch alone; its savepoint makes the transaction usable again.
+          if (single || !IsBatchDataError(e.sqlstate())) throw;
+          s = Status::InvalidArgument(std::string("batch refused by PostgreSQL: ") + e.what());
+        }
+        if (!s.ok() && !IsRefusal(s)) return s;
+        if (!s.ok()) {
+          if (!single) tx.exec("ROLLBACK TO SAVEPOINT batch");
+          statuses[i] = s;
+        } else {
+          any_applied = true;
+        }
+        if (!single) tx.exec("RELEASE SAVEPOINT batch");
       }
-      if (!single) tx.exec("RELEASE SAVEPOINT batch");
     }
     if (any_applied) {
       tx.commit();

@@ -10,10 +10,12 @@
 // was sent is retried once too (nothing of it was applied); a commit whose
 // outcome is unknown (pqxx::in_doubt_error) is kIndeterminate.
 //
-// ApplyGroup writes the whole group with a few multi-row statements when the
-// batches touch distinct transactions, and falls back to one savepoint per
-// batch when a batch is refused (or two batches touch the same transaction),
-// so a refused batch never affects the others.
+// ApplyGroup writes the whole group with a few multi-row statements when its
+// batches touch distinct transactions. Otherwise it splits the group into runs
+// of consecutive batches that do, each written together under a savepoint, so
+// the outcome is that of applying the batches one after another. A run with a
+// refused batch is redone batch by batch, a savepoint each, so a refused
+// batch never affects the others.
 //
 // Thread-safety: every method may be called from any thread.
 #pragma once

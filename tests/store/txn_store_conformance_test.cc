@@ -512,6 +512,49 @@ TEST_P(TxnStoreConformanceTest, TextThatABackendCannotStoreIsRefusedAlone) {
   EXPECT_EQ(store_->Apply(bad_utf8).code(), StatusCode::kInvalidArgument);
 }
 
+TEST_P(TxnStoreConformanceTest, BatchesOfOneTransactionInAGroupApplyInOrder) {
+  Seed("seq", "node-a", 1, TxnState::kActive);
+  Seed("other-1", "node-a", 1, TxnState::kActive);
+  Seed("other-2", "node-a", 1, TxnState::kActive);
+  auto move = [](const std::string& gtid, TxnState from, TxnState to) {
+    WriteBatch b;
+    TxnUpdate u;
+    u.gtid = gtid;
+    u.expected_states = {from};
+    u.expected_owner = "node-a";
+    u.expected_epoch = 1;
+    u.state = to;
+    b.txn_updates = {u};
+    return b;
+  };
+  WriteBatch b1 = move("seq", TxnState::kActive, TxnState::kPreparing);
+  WriteBatch b2 = move("other-1", TxnState::kActive, TxnState::kAborting);
+  WriteBatch b3 = move("seq", TxnState::kPreparing, TxnState::kCommitting);
+  WriteBatch b4 = move("seq", TxnState::kActive, TxnState::kAborting);  // too late: refused
+  WriteBatch b5 = move("other-2", TxnState::kActive, TxnState::kPreparing);
+  b5.insert_txns = {MakeTxn("seq-new", "node-a", 1)};
+  WriteBatch b6;
+  b6.delete_txns = {"other-1"};
+  auto statuses = store_->ApplyGroup({&b1, &b2, &b3, &b4, &b5, &b6});
+  ASSERT_EQ(statuses.size(), 6u);
+  for (int i : {0, 1, 2, 4, 5}) EXPECT_TRUE(statuses[i].ok()) << i << ": " << statuses[i];
+  EXPECT_EQ(statuses[3].code(), StatusCode::kConflict);
+  EXPECT_EQ(Get("seq").state, TxnState::kCommitting);
+  EXPECT_EQ(store_->GetTxn("other-1").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Get("other-2").state, TxnState::kPreparing);
+  EXPECT_TRUE(store_->GetTxn("seq-new").ok());
+
+  // Without a refusal the same shape commits through the multi-row path.
+  WriteBatch c1 = move("seq", TxnState::kCommitting, TxnState::kCommitted);
+  WriteBatch c2 = move("other-2", TxnState::kPreparing, TxnState::kAborting);
+  WriteBatch c3;
+  c3.delete_txns = {"seq"};
+  statuses = store_->ApplyGroup({&c1, &c2, &c3});
+  for (const auto& s : statuses) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(store_->GetTxn("seq").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(Get("other-2").state, TxnState::kAborting);
+}
+
 TEST_P(TxnStoreConformanceTest, LargeGroupOfDistinctTransactions) {
   // Many rows of each kind in one group (multi-row statements on PostgreSQL,
   // chunked past the per-statement limit).
