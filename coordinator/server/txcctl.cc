@@ -45,6 +45,10 @@ std::string Name(const std::map<int, const char*>& names, int value) {
   return it == names.end() ? "?" + std::to_string(value) : it->second;
 }
 
+std::string StripPrefix(const std::string& s, const std::string& prefix) {
+  return s.rfind(prefix, 0) == 0 ? s.substr(prefix.size()) : s;
+}
+
 std::string Time(int64_t unix_ms) {
   if (unix_ms <= 0) return "-";
   const time_t secs = static_cast<time_t>(unix_ms / 1000);
@@ -223,7 +227,9 @@ int main(int argc, char** argv) {
   }
   auto print_decision = [](const txc::wire::CommitResponse& r) {
     std::cout << r.gtid << ": " << Name(txc::wire::_TxnState_VALUES_TO_NAMES, r.state)
-              << " (outcome " << Name(txc::wire::_Outcome_VALUES_TO_NAMES, r.outcome) << ")\n";
+              << " (outcome "
+              << StripPrefix(Name(txc::wire::_Outcome_VALUES_TO_NAMES, r.outcome), "OUTCOME_")
+              << ")\n";
   };
   if (command == "commit") {
     if (!need_args(1)) return UsageError("commit takes one GTID");

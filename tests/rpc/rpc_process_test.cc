@@ -515,6 +515,12 @@ TEST_F(SqliteCoordinatorTest, TxcctlBeginStatusHealth) {
   EXPECT_NE(out.find("node_id:  node-1"), std::string::npos) << out;
   EXPECT_NE(out.find("store:    sqlite"), std::string::npos) << out;
   EXPECT_FALSE(run({"status", "no-such-gtid"}, &out).ok());  // NotFound: exit 1
+  // With no branches the 2PC driver decides at once.
+  ASSERT_TRUE(run({"commit", gtid, "--wait=completion"}, &out).ok()) << out;
+  EXPECT_NE(out.find(gtid + ": COMMITTED (outcome COMMIT)"), std::string::npos) << out;
+  EXPECT_FALSE(run({"rollback", gtid}, &out).ok());  // IllegalTransition: exit 1
+  EXPECT_NE(testing::ReadFileOrEmpty(dir_.Child("txcctl.err")).find("IllegalTransition"),
+            std::string::npos);
 }
 
 }  // namespace
