@@ -87,7 +87,7 @@ Status SqliteBeginImmediate(sqlite3* db) {
   for (int attempt = 1;; ++attempt) {
     int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) return Status::Ok();
-    if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+    if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) {
       return Status::Internal("BEGIN IMMEDIATE: " + SqliteError(db));
     }
     if (MonotonicMs() >= deadline) {
@@ -235,7 +235,21 @@ Status ApplyMigrationsSqlite(sqlite3* db, const std::string& schema,
     SqliteExec(db, "ROLLBACK", "rollback").IgnoreError();
     return s;
   }
-  return SqliteExec(db, "COMMIT", "committing migrations of " + schema);
+  // In rollback-journal mode COMMIT waits for readers to go; on a connection
+  // without busy_timeout it reports SQLITE_BUSY and may simply be retried.
+  const int64_t deadline = MonotonicMs() + kSqliteLockWaitMs;
+  BackoffPolicy policy{2, 100, 2.0};
+  for (int attempt = 1;; ++attempt) {
+    int rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) return Status::Ok();
+    if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) || MonotonicMs() >= deadline) {
+      Status failed =
+          Status::Internal("committing migrations of " + schema + ": " + SqliteError(db));
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return failed;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(BackoffDelayMs(policy, attempt)));
+  }
 }
 
 Status MigrateSqlite(sqlite3* db, const std::string& schema) {
