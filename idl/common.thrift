@@ -5,7 +5,7 @@
 
 namespace cpp txc.wire
 namespace java io.txc.wire
-namespace py txc.wire
+namespace py txc.wire.common
 namespace go txcwire
 namespace netstd Txc.Wire
 

@@ -3,7 +3,7 @@ include "common.thrift"
 
 namespace cpp txc.wire
 namespace java io.txc.wire
-namespace py txc.wire
+namespace py txc.wire.coordinator
 namespace go txcwire
 namespace netstd Txc.Wire
 

@@ -4,7 +4,7 @@ include "common.thrift"
 
 namespace cpp txc.wire
 namespace java io.txc.wire
-namespace py txc.wire
+namespace py txc.wire.participant
 namespace go txcwire
 namespace netstd Txc.Wire
 
