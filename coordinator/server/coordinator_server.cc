@@ -171,8 +171,7 @@ Status CoordinatorServer::Start() {
     two_phase_ =
         std::make_unique<TwoPhaseDriver>(store_.get(), log_.get(), node_, two_phase_options);
     service_->SetTwoPhaseOps(two_phase_.get());
-    sweeper_ = std::make_unique<Sweeper>(store_.get(), node_, two_phase_.get(), nullptr,
-                                         o.sweeper);
+    sweeper_ = std::make_unique<Sweeper>(store_.get(), node_, two_phase_.get(), nullptr, o.sweeper);
     sweeper_->Start();
   }
 

@@ -78,8 +78,7 @@ int main(int argc, char** argv) {
       po::value(&options.sweeper.interval_ms)->default_value(options.sweeper.interval_ms),
       "recovery sweeper: time between passes (claims orphans, redrives due transactions)")(
       "saga_park_after_attempts",
-      po::value(&options.saga.park_after_attempts)
-          ->default_value(options.saga.park_after_attempts),
+      po::value(&options.saga.park_after_attempts)->default_value(options.saga.park_after_attempts),
       "Saga: compensation deliveries before the saga is PARKED (then retried by the sweeper)")(
       "saga_parked_retry_ms",
       po::value(&options.saga.parked_retry_ms)->default_value(options.saga.parked_retry_ms),
