@@ -28,22 +28,7 @@ bool SagaEdge(TxnState from, TxnState to) {
   return false;
 }
 
-bool IsSagaState(TxnState s) {
-  switch (s) {
-    case TxnState::kRunning:
-    case TxnState::kSucceeded:
-    case TxnState::kCompensating:
-    case TxnState::kCompensated:
-    case TxnState::kParked: return true;
-    case TxnState::kActive:
-    case TxnState::kPreparing:
-    case TxnState::kCommitting:
-    case TxnState::kCommitted:
-    case TxnState::kAborting:
-    case TxnState::kAborted: return false;
-  }
-  return false;
-}
+bool IsSagaState(TxnState s) { return IsStateOf(TxnKind::kSaga, s); }
 
 // Legal step edges, as drawn in saga.h.
 bool StepEdge(BranchState from, BranchState to) {
@@ -67,23 +52,7 @@ bool StepEdge(BranchState from, BranchState to) {
   return false;
 }
 
-bool IsStepState(BranchState s) {
-  switch (s) {
-    case BranchState::kPending:
-    case BranchState::kStepRunning:
-    case BranchState::kDone:
-    case BranchState::kFailed:
-    case BranchState::kStepCompensating:
-    case BranchState::kStepCompensated:
-    case BranchState::kSkipped: return true;
-    case BranchState::kRegistered:
-    case BranchState::kPrepared:
-    case BranchState::kReadOnly:
-    case BranchState::kBranchCommitted:
-    case BranchState::kBranchAborted: return false;
-  }
-  return false;
-}
+bool IsStepState(BranchState s) { return IsStateOf(TxnKind::kSaga, s); }
 
 // True if `to` can be reached from `from` along legal edges (the graphs are tiny).
 template <typename S, typename EdgeFn>

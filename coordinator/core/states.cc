@@ -62,4 +62,39 @@ bool IsFinal(TxnState state) {
   return false;
 }
 
+bool IsStateOf(TxnKind kind, TxnState state) {
+  switch (state) {
+    case TxnState::kActive:
+    case TxnState::kPreparing:
+    case TxnState::kCommitting:
+    case TxnState::kCommitted:
+    case TxnState::kAborting:
+    case TxnState::kAborted: return kind == TxnKind::kTwoPhase;
+    case TxnState::kRunning:
+    case TxnState::kSucceeded:
+    case TxnState::kCompensating:
+    case TxnState::kCompensated:
+    case TxnState::kParked: return kind == TxnKind::kSaga;
+  }
+  return false;
+}
+
+bool IsStateOf(TxnKind kind, BranchState state) {
+  switch (state) {
+    case BranchState::kRegistered:
+    case BranchState::kPrepared:
+    case BranchState::kReadOnly:
+    case BranchState::kBranchCommitted:
+    case BranchState::kBranchAborted: return kind == TxnKind::kTwoPhase;
+    case BranchState::kPending:
+    case BranchState::kStepRunning:
+    case BranchState::kDone:
+    case BranchState::kFailed:
+    case BranchState::kStepCompensating:
+    case BranchState::kStepCompensated:
+    case BranchState::kSkipped: return kind == TxnKind::kSaga;
+  }
+  return false;
+}
+
 }  // namespace txc

@@ -63,4 +63,10 @@ const char* BranchStateName(BranchState state);
 // True for states nothing moves out of (kParked is not final: it is still retried).
 bool IsFinal(TxnState state);
 
+// True if `state` belongs to `kind`'s protocol (2PC: kActive..kAborted and
+// kRegistered..kBranchAborted; Saga: kRunning..kParked and kPending..kSkipped).
+// False for a value outside the enum.
+bool IsStateOf(TxnKind kind, TxnState state);
+bool IsStateOf(TxnKind kind, BranchState state);
+
 }  // namespace txc

@@ -27,40 +27,9 @@ bool PastOn(const std::array<T, N>& path, T from, T to) {
   return f >= 0 && t >= 0 && f >= t;
 }
 
-bool IsTwoPhaseState(TxnState state) {
-  switch (state) {
-    case TxnState::kActive:
-    case TxnState::kPreparing:
-    case TxnState::kCommitting:
-    case TxnState::kCommitted:
-    case TxnState::kAborting:
-    case TxnState::kAborted: return true;
-    case TxnState::kRunning:
-    case TxnState::kSucceeded:
-    case TxnState::kCompensating:
-    case TxnState::kCompensated:
-    case TxnState::kParked: return false;
-  }
-  return false;
-}
+bool IsTwoPhaseState(TxnState state) { return IsStateOf(TxnKind::kTwoPhase, state); }
 
-bool IsTwoPhaseBranchState(BranchState state) {
-  switch (state) {
-    case BranchState::kRegistered:
-    case BranchState::kPrepared:
-    case BranchState::kReadOnly:
-    case BranchState::kBranchCommitted:
-    case BranchState::kBranchAborted: return true;
-    case BranchState::kPending:
-    case BranchState::kStepRunning:
-    case BranchState::kDone:
-    case BranchState::kFailed:
-    case BranchState::kStepCompensating:
-    case BranchState::kStepCompensated:
-    case BranchState::kSkipped: return false;
-  }
-  return false;
-}
+bool IsTwoPhaseBranchState(BranchState state) { return IsStateOf(TxnKind::kTwoPhase, state); }
 
 bool IsLegalTxnEdge(TxnState from, TxnState to, bool one_phase) {
   switch (from) {
