@@ -586,15 +586,30 @@ Status CallParticipant(ClientPool<wire::ParticipantClient>* clients, const TxnRe
 
 }  // namespace
 
+bool SagaDriver::SnapshotStep(Run& run, const std::string& step_id, TxnRecord* txn,
+                              BranchRecord* step) {
+  std::lock_guard<std::mutex> lock(run.mu);
+  if (run.gone) return false;
+  *txn = run.txn;
+  *step = run.steps[run.index.at(step_id)];
+  return true;
+}
+
+void SagaDriver::RetryStepAfter(const std::shared_ptr<Run>& run, const std::string& step_id,
+                                int64_t delay_ms) {
+  workers_->PostAfter(delay_ms, [this, run, step_id] {
+    {
+      std::lock_guard<std::mutex> lock(run->mu);
+      run->busy.erase(step_id);
+    }
+    Advance(run);
+  });
+}
+
 void SagaDriver::CallAction(const std::shared_ptr<Run>& run, const std::string& step_id) {
   TxnRecord txn;
   BranchRecord step;
-  {
-    std::lock_guard<std::mutex> lock(run->mu);
-    if (run->gone) return;
-    txn = run->txn;
-    step = run->steps[run->index.at(step_id)];
-  }
+  if (!SnapshotStep(*run, step_id, &txn, &step)) return;
   wire::StepResult result;
   Status rpc =
       CallParticipant(&workers_->clients, txn, step, /*action=*/true, Coordinators(), &result);
@@ -616,13 +631,7 @@ void SagaDriver::CallAction(const std::shared_ptr<Run>& run, const std::string& 
             BackoffDelayMs(BackoffPolicy{s.initial_backoff_ms, s.max_backoff_ms, 2.0}, s.attempts);
         VLOG(1) << "saga " << txn.gtid << " step " << step_id << ": action attempt " << s.attempts
                 << " not done (" << s.last_error << "), retry in " << delay << " ms";
-        workers_->PostAfter(delay, [this, run, step_id] {
-          {
-            std::lock_guard<std::mutex> lock(run->mu);
-            run->busy.erase(step_id);
-          }
-          Advance(run);
-        });
+        RetryStepAfter(run, step_id, delay);
         return;  // stays busy until the retry is due
       }
     }
@@ -642,12 +651,7 @@ void SagaDriver::CallAction(const std::shared_ptr<Run>& run, const std::string& 
 void SagaDriver::CallCompensation(const std::shared_ptr<Run>& run, const std::string& step_id) {
   TxnRecord txn;
   BranchRecord step;
-  {
-    std::lock_guard<std::mutex> lock(run->mu);
-    if (run->gone) return;
-    txn = run->txn;
-    step = run->steps[run->index.at(step_id)];
-  }
+  if (!SnapshotStep(*run, step_id, &txn, &step)) return;
   wire::StepResult result;
   Status rpc =
       CallParticipant(&workers_->clients, txn, step, /*action=*/false, Coordinators(), &result);
@@ -675,13 +679,7 @@ void SagaDriver::CallCompensation(const std::shared_ptr<Run>& run, const std::st
         run->parked_round_failed = true;
       } else if (s.attempts < options_.park_after_attempts) {
         const int64_t delay = BackoffDelayMs(options_.compensation_backoff, s.attempts);
-        workers_->PostAfter(delay, [this, run, step_id] {
-          {
-            std::lock_guard<std::mutex> lock(run->mu);
-            run->busy.erase(step_id);
-          }
-          Advance(run);
-        });
+        RetryStepAfter(run, step_id, delay);
         return;  // stays busy until the retry is due
       }
     }

@@ -107,6 +107,12 @@ class SagaDriver : public SagaOps {
   void Advance(const std::shared_ptr<Run>& run);
   void CallAction(const std::shared_ptr<Run>& run, const std::string& step_id);
   void CallCompensation(const std::shared_ptr<Run>& run, const std::string& step_id);
+  // Copies the run's transaction and step `step_id` under run.mu; false when the run is gone.
+  static bool SnapshotStep(Run& run, const std::string& step_id, TxnRecord* txn,
+                           BranchRecord* step);
+  // After `delay_ms`, step `step_id` stops being busy and the run advances.
+  void RetryStepAfter(const std::shared_ptr<Run>& run, const std::string& step_id,
+                      int64_t delay_ms);
   // Forgets the run (finished, parked with nothing in flight, or a write failed).
   void Release(const std::shared_ptr<Run>& run, const char* why);
   void ResumeNow(const std::string& gtid);
