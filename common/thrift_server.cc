@@ -40,7 +40,7 @@ Status ThriftServer::Start() {
   if (options_.recv_timeout_ms > 0) socket->setRecvTimeout(options_.recv_timeout_ms);
   auto transport_factory = std::make_shared<ResettingFramedTransportFactory>(config);
   server_ = std::make_shared<TThreadedServer>(processor_, socket, transport_factory,
-                                              MakeProtocolFactory());
+                                              MakeProtocolFactory(options_.max_message_bytes));
   server_->setConcurrentClientLimit(options_.max_connections);
   auto ready = std::make_shared<std::promise<Status>>();
   auto ready_future = ready->get_future();

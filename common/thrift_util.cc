@@ -4,6 +4,7 @@
 #include <thrift/TApplicationException.h>
 #include <thrift/TOutput.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace txc {
@@ -34,10 +35,12 @@ std::shared_ptr<TTransport> ResettingFramedTransportFactory::getTransport(
   return std::make_shared<ResettingFramedTransport>(std::move(trans), config_);
 }
 
-std::shared_ptr<apache::thrift::protocol::TProtocolFactory> MakeProtocolFactory() {
-  // Strict read/write; string and container sizes are bounded by the transport's
-  // remaining message size, which the configuration caps.
-  return std::make_shared<apache::thrift::protocol::TBinaryProtocolFactory>();
+std::shared_ptr<apache::thrift::protocol::TProtocolFactory> MakeProtocolFactory(
+    int64_t max_message_bytes) {
+  const int32_t string_limit =
+      static_cast<int32_t>(std::max<int64_t>(1, std::min<int64_t>(max_message_bytes, INT32_MAX)));
+  return std::make_shared<apache::thrift::protocol::TBinaryProtocolFactory>(
+      string_limit, kMaxContainerElements, /*strict_read=*/false, /*strict_write=*/true);
 }
 
 Result<HostPort> ParseEndpoint(const std::string& endpoint) {
@@ -81,8 +84,8 @@ Result<std::shared_ptr<apache::thrift::protocol::TProtocol>> OpenProtocol(
     return Status::Unavailable("cannot connect to " + endpoint.ToString() + ": " + e.what());
   }
   *transport = framed;
-  return std::shared_ptr<apache::thrift::protocol::TProtocol>(
-      std::make_shared<apache::thrift::protocol::TBinaryProtocol>(framed));
+  // The same limits as a server's: a hostile peer's answer cannot exhaust memory.
+  return MakeProtocolFactory(options.max_message_bytes)->getProtocol(framed);
 }
 
 Status TranslateThriftException(const std::exception& e, const std::string& endpoint) {

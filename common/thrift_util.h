@@ -55,8 +55,18 @@ class ResettingFramedTransportFactory : public apache::thrift::transport::TTrans
   std::shared_ptr<apache::thrift::TConfiguration> config_;
 };
 
-// Binary protocol factory whose string/container limits come from the transport's config.
-std::shared_ptr<apache::thrift::protocol::TProtocolFactory> MakeProtocolFactory();
+// Most elements one container (list/set/map) on the wire may declare.
+constexpr int32_t kMaxContainerElements = 64 * 1024;
+
+// Binary protocol factory with explicit string and container limits. Thrift
+// 0.17 checks a declared size against the bytes left in the message only with
+// a minimum element size, which is 0 for a struct: a 20-byte message declaring
+// a list of 2^31-1 structs made the reader resize a vector to that and die with
+// std::bad_alloc, and a declared 2 GiB string was allocated before the read
+// failed. Strings are capped at the message size, containers at
+// kMaxContainerElements (well above every list the IDL allows).
+std::shared_ptr<apache::thrift::protocol::TProtocolFactory> MakeProtocolFactory(
+    int64_t max_message_bytes = kDefaultMaxMessageBytes);
 
 struct HostPort {
   std::string host;

@@ -1,6 +1,10 @@
 #include "common/thrift_util.h"
 
 #include <gtest/gtest.h>
+#include <thrift/protocol/TProtocolException.h>
+#include <thrift/transport/TBufferTransports.h>
+
+#include <cstring>
 
 namespace txc {
 namespace {
@@ -33,6 +37,66 @@ TEST(ClientPoolTest, UnreachablePeerIsUnavailable) {
   Status s = pool.Call("127.0.0.1:1", [&](NoClient&) { called = true; });
   EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
   EXPECT_FALSE(called);
+}
+
+// A few bytes that declare a huge container or string must be refused by the
+// size limits before anything is allocated (Thrift's own check lets a list of
+// 2^31-1 structs through: their minimum size is 0 bytes).
+TEST(MakeProtocolFactoryTest, RefusesHugeDeclaredSizes) {
+  using apache::thrift::protocol::TProtocolException;
+  using apache::thrift::protocol::TType;
+  auto read_with = [](const std::string& bytes, auto&& read) {
+    auto buffer = std::make_shared<apache::thrift::transport::TMemoryBuffer>();
+    buffer->write(reinterpret_cast<const uint8_t*>(bytes.data()),
+                  static_cast<uint32_t>(bytes.size()));
+    auto protocol = MakeProtocolFactory()->getProtocol(buffer);
+    try {
+      read(*protocol);
+    } catch (const TProtocolException& e) {
+      return e.getType();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a size limit: " << e.what();
+    }
+    return TProtocolException::UNKNOWN;
+  };
+  // list header: element type (struct = 12), then the size, big-endian.
+  const std::string huge_list = std::string("\x0c\x7f\xff\xff\xff", 5);
+  EXPECT_EQ(read_with(huge_list,
+                      [](auto& p) {
+                        TType type;
+                        uint32_t size = 0;
+                        p.readListBegin(type, size);
+                      }),
+            TProtocolException::SIZE_LIMIT);
+  const std::string over_limit_list = std::string("\x0c\x00\x01\x00\x01", 5);  // 65537
+  EXPECT_EQ(read_with(over_limit_list,
+                      [](auto& p) {
+                        TType type;
+                        uint32_t size = 0;
+                        p.readListBegin(type, size);
+                      }),
+            TProtocolException::SIZE_LIMIT);
+  // A string one byte longer than the largest message.
+  uint32_t big = static_cast<uint32_t>(kDefaultMaxMessageBytes + 1);
+  const char string_header[4] = {static_cast<char>(big >> 24), static_cast<char>(big >> 16),
+                                 static_cast<char>(big >> 8), static_cast<char>(big)};
+  EXPECT_EQ(read_with(std::string(string_header, 4),
+                      [](auto& p) {
+                        std::string s;
+                        p.readString(s);
+                      }),
+            TProtocolException::SIZE_LIMIT);
+  // Within the limits a list reads normally.
+  const std::string small_list = std::string("\x0b\x00\x00\x00\x02", 5);
+  EXPECT_EQ(read_with(small_list,
+                      [](auto& p) {
+                        TType type;
+                        uint32_t size = 0;
+                        p.readListBegin(type, size);
+                        EXPECT_EQ(size, 2u);
+                        throw TProtocolException(TProtocolException::UNKNOWN, "read");
+                      }),
+            TProtocolException::UNKNOWN);
 }
 
 }  // namespace
