@@ -269,6 +269,44 @@ int RunService(const std::string& name, const ServiceFlags& flags, const std::st
   return 0;
 }
 
+txc::participant::StepResult OrderStepHooks::Action(const txc::participant::StepContext& ctx) {
+  if (action_delay_ms_ > 0)
+    std::this_thread::sleep_for(std::chrono::milliseconds(action_delay_ms_));
+  sqlite3* db = txc::participant::SqliteDbOf(ctx);
+  auto order = DecodeOrder(ctx.payload);
+  if (db == nullptr) return txc::participant::StepResult::RetryLater("no barrier transaction");
+  if (!order.ok()) return txc::participant::StepResult::Failure(order.status().message());
+  return Act(ctx.name, db, *order);
+}
+
+txc::participant::StepResult OrderStepHooks::Compensate(const txc::participant::StepContext& ctx) {
+  sqlite3* db = txc::participant::SqliteDbOf(ctx);
+  auto order = DecodeOrder(ctx.payload);
+  if (db == nullptr || !order.ok())
+    return txc::participant::StepResult::RetryLater("cannot compensate now");
+  return Undo(ctx.name, db, *order);
+}
+
+int ServiceMain(
+    int argc, char** argv, const std::string& name, const std::string& default_seed,
+    const std::string& schema_sql,
+    const std::function<Status(sqlite3*, const std::vector<std::string>& row)>& seed_row,
+    const std::function<std::shared_ptr<OrderStepHooks>(int64_t action_delay_ms)>& make_hooks) {
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  ServiceFlags flags = ParseFlags(argc, argv);
+  if (flags.seed.empty()) flags.seed = default_seed;
+  const std::string seed = flags.seed;
+  return RunService(
+      name, flags, schema_sql,
+      [&seed, &seed_row](sqlite3* db) {
+        if (!seed_row) return Status::Ok();
+        for (const auto& row : ParseSeed(seed)) TXC_RETURN_IF_ERROR(seed_row(db, row));
+        return Status::Ok();
+      },
+      make_hooks(flags.action_delay_ms));
+}
+
 // ---- client ------------------------------------------------------------------------
 
 std::vector<std::string> SagaStepIds() {

@@ -72,6 +72,36 @@ int RunService(const std::string& name, const ServiceFlags& flags, const std::st
 // Parses "a:1:x,b:2:y" into rows of fields.
 std::vector<std::vector<std::string>> ParseSeed(const std::string& seed);
 
+// The hooks every service shares: Action sleeps --action_delay_ms, then hands
+// the barrier's SQLite transaction and the decoded order to Act (no
+// transaction: RETRY_LATER; a bad payload: FAILURE); Compensate hands them to
+// Undo (either missing: RETRY_LATER).
+class OrderStepHooks : public txc::participant::Participant {
+ public:
+  explicit OrderStepHooks(int64_t action_delay_ms) : action_delay_ms_(action_delay_ms) {}
+  txc::participant::StepResult Action(const txc::participant::StepContext& ctx) final;
+  txc::participant::StepResult Compensate(const txc::participant::StepContext& ctx) final;
+
+ protected:
+  // `step` is the step's action / compensation name.
+  virtual txc::participant::StepResult Act(const std::string& step, sqlite3* db,
+                                           const Order& order) = 0;
+  virtual txc::participant::StepResult Undo(const std::string& step, sqlite3* db,
+                                            const Order& order) = 0;
+
+ private:
+  const int64_t action_delay_ms_;
+};
+
+// The whole main() of a service: glog to stderr, ParseFlags (`default_seed`
+// when --seed is not given), then RunService with `seed` called on the parsed
+// seed rows and the hooks `make_hooks(--action_delay_ms)` returns.
+int ServiceMain(
+    int argc, char** argv, const std::string& name, const std::string& default_seed,
+    const std::string& schema_sql,
+    const std::function<txc::Status(sqlite3*, const std::vector<std::string>& row)>& seed_row,
+    const std::function<std::shared_ptr<OrderStepHooks>(int64_t action_delay_ms)>& make_hooks);
+
 // ---- the client --------------------------------------------------------------------
 struct ShopEndpoints {
   std::string coordinator;                // host:port (comma-separated replicas)
