@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "examples/bank-transfer-2pc/bank_payload.h"
+#include "examples/bank-transfer-2pc/cli.h"
 #include "migrations/migrator.h"
 #include "txc/participant/participant_server.h"
 #include "txc/participant/pg_resource.h"
@@ -119,17 +120,7 @@ int main(int argc, char** argv) {
                                         "write the bound port here once serving")(
       "v", po::value<int>(&FLAGS_v)->default_value(0), "glog verbosity");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const std::exception& e) {
-    std::cerr << "bank: " << e.what() << "\n" << desc << "\n";
-    return 2;
-  }
+  if (int rc = bank::ParseCommandLine("bank", argc, argv, desc, &vm); rc >= 0) return rc;
 
   try {
     pqxx::connection conn(db);

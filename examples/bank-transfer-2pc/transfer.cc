@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/backoff.h"
+#include "examples/bank-transfer-2pc/cli.h"
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 
 namespace po = boost::program_options;
@@ -44,17 +45,7 @@ int main(int argc, char** argv) {
       "settle_timeout_ms", po::value<int64_t>(&settle_timeout_ms)->default_value(30000),
       "how long to wait for phase 2 to finish before checking the total");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    if (vm.count("help")) {
-      std::cout << desc << "\n";
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const std::exception& e) {
-    std::cerr << "transfer: " << e.what() << "\n" << desc << "\n";
-    return 2;
-  }
+  if (int rc = bank::ParseCommandLine("transfer", argc, argv, desc, &vm); rc >= 0) return rc;
   std::stringstream in(coordinators);
   for (std::string item; std::getline(in, item, ',');) {
     if (!item.empty()) o.coordinators.push_back(item);
