@@ -13,6 +13,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+# shellcheck source=../common.sh
+source "$ROOT/examples/common.sh"
 
 if [[ ! -x "$BUILD_DIR/coordinator/server/coordinator" || ! -x "$BUILD_DIR/examples/bank-transfer-2pc/bank" ||
       ! -x "$BUILD_DIR/examples/bank-transfer-2pc/transfer" ]]; then
@@ -21,32 +23,17 @@ if [[ ! -x "$BUILD_DIR/coordinator/server/coordinator" || ! -x "$BUILD_DIR/examp
 fi
 
 WORK="$(mktemp -d /tmp/txc-bank-XXXXXX)"
-PIDS=()
 PG_STARTED=0
 as_postgres() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
   local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_pids
   if [[ $PG_STARTED -eq 1 ]]; then as_postgres "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true; fi
   rm -rf "$WORK"
   exit $rc
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {  # port pid name
-  for _ in $(seq 1 150); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    if ! kill -0 "$2" 2>/dev/null; then echo "$3 died; its log:" >&2; cat "$WORK/$3.log" >&2; return 1; fi
-    sleep 0.2
-  done
-  echo "$3 did not come up" >&2; return 1
-}
 
 PG_PORT=$(free_port)
 mkdir -p "$WORK/pg"
@@ -68,7 +55,7 @@ echo "== coordinator on 127.0.0.1:$COORD_PORT (SQLite in $WORK/coordinator)"
 "$BUILD_DIR/coordinator/server/coordinator" --host 127.0.0.1 --port "$COORD_PORT" \
   --data_dir "$WORK/coordinator" --node_id coordinator-1 >"$WORK/coordinator.log" 2>&1 &
 PIDS+=($!)
-wait_port "$COORD_PORT" "${PIDS[-1]}" coordinator
+wait_port "$COORD_PORT" 30 "${PIDS[-1]}" coordinator "$WORK/coordinator.log"
 
 BANK_A_PORT=$(free_port)
 BANK_B_PORT=$(free_port)
@@ -79,7 +66,7 @@ for bank in a b; do
     --coordinators "127.0.0.1:$COORD_PORT" --name "bank_$bank" --accounts 100 \
     --initial_balance 1000 >"$WORK/bank_$bank.log" 2>&1 &
   PIDS+=($!)
-  wait_port "${!port_var}" "${PIDS[-1]}" "bank_$bank"
+  wait_port "${!port_var}" 30 "${PIDS[-1]}" "bank_$bank" "$WORK/bank_$bank.log"
 done
 
 echo "== transfers"

@@ -16,6 +16,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="${TXC_ROOT:-$(cd "$HERE/../.." && pwd)}"
 BUILD_DIR="${TXC_BUILD_DIR:-$ROOT/build}"
 BIN="$BUILD_DIR/examples/order-payment-saga"
+# shellcheck source=../common.sh
+source "$HERE/../common.sh"
 COORDINATOR="${1:-${TXC_COORDINATOR:-127.0.0.1:7400}}"
 ORDERS="${ORDERS:-200}"
 CONCURRENCY="${CONCURRENCY:-16}"
@@ -29,15 +31,9 @@ for b in order_service payment_service inventory_service order_client; do
 done
 
 WORK="$(mktemp -d /tmp/order-saga-XXXXXX)"
-PIDS=()
 cleanup() {
   local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_pids
   if [[ "${KEEP_WORK:-0}" == "1" || $rc -ne 0 ]]; then
     echo "run.sh: databases and logs kept in $WORK"
   else

@@ -12,6 +12,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+# shellcheck source=../common.sh
+source "$ROOT/examples/common.sh"
 COORD_BIN="$BUILD_DIR/coordinator/server/coordinator"
 INV_BIN="$BUILD_DIR/examples/thrift-rpc-context/rpc_context_inventory"
 CLIENT_BIN="$BUILD_DIR/examples/thrift-rpc-context/rpc_context_client"
@@ -19,20 +21,13 @@ for b in "$COORD_BIN" "$INV_BIN" "$CLIENT_BIN"; do
   [[ -x "$b" ]] || { echo "missing $b: cmake --build $BUILD_DIR --target coordinator rpc_context_inventory rpc_context_client" >&2; exit 1; }
 done
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 COORD_PORT="${TXC_PORT:-$(free_port)}"
 INV_PORT="$(free_port)"
 PART_PORT="$(free_port)"
 WORK="$(mktemp -d /tmp/txc-rpc-context-XXXXXX)"
-PIDS=()
 cleanup() {
   local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_pids
   if [[ $rc -ne 0 ]]; then
     echo "--- coordinator log"; tail -n 30 "$WORK/coordinator.log" 2>/dev/null || true
     echo "--- inventory log"; tail -n 30 "$WORK/inventory.log" 2>/dev/null || true
@@ -41,15 +36,6 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT INT TERM
-
-wait_port() {  # port, seconds
-  for _ in $(seq 1 $(( $2 * 10 ))); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
 
 "$COORD_BIN" --host 127.0.0.1 --port "$COORD_PORT" --data_dir "$WORK/txc-data" \
   >"$WORK/coordinator.log" 2>&1 &
