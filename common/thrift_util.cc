@@ -44,6 +44,17 @@ std::shared_ptr<apache::thrift::protocol::TProtocolFactory> MakeProtocolFactory(
 }
 
 Result<HostPort> ParseEndpoint(const std::string& endpoint) {
+  // Checked before any message quotes the text: a refusal must not echo bytes
+  // that are not valid UTF-8 (or a megabyte of them) back to the caller.
+  if (endpoint.size() > kMaxEndpointBytes) {
+    return Status::InvalidArgument("endpoint is longer than " + std::to_string(kMaxEndpointBytes) +
+                                   " bytes");
+  }
+  for (unsigned char c : endpoint) {
+    if (c <= 0x20 || c >= 0x7f) {
+      return Status::InvalidArgument("endpoint must be printable ASCII without spaces");
+    }
+  }
   const auto colon = endpoint.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 >= endpoint.size()) {
     return Status::InvalidArgument("endpoint must be host:port, got '" + endpoint + "'");

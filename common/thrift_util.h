@@ -74,7 +74,10 @@ struct HostPort {
   std::string ToString() const { return host + ":" + std::to_string(port); }
 };
 
-// Parses "host:port" (host non-empty, port 1..65535).
+constexpr size_t kMaxEndpointBytes = 256;
+
+// Parses "host:port" (host non-empty, port 1..65535; at most kMaxEndpointBytes
+// of printable ASCII without spaces).
 Result<HostPort> ParseEndpoint(const std::string& endpoint);
 
 // Sends Thrift's own diagnostics to glog instead of stderr.

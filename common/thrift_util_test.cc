@@ -27,6 +27,23 @@ TEST(ParseEndpointTest, RejectsMalformed) {
   }
 }
 
+// Bytes a store cannot keep as text (NUL, invalid UTF-8) and control characters
+// are refused here, and the refusal does not quote them.
+TEST(ParseEndpointTest, RejectsNonPrintableAndLongWithoutEchoingThem) {
+  const std::string bad[] = {
+      std::string("h\0st:80", 7),   "h\xff:80", "\xc3\xa9:80", "h\n:80", "a b:80", "h:8\t0",
+      std::string(300, 'h') + ":80"};
+  for (const std::string& endpoint : bad) {
+    auto hp = ParseEndpoint(endpoint);
+    ASSERT_FALSE(hp.ok()) << endpoint;
+    EXPECT_EQ(hp.status().code(), StatusCode::kInvalidArgument);
+    for (unsigned char c : hp.status().message()) {
+      EXPECT_TRUE(c >= 0x20 && c < 0x7f) << hp.status().message();
+    }
+    EXPECT_LT(hp.status().message().size(), 200u);
+  }
+}
+
 TEST(ClientPoolTest, UnreachablePeerIsUnavailable) {
   struct NoClient {
     explicit NoClient(std::shared_ptr<apache::thrift::protocol::TProtocol>) {}
