@@ -87,6 +87,8 @@ Status ValidateSagaSteps(const std::vector<BranchRecord>& steps) {
           step.branch_id + "')");
     }
     for (const std::string& dep : step.depends_on) {
+      // Checked first: the refusal below quotes `dep` back to the client.
+      TXC_RETURN_IF_ERROR(ValidateId("steps.depends_on", dep));
       if (dep == step.branch_id || ids.count(dep) == 0) {
         return Status::InvalidArgument("steps.depends_on: step '" + step.branch_id +
                                        "' depends on unknown step '" + dep + "'");

@@ -206,6 +206,21 @@ TEST_F(CoordinatorHandlerTest, SagaDefinitionIsValidatedAtTheEdge) {
   } catch (const wire::InvalidArgument& e) {
     EXPECT_EQ(e.field, "steps.depends_on");
   }
+  // A dependency that is no valid id (invalid UTF-8, NUL, a megabyte) is refused
+  // without being quoted: the answer must stay printable text for every client.
+  for (const std::string& dep :
+       {std::string("\xff\xfe"), std::string("a\0b", 3), std::string(1 << 20, 'd')}) {
+    s.__set_depends_on({dep});
+    req.__set_steps({s});
+    try {
+      client().submitSaga(resp, req);
+      FAIL();
+    } catch (const wire::InvalidArgument& e) {
+      EXPECT_EQ(e.field, "steps.depends_on");
+      EXPECT_LT(e.message.size(), 200u);
+      for (unsigned char c : e.message) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << e.message;
+    }
+  }
   s.__set_depends_on({});
   req.__set_steps({s});
   EXPECT_THROW(client().submitSaga(resp, req), wire::Unavailable);  // no saga driver here
