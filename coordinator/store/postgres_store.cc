@@ -17,6 +17,9 @@ namespace txc {
 
 using store_internal::DecodeStringList;
 using store_internal::EncodeStringList;
+using store_internal::IsRefusal;
+using store_internal::kBranchColumns;
+using store_internal::kTxnColumns;
 using store_internal::StateList;
 using store_internal::StateMask;
 
@@ -26,24 +29,6 @@ struct PostgresStore::Conn {
 };
 
 namespace {
-
-constexpr char kTxnColumns[] =
-    "gtid, kind, state, owner, epoch, created_ms, updated_ms, deadline_ms, next_attempt_ms, "
-    "attempts, idempotency_key, payload, flags";
-constexpr char kBranchColumns[] =
-    "gtid, branch_id, ordinal, endpoint, resource, action, compensation, depends_on, payload, "
-    "state, attempts, max_attempts, initial_backoff_ms, max_backoff_ms, next_attempt_ms, "
-    "last_error";
-
-bool IsRefusal(const Status& s) {
-  switch (s.code()) {
-    case StatusCode::kConflict:
-    case StatusCode::kNotFound:
-    case StatusCode::kAlreadyExists:
-    case StatusCode::kInvalidArgument: return true;
-    default: return false;
-  }
-}
 
 // Statement parameters in text format; nullptr is SQL NULL. Binary values are
 // sent as bytea hex text ("\x..."), so no parameter holds a NUL byte.

@@ -13,28 +13,13 @@ namespace txc {
 
 using store_internal::DecodeStringList;
 using store_internal::EncodeStringList;
+using store_internal::IsRefusal;
+using store_internal::kBranchColumns;
+using store_internal::kTxnColumns;
 using store_internal::StateList;
 using store_internal::StateMask;
 
 namespace {
-
-constexpr char kTxnColumns[] =
-    "gtid, kind, state, owner, epoch, created_ms, updated_ms, deadline_ms, next_attempt_ms, "
-    "attempts, idempotency_key, payload, flags";
-constexpr char kBranchColumns[] =
-    "gtid, branch_id, ordinal, endpoint, resource, action, compensation, depends_on, payload, "
-    "state, attempts, max_attempts, initial_backoff_ms, max_backoff_ms, next_attempt_ms, "
-    "last_error";
-
-bool IsRefusal(const Status& s) {
-  switch (s.code()) {
-    case StatusCode::kConflict:
-    case StatusCode::kNotFound:
-    case StatusCode::kAlreadyExists:
-    case StatusCode::kInvalidArgument: return true;
-    default: return false;
-  }
-}
 
 // Maps a failed sqlite call to a Status. Lock contention and I/O trouble are
 // kUnavailable (the transaction did not commit); the rest kInternal.

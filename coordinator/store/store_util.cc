@@ -130,5 +130,15 @@ Status CheckBatch(const WriteBatch& batch) {
   return Status::Ok();
 }
 
+bool IsRefusal(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kConflict:
+    case StatusCode::kNotFound:
+    case StatusCode::kAlreadyExists:
+    case StatusCode::kInvalidArgument: return true;
+    default: return false;
+  }
+}
+
 }  // namespace store_internal
 }  // namespace txc

@@ -12,6 +12,20 @@
 namespace txc {
 namespace store_internal {
 
+// The column lists of the txns / branches tables, in the order
+// the backends' ReadTxn / ReadBranch read them.
+constexpr char kTxnColumns[] =
+    "gtid, kind, state, owner, epoch, created_ms, updated_ms, deadline_ms, next_attempt_ms, "
+    "attempts, idempotency_key, payload, flags";
+constexpr char kBranchColumns[] =
+    "gtid, branch_id, ordinal, endpoint, resource, action, compensation, depends_on, payload, "
+    "state, attempts, max_attempts, initial_backoff_ms, max_backoff_ms, next_attempt_ms, "
+    "last_error";
+
+// True for the statuses that refuse one batch of a group (kConflict,
+// kNotFound, kAlreadyExists, kInvalidArgument) rather than fail the group.
+bool IsRefusal(const Status& s);
+
 // Every TxnState value, and those IsFinal() is false for.
 const std::vector<TxnState>& AllTxnStates();
 const std::vector<TxnState>& UnfinishedTxnStates();
