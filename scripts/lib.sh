@@ -11,6 +11,7 @@ TXC_PACKAGES=(
   libboost-program-options-dev libboost-dev
   libgoogle-glog-dev libgtest-dev libgmock-dev
   postgresql-15
+  python3-thrift  # tests/rpc/probe: a Python client generated from idl/
 )
 
 txc_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
