@@ -14,7 +14,6 @@
 // PostgreSQL (tests/harness) for the PostgreSQL rows, and the three services.
 // Not a test: it only reports numbers.
 #include <glog/logging.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "common/backoff.h"
 #include "coordinator/server/coordinator_server.h"
 #include "examples/order-payment-saga/shop.h"
@@ -49,32 +49,6 @@ struct Row {
   double raw_commits_per_s = 0;
   int64_t succeeded = 0, other = 0;
 };
-
-double RawCommitRate(txc::TxnStore* store, int64_t duration_ms, const std::string& tag) {
-  const int64_t start = txc::MonotonicMs();
-  const int64_t end = start + duration_ms;
-  int64_t n = 0;
-  while (txc::MonotonicMs() < end) {
-    txc::WriteBatch batch;
-    txc::TxnRecord txn;
-    txn.gtid = "raw-" + tag + "-" + std::to_string(n);
-    txn.kind = txc::TxnKind::kSaga;
-    txn.state = txc::TxnState::kSucceeded;
-    txn.owner = "bench";
-    txn.created_ms = txc::NowUnixMs();
-    txn.deadline_ms = txn.created_ms;
-    txn.next_attempt_ms = txn.created_ms + 3600 * 1000;
-    batch.insert_txns.push_back(txn);
-    txc::Status s = store->Apply(batch);
-    if (!s.ok()) {
-      LOG(ERROR) << "raw apply: " << s;
-      break;
-    }
-    ++n;
-  }
-  const double seconds = (txc::MonotonicMs() - start) / 1000.0;
-  return seconds > 0 ? n / seconds : 0;
-}
 
 struct RunStats {
   std::vector<double> latencies_ms;
@@ -169,18 +143,14 @@ int main(int argc, char** argv) {
   std::vector<std::string> kinds = {"sqlite"};
   if (with_pg) kinds.push_back("postgresql");
   for (const std::string& store_kind : kinds) {
-    txc::CoordinatorServerOptions o;
-    o.host = "127.0.0.1";
-    o.port = 0;
-    o.node_id = "bench-" + store_kind;
-    o.data_dir = dir.Child("coordinator-" + store_kind);
-    if (store_kind == "postgresql") o.store = pg_store;
-    txc::CoordinatorServer server(o);
-    txc::Status started = server.Start();
+    auto started = txc::bench::StartCoordinator(store_kind, dir.Child("coordinator-" + store_kind),
+                                                store_kind == "postgresql" ? pg_store : "");
     if (!started.ok()) {
-      fprintf(stderr, "coordinator (%s): %s\n", store_kind.c_str(), started.ToString().c_str());
+      fprintf(stderr, "coordinator (%s): %s\n", store_kind.c_str(),
+              started.status().ToString().c_str());
       return 1;
     }
+    txc::CoordinatorServer& server = **started;
     shop::ShopEndpoints ep;
     ep.coordinator = "127.0.0.1:" + std::to_string(server.port());
 
@@ -214,7 +184,8 @@ int main(int argc, char** argv) {
     auto client = txc::participant::CoordinatorClient::Create(co);
     if (!client.ok()) return 1;
 
-    const double raw = RawCommitRate(server.store(), raw_ms, store_kind);
+    const double raw = txc::bench::RawCommitRate(server.store(), raw_ms, store_kind,
+                                                 txc::TxnKind::kSaga, txc::TxnState::kSucceeded);
     for (int clients : {1, 32}) {
       const std::string prefix = store_kind + "-" + std::to_string(clients);
       (void)RunSagas(client->get(), ep, prefix + "-warm", clients, std::max(clients * 2, 20));
@@ -242,10 +213,7 @@ int main(int argc, char** argv) {
       fprintf(stderr, "%s, %d clients: %.0f sagas/s %s\n", store_kind.c_str(), clients,
               row.sagas_per_s, stats.first_error.c_str());
     }
-    for (auto& s : services) {
-      s->Kill(SIGTERM).IgnoreError();
-      s->Wait(10000).status().IgnoreError();
-    }
+    txc::bench::StopChildren(services);
     server.Stop();
   }
 

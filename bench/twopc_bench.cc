@@ -11,7 +11,6 @@
 // in-process (CoordinatorServer), and two bank processes. Not a test: it only
 // reports numbers.
 #include <glog/logging.h>
-#include <signal.h>
 
 #include <boost/program_options.hpp>
 #include <cstdio>
@@ -19,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "common/backoff.h"
+#include "bench/bench_util.h"
 #include "coordinator/server/coordinator_server.h"
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 #include "tests/harness/pg_cluster.h"
@@ -41,33 +40,6 @@ struct Row {
   double raw_commits_per_s = 0;
   int64_t committed = 0, aborted = 0, failed = 0;
 };
-
-// Single-row Apply loop: one txn row inserted per store transaction.
-double RawCommitRate(txc::TxnStore* store, int64_t duration_ms, const std::string& tag) {
-  const int64_t end = txc::MonotonicMs() + duration_ms;
-  const int64_t start = txc::MonotonicMs();
-  int64_t n = 0;
-  while (txc::MonotonicMs() < end) {
-    txc::WriteBatch batch;
-    txc::TxnRecord txn;
-    txn.gtid = "raw-" + tag + "-" + std::to_string(n);
-    txn.kind = txc::TxnKind::kTwoPhase;
-    txn.state = txc::TxnState::kAborted;
-    txn.owner = "bench";
-    txn.created_ms = txc::NowUnixMs();
-    txn.deadline_ms = txn.created_ms;
-    txn.next_attempt_ms = txn.created_ms + 3600 * 1000;
-    batch.insert_txns.push_back(txn);
-    txc::Status s = store->Apply(batch);
-    if (!s.ok()) {
-      LOG(ERROR) << "raw apply: " << s;
-      break;
-    }
-    ++n;
-  }
-  const double seconds = (txc::MonotonicMs() - start) / 1000.0;
-  return seconds > 0 ? n / seconds : 0;
-}
 
 }  // namespace
 
@@ -119,18 +91,14 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (const std::string store_kind : {"sqlite", "postgresql"}) {
     if (stores.find(store_kind) == std::string::npos) continue;
-    txc::CoordinatorServerOptions o;
-    o.host = "127.0.0.1";
-    o.port = 0;
-    o.node_id = "bench-" + store_kind;
-    o.data_dir = dir.Child("coordinator-" + store_kind);
-    if (store_kind == "postgresql") o.store = db_store;
-    txc::CoordinatorServer server(o);
-    txc::Status started = server.Start();
+    auto started = txc::bench::StartCoordinator(store_kind, dir.Child("coordinator-" + store_kind),
+                                                store_kind == "postgresql" ? db_store : "");
     if (!started.ok()) {
-      fprintf(stderr, "coordinator (%s): %s\n", store_kind.c_str(), started.ToString().c_str());
+      fprintf(stderr, "coordinator (%s): %s\n", store_kind.c_str(),
+              started.status().ToString().c_str());
       return 1;
     }
+    txc::CoordinatorServer& server = **started;
     const std::string coordinator = "127.0.0.1:" + std::to_string(server.port());
 
     std::vector<std::unique_ptr<ChildProcess>> banks;
@@ -155,7 +123,8 @@ int main(int argc, char** argv) {
       endpoints.push_back("127.0.0.1:" + std::to_string(port));
     }
 
-    const double raw = RawCommitRate(server.store(), raw_ms, store_kind);
+    const double raw = txc::bench::RawCommitRate(server.store(), raw_ms, store_kind,
+                                                 txc::TxnKind::kTwoPhase, txc::TxnState::kAborted);
     std::vector<std::pair<int, bool>> runs = {{1, false}, {32, false}};
     if (also_branches_in_begin) {
       runs.push_back({1, true});
@@ -201,10 +170,7 @@ int main(int argc, char** argv) {
       fprintf(stderr, "%s, %d clients: %.0f txn/s (%s)\n", store_kind.c_str(), clients,
               row.txn_per_s, stats->first_error.c_str());
     }
-    for (auto& b : banks) {
-      b->Kill(SIGTERM).IgnoreError();
-      b->Wait(10000).status().IgnoreError();
-    }
+    txc::bench::StopChildren(banks);
     server.Stop();
   }
 
