@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "common/thrift_util.h"
+#include "examples/thrift-rpc-context/example_main.h"
 #include "gen-cpp/Inventory.h"
 #include "txc/participant/context.h"
 #include "txc/participant/coordinator_client.h"
@@ -31,21 +32,7 @@ int main(int argc, char** argv) {
       "item", po::value(&item)->default_value(item), "item to reserve")(
       "quantity", po::value(&quantity)->default_value(quantity), "how many")(
       "timeout_ms", po::value(&timeout_ms)->default_value(timeout_ms), "transaction timeout");
-  po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, flags), vm);
-    po::notify(vm);
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n" << flags;
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << flags;
-    return 0;
-  }
-  FLAGS_logtostderr = true;
-  google::InitGoogleLogging(argv[0]);
-  txc::RouteThriftLogsToGlog();
+  if (int rc = rpc_context::StartMain(argc, argv, flags); rc >= 0) return rc;
 
   txc::participant::CoordinatorClientOptions options;
   std::stringstream list(coordinator);

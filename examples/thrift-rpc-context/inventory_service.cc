@@ -25,6 +25,7 @@
 #include <sstream>
 
 #include "common/thrift_server.h"
+#include "examples/thrift-rpc-context/example_main.h"
 #include "gen-cpp/Inventory.h"
 #include "txc/participant/context.h"
 #include "txc/participant/coordinator_client.h"
@@ -203,21 +204,7 @@ int main(int argc, char** argv) {
       "participant_port", po::value(&participant_port)->default_value(participant_port),
       "txc Participant service port (0: any)")(
       "stock", po::value(&stock_text)->default_value(stock_text), "initial stock item=n,...");
-  po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, flags), vm);
-    po::notify(vm);
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n" << flags;
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << flags;
-    return 0;
-  }
-  FLAGS_logtostderr = true;
-  google::InitGoogleLogging(argv[0]);
-  txc::RouteThriftLogsToGlog();
+  if (int rc = rpc_context::StartMain(argc, argv, flags); rc >= 0) return rc;
 
   // Block the stop signals before any thread starts, so sigwait gets them.
   sigset_t signals;
