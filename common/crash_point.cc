@@ -7,7 +7,8 @@
 #include <cstdlib>
 #include <mutex>
 #include <set>
-#include <sstream>
+
+#include "common/strings.h"
 
 namespace txc {
 namespace {
@@ -20,11 +21,7 @@ std::once_flag g_env_once;
 void ArmLocked(const std::string& names) {
   if (g_armed == nullptr) g_armed = new std::set<std::string>();
   g_armed->clear();
-  std::stringstream in(names);
-  std::string name;
-  while (std::getline(in, name, ',')) {
-    if (!name.empty()) g_armed->insert(name);
-  }
+  for (const std::string& name : SplitList(names)) g_armed->insert(name);
   g_any_armed.store(!g_armed->empty(), std::memory_order_relaxed);
 }
 

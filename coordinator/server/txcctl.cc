@@ -13,10 +13,10 @@
 #include <boost/program_options.hpp>
 #include <ctime>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/strings.h"
 #include "common/thrift_util.h"
 #include "gen-cpp/Coordinator.h"
 
@@ -135,16 +135,6 @@ int WithCoordinator(const std::vector<std::string>& coordinators, int timeout_ms
   return kExitUnreachable;
 }
 
-std::vector<std::string> SplitList(const std::string& list) {
-  std::vector<std::string> out;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
-
 int UsageError(const std::string& message) {
   std::cerr << "txcctl: " << message << "\n" << kUsage;
   return kExitUsage;
@@ -188,7 +178,7 @@ int main(int argc, char** argv) {
   }
   if (positional.empty()) return UsageError("no command");
   const std::string command = positional[0];
-  const std::vector<std::string> endpoints = SplitList(coordinators);
+  const std::vector<std::string> endpoints = txc::SplitList(coordinators);
   if (endpoints.empty()) return UsageError("--coordinator is empty");
   if (rpc_timeout_ms <= 0) return UsageError("--rpc_timeout_ms must be positive");
   auto need_args = [&](size_t n) { return positional.size() == n + 1; };

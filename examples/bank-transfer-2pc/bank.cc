@@ -21,10 +21,10 @@
 #include <iostream>
 #include <memory>
 #include <pqxx/pqxx>
-#include <sstream>
 #include <string>
 #include <thread>
 
+#include "common/strings.h"
 #include "examples/bank-transfer-2pc/bank_payload.h"
 #include "examples/bank-transfer-2pc/cli.h"
 #include "migrations/migrator.h"
@@ -84,16 +84,6 @@ class Bank : public txc::participant::Participant {
 
   std::unique_ptr<txc::participant::PgXaResource> pg_;
 };
-
-std::vector<std::string> SplitCommas(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -160,7 +150,7 @@ int main(int argc, char** argv) {
   txc::participant::ParticipantServerOptions options;
   options.host = "127.0.0.1";
   options.port = port;
-  options.coordinators = SplitCommas(coordinators);
+  options.coordinators = txc::SplitList(coordinators);
   options.recovery_rescan_interval_ms = 10000;  // catches prepares an abort overtook
   txc::participant::ParticipantServer server(bank, options);
   txc::Status started = server.Start();

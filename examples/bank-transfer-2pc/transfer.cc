@@ -11,10 +11,10 @@
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
 #include "common/backoff.h"
+#include "common/strings.h"
 #include "examples/bank-transfer-2pc/cli.h"
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 
@@ -46,10 +46,7 @@ int main(int argc, char** argv) {
       "how long to wait for phase 2 to finish before checking the total");
   po::variables_map vm;
   if (int rc = bank::ParseCommandLine("transfer", argc, argv, desc, &vm); rc >= 0) return rc;
-  std::stringstream in(coordinators);
-  for (std::string item; std::getline(in, item, ',');) {
-    if (!item.empty()) o.coordinators.push_back(item);
-  }
+  o.coordinators = txc::SplitList(coordinators);
 
   auto before_a = bank::TotalBalance(db_a);
   auto before_b = bank::TotalBalance(db_b);

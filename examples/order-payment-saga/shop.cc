@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/backoff.h"
+#include "common/strings.h"
 #include "migrations/migrator.h"
 #include "txc/participant/barrier.h"
 #include "txc/participant/coordinator_client.h"
@@ -175,10 +176,7 @@ ServiceFlags ParseFlags(int argc, char** argv) {
 
 std::vector<std::vector<std::string>> ParseSeed(const std::string& seed) {
   std::vector<std::vector<std::string>> rows;
-  std::stringstream in(seed);
-  std::string entry;
-  while (std::getline(in, entry, ',')) {
-    if (entry.empty()) continue;
+  for (const std::string& entry : txc::SplitList(seed)) {
     std::vector<std::string> fields;
     std::stringstream e(entry);
     std::string field;
@@ -187,20 +185,6 @@ std::vector<std::vector<std::string>> ParseSeed(const std::string& seed) {
   }
   return rows;
 }
-
-namespace {
-
-std::vector<std::string> SplitComma(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  std::string part;
-  while (std::getline(in, part, ',')) {
-    if (!part.empty()) out.push_back(part);
-  }
-  return out;
-}
-
-}  // namespace
 
 int RunService(const std::string& name, const ServiceFlags& flags, const std::string& schema_sql,
                const std::function<Status(sqlite3*)>& seed,
@@ -248,7 +232,7 @@ int RunService(const std::string& name, const ServiceFlags& flags, const std::st
   txc::participant::ParticipantServerOptions o;
   o.host = "127.0.0.1";
   o.port = flags.port;
-  o.coordinators = SplitComma(flags.coordinator);
+  o.coordinators = txc::SplitList(flags.coordinator);
   o.barrier = std::make_shared<txc::participant::SqliteBarrierStore>(flags.db);
   txc::participant::ParticipantServer server(std::move(hooks), o);
   Status started = server.Start();
@@ -344,7 +328,7 @@ std::string StateName(int state) {
 Result<std::unique_ptr<txc::participant::CoordinatorClient>> MakeClient(
     const ShopEndpoints& endpoints, const PlaceOptions& options) {
   txc::participant::CoordinatorClientOptions co;
-  co.endpoints = SplitComma(endpoints.coordinator);
+  co.endpoints = txc::SplitList(endpoints.coordinator);
   co.rpc_timeout_ms = static_cast<int>(options.wait_timeout_ms + 5000);
   co.call_deadline_ms = options.finish_timeout_ms;
   co.max_attempts = 1000;  // bounded by call_deadline_ms
