@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <type_traits>
 
 namespace txc {
 
@@ -35,12 +37,156 @@ std::shared_ptr<TTransport> ResettingFramedTransportFactory::getTransport(
   return std::make_shared<ResettingFramedTransport>(std::move(trans), config_);
 }
 
+namespace {
+
+using apache::thrift::protocol::TBinaryProtocolT;
+using apache::thrift::protocol::TMessageType;
+using apache::thrift::protocol::TProtocol;
+using apache::thrift::protocol::TProtocolException;
+using apache::thrift::protocol::TType;
+
+// The type bytes the binary protocol puts on the wire (T_STOP only ends a struct).
+bool IsWireType(int8_t type) {
+  switch (type) {
+    case 2:   // T_BOOL
+    case 3:   // T_BYTE
+    case 4:   // T_DOUBLE
+    case 6:   // T_I16
+    case 8:   // T_I32
+    case 10:  // T_I64
+    case 11:  // T_STRING
+    case 12:  // T_STRUCT
+    case 13:  // T_MAP
+    case 14:  // T_SET
+    case 15:  // T_LIST
+      return true;
+    default: return false;
+  }
+}
+
+TType CheckedType(int8_t type) {
+  if (!IsWireType(type)) {
+    throw TProtocolException(TProtocolException::INVALID_DATA,
+                             "invalid type byte " + std::to_string(type));
+  }
+  return static_cast<TType>(type);
+}
+
+// TBinaryProtocol that checks every type byte before it becomes a TType (or a
+// TMessageType). Thrift 0.17 casts the byte unchecked and then compares the enum,
+// which is undefined behaviour for a value outside the enum (UBSan aborts the
+// process: "load of value 99, which is not a valid value for type 'TType'"),
+// and a bad byte inside a container reached skip() and getMinSerializedSize().
+// Invalid bytes now end the message with TProtocolException(INVALID_DATA),
+// which the server answers by closing that connection.
+class CheckedBinaryProtocol : public TBinaryProtocolT<TTransport> {
+ public:
+  using Base = TBinaryProtocolT<TTransport>;
+  CheckedBinaryProtocol(std::shared_ptr<TTransport> transport, int32_t string_limit,
+                        int32_t container_limit)
+      : Base(std::move(transport), string_limit, container_limit, /*strict_read=*/false,
+             /*strict_write=*/true) {}
+
+  uint32_t readMessageBegin_virt(std::string& name, TMessageType& type, int32_t& seqid) override {
+    const uint32_t bytes = Base::readMessageBegin(name, type, seqid);
+    // Read back without an enum load: the base stored the byte with a cast.
+    std::underlying_type_t<TMessageType> raw;
+    static_assert(sizeof(raw) == sizeof(type), "TMessageType layout");
+    std::memcpy(&raw, &type, sizeof(raw));
+    if (raw < apache::thrift::protocol::T_CALL || raw > apache::thrift::protocol::T_ONEWAY) {
+      throw TProtocolException(TProtocolException::INVALID_DATA,
+                               "invalid message type " + std::to_string(raw));
+    }
+    return bytes;
+  }
+
+  uint32_t readFieldBegin_virt(std::string& /*name*/, TType& field_type,
+                               int16_t& field_id) override {
+    int8_t type = 0;
+    uint32_t bytes = Base::readByte(type);
+    if (type == 0) {
+      field_type = apache::thrift::protocol::T_STOP;
+      field_id = 0;
+      return bytes;
+    }
+    field_type = CheckedType(type);
+    bytes += Base::readI16(field_id);
+    return bytes;
+  }
+
+  uint32_t readListBegin_virt(TType& elem_type, uint32_t& size) override {
+    int8_t type = 0;
+    uint32_t bytes = Base::readByte(type);
+    elem_type = CheckedType(type);
+    bytes += ReadSize(size);
+    apache::thrift::protocol::TList list(elem_type, size);
+    checkReadBytesAvailable(list);
+    return bytes;
+  }
+
+  uint32_t readSetBegin_virt(TType& elem_type, uint32_t& size) override {
+    int8_t type = 0;
+    uint32_t bytes = Base::readByte(type);
+    elem_type = CheckedType(type);
+    bytes += ReadSize(size);
+    apache::thrift::protocol::TSet set(elem_type, size);
+    checkReadBytesAvailable(set);
+    return bytes;
+  }
+
+  uint32_t readMapBegin_virt(TType& key_type, TType& value_type, uint32_t& size) override {
+    int8_t key = 0;
+    int8_t value = 0;
+    uint32_t bytes = Base::readByte(key);
+    bytes += Base::readByte(value);
+    key_type = CheckedType(key);
+    value_type = CheckedType(value);
+    bytes += ReadSize(size);
+    apache::thrift::protocol::TMap map(key_type, value_type, size);
+    checkReadBytesAvailable(map);
+    return bytes;
+  }
+
+  // The generic skip() reads through the virtual methods above; the base's
+  // skip would call its own unchecked readListBegin & co. directly.
+  uint32_t skip_virt(TType type) override {
+    return apache::thrift::protocol::skip(static_cast<TProtocol&>(*this), type);
+  }
+
+ private:
+  uint32_t ReadSize(uint32_t& size) {
+    int32_t declared = 0;
+    const uint32_t bytes = Base::readI32(declared);
+    if (declared < 0) throw TProtocolException(TProtocolException::NEGATIVE_SIZE);
+    if (container_limit_ > 0 && declared > container_limit_) {
+      throw TProtocolException(TProtocolException::SIZE_LIMIT);
+    }
+    size = static_cast<uint32_t>(declared);
+    return bytes;
+  }
+};
+
+class CheckedBinaryProtocolFactory : public apache::thrift::protocol::TProtocolFactory {
+ public:
+  CheckedBinaryProtocolFactory(int32_t string_limit, int32_t container_limit)
+      : string_limit_(string_limit), container_limit_(container_limit) {}
+  std::shared_ptr<TProtocol> getProtocol(std::shared_ptr<TTransport> transport) override {
+    return std::make_shared<CheckedBinaryProtocol>(std::move(transport), string_limit_,
+                                                   container_limit_);
+  }
+
+ private:
+  const int32_t string_limit_;
+  const int32_t container_limit_;
+};
+
+}  // namespace
+
 std::shared_ptr<apache::thrift::protocol::TProtocolFactory> MakeProtocolFactory(
     int64_t max_message_bytes) {
   const int32_t string_limit =
       static_cast<int32_t>(std::max<int64_t>(1, std::min<int64_t>(max_message_bytes, INT32_MAX)));
-  return std::make_shared<apache::thrift::protocol::TBinaryProtocolFactory>(
-      string_limit, kMaxContainerElements, /*strict_read=*/false, /*strict_write=*/true);
+  return std::make_shared<CheckedBinaryProtocolFactory>(string_limit, kMaxContainerElements);
 }
 
 Result<HostPort> ParseEndpoint(const std::string& endpoint) {

@@ -64,7 +64,10 @@ constexpr int32_t kMaxContainerElements = 64 * 1024;
 // a list of 2^31-1 structs made the reader resize a vector to that and die with
 // std::bad_alloc, and a declared 2 GiB string was allocated before the read
 // failed. Strings are capped at the message size, containers at
-// kMaxContainerElements (well above every list the IDL allows).
+// kMaxContainerElements (well above every list the IDL allows). Every type byte
+// (field, container element, message type) is checked before Thrift turns it
+// into an enum: an out-of-range byte is TProtocolException(INVALID_DATA), not
+// undefined behaviour (see thrift_util.cc).
 std::shared_ptr<apache::thrift::protocol::TProtocolFactory> MakeProtocolFactory(
     int64_t max_message_bytes = kDefaultMaxMessageBytes);
 

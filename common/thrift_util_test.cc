@@ -5,6 +5,7 @@
 #include <thrift/transport/TBufferTransports.h>
 
 #include <cstring>
+#include <functional>
 
 namespace txc {
 namespace {
@@ -114,6 +115,85 @@ TEST(MakeProtocolFactoryTest, RefusesHugeDeclaredSizes) {
                         throw TProtocolException(TProtocolException::UNKNOWN, "read");
                       }),
             TProtocolException::UNKNOWN);
+}
+
+// Type bytes outside the binary protocol's types are refused before they become
+// a TType/TMessageType (an enum load of such a value is undefined behaviour that
+// UBSan aborts on; unchecked Thrift 0.17 just returns them).
+TEST(MakeProtocolFactoryTest, RefusesInvalidTypeBytes) {
+  using apache::thrift::protocol::TMessageType;
+  using apache::thrift::protocol::TProtocol;
+  using apache::thrift::protocol::TProtocolException;
+  using apache::thrift::protocol::TType;
+  auto error_of = [](const std::string& bytes, const std::function<void(TProtocol&)>& read) {
+    auto buffer = std::make_shared<apache::thrift::transport::TMemoryBuffer>();
+    buffer->write(reinterpret_cast<const uint8_t*>(bytes.data()),
+                  static_cast<uint32_t>(bytes.size()));
+    auto protocol = MakeProtocolFactory()->getProtocol(buffer);
+    try {
+      read(*protocol);
+    } catch (const TProtocolException& e) {
+      return static_cast<int>(e.getType());
+    } catch (const std::exception& e) {
+      return -1;
+    }
+    return 0;
+  };
+  const int kInvalid = TProtocolException::INVALID_DATA;
+  std::string name;
+  TType t1, t2;
+  int16_t id = 0;
+  uint32_t size = 0;
+  int32_t seqid = 0;
+  for (char bad : {'\x63', '\x7f', '\xff', '\x01', '\x05', '\x10', '\x11'}) {
+    const std::string tail = std::string("\x00\x01\x00\x00\x00\x01\x00\x00", 8);
+    EXPECT_EQ(
+        error_of(std::string(1, bad) + tail, [&](TProtocol& p) { p.readFieldBegin(name, t1, id); }),
+        kInvalid)
+        << int(bad);
+    EXPECT_EQ(
+        error_of(std::string(1, bad) + tail, [&](TProtocol& p) { p.readListBegin(t1, size); }),
+        kInvalid);
+    EXPECT_EQ(error_of(std::string(1, bad) + tail, [&](TProtocol& p) { p.readSetBegin(t1, size); }),
+              kInvalid);
+    EXPECT_EQ(error_of(std::string("\x0b", 1) + std::string(1, bad) + tail,
+                       [&](TProtocol& p) { p.readMapBegin(t1, t2, size); }),
+              kInvalid);
+    // A struct holding a field of that type: skip() must refuse it too.
+    EXPECT_EQ(error_of(std::string(1, bad) + tail,
+                       [&](TProtocol& p) { p.skip(apache::thrift::protocol::T_STRUCT); }),
+              kInvalid);
+    // A list of such elements inside a struct being skipped.
+    EXPECT_EQ(error_of(std::string("\x0f\x00\x01", 3) + std::string(1, bad) + tail,
+                       [&](TProtocol& p) { p.skip(apache::thrift::protocol::T_STRUCT); }),
+              kInvalid);
+  }
+  // Message type byte 99 (strict header 0x8001 00 63), name "x", seqid 1.
+  TMessageType message_type;
+  EXPECT_EQ(error_of(std::string("\x80\x01\x00\x63\x00\x00\x00\x01x\x00\x00\x00\x01", 13),
+                     [&](TProtocol& p) { p.readMessageBegin(name, message_type, seqid); }),
+            kInvalid);
+  // Valid bytes still read: field i32 #7, a list of 2 strings, a call message.
+  EXPECT_EQ(error_of(std::string("\x08\x00\x07", 3),
+                     [&](TProtocol& p) {
+                       p.readFieldBegin(name, t1, id);
+                       EXPECT_EQ(t1, apache::thrift::protocol::T_I32);
+                       EXPECT_EQ(id, 7);
+                     }),
+            0);
+  EXPECT_EQ(error_of(std::string("\x00", 1),
+                     [&](TProtocol& p) {
+                       p.readFieldBegin(name, t1, id);
+                       EXPECT_EQ(t1, apache::thrift::protocol::T_STOP);
+                     }),
+            0);
+  EXPECT_EQ(error_of(std::string("\x80\x01\x00\x01\x00\x00\x00\x01x\x00\x00\x00\x01", 13),
+                     [&](TProtocol& p) {
+                       p.readMessageBegin(name, message_type, seqid);
+                       EXPECT_EQ(message_type, apache::thrift::protocol::T_CALL);
+                       EXPECT_EQ(name, "x");
+                     }),
+            0);
 }
 
 }  // namespace
