@@ -409,6 +409,12 @@ class Probe:
         self.raw("frame length 0", struct.pack(">i", 0), read_reply=True)
         self.raw("truncated frame then close", struct.pack(">i", 1000) + b"\x80\x01\0\x01",
                  read_reply=False)
+        # message type byte 99 and a wrong protocol version in an otherwise valid call
+        bad_type = struct.pack(">iI", -2147418112 | 99, 6) + b"health" + struct.pack(">i", 1) + b"\0"
+        self.raw("message type 99", struct.pack(">i", len(bad_type)) + bad_type, read_reply=True)
+        bad_version = struct.pack(">iI", -2147352576 | 1, 6) + b"health" + struct.pack(">i", 1)
+        self.raw("protocol version 2", struct.pack(">i", len(bad_version) + 1) + bad_version + b"\0",
+                 read_reply=True)
         reply = self.raw("unknown method", self.message("noSuchMethod", b"\0"), read_reply=True)
         check(b"noSuchMethod" in reply, "unknown method: expected a TApplicationException, "
               "got %r" % reply[:80])
