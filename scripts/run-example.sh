@@ -5,7 +5,7 @@
 # is not there, a txcctl health/begin/status smoke instead. Everything started
 # here is stopped on exit.
 #
-#   sudo scripts/run-example.sh
+#   ./scripts/run-example.sh     (as root; otherwise it uses sudo for apt-get)
 #
 # Environment: BUILD_DIR (default <repo>/build), TXC_PORT (default 7400).
 # The example gets TXC_COORDINATOR (host:port), TXC_BUILD_DIR and TXC_ROOT.

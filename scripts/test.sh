@@ -3,7 +3,7 @@
 # run the unit tests, then the process tests (real coordinator processes and
 # throwaway PostgreSQL clusters, started by the tests themselves).
 #
-#   sudo scripts/test.sh
+#   ./scripts/test.sh            (as root; otherwise it uses sudo for apt-get)
 #
 # Environment: BUILD_DIR (default <repo>/build), TXC_TEST_TIMEOUT (seconds per
 # test, default 300), TXC_TEST_JOBS (parallel tests, default nproc).
