@@ -10,9 +10,11 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <memory>
 #include <pqxx/pqxx>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/backoff.h"
@@ -378,6 +380,216 @@ INSTANTIATE_TEST_SUITE_P(CrashPoints, TwoPcCrashPointTest,
                            }
                            return name;
                          });
+
+// Replica takeover (ARCHITECTURE.md "Replicas and recovery", invariant 4):
+// two coordinator replicas A and B share one PostgreSQL store. A commits some
+// transfers, leaves one transaction ACTIVE and crashes right after logging a
+// COMMIT decision; it is not restarted. Once A's lease expires, B's sweeper
+// claims A's unfinished transactions under B's own (node, epoch) and finishes
+// them: the decided one COMMITTED on both banks, the undecided one ABORTED,
+// money conserved, nothing left prepared, A's lease epoch untouched.
+class TwoPcReplicaTakeoverTest : public TwoPcProcessTest {
+ protected:
+  static constexpr const char* kNodeA = "replica-a";
+  static constexpr const char* kNodeB = "replica-b";
+
+  void SetUp() override {
+    pg_ = testing::SharedPgCluster();
+    dir_ = std::make_unique<testing::TempDir>("txc-replica-");
+    db_a_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_a"));
+    db_b_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_b"));
+    store_db_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("coord_store"));
+    replica_a_port_ = testing::FreeLoopbackPort();
+    replica_b_port_ = testing::FreeLoopbackPort();
+    replica_a_ = "127.0.0.1:" + std::to_string(replica_a_port_);
+    replica_b_ = "127.0.0.1:" + std::to_string(replica_b_port_);
+    // The banks know both replicas (StartBank passes coordinator_ as --coordinators).
+    coordinator_ = replica_a_ + "," + replica_b_;
+    port_a_ = testing::FreeLoopbackPort();
+    port_b_ = testing::FreeLoopbackPort();
+    bank_a_ = "127.0.0.1:" + std::to_string(port_a_);
+    bank_b_ = "127.0.0.1:" + std::to_string(port_b_);
+    // A first: it applies the store's migrations before B opens the store.
+    ASSERT_NO_FATAL_FAILURE(
+        StartReplica(kNodeA, replica_a_port_, "2pc.after_decision_logged", &replica_a_proc_));
+    ASSERT_NO_FATAL_FAILURE(StartReplica(kNodeB, replica_b_port_, "", &replica_b_proc_));
+    ASSERT_NO_FATAL_FAILURE(StartBank('a'));
+    ASSERT_NO_FATAL_FAILURE(StartBank('b'));
+    client_ = MakeClient(replica_a_);  // BeginTransfer / Commit go through A only
+    client_b_ = MakeClient(replica_b_);
+    ASSERT_TRUE(client_ && client_b_);
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      if (replica_a_proc_) LOG(ERROR) << "replica A log:\n" << replica_a_proc_->LogTail();
+      if (replica_b_proc_) LOG(ERROR) << "replica B log:\n" << replica_b_proc_->LogTail();
+    }
+    client_b_.reset();
+    TwoPcProcessTest::TearDown();  // client and banks
+    replica_a_proc_.reset();
+    replica_b_proc_.reset();
+  }
+
+  void StartReplica(const std::string& node_id, int port, const std::string& crash_points,
+                    std::unique_ptr<ChildProcess>* out) {
+    ChildProcess::Options o;
+    o.argv = {TXC_COORDINATOR_BIN,
+              "--host=127.0.0.1",
+              "--port=" + std::to_string(port),
+              "--data_dir=" + dir_->Child(node_id),
+              "--store=" + store_db_,
+              "--node_id=" + node_id,
+              "--lease_ttl_ms=1500",
+              "--prepare_timeout_ms=2000",
+              "--sweep_interval_ms=100",
+              "--verbose=1"};
+    if (!crash_points.empty()) o.argv.push_back("--crash_points=" + crash_points);
+    o.log_path = dir_->Child(node_id + ".log");
+    auto child = ChildProcess::Start(o);
+    ASSERT_TRUE(child.ok()) << child.status();
+    *out = std::move(child).value();
+    ASSERT_TRUE(WaitServing(out->get(), port)) << (*out)->LogTail();
+  }
+
+  static std::unique_ptr<participant::CoordinatorClient> MakeClient(const std::string& endpoint) {
+    participant::CoordinatorClientOptions co;
+    co.endpoints = {endpoint};
+    co.rpc_timeout_ms = 5000;
+    co.call_deadline_ms = 5000;
+    auto client = participant::CoordinatorClient::Create(co);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? std::move(client).value() : nullptr;
+  }
+
+  // begin + enlist(debit at bank A, credit at bank B) of `amount` on `account`, through A.
+  std::string BeginTransferOn(int account, int64_t amount, int64_t timeout_ms) {
+    wire::BeginRequest req;
+    req.timeout_ms = timeout_ms;
+    auto begun = client_->Begin(req);
+    EXPECT_TRUE(begun.ok()) << begun.status();
+    if (!begun.ok()) return "";
+    wire::EnlistRequest e;
+    e.gtid = begun->gtid;
+    e.branch = Branch("debit", bank_a_, bank::DebitPayload(account, amount));
+    EXPECT_TRUE(client_->Enlist(e).ok());
+    e.branch = Branch("credit", bank_b_, bank::CreditPayload(account, amount));
+    EXPECT_TRUE(client_->Enlist(e).ok());
+    return begun->gtid;
+  }
+
+  // The lease row of node_id in the shared store: {epoch, expires_ms}; {-1, -1} when absent.
+  std::pair<int64_t, int64_t> LeaseRow(const std::string& node_id) {
+    pqxx::connection conn(store_db_);
+    pqxx::nontransaction n(conn);
+    auto r = n.exec_params("SELECT epoch, expires_ms FROM leases WHERE node_id = $1", node_id);
+    if (r.empty()) return {-1, -1};
+    return {r[0][0].as<int64_t>(), r[0][1].as<int64_t>()};
+  }
+
+  std::string store_db_;
+  int replica_a_port_ = 0, replica_b_port_ = 0;
+  std::string replica_a_, replica_b_;
+  std::unique_ptr<ChildProcess> replica_a_proc_, replica_b_proc_;
+  std::unique_ptr<participant::CoordinatorClient> client_b_;
+};
+
+TEST_F(TwoPcReplicaTakeoverTest, SurvivorFinishesCrashedReplicasTransactions) {
+  auto health_a = client_->HealthOf(replica_a_);
+  ASSERT_TRUE(health_a.ok()) << health_a.status();
+  EXPECT_EQ(health_a->node_id, kNodeA);
+  EXPECT_EQ(health_a->store, "postgresql");
+  auto health_b = client_b_->HealthOf(replica_b_);
+  ASSERT_TRUE(health_b.ok()) << health_b.status();
+  EXPECT_EQ(health_b->node_id, kNodeB);
+  const int64_t epoch_a = health_a->epoch;
+  const int64_t epoch_b = health_b->epoch;
+  EXPECT_EQ(LeaseRow(kNodeA).first, epoch_a);
+  EXPECT_EQ(LeaseRow(kNodeB).first, epoch_b);
+
+  // Every multi-branch commit on A passes the armed crash point, so A's
+  // transfers are left in flight: begun and enlisted, never committed (short
+  // timeout, each on its own account), and one committed that makes A exit at
+  // `2pc.after_decision_logged`, i.e. with its COMMIT decision logged.
+  std::vector<std::string> undecided;
+  for (int account : {1, 2, 3}) {
+    const std::string gtid = BeginTransferOn(account, 7, /*timeout_ms=*/6000);
+    ASSERT_FALSE(gtid.empty());
+    undecided.push_back(gtid);
+  }
+  const std::string decided = BeginTransferOn(0, 40, /*timeout_ms=*/60000);
+  ASSERT_FALSE(decided.empty());
+  EXPECT_FALSE(Commit(decided, /*completion=*/false).ok());
+  auto exit = replica_a_proc_->Wait(kWaitMs);
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  ASSERT_EQ(exit->exit_code, kCrashExitCode) << exit->ToString();
+  for (const std::string& gtid : undecided) {
+    auto s = client_b_->GetStatus(gtid);  // B reads A's records from the shared store
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_TRUE(s->state == wire::TxnState::ACTIVE || s->state == wire::TxnState::ABORTED)
+        << gtid << " " << s->state;
+  }
+
+  // B takes over all of them once A's lease has expired, and finishes them.
+  auto final_on_b = [&](const std::string& gtid, wire::TxnState::type want) {
+    auto s = client_b_->GetStatus(gtid);
+    return s.ok() && s->state == want && s->owner == kNodeB;
+  };
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        if (!final_on_b(decided, wire::TxnState::COMMITTED)) return false;
+        for (const std::string& gtid : undecided) {
+          if (!final_on_b(gtid, wire::TxnState::ABORTED)) return false;
+        }
+        return true;
+      },
+      kWaitMs));
+  std::vector<std::string> all = undecided;
+  all.push_back(decided);
+  for (const std::string& gtid : all) {
+    auto s = client_b_->GetStatus(gtid);
+    ASSERT_TRUE(s.ok()) << gtid << ": " << s.status();
+    EXPECT_EQ(s->owner, kNodeB) << gtid;
+    EXPECT_EQ(s->epoch, epoch_b) << gtid;  // written under B's lease, not A's
+  }
+  EXPECT_EQ(client_b_->GetStatus(decided)->state, wire::TxnState::COMMITTED);
+  for (const std::string& gtid : undecided) {
+    EXPECT_EQ(client_b_->GetStatus(gtid)->state, wire::TxnState::ABORTED) << gtid;
+  }
+
+  ExpectSettledAndConserved();
+  EXPECT_EQ(Balance(db_a_, 0), kInitialBalance - 40);  // committed on both banks
+  EXPECT_EQ(Balance(db_b_, 0), kInitialBalance + 40);
+  for (int account : {1, 2, 3}) {  // aborted on both banks
+    EXPECT_EQ(Balance(db_a_, account), kInitialBalance) << account;
+    EXPECT_EQ(Balance(db_b_, account), kInitialBalance) << account;
+  }
+  auto outcome = client_b_->QueryOutcome(decided, "credit");
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(*outcome, participant::Outcome::kCommit);
+  outcome = client_b_->QueryOutcome(undecided[0], "debit");
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(*outcome, participant::Outcome::kAbort);
+
+  // Fencing: B claimed without touching A's lease (A's epoch is neither bumped
+  // nor handed to B), A's lease lapsed, B's stays live under its own epoch, and
+  // B's health lists B but no longer A.
+  const auto lease_a = LeaseRow(kNodeA);
+  EXPECT_EQ(lease_a.first, epoch_a);
+  EXPECT_LT(lease_a.second, NowUnixMs());
+  EXPECT_EQ(LeaseRow(kNodeB).first, epoch_b);
+  EXPECT_GT(LeaseRow(kNodeB).second, NowUnixMs());
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        auto h = client_b_->HealthOf(replica_b_);
+        if (!h.ok() || h->node_id != kNodeB || h->epoch != epoch_b) return false;
+        const auto& rs = h->replicas;
+        return std::find(rs.begin(), rs.end(), replica_b_) != rs.end() &&
+               std::find(rs.begin(), rs.end(), replica_a_) == rs.end();
+      },
+      kWaitMs));
+  EXPECT_TRUE(replica_b_proc_->IsRunning());
+}
 
 }  // namespace
 }  // namespace txc
