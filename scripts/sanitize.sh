@@ -29,6 +29,7 @@ else
   txc_build "$BUILD_DIR" -DTXC_SANITIZE=ON "${SAN_FLAGS[@]}"
   export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+  export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$TXC_ROOT/scripts/lsan.supp}"
 fi
 
 cd "$BUILD_DIR"
