@@ -25,7 +25,10 @@ struct ThriftServerOptions {
   int port = 0;  // 0: any free port (see port())
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   int64_t max_connections = 4096;  // further connections wait in the accept queue
-  int recv_timeout_ms = 0;         // 0: idle connections stay open
+  // A connection that sends nothing (idle, or stuck in a half-sent frame) for
+  // this long is closed, so slow or dead clients cannot hold server threads
+  // forever. ClientPool drops its idle connections sooner (max_idle_ms). 0: never.
+  int recv_timeout_ms = 300000;
 };
 
 class ThriftServer {

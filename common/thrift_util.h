@@ -26,6 +26,7 @@
 #include <mutex>
 #include <string>
 
+#include "common/backoff.h"
 #include "common/status.h"
 
 namespace txc {
@@ -90,6 +91,10 @@ struct ConnectOptions {
   int connect_timeout_ms = 1000;
   int rpc_timeout_ms = 5000;  // send and receive timeout of every call
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
+  // A pooled connection idle longer than this is closed instead of reused:
+  // servers close idle connections (ThriftServerOptions::recv_timeout_ms), and
+  // a reused connection the peer already closed would fail the call.
+  int64_t max_idle_ms = 60000;
 };
 
 // An open framed binary connection with a generated client on top.
@@ -97,6 +102,7 @@ template <typename Client>
 struct ThriftConnection {
   std::shared_ptr<apache::thrift::transport::TTransport> transport;
   std::unique_ptr<Client> client;
+  int64_t idle_since_ms = 0;  // MonotonicMs() when it was last returned to a pool
 };
 
 // Opens a connection; kUnavailable if the peer cannot be reached.
@@ -151,12 +157,25 @@ template <typename Client>
 Status ClientPool<Client>::Call(const std::string& endpoint,
                                 const std::function<void(Client&)>& fn) {
   std::unique_ptr<Conn> conn;
+  std::deque<std::unique_ptr<Conn>> expired;  // closed outside the lock
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto& idle = idle_[endpoint];
+    const int64_t now = MonotonicMs();
+    // Oldest first: connections idle too long are dropped, not reused.
+    while (!idle.empty() && now - idle.front()->idle_since_ms > options_.max_idle_ms) {
+      expired.push_back(std::move(idle.front()));
+      idle.pop_front();
+    }
     if (!idle.empty()) {
       conn = std::move(idle.back());
       idle.pop_back();
+    }
+  }
+  for (auto& old : expired) {
+    try {
+      old->transport->close();
+    } catch (...) {
     }
   }
   if (!conn) {
@@ -182,6 +201,7 @@ Status ClientPool<Client>::Call(const std::string& endpoint,
     }
     throw;
   }
+  conn->idle_since_ms = MonotonicMs();
   std::lock_guard<std::mutex> lock(mu_);
   auto& idle = idle_[endpoint];
   if (idle.size() < max_idle_) idle.push_back(std::move(conn));
