@@ -253,13 +253,15 @@ void CoordinatorServer::LoseLease(const Status& reason) {
   LOG(ERROR) << "coordinator " << node_.node_id << " lost its lease (epoch " << node_.epoch
              << "): " << reason << "; it stops serving and writes nothing more";
   service_->SetServing(false);
+  // The callback runs before waiters are woken, so that whoever sees
+  // lease_lost() also sees its effects.
+  if (options_.on_lease_lost) options_.on_lease_lost(reason);
   {
     std::lock_guard<std::mutex> lock(lease_mu_);
     lease_loss_reason_ = reason;
     lease_lost_.store(true, std::memory_order_release);
   }
   lease_cv_.notify_all();
-  if (options_.on_lease_lost) options_.on_lease_lost(reason);
 }
 
 void CoordinatorServer::LeaseLoop(int64_t acquired_mono_ms) {
