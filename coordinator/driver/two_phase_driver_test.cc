@@ -386,6 +386,48 @@ TEST_F(TwoPhaseDriverTest, SweeperAbortsExpiredAndOrphanedPreparing) {
   EXPECT_EQ(b_.handler->Count("commit:b1"), 0);
 }
 
+TEST_F(TwoPhaseDriverTest, SweeperDeletesOldFinishedTransactionsOnly) {
+  const std::string done = Begin({a_.endpoint, b_.endpoint});
+  auto r = driver_->Commit(done, CommitWait::kCompletion, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(WaitFor([&] { return StoredState(done) == TxnState::kCommitted; }));
+  const std::string active = Begin({a_.endpoint, b_.endpoint});
+  const int64_t updated = store_->GetTxn(done)->updated_ms;
+
+  // Retention disabled: nothing is deleted.
+  SweeperOptions keep{20, 100, 100};
+  keep.finished_retention_ms = 0;
+  Sweeper keeper(store_.get(), node_, driver_.get(), nullptr, keep);
+  ASSERT_TRUE(WaitFor([&] { return NowUnixMs() > updated + 2; }));
+  ASSERT_TRUE(keeper.SweepOnce().ok());
+  EXPECT_EQ(keeper.Stats().deleted, 0);
+  EXPECT_EQ(StoredState(done), TxnState::kCommitted);
+
+  SweeperOptions o{20, 100, 100};
+  o.finished_retention_ms = 1;
+  o.retention_sweep_interval_ms = 60000;
+  Sweeper sweeper(store_.get(), node_, driver_.get(), nullptr, o);
+  ASSERT_TRUE(sweeper.SweepOnce().ok());
+  EXPECT_EQ(sweeper.Stats().deleted, 1);
+  EXPECT_EQ(store_->GetTxn(done).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetBranches(done)->empty());
+  // Every branch acknowledged before the record went: presumed abort is what is left.
+  EXPECT_EQ(driver_->QueryOutcome(done, "b0").value(), Outcome::kAbort);
+  // The unfinished one stays, however old.
+  EXPECT_EQ(StoredState(active), TxnState::kActive);
+  EXPECT_EQ(store_->GetBranches(active)->size(), 2u);
+
+  // Not every pass: the next retention run is retention_sweep_interval_ms away.
+  const std::string done2 = Begin({a_.endpoint});
+  ASSERT_TRUE(driver_->Commit(done2, CommitWait::kCompletion, 5000).ok());
+  ASSERT_TRUE(WaitFor([&] { return StoredState(done2) == TxnState::kCommitted; }));
+  const int64_t updated2 = store_->GetTxn(done2)->updated_ms;
+  ASSERT_TRUE(WaitFor([&] { return NowUnixMs() > updated2 + 2; }));
+  ASSERT_TRUE(sweeper.SweepOnce().ok());
+  EXPECT_EQ(sweeper.Stats().deleted, 1);
+  EXPECT_EQ(StoredState(done2), TxnState::kCommitted);
+}
+
 TEST_F(TwoPhaseDriverTest, ConcurrentCommitsOfOneTransactionAgree) {
   const std::string gtid = Begin({a_.endpoint, b_.endpoint});
   std::vector<std::thread> threads;

@@ -88,11 +88,45 @@ Status Sweeper::SweepOnce() {
         break;
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  ++stats_.passes;
-  stats_.claimed += *claimed;
-  stats_.dispatched += dispatched;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.passes;
+    stats_.claimed += *claimed;
+    stats_.dispatched += dispatched;
+  }
+  MaybeDeleteFinished();
   return Status::Ok();
+}
+
+void Sweeper::MaybeDeleteFinished() {
+  if (options_.finished_retention_ms <= 0 || options_.retention_limit <= 0) return;
+  const int64_t mono = MonotonicMs();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (last_retention_mono_ms_ >= 0 &&
+        mono - last_retention_mono_ms_ < options_.retention_sweep_interval_ms) {
+      return;
+    }
+    last_retention_mono_ms_ = mono;
+  }
+  const int64_t cutoff = NowUnixMs() - options_.finished_retention_ms;
+  int64_t total = 0;
+  for (int batch = 0; batch < kMaxRetentionBatches; ++batch) {
+    auto deleted = store_->DeleteFinishedBefore(cutoff, options_.retention_limit);
+    if (!deleted.ok()) {
+      LOG(ERROR) << "sweeper: deleting finished transactions updated before " << cutoff
+                 << " failed: " << deleted.status();
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.retention_errors;
+      stats_.deleted += total;
+      return;
+    }
+    total += *deleted;
+    if (*deleted < options_.retention_limit) break;
+  }
+  VLOG(1) << "sweeper: deleted " << total << " finished transactions updated before " << cutoff;
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.deleted += total;
 }
 
 void Sweeper::Loop() {

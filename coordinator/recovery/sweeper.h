@@ -12,6 +12,15 @@
 //      no driver in this process -> abort (presumed abort) unless one-phase
 //      (re-send commitOnePhase); COMMITTING / ABORTING -> redrive phase 2.
 //
+//   3. Retention, at most every retention_sweep_interval_ms (first pass
+//      included): TxnStore::DeleteFinishedBefore(now - finished_retention_ms)
+//      in batches of retention_limit (at most kMaxRetentionBatches per pass)
+//      removes finished transactions (COMMITTED / ABORTED / SUCCEEDED /
+//      COMPENSATED, never PARKED) with their branches. A final state is only
+//      written after every branch acknowledged, so no participant asks about
+//      a deleted transaction again. finished_retention_ms = 0 disables it. A
+//      retention error is logged and does not fail the pass.
+//
 // Resume must not block (drivers hand the work to their own pools) and is a
 // no-op for a transaction the driver is already driving, so a pass never
 // waits on a participant.
@@ -36,6 +45,10 @@ struct SweeperOptions {
   int64_t interval_ms = 200;  // between passes (jittered by up to +25 %)
   int claim_limit = 200;      // orphans claimed per pass
   int list_limit = 500;       // due transactions dispatched per pass
+  // Finished transactions older than this (by updated_ms) are deleted; 0: kept forever.
+  int64_t finished_retention_ms = 24 * 3600 * 1000LL;
+  int64_t retention_sweep_interval_ms = 60 * 1000;  // between retention runs
+  int retention_limit = 1000;                       // transactions deleted per store transaction
 };
 
 struct SweepStats {
@@ -43,6 +56,8 @@ struct SweepStats {
   int64_t claimed = 0;     // orphans taken over
   int64_t dispatched = 0;  // Resume calls
   int64_t errors = 0;      // passes that hit a store error
+  int64_t deleted = 0;     // finished transactions removed by retention
+  int64_t retention_errors = 0;
 };
 
 class Sweeper {
@@ -66,6 +81,10 @@ class Sweeper {
 
  private:
   void Loop();
+  // Step 3 when due (see the top of the file).
+  void MaybeDeleteFinished();
+
+  static constexpr int kMaxRetentionBatches = 10;
 
   TxnStore* const store_;
   const NodeInfo node_;
@@ -77,7 +96,8 @@ class Sweeper {
   std::condition_variable cv_;
   bool stopping_ = false;
   SweepStats stats_;
-  std::thread thread_;  // owned by Start/Stop's thread
+  int64_t last_retention_mono_ms_ = -1;  // MonotonicMs() of the last retention run; -1: never
+  std::thread thread_;                   // owned by Start/Stop's thread
 };
 
 }  // namespace txc

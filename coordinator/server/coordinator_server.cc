@@ -91,6 +91,15 @@ Status CoordinatorServer::Start() {
     return Status::InvalidArgument(
         "lease_renew_interval_ms must be 0 (ttl/3) or below lease_ttl_ms");
   }
+  if (o.sweeper.finished_retention_ms < 0) {
+    return Status::InvalidArgument(
+        "finished_retention_ms must be 0 (keep forever) or positive, got " +
+        std::to_string(o.sweeper.finished_retention_ms));
+  }
+  if (o.sweeper.retention_sweep_interval_ms <= 0) {
+    return Status::InvalidArgument("retention_sweep_interval_ms must be positive, got " +
+                                   std::to_string(o.sweeper.retention_sweep_interval_ms));
+  }
   if (o.max_message_bytes < 1024 || o.max_message_bytes > (int64_t{1} << 30)) {
     return Status::InvalidArgument("max_message_bytes must be between 1 KiB and 1 GiB, got " +
                                    std::to_string(o.max_message_bytes));

@@ -70,8 +70,10 @@ struct CoordinatorServerOptions {
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   GroupCommitOptions group_commit;
   TwoPhaseDriverOptions two_phase;  // 2PC driver: timeouts, fan-out threads, retries
-  SweeperOptions sweeper;           // recovery sweeper: interval, batch limits
-  SagaDriverOptions saga;           // Saga driver: call timeouts, parking, worker threads
+  // Recovery sweeper: interval, batch limits, retention of finished
+  // transactions (finished_retention_ms, retention_sweep_interval_ms).
+  SweeperOptions sweeper;
+  SagaDriverOptions saga;  // Saga driver: call timeouts, parking, worker threads
   // Called once, from the lease thread, after the server stopped serving
   // because its lease was lost. May be empty.
   std::function<void(const Status&)> on_lease_lost;

@@ -77,6 +77,16 @@ int main(int argc, char** argv) {
       "sweep_interval_ms",
       po::value(&options.sweeper.interval_ms)->default_value(options.sweeper.interval_ms),
       "recovery sweeper: time between passes (claims orphans, redrives due transactions)")(
+      "finished_retention_ms",
+      po::value(&options.sweeper.finished_retention_ms)
+          ->default_value(options.sweeper.finished_retention_ms),
+      "finished transactions (COMMITTED/ABORTED/SUCCEEDED/COMPENSATED) are deleted this long "
+      "after their last update (0: kept forever); afterwards status is NotFound and "
+      "queryOutcome ABORT")(
+      "retention_sweep_interval_ms",
+      po::value(&options.sweeper.retention_sweep_interval_ms)
+          ->default_value(options.sweeper.retention_sweep_interval_ms),
+      "recovery sweeper: time between deletions of old finished transactions")(
       "saga_park_after_attempts",
       po::value(&options.saga.park_after_attempts)->default_value(options.saga.park_after_attempts),
       "Saga: compensation deliveries before the saga is PARKED (then retried by the sweeper)")(

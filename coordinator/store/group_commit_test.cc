@@ -46,6 +46,9 @@ class SlowStore : public TxnStore {
   Result<int64_t> CountInStates(const std::vector<TxnState>& s) override {
     return inner_->CountInStates(s);
   }
+  Result<int> DeleteFinishedBefore(int64_t cutoff, int limit) override {
+    return inner_->DeleteFinishedBefore(cutoff, limit);
+  }
   Result<Lease> AcquireLease(const std::string& n, const std::string& e, int64_t t,
                              int64_t now) override {
     return inner_->AcquireLease(n, e, t, now);

@@ -749,6 +749,31 @@ Result<int64_t> PostgresStore::CountInStates(const std::vector<TxnState>& states
   });
 }
 
+// --- retention ----------------------------------------------------------------
+
+Result<int> PostgresStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) {
+  if (limit <= 0) return 0;
+  // One autocommit statement (so one store transaction): lock up to `limit`
+  // old finished rows nobody else holds (state = ANY uses the
+  // (state, next_attempt_ms) index), delete their branches and them.
+  // Retried after a broken connection: deleting again is harmless.
+  return Run("delete finished", true, [&](Conn& c) -> Result<int> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(
+        c, tx, "delete_finished",
+        "WITH picked AS (SELECT gtid FROM txns WHERE state = ANY($1::integer[]) "
+        "AND updated_ms < $2 ORDER BY updated_ms, gtid LIMIT $3 FOR UPDATE SKIP LOCKED), "
+        "gone_branches AS (DELETE FROM branches WHERE gtid IN (SELECT gtid FROM picked)), "
+        "gone AS (DELETE FROM txns WHERE gtid IN (SELECT gtid FROM picked) RETURNING 1) "
+        "SELECT COUNT(*) FROM gone",
+        Params()
+            .Text(IntArray(store_internal::FinalTxnStates()))
+            .Int(cutoff_updated_ms)
+            .Int(limit));
+    return static_cast<int>(r[0][0].as<int64_t>());
+  });
+}
+
 // --- leases -------------------------------------------------------------------
 
 Result<Lease> PostgresStore::AcquireLease(const std::string& node_id, const std::string& endpoint,

@@ -62,6 +62,7 @@ class PostgresStore final : public TxnStore {
                                          const std::string& owner, int64_t epoch, int64_t now_ms,
                                          int limit) override;
   Result<int64_t> CountInStates(const std::vector<TxnState>& states) override;
+  Result<int> DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) override;
 
   Result<Lease> AcquireLease(const std::string& node_id, const std::string& endpoint,
                              int64_t ttl_ms, int64_t now_ms) override;

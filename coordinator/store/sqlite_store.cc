@@ -543,6 +543,51 @@ Result<int64_t> SqliteStore::CountInStates(const std::vector<TxnState>& states) 
   });
 }
 
+// --- retention ----------------------------------------------------------------
+
+Result<int> SqliteStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) {
+  if (limit <= 0) return 0;
+  std::lock_guard<std::mutex> lock(write_mu_);
+  Conn& c = *writer_;
+  TXC_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
+  auto remove = [&]() -> Result<int> {
+    // state IN (final states) uses the (state, next_attempt_ms) index.
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * pick,
+                         c.Prepare("SELECT gtid FROM txns WHERE state IN (" +
+                                   StateList(store_internal::FinalTxnStates()) +
+                                   ") AND updated_ms < ?1 ORDER BY updated_ms, gtid LIMIT ?2"));
+    std::vector<std::string> gtids;
+    {
+      Stmt s(c, pick);
+      s.Int(1, cutoff_updated_ms).Int(2, limit);
+      int rc;
+      while ((rc = s.Step()) == SQLITE_ROW) gtids.push_back(ColumnBytes(pick, 0));
+      if (rc != SQLITE_DONE) return SqliteStatus(c.db(), rc, "retention: pick finished txns");
+    }
+    for (const std::string& gtid : gtids) {
+      for (const char* sql :
+           {"DELETE FROM branches WHERE gtid = ?1", "DELETE FROM txns WHERE gtid = ?1"}) {
+        TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.Prepare(sql));
+        Stmt s(c, raw);
+        s.Text(1, gtid);
+        TXC_RETURN_IF_ERROR(s.Run("retention: delete txn " + gtid));
+      }
+    }
+    return static_cast<int>(gtids.size());
+  };
+  auto deleted = remove();
+  if (!deleted.ok()) {
+    c.Exec("ROLLBACK").IgnoreError();
+    return deleted.status();
+  }
+  Status commit = c.Exec("COMMIT");
+  if (!commit.ok()) {
+    c.Exec("ROLLBACK").IgnoreError();
+    return Status::Indeterminate("retention commit: " + commit.message());
+  }
+  return deleted;
+}
+
 // --- leases -------------------------------------------------------------------
 
 Result<Lease> SqliteStore::AcquireLease(const std::string& node_id, const std::string& endpoint,

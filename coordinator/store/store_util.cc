@@ -24,6 +24,17 @@ const std::vector<TxnState>& UnfinishedTxnStates() {
   return kUnfinished;
 }
 
+const std::vector<TxnState>& FinalTxnStates() {
+  static const std::vector<TxnState> kFinal = [] {
+    std::vector<TxnState> v;
+    for (TxnState s : AllTxnStates()) {
+      if (IsFinal(s)) v.push_back(s);
+    }
+    return v;
+  }();
+  return kFinal;
+}
+
 int64_t StateMask(const std::vector<TxnState>& states) {
   int64_t mask = 0;
   for (TxnState s : states) mask |= int64_t{1} << static_cast<int>(s);

@@ -26,9 +26,10 @@ constexpr char kBranchColumns[] =
 // kNotFound, kAlreadyExists, kInvalidArgument) rather than fail the group.
 bool IsRefusal(const Status& s);
 
-// Every TxnState value, and those IsFinal() is false for.
+// Every TxnState value, those IsFinal() is false for, and those it is true for.
 const std::vector<TxnState>& AllTxnStates();
 const std::vector<TxnState>& UnfinishedTxnStates();
+const std::vector<TxnState>& FinalTxnStates();
 
 // Bit (1 << value) per state; 0 for an empty list (the SQL reads 0 as "any").
 int64_t StateMask(const std::vector<TxnState>& states);

@@ -167,6 +167,16 @@ class TxnStore {
   // Count of transactions per state, for health and tests.
   virtual Result<int64_t> CountInStates(const std::vector<TxnState>& states) = 0;
 
+  // --- retention ------------------------------------------------------------
+  // Deletes up to `limit` transactions in a final state (IsFinal: kCommitted,
+  // kAborted, kSucceeded, kCompensated; never kParked or anything unfinished)
+  // whose updated_ms < cutoff_updated_ms, oldest first, together with their
+  // branches, in one store transaction. Returns how many transactions it
+  // deleted (0 when limit <= 0). Safe because a final state is written only
+  // after every branch acknowledged phase 2 / its compensation (ARCHITECTURE
+  // invariant 3): no participant can still ask about a deleted transaction.
+  virtual Result<int> DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) = 0;
+
   // --- replicas -------------------------------------------------------------
   // Creates or takes over node_id's lease with epoch = previous epoch + 1.
   virtual Result<Lease> AcquireLease(const std::string& node_id, const std::string& endpoint,

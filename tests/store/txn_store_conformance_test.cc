@@ -2,10 +2,15 @@
 // (a fresh file / a fresh database of the shared test cluster per test).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <limits>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "common/backoff.h"
 #include "coordinator/store/postgres_store.h"
 #include "coordinator/store/txn_store.h"
 #include "tests/harness/pg_cluster.h"
@@ -329,6 +334,124 @@ TEST_P(TxnStoreConformanceTest, DeleteRemovesTheTransactionAndItsBranches) {
   EXPECT_EQ(store_->GetBranches("kept")->size(), 2u);
   // The id can be used again.
   Seed("gone", "node-a", 1);
+}
+
+// Seeds one transaction per state of `states` (prefix + state name), of the
+// state's kind; returns the largest updated_ms the store gave them.
+int64_t SeedStates(TxnStore* store, const std::string& prefix,
+                   const std::vector<TxnState>& states) {
+  int64_t newest = 0;
+  for (TxnState st : states) {
+    const std::string gtid = prefix + TxnStateName(st);
+    WriteBatch b;
+    TxnRecord t = MakeTxn(gtid, "node-a", 1, st);
+    t.kind = IsStateOf(TxnKind::kSaga, st) ? TxnKind::kSaga : TxnKind::kTwoPhase;
+    b.insert_txns.push_back(t);
+    b.insert_branches.push_back(MakeBranch(gtid, "b1", 0));
+    b.insert_branches.push_back(MakeBranch(gtid, "b2", 1));
+    EXPECT_TRUE(store->Apply(b).ok()) << gtid;
+    auto got = store->GetTxn(gtid);
+    EXPECT_TRUE(got.ok()) << gtid;
+    if (got.ok()) newest = std::max(newest, got->updated_ms);
+  }
+  return newest;
+}
+
+// Waits (bounded) until the wall clock is past `ms`, so later writes get a
+// larger updated_ms.
+void WaitPast(int64_t ms) {
+  for (int i = 0; i < 1000 && NowUnixMs() <= ms; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GT(NowUnixMs(), ms);
+}
+
+const std::vector<TxnState> kFinalStates = {TxnState::kCommitted, TxnState::kAborted,
+                                            TxnState::kSucceeded, TxnState::kCompensated};
+const std::vector<TxnState> kUnfinishedStates = {
+    TxnState::kActive,  TxnState::kPreparing,    TxnState::kCommitting, TxnState::kAborting,
+    TxnState::kRunning, TxnState::kCompensating, TxnState::kParked};
+
+TEST_P(TxnStoreConformanceTest, DeleteFinishedBeforeRemovesOnlyOldFinishedTransactions) {
+  for (TxnState st : kFinalStates) ASSERT_TRUE(IsFinal(st)) << TxnStateName(st);
+  for (TxnState st : kUnfinishedStates) ASSERT_FALSE(IsFinal(st)) << TxnStateName(st);
+
+  int64_t old_newest = SeedStates(store_.get(), "old-", kFinalStates);
+  old_newest = std::max(old_newest, SeedStates(store_.get(), "old-", kUnfinishedStates));
+  WaitPast(old_newest);
+  SeedStates(store_.get(), "young-", kFinalStates);
+  int64_t cutoff = std::numeric_limits<int64_t>::max();
+  for (TxnState st : kFinalStates) {
+    cutoff = std::min(cutoff, Get(std::string("young-") + TxnStateName(st)).updated_ms);
+  }
+  ASSERT_GT(cutoff, old_newest);
+
+  auto deleted = store_->DeleteFinishedBefore(cutoff, 100);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, static_cast<int>(kFinalStates.size()));
+  for (TxnState st : kFinalStates) {
+    const std::string old_gtid = std::string("old-") + TxnStateName(st);
+    EXPECT_EQ(store_->GetTxn(old_gtid).status().code(), StatusCode::kNotFound) << old_gtid;
+    auto branches = store_->GetBranches(old_gtid);
+    ASSERT_TRUE(branches.ok());
+    EXPECT_TRUE(branches->empty()) << old_gtid;
+    const std::string young_gtid = std::string("young-") + TxnStateName(st);
+    EXPECT_EQ(Get(young_gtid).state, st) << young_gtid;
+    EXPECT_EQ(store_->GetBranches(young_gtid)->size(), 2u) << young_gtid;
+  }
+  for (TxnState st : kUnfinishedStates) {
+    const std::string gtid = std::string("old-") + TxnStateName(st);
+    EXPECT_EQ(Get(gtid).state, st) << gtid;
+    EXPECT_EQ(store_->GetBranches(gtid)->size(), 2u) << gtid;
+  }
+
+  // However old: unfinished transactions are never deleted.
+  deleted = store_->DeleteFinishedBefore(std::numeric_limits<int64_t>::max(), 100);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, static_cast<int>(kFinalStates.size()));  // the young ones
+  EXPECT_EQ(*store_->CountInStates(kFinalStates), 0);
+  EXPECT_EQ(*store_->CountInStates(kUnfinishedStates),
+            static_cast<int64_t>(kUnfinishedStates.size()));
+  for (TxnState st : kUnfinishedStates) {
+    const std::string gtid = std::string("old-") + TxnStateName(st);
+    EXPECT_EQ(Get(gtid).state, st) << gtid;
+    EXPECT_EQ(store_->GetBranches(gtid)->size(), 2u) << gtid;
+  }
+  deleted = store_->DeleteFinishedBefore(std::numeric_limits<int64_t>::max(), 100);
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(*deleted, 0);
+}
+
+TEST_P(TxnStoreConformanceTest, DeleteFinishedBeforeRespectsTheLimit) {
+  for (int i = 0; i < 5; ++i) {
+    const std::string gtid = "done-" + std::to_string(i);
+    WriteBatch b;
+    b.insert_txns.push_back(MakeTxn(gtid, "node-a", 1, TxnState::kCommitted));
+    b.insert_branches.push_back(MakeBranch(gtid, "b1", 0));
+    ASSERT_TRUE(store_->Apply(b).ok()) << gtid;
+  }
+  const int64_t cutoff = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(*store_->DeleteFinishedBefore(cutoff, 0), 0);
+  EXPECT_EQ(*store_->CountInStates({TxnState::kCommitted}), 5);
+  auto deleted = store_->DeleteFinishedBefore(cutoff, 2);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 2);
+  EXPECT_EQ(*store_->CountInStates({TxnState::kCommitted}), 3);
+  int branches_left = 0;
+  for (int i = 0; i < 5; ++i) {
+    const std::string gtid = "done-" + std::to_string(i);
+    auto t = store_->GetTxn(gtid);
+    auto b = store_->GetBranches(gtid);
+    ASSERT_TRUE(b.ok());
+    // A transaction and its branches go together.
+    EXPECT_EQ(t.ok(), b->size() == 1u) << gtid;
+    branches_left += static_cast<int>(b->size());
+  }
+  EXPECT_EQ(branches_left, 3);
+  deleted = store_->DeleteFinishedBefore(cutoff, 10);
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(*deleted, 3);
+  EXPECT_EQ(*store_->CountInStates({TxnState::kCommitted}), 0);
 }
 
 TEST_P(TxnStoreConformanceTest, ListDueOrdersAndFilters) {
