@@ -618,8 +618,8 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
       pqxx::work tx(*c.conn);
       if (write_segment(tx, segments[0])) {
         tx.commit();
-        commits_ += 1;
-        batches_ += static_cast<int64_t>(batches.size());
+        counters_.commits += 1;
+        counters_.batches += static_cast<int64_t>(batches.size());
         fast_groups_ += 1;
         return statuses;
       }
@@ -664,11 +664,11 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
     }
     if (any_applied) {
       tx.commit();
-      commits_ += 1;
+      counters_.commits += 1;
     } else {
       tx.abort();
     }
-    batches_ += static_cast<int64_t>(batches.size());
+    counters_.batches += static_cast<int64_t>(batches.size());
     return statuses;
   });
   if (!result.ok()) {
@@ -851,11 +851,6 @@ Result<int> PostgresStore::ClaimOrphans(const std::string& node_id, int64_t epoc
   });
 }
 
-StoreStats PostgresStore::Stats() const {
-  StoreStats s;
-  s.commits = commits_.load();
-  s.batches = batches_.load();
-  return s;
-}
+StoreStats PostgresStore::Stats() const { return counters_.Snapshot(); }
 
 }  // namespace txc

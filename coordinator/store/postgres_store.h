@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/store/store_util.h"
 #include "coordinator/store/txn_store.h"
 
 namespace txc {
@@ -103,8 +104,7 @@ class PostgresStore final : public TxnStore {
   std::vector<std::unique_ptr<Conn>> idle_;
   size_t open_ = 0;  // connections that exist (idle or in use)
 
-  std::atomic<int64_t> commits_{0};
-  std::atomic<int64_t> batches_{0};
+  store_internal::StoreCounters counters_;
   std::atomic<int64_t> fast_groups_{0};
   std::atomic<int64_t> savepoint_groups_{0};
 };

@@ -444,7 +444,7 @@ std::vector<Status> SqliteStore::ApplyGroupLocked(const std::vector<const WriteB
       }
       results[i] = s;
       if (single) {
-        batches_ += 1;
+        counters_.batches += 1;
         return results;
       }
     } else if (!single) {
@@ -461,8 +461,8 @@ std::vector<Status> SqliteStore::ApplyGroupLocked(const std::vector<const WriteB
     writer_->Exec("ROLLBACK").IgnoreError();
     return fail_all(Status::Indeterminate("sqlite commit failed: " + commit.message()));
   }
-  commits_ += 1;
-  batches_ += static_cast<int64_t>(batches.size());
+  counters_.commits += 1;
+  counters_.batches += static_cast<int64_t>(batches.size());
   return results;
 }
 
@@ -690,11 +690,6 @@ Result<int> SqliteStore::ClaimOrphans(const std::string& node_id, int64_t epoch,
   return claimed;
 }
 
-StoreStats SqliteStore::Stats() const {
-  StoreStats s;
-  s.commits = commits_.load();
-  s.batches = batches_.load();
-  return s;
-}
+StoreStats SqliteStore::Stats() const { return counters_.Snapshot(); }
 
 }  // namespace txc

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/store/store_util.h"
 #include "coordinator/store/txn_store.h"
 
 namespace txc {
@@ -84,8 +85,7 @@ class SqliteStore final : public TxnStore {
   std::mutex readers_mu_;  // guards idle_readers_
   std::vector<std::unique_ptr<Conn>> idle_readers_;
 
-  std::atomic<int64_t> commits_{0};
-  std::atomic<int64_t> batches_{0};
+  store_internal::StoreCounters counters_;
 };
 
 }  // namespace txc

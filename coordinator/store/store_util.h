@@ -1,6 +1,7 @@
 // Helpers shared by the store backends (private to coordinator/store).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -11,6 +12,18 @@
 
 namespace txc {
 namespace store_internal {
+
+// The counters behind TxnStore::Stats(), shared by both backends.
+struct StoreCounters {
+  std::atomic<int64_t> commits{0};  // store transactions committed
+  std::atomic<int64_t> batches{0};  // WriteBatches applied (committed or refused)
+  StoreStats Snapshot() const {
+    StoreStats s;
+    s.commits = commits.load();
+    s.batches = batches.load();
+    return s;
+  }
+};
 
 // The column lists of the txns / branches tables, in the order
 // the backends' ReadTxn / ReadBranch read them.
