@@ -40,6 +40,7 @@ class Params {
     return *this;
   }
   Params& Int(int64_t v) { return Text(std::to_string(v)); }
+  Params& Bool(bool v) { return Text(v ? "true" : "false"); }
   Params& Bytes(const std::string& b) {
     static const char kHex[] = "0123456789abcdef";
     std::string s = "\\x";
@@ -777,7 +778,7 @@ Result<int> PostgresStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int l
 // --- leases -------------------------------------------------------------------
 
 Result<Lease> PostgresStore::AcquireLease(const std::string& node_id, const std::string& endpoint,
-                                          int64_t ttl_ms, int64_t now_ms) {
+                                          int64_t ttl_ms, int64_t now_ms, LeaseTakeover takeover) {
   // Not retried after a broken connection: the epoch may have been bumped.
   return Run("acquire lease", false, [&](Conn& c) -> Result<Lease> {
     pqxx::nontransaction tx(*c.conn);
@@ -785,9 +786,23 @@ Result<Lease> PostgresStore::AcquireLease(const std::string& node_id, const std:
         c, tx, "acquire_lease",
         "INSERT INTO leases (node_id, endpoint, epoch, expires_ms) VALUES ($1, $2, 1, $3) "
         "ON CONFLICT (node_id) DO UPDATE SET endpoint = excluded.endpoint, "
-        "epoch = leases.epoch + 1, expires_ms = excluded.expires_ms RETURNING epoch",
-        Params().Text(node_id).Text(endpoint).Int(now_ms + ttl_ms));
-    return Lease{node_id, endpoint, r[0][0].as<int64_t>(), now_ms + ttl_ms};
+        "epoch = leases.epoch + 1, expires_ms = excluded.expires_ms "
+        "WHERE $4 OR leases.expires_ms <= $5 RETURNING epoch",
+        Params()
+            .Text(node_id)
+            .Text(endpoint)
+            .Int(now_ms + ttl_ms)
+            .Bool(takeover == LeaseTakeover::kAlways)
+            .Int(now_ms));
+    if (!r.empty()) return Lease{node_id, endpoint, r[0][0].as<int64_t>(), now_ms + ttl_ms};
+    // The lease is live and was left alone: say who holds it.
+    auto held = ExecPrepared(c, tx, "read_lease",
+                             "SELECT endpoint, epoch, expires_ms FROM leases WHERE node_id = $1",
+                             Params().Text(node_id));
+    if (held.empty()) return Status::Unavailable("lease of " + node_id + " vanished; retry");
+    Lease live{node_id, held[0][0].as<std::string>(), held[0][1].as<int64_t>(),
+               held[0][2].as<int64_t>()};
+    return store_internal::LiveLeaseRefusal(live, now_ms);
   });
 }
 

@@ -591,7 +591,7 @@ Result<int> SqliteStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int lim
 // --- leases -------------------------------------------------------------------
 
 Result<Lease> SqliteStore::AcquireLease(const std::string& node_id, const std::string& endpoint,
-                                        int64_t ttl_ms, int64_t now_ms) {
+                                        int64_t ttl_ms, int64_t now_ms, LeaseTakeover takeover) {
   std::lock_guard<std::mutex> lock(write_mu_);
   Conn& c = *writer_;
   TXC_ASSIGN_OR_RETURN(
@@ -599,14 +599,29 @@ Result<Lease> SqliteStore::AcquireLease(const std::string& node_id, const std::s
       c.Prepare("INSERT INTO leases (node_id, endpoint, epoch, expires_ms) VALUES (?1, ?2, 1, ?3) "
                 "ON CONFLICT (node_id) DO UPDATE SET endpoint = excluded.endpoint, "
                 "epoch = leases.epoch + 1, expires_ms = excluded.expires_ms "
+                "WHERE ?4 OR leases.expires_ms <= ?5 "
                 "RETURNING epoch"));
   Stmt s(c, raw);
   s.Text(1, node_id).Text(2, endpoint).Int(3, now_ms + ttl_ms);
+  s.Int(4, takeover == LeaseTakeover::kAlways ? 1 : 0).Int(5, now_ms);
   int rc = s.Step();
-  if (rc != SQLITE_ROW) return SqliteStatus(c.db(), rc, "acquire lease " + node_id);
-  Lease lease{node_id, endpoint, sqlite3_column_int64(raw, 0), now_ms + ttl_ms};
-  TXC_RETURN_IF_ERROR(s.Run("acquire lease " + node_id));
-  return lease;
+  if (rc == SQLITE_ROW) {
+    Lease lease{node_id, endpoint, sqlite3_column_int64(raw, 0), now_ms + ttl_ms};
+    TXC_RETURN_IF_ERROR(s.Run("acquire lease " + node_id));
+    return lease;
+  }
+  if (rc != SQLITE_DONE) return SqliteStatus(c.db(), rc, "acquire lease " + node_id);
+  // The lease is live and was left alone: say who holds it.
+  TXC_ASSIGN_OR_RETURN(
+      sqlite3_stmt * held_raw,
+      c.Prepare("SELECT endpoint, epoch, expires_ms FROM leases WHERE node_id = ?1"));
+  Stmt held(c, held_raw);
+  held.Text(1, node_id);
+  rc = held.Step();
+  if (rc != SQLITE_ROW) return SqliteStatus(c.db(), rc, "read lease " + node_id);
+  Lease live{node_id, ColumnBytes(held_raw, 0), sqlite3_column_int64(held_raw, 1),
+             sqlite3_column_int64(held_raw, 2)};
+  return store_internal::LiveLeaseRefusal(live, now_ms);
 }
 
 Status SqliteStore::RenewLease(const std::string& node_id, int64_t epoch, int64_t ttl_ms,

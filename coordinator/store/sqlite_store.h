@@ -51,8 +51,9 @@ class SqliteStore final : public TxnStore {
   Result<int64_t> CountInStates(const std::vector<TxnState>& states) override;
   Result<int> DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) override;
 
+  using TxnStore::AcquireLease;
   Result<Lease> AcquireLease(const std::string& node_id, const std::string& endpoint,
-                             int64_t ttl_ms, int64_t now_ms) override;
+                             int64_t ttl_ms, int64_t now_ms, LeaseTakeover takeover) override;
   Status RenewLease(const std::string& node_id, int64_t epoch, int64_t ttl_ms,
                     int64_t now_ms) override;
   Result<std::vector<Lease>> ListLeases() override;

@@ -151,5 +151,12 @@ bool IsRefusal(const Status& s) {
   }
 }
 
+Status LiveLeaseRefusal(const Lease& live, int64_t now_ms) {
+  return Status::AlreadyExists("the lease of node " + live.node_id +
+                               " is held by a live process at " + live.endpoint + " (epoch " +
+                               std::to_string(live.epoch) + ", expires in " +
+                               std::to_string(live.expires_ms - now_ms) + " ms)");
+}
+
 }  // namespace store_internal
 }  // namespace txc

@@ -65,5 +65,8 @@ bool IsStorableText(const std::string& s);
 // (payloads, last_error) may hold any bytes.
 Status CheckBatch(const WriteBatch& batch);
 
+// AcquireLease's kAlreadyExists for a lease another process still renews.
+Status LiveLeaseRefusal(const Lease& live, int64_t now_ms);
+
 }  // namespace store_internal
 }  // namespace txc

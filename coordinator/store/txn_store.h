@@ -123,6 +123,13 @@ struct Lease {
   int64_t expires_ms = 0;
 };
 
+// Whether TxnStore::AcquireLease may take a lease another process still renews.
+enum class LeaseTakeover {
+  kIfExpired,  // refuse a live lease (kAlreadyExists): starting a second copy must not
+               // take the lease from a healthy process
+  kAlways,     // take it anyway: the operator replaces the node on purpose
+};
+
 // Counters for benchmarks and the group-commit test.
 struct StoreStats {
   int64_t commits = 0;  // store transactions committed by Apply/ApplyGroup
@@ -179,8 +186,16 @@ class TxnStore {
 
   // --- replicas -------------------------------------------------------------
   // Creates or takes over node_id's lease with epoch = previous epoch + 1.
+  // With LeaseTakeover::kIfExpired a lease that is still live (expires_ms >
+  // now_ms: another process of this node id renews it) is left alone and the
+  // answer is kAlreadyExists naming its endpoint, epoch and expiry.
   virtual Result<Lease> AcquireLease(const std::string& node_id, const std::string& endpoint,
-                                     int64_t ttl_ms, int64_t now_ms) = 0;
+                                     int64_t ttl_ms, int64_t now_ms, LeaseTakeover takeover) = 0;
+  // The same with LeaseTakeover::kAlways (tests, deliberate replacement).
+  Result<Lease> AcquireLease(const std::string& node_id, const std::string& endpoint,
+                             int64_t ttl_ms, int64_t now_ms) {
+    return AcquireLease(node_id, endpoint, ttl_ms, now_ms, LeaseTakeover::kAlways);
+  }
   // Extends the lease if its epoch is still `epoch`; kConflict when another
   // process took it (this process must stop driving transactions).
   virtual Status RenewLease(const std::string& node_id, int64_t epoch, int64_t ttl_ms,

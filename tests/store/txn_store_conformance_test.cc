@@ -508,6 +508,32 @@ TEST_P(TxnStoreConformanceTest, LeasesBumpEpochsAndFenceRenewals) {
   EXPECT_EQ((*leases)[1].epoch, 1);
 }
 
+TEST_P(TxnStoreConformanceTest, AcquireLeaseIfExpiredLeavesALiveLeaseAlone) {
+  auto first = store_->AcquireLease("node-a", "a:1", 1000, 10000, LeaseTakeover::kIfExpired);
+  ASSERT_TRUE(first.ok()) << first.status();  // no row yet: created
+  EXPECT_EQ(first->epoch, 1);
+  // Live until 11000: a second process of node-a is refused and changes nothing.
+  auto second = store_->AcquireLease("node-a", "a:2", 1000, 10999, LeaseTakeover::kIfExpired);
+  ASSERT_EQ(second.status().code(), StatusCode::kAlreadyExists) << second.status();
+  EXPECT_NE(second.status().message().find("a:1"), std::string::npos) << second.status();
+  auto leases = store_->ListLeases();
+  ASSERT_TRUE(leases.ok());
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ((*leases)[0].epoch, 1);
+  EXPECT_EQ((*leases)[0].endpoint, "a:1");
+  EXPECT_TRUE(store_->RenewLease("node-a", 1, 1000, 10999).ok());  // the holder is unaffected
+  // Expired (or given back with a zero ttl): taken with the next epoch.
+  EXPECT_TRUE(store_->RenewLease("node-a", 1, 0, 11500).ok());
+  auto third = store_->AcquireLease("node-a", "a:3", 1000, 11500, LeaseTakeover::kIfExpired);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->epoch, 2);
+  // kAlways takes a live lease.
+  auto forced = store_->AcquireLease("node-a", "a:4", 1000, 11600, LeaseTakeover::kAlways);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(forced->epoch, 3);
+  EXPECT_EQ(store_->RenewLease("node-a", 2, 1000, 11700).code(), StatusCode::kConflict);
+}
+
 TEST_P(TxnStoreConformanceTest, ClaimOrphansTakesUnfinishedTransactionsOfExpiredLeases) {
   ASSERT_TRUE(store_->AcquireLease("node-a", "a:1", 1000, 10000).ok());  // expires 11000
   auto b = store_->AcquireLease("node-b", "b:1", 100000, 10000);
