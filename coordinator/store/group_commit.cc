@@ -29,8 +29,9 @@ std::future<Status> GroupCommitter::WriteAsync(WriteBatch batch) {
   std::future<Status> done = pending->done.get_future();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) {
-      pending->done.set_value(Status::Unavailable("group committer is stopping"));
+    if (stopping_ || !fenced_.ok()) {
+      pending->done.set_value(fenced_.ok() ? Status::Unavailable("group committer is stopping")
+                                           : fenced_);
       return done;
     }
     queue_.push_back(std::move(pending));
@@ -55,6 +56,18 @@ void GroupCommitter::WriteLater(WriteBatch batch) {
   WriteAsync(std::move(batch));
 }
 
+void GroupCommitter::Fence(const Status& reason) {
+  std::deque<std::unique_ptr<Pending>> refused;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!fenced_.ok()) return;
+    fenced_ = Status::Unavailable("writes fenced: " + reason.ToString());
+    refused.swap(queue_);
+  }
+  for (auto& p : refused) p->done.set_value(fenced_);
+  work_cv_.notify_all();
+}
+
 GroupCommitter::Stats GroupCommitter::GetStats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -75,6 +88,18 @@ void GroupCommitter::WriterLoop() {
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+    }
+    Status refused;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      refused = fenced_;
+    }
+    if (refused.ok() && options_.may_write && !options_.may_write()) {
+      refused = Status::Unavailable("writes refused: this replica's lease is not known to be live");
+    }
+    if (!refused.ok()) {
+      for (auto& p : group) p->done.set_value(refused);
+      continue;
     }
     batches.clear();
     waiting.clear();

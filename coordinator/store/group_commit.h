@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,12 @@ struct GroupCommitOptions {
   int max_batches_per_group = 512;   // batches drained into one store transaction
   int64_t write_timeout_ms = 30000;  // Write() gives up waiting after this (kTimeout:
                                      // the outcome is then unknown, re-read)
+  // Asked by the writer thread right before each store transaction; false:
+  // the whole group is refused with kUnavailable and nothing is written. The
+  // coordinator answers "is my lease certainly still mine" here, so a replica
+  // that was paused past its lease writes nothing once it runs again. Empty:
+  // always allowed.
+  std::function<bool()> may_write;
 };
 
 class GroupCommitter {
@@ -50,6 +57,11 @@ class GroupCommitter {
   };
   Stats GetStats() const;
 
+  // From now on every queued and every new write is refused with `reason`
+  // (kUnavailable) without touching the store; a group already inside the
+  // store call finishes. Used when the lease is lost. Idempotent.
+  void Fence(const Status& reason);
+
  private:
   struct Pending {
     WriteBatch batch;
@@ -64,6 +76,7 @@ class GroupCommitter {
   std::condition_variable work_cv_;
   std::deque<std::unique_ptr<Pending>> queue_;
   bool stopping_ = false;
+  Status fenced_;  // not OK once Fence() was called
   Stats stats_;
 
   std::thread writer_;  // started last in the constructor

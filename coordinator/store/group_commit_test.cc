@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 
@@ -29,6 +30,7 @@ class SlowStore : public TxnStore {
   Status Migrate() override { return inner_->Migrate(); }
   Status Apply(const WriteBatch& b) override { return inner_->Apply(b); }
   std::vector<Status> ApplyGroup(const std::vector<const WriteBatch*>& batches) override {
+    calls_.fetch_add(1);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
     return inner_->ApplyGroup(batches);
   }
@@ -49,9 +51,10 @@ class SlowStore : public TxnStore {
   Result<int> DeleteFinishedBefore(int64_t cutoff, int limit) override {
     return inner_->DeleteFinishedBefore(cutoff, limit);
   }
-  Result<Lease> AcquireLease(const std::string& n, const std::string& e, int64_t t,
-                             int64_t now) override {
-    return inner_->AcquireLease(n, e, t, now);
+  using TxnStore::AcquireLease;
+  Result<Lease> AcquireLease(const std::string& n, const std::string& e, int64_t t, int64_t now,
+                             LeaseTakeover takeover) override {
+    return inner_->AcquireLease(n, e, t, now, takeover);
   }
   Status RenewLease(const std::string& n, int64_t e, int64_t t, int64_t now) override {
     return inner_->RenewLease(n, e, t, now);
@@ -61,8 +64,10 @@ class SlowStore : public TxnStore {
     return inner_->ClaimOrphans(n, e, now, l);
   }
   StoreStats Stats() const override { return inner_->Stats(); }
+  int calls() const { return calls_.load(); }  // ApplyGroup calls so far
 
  private:
+  std::atomic<int> calls_{0};
   TxnStore* inner_;
   int delay_ms_;
 };
@@ -127,6 +132,51 @@ TEST_F(GroupCommitTest, GroupsAreCappedAndQueuedWritesShareOne) {
   // 13 batches at most 4 per group, queued while the first group was slow.
   EXPECT_GE(stats.groups, 4);
   EXPECT_LE(stats.groups, 5);
+}
+
+TEST_F(GroupCommitTest, NothingIsWrittenWhileWritesAreNotAllowed) {
+  std::atomic<bool> allowed{false};
+  GroupCommitOptions options;
+  options.may_write = [&allowed] { return allowed.load(); };
+  GroupCommitter committer(store_.get(), options);
+  WriteBatch b;
+  b.insert_txns = {Txn("refused")};
+  Status s = committer.Write(b);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+  EXPECT_EQ(store_->GetTxn("refused").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->Stats().commits, 0);
+  allowed = true;
+  EXPECT_TRUE(committer.Write(b).ok());
+  EXPECT_TRUE(store_->GetTxn("refused").ok());
+}
+
+TEST_F(GroupCommitTest, FenceRefusesQueuedAndLaterWrites) {
+  SlowStore slow(store_.get(), 200);
+  GroupCommitter committer(&slow, GroupCommitOptions{});
+  // The first group is inside the (slow) store call; the rest queue behind it.
+  WriteBatch first;
+  first.insert_txns = {Txn("in-store")};
+  auto in_store = committer.WriteAsync(std::move(first));
+  ASSERT_TRUE(testing::WaitUntil([&] { return slow.calls() > 0; }, 5000));
+  std::vector<std::future<Status>> queued;
+  for (int i = 0; i < 5; ++i) {
+    WriteBatch b;
+    b.insert_txns = {Txn("queued-" + std::to_string(i))};
+    queued.push_back(committer.WriteAsync(std::move(b)));
+  }
+  committer.Fence(Status::Timeout("lease lost"));
+  for (auto& f : queued) EXPECT_EQ(f.get().code(), StatusCode::kUnavailable);
+  WriteBatch later;
+  later.insert_txns = {Txn("later")};
+  EXPECT_EQ(committer.Write(later).code(), StatusCode::kUnavailable);
+  committer.WriteLater(later);
+  // The group already in the store call finishes; nothing queued reaches the store.
+  EXPECT_TRUE(in_store.get().ok());
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(store_->GetTxn("queued-" + std::to_string(i)).status().code(), StatusCode::kNotFound);
+  }
+  EXPECT_EQ(store_->GetTxn("later").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(slow.calls(), 1);
 }
 
 }  // namespace
