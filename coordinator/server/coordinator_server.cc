@@ -1,9 +1,11 @@
 #include "coordinator/server/coordinator_server.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <glog/logging.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -65,7 +67,67 @@ bool IsPostgresLocation(const std::string& location) {
          location.find('=') != std::string::npos;
 }
 
+// Takes an exclusive, non-blocking flock on `path` (created) and writes our
+// pid into it; the lock lives as long as the returned descriptor.
+// kUnavailable naming the holder when another process has it.
+Result<int> LockFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return Status::Unavailable("cannot open lock file " + path + ": " + std::strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char holder[32] = {0};
+    const ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
+    close(fd);
+    std::string who = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "";
+    while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
+    if (err == EWOULDBLOCK) {
+      return Status::Unavailable("another coordinator process" +
+                                 (who.empty() ? std::string() : " (pid " + who + ")") +
+                                 " already uses this SQLite store (lock " + path +
+                                 "); stop it first, or give this one its own --data_dir");
+    }
+    return Status::Unavailable("cannot lock " + path + ": " + std::strerror(err));
+  }
+  const std::string pid = std::to_string(getpid()) + "\n";
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    LOG(WARNING) << "cannot write the pid into " << path << ": " << std::strerror(errno);
+  }
+  return fd;
+}
+
 }  // namespace
+
+// Everything that writes under one lease epoch. Torn down (by the destructor)
+// when the last call that started on it returned.
+struct CoordinatorServer::Incarnation {
+  explicit Incarnation(NodeInfo n) : node(std::move(n)) {}
+  ~Incarnation() {
+    if (sweeper != nullptr) sweeper->Stop();
+    if (service != nullptr) {
+      service->SetTwoPhaseOps(nullptr);
+      service->SetSagaOps(nullptr);
+    }
+    if (sweeper != nullptr) sweeper->SetSagaOps(nullptr);
+    saga.reset();       // in-flight sagas stay in the store; they are resumed later
+    sweeper.reset();    // before the 2PC driver it calls
+    two_phase.reset();  // finishes queued phase-2 work; unfinished work stays for recovery
+    service.reset();
+    log.reset();  // drains what is queued (nothing once fenced)
+  }
+
+  const NodeInfo node;
+  // MonotonicMs() until which the lease is certainly ours; the group commit
+  // writes nothing past it. 0 once the lease is lost.
+  std::atomic<int64_t> lease_valid_until{0};
+
+  // Declared in construction order.
+  std::unique_ptr<GroupCommitter> log;
+  std::shared_ptr<CoordinatorService> service;
+  std::unique_ptr<TwoPhaseDriver> two_phase;
+  std::unique_ptr<Sweeper> sweeper;
+  std::unique_ptr<SagaDriver> saga;
+};
 
 CoordinatorServer::CoordinatorServer(CoordinatorServerOptions options)
     : options_(std::move(options)) {}
@@ -75,6 +137,37 @@ CoordinatorServer::~CoordinatorServer() { Stop(); }
 std::string CoordinatorServer::StoreDescription() const {
   if (IsPostgresLocation(store_location_)) return "postgresql";
   return "sqlite:" + store_location_;
+}
+
+std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::Current() {
+  std::lock_guard<std::mutex> lock(incarnation_mu_);
+  return current_;
+}
+
+GroupCommitter* CoordinatorServer::log() {
+  auto inc = Current();
+  return inc ? inc->log.get() : nullptr;
+}
+NodeInfo CoordinatorServer::node() {
+  auto inc = Current();
+  if (inc) return inc->node;
+  return NodeInfo{node_id_, endpoint_, 0};
+}
+CoordinatorService* CoordinatorServer::service() {
+  auto inc = Current();
+  return inc ? inc->service.get() : nullptr;
+}
+TwoPhaseDriver* CoordinatorServer::two_phase_driver() {
+  auto inc = Current();
+  return inc ? inc->two_phase.get() : nullptr;
+}
+Sweeper* CoordinatorServer::sweeper() {
+  auto inc = Current();
+  return inc ? inc->sweeper.get() : nullptr;
+}
+SagaDriver* CoordinatorServer::saga_driver() {
+  auto inc = Current();
+  return inc ? inc->saga.get() : nullptr;
 }
 
 Status CoordinatorServer::Start() {
@@ -116,89 +209,55 @@ Status CoordinatorServer::Start() {
     return Status::InvalidArgument("cannot create data_dir '" + o.data_dir + "': " + ec.message());
   }
   store_location_ = o.store.empty() ? o.data_dir + "/coordinator.db" : o.store;
+  // One process per SQLite file: a second one would run a second "single
+  // node" with the same rows (and take the lease from the first).
+  auto fail = [this](Status s) {
+    thrift_.reset();
+    handler_.reset();
+    replica_.reset();
+    store_.reset();
+    if (data_dir_lock_fd_ >= 0) close(data_dir_lock_fd_);
+    data_dir_lock_fd_ = -1;
+    return s;
+  };
+  if (!IsPostgresLocation(store_location_)) {
+    Result<int> lock = LockFile(store_location_ + ".lock");
+    if (!lock.ok()) return lock.status();
+    data_dir_lock_fd_ = *lock;
+  }
 
   // Store, schema.
   auto opened = OpenStore(store_location_);
   if (!opened.ok()) {
-    return Status(opened.status().code(),
-                  "cannot open store " + StoreDescription() + ": " + opened.status().message());
+    return fail(Status(opened.status().code(), "cannot open store " + StoreDescription() + ": " +
+                                                   opened.status().message()));
   }
   store_ = std::move(opened).value();
   Status migrated = store_->Migrate();
   if (!migrated.ok()) {
-    store_.reset();
-    return Status(migrated.code(), "cannot migrate store: " + migrated.message());
+    return fail(Status(migrated.code(), "cannot migrate store: " + migrated.message()));
   }
 
   // Who we are.
   if (o.port == 0) {
     Result<int> free_port = PickFreePort(o.host);
-    if (!free_port.ok()) {
-      store_.reset();
-      return free_port.status();
-    }
+    if (!free_port.ok()) return fail(free_port.status());
     port_ = *free_port;
   } else {
     port_ = o.port;
   }
-  node_.node_id = o.node_id.empty() ? Hostname() + ":" + std::to_string(port_) : o.node_id;
+  node_id_ = o.node_id.empty() ? Hostname() + ":" + std::to_string(port_) : o.node_id;
   if (!o.advertise_endpoint.empty()) {
-    node_.endpoint = o.advertise_endpoint;
+    endpoint_ = o.advertise_endpoint;
   } else {
-    node_.endpoint = (IsWildcard(o.host) ? Hostname() : o.host) + ":" + std::to_string(port_);
+    endpoint_ = (IsWildcard(o.host) ? Hostname() : o.host) + ":" + std::to_string(port_);
   }
 
-  // The lease: a new epoch fences off everything an earlier incarnation of this
-  // node id might still try to write.
-  auto lease = store_->AcquireLease(node_.node_id, node_.endpoint, o.lease_ttl_ms, NowUnixMs());
-  const int64_t acquired_mono = MonotonicMs();
-  if (!lease.ok()) {
-    store_.reset();
-    return Status(lease.status().code(), "cannot acquire the lease of node " + node_.node_id +
-                                             ": " + lease.status().message());
-  }
-  node_.epoch = lease->epoch;
-  started_ = true;
-  {
-    std::lock_guard<std::mutex> lock(lease_mu_);
-    lease_stop_ = false;
-  }
-  log_ = std::make_unique<GroupCommitter>(store_.get(), o.group_commit);
-  service_ = std::make_unique<CoordinatorService>(store_.get(), log_.get(), node_);
-  lease_thread_ = std::thread([this, acquired_mono] { LeaseLoop(acquired_mono); });
-
-  // ==== 2PC engineer: create the TwoPhaseDriver here and plug it in with
-  //      service_->SetTwoPhaseOps(...); start the recovery Sweeper here. ====
-  {
-    TwoPhaseDriverOptions two_phase_options = o.two_phase;
-    if (!two_phase_options.coordinator_endpoints) {
-      CoordinatorService* service = service_.get();
-      two_phase_options.coordinator_endpoints = [service] {
-        return service->CoordinatorEndpoints();
-      };
-    }
-    two_phase_ =
-        std::make_unique<TwoPhaseDriver>(store_.get(), log_.get(), node_, two_phase_options);
-    service_->SetTwoPhaseOps(two_phase_.get());
-    sweeper_ = std::make_unique<Sweeper>(store_.get(), node_, two_phase_.get(), nullptr, o.sweeper);
-    sweeper_->Start();
-  }
-
-  // ==== Saga engineer: create the SagaDriver here and plug it in with
-  //      service_->SetSagaOps(...). ====
-  {
-    SagaDriverOptions saga_options = o.saga;
-    CoordinatorService* service = service_.get();
-    if (!saga_options.coordinators) {
-      saga_options.coordinators = [service] { return service->CoordinatorEndpoints(); };
-    }
-    if (!saga_options.new_gtid) saga_options.new_gtid = [service] { return service->NewGtid(); };
-    saga_ = std::make_unique<SagaDriver>(store_.get(), log_.get(), node_, saga_options);
-    service_->SetSagaOps(saga_.get());
-    sweeper_->SetSagaOps(saga_.get());
-  }
-
-  handler_ = std::make_shared<CoordinatorHandler>(service_.get());
+  // Bind before touching the lease: a second copy on a busy port must fail
+  // without disturbing the healthy process. Until the first incarnation is
+  // installed every call answers Unavailable.
+  replica_ = std::make_shared<ReplicaService>(node_id_, store_->Kind());
+  handler_ = std::make_shared<CoordinatorHandler>(replica_.get());
   ThriftServerOptions thrift_options;
   thrift_options.host = o.host;
   thrift_options.port = port_;
@@ -206,34 +265,109 @@ Status CoordinatorServer::Start() {
   thrift_ = std::make_unique<ThriftServer>(std::make_shared<wire::CoordinatorProcessor>(handler_),
                                            thrift_options);
   Status listening = thrift_->Start();
-  if (!listening.ok()) {
-    Stop();
-    return listening;
+  if (!listening.ok()) return fail(listening);
+
+  // The lease: a new epoch fences off everything an earlier incarnation of this
+  // node id might still try to write. The lease is ours until `before` + ttl:
+  // the store computes its expiry from a clock read after that.
+  int64_t before = MonotonicMs();
+  auto lease =
+      store_->AcquireLease(node_id_, endpoint_, o.lease_ttl_ms, NowUnixMs(), o.lease_takeover);
+  if (!lease.ok() && lease.status().code() == StatusCode::kAlreadyExists) {
+    // A live lease advertised at our own endpoint: we just bound that port, so
+    // the process that held it no longer listens there (it crashed or was
+    // killed within the last TTL). A restart must not wait for its lease.
+    auto leases = store_->ListLeases();
+    if (leases.ok()) {
+      for (const Lease& l : *leases) {
+        if (l.node_id != node_id_ || l.endpoint != endpoint_) continue;
+        LOG(WARNING) << "the lease of node " << node_id_ << " (epoch " << l.epoch
+                     << ") is still live, but its endpoint " << l.endpoint
+                     << " is ours now: its process is gone; taking the lease over";
+        before = MonotonicMs();
+        lease = store_->AcquireLease(node_id_, endpoint_, o.lease_ttl_ms, NowUnixMs(),
+                                     LeaseTakeover::kAlways);
+        break;
+      }
+    }
   }
-  LOG(INFO) << "coordinator " << node_.node_id << " serving on " << o.host << ":" << port_
-            << " (advertised " << node_.endpoint << "), store " << StoreDescription()
-            << ", lease epoch " << node_.epoch;
+  if (!lease.ok()) {
+    Status why = lease.status();
+    if (why.code() == StatusCode::kAlreadyExists) {
+      why = Status::AlreadyExists(why.message() +
+                                  ": this node is already running; stop it first, give this "
+                                  "process its own --node_id, or take the node over on purpose "
+                                  "with --replace_node");
+    } else {
+      why =
+          Status(why.code(), "cannot acquire the lease of node " + node_id_ + ": " + why.message());
+    }
+    thrift_->Stop();
+    return fail(why);
+  }
+  started_ = true;
+  {
+    std::lock_guard<std::mutex> lock(lease_mu_);
+    lease_stop_ = false;
+  }
+  auto first = NewIncarnation(NodeInfo{node_id_, endpoint_, lease->epoch}, before + o.lease_ttl_ms);
+  {
+    std::lock_guard<std::mutex> lock(incarnation_mu_);
+    current_ = first;
+  }
+  replica_->Set(first->service);
+  lease_thread_ = std::thread([this] { LeaseLoop(); });
+  LOG(INFO) << "coordinator " << node_id_ << " serving on " << o.host << ":" << port_
+            << " (advertised " << endpoint_ << "), store " << StoreDescription() << ", lease epoch "
+            << lease->epoch;
   return Status::Ok();
+}
+
+std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnation(
+    const NodeInfo& node, int64_t lease_valid_until) {
+  const CoordinatorServerOptions& o = options_;
+  auto inc = std::make_shared<Incarnation>(node);
+  inc->lease_valid_until.store(lease_valid_until);
+  Incarnation* raw = inc.get();
+  GroupCommitOptions group_commit = o.group_commit;
+  group_commit.may_write = [raw] { return MonotonicMs() < raw->lease_valid_until.load(); };
+  inc->log = std::make_unique<GroupCommitter>(store_.get(), group_commit);
+  inc->service = std::make_shared<CoordinatorService>(store_.get(), inc->log.get(), node);
+  CoordinatorService* service = inc->service.get();
+
+  TwoPhaseDriverOptions two_phase_options = o.two_phase;
+  if (!two_phase_options.coordinator_endpoints) {
+    two_phase_options.coordinator_endpoints = [service] { return service->CoordinatorEndpoints(); };
+  }
+  inc->two_phase =
+      std::make_unique<TwoPhaseDriver>(store_.get(), inc->log.get(), node, two_phase_options);
+  service->SetTwoPhaseOps(inc->two_phase.get());
+  inc->sweeper =
+      std::make_unique<Sweeper>(store_.get(), node, inc->two_phase.get(), nullptr, o.sweeper);
+
+  SagaDriverOptions saga_options = o.saga;
+  if (!saga_options.coordinators) {
+    saga_options.coordinators = [service] { return service->CoordinatorEndpoints(); };
+  }
+  if (!saga_options.new_gtid) saga_options.new_gtid = [service] { return service->NewGtid(); };
+  inc->saga = std::make_unique<SagaDriver>(store_.get(), inc->log.get(), node, saga_options);
+  service->SetSagaOps(inc->saga.get());
+  inc->sweeper->SetSagaOps(inc->saga.get());
+  inc->sweeper->Start();
+  return inc;
 }
 
 void CoordinatorServer::Stop() {
   if (!started_) return;
   started_ = false;
-  if (service_ != nullptr) service_->SetServing(false);
+  std::shared_ptr<Incarnation> inc = Current();
+  const int64_t last_epoch = inc != nullptr ? inc->node.epoch : 0;
+  if (inc != nullptr) {
+    inc->service->SetServing(false);
+    inc->saga->StopWaiting();  // submitSaga waiting for completion answers now
+  }
   // Stop accepting and close connections; calls in flight finish first.
-  if (saga_ != nullptr) saga_->StopWaiting();  // submitSaga waiting for completion answers now
   if (thrift_ != nullptr) thrift_->Stop();
-
-  // ==== 2PC engineer: stop the Sweeper and the TwoPhaseDriver here (before the
-  //      group commit drains). ====
-  if (sweeper_ != nullptr) sweeper_->Stop();
-  if (service_ != nullptr) service_->SetTwoPhaseOps(nullptr);
-  two_phase_.reset();  // finishes queued phase-2 work; unfinished work stays for recovery
-  // ==== Saga engineer: stop the SagaDriver here. ====
-  if (service_ != nullptr) service_->SetSagaOps(nullptr);
-  if (sweeper_ != nullptr) sweeper_->SetSagaOps(nullptr);
-  saga_.reset();  // in-flight sagas stay in the store; the next start resumes them
-
   {
     std::lock_guard<std::mutex> lock(lease_mu_);
     lease_stop_ = true;
@@ -241,12 +375,34 @@ void CoordinatorServer::Stop() {
   lease_cv_.notify_all();
   if (lease_thread_.joinable()) lease_thread_.join();
 
-  log_.reset();  // drains what is queued
+  // The incarnation is torn down (drivers stopped, group commit drained) when
+  // the last reference goes: no call holds one any more.
+  replica_->Set(nullptr);
+  {
+    std::lock_guard<std::mutex> lock(incarnation_mu_);
+    current_.reset();
+  }
+  inc.reset();
+  std::vector<std::thread> retiring;
+  {
+    std::lock_guard<std::mutex> lock(incarnation_mu_);
+    retiring.swap(retiring_);
+  }
+  for (auto& t : retiring) t.join();
+
+  // Give the lease back (it expires now) so that the node can be started
+  // again at once, elsewhere too, and other replicas claim what is left.
+  if (last_epoch > 0 && !lease_lost()) {
+    Status released = store_->RenewLease(node_id_, last_epoch, 0, NowUnixMs());
+    if (!released.ok()) LOG(WARNING) << "could not release the lease: " << released;
+  }
   thrift_.reset();
   handler_.reset();
-  service_.reset();
+  replica_.reset();
   store_.reset();
-  LOG(INFO) << "coordinator " << node_.node_id << " stopped";
+  if (data_dir_lock_fd_ >= 0) close(data_dir_lock_fd_);
+  data_dir_lock_fd_ = -1;
+  LOG(INFO) << "coordinator " << node_id_ << " stopped";
 }
 
 bool CoordinatorServer::WaitForLeaseLoss(int64_t timeout_ms, Status* reason) {
@@ -258,28 +414,79 @@ bool CoordinatorServer::WaitForLeaseLoss(int64_t timeout_ms, Status* reason) {
   return true;
 }
 
-void CoordinatorServer::LoseLease(const Status& reason) {
-  LOG(ERROR) << "coordinator " << node_.node_id << " lost its lease (epoch " << node_.epoch
-             << "): " << reason << "; it stops serving and writes nothing more";
-  service_->SetServing(false);
-  // The callback runs before waiters are woken, so that whoever sees
-  // lease_lost() also sees its effects.
-  if (options_.on_lease_lost) options_.on_lease_lost(reason);
-  {
-    std::lock_guard<std::mutex> lock(lease_mu_);
-    lease_loss_reason_ = reason;
-    lease_lost_.store(true, std::memory_order_release);
-  }
-  lease_cv_.notify_all();
+bool CoordinatorServer::Stopping() {
+  std::lock_guard<std::mutex> lock(lease_mu_);
+  return lease_stop_;
 }
 
-void CoordinatorServer::LeaseLoop(int64_t acquired_mono_ms) {
+void CoordinatorServer::Retire(const Status& reason) {
+  std::shared_ptr<Incarnation> inc;
+  {
+    std::lock_guard<std::mutex> lock(incarnation_mu_);
+    inc = std::move(current_);
+  }
+  if (inc == nullptr) return;
+  // First nothing more reaches the store, then nothing more is accepted.
+  inc->lease_valid_until.store(0);
+  inc->log->Fence(reason);
+  replica_->Set(nullptr);
+  inc->service->SetServing(false);
+  inc->saga->StopWaiting();
+  inc->sweeper->Stop();
+  lease_losses_.fetch_add(1, std::memory_order_acq_rel);
+  LOG(ERROR) << "coordinator " << node_id_ << " lost its lease (epoch " << inc->node.epoch
+             << "): " << reason << "; its in-flight work is dropped and it writes nothing more "
+             << "under this epoch";
+  // Drivers finish their queued participant calls (their writes are refused)
+  // on another thread, so the lease is acquired again without waiting for them.
+  std::lock_guard<std::mutex> lock(incarnation_mu_);
+  retiring_.emplace_back([inc = std::move(inc)]() mutable { inc.reset(); });
+}
+
+std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::Reacquire(int64_t lost_epoch,
+                                                                             Status* for_good) {
+  const int64_t ttl = options_.lease_ttl_ms;
+  for (int attempt = 1;; ++attempt) {
+    const int64_t before = MonotonicMs();
+    auto lease =
+        store_->AcquireLease(node_id_, endpoint_, ttl, NowUnixMs(), LeaseTakeover::kIfExpired);
+    if (lease.ok()) {
+      LOG(INFO) << "coordinator " << node_id_ << " acquired its lease again: epoch " << lease->epoch
+                << " (was " << lost_epoch << "); serving again";
+      return NewIncarnation(NodeInfo{node_id_, endpoint_, lease->epoch}, before + ttl);
+    }
+    if (lease.status().code() == StatusCode::kAlreadyExists) {
+      // Live: our own lost epoch not yet expired by the store's clock (wait), or
+      // another process that took this node id on purpose (give way for good).
+      auto leases = store_->ListLeases();
+      if (leases.ok()) {
+        for (const Lease& l : *leases) {
+          if (l.node_id == node_id_ && l.epoch > lost_epoch) {
+            *for_good = Status::Conflict("node " + node_id_ + " is now run by another process at " +
+                                         l.endpoint + " (epoch " + std::to_string(l.epoch) + ")");
+            return nullptr;
+          }
+        }
+      }
+    }
+    const int64_t delay = BackoffDelayMs(options_.lease_reacquire_backoff, attempt);
+    LOG(WARNING) << "coordinator " << node_id_ << ": acquiring the lease again (attempt " << attempt
+                 << ") failed: " << lease.status() << "; next try in " << delay << " ms";
+    std::unique_lock<std::mutex> lock(lease_mu_);
+    if (lease_cv_.wait_for(lock, std::chrono::milliseconds(delay),
+                           [this] { return lease_stop_; })) {
+      return nullptr;
+    }
+  }
+}
+
+Status CoordinatorServer::RenewUntilLost(Incarnation& inc) {
   const int64_t ttl = options_.lease_ttl_ms;
   const int64_t interval =
       options_.lease_renew_interval_ms > 0 ? options_.lease_renew_interval_ms : ttl / 3;
   // The lease is certainly ours until last_renewed + ttl, where last_renewed is
   // taken *before* the renewing call (the store computes the expiry after it).
-  int64_t last_renewed = acquired_mono_ms;
+  int64_t last_renewed = inc.lease_valid_until.load() - ttl;
   int failures = 0;
   int64_t wait_ms = interval;
   BackoffPolicy backoff{std::max<int64_t>(interval / 4, 10), interval, 2.0};
@@ -288,33 +495,77 @@ void CoordinatorServer::LeaseLoop(int64_t acquired_mono_ms) {
       std::unique_lock<std::mutex> lock(lease_mu_);
       if (lease_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms),
                              [this] { return lease_stop_; })) {
-        return;
+        return Status::Ok();
       }
     }
     const int64_t attempt_start = MonotonicMs();
     if (attempt_start - last_renewed >= ttl) {
-      LoseLease(Status::Timeout("not renewed for " + std::to_string(attempt_start - last_renewed) +
-                                " ms (ttl " + std::to_string(ttl) + " ms)"));
-      return;
+      return Status::Timeout("not renewed for " + std::to_string(attempt_start - last_renewed) +
+                             " ms (ttl " + std::to_string(ttl) + " ms)");
     }
-    Status renewed = store_->RenewLease(node_.node_id, node_.epoch, ttl, NowUnixMs());
+    Status renewed = store_->RenewLease(node_id_, inc.node.epoch, ttl, NowUnixMs());
     if (renewed.ok()) {
-      last_renewed = attempt_start;
+      // Only ever moves forward, and never revives a lease already given up.
+      if (MonotonicMs() - attempt_start < ttl) {
+        int64_t expected = inc.lease_valid_until.load();
+        while (expected != 0 && expected < attempt_start + ttl &&
+               !inc.lease_valid_until.compare_exchange_weak(expected, attempt_start + ttl)) {
+        }
+        last_renewed = attempt_start;
+      }
       if (failures > 0) LOG(INFO) << "lease renewed again after " << failures << " failures";
       failures = 0;
       wait_ms = interval;
-      VLOG(2) << "lease of " << node_.node_id << " renewed (epoch " << node_.epoch << ")";
+      VLOG(2) << "lease of " << node_id_ << " renewed (epoch " << inc.node.epoch << ")";
       continue;
     }
     if (renewed.code() == StatusCode::kConflict || renewed.code() == StatusCode::kNotFound) {
-      LoseLease(renewed);
-      return;
+      return renewed;
     }
     ++failures;
     const int64_t left = last_renewed + ttl - MonotonicMs();
     wait_ms = std::max<int64_t>(1, std::min(BackoffDelayMs(backoff, failures), left));
     LOG(WARNING) << "lease renewal failed (" << failures << " in a row, " << left
                  << " ms of lease left): " << renewed;
+  }
+}
+
+void CoordinatorServer::LeaseLoop() {
+  while (true) {
+    std::shared_ptr<Incarnation> inc = Current();
+    if (inc == nullptr) return;
+    const int64_t epoch = inc->node.epoch;
+    Status lost = RenewUntilLost(*inc);
+    inc.reset();
+    if (lost.ok()) return;  // Stop()
+    Retire(lost);
+    if (options_.on_lease_lost) options_.on_lease_lost(lost);
+    // kConflict / kNotFound: another process took this node id on purpose.
+    Status for_good;
+    if (options_.exit_on_lease_loss) {
+      for_good = lost;
+    } else if (lost.code() == StatusCode::kConflict || lost.code() == StatusCode::kNotFound) {
+      for_good = lost;
+    } else {
+      std::shared_ptr<Incarnation> next = Reacquire(epoch, &for_good);
+      if (next != nullptr) {
+        {
+          std::lock_guard<std::mutex> lock(incarnation_mu_);
+          current_ = next;
+        }
+        replica_->Set(next->service);
+        continue;
+      }
+      if (for_good.ok()) return;  // Stop()
+    }
+    LOG(ERROR) << "coordinator " << node_id_ << " stops for good: " << for_good;
+    {
+      std::lock_guard<std::mutex> lock(lease_mu_);
+      lease_loss_reason_ = for_good;
+      lease_lost_.store(true, std::memory_order_release);
+    }
+    lease_cv_.notify_all();
+    return;
   }
 }
 

@@ -10,23 +10,39 @@
 //   ... server.port(), server.service() ...
 //   server.Stop();
 //
-// Start(): opens the store (OpenStore) and migrates it, acquires this node's
-// lease (a new epoch: the previous incarnation's writes are fenced off), starts
-// the lease-renewal thread, then the GroupCommitter, the CoordinatorService,
-// the drivers, the CoordinatorHandler and the ThriftServer.
+// Start(): locks the data directory when the store is SQLite (a second process
+// on the same file refuses to start), opens the store and migrates it, binds
+// the Thrift port (so a second copy on a busy port fails before it touches
+// the lease), then acquires this node's lease: a new epoch fences off
+// everything an earlier incarnation of this node id might still try to write.
+// A lease that another process still renews is NOT taken (kAlreadyExists: the
+// node is already running) unless options.lease_takeover is kAlways (the
+// operator replaces the node on purpose, --replace_node).
 //
-// Lease loss: when a renewal is refused (kConflict/kNotFound: another process
-// took this node id) or no renewal succeeded for a whole TTL (store down,
-// process paused), the server LOG(ERROR)s, stops serving (Thrift closed, health
-// not serving) and calls options.on_lease_lost; lease_lost() turns true. The
-// executable then exits non-zero, so a replica that lost its lease never
-// writes again. (Every state write is also fenced by (owner, epoch) in the store.)
+// Incarnations: everything that writes under one lease epoch (the group
+// commit, the CoordinatorService, the 2PC and Saga drivers, the sweeper) is
+// one Incarnation. The Thrift server and its handler outlive them and reach
+// the current one through a ReplicaService.
+//
+// Lease loss: when no renewal succeeded for a whole TTL (store down, process
+// paused) the incarnation is retired at once: its group commit is fenced (no
+// store transaction starts after that; the writer also refuses any group
+// while the lease is not known to be live, so a process resumed after SIGSTOP
+// writes nothing before the lease thread notices), it stops serving, its
+// in-flight work is dropped (the store keeps it; other replicas or the next
+// incarnation resume it). Then the server acquires the lease again with a new
+// epoch (retrying with backoff while the store is down) and serves again.
+// When the lease was taken by another process of the same node id (a renewal
+// is refused: the node was replaced on purpose), or options.exit_on_lease_loss
+// is set, it does not come back: lease_lost() turns true and the executable
+// exits 3. options.on_lease_lost runs on every loss.
 //
 // Stop(): stops accepting and closes connections (in-flight calls finish), stops
 // the drivers, stops the lease thread, drains the group commit. Idempotent.
 //
 // Thread-safety: Start/Stop/the destructor from one owning thread; the
-// accessors from any thread after Start() returned OK.
+// accessors from any thread after Start() returned OK. The pointers the part
+// accessors return stay valid until the next lease loss or Stop().
 #pragma once
 
 #include <atomic>
@@ -37,7 +53,9 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "common/backoff.h"
 #include "common/status.h"
 #include "common/thrift_server.h"
 #include "common/thrift_util.h"
@@ -45,6 +63,7 @@
 #include "coordinator/driver/two_phase_driver.h"
 #include "coordinator/recovery/sweeper.h"
 #include "coordinator/rpc/coordinator_handler.h"
+#include "coordinator/server/replica_service.h"
 #include "coordinator/service/coordinator_service.h"
 #include "coordinator/store/group_commit.h"
 #include "coordinator/store/txn_store.h"
@@ -67,6 +86,14 @@ struct CoordinatorServerOptions {
   std::string node_id;                  // empty: <hostname>:<port>
   int64_t lease_ttl_ms = 10000;         // a lease not renewed for this long is lost
   int64_t lease_renew_interval_ms = 0;  // 0: lease_ttl_ms / 3
+  // kIfExpired: refuse to start while another process holds this node id's
+  // lease; kAlways: take it (that process stops at its next renewal).
+  LeaseTakeover lease_takeover = LeaseTakeover::kIfExpired;
+  // After a lost lease: false re-acquires it and serves again; true stops for
+  // good (lease_lost(); the executable exits 3, for an outside supervisor).
+  bool exit_on_lease_loss = false;
+  // Retries of the lease acquisition after a loss (store down, lease not yet expired).
+  BackoffPolicy lease_reacquire_backoff{100, 2000, 2.0};
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   GroupCommitOptions group_commit;
   TwoPhaseDriverOptions two_phase;  // 2PC driver: timeouts, fan-out threads, retries
@@ -74,8 +101,8 @@ struct CoordinatorServerOptions {
   // transactions (finished_retention_ms, retention_sweep_interval_ms).
   SweeperOptions sweeper;
   SagaDriverOptions saga;  // Saga driver: call timeouts, parking, worker threads
-  // Called once, from the lease thread, after the server stopped serving
-  // because its lease was lost. May be empty.
+  // Called from the lease thread on every lease loss, after the incarnation
+  // stopped serving and before the lease is acquired again. May be empty.
   std::function<void(const Status&)> on_lease_lost;
 };
 
@@ -86,56 +113,72 @@ class CoordinatorServer {
   CoordinatorServer(const CoordinatorServer&) = delete;
   CoordinatorServer& operator=(const CoordinatorServer&) = delete;
 
-  // kInvalidArgument for bad options, kUnavailable when the store or the port
-  // cannot be opened, or another store error. On error nothing keeps running.
+  // kInvalidArgument for bad options; kUnavailable when the store or the port
+  // cannot be opened or the SQLite data directory is locked by another
+  // process; kAlreadyExists when the node id's lease is held by a live
+  // process; or another store error. On error nothing keeps running.
   Status Start();
   void Stop();
 
-  // Waits until the lease is lost (returns true and sets *reason) or
+  // Waits until the lease is lost for good (returns true and sets *reason) or
   // timeout_ms passed / Stop() was called (returns false).
   bool WaitForLeaseLoss(int64_t timeout_ms, Status* reason);
+  // True once the lease was lost for good (see the class comment).
   bool lease_lost() const { return lease_lost_.load(std::memory_order_acquire); }
+  // How many times the lease was lost (each loss retires one incarnation).
+  int64_t lease_losses() const { return lease_losses_.load(std::memory_order_acquire); }
 
   int port() const { return port_; }
-  const std::string& endpoint() const { return node_.endpoint; }
+  const std::string& endpoint() const { return endpoint_; }
   const CoordinatorServerOptions& options() const { return options_; }
   // "sqlite:<path>" or "postgresql" (no credentials), for logs.
   std::string StoreDescription() const;
 
-  // The parts, for the drivers and for tests. Valid between Start() and Stop().
+  // The parts, for the drivers and for tests. Valid between Start() and Stop();
+  // the per-incarnation ones (all but store()) until the next lease loss, and
+  // nullptr while the server re-acquires its lease.
   TxnStore* store() { return store_.get(); }
-  GroupCommitter* log() { return log_.get(); }
-  const NodeInfo& node() const { return node_; }
-  CoordinatorService* service() { return service_.get(); }
-  TwoPhaseDriver* two_phase_driver() { return two_phase_.get(); }
-  Sweeper* sweeper() { return sweeper_.get(); }
-  SagaDriver* saga_driver() { return saga_.get(); }
+  GroupCommitter* log();
+  NodeInfo node();  // the current incarnation's identity (epoch 0 while there is none)
+  CoordinatorService* service();
+  TwoPhaseDriver* two_phase_driver();
+  Sweeper* sweeper();
+  SagaDriver* saga_driver();
+  // What the Thrift handler serves: forwards to the current incarnation.
+  TxnService* replica_service() { return replica_.get(); }
 
  private:
-  void LeaseLoop(int64_t acquired_mono_ms);
-  void LoseLease(const Status& reason);
+  struct Incarnation;
+
+  // Builds and starts everything that writes under `node`'s epoch.
+  std::shared_ptr<Incarnation> NewIncarnation(const NodeInfo& node, int64_t lease_valid_until);
+  std::shared_ptr<Incarnation> Current();
+  // Renews inc's lease until it is lost (returns why) or Stop() (returns OK).
+  Status RenewUntilLost(Incarnation& inc);
+  // Fences, unplugs and stops the current incarnation after a lease loss.
+  void Retire(const Status& reason);
+  // Acquires the lease again after a loss; nullptr when stopping or when
+  // another process now holds this node id (*for_good set).
+  std::shared_ptr<Incarnation> Reacquire(int64_t lost_epoch, Status* for_good);
+  void LeaseLoop();
+  bool Stopping();
 
   CoordinatorServerOptions options_;
   std::string store_location_;
   int port_ = 0;
-  NodeInfo node_;
+  std::string node_id_;
+  std::string endpoint_;
   bool started_ = false;
+  int data_dir_lock_fd_ = -1;  // flock'ed SQLite lock file, -1: none
 
-  // Construction order = Start() order; Stop() tears down in reverse.
   std::unique_ptr<TxnStore> store_;
-  std::unique_ptr<GroupCommitter> log_;
-  std::unique_ptr<CoordinatorService> service_;
-
-  // ==== 2PC engineer: TwoPhaseDriver and the recovery Sweeper live here. ====
-  // (members, created in Start() at the marked place, stopped in Stop())
-  std::unique_ptr<TwoPhaseDriver> two_phase_;
-  std::unique_ptr<Sweeper> sweeper_;  // the Saga driver plugs in with sweeper_->SetSagaOps()
-
-  // ==== Saga engineer: SagaDriver lives here. ====
-  std::unique_ptr<SagaDriver> saga_;
-
+  std::shared_ptr<ReplicaService> replica_;
   std::shared_ptr<CoordinatorHandler> handler_;
   std::unique_ptr<ThriftServer> thrift_;
+
+  std::mutex incarnation_mu_;             // guards current_ and retiring_
+  std::shared_ptr<Incarnation> current_;  // nullptr while re-acquiring the lease
+  std::vector<std::thread> retiring_;     // tear retired incarnations down; joined in Stop()
 
   // Lease renewal.
   std::thread lease_thread_;
@@ -144,6 +187,7 @@ class CoordinatorServer {
   bool lease_stop_ = false;
   Status lease_loss_reason_;
   std::atomic<bool> lease_lost_{false};
+  std::atomic<int64_t> lease_losses_{0};
 };
 
 }  // namespace txc

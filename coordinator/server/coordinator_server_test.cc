@@ -107,9 +107,31 @@ TEST_F(CoordinatorServerTest, LosesLeaseWhenAnotherProcessTakesTheNodeId) {
   EXPECT_EQ(reason.code(), StatusCode::kConflict) << reason;
   EXPECT_TRUE(server.lease_lost());
   EXPECT_EQ(callbacks.load(), 1);
-  // It takes no new work.
-  EXPECT_EQ(server.service()->Begin({}).status().code(), StatusCode::kUnavailable);
-  EXPECT_FALSE(server.service()->Health().serving);
+  EXPECT_EQ(server.lease_losses(), 1);
+  // It gives way for good: no new work, no incarnation.
+  EXPECT_EQ(server.replica_service()->Begin({}).status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(server.replica_service()->Health().serving);
+  EXPECT_EQ(server.service(), nullptr);
+}
+
+TEST_F(CoordinatorServerTest, SecondProcessOnTheSameSqliteStoreRefusesToStart) {
+  CoordinatorServer first(Options());
+  ASSERT_TRUE(first.Start().ok());
+  const int64_t epoch = first.node().epoch;
+  CoordinatorServerOptions o = Options();
+  o.node_id = "node-2";
+  CoordinatorServer second(o);
+  Status s = second.Start();
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("already uses this SQLite store"), std::string::npos) << s;
+  // The first one is untouched and serves.
+  EXPECT_EQ(first.node().epoch, epoch);
+  EXPECT_TRUE(first.replica_service()->Health().serving);
+  EXPECT_TRUE(first.replica_service()->Begin({}).ok());
+  first.Stop();
+  // Once the first is gone the lock is free again.
+  CoordinatorServer third(o);
+  EXPECT_TRUE(third.Start().ok());
 }
 
 TEST_F(CoordinatorServerTest, BadOptionsAndBusyPort) {
@@ -125,6 +147,7 @@ TEST_F(CoordinatorServerTest, BadOptionsAndBusyPort) {
   o = Options();
   o.port = first.port();
   o.node_id = "node-2";
+  o.data_dir = dir_ + "/other";
   CoordinatorServer second(o);
   EXPECT_EQ(second.Start().code(), StatusCode::kUnavailable);
 }

@@ -5,7 +5,9 @@
 //   coordinator --config /etc/txc/coordinator.conf   # same keys, "key = value" lines
 //
 // Exit codes: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start
-// (store, port), 2 for bad flags, 3 when the lease was lost, 86 at an armed crash point.
+// (store, port, data directory locked, the node already running), 2 for bad flags, 3 when the
+// lease was taken by another process of this node id (or lost with --exit_on_lease_loss), 86 at
+// an armed crash point.
 #include <glog/logging.h>
 #include <signal.h>
 
@@ -42,6 +44,7 @@ int main(int argc, char** argv) {
   std::string config_file;
   std::string crash_points;
   int verbose = 0;
+  bool replace_node = false;
 
   po::options_description settings("Settings (flags, or 'key = value' lines in --config)");
   settings.add_options()("host", po::value(&options.host)->default_value(options.host),
@@ -58,7 +61,14 @@ int main(int argc, char** argv) {
       "target_session_attrs=read-write): PostgreSQL")("node_id", po::value(&options.node_id),
                                                       "this replica's id (default hostname:port)")(
       "lease_ttl_ms", po::value(&options.lease_ttl_ms)->default_value(options.lease_ttl_ms),
-      "lease time-to-live; renewed every ttl/3; a replica that cannot renew it stops")(
+      "lease time-to-live; renewed every ttl/3; a replica that could not renew it for a whole "
+      "ttl drops its in-flight work and acquires the lease again with a new epoch")(
+      "exit_on_lease_loss", po::bool_switch(&options.exit_on_lease_loss),
+      "exit with code 3 after a lost lease instead of acquiring it again (for a supervisor "
+      "that restarts the process)")(
+      "replace_node", po::bool_switch(&replace_node),
+      "take this node id's lease even while another process still renews it (that process "
+      "stops at its next renewal); without it a second copy of a running node refuses to start")(
       "max_message_bytes",
       po::value(&options.max_message_bytes)->default_value(options.max_message_bytes),
       "largest Thrift message accepted (a larger frame closes the connection)")(
@@ -111,7 +121,8 @@ int main(int argc, char** argv) {
     if (vm.count("help")) {
       std::cout << cli
                 << "\nExit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 cannot start, "
-                   "2 bad flags, 3 lease lost, 86 crash point.\n";
+                   "2 bad flags, 3 lease lost for good (another process took this node id, or "
+                   "--exit_on_lease_loss), 86 crash point.\n";
       return kExitOk;
     }
     if (vm.count("config")) {
@@ -136,6 +147,7 @@ int main(int argc, char** argv) {
                  "'");
   }
   if (options.data_dir.empty()) return Usage("--data_dir must not be empty");
+  if (replace_node) options.lease_takeover = txc::LeaseTakeover::kAlways;
 
   FLAGS_logtostderr = true;
   FLAGS_v = verbose;
@@ -171,7 +183,7 @@ int main(int argc, char** argv) {
     txc::Status reason;
     if (server.WaitForLeaseLoss(0, &reason)) {
       // Exit at once: nothing of this process may write again.
-      LOG(ERROR) << "exiting: lease lost: " << reason;
+      LOG(ERROR) << "exiting: lease lost for good: " << reason;
       google::FlushLogFiles(google::GLOG_INFO);
       std::_Exit(kExitLeaseLost);
     }
