@@ -123,11 +123,18 @@ struct CoordinatorServer::Incarnation {
 
   // Declared in construction order.
   std::unique_ptr<GroupCommitter> log;
-  std::shared_ptr<CoordinatorService> service;
+  std::unique_ptr<CoordinatorService> service;
   std::unique_ptr<TwoPhaseDriver> two_phase;
   std::unique_ptr<Sweeper> sweeper;
   std::unique_ptr<SagaDriver> saga;
 };
+
+// The incarnation's service, sharing ownership of the whole incarnation: a
+// call in flight keeps its drivers and group commit alive until it returns.
+std::shared_ptr<CoordinatorService> CoordinatorServer::ServiceOf(
+    const std::shared_ptr<Incarnation>& inc) {
+  return std::shared_ptr<CoordinatorService>(inc, inc->service.get());
+}
 
 CoordinatorServer::CoordinatorServer(CoordinatorServerOptions options)
     : options_(std::move(options)) {}
@@ -315,7 +322,7 @@ Status CoordinatorServer::Start() {
     std::lock_guard<std::mutex> lock(incarnation_mu_);
     current_ = first;
   }
-  replica_->Set(first->service);
+  replica_->Set(ServiceOf(first));
   lease_thread_ = std::thread([this] { LeaseLoop(); });
   LOG(INFO) << "coordinator " << node_id_ << " serving on " << o.host << ":" << port_
             << " (advertised " << endpoint_ << "), store " << StoreDescription() << ", lease epoch "
@@ -332,7 +339,7 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
   GroupCommitOptions group_commit = o.group_commit;
   group_commit.may_write = [raw] { return MonotonicMs() < raw->lease_valid_until.load(); };
   inc->log = std::make_unique<GroupCommitter>(store_.get(), group_commit);
-  inc->service = std::make_shared<CoordinatorService>(store_.get(), inc->log.get(), node);
+  inc->service = std::make_unique<CoordinatorService>(store_.get(), inc->log.get(), node);
   CoordinatorService* service = inc->service.get();
 
   TwoPhaseDriverOptions two_phase_options = o.two_phase;
@@ -553,7 +560,7 @@ void CoordinatorServer::LeaseLoop() {
           std::lock_guard<std::mutex> lock(incarnation_mu_);
           current_ = next;
         }
-        replica_->Set(next->service);
+        replica_->Set(ServiceOf(next));
         continue;
       }
       if (for_good.ok()) return;  // Stop()

@@ -153,6 +153,7 @@ class CoordinatorServer {
   // Builds and starts everything that writes under `node`'s epoch.
   std::shared_ptr<Incarnation> NewIncarnation(const NodeInfo& node, int64_t lease_valid_until);
   std::shared_ptr<Incarnation> Current();
+  static std::shared_ptr<CoordinatorService> ServiceOf(const std::shared_ptr<Incarnation>& inc);
   // Renews inc's lease until it is lost (returns why) or Stop() (returns OK).
   Status RenewUntilLost(Incarnation& inc);
   // Fences, unplugs and stops the current incarnation after a lease loss.
