@@ -8,9 +8,41 @@
 #include <vector>
 
 namespace txc {
+namespace {
+
+constexpr int64_t kRecordOverheadBytes = 64;  // ids, integers and framing per record
+
+int64_t TxnBytes(const TxnRecord& t) {
+  return kRecordOverheadBytes + static_cast<int64_t>(t.gtid.size() + t.owner.size() +
+                                                     t.idempotency_key.size() + t.payload.size());
+}
+
+int64_t BranchBytes(const BranchRecord& b) {
+  int64_t n = kRecordOverheadBytes +
+              static_cast<int64_t>(b.gtid.size() + b.branch_id.size() + b.endpoint.size() +
+                                   b.resource.size() + b.action.size() + b.compensation.size() +
+                                   b.payload.size() + b.last_error.size());
+  for (const auto& d : b.depends_on) n += static_cast<int64_t>(d.size());
+  return n;
+}
+
+}  // namespace
+
+int64_t GroupCommitter::EstimateBytes(const WriteBatch& batch) {
+  int64_t n = 0;
+  for (const auto& t : batch.insert_txns) n += TxnBytes(t);
+  for (const auto& b : batch.insert_branches) n += BranchBytes(b);
+  for (const auto& u : batch.txn_updates) n += kRecordOverheadBytes + u.gtid.size();
+  for (const auto& u : batch.branch_updates) {
+    n += kRecordOverheadBytes + u.gtid.size() + u.branch_id.size() +
+         (u.last_error ? u.last_error->size() : 0);
+  }
+  for (const auto& g : batch.delete_txns) n += kRecordOverheadBytes + g.size();
+  return n;
+}
 
 GroupCommitter::GroupCommitter(TxnStore* store, GroupCommitOptions options)
-    : store_(store), options_(options) {
+    : store_(store), options_(std::move(options)) {
   writer_ = std::thread([this] { WriterLoop(); });
 }
 
@@ -23,46 +55,83 @@ GroupCommitter::~GroupCommitter() {
   writer_.join();
 }
 
-std::future<Status> GroupCommitter::WriteAsync(WriteBatch batch) {
-  auto pending = std::make_unique<Pending>();
+std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(WriteBatch batch,
+                                                                 std::future<Status>* done,
+                                                                 Status* refused) {
+  auto pending = std::make_shared<Pending>();
+  pending->bytes = EstimateBytes(batch);
   pending->batch = std::move(batch);
-  std::future<Status> done = pending->done.get_future();
+  *done = pending->done.get_future();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_ || !fenced_.ok()) {
-      pending->done.set_value(fenced_.ok() ? Status::Unavailable("group committer is stopping")
-                                           : fenced_);
-      return done;
+    if (stopping_) {
+      *refused = Status::Unavailable("group committer is stopping");
+    } else if (!fenced_.ok()) {
+      *refused = fenced_;
+    } else if (!queue_.empty() &&
+               (queue_.size() >= static_cast<size_t>(std::max(1, options_.max_queued_batches)) ||
+                queued_bytes_ + pending->bytes > options_.max_queued_bytes)) {
+      stats_.overloaded += 1;
+      *refused = Status::Unavailable("overloaded: " + std::to_string(queue_.size()) + " writes (" +
+                                     std::to_string(queued_bytes_) +
+                                     " bytes) wait for the store; nothing written, retry later");
+    } else {
+      queued_bytes_ += pending->bytes;
+      queue_.push_back(pending);
     }
-    queue_.push_back(std::move(pending));
+  }
+  if (!refused->ok()) {
+    pending->done.set_value(*refused);
+    return nullptr;
   }
   work_cv_.notify_one();
+  return pending;
+}
+
+std::future<Status> GroupCommitter::WriteAsync(WriteBatch batch) {
+  std::future<Status> done;
+  Status refused;
+  Enqueue(std::move(batch), &done, &refused);
   return done;
 }
 
 Status GroupCommitter::Write(WriteBatch batch) {
-  std::future<Status> done = WriteAsync(std::move(batch));
-  if (done.wait_for(std::chrono::milliseconds(options_.write_timeout_ms)) !=
-      std::future_status::ready) {
-    return Status::Timeout("group commit not answered within " +
-                           std::to_string(options_.write_timeout_ms) +
-                           " ms; the write may still be applied: re-read");
+  std::future<Status> done;
+  Status refused;
+  std::shared_ptr<Pending> pending = Enqueue(std::move(batch), &done, &refused);
+  if (pending == nullptr) return refused;
+  const auto timeout = std::chrono::milliseconds(options_.write_timeout_ms);
+  if (done.wait_for(timeout) == std::future_status::ready) return done.get();
+  int queued = Pending::kQueued;
+  if (pending->phase.compare_exchange_strong(queued, Pending::kAbandoned)) {
+    // Still queued: taken back, so the writer skips it. Nothing was applied.
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.taken_back += 1;
+    return Status::Unavailable("group commit did not reach this write within " +
+                               std::to_string(options_.write_timeout_ms) +
+                               " ms; it was taken back and nothing was written");
   }
-  return done.get();
+  // Inside a store transaction: its outcome is reported by the store call.
+  if (done.wait_for(timeout) == std::future_status::ready) return done.get();
+  return Status::Timeout("group commit not answered within " +
+                         std::to_string(2 * options_.write_timeout_ms) +
+                         " ms while the store call runs; the write may still be applied: re-read");
 }
 
 void GroupCommitter::WriteLater(WriteBatch batch) {
   // Nobody waits: the future is dropped, the promise is fulfilled into the void.
+  // Refused when overloaded: losing it is harmless by contract.
   WriteAsync(std::move(batch));
 }
 
 void GroupCommitter::Fence(const Status& reason) {
-  std::deque<std::unique_ptr<Pending>> refused;
+  std::deque<std::shared_ptr<Pending>> refused;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!fenced_.ok()) return;
     fenced_ = Status::Unavailable("writes fenced: " + reason.ToString());
     refused.swap(queue_);
+    queued_bytes_ = 0;
   }
   for (auto& p : refused) p->done.set_value(fenced_);
   work_cv_.notify_all();
@@ -74,38 +143,41 @@ GroupCommitter::Stats GroupCommitter::GetStats() const {
 }
 
 void GroupCommitter::WriterLoop() {
-  std::vector<std::unique_ptr<Pending>> group;
+  std::vector<std::shared_ptr<Pending>> group;
   std::vector<const WriteBatch*> batches;
   std::vector<Pending*> waiting;
   const size_t max_group = static_cast<size_t>(std::max(1, options_.max_batches_per_group));
   while (true) {
     group.clear();
+    Status refused;
     {
       std::unique_lock<std::mutex> lock(mu_);
       work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and everything queued was written
-      while (!queue_.empty() && group.size() < max_group) {
+      int64_t group_bytes = 0;
+      while (!queue_.empty() && group.size() < max_group &&
+             (group.empty() || group_bytes + queue_.front()->bytes <= options_.max_group_bytes)) {
+        group_bytes += queue_.front()->bytes;
+        queued_bytes_ -= queue_.front()->bytes;
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-    }
-    Status refused;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
       refused = fenced_;
     }
     if (refused.ok() && options_.may_write && !options_.may_write()) {
       refused = Status::Unavailable("writes refused: this replica's lease is not known to be live");
     }
-    if (!refused.ok()) {
-      for (auto& p : group) p->done.set_value(refused);
-      continue;
-    }
     batches.clear();
     waiting.clear();
     for (auto& p : group) {
-      if (p->batch.empty()) {
-        p->done.set_value(Status::Ok());
+      int queued = Pending::kQueued;
+      if (!p->phase.compare_exchange_strong(queued, Pending::kTaken)) {
+        // Its caller gave up and was told nothing was written.
+        p->done.set_value(Status::Unavailable("taken back by its caller"));
+        continue;
+      }
+      if (!refused.ok() || p->batch.empty()) {
+        p->done.set_value(refused);  // OK for an empty batch: nothing to do
         continue;
       }
       batches.push_back(&p->batch);

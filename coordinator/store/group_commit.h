@@ -3,9 +3,21 @@
 // concurrent decisions cost one fsync instead of N. Each caller is answered
 // only after the store transaction holding its batch committed.
 //
+// In the manner of LevelDB's write queue, with bounds:
+//  * a group holds at most max_batches_per_group batches and
+//    max_group_bytes (estimated) bytes, but always at least one batch;
+//  * the queue holds at most max_queued_batches / max_queued_bytes: past
+//    that a write is refused at once with kUnavailable ("overloaded", retry
+//    later) instead of the queue growing without bound;
+//  * a Write() whose wait ran out while its batch was still queued takes it
+//    back: it is never applied afterwards, and the caller is told so
+//    (kUnavailable, nothing written). Only a batch already inside a store
+//    transaction when the wait ran out is answered kTimeout (outcome unknown).
+//
 // Thread-safety: all public methods may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -21,9 +33,11 @@
 namespace txc {
 
 struct GroupCommitOptions {
-  int max_batches_per_group = 512;   // batches drained into one store transaction
-  int64_t write_timeout_ms = 30000;  // Write() gives up waiting after this (kTimeout:
-                                     // the outcome is then unknown, re-read)
+  int max_batches_per_group = 512;               // batches drained into one store transaction
+  int64_t max_group_bytes = 4 << 20;             // estimated bytes per store transaction
+  int max_queued_batches = 16384;                // queued (not yet in a group) before refusing
+  int64_t max_queued_bytes = int64_t{64} << 20;  // estimated queued bytes before refusing
+  int64_t write_timeout_ms = 30000;  // Write() gives up waiting after this (see the class comment)
   // Asked by the writer thread right before each store transaction; false:
   // the whole group is refused with kUnavailable and nothing is written. The
   // coordinator answers "is my lease certainly still mine" here, so a replica
@@ -40,33 +54,48 @@ class GroupCommitter {
 
   // Durable write: returns once the store transaction holding `batch` has
   // committed (OK) or the batch was refused (kConflict, kNotFound,
-  // kAlreadyExists: nothing applied). kUnavailable / kIndeterminate / kTimeout:
-  // the outcome is unknown; re-read before acting.
+  // kAlreadyExists: nothing applied). kUnavailable: not applied and never will
+  // be (overloaded, fenced, or taken back after write_timeout_ms in the queue).
+  // kTimeout / kIndeterminate / kInternal: the outcome is unknown; re-read
+  // before acting.
   Status Write(WriteBatch batch);
 
-  // The same, without blocking: the future is fulfilled when Write() would return.
+  // The same, without blocking and without a timeout: the future is fulfilled
+  // when the batch was written or refused.
   std::future<Status> WriteAsync(WriteBatch batch);
 
   // A write whose loss is harmless (e.g. the final COMMITTED state after every
   // ack): it rides in the next group and nobody waits for it.
   void WriteLater(WriteBatch batch);
 
-  struct Stats {
-    int64_t groups = 0;   // store transactions issued
-    int64_t batches = 0;  // batches written
-  };
-  Stats GetStats() const;
-
   // From now on every queued and every new write is refused with `reason`
   // (kUnavailable) without touching the store; a group already inside the
   // store call finishes. Used when the lease is lost. Idempotent.
   void Fence(const Status& reason);
 
+  struct Stats {
+    int64_t groups = 0;      // store transactions issued
+    int64_t batches = 0;     // batches written
+    int64_t overloaded = 0;  // writes refused because the queue was full
+    int64_t taken_back = 0;  // writes whose caller gave up while they were queued
+  };
+  Stats GetStats() const;
+
+  // The estimate of a batch's size the byte limits use.
+  static int64_t EstimateBytes(const WriteBatch& batch);
+
  private:
   struct Pending {
+    enum Phase : int { kQueued = 0, kTaken = 1, kAbandoned = 2 };
     WriteBatch batch;
+    int64_t bytes = 0;
     std::promise<Status> done;
+    // kQueued -> kTaken (the writer put it in a group) or kQueued ->
+    // kAbandoned (its caller gave up first); exactly one of the two wins.
+    std::atomic<int> phase{kQueued};
   };
+  // Queues a batch; nullptr (and *refused set) when it cannot be queued.
+  std::shared_ptr<Pending> Enqueue(WriteBatch batch, std::future<Status>* done, Status* refused);
   void WriterLoop();
 
   TxnStore* const store_;
@@ -74,7 +103,8 @@ class GroupCommitter {
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable work_cv_;
-  std::deque<std::unique_ptr<Pending>> queue_;
+  std::deque<std::shared_ptr<Pending>> queue_;
+  int64_t queued_bytes_ = 0;  // sum of bytes in queue_
   bool stopping_ = false;
   Status fenced_;  // not OK once Fence() was called
   Stats stats_;

@@ -6,8 +6,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 
+#include "coordinator/store/faulty_store.h"
 #include "coordinator/store/sqlite_store.h"
 #include "tests/harness/process.h"
 
@@ -21,56 +24,6 @@ TxnRecord Txn(const std::string& gtid) {
   t.epoch = 1;
   return t;
 }
-
-// Delegates to a real store; ApplyGroup first sleeps `delay_ms`.
-class SlowStore : public TxnStore {
- public:
-  SlowStore(TxnStore* inner, int delay_ms) : inner_(inner), delay_ms_(delay_ms) {}
-  const char* Kind() const override { return inner_->Kind(); }
-  Status Migrate() override { return inner_->Migrate(); }
-  Status Apply(const WriteBatch& b) override { return inner_->Apply(b); }
-  std::vector<Status> ApplyGroup(const std::vector<const WriteBatch*>& batches) override {
-    calls_.fetch_add(1);
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
-    return inner_->ApplyGroup(batches);
-  }
-  Result<TxnRecord> GetTxn(const std::string& g) override { return inner_->GetTxn(g); }
-  Result<TxnRecord> FindByIdempotencyKey(const std::string& k) override {
-    return inner_->FindByIdempotencyKey(k);
-  }
-  Result<std::vector<BranchRecord>> GetBranches(const std::string& g) override {
-    return inner_->GetBranches(g);
-  }
-  Result<std::vector<TxnRecord>> ListDue(const std::vector<TxnState>& s, const std::string& o,
-                                         int64_t e, int64_t n, int l) override {
-    return inner_->ListDue(s, o, e, n, l);
-  }
-  Result<int64_t> CountInStates(const std::vector<TxnState>& s) override {
-    return inner_->CountInStates(s);
-  }
-  Result<int> DeleteFinishedBefore(int64_t cutoff, int limit) override {
-    return inner_->DeleteFinishedBefore(cutoff, limit);
-  }
-  using TxnStore::AcquireLease;
-  Result<Lease> AcquireLease(const std::string& n, const std::string& e, int64_t t, int64_t now,
-                             LeaseTakeover takeover) override {
-    return inner_->AcquireLease(n, e, t, now, takeover);
-  }
-  Status RenewLease(const std::string& n, int64_t e, int64_t t, int64_t now) override {
-    return inner_->RenewLease(n, e, t, now);
-  }
-  Result<std::vector<Lease>> ListLeases() override { return inner_->ListLeases(); }
-  Result<int> ClaimOrphans(const std::string& n, int64_t e, int64_t now, int l) override {
-    return inner_->ClaimOrphans(n, e, now, l);
-  }
-  StoreStats Stats() const override { return inner_->Stats(); }
-  int calls() const { return calls_.load(); }  // ApplyGroup calls so far
-
- private:
-  std::atomic<int> calls_{0};
-  TxnStore* inner_;
-  int delay_ms_;
-};
 
 class GroupCommitTest : public ::testing::Test {
  protected:
@@ -103,20 +56,27 @@ TEST_F(GroupCommitTest, WriteReturnsTheBatchOutcome) {
 }
 
 TEST_F(GroupCommitTest, WriteTimesOutButTheWriteStillLands) {
-  SlowStore slow(store_.get(), 300);
+  FaultyStore slow(store_.get());
+  slow.Hold(StoreOp::kApplyGroup);
   {
     GroupCommitOptions options;
-    options.write_timeout_ms = 30;
+    options.write_timeout_ms = 300;
     GroupCommitter committer(&slow, options);
     WriteBatch b;
     b.insert_txns = {Txn("slow")};
-    EXPECT_EQ(committer.Write(b).code(), StatusCode::kTimeout);
+    auto answer = std::async(std::launch::async, [&] { return committer.Write(b); });
+    // The writer took it into a store call (which is held): past that point the
+    // caller can no longer take it back, so its timeout means "unknown".
+    ASSERT_TRUE(testing::WaitUntil([&] { return slow.Calls(StoreOp::kApplyGroup) > 0; }, 5000));
+    EXPECT_EQ(answer.get().code(), StatusCode::kTimeout);
+    slow.Open(StoreOp::kApplyGroup);
   }  // the destructor waits for the writer
   EXPECT_TRUE(store_->GetTxn("slow").ok());
 }
 
 TEST_F(GroupCommitTest, GroupsAreCappedAndQueuedWritesShareOne) {
-  SlowStore slow(store_.get(), 50);
+  FaultyStore slow(store_.get());
+  slow.Inject(StoreOp::kApplyGroup, StoreFault::Delay(50), -1);
   GroupCommitOptions options;
   options.max_batches_per_group = 4;
   GroupCommitter committer(&slow, options);
@@ -151,13 +111,14 @@ TEST_F(GroupCommitTest, NothingIsWrittenWhileWritesAreNotAllowed) {
 }
 
 TEST_F(GroupCommitTest, FenceRefusesQueuedAndLaterWrites) {
-  SlowStore slow(store_.get(), 200);
+  FaultyStore slow(store_.get());
+  slow.Inject(StoreOp::kApplyGroup, StoreFault::Delay(200), -1);
   GroupCommitter committer(&slow, GroupCommitOptions{});
   // The first group is inside the (slow) store call; the rest queue behind it.
   WriteBatch first;
   first.insert_txns = {Txn("in-store")};
   auto in_store = committer.WriteAsync(std::move(first));
-  ASSERT_TRUE(testing::WaitUntil([&] { return slow.calls() > 0; }, 5000));
+  ASSERT_TRUE(testing::WaitUntil([&] { return slow.Calls(StoreOp::kApplyGroup) > 0; }, 5000));
   std::vector<std::future<Status>> queued;
   for (int i = 0; i < 5; ++i) {
     WriteBatch b;
@@ -176,7 +137,109 @@ TEST_F(GroupCommitTest, FenceRefusesQueuedAndLaterWrites) {
     EXPECT_EQ(store_->GetTxn("queued-" + std::to_string(i)).status().code(), StatusCode::kNotFound);
   }
   EXPECT_EQ(store_->GetTxn("later").status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(slow.calls(), 1);
+  EXPECT_EQ(slow.Calls(StoreOp::kApplyGroup), 1);
+}
+
+TEST_F(GroupCommitTest, AWriteThatTimedOutWhileQueuedIsNeverApplied) {
+  FaultyStore slow(store_.get());
+  slow.Hold(StoreOp::kApplyGroup);
+  GroupCommitOptions options;
+  options.write_timeout_ms = 50;
+  GroupCommitter committer(&slow, options);
+  WriteBatch first;
+  first.insert_txns = {Txn("in-store")};
+  auto in_store = committer.WriteAsync(std::move(first));
+  ASSERT_TRUE(testing::WaitUntil([&] { return slow.Calls(StoreOp::kApplyGroup) > 0; }, 5000));
+  WriteBatch queued;
+  queued.insert_txns = {Txn("taken-back")};
+  Status s = committer.Write(std::move(queued));  // the writer is held: it stays queued
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("nothing was written"), std::string::npos) << s;
+  slow.Open(StoreOp::kApplyGroup);
+  EXPECT_TRUE(in_store.get().ok());
+  WriteBatch after;
+  after.insert_txns = {Txn("after")};
+  EXPECT_TRUE(committer.Write(std::move(after)).ok());  // the writer has passed the taken-back one
+  EXPECT_EQ(store_->GetTxn("taken-back").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetTxn("after").ok());
+  EXPECT_EQ(committer.GetStats().taken_back, 1);
+}
+
+TEST_F(GroupCommitTest, AFullQueueRefusesInsteadOfGrowing) {
+  FaultyStore slow(store_.get());
+  slow.Hold(StoreOp::kApplyGroup);
+  GroupCommitOptions options;
+  options.max_queued_batches = 4;
+  GroupCommitter committer(&slow, options);
+  WriteBatch first;
+  first.insert_txns = {Txn("in-store")};
+  auto in_store = committer.WriteAsync(std::move(first));
+  ASSERT_TRUE(testing::WaitUntil([&] { return slow.Calls(StoreOp::kApplyGroup) > 0; }, 5000));
+  std::vector<std::future<Status>> queued;
+  for (int i = 0; i < 4; ++i) {
+    WriteBatch b;
+    b.insert_txns = {Txn("queued-" + std::to_string(i))};
+    queued.push_back(committer.WriteAsync(std::move(b)));
+  }
+  WriteBatch over;
+  over.insert_txns = {Txn("over")};
+  Status s = committer.Write(std::move(over));
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("overloaded"), std::string::npos) << s;
+  slow.Open(StoreOp::kApplyGroup);
+  EXPECT_TRUE(in_store.get().ok());
+  for (auto& f : queued) EXPECT_TRUE(f.get().ok());
+  EXPECT_EQ(store_->GetTxn("over").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(committer.GetStats().overloaded, 1);
+}
+
+TEST_F(GroupCommitTest, GroupsAreCappedInBytes) {
+  FaultyStore slow(store_.get());
+  slow.Hold(StoreOp::kApplyGroup);
+  GroupCommitOptions options;
+  WriteBatch probe;
+  probe.insert_txns = {Txn("bytes-x")};
+  // Room for two of these batches per group, not three.
+  options.max_group_bytes = 2 * GroupCommitter::EstimateBytes(probe) + 1;
+  GroupCommitter committer(&slow, options);
+  WriteBatch first;
+  first.insert_txns = {Txn("in-store")};
+  auto in_store = committer.WriteAsync(std::move(first));
+  ASSERT_TRUE(testing::WaitUntil([&] { return slow.Calls(StoreOp::kApplyGroup) > 0; }, 5000));
+  std::vector<std::future<Status>> queued;
+  for (int i = 0; i < 6; ++i) {
+    WriteBatch b;
+    b.insert_txns = {Txn("bytes-" + std::to_string(i))};  // same size as the probe
+    queued.push_back(committer.WriteAsync(std::move(b)));
+  }
+  slow.Open(StoreOp::kApplyGroup);
+  EXPECT_TRUE(in_store.get().ok());
+  for (auto& f : queued) EXPECT_TRUE(f.get().ok());
+  EXPECT_EQ(committer.GetStats().groups, 1 + 3);  // the first, then 6 queued in groups of 2
+}
+
+TEST_F(GroupCommitTest, StoreFaultsReachTheCallerAsTheyAre) {
+  FaultyStore faulty(store_.get());
+  GroupCommitter committer(&faulty, GroupCommitOptions{});
+  auto write = [&](const std::string& gtid) {
+    WriteBatch b;
+    b.insert_txns = {Txn(gtid)};
+    return committer.Write(std::move(b));
+  };
+  faulty.Inject(StoreOp::kApplyGroup, StoreFault::Fail(Status::Unavailable("store down")));
+  EXPECT_EQ(write("failed").code(), StatusCode::kUnavailable);
+  EXPECT_EQ(store_->GetTxn("failed").status().code(), StatusCode::kNotFound);
+
+  faulty.Inject(StoreOp::kApplyGroup, StoreFault::IndeterminateApplied());
+  EXPECT_EQ(write("lost-reply").code(), StatusCode::kIndeterminate);
+  EXPECT_TRUE(store_->GetTxn("lost-reply").ok());  // re-reading finds it
+
+  faulty.Inject(StoreOp::kApplyGroup, StoreFault::IndeterminateNotApplied());
+  EXPECT_EQ(write("lost-commit").code(), StatusCode::kIndeterminate);
+  EXPECT_EQ(store_->GetTxn("lost-commit").status().code(), StatusCode::kNotFound);
+
+  EXPECT_TRUE(write("healthy").ok());  // faults are consumed one call each
+  EXPECT_EQ(faulty.Calls(StoreOp::kApplyGroup), 4);
 }
 
 }  // namespace
