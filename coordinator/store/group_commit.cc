@@ -23,20 +23,36 @@ GroupCommitter::~GroupCommitter() {
   writer_.join();
 }
 
+void GroupCommitter::Pending::Finish(Status s) {
+  if (on_done) {
+    on_done(s);
+  } else {
+    done.set_value(std::move(s));
+  }
+}
+
+void GroupCommitter::Enqueue(std::unique_ptr<Pending> pending) {
+  Status refused;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ || !fenced_.ok()) {
+      refused = fenced_.ok() ? Status::Unavailable("group committer is stopping") : fenced_;
+    } else {
+      queue_.push_back(std::move(pending));
+    }
+  }
+  if (!refused.ok()) {
+    pending->Finish(std::move(refused));  // outside the lock: on_done may take others
+    return;
+  }
+  work_cv_.notify_one();
+}
+
 std::future<Status> GroupCommitter::WriteAsync(WriteBatch batch) {
   auto pending = std::make_unique<Pending>();
   pending->batch = std::move(batch);
   std::future<Status> done = pending->done.get_future();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_ || !fenced_.ok()) {
-      pending->done.set_value(fenced_.ok() ? Status::Unavailable("group committer is stopping")
-                                           : fenced_);
-      return done;
-    }
-    queue_.push_back(std::move(pending));
-  }
-  work_cv_.notify_one();
+  Enqueue(std::move(pending));
   return done;
 }
 
@@ -56,6 +72,13 @@ void GroupCommitter::WriteLater(WriteBatch batch) {
   WriteAsync(std::move(batch));
 }
 
+void GroupCommitter::WriteLater(WriteBatch batch, std::function<void(const Status&)> on_done) {
+  auto pending = std::make_unique<Pending>();
+  pending->batch = std::move(batch);
+  pending->on_done = std::move(on_done);
+  Enqueue(std::move(pending));
+}
+
 void GroupCommitter::Fence(const Status& reason) {
   std::deque<std::unique_ptr<Pending>> refused;
   {
@@ -64,7 +87,7 @@ void GroupCommitter::Fence(const Status& reason) {
     fenced_ = Status::Unavailable("writes fenced: " + reason.ToString());
     refused.swap(queue_);
   }
-  for (auto& p : refused) p->done.set_value(fenced_);
+  for (auto& p : refused) p->Finish(fenced_);
   work_cv_.notify_all();
 }
 
@@ -98,14 +121,14 @@ void GroupCommitter::WriterLoop() {
       refused = Status::Unavailable("writes refused: this replica's lease is not known to be live");
     }
     if (!refused.ok()) {
-      for (auto& p : group) p->done.set_value(refused);
+      for (auto& p : group) p->Finish(refused);
       continue;
     }
     batches.clear();
     waiting.clear();
     for (auto& p : group) {
       if (p->batch.empty()) {
-        p->done.set_value(Status::Ok());
+        p->Finish(Status::Ok());
         continue;
       }
       batches.push_back(&p->batch);
@@ -130,7 +153,7 @@ void GroupCommitter::WriterLoop() {
           results[i].code() != StatusCode::kAlreadyExists) {
         LOG(ERROR) << "group write failed: " << results[i];
       }
-      waiting[i]->done.set_value(std::move(results[i]));
+      waiting[i]->Finish(std::move(results[i]));
     }
   }
 }

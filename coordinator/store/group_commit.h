@@ -50,6 +50,12 @@ class GroupCommitter {
   // A write whose loss is harmless (e.g. the final COMMITTED state after every
   // ack): it rides in the next group and nobody waits for it.
   void WriteLater(WriteBatch batch);
+  // The same, and `on_done` is called with what Write() would return once the
+  // batch's store transaction committed or failed (also kUnavailable when the
+  // committer is stopping or fenced). It runs on the writer thread (or on the
+  // thread of WriteLater / Fence when refused there): it must be short and
+  // must not call Write().
+  void WriteLater(WriteBatch batch, std::function<void(const Status&)> on_done);
 
   struct Stats {
     int64_t groups = 0;   // store transactions issued
@@ -66,7 +72,10 @@ class GroupCommitter {
   struct Pending {
     WriteBatch batch;
     std::promise<Status> done;
+    std::function<void(const Status&)> on_done;  // when set, called instead of `done`
+    void Finish(Status s);
   };
+  void Enqueue(std::unique_ptr<Pending> pending);
   void WriterLoop();
 
   TxnStore* const store_;
