@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include "coordinator/store/sqlite_store.h"
@@ -177,6 +178,25 @@ TEST_F(GroupCommitTest, FenceRefusesQueuedAndLaterWrites) {
   }
   EXPECT_EQ(store_->GetTxn("later").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(slow.calls(), 1);
+}
+
+TEST_F(GroupCommitTest, WriteLaterCallbackRunsOnceTheWriteIsDurable) {
+  SlowStore slow(store_.get(), 50);
+  std::promise<std::pair<Status, bool>> landed;  // (status, row visible when called)
+  std::promise<Status> refused;
+  {
+    GroupCommitter committer(&slow, GroupCommitOptions{});
+    WriteBatch b;
+    b.insert_txns = {Txn("later")};
+    committer.WriteLater(b, [&](const Status& s) {
+      landed.set_value({s, store_->GetTxn("later").ok()});
+    });
+    committer.WriteLater(b, [&](const Status& s) { refused.set_value(s); });  // a duplicate
+    auto [status, visible] = landed.get_future().get();
+    EXPECT_TRUE(status.ok()) << status;
+    EXPECT_TRUE(visible);
+    EXPECT_EQ(refused.get_future().get().code(), StatusCode::kAlreadyExists);
+  }
 }
 
 }  // namespace
