@@ -11,6 +11,7 @@
 #include "common/crash_point.h"
 #include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
+#include "coordinator/driver/ownership.h"
 #include "gen-cpp/Participant.h"
 
 namespace txc {
@@ -46,7 +47,11 @@ class SagaDriver::Workers {
       TimerLoop();
     });
   }
-  ~Workers() {
+  ~Workers() { Shutdown(); }
+
+  // Drops queued work and joins the threads (a running task finishes first;
+  // what it posts is dropped). Idempotent; from the owner's thread only.
+  void Shutdown() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
@@ -55,8 +60,10 @@ class SagaDriver::Workers {
     }
     cv_.notify_all();
     timer_cv_.notify_all();
-    for (auto& t : threads_) t.join();
-    timer_.join();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+    if (timer_.joinable()) timer_.join();
   }
 
   void Post(std::function<void()> fn) {
@@ -169,7 +176,13 @@ SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
   workers_ = std::make_unique<Workers>(std::max(1, options_.worker_threads), connect);
 }
 
-SagaDriver::~SagaDriver() { workers_.reset(); }
+SagaDriver::~SagaDriver() {
+  // Join the threads while workers_ still points at them: a worker finishing
+  // a call posts its follow-up through workers_ (unique_ptr::reset would
+  // null it first).
+  workers_->Shutdown();
+  workers_.reset();
+}
 
 SagaDriver::Stats SagaDriver::GetStats() const {
   Stats s;
@@ -248,9 +261,13 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
     }
     VLOG(1) << "saga " << txn.gtid << ": resubmitted, same definition";
     // Not driven here (e.g. the first submit's answer was lost in a store
-    // error, or this process restarted): take it up now rather than when the
-    // sweeper finds it due. A no-op if it is driven or owned elsewhere.
-    if (!IsFinal(existing->state)) ResumeNow(txn.gtid);
+    // error, or this process restarted, or it was submitted at a replica that
+    // died since): take it up now rather than when the sweeper finds it due.
+    // A no-op if it is driven here or by another live replica.
+    if (!IsFinal(existing->state)) {
+      if (!OwnedBy(*existing, node_)) TakeOverIfOwnerDead(*existing);
+      ResumeNow(txn.gtid);
+    }
     if (spec.wait_for_completion) {
       std::shared_ptr<Run> running;
       {
@@ -259,6 +276,8 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
         if (it != runs_.end()) running = it->second;
       }
       if (running) return WaitFor(running, spec.wait_timeout_ms);
+      // Driven by another replica: its progress is in the store.
+      return WaitInStore(std::move(existing).value(), MonotonicMs() + spec.wait_timeout_ms);
     }
     return existing;
   }
@@ -288,10 +307,51 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
 }
 
 Result<TxnRecord> SagaDriver::WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms) {
-  std::unique_lock<std::mutex> lock(run->mu);
-  run->cv.wait_for(lock, std::chrono::milliseconds(wait_timeout_ms),
-                   [&] { return run->gone || stop_waiting_.load(); });
-  return run->txn;
+  const int64_t deadline = MonotonicMs() + wait_timeout_ms;
+  TxnRecord txn;
+  {
+    std::unique_lock<std::mutex> lock(run->mu);
+    run->cv.wait_for(lock, std::chrono::milliseconds(wait_timeout_ms),
+                     [&] { return run->gone || stop_waiting_.load(); });
+    txn = run->txn;
+    if (!run->gone || IsFinal(txn.state) || txn.state == TxnState::kParked) return txn;
+  }
+  // Let go without finishing (a write was refused: another replica took it
+  // over, or the store failed): its progress is in the store.
+  return WaitInStore(std::move(txn), deadline);
+}
+
+Result<TxnRecord> SagaDriver::WaitInStore(TxnRecord txn, int64_t deadline_ms) {
+  const BackoffPolicy poll{10, 500, 2.0};
+  for (int attempt = 1; !IsFinal(txn.state) && txn.state != TxnState::kParked; ++attempt) {
+    const int64_t left = deadline_ms - MonotonicMs();
+    if (left <= 0 || stop_waiting_.load()) break;
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::min(left, BackoffDelayMs(poll, attempt))));
+    Result<TxnRecord> now = store_->GetTxn(txn.gtid);
+    if (!now.ok()) {
+      LOG(WARNING) << "saga " << txn.gtid
+                   << ": waiting for it, the store read failed: " << now.status();
+      break;
+    }
+    txn = std::move(now).value();
+  }
+  return txn;
+}
+
+void SagaDriver::TakeOverIfOwnerDead(const TxnRecord& txn) {
+  Result<bool> live = OwnerLeaseLive(store_, txn.owner, txn.epoch, NowUnixMs());
+  if (!live.ok() || *live) return;  // its owner drives it (or it cannot be told)
+  WriteBatch batch;
+  batch.txn_updates.push_back(TakeOverUpdate(txn, node_));
+  Status s = log_->Write(std::move(batch));
+  batches_written_.fetch_add(1);
+  if (s.ok()) {
+    LOG(INFO) << "saga " << txn.gtid << ": taken over in " << TxnStateName(txn.state) << " from "
+              << txn.owner << " (epoch " << txn.epoch << ")";
+  } else if (s.code() != StatusCode::kConflict) {
+    LOG(ERROR) << "saga " << txn.gtid << ": taking it over failed: " << s;
+  }
 }
 
 void SagaDriver::StopWaiting() {

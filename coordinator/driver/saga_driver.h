@@ -116,7 +116,15 @@ class SagaDriver : public SagaOps {
   // Forgets the run (finished, parked with nothing in flight, or a write failed).
   void Release(const std::shared_ptr<Run>& run, const char* why);
   void ResumeNow(const std::string& gtid);
+  // Waits for the run to end (at most wait_timeout_ms); if it was let go
+  // unfinished, goes on waiting on the store.
   Result<TxnRecord> WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms);
+  // Polls the store (backoff with jitter) until the saga is final or PARKED,
+  // deadline_ms (monotonic) passes or StopWaiting(); returns the last record read.
+  Result<TxnRecord> WaitInStore(TxnRecord txn, int64_t deadline_ms);
+  // A saga owned by a replica whose lease lapsed (or an older epoch of this
+  // node): one fenced write makes it this node's, so ResumeNow drives it.
+  void TakeOverIfOwnerDead(const TxnRecord& txn);
   std::vector<std::string> Coordinators();
 
   TxnStore* const store_;

@@ -8,6 +8,7 @@
 
 #include "common/crash_point.h"
 #include "coordinator/core/validation.h"
+#include "coordinator/driver/ownership.h"
 
 namespace txc {
 namespace {
@@ -16,6 +17,10 @@ namespace {
 // when the record keeps changing under it (each round is bounded by I/O
 // timeouts; the limit only guards against a livelock).
 constexpr int kMaxRounds = 8;
+
+// How often a call waiting on another replica's transaction (or on a final
+// state nobody in this process will announce) looks at the store again.
+const BackoffPolicy kStorePoll{10, 500, 2.0};
 
 bool SameBranchContent(const BranchRecord& a, const BranchRecord& b) {
   return a.endpoint == b.endpoint && a.resource == b.resource && a.payload == b.payload;
@@ -88,8 +93,8 @@ TwoPhaseDriver::~TwoPhaseDriver() = default;
 
 std::shared_ptr<TwoPhaseDriver::Flight> TwoPhaseDriver::Claim(const std::string& gtid,
                                                               TxnState state) {
-  std::lock_guard<std::mutex> lock(flights_mu_);
-  auto [it, inserted] = flights_.try_emplace(gtid, nullptr);
+  std::lock_guard<std::mutex> lock(registry_->mu);
+  auto [it, inserted] = registry_->flights.try_emplace(gtid, nullptr);
   if (!inserted) return nullptr;
   it->second = std::make_shared<Flight>(gtid);
   it->second->state = state;
@@ -97,9 +102,9 @@ std::shared_ptr<TwoPhaseDriver::Flight> TwoPhaseDriver::Claim(const std::string&
 }
 
 std::shared_ptr<TwoPhaseDriver::Flight> TwoPhaseDriver::FindFlight(const std::string& gtid) {
-  std::lock_guard<std::mutex> lock(flights_mu_);
-  auto it = flights_.find(gtid);
-  return it == flights_.end() ? nullptr : it->second;
+  std::lock_guard<std::mutex> lock(registry_->mu);
+  auto it = registry_->flights.find(gtid);
+  return it == registry_->flights.end() ? nullptr : it->second;
 }
 
 void TwoPhaseDriver::Publish(Flight& flight, TxnState state) {
@@ -109,12 +114,27 @@ void TwoPhaseDriver::Publish(Flight& flight, TxnState state) {
 }
 
 void TwoPhaseDriver::Release(const std::shared_ptr<Flight>& flight) {
+  ReleaseIn(*registry_, flight, std::nullopt);
+}
+
+void TwoPhaseDriver::ReleaseIn(Registry& registry, const std::shared_ptr<Flight>& flight,
+                               std::optional<TxnState> final_state) {
   {
-    std::lock_guard<std::mutex> lock(flights_mu_);
-    auto it = flights_.find(flight->gtid);
-    if (it != flights_.end() && it->second == flight) flights_.erase(it);
+    std::lock_guard<std::mutex> lock(registry.mu);
+    auto it = registry.flights.find(flight->gtid);
+    if (it != registry.flights.end() && it->second == flight) registry.flights.erase(it);
+    if (final_state.has_value()) {
+      auto waiting = registry.completions.find(flight->gtid);
+      if (waiting != registry.completions.end()) {
+        Completion& c = *waiting->second;
+        std::lock_guard<std::mutex> c_lock(c.mu);
+        c.final_state = final_state;
+        c.cv.notify_all();
+      }
+    }
   }
   std::lock_guard<std::mutex> lock(flight->mu);
+  if (final_state.has_value()) flight->state = *final_state;
   flight->released = true;
   flight->cv.notify_all();
 }
@@ -131,22 +151,74 @@ void TwoPhaseDriver::WaitOnFlight(Flight& flight, bool completion, int64_t deadl
 }
 
 size_t TwoPhaseDriver::InFlightCount() {
-  std::lock_guard<std::mutex> lock(flights_mu_);
-  return flights_.size();
+  std::lock_guard<std::mutex> lock(registry_->mu);
+  return registry_->flights.size();
 }
 
 // ---- helpers -------------------------------------------------------------------
 
-Result<TxnRecord> TwoPhaseDriver::LoadOwned(const std::string& gtid) {
+Result<TxnRecord> TwoPhaseDriver::Load(const std::string& gtid) {
   TXC_ASSIGN_OR_RETURN(TxnRecord txn, store_->GetTxn(gtid));
   if (txn.kind != TxnKind::kTwoPhase) {
     return Status::IllegalTransition("transaction " + gtid + " is a saga, not a 2PC transaction");
   }
-  if (txn.owner != node_.node_id || txn.epoch != node_.epoch) {
-    return Status::NotOwner("transaction " + gtid + " is driven by " + txn.owner + " (epoch " +
-                            std::to_string(txn.epoch) + ")");
-  }
   return txn;
+}
+
+Result<TxnRecord> TwoPhaseDriver::WatchOtherOwner(TxnRecord txn, int64_t deadline_ms) {
+  VLOG(1) << txn.gtid << ": " << TxnStateName(txn.state) << " at " << txn.owner << " (epoch "
+          << txn.epoch << "), waiting for it";
+  for (int attempt = 1;; ++attempt) {
+    const int64_t left = deadline_ms - MonotonicMs();
+    if (left <= 0) return txn;
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::min(left, BackoffDelayMs(kStorePoll, attempt))));
+    TXC_ASSIGN_OR_RETURN(TxnRecord now, store_->GetTxn(txn.gtid));
+    if (now.state != txn.state || now.owner != txn.owner || now.epoch != txn.epoch) return now;
+    TXC_ASSIGN_OR_RETURN(bool live, OwnerLeaseLive(store_, txn.owner, txn.epoch, NowUnixMs()));
+    if (!live) return now;
+  }
+}
+
+Status TwoPhaseDriver::TakeOver(const std::shared_ptr<Flight>& flight, TxnRecord* txn) {
+  WriteBatch batch;
+  TxnUpdate u = TakeOverUpdate(*txn, node_);
+  // While it is driven here the sweeper need not look at it.
+  if (txn->state == TxnState::kPreparing) u.next_attempt_ms = NowUnixMs() + options_.drive_lease_ms;
+  batch.txn_updates.push_back(std::move(u));
+  Status s = log_->Write(std::move(batch));
+  if (!s.ok()) {
+    Release(flight);
+    if (s.code() != StatusCode::kConflict) {
+      LOG(ERROR) << txn->gtid << ": taking it over from " << txn->owner << " failed: " << s;
+    }
+    return s;
+  }
+  LOG(INFO) << txn->gtid << ": taken over in " << TxnStateName(txn->state) << " from " << txn->owner
+            << " (epoch " << txn->epoch << ")";
+  txn->owner = node_.node_id;
+  txn->epoch = node_.epoch;
+  return Status::Ok();
+}
+
+Status TwoPhaseDriver::LogAbortUnderOwner(const TxnRecord& txn) {
+  WriteBatch batch;
+  TxnUpdate u;
+  u.gtid = txn.gtid;
+  u.expected_states = {txn.state};  // never a PREPARING the read did not see
+  u.expected_owner = txn.owner;
+  u.expected_epoch = txn.epoch;
+  u.state = TxnState::kAborting;
+  u.next_attempt_ms = NowUnixMs();  // its owner's sweeper sends the aborts if nobody else does
+  batch.txn_updates.push_back(std::move(u));
+  Status s = log_->Write(std::move(batch));
+  if (s.ok()) {
+    VLOG(1) << txn.gtid << ": " << TxnStateName(txn.state) << " -> ABORTING (rollback, under "
+            << txn.owner << " epoch " << txn.epoch << ")";
+  } else if (s.code() != StatusCode::kConflict) {
+    LOG(ERROR) << txn.gtid << ": logging ABORTING failed: " << s;
+  }
+  return s;
 }
 
 TxnUpdate TwoPhaseDriver::FencedUpdate(const TxnRecord& txn, std::vector<TxnState> expected) const {
@@ -203,24 +275,50 @@ Result<TxnRecord> TwoPhaseDriver::AnswerCommit(const TxnRecord& txn) {
 }
 
 Result<TxnRecord> TwoPhaseDriver::AwaitCompletion(TxnRecord txn, int64_t deadline_ms) {
-  while (!IsFinal(txn.state) && MonotonicMs() < deadline_ms) {
-    if (auto flight = FindFlight(txn.gtid)) {
-      WaitOnFlight(*flight, /*completion=*/true, std::min(deadline_ms, MonotonicMs() + 200));
-    } else {
-      // Driven by the sweeper later (or the final write is still queued).
-      std::this_thread::sleep_for(std::chrono::milliseconds(
-          std::max<int64_t>(1, std::min<int64_t>(50, deadline_ms - MonotonicMs()))));
-    }
-    auto reread = store_->GetTxn(txn.gtid);
-    if (!reread.ok()) break;  // answer with what we know
-    txn = std::move(reread).value();
-    // A final write rides in a later group: the flight knows it first.
-    if (auto flight = FindFlight(txn.gtid)) {
-      std::lock_guard<std::mutex> lock(flight->mu);
-      if (IsFinal(flight->state)) txn.state = flight->state;
-    }
+  if (IsFinal(txn.state)) return AnswerCommit(txn);
+  const std::string gtid = txn.gtid;
+  // Registered before anything is read again, so that a final write landing
+  // from now on wakes this call. While this process drives the transaction
+  // (a flight), that write is announced; otherwise read the store first.
+  std::shared_ptr<Completion> completion;
+  bool announced;
+  {
+    std::lock_guard<std::mutex> lock(registry_->mu);
+    auto& slot = registry_->completions[gtid];
+    if (slot == nullptr) slot = std::make_shared<Completion>();
+    completion = slot;
+    ++completion->waiters;
+    announced = registry_->flights.count(gtid) > 0;
   }
-  return AnswerCommit(txn);
+  Status read_error;
+  for (int attempt = 1; !IsFinal(txn.state); ++attempt) {
+    if (!announced || attempt > 1) {
+      auto reread = store_->GetTxn(gtid);
+      if (!reread.ok()) {
+        read_error = reread.status();
+        break;
+      }
+      txn = std::move(reread).value();
+      if (IsFinal(txn.state)) break;
+    }
+    const int64_t left = deadline_ms - MonotonicMs();
+    if (left <= 0) break;
+    // Woken by this process's final write; else look at the store again after
+    // a backoff (another replica may finish it, or the sweeper here later).
+    std::unique_lock<std::mutex> lock(completion->mu);
+    completion->cv.wait_for(
+        lock, std::chrono::milliseconds(std::min(left, BackoffDelayMs(kStorePoll, attempt))),
+        [&] { return completion->final_state.has_value(); });
+    if (completion->final_state.has_value()) txn.state = *completion->final_state;
+  }
+  {
+    std::lock_guard<std::mutex> lock(registry_->mu);
+    if (--completion->waiters == 0) registry_->completions.erase(gtid);
+  }
+  if (!read_error.ok()) {
+    LOG(WARNING) << gtid << ": waiting for completion, the store read failed: " << read_error;
+  }
+  return AnswerCommit(txn);  // final, or the decision as it stood when the wait ran out
 }
 
 // ---- enlist --------------------------------------------------------------------
@@ -243,39 +341,55 @@ Status TwoPhaseDriver::Enlist(const std::string& gtid, const BranchRecord& branc
   branch.next_attempt_ms = 0;
   branch.last_error.clear();
 
-  WriteBatch batch;
-  TxnRecord probe;
-  probe.gtid = gtid;
-  batch.txn_updates.push_back(FencedUpdate(probe, {TxnState::kActive}));  // a pure check
-  batch.insert_branches.push_back(branch);
-  Status s = log_->Write(std::move(batch));
-  if (s.ok()) {
-    VLOG(1) << gtid << ": branch " << branch.branch_id << " REGISTERED at " << branch.endpoint;
-    return s;
-  }
-  switch (s.code()) {
-    case StatusCode::kNotFound: return Status::NotFound("no transaction " + gtid);
-    case StatusCode::kAlreadyExists: {
-      // A concurrent enlist of the same branch id won.
-      TXC_ASSIGN_OR_RETURN(std::vector<BranchRecord> now, store_->GetBranches(gtid));
-      for (const auto& b : now) {
-        if (b.branch_id == branch.branch_id && SameBranchContent(b, branch)) return Status::Ok();
-      }
-      return Status::IllegalTransition("branch " + branch.branch_id + " of " + gtid +
-                                       " is already enlisted with other content");
-    }
-    case StatusCode::kConflict: {
-      TXC_ASSIGN_OR_RETURN(TxnRecord txn, LoadOwned(gtid));
-      if (txn.state != TxnState::kActive) {
-        return Status::IllegalTransition("enlist in " + gtid + ": transaction is " +
-                                         TxnStateName(txn.state));
-      }
-      return Status::Unavailable("enlist in " + gtid + " raced with another write; retry");
-    }
-    default:
-      LOG(ERROR) << gtid << ": enlist of branch " << branch.branch_id << " failed: " << s;
+  // No ownership needed: the branch is written under the fence of whichever
+  // (owner, epoch) holds the transaction ACTIVE -- first this node's (a
+  // transaction begun here), else the one read after a conflict. A commit
+  // that logs PREPARING meanwhile makes the write conflict, or (when the
+  // branch landed first) sees it when it re-reads the branches.
+  std::string owner = node_.node_id;
+  int64_t epoch = node_.epoch;
+  for (int round = 0; round < kMaxRounds; ++round) {
+    WriteBatch batch;
+    TxnUpdate check;  // a pure precondition
+    check.gtid = gtid;
+    check.expected_states = {TxnState::kActive};
+    check.expected_owner = owner;
+    check.expected_epoch = epoch;
+    batch.txn_updates.push_back(std::move(check));
+    batch.insert_branches.push_back(branch);
+    Status s = log_->Write(std::move(batch));
+    if (s.ok()) {
+      VLOG(1) << gtid << ": branch " << branch.branch_id << " REGISTERED at " << branch.endpoint
+              << (owner == node_.node_id ? "" : " (owner " + owner + ")");
       return s;
+    }
+    switch (s.code()) {
+      case StatusCode::kNotFound: return Status::NotFound("no transaction " + gtid);
+      case StatusCode::kAlreadyExists: {
+        // A concurrent enlist of the same branch id won.
+        TXC_ASSIGN_OR_RETURN(std::vector<BranchRecord> now, store_->GetBranches(gtid));
+        for (const auto& b : now) {
+          if (b.branch_id == branch.branch_id && SameBranchContent(b, branch)) return Status::Ok();
+        }
+        return Status::IllegalTransition("branch " + branch.branch_id + " of " + gtid +
+                                         " is already enlisted with other content");
+      }
+      case StatusCode::kConflict: {
+        TXC_ASSIGN_OR_RETURN(TxnRecord txn, Load(gtid));
+        if (txn.state != TxnState::kActive) {
+          return Status::IllegalTransition("enlist in " + gtid + ": transaction is " +
+                                           TxnStateName(txn.state));
+        }
+        owner = txn.owner;  // enlist under the fence of its owner
+        epoch = txn.epoch;
+        continue;
+      }
+      default:
+        LOG(ERROR) << gtid << ": enlist of branch " << branch.branch_id << " failed: " << s;
+        return s;
+    }
   }
+  return Status::Unavailable("enlist in " + gtid + " raced with other writes; retry");
 }
 
 // ---- commit --------------------------------------------------------------------
@@ -286,11 +400,30 @@ Result<TxnRecord> TwoPhaseDriver::Commit(const std::string& gtid, CommitWait wai
   const int64_t deadline = MonotonicMs() + std::max<int64_t>(0, wait_timeout_ms);
   const bool completion = wait == CommitWait::kCompletion;
   for (int round = 0; round < kMaxRounds; ++round) {
-    TXC_ASSIGN_OR_RETURN(TxnRecord txn, LoadOwned(gtid));
+    TXC_ASSIGN_OR_RETURN(TxnRecord txn, Load(gtid));
     Result<TxnRecord> answer = Status::Internal("unset");
+    const bool mine = OwnedBy(txn, node_);
     if (DecisionOf(txn.state).has_value()) {
-      answer = AnswerCommit(txn);
+      answer = AnswerCommit(txn);  // whoever owns it: the store holds the decision
+    } else if (!mine && txn.state == TxnState::kPreparing && [&] {
+                 auto live = OwnerLeaseLive(store_, txn.owner, txn.epoch, NowUnixMs());
+                 return !live.ok() || *live;  // a failed read is no proof that it died
+               }()) {
+      // Its owner collects the votes: wait for the decision it logs.
+      TXC_ASSIGN_OR_RETURN(TxnRecord latest, WatchOtherOwner(txn, deadline));
+      if (!DecisionOf(latest.state).has_value() && MonotonicMs() >= deadline) {
+        return Status::Timeout("commit of " + gtid + ": still deciding at " + latest.owner +
+                               " after the wait; ask again");
+      }
+      continue;
     } else if (auto flight = Claim(gtid, txn.state)) {
+      if (!mine) {
+        // ACTIVE at another replica (live or not), or PREPARING whose owner's
+        // lease lapsed: drive it here.
+        Status taken = TakeOver(flight, &txn);
+        if (taken.code() == StatusCode::kConflict) continue;  // re-read
+        TXC_RETURN_IF_ERROR(taken);
+      }
       if (txn.state == TxnState::kActive && NowUnixMs() >= txn.deadline_ms) {
         answer = AbortClaimed(flight, txn, "commit after the deadline");
         if (answer.ok()) answer = AnswerCommit(*answer);  // kIllegalTransition
@@ -430,10 +563,16 @@ Result<TxnRecord> TwoPhaseDriver::CommitClaimed(std::shared_ptr<Flight> flight, 
     auto reread = store_->GetTxn(gtid);
     if (!reread.ok() || reread->owner != node_.node_id || reread->epoch != node_.epoch ||
         !DecisionOf(reread->state).has_value()) {
+      Release(flight);
+      if (s.code() == StatusCode::kConflict) {
+        // Another replica took it over (it thought this one dead): the caller
+        // re-reads and follows that owner.
+        LOG(WARNING) << gtid << ": lost ownership before logging the decision";
+        return s;
+      }
       LOG(ERROR) << gtid << ": logging the " << (decision == Decision::kCommit ? "COMMIT" : "ABORT")
                  << " decision failed: " << s << "; left to recovery";
-      Release(flight);
-      return s.code() == StatusCode::kConflict ? Status::NotOwner("lost ownership of " + gtid) : s;
+      return s;
     }
     txn = std::move(reread).value();
     auto reread_branches = store_->GetBranches(gtid);
@@ -468,16 +607,16 @@ Result<TxnRecord> TwoPhaseDriver::OnePhaseClaimed(std::shared_ptr<Flight> flight
       // Durable: the client is told the outcome the participant reached.
       Status s = log_->Write(std::move(batch));
       if (!s.ok()) {
+        // kConflict: another replica took it over and asks the participant
+        // again; the caller re-reads.
         LOG(ERROR) << gtid << ": logging the one-phase outcome failed: " << s
                    << "; recovery asks the participant again";
         Release(flight);
-        return s.code() == StatusCode::kConflict ? Status::NotOwner("lost ownership of " + gtid)
-                                                 : s;
+        return s;
       }
       txn.state = FinalState(decision);
       VLOG(1) << gtid << ": PREPARING -> " << TxnStateName(txn.state) << " (one-phase)";
-      Publish(*flight, txn.state);
-      Release(flight);
+      ReleaseIn(*registry_, flight, txn.state);  // durable: announced to completion waiters
       return txn;
     }
     last_error =
@@ -514,7 +653,8 @@ Result<TxnRecord> TwoPhaseDriver::AbortClaimed(std::shared_ptr<Flight> flight, T
   }
   if (*action == TransitionAction::kApply) {
     WriteBatch batch;
-    TxnUpdate u = FencedUpdate(txn, {TxnState::kActive, TxnState::kPreparing});
+    // Only from the state read: never over a one-phase PREPARING it did not see.
+    TxnUpdate u = FencedUpdate(txn, {txn.state});
     u.state = TxnState::kAborting;
     u.next_attempt_ms = NowUnixMs() + options_.drive_lease_ms;
     batch.txn_updates.push_back(u);
@@ -543,8 +683,12 @@ Result<TxnRecord> TwoPhaseDriver::AbortClaimed(std::shared_ptr<Flight> flight, T
 
 Result<TxnRecord> TwoPhaseDriver::Rollback(const std::string& gtid) {
   TXC_RETURN_IF_ERROR(ValidateId("gtid", gtid));
+  // A one-phase commit in flight is decided by its participant, not by a
+  // rollback: wait for its outcome at most this long.
+  const int64_t deadline =
+      MonotonicMs() + options_.prepare_timeout_ms + options_.connect_timeout_ms + 1000;
   for (int round = 0; round < kMaxRounds; ++round) {
-    TXC_ASSIGN_OR_RETURN(TxnRecord txn, LoadOwned(gtid));
+    TXC_ASSIGN_OR_RETURN(TxnRecord txn, Load(gtid));
     switch (txn.state) {
       case TxnState::kAborting:
       case TxnState::kAborted: return txn;
@@ -559,26 +703,65 @@ Result<TxnRecord> TwoPhaseDriver::Rollback(const std::string& gtid) {
       case TxnState::kCompensated:
       case TxnState::kParked: return Status::IllegalTransition(gtid + " is not a 2PC transaction");
     }
+    const bool mine = OwnedBy(txn, node_);
+    bool owner_live = mine;
+    if (!mine && txn.state == TxnState::kPreparing) {
+      auto live = OwnerLeaseLive(store_, txn.owner, txn.epoch, NowUnixMs());
+      owner_live = !live.ok() || *live;  // a failed read is no proof that it died
+    }
+    const bool one_phase = txn.state == TxnState::kPreparing && (txn.flags & kFlagOnePhase);
+    if (one_phase && owner_live) {
+      std::shared_ptr<Flight> driving = mine ? FindFlight(gtid) : nullptr;
+      if (!mine || driving != nullptr) {
+        // commitOnePhase is out: wait for the outcome the driver logs.
+        if (driving != nullptr) {
+          WaitOnFlight(*driving, /*completion=*/false, deadline);
+        } else {
+          TXC_ASSIGN_OR_RETURN(TxnRecord latest, WatchOtherOwner(txn, deadline));
+          (void)latest;
+        }
+        if (MonotonicMs() >= deadline) {
+          return Status::Unavailable("rollback of " + gtid +
+                                     ": one-phase commit outcome not known yet; ask again");
+        }
+        continue;
+      }
+    }
+    if (!mine && owner_live) {
+      // PREPARING at a live replica collecting votes: log the abort under its
+      // fence; its decision write then conflicts and it follows the abort.
+      Status s = LogAbortUnderOwner(txn);
+      if (s.code() == StatusCode::kConflict) continue;
+      TXC_RETURN_IF_ERROR(s);
+      txn.state = TxnState::kAborting;
+      return txn;
+    }
     if (auto flight = Claim(gtid, txn.state)) {
-      auto result = AbortClaimed(flight, txn, "rollback");
+      if (!mine) {
+        Status taken = TakeOver(flight, &txn);
+        if (taken.code() == StatusCode::kConflict) continue;  // re-read
+        TXC_RETURN_IF_ERROR(taken);
+      }
+      Result<TxnRecord> result = Status::Internal("unset");
+      if (one_phase) {
+        // Nobody waits for the participant's answer: ask it again.
+        result = ResumeClaimed(flight, txn);
+        if (result.ok() && DecisionOf(result->state) == Decision::kCommit) {
+          return Status::IllegalTransition("rollback of " + gtid +
+                                           ": its only branch committed (one-phase)");
+        }
+      } else {
+        result = AbortClaimed(flight, txn, "rollback");
+      }
       if (!result.ok() && result.status().code() == StatusCode::kConflict) continue;
       return result;
     }
-    // Someone drives it (a commit collecting votes): log ABORTING under it. Its
-    // own conditional write then conflicts and it follows the abort; the
-    // sweeper sends the aborts if nobody in this process does.
-    WriteBatch batch;
-    TxnUpdate u = FencedUpdate(txn, {TxnState::kActive, TxnState::kPreparing});
-    u.state = TxnState::kAborting;
-    u.next_attempt_ms = NowUnixMs();
-    batch.txn_updates.push_back(u);
-    Status s = log_->Write(std::move(batch));
+    // Someone in this process drives it (a commit collecting votes): log
+    // ABORTING under it. Its own conditional write then conflicts and it
+    // follows the abort; the sweeper sends the aborts if nobody here does.
+    Status s = LogAbortUnderOwner(txn);
     if (s.code() == StatusCode::kConflict) continue;
-    if (!s.ok()) {
-      LOG(ERROR) << gtid << ": logging ABORTING failed: " << s;
-      return s;
-    }
-    VLOG(1) << gtid << ": " << TxnStateName(txn.state) << " -> ABORTING (rollback)";
+    TXC_RETURN_IF_ERROR(s);
     txn.state = TxnState::kAborting;
     return txn;
   }
@@ -604,10 +787,13 @@ void TwoPhaseDriver::Resume(const TxnRecord& txn) {
   auto flight = Claim(txn.gtid, txn.state);
   if (!flight) return;  // driven by this process right now
   driver_pool_.Submit([this, flight, gtid = txn.gtid] {
-    auto current = LoadOwned(gtid);
-    if (!current.ok()) {
-      if (current.status().code() != StatusCode::kNotFound) {
+    auto current = Load(gtid);
+    if (!current.ok() || !OwnedBy(*current, node_)) {
+      if (!current.ok() && current.status().code() != StatusCode::kNotFound) {
         LOG(WARNING) << gtid << ": resume skipped: " << current.status();
+      } else if (current.ok()) {
+        VLOG(1) << gtid << ": resume skipped: owned by " << current->owner << " (epoch "
+                << current->epoch << ")";
       }
       Release(flight);
       return;
@@ -751,20 +937,35 @@ void TwoPhaseDriver::FinishPhaseTwo(const std::shared_ptr<PhaseTwoRun>& run) {
     TxnUpdate u = FencedUpdate(txn, {decided});
     u.state = FinalState(run->decision);
     batch.txn_updates.push_back(u);
-    log_->WriteLater(std::move(batch));
-    VLOG(1) << txn.gtid << ": " << TxnStateName(decided) << " -> "
-            << TxnStateName(FinalState(run->decision));
-    Publish(*run->flight, FinalState(run->decision));
-  } else {
-    const int32_t attempts = txn.attempts + 1;
-    TxnUpdate u = FencedUpdate(txn, {decided});
-    u.attempts = attempts;
-    u.next_attempt_ms = NowUnixMs() + BackoffDelayMs(options_.redrive_backoff, attempts);
-    batch.txn_updates.push_back(u);
-    log_->WriteLater(std::move(batch));
-    LOG(ERROR) << txn.gtid << ": phase 2 (" << TxnStateName(decided) << ") incomplete after round "
-               << attempts << "; the sweeper redrives it";
+    // Nobody blocks on this write; but the final state is published (to the
+    // flight and to commit(WAIT_COMPLETION) callers) only once it is durable,
+    // so that what a client is told is what the store holds. The callback
+    // may run after this driver is gone: it uses only what it captures.
+    const TxnState final_state = FinalState(run->decision);
+    log_->WriteLater(std::move(batch), [registry = registry_, flight = run->flight, final_state,
+                                        decided](const Status& written) {
+      if (written.ok()) {
+        VLOG(1) << flight->gtid << ": " << TxnStateName(decided) << " -> "
+                << TxnStateName(final_state);
+        ReleaseIn(*registry, flight, final_state);
+        return;
+      }
+      if (written.code() != StatusCode::kConflict) {
+        LOG(ERROR) << flight->gtid << ": writing " << TxnStateName(final_state)
+                   << " failed: " << written << "; the sweeper redrives phase 2";
+      }
+      ReleaseIn(*registry, flight, std::nullopt);
+    });
+    return;
   }
+  const int32_t attempts = txn.attempts + 1;
+  TxnUpdate u = FencedUpdate(txn, {decided});
+  u.attempts = attempts;
+  u.next_attempt_ms = NowUnixMs() + BackoffDelayMs(options_.redrive_backoff, attempts);
+  batch.txn_updates.push_back(u);
+  log_->WriteLater(std::move(batch));
+  LOG(ERROR) << txn.gtid << ": phase 2 (" << TxnStateName(decided) << ") incomplete after round "
+             << attempts << "; the sweeper redrives it";
   Release(run->flight);
 }
 

@@ -1,23 +1,40 @@
-// TwoPhaseDriver: runs two-phase commit for the transactions this replica
-// owns. It asks the pure rules (coordinator/core/two_phase.h) what to do, logs
-// every decision through the GroupCommitter before acting on it, and talks to
-// participants through ParticipantClient.
+// TwoPhaseDriver: runs two-phase commit. It asks the pure rules
+// (coordinator/core/two_phase.h) what to do, logs every decision through the
+// GroupCommitter before acting on it, and talks to participants through
+// ParticipantClient.
 //
 //   commit ─► log PREPARING ─► prepare fan-out (parallel) ─► votes
 //             ─► log COMMITTING / ABORTING (durable: the decision)
 //             ─► [crash point 2pc.after_decision_logged] ─► answer (WAIT_DECISION)
-//             ─► phase 2 fan-out, retried with backoff ─► WriteLater COMMITTED / ABORTED
+//             ─► phase 2 fan-out, retried with backoff ─► COMMITTED / ABORTED
+//                (written without a waiter; WAIT_COMPLETION is answered once it is durable)
 //
-// Ownership and fencing: every store write is conditional on (owner, epoch)
-// = this node's; a kConflict means the record moved on (rollback, deadline) or
-// another replica took it: the driver re-reads and continues from what it
-// finds, or stops.
+// Any replica answers (ARCHITECTURE invariant 6). Whoever owns a transaction:
+//   * decided (COMMITTING/COMMITTED/ABORTING/ABORTED): commit and rollback
+//     answer the decision from the store; enlist is kIllegalTransition;
+//   * ACTIVE: enlist writes the branch under the fence of the (owner, epoch)
+//     it read (no ownership needed); commit and rollback take the transaction
+//     over (one write conditional on ACTIVE and the owner, epoch just read:
+//     ownership.h) and drive it here;
+//   * PREPARING owned by another replica with a live lease (it collects the
+//     votes): commit waits on the store for the decision (backoff poll,
+//     bounded by the caller's wait timeout, then kTimeout "ask again");
+//     rollback logs ABORTING under the owner's fence, which the owner's own
+//     decision write then loses to, so it follows the abort (one-phase: the
+//     participant decides, so rollback waits like commit);
+//   * PREPARING whose owner's lease expired (or an older epoch of this node):
+//     taken over and resumed at once (presumed abort, or one-phase resend).
+//
+// Ownership and fencing: every store write that drives a transaction is
+// conditional on (owner, epoch) = this node's; a kConflict means the record
+// moved on (rollback, deadline) or another replica took it: the driver
+// re-reads and continues from what it finds, or stops.
 //
 // In-flight set: at most one driver per transaction inside this process (a
 // Flight). Commit, Rollback and Resume claim it; whoever finds it claimed waits
 // on it or (Resume) does nothing. No lock is held across a store call or an
 // RPC: the in-flight map's mutex is taken only to claim, release and publish
-// states.
+// states. A flight publishes a final state only once that state is durable.
 //
 // Crash points (common/crash_point.h): "2pc.after_prepare_sent",
 // "2pc.after_decision_logged", "2pc.mid_phase2" (after the first phase-2 ack),
@@ -32,6 +49,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -76,19 +94,21 @@ class TwoPhaseDriver : public TwoPhaseOps {
   // Waits for queued fan-out and recovery work to finish.
   ~TwoPhaseDriver() override;
 
-  // Registers a branch durably. Errors: kInvalidArgument, kNotFound,
-  // kIllegalTransition (not ACTIVE, or the same branch id with other content),
-  // kNotOwner, kUnavailable.
+  // Registers a branch durably, whichever replica owns the transaction.
+  // Errors: kInvalidArgument, kNotFound, kIllegalTransition (not ACTIVE, or
+  // the same branch id with other content), kUnavailable (retry).
   Status Enlist(const std::string& gtid, const BranchRecord& branch) override;
-  // Runs 2PC, or answers the decision already taken. Returns the record with
-  // the state reached (COMMITTING/COMMITTED or ABORTING/ABORTED). Errors:
-  // kInvalidArgument, kNotFound, kIllegalTransition (rolled back or timed out
-  // before commit), kNotOwner, kUnavailable / kTimeout (no decision reached
-  // yet: ask again).
+  // Runs 2PC, or answers the decision already taken (by any replica). Returns
+  // the record with the state reached (COMMITTING/COMMITTED or
+  // ABORTING/ABORTED; with kCompletion a final state only once it is durable,
+  // unless the wait ran out). Errors: kInvalidArgument, kNotFound,
+  // kIllegalTransition (rolled back or timed out before commit), kUnavailable /
+  // kTimeout (no decision reached yet: ask again).
   Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                            int64_t wait_timeout_ms) override;
   // Aborts an undecided transaction; OK if already aborting/aborted. Errors:
-  // kIllegalTransition once COMMIT is decided, kNotFound, kNotOwner, kUnavailable.
+  // kIllegalTransition once COMMIT is decided, kNotFound, kUnavailable (a
+  // one-phase outcome still unknown, or the record kept changing: retry).
   Result<TxnRecord> Rollback(const std::string& gtid) override;
   // COMMIT / ABORT / PENDING; an unknown gtid is ABORT (presumed abort).
   Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) override;
@@ -110,24 +130,52 @@ class TwoPhaseDriver : public TwoPhaseOps {
     TxnState state = TxnState::kActive;
     bool released = false;  // the driver let go (finished or left it to the sweeper)
   };
+  // commit(WAIT_COMPLETION) calls of this process waiting for one gtid.
+  struct Completion {
+    std::mutex mu;                        // guards final_state
+    std::condition_variable cv;           // notified when final_state is set
+    std::optional<TxnState> final_state;  // set once this process made a final state durable
+    int waiters = 0;                      // guarded by Registry::mu
+  };
+  // The in-flight set and the completion waiters. Shared (by shared_ptr) with
+  // the group-commit callbacks of final-state writes, which may run after the
+  // driver is gone. Lock order: Registry::mu, then Flight::mu or Completion::mu.
+  struct Registry {
+    std::mutex mu;  // guards both maps; never held across I/O
+    std::unordered_map<std::string, std::shared_ptr<Flight>> flights;
+    std::unordered_map<std::string, std::shared_ptr<Completion>> completions;
+  };
   struct PhaseTwoRun;
 
   // Claims gtid for this process; nullptr when already claimed.
   std::shared_ptr<Flight> Claim(const std::string& gtid, TxnState state);
   std::shared_ptr<Flight> FindFlight(const std::string& gtid);
-  void Publish(Flight& flight, TxnState state);
+  static void Publish(Flight& flight, TxnState state);
   void Release(const std::shared_ptr<Flight>& flight);
+  // Removes flight from the registry, wakes its waiters and, when `final_state`
+  // is set (it is durable), the gtid's completion waiters.
+  static void ReleaseIn(Registry& registry, const std::shared_ptr<Flight>& flight,
+                        std::optional<TxnState> final_state);
   // Waits (until deadline_ms, monotonic) for flight to reach a decision (or a
   // final state when `completion`) or be released.
-  void WaitOnFlight(Flight& flight, bool completion, int64_t deadline_ms);
+  static void WaitOnFlight(Flight& flight, bool completion, int64_t deadline_ms);
 
-  // Reads a 2PC transaction this node owns. kNotFound, kIllegalTransition
-  // (a saga), kNotOwner.
-  Result<TxnRecord> LoadOwned(const std::string& gtid);
+  // Reads a 2PC transaction (any owner). kNotFound, kIllegalTransition (a saga).
+  Result<TxnRecord> Load(const std::string& gtid);
+  // Polls the store (backoff with jitter) until txn's state, owner or epoch
+  // changes, its owner's lease lapses, or deadline_ms (monotonic) passes;
+  // returns the last record read.
+  Result<TxnRecord> WatchOtherOwner(TxnRecord txn, int64_t deadline_ms);
+  // Makes this node the owner of txn (read in state ACTIVE or PREPARING under
+  // another owner or epoch) with one fenced write, the flight claimed. On
+  // error releases the flight; kConflict: the record moved on (re-read).
+  Status TakeOver(const std::shared_ptr<Flight>& flight, TxnRecord* txn);
   // The answer to commit for a decided record (kIllegalTransition for an abort
   // that no commit asked for).
   Result<TxnRecord> AnswerCommit(const TxnRecord& txn);
-  // Waits until the record is final or the deadline passes, then answers.
+  // Waits until the record's final state is durable or the deadline passes,
+  // then answers. Woken by this process's final write of the gtid; polls the
+  // store (backoff) for a transaction finished by another replica.
   Result<TxnRecord> AwaitCompletion(TxnRecord txn, int64_t deadline_ms);
 
   // The steps below run with the Flight claimed; each releases it on every
@@ -148,6 +196,10 @@ class TwoPhaseDriver : public TwoPhaseOps {
 
   BranchCall MakeCall(const TxnRecord& txn, const BranchRecord& branch);
   TxnUpdate FencedUpdate(const TxnRecord& txn, std::vector<TxnState> expected) const;
+  // ABORTING, conditional on txn's state and (owner, epoch) as read (the owner
+  // may be another replica, or a driver in this process): whoever drives it
+  // loses its own decision write to it and follows the abort.
+  Status LogAbortUnderOwner(const TxnRecord& txn);
   BranchUpdate FencedBranchUpdate(const TxnRecord& txn, const BranchRecord& branch) const;
 
   TxnStore* const store_;
@@ -156,8 +208,7 @@ class TwoPhaseDriver : public TwoPhaseOps {
   const TwoPhaseDriverOptions options_;
   ParticipantClient participants_;
 
-  std::mutex flights_mu_;  // guards flights_; never held across I/O
-  std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
+  const std::shared_ptr<Registry> registry_ = std::make_shared<Registry>();
 
   // Declared last: destroyed (drained and joined) first, while the members
   // their closures use still exist.

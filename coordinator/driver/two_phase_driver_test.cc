@@ -19,6 +19,7 @@
 #include "common/backoff.h"
 #include "common/thrift_server.h"
 #include "coordinator/recovery/sweeper.h"
+#include "coordinator/store/faulty_store.h"
 #include "coordinator/store/group_commit.h"
 #include "coordinator/store/txn_store.h"
 #include "gen-cpp/Participant.h"
@@ -30,8 +31,15 @@ namespace {
 class ScriptedParticipant : public wire::ParticipantIf {
  public:
   wire::Vote::type prepare(const wire::BranchRequest& req) override {
+    int delay_ms;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      calls_.push_back("prepare:" + req.branch_id);
+      delay_ms = prepare_delay_ms_;
+    }
+    // Keeps a commit in PREPARING for a while (the latency a test needs to see it).
+    if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     std::lock_guard<std::mutex> lock(mu_);
-    calls_.push_back("prepare:" + req.branch_id);
     return vote_;
   }
   wire::Outcome::type commitOnePhase(const wire::BranchRequest& req) override {
@@ -65,6 +73,10 @@ class ScriptedParticipant : public wire::ParticipantIf {
     std::lock_guard<std::mutex> lock(mu_);
     vote_ = vote;
   }
+  void SetPrepareDelayMs(int delay_ms) {
+    std::lock_guard<std::mutex> lock(mu_);
+    prepare_delay_ms_ = delay_ms;
+  }
   void SetFailPhaseTwo(bool fail) {
     std::lock_guard<std::mutex> lock(mu_);
     fail_phase_two_ = fail;
@@ -84,6 +96,7 @@ class ScriptedParticipant : public wire::ParticipantIf {
   std::mutex mu_;
   wire::Vote::type vote_ = wire::Vote::VOTE_PREPARED;
   bool fail_phase_two_ = false;
+  int prepare_delay_ms_ = 0;
   std::vector<std::string> calls_;
 };
 
@@ -291,11 +304,6 @@ TEST_F(TwoPhaseDriverTest, EnlistErrors) {
   ASSERT_TRUE(branches.ok());
   EXPECT_EQ(branches->size(), 1u);
 
-  const std::string foreign = Begin({}, 60000, "node-b");
-  EXPECT_EQ(driver_->Enlist(foreign, Branch("b0", a_.endpoint)).code(), StatusCode::kNotOwner);
-  EXPECT_EQ(driver_->Commit(foreign, CommitWait::kDecision, 100).status().code(),
-            StatusCode::kNotOwner);
-
   ASSERT_TRUE(driver_->Rollback(gtid).ok());
   EXPECT_EQ(driver_->Enlist(gtid, Branch("b9", a_.endpoint)).code(),
             StatusCode::kIllegalTransition);
@@ -443,6 +451,281 @@ TEST_F(TwoPhaseDriverTest, ConcurrentCommitsOfOneTransactionAgree) {
   }
   EXPECT_EQ(a_.handler->Count("prepare:b0"), 1);
   EXPECT_EQ(a_.handler->Count("commit:b0"), 1);
+}
+
+// ---- any replica answers (two drivers = two replicas on one store) -----------
+
+// Replica A is the base fixture's driver_ (node-a); replica B is a second
+// driver with its own lease and group committer on the same store.
+class TwoReplicasTest : public TwoPhaseDriverTest {
+ protected:
+  void SetUp() override {
+    TwoPhaseDriverTest::SetUp();
+    auto lease = store_->AcquireLease("node-b", "127.0.0.1:2", 60000, NowUnixMs());
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    node_b_ = NodeInfo{"node-b", "127.0.0.1:2", lease->epoch};
+    log_b_ = std::make_unique<GroupCommitter>(store_.get(), GroupCommitOptions{});
+    driver_b_ = MakeDriver(store_.get(), log_b_.get(), node_b_);
+  }
+  void TearDown() override {
+    driver_b_.reset();
+    log_b_.reset();
+    TwoPhaseDriverTest::TearDown();
+  }
+
+  static std::unique_ptr<TwoPhaseDriver> MakeDriver(TxnStore* store, GroupCommitter* log,
+                                                    const NodeInfo& node) {
+    TwoPhaseDriverOptions o;
+    o.prepare_timeout_ms = 2000;
+    o.phase_two_timeout_ms = 500;
+    o.connect_timeout_ms = 200;
+    o.phase_two_attempts = 2;
+    o.phase_two_backoff = BackoffPolicy{5, 20, 2.0};
+    o.redrive_backoff = BackoffPolicy{20, 50, 2.0};
+    o.fan_out_threads = 8;
+    return std::make_unique<TwoPhaseDriver>(store, log, node, o);
+  }
+
+  // Node A's lease as a dead process leaves it: taken by a later incarnation
+  // (`live`: a restart) or expired (no process left).
+  int64_t ReplaceLeaseOfA(bool live) {
+    const int64_t now = NowUnixMs();
+    auto lease = live ? store_->AcquireLease("node-a", "127.0.0.1:1", 60000, now)
+                      : store_->AcquireLease("node-a", "127.0.0.1:1", 1, now - 60000);
+    EXPECT_TRUE(lease.ok()) << lease.status();
+    return lease.ok() ? lease->epoch : -1;
+  }
+
+  TxnRecord Stored(const std::string& gtid) {
+    auto txn = store_->GetTxn(gtid);
+    EXPECT_TRUE(txn.ok()) << txn.status();
+    return txn.ok() ? *txn : TxnRecord{};
+  }
+
+  // Sets a transaction to PREPARING (as a commit that logged it and died leaves it).
+  void ForcePreparing(const std::string& gtid, int32_t flags) {
+    const TxnRecord txn = Stored(gtid);
+    WriteBatch batch;
+    TxnUpdate u;
+    u.gtid = gtid;
+    u.expected_owner = txn.owner;
+    u.expected_epoch = txn.epoch;
+    u.state = TxnState::kPreparing;
+    u.flags = flags;
+    u.next_attempt_ms = NowUnixMs() + 60000;  // not the sweeper's yet
+    batch.txn_updates.push_back(u);
+    ASSERT_TRUE(log_->Write(std::move(batch)).ok());
+  }
+
+  NodeInfo node_b_;
+  std::unique_ptr<GroupCommitter> log_b_;
+  std::unique_ptr<TwoPhaseDriver> driver_b_;
+};
+
+TEST_F(TwoReplicasTest, FinishedTransactionsAreAnsweredByAnyReplicaAfterTheOwnerIsGone) {
+  // Three finished transactions of A: committed, aborted by a vote, rolled back.
+  const std::string committed = Begin({a_.endpoint, b_.endpoint});
+  ASSERT_EQ(driver_->Commit(committed, CommitWait::kCompletion, 5000)->state, TxnState::kCommitted);
+  b_.handler->SetVote(wire::Vote::VOTE_ABORT);
+  const std::string voted_abort = Begin({a_.endpoint, b_.endpoint});
+  ASSERT_EQ(driver_->Commit(voted_abort, CommitWait::kCompletion, 5000)->state, TxnState::kAborted);
+  const std::string rolled_back = Begin({a_.endpoint, b_.endpoint});
+  ASSERT_TRUE(driver_->Rollback(rolled_back).ok());
+  ASSERT_TRUE(WaitFor([&] { return StoredState(rolled_back) == TxnState::kAborted; }));
+  ASSERT_TRUE(WaitFor([&] { return StoredState(committed) == TxnState::kCommitted; }));
+  const size_t calls_a = a_.handler->Calls().size();
+
+  // A dies: its lease expires. Then a later incarnation of A starts.
+  ReplaceLeaseOfA(/*live=*/false);
+  const int64_t epoch_a2 = ReplaceLeaseOfA(/*live=*/true);
+  auto driver_a2 =
+      MakeDriver(store_.get(), log_.get(), NodeInfo{"node-a", "127.0.0.1:1", epoch_a2});
+
+  for (TwoPhaseDriver* replica : {driver_b_.get(), driver_a2.get()}) {
+    auto c = replica->Commit(committed, CommitWait::kCompletion, 1000);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->state, TxnState::kCommitted);
+    EXPECT_EQ(replica->Rollback(committed).status().code(), StatusCode::kIllegalTransition);
+
+    auto v = replica->Commit(voted_abort, CommitWait::kDecision, 1000);
+    ASSERT_TRUE(v.ok()) << v.status();
+    EXPECT_EQ(DecisionOf(v->state), Decision::kAbort);
+    auto vr = replica->Rollback(voted_abort);
+    ASSERT_TRUE(vr.ok()) << vr.status();
+    EXPECT_EQ(vr->state, TxnState::kAborted);
+
+    EXPECT_EQ(replica->Commit(rolled_back, CommitWait::kDecision, 1000).status().code(),
+              StatusCode::kIllegalTransition);
+    auto rr = replica->Rollback(rolled_back);
+    ASSERT_TRUE(rr.ok()) << rr.status();
+    EXPECT_EQ(rr->state, TxnState::kAborted);
+
+    for (const std::string& gtid : {committed, voted_abort, rolled_back}) {
+      EXPECT_EQ(replica->Enlist(gtid, Branch("late", a_.endpoint)).code(),
+                StatusCode::kIllegalTransition)
+          << gtid;
+    }
+  }
+  // Answered from the store: nothing was sent, nothing rewritten.
+  EXPECT_EQ(a_.handler->Calls().size(), calls_a);
+  EXPECT_EQ(Stored(committed).owner, "node-a");
+  EXPECT_EQ(Stored(committed).epoch, node_.epoch);
+}
+
+TEST_F(TwoReplicasTest, CommitAtAnotherReplicaTakesOverAnActiveTransaction) {
+  // A is alive (its lease is live); the client that began at A commits at B.
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  auto r = driver_b_->Commit(gtid, CommitWait::kCompletion, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCommitted);
+  const TxnRecord stored = Stored(gtid);
+  EXPECT_EQ(stored.state, TxnState::kCommitted);
+  EXPECT_EQ(stored.owner, "node-b");
+  EXPECT_EQ(stored.epoch, node_b_.epoch);
+  EXPECT_EQ(a_.handler->Calls(), (std::vector<std::string>{"prepare:b0", "commit:b0"}));
+  EXPECT_EQ(b_.handler->Calls(), (std::vector<std::string>{"prepare:b1", "commit:b1"}));
+  // The former owner answers the decision too.
+  auto again = driver_->Commit(gtid, CommitWait::kDecision, 1000);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(DecisionOf(again->state), Decision::kCommit);
+}
+
+TEST_F(TwoReplicasTest, RollbackAtAnotherReplicaTakesOverAnActiveTransaction) {
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  auto r = driver_b_->Rollback(gtid);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(DecisionOf(r->state), Decision::kAbort);
+  EXPECT_TRUE(WaitFor([&] { return StoredState(gtid) == TxnState::kAborted; }));
+  EXPECT_EQ(Stored(gtid).owner, "node-b");
+  EXPECT_EQ(a_.handler->Count("abort:b0"), 1);
+  EXPECT_EQ(b_.handler->Count("abort:b1"), 1);
+  EXPECT_EQ(driver_->Commit(gtid, CommitWait::kDecision, 1000).status().code(),
+            StatusCode::kIllegalTransition);
+}
+
+TEST_F(TwoReplicasTest, EnlistAtAReplicaThatDoesNotOwnTheTransaction) {
+  const std::string gtid = Begin({});  // owned by A
+  ASSERT_TRUE(driver_b_->Enlist(gtid, Branch("b0", a_.endpoint)).ok());
+  ASSERT_TRUE(driver_b_->Enlist(gtid, Branch("b1", b_.endpoint)).ok());
+  EXPECT_TRUE(driver_b_->Enlist(gtid, Branch("b1", b_.endpoint)).ok());  // retried: a no-op
+  EXPECT_EQ(driver_b_->Enlist(gtid, Branch("b1", a_.endpoint)).code(),
+            StatusCode::kIllegalTransition);
+  const TxnRecord stored = Stored(gtid);
+  EXPECT_EQ(stored.state, TxnState::kActive);
+  EXPECT_EQ(stored.owner, "node-a");  // enlisting takes nothing over
+  ASSERT_EQ(store_->GetBranches(gtid)->size(), 2u);
+  // The owner commits both branches.
+  auto r = driver_->Commit(gtid, CommitWait::kCompletion, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCommitted);
+  EXPECT_EQ(a_.handler->Count("commit:b0"), 1);
+  EXPECT_EQ(b_.handler->Count("commit:b1"), 1);
+  EXPECT_EQ(driver_b_->Enlist(gtid, Branch("b2", a_.endpoint)).code(),
+            StatusCode::kIllegalTransition);
+  // Owned by a replica whose lease is gone: still enlists.
+  const std::string orphan = Begin({});
+  ReplaceLeaseOfA(/*live=*/false);
+  EXPECT_TRUE(driver_b_->Enlist(orphan, Branch("b0", a_.endpoint)).ok());
+}
+
+TEST_F(TwoReplicasTest, PreparingAtALiveReplicaIsWaitedForThenAnswered) {
+  a_.handler->SetPrepareDelayMs(400);
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  Result<TxnRecord> at_a = Status::Internal("unset");
+  std::thread committer([&] { at_a = driver_->Commit(gtid, CommitWait::kDecision, 5000); });
+  ASSERT_TRUE(WaitFor([&] { return StoredState(gtid) == TxnState::kPreparing; }));
+  // A short wait runs out while A still collects votes: "ask again".
+  EXPECT_EQ(driver_b_->Commit(gtid, CommitWait::kDecision, 20).status().code(),
+            StatusCode::kTimeout);
+  auto at_b = driver_b_->Commit(gtid, CommitWait::kCompletion, 5000);
+  committer.join();
+  ASSERT_TRUE(at_a.ok()) << at_a.status();
+  ASSERT_TRUE(at_b.ok()) << at_b.status();
+  EXPECT_EQ(DecisionOf(at_a->state), Decision::kCommit);
+  EXPECT_EQ(at_b->state, TxnState::kCommitted);
+  EXPECT_EQ(Stored(gtid).owner, "node-a");  // waited for, not taken over
+  EXPECT_EQ(a_.handler->Count("prepare:b0"), 1);
+  EXPECT_EQ(b_.handler->Count("prepare:b1"), 1);
+}
+
+TEST_F(TwoReplicasTest, RollbackAtAnotherReplicaAbortsWhileTheOwnerCollectsVotes) {
+  a_.handler->SetPrepareDelayMs(400);
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+  Result<TxnRecord> at_a = Status::Internal("unset");
+  std::thread committer([&] { at_a = driver_->Commit(gtid, CommitWait::kDecision, 5000); });
+  ASSERT_TRUE(WaitFor([&] { return StoredState(gtid) == TxnState::kPreparing; }));
+  auto r = driver_b_->Rollback(gtid);
+  committer.join();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(DecisionOf(r->state), Decision::kAbort);
+  // The owner lost its decision write to the abort and followed it.
+  ASSERT_TRUE(at_a.ok()) << at_a.status();
+  EXPECT_EQ(DecisionOf(at_a->state), Decision::kAbort);
+  EXPECT_TRUE(WaitFor([&] { return StoredState(gtid) == TxnState::kAborted; }));
+  EXPECT_EQ(a_.handler->Count("commit:b0"), 0);
+  EXPECT_EQ(b_.handler->Count("commit:b1"), 0);
+  EXPECT_EQ(a_.handler->Count("abort:b0"), 1);
+}
+
+TEST_F(TwoReplicasTest, PreparingOfADeadReplicaIsTakenOverAndResumedAtOnce) {
+  const std::string multi = Begin({a_.endpoint, b_.endpoint});
+  ForcePreparing(multi, kFlagCommitRequested);
+  const std::string one_phase = Begin({a_.endpoint});
+  ForcePreparing(one_phase, kFlagCommitRequested | kFlagOnePhase);
+  ReplaceLeaseOfA(/*live=*/false);
+  // No decision was logged: presumed abort, now rather than at the sweeper's claim.
+  auto r = driver_b_->Commit(multi, CommitWait::kDecision, 5000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(DecisionOf(r->state), Decision::kAbort);
+  EXPECT_EQ(Stored(multi).owner, "node-b");
+  EXPECT_TRUE(WaitFor([&] { return StoredState(multi) == TxnState::kAborted; }));
+  EXPECT_EQ(a_.handler->Count("commit:b0"), 0);
+  // One-phase: the participant decides; it is asked again.
+  auto one = driver_b_->Commit(one_phase, CommitWait::kDecision, 5000);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->state, TxnState::kCommitted);
+  EXPECT_EQ(a_.handler->Count("commitOnePhase:b0"), 1);
+  // A rollback now is refused: its only branch committed.
+  EXPECT_EQ(driver_b_->Rollback(one_phase).status().code(), StatusCode::kIllegalTransition);
+}
+
+TEST_F(TwoReplicasTest, WaitCompletionAnswersOnlyWhatIsDurable) {
+  // Writes take 5 ms: on a driver that answered COMMITTED before its final
+  // write landed, a read right after the answer would see COMMITTING.
+  // A slow disk widens the window between a write being queued and durable.
+  FaultyStore slow(store_.get());
+  slow.Inject(StoreOp::kApply, StoreFault::Delay(5), -1);
+  slow.Inject(StoreOp::kApplyGroup, StoreFault::Delay(5), -1);
+  GroupCommitter slow_log(&slow, GroupCommitOptions{});
+  auto driver = MakeDriver(&slow, &slow_log, node_);
+  constexpr int kThreads = 4;
+  constexpr int kRounds = 15;
+  std::atomic<int> not_final{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kRounds; ++i) {
+        const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+        auto r = driver->Commit(gtid, CommitWait::kCompletion, 5000);
+        if (!r.ok() || r->state != TxnState::kCommitted) {
+          ++failures;
+          continue;
+        }
+        // Read at once, on the store itself (what `status` at any replica reads).
+        auto stored = store_->GetTxn(gtid);
+        auto branches = store_->GetBranches(gtid);
+        bool final = stored.ok() && stored->state == TxnState::kCommitted && branches.ok();
+        if (final) {
+          for (const auto& b : *branches) final = final && b.state == BranchState::kBranchCommitted;
+        }
+        if (!final) ++not_final;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(not_final.load(), 0) << "answers COMMITTED the store did not hold yet";
 }
 
 }  // namespace

@@ -7,9 +7,11 @@
 //   txcctl [--coordinator ...] rollback GTID
 //
 // The replicas are tried in order; the next one is used when one cannot be
-// reached or answers Unavailable / NotOwner. Exit codes: 0 success, 1 the
+// reached or answers Unavailable; a NotOwner naming the owner's endpoint is
+// retried there first (each endpoint at most once). Exit codes: 0 success, 1 the
 // coordinator refused (NotFound, InvalidArgument, ...), 2 usage, 3 no
 // coordinator reachable.
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <ctime>
 #include <iostream>
@@ -98,7 +100,9 @@ int WithCoordinator(const std::vector<std::string>& coordinators, int timeout_ms
   connect.connect_timeout_ms = std::min(timeout_ms, 2000);
   connect.rpc_timeout_ms = timeout_ms;
   std::string last_error = "no coordinator given";
-  for (const std::string& endpoint : coordinators) {
+  std::vector<std::string> candidates = coordinators;  // grows by NotOwner.owner_endpoint
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const std::string endpoint = candidates[i];
     auto hp = txc::ParseEndpoint(endpoint);
     if (!hp.ok()) {
       std::cerr << "txcctl: " << hp.status().message() << "\n";
@@ -125,6 +129,11 @@ int WithCoordinator(const std::vector<std::string>& coordinators, int timeout_ms
       return kExitRefused;
     } catch (const txc::wire::NotOwner& e) {
       last_error = "NotOwner: " + e.message + " (owner " + e.owner_endpoint + ")";
+      if (txc::ParseEndpoint(e.owner_endpoint).ok() &&
+          std::find(candidates.begin(), candidates.end(), e.owner_endpoint) == candidates.end()) {
+        candidates.insert(candidates.begin() + static_cast<std::ptrdiff_t>(i) + 1,
+                          e.owner_endpoint);
+      }
     } catch (const txc::wire::Unavailable& e) {
       last_error = "Unavailable at " + endpoint + ": " + e.message;
     } catch (const apache::thrift::TException& e) {

@@ -55,13 +55,17 @@ GroupCommitter::~GroupCommitter() {
   writer_.join();
 }
 
-std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(WriteBatch batch,
-                                                                 std::future<Status>* done,
+void GroupCommitter::Pending::Finish(Status s) {
+  if (on_done) {
+    on_done(s);
+  } else {
+    done.set_value(std::move(s));
+  }
+}
+
+std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(std::shared_ptr<Pending> pending,
                                                                  Status* refused) {
-  auto pending = std::make_shared<Pending>();
-  pending->bytes = EstimateBytes(batch);
-  pending->batch = std::move(batch);
-  *done = pending->done.get_future();
+  pending->bytes = EstimateBytes(pending->batch);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) {
@@ -81,7 +85,7 @@ std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(WriteBatch batc
     }
   }
   if (!refused->ok()) {
-    pending->done.set_value(*refused);
+    pending->Finish(*refused);  // outside the lock: on_done may take other locks
     return nullptr;
   }
   work_cv_.notify_one();
@@ -89,17 +93,20 @@ std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(WriteBatch batc
 }
 
 std::future<Status> GroupCommitter::WriteAsync(WriteBatch batch) {
-  std::future<Status> done;
+  auto pending = std::make_shared<Pending>();
+  pending->batch = std::move(batch);
+  std::future<Status> done = pending->done.get_future();
   Status refused;
-  Enqueue(std::move(batch), &done, &refused);
+  Enqueue(std::move(pending), &refused);
   return done;
 }
 
 Status GroupCommitter::Write(WriteBatch batch) {
-  std::future<Status> done;
+  auto pending = std::make_shared<Pending>();
+  pending->batch = std::move(batch);
+  std::future<Status> done = pending->done.get_future();
   Status refused;
-  std::shared_ptr<Pending> pending = Enqueue(std::move(batch), &done, &refused);
-  if (pending == nullptr) return refused;
+  if (Enqueue(pending, &refused) == nullptr) return refused;
   const auto timeout = std::chrono::milliseconds(options_.write_timeout_ms);
   if (done.wait_for(timeout) == std::future_status::ready) return done.get();
   int queued = Pending::kQueued;
@@ -124,6 +131,14 @@ void GroupCommitter::WriteLater(WriteBatch batch) {
   WriteAsync(std::move(batch));
 }
 
+void GroupCommitter::WriteLater(WriteBatch batch, std::function<void(const Status&)> on_done) {
+  auto pending = std::make_shared<Pending>();
+  pending->batch = std::move(batch);
+  pending->on_done = std::move(on_done);
+  Status refused;
+  Enqueue(std::move(pending), &refused);
+}
+
 void GroupCommitter::Fence(const Status& reason) {
   std::deque<std::shared_ptr<Pending>> refused;
   {
@@ -133,7 +148,7 @@ void GroupCommitter::Fence(const Status& reason) {
     refused.swap(queue_);
     queued_bytes_ = 0;
   }
-  for (auto& p : refused) p->done.set_value(fenced_);
+  for (auto& p : refused) p->Finish(fenced_);
   work_cv_.notify_all();
 }
 
@@ -173,11 +188,11 @@ void GroupCommitter::WriterLoop() {
       int queued = Pending::kQueued;
       if (!p->phase.compare_exchange_strong(queued, Pending::kTaken)) {
         // Its caller gave up and was told nothing was written.
-        p->done.set_value(Status::Unavailable("taken back by its caller"));
+        p->Finish(Status::Unavailable("taken back by its caller"));
         continue;
       }
       if (!refused.ok() || p->batch.empty()) {
-        p->done.set_value(refused);  // OK for an empty batch: nothing to do
+        p->Finish(refused);  // OK for an empty batch: nothing to do
         continue;
       }
       batches.push_back(&p->batch);
@@ -202,7 +217,7 @@ void GroupCommitter::WriterLoop() {
           results[i].code() != StatusCode::kAlreadyExists) {
         LOG(ERROR) << "group write failed: " << results[i];
       }
-      waiting[i]->done.set_value(std::move(results[i]));
+      waiting[i]->Finish(std::move(results[i]));
     }
   }
 }

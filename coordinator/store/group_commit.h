@@ -67,6 +67,12 @@ class GroupCommitter {
   // A write whose loss is harmless (e.g. the final COMMITTED state after every
   // ack): it rides in the next group and nobody waits for it.
   void WriteLater(WriteBatch batch);
+  // The same, and `on_done` is called with what Write() would return once the
+  // batch's store transaction committed or failed (also kUnavailable when the
+  // committer is stopping, fenced or overloaded). It runs on the writer thread
+  // (or on the thread of WriteLater / Fence when refused there): it must be
+  // short and must not call Write().
+  void WriteLater(WriteBatch batch, std::function<void(const Status&)> on_done);
 
   // From now on every queued and every new write is refused with `reason`
   // (kUnavailable) without touching the store; a group already inside the
@@ -90,12 +96,15 @@ class GroupCommitter {
     WriteBatch batch;
     int64_t bytes = 0;
     std::promise<Status> done;
+    std::function<void(const Status&)> on_done;  // when set, called instead of `done`
+    void Finish(Status s);
     // kQueued -> kTaken (the writer put it in a group) or kQueued ->
     // kAbandoned (its caller gave up first); exactly one of the two wins.
     std::atomic<int> phase{kQueued};
   };
-  // Queues a batch; nullptr (and *refused set) when it cannot be queued.
-  std::shared_ptr<Pending> Enqueue(WriteBatch batch, std::future<Status>* done, Status* refused);
+  // Queues `pending`; nullptr (and *refused set, pending finished) when it
+  // cannot be queued.
+  std::shared_ptr<Pending> Enqueue(std::shared_ptr<Pending> pending, Status* refused);
   void WriterLoop();
 
   TxnStore* const store_;

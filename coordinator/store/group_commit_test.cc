@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -240,6 +241,26 @@ TEST_F(GroupCommitTest, StoreFaultsReachTheCallerAsTheyAre) {
 
   EXPECT_TRUE(write("healthy").ok());  // faults are consumed one call each
   EXPECT_EQ(faulty.Calls(StoreOp::kApplyGroup), 4);
+}
+
+TEST_F(GroupCommitTest, WriteLaterCallbackRunsOnceTheWriteIsDurable) {
+  FaultyStore slow(store_.get());
+  slow.Inject(StoreOp::kApplyGroup, StoreFault::Delay(50), -1);
+  std::promise<std::pair<Status, bool>> landed;  // (status, row visible when called)
+  std::promise<Status> refused;
+  {
+    GroupCommitter committer(&slow, GroupCommitOptions{});
+    WriteBatch b;
+    b.insert_txns = {Txn("later")};
+    committer.WriteLater(b, [&](const Status& s) {
+      landed.set_value({s, store_->GetTxn("later").ok()});
+    });
+    committer.WriteLater(b, [&](const Status& s) { refused.set_value(s); });  // a duplicate
+    auto [status, visible] = landed.get_future().get();
+    EXPECT_TRUE(status.ok()) << status;
+    EXPECT_TRUE(visible);
+    EXPECT_EQ(refused.get_future().get().code(), StatusCode::kAlreadyExists);
+  }
 }
 
 }  // namespace

@@ -421,6 +421,60 @@ TEST_F(SagaDriverTest, ResubmittingASagaNobodyDrivesTakesItUp) {
   EXPECT_EQ(participant_->Calls().size(), 4u);
 }
 
+// Two replicas on one store: A (the fixture's driver, node-1, live lease) and B.
+TEST_F(SagaDriverTest, ResubmissionAtAnotherReplicaWaitsForTheOwnersRun) {
+  auto lease_a = store_->AcquireLease("node-1", "127.0.0.1:7400", 60000, NowUnixMs());
+  auto lease_b = store_->AcquireLease("node-2", "127.0.0.1:7401", 60000, NowUnixMs());
+  ASSERT_TRUE(lease_a.ok() && lease_b.ok());
+  node_.epoch = lease_a->epoch;
+  StartDriver();
+  SagaDriverOptions o;
+  o.worker_threads = 4;
+  SagaDriver driver_b(store_.get(), log_.get(),
+                      NodeInfo{"node-2", "127.0.0.1:7401", lease_b->epoch}, o);
+  participant_->SetDelayMs(50);
+  auto at_a = driver_->SubmitSaga(Spec("two-replicas-1", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(at_a.ok()) << at_a.status();
+  // The client's answer was lost; it resubmits at B and waits for the end.
+  auto at_b = driver_b.SubmitSaga(Spec("two-replicas-1", Chain4(), /*wait=*/true));
+  ASSERT_TRUE(at_b.ok()) << at_b.status();
+  EXPECT_EQ(at_b->state, TxnState::kSucceeded);
+  EXPECT_EQ(store_->GetTxn("two-replicas-1")->owner, "node-1");  // A drove it alone
+  EXPECT_EQ(participant_->Calls(),
+            (std::vector<std::string>{"action:a", "action:b", "action:c", "action:d"}));
+}
+
+TEST_F(SagaDriverTest, ResubmissionAtAnotherReplicaTakesOverASagaOfADeadReplica) {
+  // Logged by a replica whose lease is gone (it died before running it).
+  auto steps = Chain4();
+  const int64_t now = NowUnixMs();
+  TxnRecord txn;
+  txn.gtid = "dead-owner-1";
+  txn.kind = TxnKind::kSaga;
+  txn.state = TxnState::kRunning;
+  txn.owner = "node-dead";
+  txn.epoch = 3;
+  txn.created_ms = now;
+  txn.deadline_ms = now + 600000;
+  txn.next_attempt_ms = now + 3600 * 1000;
+  txn.payload = SagaFingerprint(steps);
+  WriteBatch batch;
+  batch.insert_txns.push_back(txn);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    BranchRecord s = steps[i];
+    s.gtid = txn.gtid;
+    s.ordinal = static_cast<int32_t>(i);
+    s.state = BranchState::kPending;
+    batch.insert_branches.push_back(s);
+  }
+  ASSERT_TRUE(log_->Write(batch).ok());
+  auto r = driver_->SubmitSaga(Spec("dead-owner-1", steps));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kSucceeded);
+  EXPECT_EQ(store_->GetTxn("dead-owner-1")->owner, node_.node_id);
+  EXPECT_EQ(participant_->Calls().size(), 4u);
+}
+
 TEST_F(SagaDriverTest, ResumeFinishesAnInterruptedCompensation) {
   const int64_t now = NowUnixMs();
   TxnRecord txn;
