@@ -566,7 +566,7 @@ Status PostgresStore::HealthCheck() const {
                                  " ms ago: " + last_failure_.message());
     }
   }
-  std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(calls_mu_));
+  std::lock_guard<std::mutex> lock(calls_mu_);
   const int64_t now = MonotonicMs();
   for (const Conn* c : busy_) {
     if (c->deadline_mono_ms <= now) {

@@ -138,7 +138,7 @@ class PostgresStore final : public TxnStore {
   std::vector<std::unique_ptr<Conn>> idle_;
   size_t open_ = 0;  // connections that exist (idle or in use)
 
-  std::mutex calls_mu_;               // guards busy_, stop_; never held with pool_mu_
+  mutable std::mutex calls_mu_;       // guards busy_, stop_; never held with pool_mu_
   std::condition_variable calls_cv_;  // stop_ was set
   std::set<Conn*> busy_;              // connections inside a call with a deadline
   bool stop_ = false;
