@@ -8,6 +8,12 @@
 // An armed point logs one line and terminates the process immediately with
 // kCrashExitCode, skipping destructors and buffered I/O: like SIGKILL, but
 // recognisable by tests.
+//
+// Pause points (TXC_PAUSE_POINT) are armed the same way by TXC_PAUSE_POINTS or
+// ArmPausePoints(). An armed pause point logs one line, disarms itself (it
+// fires once) and stops the whole process with raise(SIGSTOP), as an
+// operator's SIGSTOP or a VM freeze would at that exact place; the test
+// resumes it with SIGCONT.
 #pragma once
 
 #include <string>
@@ -22,9 +28,19 @@ void ArmCrashPoints(const std::string& names);
 bool AnyCrashPointArmed();
 void MaybeCrash(const char* name);
 
+// Replaces the armed pause points with the comma-separated names in `names`.
+void ArmPausePoints(const std::string& names);
+bool AnyPausePointArmed();
+void MaybePause(const char* name);
+
 }  // namespace txc
 
 #define TXC_CRASH_POINT(name)                                 \
   do {                                                        \
     if (::txc::AnyCrashPointArmed()) ::txc::MaybeCrash(name); \
+  } while (0)
+
+#define TXC_PAUSE_POINT(name)                                 \
+  do {                                                        \
+    if (::txc::AnyPausePointArmed()) ::txc::MaybePause(name); \
   } while (0)

@@ -55,6 +55,8 @@ struct HealthResponse {
   4: bool serving,
   5: i64 epoch,                           // this replica's lease epoch
   6: list<common.Endpoint> replicas,      // live replicas known from the lease table
+  7: bool store_healthy = true,           // store calls answer within their deadline
+  8: string store_error,                  // why not, when store_healthy is false
 }
 
 service Coordinator {

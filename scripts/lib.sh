@@ -12,6 +12,7 @@ TXC_PACKAGES=(
   libgoogle-glog-dev libgtest-dev libgmock-dev
   postgresql-15
   python3-thrift  # tests/rpc/probe: a Python client generated from idl/
+  patroni etcd-server python3-etcd python3-psycopg2  # tests/failover: store under Patroni
 )
 
 txc_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }

@@ -317,6 +317,8 @@ wire::HealthResponse HealthToWire(const HealthInfo& info, const std::string& ver
   response.__set_serving(info.serving);
   response.__set_epoch(info.epoch);
   response.__set_replicas(info.replicas);
+  response.__set_store_healthy(info.store_healthy);
+  if (!info.store_healthy) response.__set_store_error(info.store_error);
   return response;
 }
 

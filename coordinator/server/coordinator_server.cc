@@ -234,7 +234,10 @@ Status CoordinatorServer::Start() {
   }
 
   // Store, schema.
-  auto opened = OpenStore(store_location_);
+  StoreOpenOptions store_options;
+  store_options.lease_ttl_ms = o.lease_ttl_ms;
+  store_options.call_timeout_ms = o.store_call_timeout_ms;
+  auto opened = OpenStore(store_location_, store_options);
   if (!opened.ok()) {
     return fail(Status(opened.status().code(), "cannot open store " + StoreDescription() + ": " +
                                                    opened.status().message()));

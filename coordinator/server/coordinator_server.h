@@ -94,6 +94,11 @@ struct CoordinatorServerOptions {
   bool exit_on_lease_loss = false;
   // Retries of the lease acquisition after a loss (store down, lease not yet expired).
   BackoffPolicy lease_reacquire_backoff{100, 2000, 2.0};
+  // PostgreSQL store: deadline of each store call, and statement_timeout,
+  // lock_timeout and idle_in_transaction_session_timeout of its sessions.
+  // 0: lease_ttl_ms / 2 (a paused session frees its row locks before its
+  // lease expires). See StoreOpenOptions.
+  int64_t store_call_timeout_ms = 0;
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   GroupCommitOptions group_commit;
   TwoPhaseDriverOptions two_phase;  // 2PC driver: timeouts, fan-out threads, retries

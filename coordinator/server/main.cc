@@ -69,6 +69,12 @@ int main(int argc, char** argv) {
       "replace_node", po::bool_switch(&replace_node),
       "take this node id's lease even while another process still renews it (that process "
       "stops at its next renewal); without it a second copy of a running node refuses to start")(
+      "store_call_timeout_ms",
+      po::value(&options.store_call_timeout_ms)->default_value(options.store_call_timeout_ms),
+      "PostgreSQL store: deadline of each store call (then cancelled; a cancelled commit is "
+      "indeterminate and re-read) and statement_timeout, lock_timeout, "
+      "idle_in_transaction_session_timeout of its sessions (0: lease_ttl_ms / 2; keep it below "
+      "the lease TTL)")(
       "max_message_bytes",
       po::value(&options.max_message_bytes)->default_value(options.max_message_bytes),
       "largest Thrift message accepted (a larger frame closes the connection)")(

@@ -202,6 +202,7 @@ int main(int argc, char** argv) {
                 << "store:    " << h.store << "\n"
                 << "serving:  " << (h.serving ? "true" : "false") << "\n"
                 << "epoch:    " << h.epoch << "\n"
+                << "store ok: " << (h.store_healthy ? "true" : "false: " + h.store_error) << "\n"
                 << "replicas: " << Join(h.replicas, ", ") << "\n";
     });
   }

@@ -266,6 +266,9 @@ HealthInfo CoordinatorService::Health() {
   info.serving = serving_.load(std::memory_order_acquire);
   info.epoch = node_.epoch;
   info.replicas = CoordinatorEndpoints();
+  Status store_health = store_->HealthCheck();
+  info.store_healthy = store_health.ok();
+  if (!store_health.ok()) info.store_error = store_health.message();
   return info;
 }
 

@@ -45,6 +45,10 @@ struct HealthInfo {
   bool serving = false;
   int64_t epoch = 0;
   std::vector<std::string> replicas;  // endpoints with a live lease
+  // Whether the store answers in time (TxnStore::HealthCheck); when not,
+  // store_error says why (e.g. commits stuck waiting for a synchronous standby).
+  bool store_healthy = true;
+  std::string store_error;
 };
 
 // Who this process is: fixed for the life of the process. The epoch is the

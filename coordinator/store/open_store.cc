@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -25,10 +26,18 @@ bool LooksLikePostgres(const std::string& location) {
 
 }  // namespace
 
-Result<std::unique_ptr<TxnStore>> OpenStore(const std::string& location) {
+Result<std::unique_ptr<TxnStore>> OpenStore(const std::string& location,
+                                            const StoreOpenOptions& options) {
   if (location.empty()) return Status::InvalidArgument("empty store location");
   if (LooksLikePostgres(location)) {
-    TXC_ASSIGN_OR_RETURN(auto pg, PostgresStore::Open(location));
+    PostgresStoreOptions pg_options;
+    int64_t timeout_ms = options.call_timeout_ms;
+    if (timeout_ms <= 0 && options.lease_ttl_ms > 0) timeout_ms = options.lease_ttl_ms / 2;
+    if (timeout_ms > 0) {
+      pg_options.call_timeout_ms = std::max<int64_t>(timeout_ms, 50);
+      pg_options.session_timeout_ms = pg_options.call_timeout_ms;
+    }
+    TXC_ASSIGN_OR_RETURN(auto pg, PostgresStore::Open(location, pg_options));
     return std::unique_ptr<TxnStore>(std::move(pg));
   }
   std::string path = location;

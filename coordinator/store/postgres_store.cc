@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <pqxx/pqxx>
@@ -10,6 +11,7 @@
 #include <utility>
 
 #include "common/backoff.h"
+#include "common/crash_point.h"
 #include "coordinator/store/store_util.h"
 #include "migrations/migrator.h"
 
@@ -26,6 +28,10 @@ using store_internal::StateMask;
 struct PostgresStore::Conn {
   std::unique_ptr<pqxx::connection> conn;
   std::set<std::string> prepared;  // statement names prepared on conn
+  // Set by StartCall (owner thread, under calls_mu_); read by the watchdog
+  // under calls_mu_.
+  int64_t deadline_mono_ms = 0;
+  bool cancelled = false;  // the watchdog cancelled the current call (calls_mu_)
 };
 
 namespace {
@@ -473,15 +479,105 @@ bool IsTransientSqlState(const std::string& state) {
          state.rfind("40", 0) == 0 ||  // serialization failure, deadlock
          state.rfind("53", 0) == 0 ||  // insufficient resources
          state.rfind("57", 0) == 0 ||  // operator intervention (shutdown)
+         state == "55P03" ||           // lock_timeout
+         state == "25P03" ||           // idle_in_transaction_session_timeout
          state == "25006";             // read-only transaction (standby after failover)
 }
 
 }  // namespace
 
 PostgresStore::PostgresStore(std::string connection_string, PostgresStoreOptions options)
-    : connection_string_(std::move(connection_string)), options_(options) {}
+    : connection_string_(std::move(connection_string)), options_(options) {
+  if (options_.call_timeout_ms > 0) watchdog_ = std::thread([this] { WatchdogLoop(); });
+}
 
-PostgresStore::~PostgresStore() = default;
+PostgresStore::~PostgresStore() {
+  {
+    std::lock_guard<std::mutex> lock(calls_mu_);
+    stop_ = true;
+  }
+  calls_cv_.notify_all();
+  if (watchdog_.joinable()) watchdog_.join();
+}
+
+void PostgresStore::WatchdogLoop() {
+  // Polls every tick instead of being woken per call (a wake-up per store
+  // call would cost a context switch each): a deadline is overshot by at
+  // most one tick.
+  const int64_t tick_ms = std::clamp<int64_t>(options_.call_timeout_ms / 4, 10, 250);
+  std::unique_lock<std::mutex> lock(calls_mu_);
+  while (!stop_) {
+    const int64_t now = MonotonicMs();
+    int64_t next = now + tick_ms;
+    for (Conn* c : busy_) {
+      if (c->cancelled) continue;
+      if (c->deadline_mono_ms > now) {
+        next = std::min(next, c->deadline_mono_ms);
+        continue;
+      }
+      // PQcancel is safe from another thread; the connection stays owned by
+      // the calling thread, which discards it after the call (EndCall).
+      c->cancelled = true;
+      try {
+        c->conn->cancel_query();
+      } catch (const std::exception& e) {
+        LOG(WARNING) << "cancelling a store call past its deadline: " << e.what();
+      }
+      LOG(WARNING) << "a PostgreSQL store call passed its deadline of " << options_.call_timeout_ms
+                   << " ms: cancelled";
+    }
+    calls_cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(1, next - now)));
+  }
+}
+
+void PostgresStore::StartCall(Conn* conn) {
+  if (options_.call_timeout_ms <= 0) return;
+  {
+    std::lock_guard<std::mutex> lock(calls_mu_);
+    conn->deadline_mono_ms = MonotonicMs() + options_.call_timeout_ms;
+    conn->cancelled = false;
+    busy_.insert(conn);
+  }
+}
+
+bool PostgresStore::EndCall(Conn* conn) {
+  if (options_.call_timeout_ms <= 0) return false;
+  std::lock_guard<std::mutex> lock(calls_mu_);
+  busy_.erase(conn);
+  return conn->cancelled;
+}
+
+void PostgresStore::RecordOutcome(const Status& s) {
+  std::lock_guard<std::mutex> lock(health_mu_);
+  if (s.ok()) {
+    last_success_mono_ms_ = MonotonicMs();
+  } else {
+    last_failure_ = s;
+    last_failure_mono_ms_ = MonotonicMs();
+  }
+}
+
+Status PostgresStore::HealthCheck() const {
+  {
+    std::lock_guard<std::mutex> lock(health_mu_);
+    if (last_failure_mono_ms_ > 0 && last_failure_mono_ms_ >= last_success_mono_ms_) {
+      return Status::Unavailable("the last store call failed " +
+                                 std::to_string(MonotonicMs() - last_failure_mono_ms_) +
+                                 " ms ago: " + last_failure_.message());
+    }
+  }
+  std::lock_guard<std::mutex> lock(calls_mu_);
+  const int64_t now = MonotonicMs();
+  for (const Conn* c : busy_) {
+    if (c->deadline_mono_ms <= now) {
+      return Status::Unavailable(
+          "a store call is " +
+          std::to_string(now - c->deadline_mono_ms + options_.call_timeout_ms) +
+          " ms old, past its deadline");
+    }
+  }
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<PostgresStore>> PostgresStore::Open(const std::string& connection_string,
                                                            PostgresStoreOptions options) {
@@ -514,6 +610,12 @@ Result<std::unique_ptr<PostgresStore::Conn>> PostgresStore::Acquire() {
   try {
     auto conn = std::make_unique<Conn>();
     conn->conn = std::make_unique<pqxx::connection>(connection_string_);
+    if (options_.session_timeout_ms > 0) {
+      const std::string ms = std::to_string(options_.session_timeout_ms);
+      pqxx::nontransaction tx(*conn->conn);
+      tx.exec("SET statement_timeout = " + ms + "; SET lock_timeout = " + ms +
+              "; SET idle_in_transaction_session_timeout = " + ms);
+    }
     return conn;
   } catch (const std::exception& e) {
     {
@@ -533,6 +635,15 @@ void PostgresStore::Release(std::unique_ptr<Conn> conn) {
   pool_cv_.notify_one();
 }
 
+void PostgresStore::Discard(std::unique_ptr<Conn> conn) {
+  {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    --open_;
+  }
+  pool_cv_.notify_one();
+  conn.reset();  // closed outside the lock
+}
+
 void PostgresStore::Drop(std::unique_ptr<Conn> conn) {
   std::vector<std::unique_ptr<Conn>> stale;
   {
@@ -545,50 +656,95 @@ void PostgresStore::Drop(std::unique_ptr<Conn> conn) {
 }
 
 template <typename Fn>
-auto PostgresStore::Run(const char* what, bool retry_broken, Fn&& fn)
+auto PostgresStore::Run(const char* what, CallKind kind, bool retry_broken, Fn&& fn)
     -> decltype(fn(std::declval<Conn&>())) {
+  using R = decltype(fn(std::declval<Conn&>()));
+  auto failed = [this](Status s) -> R {
+    RecordOutcome(s);
+    return s;
+  };
   for (int attempt = 0;; ++attempt) {
-    TXC_ASSIGN_OR_RETURN(auto conn, Acquire());
+    auto acquired = Acquire();
+    if (!acquired.ok()) return failed(acquired.status());
+    std::unique_ptr<Conn> conn = std::move(acquired).value();
+    StartCall(conn.get());
     try {
       auto result = fn(*conn);
-      Release(std::move(conn));
+      if (EndCall(conn.get())) {
+        // A cancel may land on a later query: this connection is done.
+        Discard(std::move(conn));
+        if (kind == CallKind::kWrite) {
+          // Cancelled, yet it reports success: its commit was waiting for the
+          // synchronous standby. Committed locally, maybe not replicated.
+          LOG(ERROR) << what << ": cancelled at its deadline of " << options_.call_timeout_ms
+                     << " ms after the commit was sent (synchronous standby gone?): outcome "
+                        "indeterminate";
+          return failed(Status::Indeterminate(
+              std::string(what) + ": commit not confirmed by the synchronous standby within " +
+              std::to_string(options_.call_timeout_ms) +
+              " ms (committed locally, maybe not "
+              "replicated): re-read"));
+        }
+      } else {
+        Release(std::move(conn));
+      }
+      // Only a write proves the store healthy: reads work on a primary whose
+      // commits hang for want of a synchronous standby.
+      if (kind == CallKind::kWrite) RecordOutcome(Status::Ok());
       return result;
     } catch (const pqxx::in_doubt_error& e) {
+      EndCall(conn.get());
       Drop(std::move(conn));
       LOG(ERROR) << what << ": commit outcome unknown: " << e.what();
-      return Status::Indeterminate(std::string(what) + ": commit outcome unknown: " + e.what());
+      return failed(
+          Status::Indeterminate(std::string(what) + ": commit outcome unknown: " + e.what()));
     } catch (const pqxx::broken_connection& e) {
       // The connection is dropped; nothing sent on it was committed. The
       // server probably restarted or failed over: the idle ones are stale too.
+      EndCall(conn.get());
       Drop(std::move(conn));
       if (retry_broken && attempt == 0) {
         LOG(WARNING) << what << ": connection broken, retrying on a new one: " << e.what();
         continue;
       }
-      return Status::Unavailable(std::string(what) + ": connection broken: " + e.what());
+      return failed(Status::Unavailable(std::string(what) + ": connection broken: " + e.what()));
     } catch (const pqxx::sql_error& e) {
-      // The transaction was rolled back when its object went out of scope;
-      // the connection is still good.
-      Release(std::move(conn));
+      // The transaction was rolled back when its object went out of scope.
+      // The connection is still good unless a cancel was sent on it.
+      const bool cancelled = EndCall(conn.get());
+      if (cancelled) {
+        Discard(std::move(conn));
+      } else {
+        Release(std::move(conn));
+      }
       std::string msg = std::string(what) + ": " + e.what() + " [" + e.sqlstate() + "]";
-      if (IsTransientSqlState(e.sqlstate())) return Status::Unavailable(msg);
+      if (cancelled) msg += " (cancelled at the call deadline)";
+      if (IsTransientSqlState(e.sqlstate())) return failed(Status::Unavailable(msg));
       if (IsBatchDataError(e.sqlstate())) return Status::InvalidArgument(msg);
       LOG(ERROR) << msg;
-      return Status::Internal(msg);
+      return failed(Status::Internal(msg));
     } catch (const std::exception& e) {
       // The connection's state is unknown: do not reuse it.
+      EndCall(conn.get());
       std::string msg = std::string(what) + ": " + e.what();
       LOG(ERROR) << msg;
-      std::lock_guard<std::mutex> lock(pool_mu_);
-      --open_;
-      pool_cv_.notify_one();
-      return Status::Internal(msg);
+      Discard(std::move(conn));
+      return failed(Status::Internal(msg));
     }
   }
 }
 
 Status PostgresStore::Migrate() {
-  return Run("migrate", true, [](Conn& c) { return MigratePostgres(*c.conn, "coordinator"); });
+  // On a connection of its own without the session timeouts: a migration may
+  // wait for another replica's migration lock, and may take long.
+  try {
+    pqxx::connection conn(connection_string_);
+    return MigratePostgres(conn, "coordinator");
+  } catch (const pqxx::broken_connection& e) {
+    return Status::Unavailable(std::string("migrate: ") + e.what());
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("migrate: ") + e.what());
+  }
 }
 
 // --- writes -------------------------------------------------------------------
@@ -598,80 +754,86 @@ Status PostgresStore::Apply(const WriteBatch& batch) { return ApplyGroup({&batch
 std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch*>& batches) {
   if (batches.empty()) return {};
   const size_t max_rows = options_.max_rows_per_statement;
-  auto result = Run("apply group", true, [&](Conn& c) -> Result<std::vector<Status>> {
-    const int64_t now_ms = NowUnixMs();
-    std::vector<Status> statuses(batches.size());
-    const std::vector<Segment> segments = SplitGroup(batches);
-    auto write_segment = [&](pqxx::transaction_base& tx, const Segment& seg) {
-      Rows rows;
-      for (size_t i = seg.begin; i < seg.end; ++i) rows.Add(*batches[i]);
-      try {
-        return WriteRows(c, tx, rows, max_rows, now_ms);
-      } catch (const pqxx::sql_error& e) {
-        // A value one batch got wrong: found below, batch by batch.
-        if (!IsBatchDataError(e.sqlstate())) throw;
-        return false;
-      }
-    };
-    // Common case: the whole group in a few statements, no savepoints.
-    bool whole_group_failed = false;
-    if (segments.size() == 1 && segments[0].together) {
-      pqxx::work tx(*c.conn);
-      if (write_segment(tx, segments[0])) {
-        tx.commit();
-        counters_.commits += 1;
-        counters_.batches += static_cast<int64_t>(batches.size());
-        fast_groups_ += 1;
-        return statuses;
-      }
-      tx.abort();  // some batch is refused: redo them one by one
-      whole_group_failed = true;
-    }
-    savepoint_groups_ += 1;
-    pqxx::work tx(*c.conn);
-    const bool single = batches.size() == 1;
-    bool any_applied = false;
-    for (const Segment& seg : segments) {
-      // Try the segment's batches together; on a refusal, one by one.
-      if (seg.together && seg.end - seg.begin > 1 && !whole_group_failed) {
-        tx.exec("SAVEPOINT segment");
-        if (write_segment(tx, seg)) {
-          tx.exec("RELEASE SAVEPOINT segment");
-          any_applied = true;
-          continue;
+  auto result =
+      Run("apply group", CallKind::kWrite, true, [&](Conn& c) -> Result<std::vector<Status>> {
+        const int64_t now_ms = NowUnixMs();
+        std::vector<Status> statuses(batches.size());
+        const std::vector<Segment> segments = SplitGroup(batches);
+        auto write_segment = [&](pqxx::transaction_base& tx, const Segment& seg) {
+          Rows rows;
+          for (size_t i = seg.begin; i < seg.end; ++i) rows.Add(*batches[i]);
+          try {
+            return WriteRows(c, tx, rows, max_rows, now_ms);
+          } catch (const pqxx::sql_error& e) {
+            // A value one batch got wrong: found below, batch by batch.
+            if (!IsBatchDataError(e.sqlstate())) throw;
+            return false;
+          }
+        };
+        // Common case: the whole group in a few statements, no savepoints.
+        bool whole_group_failed = false;
+        if (segments.size() == 1 && segments[0].together) {
+          pqxx::work tx(*c.conn);
+          if (write_segment(tx, segments[0])) {
+            // Tests pause the process here (SIGSTOP) while its updated rows are
+            // locked: the session timeouts must free them for a takeover.
+            bool updates = false;
+            for (const WriteBatch* b : batches) updates = updates || !b->txn_updates.empty();
+            if (updates) TXC_PAUSE_POINT("store.pg.group_rows_locked");
+            tx.commit();
+            counters_.commits += 1;
+            counters_.batches += static_cast<int64_t>(batches.size());
+            fast_groups_ += 1;
+            return statuses;
+          }
+          tx.abort();  // some batch is refused: redo them one by one
+          whole_group_failed = true;
         }
-        tx.exec("ROLLBACK TO SAVEPOINT segment");
-        tx.exec("RELEASE SAVEPOINT segment");
-      }
-      for (size_t i = seg.begin; i < seg.end; ++i) {
-        if (!single) tx.exec("SAVEPOINT batch");
-        Status s;
-        try {
-          s = ApplyOneBatch(c, tx, *batches[i], max_rows, now_ms);
-        } catch (const pqxx::sql_error& e) {
-          // Refuse this batch alone; its savepoint makes the transaction usable again.
-          if (single || !IsBatchDataError(e.sqlstate())) throw;
-          s = Status::InvalidArgument(std::string("batch refused by PostgreSQL: ") + e.what());
+        savepoint_groups_ += 1;
+        pqxx::work tx(*c.conn);
+        const bool single = batches.size() == 1;
+        bool any_applied = false;
+        for (const Segment& seg : segments) {
+          // Try the segment's batches together; on a refusal, one by one.
+          if (seg.together && seg.end - seg.begin > 1 && !whole_group_failed) {
+            tx.exec("SAVEPOINT segment");
+            if (write_segment(tx, seg)) {
+              tx.exec("RELEASE SAVEPOINT segment");
+              any_applied = true;
+              continue;
+            }
+            tx.exec("ROLLBACK TO SAVEPOINT segment");
+            tx.exec("RELEASE SAVEPOINT segment");
+          }
+          for (size_t i = seg.begin; i < seg.end; ++i) {
+            if (!single) tx.exec("SAVEPOINT batch");
+            Status s;
+            try {
+              s = ApplyOneBatch(c, tx, *batches[i], max_rows, now_ms);
+            } catch (const pqxx::sql_error& e) {
+              // Refuse this batch alone; its savepoint makes the transaction usable again.
+              if (single || !IsBatchDataError(e.sqlstate())) throw;
+              s = Status::InvalidArgument(std::string("batch refused by PostgreSQL: ") + e.what());
+            }
+            if (!s.ok() && !IsRefusal(s)) return s;
+            if (!s.ok()) {
+              if (!single) tx.exec("ROLLBACK TO SAVEPOINT batch");
+              statuses[i] = s;
+            } else {
+              any_applied = true;
+            }
+            if (!single) tx.exec("RELEASE SAVEPOINT batch");
+          }
         }
-        if (!s.ok() && !IsRefusal(s)) return s;
-        if (!s.ok()) {
-          if (!single) tx.exec("ROLLBACK TO SAVEPOINT batch");
-          statuses[i] = s;
+        if (any_applied) {
+          tx.commit();
+          counters_.commits += 1;
         } else {
-          any_applied = true;
+          tx.abort();
         }
-        if (!single) tx.exec("RELEASE SAVEPOINT batch");
-      }
-    }
-    if (any_applied) {
-      tx.commit();
-      counters_.commits += 1;
-    } else {
-      tx.abort();
-    }
-    counters_.batches += static_cast<int64_t>(batches.size());
-    return statuses;
-  });
+        counters_.batches += static_cast<int64_t>(batches.size());
+        return statuses;
+      });
   if (!result.ok()) {
     LOG(ERROR) << "group of " << batches.size() << " batches failed: " << result.status();
     return std::vector<Status>(batches.size(), result.status());
@@ -682,7 +844,7 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
 // --- reads --------------------------------------------------------------------
 
 Result<TxnRecord> PostgresStore::GetTxn(const std::string& gtid) {
-  return Run("get txn", true, [&](Conn& c) -> Result<TxnRecord> {
+  return Run("get txn", CallKind::kRead, true, [&](Conn& c) -> Result<TxnRecord> {
     pqxx::nontransaction tx(*c.conn);
     auto r = ExecPrepared(c, tx, "get_txn",
                           std::string("SELECT ") + kTxnColumns + " FROM txns WHERE gtid = $1",
@@ -694,7 +856,7 @@ Result<TxnRecord> PostgresStore::GetTxn(const std::string& gtid) {
 
 Result<TxnRecord> PostgresStore::FindByIdempotencyKey(const std::string& key) {
   if (key.empty()) return Status::InvalidArgument("empty idempotency key");
-  return Run("find by idempotency key", true, [&](Conn& c) -> Result<TxnRecord> {
+  return Run("find by idempotency key", CallKind::kRead, true, [&](Conn& c) -> Result<TxnRecord> {
     pqxx::nontransaction tx(*c.conn);
     auto r =
         ExecPrepared(c, tx, "find_key",
@@ -706,26 +868,27 @@ Result<TxnRecord> PostgresStore::FindByIdempotencyKey(const std::string& key) {
 }
 
 Result<std::vector<BranchRecord>> PostgresStore::GetBranches(const std::string& gtid) {
-  return Run("get branches", true, [&](Conn& c) -> Result<std::vector<BranchRecord>> {
-    pqxx::nontransaction tx(*c.conn);
-    auto r = ExecPrepared(c, tx, "get_branches",
-                          std::string("SELECT ") + kBranchColumns +
-                              " FROM branches WHERE gtid = $1 ORDER BY ordinal, branch_id",
-                          Params().Text(gtid));
-    std::vector<BranchRecord> out;
-    for (const auto& row : r) {
-      TXC_ASSIGN_OR_RETURN(BranchRecord b, ReadBranch(row));
-      out.push_back(std::move(b));
-    }
-    return out;
-  });
+  return Run(
+      "get branches", CallKind::kRead, true, [&](Conn& c) -> Result<std::vector<BranchRecord>> {
+        pqxx::nontransaction tx(*c.conn);
+        auto r = ExecPrepared(c, tx, "get_branches",
+                              std::string("SELECT ") + kBranchColumns +
+                                  " FROM branches WHERE gtid = $1 ORDER BY ordinal, branch_id",
+                              Params().Text(gtid));
+        std::vector<BranchRecord> out;
+        for (const auto& row : r) {
+          TXC_ASSIGN_OR_RETURN(BranchRecord b, ReadBranch(row));
+          out.push_back(std::move(b));
+        }
+        return out;
+      });
 }
 
 Result<std::vector<TxnRecord>> PostgresStore::ListDue(const std::vector<TxnState>& states,
                                                       const std::string& owner, int64_t epoch,
                                                       int64_t now_ms, int limit) {
   if (states.empty() || limit <= 0) return std::vector<TxnRecord>{};
-  return Run("list due", true, [&](Conn& c) -> Result<std::vector<TxnRecord>> {
+  return Run("list due", CallKind::kRead, true, [&](Conn& c) -> Result<std::vector<TxnRecord>> {
     pqxx::nontransaction tx(*c.conn);
     auto r = ExecPrepared(
         c, tx, "list_due",
@@ -741,7 +904,7 @@ Result<std::vector<TxnRecord>> PostgresStore::ListDue(const std::vector<TxnState
 
 Result<int64_t> PostgresStore::CountInStates(const std::vector<TxnState>& states) {
   if (states.empty()) return int64_t{0};
-  return Run("count", true, [&](Conn& c) -> Result<int64_t> {
+  return Run("count", CallKind::kRead, true, [&](Conn& c) -> Result<int64_t> {
     pqxx::nontransaction tx(*c.conn);
     auto r = ExecPrepared(c, tx, "count_states",
                           "SELECT COUNT(*) FROM txns WHERE state = ANY($1::integer[])",
@@ -758,7 +921,7 @@ Result<int> PostgresStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int l
   // old finished rows nobody else holds (state = ANY uses the
   // (state, next_attempt_ms) index), delete their branches and them.
   // Retried after a broken connection: deleting again is harmless.
-  return Run("delete finished", true, [&](Conn& c) -> Result<int> {
+  return Run("delete finished", CallKind::kWrite, true, [&](Conn& c) -> Result<int> {
     pqxx::nontransaction tx(*c.conn);
     auto r = ExecPrepared(
         c, tx, "delete_finished",
@@ -780,7 +943,7 @@ Result<int> PostgresStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int l
 Result<Lease> PostgresStore::AcquireLease(const std::string& node_id, const std::string& endpoint,
                                           int64_t ttl_ms, int64_t now_ms, LeaseTakeover takeover) {
   // Not retried after a broken connection: the epoch may have been bumped.
-  return Run("acquire lease", false, [&](Conn& c) -> Result<Lease> {
+  return Run("acquire lease", CallKind::kWrite, false, [&](Conn& c) -> Result<Lease> {
     pqxx::nontransaction tx(*c.conn);
     auto r = ExecPrepared(
         c, tx, "acquire_lease",
@@ -808,7 +971,7 @@ Result<Lease> PostgresStore::AcquireLease(const std::string& node_id, const std:
 
 Status PostgresStore::RenewLease(const std::string& node_id, int64_t epoch, int64_t ttl_ms,
                                  int64_t now_ms) {
-  return Run("renew lease", true, [&](Conn& c) -> Status {
+  return Run("renew lease", CallKind::kWrite, true, [&](Conn& c) -> Status {
     pqxx::nontransaction tx(*c.conn);
     auto r = ExecPrepared(c, tx, "renew_lease",
                           "UPDATE leases SET expires_ms = $1 WHERE node_id = $2 AND epoch = $3",
@@ -822,7 +985,7 @@ Status PostgresStore::RenewLease(const std::string& node_id, int64_t epoch, int6
 }
 
 Result<std::vector<Lease>> PostgresStore::ListLeases() {
-  return Run("list leases", true, [&](Conn& c) -> Result<std::vector<Lease>> {
+  return Run("list leases", CallKind::kRead, true, [&](Conn& c) -> Result<std::vector<Lease>> {
     pqxx::nontransaction tx(*c.conn);
     auto r = ExecPrepared(
         c, tx, "list_leases",
@@ -839,7 +1002,7 @@ Result<std::vector<Lease>> PostgresStore::ListLeases() {
 Result<int> PostgresStore::ClaimOrphans(const std::string& node_id, int64_t epoch, int64_t now_ms,
                                         int limit) {
   if (limit <= 0) return 0;
-  return Run("claim orphans", true, [&](Conn& c) -> Result<int> {
+  return Run("claim orphans", CallKind::kWrite, true, [&](Conn& c) -> Result<int> {
     // One autocommit statement: check that the claimer's own lease is live,
     // lock claimable rows that nobody else holds, take them over.
     pqxx::nontransaction tx(*c.conn);

@@ -10,6 +10,18 @@
 // was sent is retried once too (nothing of it was applied); a commit whose
 // outcome is unknown (pqxx::in_doubt_error) is kIndeterminate.
 //
+// Deadlines: every call has one (call_timeout_ms). A watchdog thread cancels
+// the running query of a call past it (PQcancel) and the connection is then
+// discarded. A write cancelled while its commit waited for a synchronous
+// standby is committed locally but maybe not replicated: kIndeterminate
+// (re-read), never "not committed". Every session also runs with
+// statement_timeout, lock_timeout and idle_in_transaction_session_timeout
+// (session_timeout_ms), so a session whose process is paused inside a
+// transaction (SIGSTOP, VM freeze) loses its row locks after that long and
+// another replica can claim its rows once its lease expired.
+// HealthCheck() reports a failing or stuck store: the latest failed call when
+// no write succeeded since, or a call past its deadline.
+//
 // ApplyGroup writes the whole group with a few multi-row statements when its
 // batches touch distinct transactions. Otherwise it splits the group into runs
 // of consecutive batches that do, each written together under a savepoint, so
@@ -24,7 +36,9 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "coordinator/store/store_util.h"
@@ -40,6 +54,12 @@ struct PostgresStoreOptions {
   int64_t acquire_timeout_ms = 10000;
   // Largest number of rows of one kind in one multi-row statement.
   size_t max_rows_per_statement = 256;
+  // Client-side deadline of each call (including its wait for a connection
+  // and its commit); past it the query is cancelled. 0: none.
+  int64_t call_timeout_ms = 5000;
+  // statement_timeout, lock_timeout and idle_in_transaction_session_timeout of
+  // every session (0: the server's settings). Keep it below the lease TTL.
+  int64_t session_timeout_ms = 5000;
 };
 
 class PostgresStore final : public TxnStore {
@@ -75,6 +95,7 @@ class PostgresStore final : public TxnStore {
                            int limit) override;
 
   StoreStats Stats() const override;
+  Status HealthCheck() const override;
 
   // Group-path counters for tests and benchmarks: groups written with the
   // multi-row statements vs. with a savepoint per batch.
@@ -92,10 +113,22 @@ class PostgresStore final : public TxnStore {
   // Forgets a connection that broke (and every idle one: they are likely
   // broken too after a server restart or failover).
   void Drop(std::unique_ptr<Conn> conn);
-  // Runs fn(conn) -> Result/Status with library exceptions mapped to a Status.
-  // `retry_broken`: one retry on a fresh connection after broken_connection.
+  // Closes a connection whose state is unknown (e.g. after a cancel), alone.
+  void Discard(std::unique_ptr<Conn> conn);
+  enum class CallKind { kRead, kWrite };
+  // Runs fn(conn) -> Result/Status with library exceptions mapped to a Status,
+  // under the call deadline. `retry_broken`: one retry on a fresh connection
+  // after broken_connection. A kWrite cancelled at its deadline that still
+  // reports success is kIndeterminate (its commit may not be replicated).
   template <typename Fn>
-  auto Run(const char* what, bool retry_broken, Fn&& fn) -> decltype(fn(std::declval<Conn&>()));
+  auto Run(const char* what, CallKind kind, bool retry_broken, Fn&& fn)
+      -> decltype(fn(std::declval<Conn&>()));
+  // The watchdog: cancels the query of every busy connection past its deadline.
+  void WatchdogLoop();
+  void StartCall(Conn* conn);
+  // Returns whether the call was cancelled.
+  bool EndCall(Conn* conn);
+  void RecordOutcome(const Status& s);
 
   const std::string connection_string_;
   const PostgresStoreOptions options_;
@@ -104,6 +137,17 @@ class PostgresStore final : public TxnStore {
   std::condition_variable pool_cv_;  // a connection was released or dropped
   std::vector<std::unique_ptr<Conn>> idle_;
   size_t open_ = 0;  // connections that exist (idle or in use)
+
+  mutable std::mutex calls_mu_;       // guards busy_, stop_; never held with pool_mu_
+  std::condition_variable calls_cv_;  // stop_ was set
+  std::set<Conn*> busy_;              // connections inside a call with a deadline
+  bool stop_ = false;
+  std::thread watchdog_;  // runs WatchdogLoop when call_timeout_ms > 0
+
+  mutable std::mutex health_mu_;  // guards the three below
+  Status last_failure_;           // of the latest failed call
+  int64_t last_failure_mono_ms_ = 0;
+  int64_t last_success_mono_ms_ = 0;
 
   store_internal::StoreCounters counters_;
   std::atomic<int64_t> fast_groups_{0};

@@ -209,11 +209,30 @@ class TxnStore {
                                    int limit) = 0;
 
   virtual StoreStats Stats() const = 0;
+
+  // Whether the store answers in time: OK, or kUnavailable naming the last
+  // failure when the most recent store call failed or one is stuck past its
+  // deadline (e.g. a commit waiting for a dead synchronous standby). Cheap (no
+  // I/O): it reports what the calls saw; the lease renewal is the heartbeat.
+  virtual Status HealthCheck() const { return Status::Ok(); }
+};
+
+// How OpenStore() sets up a store beyond its location.
+struct StoreOpenOptions {
+  // The coordinator's lease TTL. PostgreSQL: store calls and sessions get
+  // deadlines derived from it (call_timeout_ms below) so that a stuck or paused
+  // session never outlives a lease. 0: the PostgresStoreOptions defaults.
+  int64_t lease_ttl_ms = 0;
+  // PostgreSQL: deadline of each store call (client side: the query is
+  // cancelled) and statement_timeout, lock_timeout and
+  // idle_in_transaction_session_timeout of its sessions. 0: lease_ttl_ms / 2.
+  int64_t call_timeout_ms = 0;
 };
 
 // Opens a store from a location: "postgresql://..." / "postgres://..." or a
 // libpq key=value string ("host=... dbname=...") selects PostgreSQL; anything
 // else is a SQLite file path. Does not migrate.
-Result<std::unique_ptr<TxnStore>> OpenStore(const std::string& location);
+Result<std::unique_ptr<TxnStore>> OpenStore(const std::string& location,
+                                            const StoreOpenOptions& options = {});
 
 }  // namespace txc

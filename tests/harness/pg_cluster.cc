@@ -117,7 +117,22 @@ Status PgCluster::Init() {
     }
   }
   StartWatchdog();
-  TXC_RETURN_IF_ERROR(InitDataDir());
+  if (options_.standby_of_port != 0) {
+    TXC_RETURN_IF_ERROR(
+        RunCommand(AsPostgres({options_.bin_dir + "/pg_basebackup", "-h", "127.0.0.1", "-p",
+                               std::to_string(options_.standby_of_port), "-U", "postgres", "-D",
+                               data_dir_, "-R", "-X", "stream", "-c", "fast", "--no-sync"}),
+                   options_.start_timeout_ms));
+    // -R wrote primary_conninfo into postgresql.auto.conf; the last line wins.
+    std::ofstream auto_conf(data_dir_ + "/postgresql.auto.conf", std::ios::app);
+    auto_conf << "primary_conninfo = 'host=127.0.0.1 port=" << options_.standby_of_port
+              << " user=postgres application_name=" << options_.standby_name << "'\n";
+    auto_conf.close();
+    if (!auto_conf)
+      return Status::Internal("could not write " + data_dir_ + "/postgresql.auto.conf");
+  } else {
+    TXC_RETURN_IF_ERROR(InitDataDir());
+  }
   std::ofstream conf(data_dir_ + "/postgresql.conf", std::ios::app);
   conf << "\n# txc test harness\n"
        << "listen_addresses = '127.0.0.1'\n"
@@ -221,6 +236,24 @@ Status PgCluster::StartServer() {
 Status PgCluster::Restart() {
   if (running_) return Status::Ok();
   return StartServer();
+}
+
+Status PgCluster::Promote() {
+  return RunCommand(AsPostgres({options_.bin_dir + "/pg_ctl", "promote", "-D", data_dir_, "-w",
+                                "-t", std::to_string(options_.start_timeout_ms / 1000 + 1)}),
+                    options_.start_timeout_ms + 5000);
+}
+
+Result<std::string> PgCluster::QueryValue(const std::string& dbname, const std::string& sql) {
+  try {
+    pqxx::connection conn(ConnectionString(dbname) + " connect_timeout=5");
+    pqxx::nontransaction tx(conn);
+    pqxx::result r = tx.exec(sql);
+    if (r.empty() || r[0][0].is_null()) return std::string();
+    return r[0][0].as<std::string>();
+  } catch (const std::exception& e) {
+    return Status::Unavailable(std::string(e.what()) + " (sql: " + sql.substr(0, 200) + ")");
+  }
 }
 
 Status PgCluster::Stop(const std::string& mode) {

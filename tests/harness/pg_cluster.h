@@ -44,6 +44,11 @@ struct PgClusterOptions {
   int64_t start_timeout_ms = 60000;  // initdb and pg_ctl start, each
   // Extra postgresql.conf lines, e.g. "synchronous_commit = off" (never for decisions).
   std::vector<std::string> extra_settings;
+  // Non-zero: a streaming-replication standby of the server on this loopback
+  // port (pg_basebackup -R -X stream instead of initdb), which connects as
+  // application_name `standby_name` (what synchronous_standby_names lists).
+  int standby_of_port = 0;
+  std::string standby_name = "standby";
 };
 
 class PgCluster {
@@ -84,6 +89,10 @@ class PgCluster {
   Status Stop(const std::string& mode = "fast");
   // pg_ctl start -w on the same directory and port.
   Status Restart();
+  // pg_ctl promote -w: a standby becomes a primary (accepts writes).
+  Status Promote();
+  // Runs `sql` and returns the first column of the first row ("" for none).
+  Result<std::string> QueryValue(const std::string& dbname, const std::string& sql);
 
  private:
   explicit PgCluster(PgClusterOptions options);
