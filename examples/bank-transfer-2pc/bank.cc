@@ -2,7 +2,8 @@
 // its own PostgreSQL database of accounts, built on the participant SDK and
 // PgXaResource (PostgreSQL prepared transactions).
 //
-// A branch's payload says what to do to one account:
+// A branch's payload says what to do to one account (and a row in the
+// `journal` table records it, in the same local transaction):
 //   "debit:<account>:<amount>"   votes ABORT when the balance is insufficient
 //   "credit:<account>:<amount>"  votes ABORT when the account does not exist
 //
@@ -80,6 +81,10 @@ class Bank : public txc::participant::Participant {
       VLOG(1) << ctx.gtid << ": " << ctx.payload << " refused (insufficient funds or no account)";
       return Vote::kAbort;
     }
+    // The journal row commits or aborts with the balance change: which
+    // transactions took effect here, per gtid (the chaos tests check it).
+    w.exec_params("INSERT INTO journal (gtid, branch_id, account, delta) VALUES ($1, $2, $3, $4)",
+                  ctx.gtid, ctx.branch_id, op->account, op->debit ? -op->amount : op->amount);
     return Vote::kPrepared;
   }
 
@@ -136,6 +141,9 @@ int main(int argc, char** argv) {
     w.exec0(
         "CREATE TABLE IF NOT EXISTS account (id integer PRIMARY KEY, "
         "balance bigint NOT NULL CHECK (balance >= 0))");
+    w.exec0(
+        "CREATE TABLE IF NOT EXISTS journal (gtid text NOT NULL, branch_id text NOT NULL, "
+        "account integer NOT NULL, delta bigint NOT NULL, PRIMARY KEY (gtid, branch_id))");
     const int64_t existing = w.exec1("SELECT count(*) FROM account")[0].as<int64_t>();
     if (existing == 0) {
       w.exec_params(
