@@ -365,9 +365,17 @@ void FaultLoop::Run() {
                                   FaultKind::kReplicaKillRestartAfterTtl,
                                   FaultKind::kReplicaPauseBeyondTtl};
   if (!participants_.empty()) kinds.push_back(FaultKind::kParticipantKillRestart);
+  // Each round takes every kind once, in a seeded random order: even a short
+  // run has every kind of fault.
+  std::vector<FaultKind> round;
   while (MonotonicMs() < end) {
     Sleep(Uniform(300, 1200));
-    const FaultKind kind = kinds[Uniform(0, static_cast<int64_t>(kinds.size()) - 1)];
+    if (round.empty()) {
+      round = kinds;
+      std::shuffle(round.begin(), round.end(), rng_);
+    }
+    const FaultKind kind = round.back();
+    round.pop_back();
     ++faults_[kind];
     if (kind == FaultKind::kParticipantKillRestart) {
       ManagedProcess* p = participants_[Uniform(0, participants_.size() - 1)];
