@@ -188,10 +188,33 @@ CREATE TRIGGER chaos_audit_branches AFTER INSERT OR UPDATE ON branches
   FOR EACH ROW EXECUTE FUNCTION chaos_audit_branches();
 )SQL");
     w.commit();
-    return Status::Ok();
   } catch (const std::exception& e) {
     return Status::Internal(std::string("installing the audit triggers: ") + e.what());
   }
+  // The audit must be able to fail: a write under epoch 1 of a node whose
+  // lease is at epoch 2 is recorded (inside a transaction rolled back).
+  try {
+    pqxx::connection conn(conninfo_);
+    pqxx::work w(conn);
+    w.exec(
+        "INSERT INTO leases (node_id, endpoint, epoch, expires_ms) "
+        "VALUES ('chaos-audit-probe', '127.0.0.1:1', 2, 0);"
+        "INSERT INTO txns (gtid, kind, state, owner, epoch, created_ms, updated_ms, deadline_ms, "
+        "next_attempt_ms, payload) VALUES ('chaos-audit-probe', 1, 1, 'chaos-audit-probe', 1, 0, "
+        "0, 0, 0, ''::bytea);"
+        "UPDATE txns SET state = 6 WHERE gtid = 'chaos-audit-probe'");
+    const int64_t recorded =
+        w.exec1("SELECT count(*) FROM chaos_stale_writes WHERE gtid = 'chaos-audit-probe'")[0]
+            .as<int64_t>();
+    w.abort();
+    if (recorded != 2) {
+      return Status::Internal("the stale-write audit recorded " + std::to_string(recorded) +
+                              " of 2 stale writes");
+    }
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("checking the audit triggers: ") + e.what());
+  }
+  return Status::Ok();
 }
 
 Result<std::vector<std::string>> StoreAudit::StaleWrites() {

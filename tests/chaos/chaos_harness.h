@@ -102,7 +102,8 @@ class StoreAudit {
   // NEW.epoch is below the current lease epoch of NEW.owner, and every branch
   // write of such a transaction) and chaos_ownership_changes (every change of
   // a txns row's (owner, epoch)), with their triggers. Run after the
-  // migrations (after the first replica started).
+  // migrations (after the first replica started). Checks, in a transaction it
+  // rolls back, that a stale write is indeed recorded.
   Status Install();
   // Rows of chaos_stale_writes, one line each.
   Result<std::vector<std::string>> StaleWrites();

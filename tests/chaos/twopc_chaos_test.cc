@@ -209,6 +209,44 @@ class TwoPcChaosTest : public ::testing::Test {
     txns_.push_back(txn);
   }
 
+  // One line per prepared transaction left in the cluster, with what the store
+  // holds for its gtid (gid = "<bank>:<gtid>:<branch>").
+  std::string PreparedDetails() {
+    std::string out;
+    try {
+      pqxx::connection conn(pg_->ConnectionString("postgres"));
+      pqxx::nontransaction n(conn);
+      pqxx::connection store(store_db_);
+      pqxx::nontransaction s(store);
+      for (const auto& row : n.exec(
+               "SELECT gid, database, prepared::text FROM pg_prepared_xacts ORDER BY prepared")) {
+        const std::string gid = row[0].c_str();
+        const size_t first = gid.find(':'), last = gid.rfind(':');
+        const std::string gtid = first == std::string::npos || last <= first
+                                     ? gid
+                                     : gid.substr(first + 1, last - first - 1);
+        out += "  " + gid + " in " + row[1].c_str() + " since " + row[2].c_str() + "; store: ";
+        auto t = s.exec_params(
+            "SELECT state, owner, epoch, updated_ms, attempts FROM txns WHERE gtid = $1", gtid);
+        if (t.empty()) {
+          out += "no such transaction\n";
+          continue;
+        }
+        out += std::string("state ") + t[0][0].c_str() + " owner " + t[0][1].c_str() + " epoch " +
+               t[0][2].c_str() + " updated_ms " + t[0][3].c_str() + " attempts " + t[0][4].c_str() +
+               "; branches:";
+        for (const auto& b : s.exec_params(
+                 "SELECT branch_id, state, attempts FROM branches WHERE gtid = $1", gtid)) {
+          out += std::string(" ") + b[0].c_str() + "=" + b[1].c_str() + "/" + b[2].c_str();
+        }
+        out += "\n";
+      }
+    } catch (const std::exception& e) {
+      out += std::string("  (cannot read: ") + e.what() + ")\n";
+    }
+    return out;
+  }
+
   int64_t PreparedEverywhere() {
     try {
       pqxx::connection conn(pg_->ConnectionString("postgres"));
@@ -411,7 +449,7 @@ TEST_F(TwoPcChaosTest, TransfersStayAtomicAndEveryReplicaStaysUseful) {
                                        for (const auto& v : violations) s += "  " + v + "\n";
                                        return s;
                                      }();
-  EXPECT_EQ(PreparedEverywhere(), 0) << "left in pg_prepared_xacts";
+  EXPECT_EQ(PreparedEverywhere(), 0) << "left in pg_prepared_xacts:\n" << PreparedDetails();
   EXPECT_EQ(not_final, 0);
   EXPECT_EQ(not_owner_unresolved, 0) << "commit/rollback retries that ended in NotOwner";
   EXPECT_EQ(no_answer, 0) << "transactions whose client never got the decision, e.g.:\n"
