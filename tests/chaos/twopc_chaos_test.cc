@@ -10,7 +10,8 @@
 //   - no transaction has mixed outcomes at the banks (journal rows per gtid);
 //   - nothing is left in pg_prepared_xacts;
 //   - every transaction in the store is final, and what a client was told
-//     (COMMIT / ABORT) is what the store and the banks hold;
+//     (COMMIT / ABORT) is what the store and the banks hold; a WAIT_COMPLETION
+//     answer with a final state is what a status read right after shows;
 //   - every client retry of commit/rollback got the decision (no NotOwner
 //     loops);
 //   - no process exited except by the test's signals;
@@ -62,6 +63,9 @@ struct ClientTxn {
   std::string gtid;
   Told told = Told::kNothing;
   chaos::CallTrace trace;
+  // A WAIT_COMPLETION commit answered with a final state, and a status read
+  // right after that showed a different state (invariant 7); "" when agreed.
+  std::string completion_disagreement;
 };
 
 class TwoPcChaosTest : public ::testing::Test {
@@ -122,6 +126,11 @@ class TwoPcChaosTest : public ::testing::Test {
     for (auto& b : banks_) {
       Status s = b->Start();
       ASSERT_TRUE(s.ok()) << s;
+    }
+    for (const auto& e : replica_endpoints_) {
+      auto reader = chaos::MakeClient({e});
+      ASSERT_TRUE(reader.ok()) << reader.status();
+      readers_.push_back(std::move(reader).value());
     }
   }
 
@@ -196,6 +205,16 @@ class TwoPcChaosTest : public ::testing::Test {
       if (committed.ok()) {
         txn.told =
             committed->outcome == wire::Outcome::OUTCOME_COMMIT ? Told::kCommit : Told::kAbort;
+        const bool final_answer = committed->state == wire::TxnState::COMMITTED ||
+                                  committed->state == wire::TxnState::ABORTED;
+        if (c.wait == wire::CommitWait::WAIT_COMPLETION && final_answer) {
+          // What a client is told is what the store holds: any replica agrees now.
+          auto status = readers_[(id + 1) % readers_.size()]->GetStatus(txn.gtid);
+          if (status.ok() && status->state != committed->state) {
+            txn.completion_disagreement = "answered state " + std::to_string(committed->state) +
+                                          ", status right after: " + std::to_string(status->state);
+          }
+        }
       } else if (committed.status().code() == StatusCode::kIllegalTransition) {
         // "already ABORTED by rollback or deadline": the decision is ABORT.
         txn.told = Told::kAbort;
@@ -291,6 +310,8 @@ class TwoPcChaosTest : public ::testing::Test {
   std::vector<std::unique_ptr<ManagedProcess>> replicas_;
   std::vector<std::unique_ptr<ManagedProcess>> banks_;
   std::unique_ptr<chaos::StoreAudit> audit_;
+  // One client per replica, knowing that replica only (status reads).
+  std::vector<std::unique_ptr<participant::CoordinatorClient>> readers_;
 
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> begin_failures_{0};
@@ -395,6 +416,9 @@ TEST_F(TwoPcChaosTest, TransfersStayAtomicAndEveryReplicaStaysUseful) {
     }
   }
   for (const ClientTxn& t : txns_) {
+    if (!t.completion_disagreement.empty()) {
+      violation(t.gtid + ": WAIT_COMPLETION " + t.completion_disagreement);
+    }
     auto it = states->find(t.gtid);
     if (it == states->end()) {
       violation(t.gtid + ": a client saw it, the store does not have it");
