@@ -27,6 +27,7 @@
 
 #include "bench/bench_util.h"
 #include "common/backoff.h"
+#include "common/cli.h"
 #include "coordinator/server/coordinator_server.h"
 #include "examples/order-payment-saga/shop.h"
 #include "tests/harness/pg_cluster.h"
@@ -106,23 +107,18 @@ int main(int argc, char** argv) {
   FLAGS_minloglevel = 2;
   int sagas_1 = 300, sagas_32 = 3000;
   int64_t raw_ms = 2000;
-  po::options_description desc("saga_bench options");
-  desc.add_options()("help", "show this help")(
-      "sagas_1", po::value<int>(&sagas_1)->default_value(300), "sagas with 1 client")(
+  po::options_description desc("Flags");
+  desc.add_options()("sagas_1", po::value<int>(&sagas_1)->default_value(300),
+                     "sagas with 1 client")(
       "sagas_32", po::value<int>(&sagas_32)->default_value(3000), "sagas with 32 clients")(
       "raw_ms", po::value<int64_t>(&raw_ms)->default_value(2000),
       "duration of the raw store commit loop")("no_pg", "SQLite store only");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    if (vm.count("help")) {
-      printf("saga_bench: order-saga throughput; see bench/README.md\n");
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const std::exception& e) {
-    fprintf(stderr, "saga_bench: %s\n", e.what());
-    return 2;
+  if (int rc = txc::cli::Parse(
+          "saga_bench", "Usage: saga_bench [flags]  (order-saga throughput; see bench/README.md)",
+          argc, argv, desc, &vm);
+      rc >= 0) {
+    return rc;
   }
   const bool with_pg = vm.count("no_pg") == 0;
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "common/cli.h"
 #include "coordinator/server/coordinator_server.h"
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 #include "tests/harness/pg_cluster.h"
@@ -52,9 +53,9 @@ int main(int argc, char** argv) {
   std::string bank_bin;
   std::string stores = "sqlite,postgresql";
   bool also_branches_in_begin = false;
-  po::options_description desc("twopc_bench options");
-  desc.add_options()("help", "show this help")(
-      "transfers_1", po::value<int>(&transfers_1)->default_value(400), "transfers with 1 client")(
+  po::options_description desc("Flags");
+  desc.add_options()("transfers_1", po::value<int>(&transfers_1)->default_value(400),
+                     "transfers with 1 client")(
       "transfers_32", po::value<int>(&transfers_32)->default_value(4000),
       "transfers with 32 clients")("raw_ms", po::value<int64_t>(&raw_ms)->default_value(2000),
                                    "duration of the raw store commit loop")(
@@ -64,16 +65,12 @@ int main(int argc, char** argv) {
       "also_branches_in_begin", po::bool_switch(&also_branches_in_begin),
       "also measure with both branches enlisted by beginTxn (two round trips less)");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    if (vm.count("help")) {
-      printf("%s\n", "twopc_bench: 2PC bank-transfer throughput; see bench/README.md");
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const std::exception& e) {
-    fprintf(stderr, "twopc_bench: %s\n", e.what());
-    return 2;
+  if (int rc = txc::cli::Parse(
+          "twopc_bench",
+          "Usage: twopc_bench [flags]  (2PC bank-transfer throughput; see bench/README.md)", argc,
+          argv, desc, &vm);
+      rc >= 0) {
+    return rc;
   }
 
   auto pg_or = txc::testing::PgCluster::Start({});

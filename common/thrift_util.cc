@@ -9,6 +9,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "common/log_rate_limiter.h"
+
 namespace txc {
 
 using apache::thrift::TConfiguration;
@@ -220,9 +222,22 @@ Result<HostPort> ParseEndpoint(const std::string& endpoint) {
   return hp;
 }
 
+// Thrift's messages go to glog as WARNINGs. A message repeated within
+// kThriftLogIntervalMs (the same text: the same endpoint and error) is logged
+// once, and the next one after the interval carries the count ("N more in the
+// last Xs"): a participant that is down no longer floods the log with one line
+// per connection attempt (~25k a minute under chaos).
+constexpr int64_t kThriftLogIntervalMs = 5000;
+
 void RouteThriftLogsToGlog() {
-  apache::thrift::GlobalOutput.setOutputFunction(
-      [](const char* message) { LOG(WARNING) << "thrift: " << message; });
+  apache::thrift::GlobalOutput.setOutputFunction([](const char* message) {
+    // A participant or replica that is down makes every call attempt print
+    // "TSocket::open() connect() <Host: h Port: p>: Connection refused";
+    // the message names the endpoint, so it is the key.
+    static LogRateLimiter* limiter = new LogRateLimiter(kThriftLogIntervalMs);
+    const LogRateLimiter::Decision d = limiter->Admit(message, MonotonicMs());
+    if (d.log) LOG(WARNING) << "thrift: " << message << d.Suffix();
+  });
 }
 
 Result<std::shared_ptr<apache::thrift::protocol::TProtocol>> OpenProtocol(

@@ -1,5 +1,8 @@
 #include "coordinator/driver/participant_client.h"
 
+#include <glog/logging.h>
+
+#include "common/log_rate_limiter.h"
 #include "common/thrift_util.h"
 #include "gen-cpp/Participant.h"
 
@@ -31,11 +34,25 @@ wire::BranchRequest ToWire(const BranchCall& call) {
   return req;
 }
 
+// A participant that is down fails every call to it (each prepare, each
+// phase-2 retry of every transaction): per endpoint, the first failure is
+// logged, then at most one line every kConnectionErrorLogIntervalMs carrying
+// the count of the others. The caller still gets every error.
+constexpr int64_t kConnectionErrorLogIntervalMs = 5000;
+
+void LogConnectionError(const std::string& endpoint, const Status& error) {
+  static LogRateLimiter* limiter = new LogRateLimiter(kConnectionErrorLogIntervalMs);
+  const LogRateLimiter::Decision d = limiter->Admit(endpoint, MonotonicMs());
+  if (d.log) LOG(WARNING) << "participant " << endpoint << ": " << error << d.Suffix();
+}
+
 // Runs a call whose declared exception is wire::Unavailable.
 Status CallWithUnavailable(ClientPool<wire::ParticipantClient>& pool, const std::string& endpoint,
                            const std::function<void(wire::ParticipantClient&)>& fn) {
   try {
-    return pool.Call(endpoint, fn);
+    Status s = pool.Call(endpoint, fn);
+    if (s.code() == StatusCode::kUnavailable) LogConnectionError(endpoint, s);
+    return s;
   } catch (const wire::Unavailable& e) {
     return Status::Unavailable("participant " + endpoint + " unavailable: " + e.message);
   } catch (const std::exception& e) {

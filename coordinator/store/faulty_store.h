@@ -94,6 +94,7 @@ class FaultyStore : public TxnStore {
   Result<int> ClaimOrphans(const std::string& node_id, int64_t epoch, int64_t now_ms,
                            int limit) override;
   StoreStats Stats() const override { return inner_->Stats(); }
+  Status HealthCheck() const override { return inner_->HealthCheck(); }
 
  private:
   struct Queued {

@@ -2,7 +2,8 @@
 // its own PostgreSQL database of accounts, built on the participant SDK and
 // PgXaResource (PostgreSQL prepared transactions).
 //
-// A branch's payload says what to do to one account:
+// A branch's payload says what to do to one account (and a row in the
+// `journal` table records it, in the same local transaction):
 //   "debit:<account>:<amount>"   votes ABORT when the balance is insufficient
 //   "credit:<account>:<amount>"  votes ABORT when the account does not exist
 //
@@ -24,9 +25,10 @@
 #include <string>
 #include <thread>
 
+#include "common/cli.h"
 #include "common/strings.h"
+#include "common/thrift_util.h"
 #include "examples/bank-transfer-2pc/bank_payload.h"
-#include "examples/bank-transfer-2pc/cli.h"
 #include "migrations/migrator.h"
 #include "txc/participant/participant_server.h"
 #include "txc/participant/pg_resource.h"
@@ -79,6 +81,10 @@ class Bank : public txc::participant::Participant {
       VLOG(1) << ctx.gtid << ": " << ctx.payload << " refused (insufficient funds or no account)";
       return Vote::kAbort;
     }
+    // The journal row commits or aborts with the balance change: which
+    // transactions took effect here, per gtid (the chaos tests check it).
+    w.exec_params("INSERT INTO journal (gtid, branch_id, account, delta) VALUES ($1, $2, $3, $4)",
+                  ctx.gtid, ctx.branch_id, op->account, op->debit ? -op->amount : op->amount);
     return Vote::kPrepared;
   }
 
@@ -94,23 +100,35 @@ int main(int argc, char** argv) {
   int accounts = 100;
   int64_t initial_balance = 1000;
   std::string db, coordinators, name, port_file;
-  po::options_description desc("bank options");
-  desc.add_options()("help", "show this help")("port", po::value<int>(&port)->default_value(0),
-                                               "port to serve on (0: any free port)")(
-      "db", po::value<std::string>(&db)->required(),
+  po::options_description desc("Flags");
+  desc.add_options()(
+      "port",
+      po::value<int>(&port)->default_value(0)->notifier(txc::cli::InRange("port", 0, 65535)),
+      "port to serve on (0: any free port)")(
+      "db", po::value<std::string>(&db)->required()->notifier(txc::cli::NotEmpty("db")),
       "libpq connection string of the bank's database")(
       "coordinators", po::value<std::string>(&coordinators)->default_value(""),
       "coordinator replicas host:port,host:port (for recovery)")(
-      "name", po::value<std::string>(&name)->default_value("bank"),
+      "name",
+      po::value<std::string>(&name)->default_value("bank")->notifier(txc::cli::NotEmpty("name")),
       "resource name; prefix of its prepared transactions")(
-      "accounts", po::value<int>(&accounts)->default_value(100), "accounts seeded when empty")(
-      "initial_balance", po::value<int64_t>(&initial_balance)->default_value(1000),
+      "accounts",
+      po::value<int>(&accounts)->default_value(100)->notifier(
+          txc::cli::InRange("accounts", 1, 100000000)),
+      "accounts seeded when empty")(
+      "initial_balance",
+      po::value<int64_t>(&initial_balance)
+          ->default_value(1000)
+          ->notifier(txc::cli::InRange64("initial_balance", 0, int64_t{1} << 50)),
       "balance of each seeded account")("port_file",
                                         po::value<std::string>(&port_file)->default_value(""),
                                         "write the bound port here once serving")(
       "v", po::value<int>(&FLAGS_v)->default_value(0), "glog verbosity");
-  po::variables_map vm;
-  if (int rc = bank::ParseCommandLine("bank", argc, argv, desc, &vm); rc >= 0) return rc;
+  if (int rc = txc::cli::Parse("bank", "Usage: bank --db=CONNINFO [flags]", argc, argv, desc);
+      rc >= 0) {
+    return rc;
+  }
+  txc::RouteThriftLogsToGlog();
 
   try {
     pqxx::connection conn(db);
@@ -123,6 +141,9 @@ int main(int argc, char** argv) {
     w.exec0(
         "CREATE TABLE IF NOT EXISTS account (id integer PRIMARY KEY, "
         "balance bigint NOT NULL CHECK (balance >= 0))");
+    w.exec0(
+        "CREATE TABLE IF NOT EXISTS journal (gtid text NOT NULL, branch_id text NOT NULL, "
+        "account integer NOT NULL, delta bigint NOT NULL, PRIMARY KEY (gtid, branch_id))");
     const int64_t existing = w.exec1("SELECT count(*) FROM account")[0].as<int64_t>();
     if (existing == 0) {
       w.exec_params(

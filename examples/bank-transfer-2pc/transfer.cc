@@ -14,8 +14,9 @@
 #include <thread>
 
 #include "common/backoff.h"
+#include "common/cli.h"
 #include "common/strings.h"
-#include "examples/bank-transfer-2pc/cli.h"
+#include "common/thrift_util.h"
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 
 namespace po = boost::program_options;
@@ -26,26 +27,49 @@ int main(int argc, char** argv) {
   bank::TransferOptions o;
   std::string coordinators, db_a, db_b;
   int64_t settle_timeout_ms = 30000;
-  po::options_description desc("transfer options");
-  desc.add_options()("help", "show this help")("coordinators",
-                                               po::value<std::string>(&coordinators)->required(),
-                                               "coordinator replicas host:port,host:port")(
+  po::options_description desc("Flags");
+  desc.add_options()("coordinators", po::value<std::string>(&coordinators)->required(),
+                     "coordinator replicas host:port,host:port")(
       "bank_a", po::value<std::string>(&o.bank_a)->required(), "bank A participant host:port")(
       "bank_b", po::value<std::string>(&o.bank_b)->required(), "bank B participant host:port")(
       "bank_a_db", po::value<std::string>(&db_a)->required(), "bank A database (libpq string)")(
       "bank_b_db", po::value<std::string>(&db_b)->required(), "bank B database (libpq string)")(
-      "accounts", po::value<int>(&o.accounts)->default_value(100), "accounts per bank")(
-      "max_amount", po::value<int64_t>(&o.max_amount)->default_value(100), "largest transfer")(
-      "transfers", po::value<int>(&o.transfers)->default_value(1000), "transfers in total")(
-      "clients", po::value<int>(&o.clients)->default_value(4), "concurrent clients")(
-      "wait_completion", po::bool_switch(&o.wait_completion), "commit waits for phase 2")(
-      "branches_in_begin", po::bool_switch(&o.branches_in_begin),
-      "enlist both branches in beginTxn")("seed", po::value<uint64_t>(&o.seed)->default_value(1),
-                                          "random seed")(
-      "settle_timeout_ms", po::value<int64_t>(&settle_timeout_ms)->default_value(30000),
+      "accounts",
+      po::value<int>(&o.accounts)
+          ->default_value(100)
+          ->notifier(txc::cli::InRange("accounts", 1, 100000000)),
+      "accounts per bank")("max_amount",
+                           po::value<int64_t>(&o.max_amount)
+                               ->default_value(100)
+                               ->notifier(txc::cli::InRange64("max_amount", 1, int64_t{1} << 40)),
+                           "largest transfer")(
+      "transfers",
+      po::value<int>(&o.transfers)
+          ->default_value(1000)
+          ->notifier(txc::cli::InRange("transfers", 0, 1000000000)),
+      "transfers in total")(
+      "clients",
+      po::value<int>(&o.clients)->default_value(4)->notifier(txc::cli::InRange("clients", 1, 1024)),
+      "concurrent clients")("wait_completion", po::bool_switch(&o.wait_completion),
+                            "commit waits for phase 2")("branches_in_begin",
+                                                        po::bool_switch(&o.branches_in_begin),
+                                                        "enlist both branches in beginTxn")(
+      "seed", po::value<uint64_t>(&o.seed)->default_value(1), "random seed")(
+      "settle_timeout_ms",
+      po::value<int64_t>(&settle_timeout_ms)
+          ->default_value(30000)
+          ->notifier(txc::cli::InRange64("settle_timeout_ms", 0, 3600000)),
       "how long to wait for phase 2 to finish before checking the total");
-  po::variables_map vm;
-  if (int rc = bank::ParseCommandLine("transfer", argc, argv, desc, &vm); rc >= 0) return rc;
+  if (int rc =
+          txc::cli::Parse("transfer",
+                          "Usage: transfer --coordinators=H:P,... "
+                          "--bank_a=H:P --bank_b=H:P --bank_a_db=CONNINFO --bank_b_db=CONNINFO "
+                          "[flags]",
+                          argc, argv, desc);
+      rc >= 0) {
+    return rc;
+  }
+  txc::RouteThriftLogsToGlog();
   o.coordinators = txc::SplitList(coordinators);
 
   auto before_a = bank::TotalBalance(db_a);

@@ -3,6 +3,7 @@
 //   FAILURE "out of stock" / the reservation removed and the stock given back.
 #include <stdexcept>
 
+#include "common/strings.h"
 #include "examples/order-payment-saga/shop.h"
 
 namespace {
@@ -63,7 +64,13 @@ int main(int argc, char** argv) {
       argc, argv, "inventory", "widget:200:500,gadget:120:1500,gizmo:60:4000", schema,
       [](sqlite3* db, const std::vector<std::string>& row) {
         if (row.size() != 3) return txc::Status::InvalidArgument("--seed wants item:qty:price,...");
-        const int64_t qty = std::stoll(row[1]), price = std::stoll(row[2]);
+        auto qty_or = txc::ParseInt64(row[1]);
+        auto price_or = txc::ParseInt64(row[2]);
+        if (!qty_or.ok() || *qty_or < 0 || !price_or.ok() || *price_or < 0) {
+          return txc::Status::InvalidArgument("--seed: bad quantity or price in '" + row[0] + ":" +
+                                              row[1] + ":" + row[2] + "'");
+        }
+        const int64_t qty = *qty_or, price = *price_or;
         TXC_RETURN_IF_ERROR(
             shop::Exec(db, "INSERT INTO stock (item, available, price) VALUES (?, ?, ?)",
                        {row[0], qty, price}));

@@ -13,32 +13,49 @@
 #include <map>
 
 #include "common/backoff.h"
+#include "common/cli.h"
+#include "common/thrift_util.h"
 #include "examples/order-payment-saga/shop.h"
 
 int main(int argc, char** argv) {
-  google::InitGoogleLogging(argv[0]);
-  shop::ServiceFlags flags = shop::ParseFlags(argc, argv);
-  auto get = [&](const char* k, const std::string& def) {
-    auto it = flags.all.find(k);
-    return it == flags.all.end() ? def : it->second;
-  };
+  namespace po = boost::program_options;
   shop::ShopEndpoints ep;
-  ep.coordinator = get("coordinator", "127.0.0.1:7400");
-  ep.order = get("order", "");
-  ep.payment = get("payment", "");
-  ep.inventory = get("inventory", "");
-  ep.order_db = get("order_db", "orders.db");
-  ep.payment_db = get("payment_db", "payment.db");
-  ep.inventory_db = get("inventory_db", "inventory.db");
-  if (ep.order.empty() || ep.payment.empty() || ep.inventory.empty()) {
-    std::fprintf(stderr, "--order, --payment and --inventory endpoints are required\n");
-    return 2;
-  }
   shop::PlaceOptions options;
-  options.orders = std::stoi(get("orders", "200"));
-  options.concurrency = std::stoi(get("concurrency", "16"));
-  options.seed = std::stoull(get("seed", "1"));
-  options.id_prefix = get("prefix", "order-" + std::to_string(txc::NowUnixMs()));
+  options.id_prefix = "order-" + std::to_string(txc::NowUnixMs());
+  po::options_description flags("Flags");
+  flags.add_options()("coordinator", po::value(&ep.coordinator)->default_value("127.0.0.1:7400"),
+                      "coordinator replicas host:port,host:port")(
+      "order", po::value(&ep.order)->required()->notifier(txc::cli::NotEmpty("order")),
+      "order service host:port")(
+      "payment", po::value(&ep.payment)->required()->notifier(txc::cli::NotEmpty("payment")),
+      "payment service host:port")(
+      "inventory", po::value(&ep.inventory)->required()->notifier(txc::cli::NotEmpty("inventory")),
+      "inventory service host:port")(
+      "order_db", po::value(&ep.order_db)->default_value("orders.db"), "order service database")(
+      "payment_db", po::value(&ep.payment_db)->default_value("payment.db"),
+      "payment service database")("inventory_db",
+                                  po::value(&ep.inventory_db)->default_value("inventory.db"),
+                                  "inventory service database")(
+      "orders",
+      po::value(&options.orders)
+          ->default_value(200)
+          ->notifier(txc::cli::InRange("orders", 1, 10000000)),
+      "orders to place")("concurrency",
+                         po::value(&options.concurrency)
+                             ->default_value(16)
+                             ->notifier(txc::cli::InRange("concurrency", 1, 1024)),
+                         "orders in flight at once")(
+      "seed", po::value(&options.seed)->default_value(1), "random seed")(
+      "prefix", po::value(&options.id_prefix), "gtid prefix (default order-<unix ms>)");
+  if (int rc = txc::cli::Parse("order_client",
+                               "Usage: order_client --order=H:P --payment=H:P "
+                               "--inventory=H:P [flags]",
+                               argc, argv, flags);
+      rc >= 0) {
+    return rc;
+  }
+  google::InitGoogleLogging(argv[0]);
+  txc::RouteThriftLogsToGlog();
 
   std::printf("placing %d orders, %d at a time, through the coordinator at %s\n", options.orders,
               options.concurrency, ep.coordinator.c_str());

@@ -3,6 +3,7 @@
 //   "insufficient balance" / the payment removed and the money given back.
 #include <stdexcept>
 
+#include "common/strings.h"
 #include "examples/order-payment-saga/shop.h"
 
 namespace {
@@ -65,11 +66,14 @@ int main(int argc, char** argv) {
       [](sqlite3* db, const std::vector<std::string>& row) {
         if (row.size() != 2)
           return txc::Status::InvalidArgument("--seed wants customer:balance,...");
-        const int64_t balance = std::stoll(row[1]);
+        auto balance = txc::ParseInt64(row[1]);
+        if (!balance.ok() || *balance < 0) {
+          return txc::Status::InvalidArgument("--seed: bad balance '" + row[1] + "' of " + row[0]);
+        }
         TXC_RETURN_IF_ERROR(shop::Exec(db, "INSERT INTO accounts (customer, balance) VALUES (?, ?)",
-                                       {row[0], balance}));
+                                       {row[0], *balance}));
         return shop::Exec(db, "INSERT INTO initial_balance (customer, amount) VALUES (?, ?)",
-                          {row[0], balance});
+                          {row[0], *balance});
       },
       [](int64_t action_delay_ms) { return std::make_shared<PaymentService>(action_delay_ms); });
 }

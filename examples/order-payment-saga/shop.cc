@@ -14,7 +14,9 @@
 #include <thread>
 
 #include "common/backoff.h"
+#include "common/cli.h"
 #include "common/strings.h"
+#include "common/thrift_util.h"
 #include "migrations/migrator.h"
 #include "txc/participant/barrier.h"
 #include "txc/participant/coordinator_client.h"
@@ -151,27 +153,23 @@ Result<Db> OpenDb(const std::string& path, bool read_only) {
 
 // ---- service process -------------------------------------------------------------
 
-ServiceFlags ParseFlags(int argc, char** argv) {
-  ServiceFlags f;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--", 0) != 0) continue;
-    auto eq = a.find('=');
-    const std::string k = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
-    const std::string v = eq == std::string::npos ? "true" : a.substr(eq + 1);
-    f.all[k] = v;
-  }
-  auto get = [&](const char* k, const std::string& def) {
-    auto it = f.all.find(k);
-    return it == f.all.end() ? def : it->second;
-  };
-  f.db = get("db", "");
-  f.port = std::stoi(get("port", "0"));
-  f.port_file = get("port_file", "");
-  f.coordinator = get("coordinator", "");
-  f.seed = get("seed", "");
-  f.action_delay_ms = std::stoll(get("action_delay_ms", "0"));
-  return f;
+int ParseFlags(const std::string& program, int argc, char** argv, ServiceFlags* f) {
+  namespace po = boost::program_options;
+  po::options_description flags("Flags");
+  flags.add_options()("db", po::value(&f->db)->required()->notifier(txc::cli::NotEmpty("db")),
+                      "the service's SQLite database file (created when missing)")(
+      "port", po::value(&f->port)->default_value(0)->notifier(txc::cli::InRange("port", 0, 65535)),
+      "port to serve on (0: any free port)")("port_file", po::value(&f->port_file),
+                                             "write the bound port here once serving")(
+      "coordinator", po::value(&f->coordinator),
+      "coordinator replicas host:port,host:port (for the participant's recovery)")(
+      "seed", po::value(&f->seed), "initial rows when the database is new, name:number,...")(
+      "action_delay_ms",
+      po::value(&f->action_delay_ms)
+          ->default_value(0)
+          ->notifier(txc::cli::InRange64("action_delay_ms", 0, 600000)),
+      "sleep this long inside every action (tests)");
+  return txc::cli::Parse(program, "Usage: " + program + " --db=FILE [flags]", argc, argv, flags);
 }
 
 std::vector<std::vector<std::string>> ParseSeed(const std::string& seed) {
@@ -225,7 +223,7 @@ int RunService(const std::string& name, const ServiceFlags& flags, const std::st
     }
     if (!s.ok()) {
       LOG(ERROR) << name << ": cannot prepare " << flags.db << ": " << s;
-      return 1;
+      return s.code() == txc::StatusCode::kInvalidArgument ? 2 : 1;  // a bad --seed
     }
   }
 
@@ -276,9 +274,11 @@ int ServiceMain(
     const std::string& schema_sql,
     const std::function<Status(sqlite3*, const std::vector<std::string>& row)>& seed_row,
     const std::function<std::shared_ptr<OrderStepHooks>(int64_t action_delay_ms)>& make_hooks) {
+  ServiceFlags flags;
+  if (int rc = ParseFlags(name + "_service", argc, argv, &flags); rc >= 0) return rc;
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
-  ServiceFlags flags = ParseFlags(argc, argv);
+  txc::RouteThriftLogsToGlog();
   if (flags.seed.empty()) flags.seed = default_seed;
   const std::string seed = flags.seed;
   return RunService(

@@ -57,9 +57,11 @@ struct ServiceFlags {
   std::string coordinator;      // --coordinator: host:port (comma-separated replicas)
   std::string seed;             // --seed: "name:number,..." initial rows if the db is new
   int64_t action_delay_ms = 0;  // --action_delay_ms: sleep inside every action (tests)
-  std::map<std::string, std::string> all;  // every --key=value given
 };
-ServiceFlags ParseFlags(int argc, char** argv);
+// Parses a service's command line (common/cli.h: --flag value or --flag=value,
+// --help). Returns -1 when main should go on, else its exit code (0 after
+// --help, 2 after a bad flag or value).
+int ParseFlags(const std::string& program, int argc, char** argv, ServiceFlags* flags);
 
 // Opens/creates the database (WAL), applies the barrier migration and
 // `schema_sql`, calls `seed` inside one transaction when the database was new,

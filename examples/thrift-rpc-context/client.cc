@@ -25,14 +25,19 @@ int main(int argc, char** argv) {
   int quantity = 1;
   int64_t timeout_ms = 30000;
   po::options_description flags("rpc_context_client");
-  flags.add_options()("help,h", "print this help")(
-      "coordinator", po::value(&coordinator)->default_value(coordinator),
-      "coordinator replicas host:port[,host:port...]")(
+  flags.add_options()("coordinator", po::value(&coordinator)->default_value(coordinator),
+                      "coordinator replicas host:port[,host:port...]")(
       "inventory", po::value(&inventory)->default_value(inventory), "Inventory service host:port")(
       "item", po::value(&item)->default_value(item), "item to reserve")(
-      "quantity", po::value(&quantity)->default_value(quantity), "how many")(
-      "timeout_ms", po::value(&timeout_ms)->default_value(timeout_ms), "transaction timeout");
-  if (int rc = rpc_context::StartMain(argc, argv, flags); rc >= 0) return rc;
+      "quantity",
+      po::value(&quantity)->default_value(quantity)->notifier(
+          txc::cli::InRange("quantity", 1, 1000000000)),
+      "how many")("timeout_ms",
+                  po::value(&timeout_ms)
+                      ->default_value(timeout_ms)
+                      ->notifier(txc::cli::InRange64("timeout_ms", 1, 86400000)),
+                  "transaction timeout");
+  if (int rc = rpc_context::StartMain("rpc_context_client", argc, argv, flags); rc >= 0) return rc;
 
   txc::participant::CoordinatorClientOptions options;
   std::stringstream list(coordinator);

@@ -24,6 +24,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "common/strings.h"
 #include "common/thrift_server.h"
 #include "examples/thrift-rpc-context/example_main.h"
 #include "gen-cpp/Inventory.h"
@@ -180,14 +181,18 @@ class InventoryHandler : public txc::example::InventoryIf {
   std::map<std::string, std::shared_ptr<txc::participant::CoordinatorClient>> clients_;
 };
 
-std::map<std::string, int> ParseStock(const std::string& text) {
+// "item=n,..." -> {item: n}; kInvalidArgument for an entry without '=' or a
+// count that is not a number >= 0.
+txc::Result<std::map<std::string, int>> ParseStock(const std::string& text) {
   std::map<std::string, int> out;
-  std::stringstream in(text);
-  std::string entry;
-  while (std::getline(in, entry, ',')) {
+  for (const std::string& entry : txc::SplitList(text)) {
     const auto eq = entry.find('=');
-    if (eq == std::string::npos) continue;
-    out[entry.substr(0, eq)] = std::atoi(entry.c_str() + eq + 1);
+    auto n = eq == std::string::npos ? txc::Result<int64_t>(txc::Status::InvalidArgument(""))
+                                     : txc::ParseInt64(entry.substr(eq + 1));
+    if (eq == 0 || !n.ok() || *n < 0 || *n > 1000000000) {
+      return txc::Status::InvalidArgument("--stock wants item=count,..., got '" + entry + "'");
+    }
+    out[entry.substr(0, eq)] = static_cast<int>(*n);
   }
   return out;
 }
@@ -198,13 +203,23 @@ int main(int argc, char** argv) {
   int port = 7601, participant_port = 7602;
   std::string host = "127.0.0.1", stock_text = "apple=10,pear=3";
   po::options_description flags("rpc_context_inventory");
-  flags.add_options()("help,h", "print this help")("host", po::value(&host)->default_value(host),
-                                                   "address to listen on (both services)")(
-      "port", po::value(&port)->default_value(port), "Inventory service port (0: any)")(
-      "participant_port", po::value(&participant_port)->default_value(participant_port),
+  flags.add_options()("host", po::value(&host)->default_value(host),
+                      "address to listen on (both services)")(
+      "port", po::value(&port)->default_value(port)->notifier(txc::cli::InRange("port", 0, 65535)),
+      "Inventory service port (0: any)")(
+      "participant_port",
+      po::value(&participant_port)
+          ->default_value(participant_port)
+          ->notifier(txc::cli::InRange("participant_port", 0, 65535)),
       "txc Participant service port (0: any)")(
       "stock", po::value(&stock_text)->default_value(stock_text), "initial stock item=n,...");
-  if (int rc = rpc_context::StartMain(argc, argv, flags); rc >= 0) return rc;
+  if (int rc = rpc_context::StartMain("rpc_context_inventory", argc, argv, flags); rc >= 0) {
+    return rc;
+  }
+  auto parsed_stock = ParseStock(stock_text);
+  if (!parsed_stock.ok()) {
+    return txc::cli::UsageError("rpc_context_inventory", parsed_stock.status().message());
+  }
 
   // Block the stop signals before any thread starts, so sigwait gets them.
   sigset_t signals;
@@ -213,7 +228,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto stock = std::make_shared<Stock>(ParseStock(stock_text));
+  auto stock = std::make_shared<Stock>(*parsed_stock);
   txc::participant::ParticipantServerOptions options;
   options.host = host;
   options.port = participant_port;

@@ -14,6 +14,7 @@
 #include <functional>
 #include <iostream>
 
+#include "common/cli.h"
 #include "gen-cpp/Participant.h"
 #include "migrations/migrator.h"
 #include "tests/harness/pg_cluster.h"
@@ -53,11 +54,19 @@ class Echo : public Participant {
 }  // namespace
 
 int main(int argc, char** argv) {
+  namespace po = boost::program_options;
   double seconds = 2;
   bool with_pg = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--seconds=", 10) == 0) seconds = std::atof(argv[i] + 10);
-    if (std::strcmp(argv[i], "--pg") == 0) with_pg = true;
+  po::options_description flags("Flags");
+  flags.add_options()("seconds", po::value(&seconds)->default_value(2), "time per measurement")(
+      "pg", po::bool_switch(&with_pg), "also measure the PostgreSQL barrier and XA resource");
+  if (int rc = txc::cli::Parse("participant_sdk_bench", "Usage: participant_sdk_bench [flags]",
+                               argc, argv, flags);
+      rc >= 0) {
+    return rc;
+  }
+  if (!(seconds > 0 && seconds <= 3600)) {
+    return txc::cli::UsageError("participant_sdk_bench", "--seconds must be in (0, 3600]");
   }
   google::InitGoogleLogging(argv[0]);
   FLAGS_minloglevel = 1;

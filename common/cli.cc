@@ -1,0 +1,78 @@
+#include "common/cli.h"
+
+#include <iostream>
+
+namespace txc {
+namespace cli {
+
+namespace po = boost::program_options;
+
+namespace {
+
+// An error Parse reports as it is (no "the argument ... is invalid" wrapping).
+class FlagValueError : public po::error {
+ public:
+  explicit FlagValueError(const std::string& message) : po::error(message) {}
+};
+
+}  // namespace
+
+int UsageError(const std::string& program, const std::string& message) {
+  std::cerr << program << ": " << message << "\nRun '" << program << " --help' for the flags.\n";
+  return kExitUsage;
+}
+
+int Parse(const std::string& program, const std::string& usage, int argc, char** argv,
+          const po::options_description& flags, po::variables_map* vm,
+          const po::positional_options_description* positional) {
+  po::options_description all;
+  all.add_options()("help,h", "print this help and exit");
+  all.add(flags);
+  po::variables_map local;
+  po::variables_map& out = vm != nullptr ? *vm : local;
+  try {
+    po::command_line_parser parser(argc, argv);
+    parser.options(all);
+    if (positional != nullptr) {
+      parser.positional(*positional);
+    } else {
+      parser.positional(po::positional_options_description());  // none allowed
+    }
+    po::store(parser.run(), out);
+    if (out.count("help")) {
+      std::cout << usage << "\n\n" << all << "\n";
+      return 0;
+    }
+    po::notify(out);
+  } catch (const po::error& e) {
+    return UsageError(program, e.what());
+  }
+  return -1;
+}
+
+std::function<void(const int&)> InRange(const std::string& flag, int lo, int hi) {
+  return [flag, lo, hi](const int& v) {
+    if (v < lo || v > hi) {
+      throw FlagValueError("--" + flag + " must be in " + std::to_string(lo) + ".." +
+                           std::to_string(hi) + ", got " + std::to_string(v));
+    }
+  };
+}
+
+std::function<void(const int64_t&)> InRange64(const std::string& flag, int64_t lo, int64_t hi) {
+  return [flag, lo, hi](const int64_t& v) {
+    if (v < lo || v > hi) {
+      throw FlagValueError("--" + flag + " must be in " + std::to_string(lo) + ".." +
+                           std::to_string(hi) + ", got " + std::to_string(v));
+    }
+  };
+}
+
+std::function<void(const std::string&)> NotEmpty(const std::string& flag) {
+  return [flag](const std::string& v) {
+    if (v.empty()) throw FlagValueError("--" + flag + " must not be empty");
+  };
+}
+
+}  // namespace cli
+}  // namespace txc

@@ -1,0 +1,315 @@
+// Chaos for sagas: three coordinator replicas on one PostgreSQL store (short
+// lease TTL), the order-payment example's three services (order, payment,
+// inventory), and a continuous load of orders -- each a four-step saga --
+// from several client threads, some with every replica, some knowing one
+// replica only. For TXC_CHAOS_SECONDS (default 30) seeded random faults
+// (TXC_CHAOS_SEED): SIGKILL a replica and restart it before or after its lease
+// TTL, SIGSTOP a replica beyond its TTL then SIGCONT, SIGKILL a service and
+// restart it. Then everything is healed and, with a deadline, every saga must
+// be final. Checked (ARCHITECTURE.md invariants 2, 4, 6, 7):
+//   - per order: the saga SUCCEEDED with all its effects (order confirmed,
+//     stock reserved, payment taken), or COMPENSATED with none; stock and money
+//     conserved (shop::CheckInvariant);
+//   - what a client was told (a final state) is what the store holds;
+//   - every submit got an answer (no NotOwner loops);
+//   - no process exited except by the test's signals;
+//   - no committed store write by a stale (node, epoch) (audit trigger).
+// Replay a failure with the seed it prints: see docs/testing.md.
+#include <glog/logging.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/backoff.h"
+#include "common/thrift_util.h"
+#include "examples/order-payment-saga/shop.h"
+#include "tests/chaos/chaos_harness.h"
+#include "tests/harness/pg_cluster.h"
+#include "tests/harness/process.h"
+
+namespace txc {
+namespace {
+
+using chaos::ManagedProcess;
+
+constexpr int kReplicas = 3;
+constexpr int64_t kLeaseTtlMs = 1500;
+constexpr int kClientsWithAllReplicas = 3;
+constexpr int kClientsWithOneReplica = 3;
+constexpr int64_t kClientRetryMs = 60000;
+constexpr int64_t kSettleTimeoutMs = 180000;
+// item:stock:price and customer:balance. gadget runs out, poor is declined.
+constexpr char kInventorySeed[] = "widget:1000000:100,gadget:40:500";
+constexpr char kPaymentSeed[] = "rich:1000000000,poor:3000";
+
+struct ClientSaga {
+  shop::Order order;
+  bool accepted = false;  // submitSaga answered
+  int told_state = 0;     // a final state the client was told, else 0
+  chaos::CallTrace trace;
+};
+
+class SagaChaosTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_ = chaos::ConfigFromEnv(30);
+    std::printf(
+        "[chaos] saga: seed %llu, %lld s of faults (replay: TXC_CHAOS_SEED=%llu "
+        "TXC_CHAOS_SECONDS=%lld)\n",
+        static_cast<unsigned long long>(config_.seed), static_cast<long long>(config_.seconds),
+        static_cast<unsigned long long>(config_.seed), static_cast<long long>(config_.seconds));
+    std::fflush(stdout);
+    RouteThriftLogsToGlog();  // rate-limited, see common/thrift_util.cc
+    pg_ = testing::SharedPgCluster();
+    dir_ = std::make_unique<testing::TempDir>("txc-chaos-saga-");
+    store_db_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("chaos_saga_store"));
+    std::vector<int> replica_ports;
+    for (int i = 0; i < kReplicas; ++i) replica_ports.push_back(testing::FreeLoopbackPort());
+    for (int port : replica_ports) {
+      replica_endpoints_.push_back("127.0.0.1:" + std::to_string(port));
+    }
+    for (const auto& e : replica_endpoints_) {
+      ep_.coordinator += (ep_.coordinator.empty() ? "" : ",") + e;
+    }
+    for (int i = 0; i < kReplicas; ++i) {
+      const std::string node = "replica-" + std::to_string(i);
+      replicas_.push_back(std::make_unique<ManagedProcess>(
+          node, ManagedProcess::Kind::kReplica, replica_ports[i],
+          std::vector<std::string>{
+              TXC_COORDINATOR_BIN, "--host=127.0.0.1", "--port=" + std::to_string(replica_ports[i]),
+              "--advertise_endpoint=" + replica_endpoints_[i], "--data_dir=" + dir_->Child(node),
+              "--store=" + store_db_, "--node_id=" + node,
+              "--lease_ttl_ms=" + std::to_string(kLeaseTtlMs), "--sweep_interval_ms=100",
+              "--verbose=1"},
+          dir_->Child(node + ".log")));
+    }
+    ep_.order_db = dir_->Child("order.db");
+    ep_.payment_db = dir_->Child("payment.db");
+    ep_.inventory_db = dir_->Child("inventory.db");
+    for (const std::string name : {"order", "payment", "inventory"}) {
+      const int port = testing::FreeLoopbackPort();
+      std::vector<std::string> argv = {name == "order"     ? TXC_ORDER_SERVICE_BIN
+                                       : name == "payment" ? TXC_PAYMENT_SERVICE_BIN
+                                                           : TXC_INVENTORY_SERVICE_BIN,
+                                       "--db=" + dir_->Child(name + ".db"),
+                                       "--port=" + std::to_string(port),
+                                       "--coordinator=" + ep_.coordinator};
+      if (name == "inventory") argv.push_back(std::string("--seed=") + kInventorySeed);
+      if (name == "payment") argv.push_back(std::string("--seed=") + kPaymentSeed);
+      services_.push_back(std::make_unique<ManagedProcess>(name, ManagedProcess::Kind::kParticipant,
+                                                           port, argv, dir_->Child(name + ".log")));
+      const std::string endpoint = services_.back()->endpoint();
+      (name == "order" ? ep_.order : name == "payment" ? ep_.payment : ep_.inventory) = endpoint;
+    }
+    ASSERT_TRUE(replicas_[0]->Start().ok()) << replicas_[0]->LogTail(3000);
+    audit_ = std::make_unique<chaos::StoreAudit>(store_db_);
+    Status installed = audit_->Install();
+    ASSERT_TRUE(installed.ok()) << installed;
+    for (int i = 1; i < kReplicas; ++i) {
+      Status s = replicas_[i]->Start();
+      ASSERT_TRUE(s.ok()) << s;
+    }
+    for (auto& svc : services_) {
+      Status s = svc->Start();
+      ASSERT_TRUE(s.ok()) << s;
+    }
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      for (auto& r : replicas_) LOG(ERROR) << r->name() << " log:\n" << r->LogTail(4000);
+      for (auto& s : services_) LOG(ERROR) << s->name() << " log:\n" << s->LogTail(2000);
+    }
+    services_.clear();
+    replicas_.clear();
+  }
+
+  // One client thread: orders until `stop_`, each submitted (asking again
+  // with the same gtid until it is accepted).
+  void ClientLoop(int id, std::vector<std::string> endpoints) {
+    auto made = chaos::MakeClient(std::move(endpoints));
+    ASSERT_TRUE(made.ok()) << made.status();
+    auto client = std::move(made).value();
+    std::mt19937_64 rng(config_.seed * 7919 + id);
+    shop::PlaceOptions options;
+    options.max_attempts = 4;
+    options.initial_backoff_ms = 100;
+    options.max_backoff_ms = 1000;
+    for (int n = 0; !stop_.load(); ++n) {
+      ClientSaga saga;
+      saga.order.id = "chaos-" + std::to_string(config_.seed) + "-" + std::to_string(id) + "-" +
+                      std::to_string(n);
+      saga.order.customer = rng() % 5 == 0 ? "poor" : "rich";
+      const bool gadget = rng() % 4 == 0;
+      saga.order.item = gadget ? "gadget" : "widget";
+      saga.order.qty = 1 + static_cast<int64_t>(rng() % 3);
+      saga.order.amount = saga.order.qty * (gadget ? 500 : 100);
+      wire::SubmitSagaRequest req = shop::MakeOrderSagaRequest(ep_, saga.order, options);
+      req.__set_wait_for_completion(rng() % 2 == 0);
+      req.__set_wait_timeout_ms(3000);
+      auto submitted = chaos::RetryUntilAnswered(&saga.trace, kClientRetryMs,
+                                                 [&] { return client->SubmitSaga(req); });
+      if (submitted.ok()) {
+        saga.accepted = true;
+        if (chaos::FinalState(submitted->state)) saga.told_state = submitted->state;
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      sagas_.push_back(saga);
+    }
+  }
+
+  chaos::ChaosConfig config_;
+  testing::PgCluster* pg_ = nullptr;
+  std::unique_ptr<testing::TempDir> dir_;
+  std::string store_db_;
+  std::vector<std::string> replica_endpoints_;
+  shop::ShopEndpoints ep_;
+  std::vector<std::unique_ptr<ManagedProcess>> replicas_;
+  std::vector<std::unique_ptr<ManagedProcess>> services_;
+  std::unique_ptr<chaos::StoreAudit> audit_;
+
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<ClientSaga> sagas_;  // guarded by mu_
+};
+
+TEST_F(SagaChaosTest, EveryOrderEndsWithAllEffectsOrNone) {
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClientsWithAllReplicas; ++i) {
+    std::vector<std::string> endpoints;
+    for (int k = 0; k < kReplicas; ++k)
+      endpoints.push_back(replica_endpoints_[(i + k) % kReplicas]);
+    clients.emplace_back([this, i, endpoints] { ClientLoop(i, endpoints); });
+  }
+  for (int i = 0; i < kClientsWithOneReplica; ++i) {
+    clients.emplace_back([this, i] {
+      ClientLoop(kClientsWithAllReplicas + i, {replica_endpoints_[i % kReplicas]});
+    });
+  }
+
+  std::vector<ManagedProcess*> replicas, services;
+  for (auto& r : replicas_) replicas.push_back(r.get());
+  for (auto& s : services_) services.push_back(s.get());
+  chaos::FaultLoop faults(config_, kLeaseTtlMs, replicas, services, audit_.get());
+  const int64_t start = MonotonicMs();
+  faults.Run();
+  const int64_t healed = faults.Heal();
+  stop_.store(true);
+
+  std::atomic<int> clients_done{0};
+  std::thread joiner([&] {
+    for (auto& t : clients) t.join();
+    clients_done.store(1);
+  });
+  // resolve_ms: from the heal until the store first had nothing unfinished;
+  // clients_ms: until every client had its answers (or gave up).
+  int64_t unfinished = -1, resolve_ms = -1, clients_ms = -1;
+  const bool settled = testing::WaitUntil(
+      [&] {
+        faults.Tick();
+        auto n = audit_->UnfinishedCount();
+        unfinished = n.ok() ? *n : -1;
+        if (unfinished == 0 && resolve_ms < 0) resolve_ms = MonotonicMs() - healed;
+        if (clients_done.load() != 0 && clients_ms < 0) clients_ms = MonotonicMs() - healed;
+        return unfinished == 0 && clients_done.load() != 0;
+      },
+      kSettleTimeoutMs);
+  const int64_t settle_ms = MonotonicMs() - healed;
+  joiner.join();
+  EXPECT_TRUE(settled) << "after " << settle_ms << " ms: " << unfinished
+                       << " sagas unfinished in the store";
+
+  auto states = audit_->AllStates();
+  ASSERT_TRUE(states.ok()) << states.status();
+  std::vector<shop::OrderResult> results;
+  std::vector<std::string> violations;
+  int64_t no_answer = 0, not_owner_unresolved = 0, not_owner_answers = 0, succeeded = 0,
+          compensated = 0;
+  for (const ClientSaga& s : sagas_) {
+    not_owner_answers += s.trace.not_owner_answers;
+    if (!s.accepted) {
+      ++no_answer;
+      if (s.trace.last_code == StatusCode::kNotOwner) ++not_owner_unresolved;
+      if (violations.size() < 30) {
+        violations.push_back(s.order.id + ": submit never answered: " + s.trace.last_error);
+      }
+    }
+    auto it = states->find(s.order.id);
+    if (it == states->end()) continue;  // never logged: CheckInvariant sees no effects of it
+    shop::OrderResult r;
+    r.order = s.order;
+    r.saga_state = it->second == wire::TxnState::SUCCEEDED     ? "SUCCEEDED"
+                   : it->second == wire::TxnState::COMPENSATED ? "COMPENSATED"
+                                                               : std::to_string(it->second);
+    if (it->second == wire::TxnState::SUCCEEDED) ++succeeded;
+    if (it->second == wire::TxnState::COMPENSATED) ++compensated;
+    if (s.told_state != 0 && s.told_state != it->second && violations.size() < 30) {
+      violations.push_back(s.order.id + ": client told state " + std::to_string(s.told_state) +
+                           ", store holds " + std::to_string(it->second));
+    }
+    results.push_back(r);
+  }
+  // Which step failed, for the counts (as shop::PlaceOrders reports them).
+  auto reader = chaos::MakeClient(replica_endpoints_);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  for (shop::OrderResult& r : results) {
+    if (r.saga_state != "COMPENSATED") continue;
+    auto status = (*reader)->GetStatus(r.order.id);
+    if (!status.ok()) continue;
+    for (const auto& b : status->branches) {
+      if (b.last_error.rfind("action refused", 0) == 0 ||
+          b.last_error.rfind("attempts exhausted", 0) == 0) {
+        r.failed_step = b.branch_id;
+        r.failure = b.last_error;
+        break;
+      }
+    }
+  }
+  shop::InvariantReport report = shop::CheckInvariant(ep_, results);
+  auto stale = audit_->StaleWrites();
+  ASSERT_TRUE(stale.ok()) << stale.status();
+  auto ownership = audit_->OwnershipChanges();
+  ASSERT_TRUE(ownership.ok()) << ownership.status();
+
+  std::printf(
+      "[chaos] saga seed %llu: %.1f s of faults; %zu sagas submitted, %zu in the store "
+      "(SUCCEEDED %lld, COMPENSATED %lld); submits never answered %lld (NotOwner at the end: "
+      "%lld; NotOwner answers on the way: %lld)\n[chaos] %s\n"
+      "[chaos] takeovers by another replica: %lld, re-claims by a restarted replica: %lld; "
+      "after the heal: all final in %lld ms, clients done in %lld ms\n[chaos] %s\n",
+      static_cast<unsigned long long>(config_.seed), (healed - start) / 1000.0, sagas_.size(),
+      states->size(), static_cast<long long>(succeeded), static_cast<long long>(compensated),
+      static_cast<long long>(no_answer), static_cast<long long>(not_owner_unresolved),
+      static_cast<long long>(not_owner_answers), report.Summary().c_str(),
+      static_cast<long long>(ownership->first), static_cast<long long>(ownership->second),
+      static_cast<long long>(resolve_ms), static_cast<long long>(clients_ms),
+      faults.Summary().c_str());
+  std::fflush(stdout);
+
+  EXPECT_TRUE(report.ok) << report.Summary();
+  EXPECT_EQ(report.unfinished, 0);
+  EXPECT_EQ(not_owner_unresolved, 0) << "submits whose retries ended in NotOwner";
+  EXPECT_TRUE(violations.empty()) << violations.size() << " violations, e.g.:\n"
+                                  << [&] {
+                                       std::string s;
+                                       for (const auto& v : violations) s += "  " + v + "\n";
+                                       return s;
+                                     }();
+  EXPECT_TRUE(faults.unexpected_exits().empty())
+      << faults.unexpected_exits().size() << " processes exited by themselves; first:\n"
+      << (faults.unexpected_exits().empty() ? "" : faults.unexpected_exits()[0]);
+  EXPECT_TRUE(stale->empty()) << stale->size() << " store writes by a stale (node, epoch); first: "
+                              << (stale->empty() ? "" : (*stale)[0]);
+  EXPECT_GT(succeeded, 0);
+}
+
+}  // namespace
+}  // namespace txc
