@@ -142,11 +142,20 @@ void GroupCommitter::WriteLater(WriteBatch batch, std::function<void(const Statu
 void GroupCommitter::Fence(const Status& reason) {
   std::deque<std::shared_ptr<Pending>> refused;
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!fenced_.ok()) return;
-    fenced_ = Status::Unavailable("writes fenced: " + reason.ToString());
-    refused.swap(queue_);
-    queued_bytes_ = 0;
+    std::unique_lock<std::mutex> lock(mu_);
+    if (fenced_.ok()) {
+      fenced_ = Status::Unavailable("writes fenced: " + reason.ToString());
+      refused.swap(queue_);
+      queued_bytes_ = 0;
+    }
+    // A group inside the store call finishes before Fence() returns, so that
+    // nothing is written once the caller acts on the fence (e.g. acquires a
+    // new lease epoch). The store call is bounded by the store's own deadline.
+    if (!idle_cv_.wait_for(lock, std::chrono::milliseconds(options_.write_timeout_ms),
+                           [this] { return !in_store_call_; })) {
+      LOG(ERROR) << "fence: a group is still inside the store call after "
+                 << options_.write_timeout_ms << " ms";
+    }
   }
   for (auto& p : refused) p->Finish(fenced_);
   work_cv_.notify_all();
@@ -178,7 +187,16 @@ void GroupCommitter::WriterLoop() {
         queue_.pop_front();
       }
       refused = fenced_;
+      in_store_call_ = true;  // until this group is answered: Fence() waits for it
     }
+    // Fence() may have come while the group was formed: it must not reach the store.
+    auto finish_call = [this] {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        in_store_call_ = false;
+      }
+      idle_cv_.notify_all();
+    };
     if (refused.ok() && options_.may_write && !options_.may_write()) {
       refused = Status::Unavailable("writes refused: this replica's lease is not known to be live");
     }
@@ -198,7 +216,19 @@ void GroupCommitter::WriterLoop() {
       batches.push_back(&p->batch);
       waiting.push_back(p.get());
     }
-    if (batches.empty()) continue;
+    if (batches.empty()) {
+      finish_call();
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      refused = fenced_;
+    }
+    if (!refused.ok()) {
+      for (Pending* p : waiting) p->Finish(refused);
+      finish_call();
+      continue;
+    }
     // No lock held across the store call.
     std::vector<Status> results = store_->ApplyGroup(batches);
     if (results.size() != batches.size()) {
@@ -219,6 +249,7 @@ void GroupCommitter::WriterLoop() {
       }
       waiting[i]->Finish(std::move(results[i]));
     }
+    finish_call();
   }
 }
 

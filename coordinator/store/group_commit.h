@@ -76,7 +76,8 @@ class GroupCommitter {
 
   // From now on every queued and every new write is refused with `reason`
   // (kUnavailable) without touching the store; a group already inside the
-  // store call finishes. Used when the lease is lost. Idempotent.
+  // store call finishes before Fence() returns (at most write_timeout_ms).
+  // Used when the lease is lost. Idempotent.
   void Fence(const Status& reason);
 
   struct Stats {
@@ -112,6 +113,8 @@ class GroupCommitter {
 
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable work_cv_;
+  std::condition_variable idle_cv_;  // signalled when in_store_call_ turns false
+  bool in_store_call_ = false;       // the writer holds a group it has not answered yet
   std::deque<std::shared_ptr<Pending>> queue_;
   int64_t queued_bytes_ = 0;  // sum of bytes in queue_
   bool stopping_ = false;

@@ -127,6 +127,9 @@ TEST_F(GroupCommitTest, FenceRefusesQueuedAndLaterWrites) {
     queued.push_back(committer.WriteAsync(std::move(b)));
   }
   committer.Fence(Status::Timeout("lease lost"));
+  // Fence() returned only once the group inside the store call was answered:
+  // nothing of this committer reaches the store after it.
+  EXPECT_EQ(in_store.wait_for(std::chrono::seconds(0)), std::future_status::ready);
   for (auto& f : queued) EXPECT_EQ(f.get().code(), StatusCode::kUnavailable);
   WriteBatch later;
   later.insert_txns = {Txn("later")};
