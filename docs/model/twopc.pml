@@ -42,6 +42,9 @@
 #ifndef RETRIES
 #define RETRIES 1 /* client commit retries after a failed call */
 #endif
+#ifndef MAX_ROUNDS
+#define MAX_ROUNDS 2 /* kMaxRounds (8 in the code): a commit call's re-reads after a conflict */
+#endif
 
 /* TxnState: values as coordinator/core/states.h */
 #define NONE 0 /* no record: never begun, or deleted by retention */
@@ -104,6 +107,7 @@ bool down[NR];     /* crashed, not restarted */
 bool paused[NR];   /* SIGSTOPped */
 bool commit_req[NR]; /* a client commit call waiting at this replica */
 byte pc[NR];        /* the replica's flight: where its driver is (IDLE: none) */
+byte rounds[NR];    /* re-reads the commit call at this replica made after a conflict */
 
 /* ---- messages ---- */
 bool prep_req[NB]; /* prepare in transit to participant i */
@@ -152,6 +156,9 @@ bool stale_write = false; /* a write accepted from a replica that does not own t
 #define ACCEPTED(r) if :: !(own == r && oep == rep_ep[r]) -> stale_write = true :: else -> skip fi
 
 #define RUN(r) (!down[r] && !paused[r])
+#define MINE(r) (own == r && oep == rep_ep[r])
+/* Commit's loop: re-read after kConflict, or give up (Unavailable) */
+#define RE_READ(r) if :: rounds[r] < MAX_ROUNDS -> rounds[r]++; commit_req[r] = true :: else -> skip fi
 
 /* Atomicity (invariant 2): never one branch committed and another rolled back. */
 #define ATOMIC !((ps[0] == P_COMMITTED && ps[1] == P_ROLLEDBACK) || \
@@ -250,18 +257,29 @@ end_loop:
        dec = DECISION_OF(st); pc[r] = PHASE2 }
 
   /* ------------------------------------------------------------ commit call */
-  :: atomic { RUN(r) && commit_req[r] && (pc[r] == IDLE || DECIDED(st)) ->
+  /* TwoPhaseDriver::Commit on any replica: a decided transaction is answered
+   * from the store; PREPARING at another replica whose lease is live is waited
+   * for (the request stays until that changes); ACTIVE elsewhere, or PREPARING
+   * whose owner's lease lapsed, is taken over (TakeOverUpdate: conditional on
+   * the state and (owner, epoch) just read; read and write are one step here)
+   * and driven here. */
+  :: atomic { RUN(r) && commit_req[r] && (pc[r] == IDLE || DECIDED(st)) &&
+              !(st == PREPARING && !MINE(r) && llive[own]) ->
        commit_req[r] = false;
        if
        :: st == NONE -> skip /* NotFound */
-       :: st != NONE && !(own == r && oep == rep_ep[r]) -> skip /* NotOwner: redirected */
-       :: st != NONE && own == r && oep == rep_ep[r] ->
+       :: st == COMMITTING || st == COMMITTED -> answer(O_COMMIT)
+       :: (st == ABORTING || st == ABORTED) && commit_requested -> answer(O_ABORT)
+       :: (st == ABORTING || st == ABORTED) && !commit_requested -> skip /* IllegalTransition */
+       :: st == ACTIVE || st == PREPARING ->
           if
-          :: st == COMMITTING || st == COMMITTED -> answer(O_COMMIT)
-          :: (st == ABORTING || st == ABORTED) && commit_requested -> answer(O_ABORT)
-          :: (st == ABORTING || st == ABORTED) && !commit_requested -> skip /* IllegalTransition */
-          :: st == ACTIVE -> pc[r] = START_COMMIT; serving = true
-          :: st == PREPARING -> pc[r] = ABORT_CLAIMED; serving = true /* ResumeClaimed */
+          :: !MINE(r) -> own = r; oep = rep_ep[r] /* TakeOver */
+          :: else -> skip
+          fi;
+          serving = true;
+          if
+          :: st == ACTIVE -> pc[r] = START_COMMIT
+          :: st == PREPARING -> pc[r] = ABORT_CLAIMED /* ResumeClaimed: presumed abort */
           fi
        fi }
 
@@ -270,8 +288,8 @@ end_loop:
        if
        :: st == ACTIVE && FENCE(r) ->
           ACCEPTED(r); st = PREPARING; commit_requested = true; pc[r] = PREPARING_LOGGED
-       :: else -> /* kConflict: Commit re-reads */
-          pc[r] = IDLE; serving = false; commit_req[r] = true
+       :: else -> /* kConflict: Commit re-reads, up to kMaxRounds */
+          RE_READ(r); pc[r] = IDLE; serving = false
        fi }
   :: atomic { RUN(r) && pc[r] == PREPARING_LOGGED ->
        prep_req[0] = true; prep_req[1] = true; pc[r] = COLLECTING }
@@ -313,7 +331,7 @@ end_loop:
           ACCEPTED(r); st = ABORTING; note_decision(O_ABORT); dec = O_ABORT;
           pc[r] = AFTER_ABORT_LOGGED
        :: else -> /* kConflict: the caller re-reads */
-          if :: serving -> commit_req[r] = true :: else -> skip fi;
+          if :: serving -> RE_READ(r) :: else -> skip fi;
           pc[r] = IDLE; serving = false
        fi }
   :: atomic { RUN(r) && pc[r] == AFTER_ABORT_LOGGED ->
@@ -382,13 +400,14 @@ end_loop:
   od
 }
 
-/* The client: commit on replica 0; after a failed call (timeout, crash,
- * NotOwner) it calls the owner again. */
+/* The client: commit on replica 0; after a failed call (timeout, crash) it
+ * calls again, on either replica (the SDK fails over). */
 proctype Client() {
 end_loop:
   do
   :: atomic { client_ans == 0 && retries > 0 && !commit_req[0] && !commit_req[1] && st != NONE ->
-       retries--; commit_req[own] = true }
+       retries--;
+       if :: commit_req[0] = true; rounds[0] = 0 :: commit_req[1] = true; rounds[1] = 0 fi }
   od
 }
 
