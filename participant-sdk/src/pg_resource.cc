@@ -108,6 +108,9 @@ Result<std::unique_ptr<PgXaResource>> PgXaResource::Create(PgXaOptions options) 
     }
   }
   if (options.resource.empty()) options.resource = options.prefix;
+  if (options.prepare_lock_timeout_ms < 0) {
+    return Status::InvalidArgument("PgXaResource: prepare_lock_timeout_ms must be >= 0");
+  }
   return std::unique_ptr<PgXaResource>(new PgXaResource(std::move(options)));
 }
 
@@ -172,6 +175,9 @@ Result<Vote> PgXaResource::Prepare(const BranchContext& ctx,
   Status failed;
   try {
     pqxx::work w(lease.conn());
+    if (options_.prepare_lock_timeout_ms > 0) {
+      w.exec("SET LOCAL lock_timeout = " + std::to_string(options_.prepare_lock_timeout_ms));
+    }
     const Vote vote = fn(w);
     switch (vote) {
       case Vote::kPrepared:

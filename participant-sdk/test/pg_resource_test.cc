@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <set>
 
 #include "migrations/migrator.h"
@@ -38,10 +40,12 @@ class PgXaResourceTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<PgXaResource> Resource(const std::string& prefix = "bank") {
+  std::unique_ptr<PgXaResource> Resource(const std::string& prefix = "bank",
+                                         int64_t prepare_lock_timeout_ms = 2000) {
     PgXaOptions o;
     o.conninfo = conninfo_;
     o.prefix = prefix;
+    o.prepare_lock_timeout_ms = prepare_lock_timeout_ms;
     auto r = PgXaResource::Create(o);
     EXPECT_TRUE(r.ok()) << r.status();
     return std::move(r).value();
@@ -115,6 +119,28 @@ TEST_F(PgXaResourceTest, PrepareThenCommitIsDurableAndIdempotent) {
   // Phase 2 redelivered: still success, nothing changes.
   ASSERT_TRUE(res->Commit(Ctx("g1")).ok());
   EXPECT_EQ(Balance(1), 70);
+}
+
+TEST_F(PgXaResourceTest, APrepareBlockedByAPreparedBranchGivesUpInsteadOfHoldingItsConnection) {
+  auto res = Resource("bank", 200);
+  std::atomic<int> calls{0};
+  // The first branch is prepared and keeps its lock on account 1 until phase 2.
+  auto first = res->Prepare(Ctx("g-lock-1"), Move(10, &calls));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(*first, Vote::kPrepared);
+  // A second branch on the same row: without a lock timeout it would wait for
+  // the first one's phase 2, holding a pooled connection meanwhile.
+  auto second = std::async(std::launch::async,
+                           [&] { return res->Prepare(Ctx("g-lock-2"), Move(10, &calls)); });
+  ASSERT_EQ(second.wait_for(std::chrono::seconds(30)), std::future_status::ready)
+      << "the blocked prepare never gave up";
+  auto blocked = second.get();
+  EXPECT_FALSE(blocked.ok());
+  EXPECT_NE(blocked.status().message().find("lock timeout"), std::string::npos) << blocked.status();
+  EXPECT_EQ(PreparedCount(), 1);  // nothing of the second branch is left prepared
+  ASSERT_TRUE(res->Commit(Ctx("g-lock-1")).ok());
+  EXPECT_EQ(Balance(1), 90);
+  EXPECT_EQ(PreparedCount(), 0);
 }
 
 TEST_F(PgXaResourceTest, PrepareThenAbortIsIdempotent) {

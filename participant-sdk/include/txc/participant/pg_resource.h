@@ -67,6 +67,12 @@ struct PgXaOptions {
   std::string resource;        // reported in PreparedBranch::resource; empty: prefix
   size_t max_connections = 4;
   int64_t acquire_timeout_ms = 10000;  // waiting for a free pooled connection
+  // The prepare work's local transaction waits at most this long for a row
+  // lock (SET LOCAL lock_timeout): a lock held by an already prepared branch is
+  // only released by its phase 2, which needs a pooled connection of its own,
+  // so an unbounded wait could hold every connection and block phase 2 for
+  // good. Past it the prepare fails (a vote to abort). 0: wait forever.
+  int64_t prepare_lock_timeout_ms = 2000;
 };
 
 class PgXaResource {
