@@ -312,6 +312,7 @@ Status CoordinatorServer::Start() {
       why =
           Status(why.code(), "cannot acquire the lease of node " + node_id_ + ": " + why.message());
     }
+    replica_->Close();
     thrift_->Stop();
     return fail(why);
   }
@@ -377,6 +378,7 @@ void CoordinatorServer::Stop() {
     inc->saga->StopWaiting();  // submitSaga waiting for completion answers now
   }
   // Stop accepting and close connections; calls in flight finish first.
+  if (replica_ != nullptr) replica_->Close();  // calls waiting for an incarnation answer now
   if (thrift_ != nullptr) thrift_->Stop();
   {
     std::lock_guard<std::mutex> lock(lease_mu_);
@@ -439,7 +441,7 @@ void CoordinatorServer::Retire(const Status& reason) {
   // First nothing more reaches the store, then nothing more is accepted.
   inc->lease_valid_until.store(0);
   inc->log->Fence(reason);
-  replica_->Set(nullptr);
+  replica_->Set(nullptr, "lost its lease (" + reason.ToString() + "), acquiring it again");
   inc->service->SetServing(false);
   inc->saga->StopWaiting();
   inc->sweeper->Stop();
@@ -569,6 +571,7 @@ void CoordinatorServer::LeaseLoop() {
       if (for_good.ok()) return;  // Stop()
     }
     LOG(ERROR) << "coordinator " << node_id_ << " stops for good: " << for_good;
+    replica_->Close();
     {
       std::lock_guard<std::mutex> lock(lease_mu_);
       lease_loss_reason_ = for_good;

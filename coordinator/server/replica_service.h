@@ -4,13 +4,18 @@
 // commit, drivers and sweeper), which CoordinatorServer swaps when the lease
 // is lost and acquired again. A call holds the incarnation it started on
 // (shared_ptr) until it returns, so an incarnation is torn down only after
-// its last call ended; calls made while there is none (re-registering)
-// answer kUnavailable, which clients retry.
+// its last call ended. A call made while there is none (the process is still
+// acquiring its first lease right after binding its port, or re-acquiring it
+// after a loss) waits up to `wait_ms` for one, then answers kUnavailable,
+// which clients retry; health never waits.
 //
 // Thread-safety: every method may be called concurrently with Set().
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -21,14 +26,40 @@ namespace txc {
 class ReplicaService : public TxnService {
  public:
   // node_id and store_kind are what Health() reports while no incarnation serves.
-  ReplicaService(std::string node_id, std::string store_kind)
-      : node_id_(std::move(node_id)), store_kind_(std::move(store_kind)) {}
+  ReplicaService(std::string node_id, std::string store_kind, int64_t wait_ms = 3000)
+      : node_id_(std::move(node_id)), store_kind_(std::move(store_kind)), wait_ms_(wait_ms) {}
 
-  // The incarnation's service (may be empty: nothing serves).
-  void Set(std::shared_ptr<CoordinatorService> current) {
-    std::atomic_store(&current_, std::move(current));
+  // The incarnation's service (may be empty: nothing serves). `why_not` says
+  // why there is none, for the kUnavailable answers.
+  void Set(std::shared_ptr<CoordinatorService> current, std::string why_not = "") {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      current_ = std::move(current);
+      why_not_ = std::move(why_not);
+    }
+    cv_.notify_all();
   }
-  std::shared_ptr<CoordinatorService> Get() const { return std::atomic_load(&current_); }
+  // Calls waiting for an incarnation answer kUnavailable now (shutdown).
+  void Close() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+      why_not_ = "shutting down";
+    }
+    cv_.notify_all();
+  }
+  // The current incarnation's service, waiting up to the constructor's wait_ms
+  // for one; nullptr when there is none.
+  std::shared_ptr<CoordinatorService> Get() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(wait_ms_),
+                 [this] { return current_ != nullptr || closed_; });
+    return current_;
+  }
+  std::shared_ptr<CoordinatorService> Now() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return current_;
+  }
 
   Result<TxnRecord> Begin(const BeginOptions& options) override {
     auto s = Get();
@@ -67,7 +98,7 @@ class ReplicaService : public TxnService {
     return s->QueryOutcome(gtid, branch_id);
   }
   HealthInfo Health() override {
-    auto s = Get();
+    auto s = Now();
     if (s) return s->Health();
     HealthInfo info;
     info.node_id = node_id_;
@@ -76,25 +107,32 @@ class ReplicaService : public TxnService {
     return info;
   }
   std::vector<std::string> CoordinatorEndpoints() override {
-    auto s = Get();
+    auto s = Now();
     if (!s) return {};
     return s->CoordinatorEndpoints();
   }
   std::string EndpointOfNode(const std::string& node_id) override {
-    auto s = Get();
+    auto s = Now();
     if (!s) return "";
     return s->EndpointOfNode(node_id);
   }
 
  private:
-  Status NotServing() const {
-    return Status::Unavailable("coordinator " + node_id_ +
-                               " is re-acquiring its lease and serves nothing yet; retry");
+  Status NotServing() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return Status::Unavailable("coordinator " + node_id_ + " serves nothing at the moment (" +
+                               (why_not_.empty() ? std::string("starting") : why_not_) +
+                               "); retry");
   }
 
   const std::string node_id_;
   const std::string store_kind_;
-  std::shared_ptr<CoordinatorService> current_;  // atomic_load / atomic_store only
+  const int64_t wait_ms_;
+  std::mutex mu_;               // guards the three members below
+  std::condition_variable cv_;  // notified by Set() and Close()
+  std::shared_ptr<CoordinatorService> current_;
+  std::string why_not_;  // why current_ is empty
+  bool closed_ = false;
 };
 
 }  // namespace txc
