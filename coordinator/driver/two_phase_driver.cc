@@ -399,16 +399,24 @@ Result<TxnRecord> TwoPhaseDriver::Commit(const std::string& gtid, CommitWait wai
   TXC_RETURN_IF_ERROR(ValidateId("gtid", gtid));
   const int64_t deadline = MonotonicMs() + std::max<int64_t>(0, wait_timeout_ms);
   const bool completion = wait == CommitWait::kCompletion;
+  // Set once a write of this call lost to another replica's: from then on an
+  // ACTIVE transaction that a live replica holds is left to it (two commits of
+  // one gtid at two replicas would otherwise take it from each other in turn).
+  bool lost_race = false;
   for (int round = 0; round < kMaxRounds; ++round) {
     TXC_ASSIGN_OR_RETURN(TxnRecord txn, Load(gtid));
     Result<TxnRecord> answer = Status::Internal("unset");
     const bool mine = OwnedBy(txn, node_);
+    auto owner_live = [&] {
+      auto live = OwnerLeaseLive(store_, txn.owner, txn.epoch, NowUnixMs());
+      return !live.ok() || *live;  // a failed read is no proof that it died
+    };
     if (DecisionOf(txn.state).has_value()) {
       answer = AnswerCommit(txn);  // whoever owns it: the store holds the decision
-    } else if (!mine && txn.state == TxnState::kPreparing && [&] {
-                 auto live = OwnerLeaseLive(store_, txn.owner, txn.epoch, NowUnixMs());
-                 return !live.ok() || *live;  // a failed read is no proof that it died
-               }()) {
+    } else if (!mine &&
+               (txn.state == TxnState::kPreparing ||
+                (txn.state == TxnState::kActive && lost_race)) &&
+               owner_live()) {
       // Its owner collects the votes: wait for the decision it logs.
       TXC_ASSIGN_OR_RETURN(TxnRecord latest, WatchOtherOwner(txn, deadline));
       if (!DecisionOf(latest.state).has_value() && MonotonicMs() >= deadline) {
@@ -421,7 +429,10 @@ Result<TxnRecord> TwoPhaseDriver::Commit(const std::string& gtid, CommitWait wai
         // ACTIVE at another replica (live or not), or PREPARING whose owner's
         // lease lapsed: drive it here.
         Status taken = TakeOver(flight, &txn);
-        if (taken.code() == StatusCode::kConflict) continue;  // re-read
+        if (taken.code() == StatusCode::kConflict) {
+          lost_race = true;
+          continue;  // re-read
+        }
         TXC_RETURN_IF_ERROR(taken);
       }
       if (txn.state == TxnState::kActive && NowUnixMs() >= txn.deadline_ms) {
@@ -432,7 +443,10 @@ Result<TxnRecord> TwoPhaseDriver::Commit(const std::string& gtid, CommitWait wai
       } else {
         answer = ResumeClaimed(flight, txn);  // PREPARING that a crash left behind
       }
-      if (!answer.ok() && answer.status().code() == StatusCode::kConflict) continue;  // re-read
+      if (!answer.ok() && answer.status().code() == StatusCode::kConflict) {
+        lost_race = true;
+        continue;  // re-read
+      }
     } else if (auto other = FindFlight(gtid)) {
       // Another call drives it now (a concurrent commit, rollback or the sweeper).
       WaitOnFlight(*other, /*completion=*/false, deadline);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -588,6 +589,33 @@ TEST_F(TwoReplicasTest, CommitAtAnotherReplicaTakesOverAnActiveTransaction) {
   auto again = driver_->Commit(gtid, CommitWait::kDecision, 1000);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(DecisionOf(again->state), Decision::kCommit);
+}
+
+TEST_F(TwoReplicasTest, ConcurrentCommitsAtBothReplicasAgreeWithoutStealingItBackAndForth) {
+  // A client whose call timed out retries at the other replica while the first
+  // call still runs: both commit the same ACTIVE transaction at once. The
+  // replica that loses the first takeover race leaves the transaction to the
+  // winner and waits for its decision; neither gives up with "kept changing".
+  for (int i = 0; i < 30; ++i) {
+    const std::string gtid = Begin({a_.endpoint, b_.endpoint});
+    std::atomic<bool> go{false};
+    auto at = [&](TwoPhaseDriver* replica) {
+      return std::async(std::launch::async, [&, replica] {
+        while (!go.load()) std::this_thread::yield();
+        return replica->Commit(gtid, CommitWait::kDecision, 10000);
+      });
+    };
+    auto on_a = at(driver_.get());
+    auto on_b = at(driver_b_.get());
+    go = true;
+    auto ra = on_a.get();
+    auto rb = on_b.get();
+    ASSERT_TRUE(ra.ok()) << i << ": " << ra.status();
+    ASSERT_TRUE(rb.ok()) << i << ": " << rb.status();
+    EXPECT_EQ(DecisionOf(ra->state), Decision::kCommit);
+    EXPECT_EQ(DecisionOf(rb->state), Decision::kCommit);
+    EXPECT_EQ(DecisionOf(Stored(gtid).state), Decision::kCommit);
+  }
 }
 
 TEST_F(TwoReplicasTest, RollbackAtAnotherReplicaTakesOverAnActiveTransaction) {
