@@ -919,9 +919,16 @@ void TwoPhaseDriver::SendPhaseTwo(const std::shared_ptr<PhaseTwoRun>& run, size_
       if (!run->first_ack_seen.exchange(true)) TXC_CRASH_POINT("2pc.mid_phase2");
       return;
     }
-    LOG(WARNING) << txn.gtid << ": " << (commit ? "commit" : "abort") << " of branch "
-                 << branch.branch_id << " at " << branch.endpoint << " attempt " << attempt << ": "
-                 << s;
+    // Retried here, then by the sweeper (which logs an ERROR per incomplete
+    // round): only the last attempt of a round is worth a WARNING.
+    const std::string failed = txn.gtid + ": " + (commit ? "commit" : "abort") + " of branch " +
+                               branch.branch_id + " at " + branch.endpoint + " attempt " +
+                               std::to_string(attempt) + ": " + s.ToString();
+    if (attempt == options_.phase_two_attempts) {
+      LOG(WARNING) << failed;
+    } else {
+      VLOG(1) << failed;
+    }
     if (attempt < options_.phase_two_attempts) {
       std::this_thread::sleep_for(
           std::chrono::milliseconds(BackoffDelayMs(options_.phase_two_backoff, attempt)));

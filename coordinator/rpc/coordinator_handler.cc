@@ -135,6 +135,7 @@ void CoordinatorHandler::Throw(const Status& in, const std::string& gtid, unsign
   switch (status.code()) {
     case StatusCode::kInvalidArgument:
     case StatusCode::kNotFound:
+    case StatusCode::kNotOwner:  // the client retries at the owner named in the answer
       VLOG(1) << "gtid=" << (gtid.empty() ? "-" : gtid) << ": " << status;
       break;
     default: LOG(WARNING) << "gtid=" << (gtid.empty() ? "-" : gtid) << ": " << status;
