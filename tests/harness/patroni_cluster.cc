@@ -27,18 +27,6 @@ namespace {
 
 bool IsRoot() { return geteuid() == 0; }
 
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
 // argv run as user postgres when we are root; setpriv execs (no extra
 // process), so the child's pid is Patroni's own.
 std::vector<std::string> AsPostgres(std::vector<std::string> argv) {
@@ -353,43 +341,14 @@ void PatroniCluster::StartWatchdog() {
   // Like PgCluster's: a detached shell waiting for EOF on a pipe only this
   // process writes; then it SIGKILLs the recorded Patroni/etcd pids and every
   // member's postmaster, and removes the directory.
-  std::string script = "cat >/dev/null; d=" + ShellQuote(dir_->path()) +
-                       "; for p in $(cat \"$d/pids\" 2>/dev/null); do kill -9 $p; done; "
-                       "for f in \"$d\"/pg*/postmaster.pid; do "
-                       "[ -f \"$f\" ] && kill -9 $(head -1 \"$f\"); done; sleep 0.2; ";
+  std::string cleanup = "d=" + ShellQuote(dir_->path()) +
+                        "; for p in $(cat \"$d/pids\" 2>/dev/null); do kill -9 $p; done; "
+                        "for f in \"$d\"/pg*/postmaster.pid; do "
+                        "[ -f \"$f\" ] && kill -9 $(head -1 \"$f\"); done; sleep 0.2; ";
   const char* keep = getenv("TXC_KEEP_TEST_DIRS");
-  if (keep == nullptr || std::string(keep) != "1") script += "rm -rf \"$d\"";
-  script += " >/dev/null 2>&1";
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) {
-    LOG(WARNING) << "no watchdog for " << dir_->path() << ": pipe: " << strerror(errno);
-    return;
-  }
-  std::string sh = "/bin/sh", dash_c = "-c";
-  char* argv[] = {sh.data(), dash_c.data(), script.data(), nullptr};
-  pid_t pid = fork();
-  if (pid < 0) {
-    close(fds[0]);
-    close(fds[1]);
-    return;
-  }
-  if (pid == 0) {
-    setsid();
-    dup2(fds[0], STDIN_FILENO);
-    int null_fd = open("/dev/null", O_WRONLY);
-    if (null_fd >= 0) {
-      dup2(null_fd, STDOUT_FILENO);
-      dup2(null_fd, STDERR_FILENO);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv("/bin/sh", argv);
-    _exit(127);
-  }
-  close(fds[0]);
-  watchdog_pid_ = pid;
-  watchdog_fd_ = fds[1];
+  if (keep == nullptr || std::string(keep) != "1") cleanup += "rm -rf \"$d\"";
+  cleanup += " >/dev/null 2>&1";
+  watchdog_.Start(cleanup, dir_->path());
 }
 
 PatroniCluster::~PatroniCluster() {
@@ -399,15 +358,7 @@ PatroniCluster::~PatroniCluster() {
     if (postmaster > 0) kill(postmaster, SIGKILL);
   }
   etcd_.reset();
-  if (watchdog_fd_ >= 0) {
-    close(watchdog_fd_);
-    const int64_t deadline = MonotonicMs() + 20000;
-    while (watchdog_pid_ > 0) {
-      pid_t r = waitpid(watchdog_pid_, nullptr, WNOHANG);
-      if (r != 0 || MonotonicMs() >= deadline) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
+  watchdog_.Stop();
 }
 
 }  // namespace testing

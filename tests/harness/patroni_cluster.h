@@ -30,6 +30,7 @@
 
 #include "common/status.h"
 #include "tests/harness/process.h"
+#include "tests/harness/watchdog.h"
 
 namespace txc {
 namespace testing {
@@ -85,8 +86,7 @@ class PatroniCluster {
   int etcd_peer_port_ = 0;
   std::unique_ptr<ChildProcess> etcd_;
   std::vector<Member> members_;
-  int watchdog_fd_ = -1;
-  pid_t watchdog_pid_ = -1;
+  Watchdog watchdog_;
 };
 
 // GET http://127.0.0.1:port<path>; returns the HTTP status code (kUnavailable

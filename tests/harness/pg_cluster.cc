@@ -51,18 +51,6 @@ std::string FindBinDir() {
   return best;
 }
 
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
 }  // namespace
 
 PgCluster::PgCluster(PgClusterOptions options) : options_(std::move(options)) {}
@@ -271,43 +259,12 @@ void PgCluster::StartWatchdog() {
   std::string pg_ctl = ShellQuote(options_.bin_dir + "/pg_ctl");
   std::string stop = pg_ctl + " stop -D " + ShellQuote(data_dir_) + " -m immediate";
   if (IsRoot()) stop = "runuser -u postgres -- " + stop;
-  std::string script = "cat >/dev/null; " + stop + " >/dev/null 2>&1; rm -rf " +
-                       ShellQuote(dir_->path()) + " >/dev/null 2>&1";
+  std::string cleanup = stop + " >/dev/null 2>&1";
   const char* keep = getenv("TXC_KEEP_TEST_DIRS");
-  if (keep != nullptr && std::string(keep) == "1") {
-    script = "cat >/dev/null; " + stop + " >/dev/null 2>&1";
+  if (keep == nullptr || std::string(keep) != "1") {
+    cleanup += "; rm -rf " + ShellQuote(dir_->path()) + " >/dev/null 2>&1";
   }
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) {
-    LOG(WARNING) << "no watchdog for " << dir_->path() << ": pipe: " << strerror(errno);
-    return;
-  }
-  std::string sh = "/bin/sh", dash_c = "-c";
-  char* argv[] = {sh.data(), dash_c.data(), script.data(), nullptr};
-  pid_t pid = fork();
-  if (pid < 0) {
-    LOG(WARNING) << "no watchdog for " << dir_->path() << ": fork: " << strerror(errno);
-    close(fds[0]);
-    close(fds[1]);
-    return;
-  }
-  if (pid == 0) {
-    setsid();  // survives a kill of the test's process group
-    dup2(fds[0], STDIN_FILENO);
-    int null_fd = open("/dev/null", O_WRONLY);
-    if (null_fd >= 0) {
-      dup2(null_fd, STDOUT_FILENO);
-      dup2(null_fd, STDERR_FILENO);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execv("/bin/sh", argv);
-    _exit(127);
-  }
-  close(fds[0]);
-  watchdog_pid_ = pid;
-  watchdog_fd_ = fds[1];
+  watchdog_.Start(cleanup, dir_->path());
 }
 
 PgCluster::~PgCluster() {
@@ -315,16 +272,8 @@ PgCluster::~PgCluster() {
     Status s = Stop("immediate");
     if (!s.ok()) LOG(WARNING) << "stopping PostgreSQL on port " << port_ << ": " << s;
   }
-  if (watchdog_fd_ >= 0) {
-    close(watchdog_fd_);
-    // The watchdog now runs a no-op pg_ctl stop and rm -rf; reap it (bounded).
-    const int64_t deadline = MonotonicMs() + 20000;
-    while (watchdog_pid_ > 0) {
-      pid_t r = waitpid(watchdog_pid_, nullptr, WNOHANG);
-      if (r != 0 || MonotonicMs() >= deadline) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
+  // The watchdog now runs a no-op pg_ctl stop and rm -rf; reap it (bounded).
+  watchdog_.Stop();
   // dir_ (TempDir) removes whatever is left.
 }
 

@@ -32,6 +32,7 @@
 
 #include "common/status.h"
 #include "tests/harness/process.h"
+#include "tests/harness/watchdog.h"
 
 namespace txc {
 namespace testing {
@@ -111,8 +112,7 @@ class PgCluster {
   std::string data_dir_;
   int port_ = 0;
   bool running_ = false;
-  pid_t watchdog_pid_ = -1;
-  int watchdog_fd_ = -1;  // write end of the pipe the watchdog reads; closing it ends it
+  Watchdog watchdog_;
 };
 
 // One cluster per test binary, started on first call (from any thread) and
