@@ -32,6 +32,7 @@
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/twopc/bank_process_test.h"
 #include "txc/participant/coordinator_client.h"
 
 namespace txc {
@@ -39,22 +40,15 @@ namespace {
 
 using testing::ChildProcess;
 
-constexpr int kAccounts = 10;
-constexpr int64_t kInitialBalance = 1000;
-constexpr int64_t kBankTotal = kAccounts * kInitialBalance;
-constexpr int64_t kWaitMs = 30000;
 constexpr int64_t kLeaseTtlMs = 1500;
 
-class AnyReplicaProcessTest : public ::testing::Test {
+class AnyReplicaProcessTest : public testing::BankProcessTest {
  protected:
   static constexpr const char* kNodeA = "replica-a";
   static constexpr const char* kNodeB = "replica-b";
 
   void SetUp() override {
-    pg_ = testing::SharedPgCluster();
-    dir_ = std::make_unique<testing::TempDir>("txc-any-replica-");
-    db_a_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_a"));
-    db_b_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_b"));
+    SetUpBankDatabases("txc-any-replica-");
     const std::string store_name = pg_->CreateUniqueDatabase("coord_store");
     if (store_commit_delay_us_ > 0) {
       // A slow store disk: every commit of the coordinators' sessions waits
@@ -70,10 +64,7 @@ class AnyReplicaProcessTest : public ::testing::Test {
     replica_b_port_ = testing::FreeLoopbackPort();
     replica_a_ = "127.0.0.1:" + std::to_string(replica_a_port_);
     replica_b_ = "127.0.0.1:" + std::to_string(replica_b_port_);
-    bank_a_port_ = testing::FreeLoopbackPort();
-    bank_b_port_ = testing::FreeLoopbackPort();
-    bank_a_ = "127.0.0.1:" + std::to_string(bank_a_port_);
-    bank_b_ = "127.0.0.1:" + std::to_string(bank_b_port_);
+    bank_coordinators_ = replica_a_ + "," + replica_b_;
     // A first: it applies the store's migrations before B opens the store.
     ASSERT_NO_FATAL_FAILURE(StartReplica(kNodeA, replica_a_port_, &replica_a_proc_));
     ASSERT_NO_FATAL_FAILURE(StartReplica(kNodeB, replica_b_port_, &replica_b_proc_));
@@ -98,138 +89,26 @@ class AnyReplicaProcessTest : public ::testing::Test {
   }
 
   void StartReplica(const std::string& node_id, int port, std::unique_ptr<ChildProcess>* out) {
-    ChildProcess::Options o;
-    o.argv = {TXC_COORDINATOR_BIN,
-              "--host=127.0.0.1",
-              "--port=" + std::to_string(port),
-              "--data_dir=" + dir_->Child(node_id),
-              "--store=" + store_db_,
-              "--node_id=" + node_id,
-              "--lease_ttl_ms=" + std::to_string(kLeaseTtlMs),
-              "--prepare_timeout_ms=2000",
-              "--sweep_interval_ms=100",
-              "--verbose=1"};
-    o.log_path = dir_->Child(node_id + ".log");
-    auto child = ChildProcess::Start(o);
-    ASSERT_TRUE(child.ok()) << child.status();
-    *out = std::move(child).value();
-    ASSERT_TRUE(WaitServing(out->get(), port)) << (*out)->LogTail();
-  }
-
-  void StartBank(char which) {
-    ChildProcess::Options o;
-    const int port = which == 'a' ? bank_a_port_ : bank_b_port_;
-    o.argv = {TXC_BANK_BIN,
-              "--port=" + std::to_string(port),
-              "--db=" + (which == 'a' ? db_a_ : db_b_),
-              "--coordinators=" + replica_a_ + "," + replica_b_,
-              std::string("--name=bank_") + which,
-              "--accounts=" + std::to_string(kAccounts),
-              "--initial_balance=" + std::to_string(kInitialBalance)};
-    o.log_path = dir_->Child(std::string("bank_") + which + ".log");
-    auto child = ChildProcess::Start(o);
-    ASSERT_TRUE(child.ok()) << child.status();
-    auto& proc = which == 'a' ? bank_a_proc_ : bank_b_proc_;
-    proc = std::move(child).value();
-    ASSERT_TRUE(WaitServing(proc.get(), port));
-  }
-
-  // Waits until the child accepts connections on port; false when it died first.
-  static bool WaitServing(ChildProcess* child, int port) {
-    testing::WaitUntil([&] { return !child->IsRunning() || testing::WaitForPort(port, 100).ok(); },
-                       kWaitMs);
-    return child->IsRunning() && testing::WaitForPort(port, 100).ok();
+    StartCoordinatorProcess(port, node_id,
+                            {"--store=" + store_db_, "--node_id=" + node_id,
+                             "--lease_ttl_ms=" + std::to_string(kLeaseTtlMs)},
+                            {}, out);
   }
 
   // A client that knows one replica only.
   static std::unique_ptr<participant::CoordinatorClient> MakeClient(const std::string& endpoint) {
-    participant::CoordinatorClientOptions co;
-    co.endpoints = {endpoint};
-    co.rpc_timeout_ms = 5000;
-    co.call_deadline_ms = 10000;
-    auto client = participant::CoordinatorClient::Create(co);
-    EXPECT_TRUE(client.ok()) << client.status();
-    return client.ok() ? std::move(client).value() : nullptr;
-  }
-
-  static wire::BranchSpec Branch(const std::string& id, const std::string& endpoint,
-                                 const std::string& payload) {
-    wire::BranchSpec b;
-    b.branch_id = id;
-    b.endpoint = endpoint;
-    b.resource = "bank";
-    b.payload = payload;
-    return b;
-  }
-
-  // begin at `begin_at`, then enlist (debit at bank A, credit at bank B) of
-  // `amount` on `account` through `enlist_at`.
-  std::string BeginTransfer(participant::CoordinatorClient* begin_at,
-                            participant::CoordinatorClient* enlist_at, int account, int64_t amount,
-                            int64_t timeout_ms = 60000) {
-    wire::BeginRequest req;
-    req.timeout_ms = timeout_ms;
-    auto begun = begin_at->Begin(req);
-    EXPECT_TRUE(begun.ok()) << begun.status();
-    if (!begun.ok()) return "";
-    wire::EnlistRequest e;
-    e.gtid = begun->gtid;
-    e.branch = Branch("debit", bank_a_, bank::DebitPayload(account, amount));
-    Status s = enlist_at->Enlist(e);
-    EXPECT_TRUE(s.ok()) << s;
-    e.branch = Branch("credit", bank_b_, bank::CreditPayload(account, amount));
-    s = enlist_at->Enlist(e);
-    EXPECT_TRUE(s.ok()) << s;
-    return begun->gtid;
-  }
-
-  static Result<wire::CommitResponse> Commit(participant::CoordinatorClient* at,
-                                             const std::string& gtid, bool completion = true) {
-    wire::CommitRequest c;
-    c.gtid = gtid;
-    c.wait = completion ? wire::CommitWait::WAIT_COMPLETION : wire::CommitWait::WAIT_DECISION;
-    c.wait_timeout_ms = 10000;
-    return at->Commit(c);
-  }
-
-  int64_t Balance(const std::string& db, int account) {
-    pqxx::connection conn(db);
-    pqxx::nontransaction n(conn);
-    return n.exec_params1("SELECT balance FROM account WHERE id = $1", account)[0].as<int64_t>();
-  }
-
-  int64_t Prepared(const std::string& db) {
-    auto n = bank::PreparedCount(db);
-    EXPECT_TRUE(n.ok()) << n.status();
-    return n.ok() ? *n : -1;
-  }
-
-  // Waits until neither bank holds a prepared branch, then checks the total.
-  void ExpectSettledAndConserved() {
-    EXPECT_TRUE(
-        testing::WaitUntil([&] { return Prepared(db_a_) == 0 && Prepared(db_b_) == 0; }, kWaitMs))
-        << "prepared branches left: a=" << Prepared(db_a_) << " b=" << Prepared(db_b_);
-    auto a = bank::TotalBalance(db_a_);
-    auto b = bank::TotalBalance(db_b_);
-    ASSERT_TRUE(a.ok() && b.ok());
-    EXPECT_EQ(*a + *b, 2 * kBankTotal) << "a=" << *a << " b=" << *b;
+    return BankProcessTest::MakeClient({endpoint}, /*rpc_timeout_ms=*/5000,
+                                       /*call_deadline_ms=*/10000);
   }
 
   // The lease expiry of node_id in the shared store; -1 when absent.
-  int64_t LeaseExpiry(const std::string& node_id) {
-    pqxx::connection conn(store_db_);
-    pqxx::nontransaction n(conn);
-    auto r = n.exec_params("SELECT expires_ms FROM leases WHERE node_id = $1", node_id);
-    return r.empty() ? -1 : r[0][0].as<int64_t>();
-  }
+  int64_t LeaseExpiry(const std::string& node_id) { return LeaseRow(store_db_, node_id).second; }
 
   int store_commit_delay_us_ = 0;  // set before SetUp: PostgreSQL commit_delay of the store
-  testing::PgCluster* pg_ = nullptr;
-  std::unique_ptr<testing::TempDir> dir_;
-  std::string db_a_, db_b_, store_db_;
-  int replica_a_port_ = 0, replica_b_port_ = 0, bank_a_port_ = 0, bank_b_port_ = 0;
-  std::string replica_a_, replica_b_, bank_a_, bank_b_;
-  std::unique_ptr<ChildProcess> replica_a_proc_, replica_b_proc_, bank_a_proc_, bank_b_proc_;
+  std::string store_db_;
+  int replica_a_port_ = 0, replica_b_port_ = 0;
+  std::string replica_a_, replica_b_;
+  std::unique_ptr<ChildProcess> replica_a_proc_, replica_b_proc_;
   std::unique_ptr<participant::CoordinatorClient> client_a_, client_b_;
 };
 

@@ -23,6 +23,7 @@
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/twopc/bank_process_test.h"
 #include "txc/participant/coordinator_client.h"
 
 namespace txc {
@@ -30,34 +31,18 @@ namespace {
 
 using testing::ChildProcess;
 
-constexpr int kAccounts = 10;
-constexpr int64_t kInitialBalance = 1000;
-constexpr int64_t kBankTotal = kAccounts * kInitialBalance;
-constexpr int64_t kWaitMs = 30000;
-
-class TwoPcProcessTest : public ::testing::Test {
+class TwoPcProcessTest : public testing::BankProcessTest {
  protected:
   void SetUp() override {
-    pg_ = testing::SharedPgCluster();
-    dir_ = std::make_unique<testing::TempDir>("txc-twopc-");
-    db_a_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_a"));
-    db_b_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_b"));
+    SetUpBankDatabases("txc-twopc-");
     coordinator_port_ = testing::FreeLoopbackPort();
     coordinator_ = "127.0.0.1:" + std::to_string(coordinator_port_);
-    port_a_ = testing::FreeLoopbackPort();
-    port_b_ = testing::FreeLoopbackPort();
-    bank_a_ = "127.0.0.1:" + std::to_string(port_a_);
-    bank_b_ = "127.0.0.1:" + std::to_string(port_b_);
+    bank_coordinators_ = coordinator_;
     ASSERT_NO_FATAL_FAILURE(StartCoordinator(""));
     ASSERT_NO_FATAL_FAILURE(StartBank('a'));
     ASSERT_NO_FATAL_FAILURE(StartBank('b'));
-    participant::CoordinatorClientOptions co;
-    co.endpoints = {coordinator_};
-    co.rpc_timeout_ms = 10000;
-    co.call_deadline_ms = 20000;
-    auto client = participant::CoordinatorClient::Create(co);
-    ASSERT_TRUE(client.ok()) << client.status();
-    client_ = std::move(client).value();
+    client_ = MakeClient({coordinator_}, /*rpc_timeout_ms=*/10000, /*call_deadline_ms=*/20000);
+    ASSERT_TRUE(client_);
   }
 
   void TearDown() override {
@@ -73,47 +58,11 @@ class TwoPcProcessTest : public ::testing::Test {
   }
 
   void StartCoordinator(const std::string& crash_points) {
-    ChildProcess::Options o;
-    o.argv = {TXC_COORDINATOR_BIN,
-              "--host=127.0.0.1",
-              "--port=" + std::to_string(coordinator_port_),
-              "--data_dir=" + dir_->Child("coordinator"),
-              "--node_id=coordinator-1",
-              "--lease_ttl_ms=3000",
-              "--prepare_timeout_ms=2000",
-              "--sweep_interval_ms=100",
-              "--verbose=1"};
-    if (!crash_points.empty()) o.env = {{"TXC_CRASH_POINTS", crash_points}};
-    o.log_path = dir_->Child("coordinator.log");
-    auto child = ChildProcess::Start(o);
-    ASSERT_TRUE(child.ok()) << child.status();
-    coordinator_proc_ = std::move(child).value();
-    ASSERT_TRUE(WaitServing(coordinator_proc_.get(), coordinator_port_))
-        << coordinator_proc_->LogTail();
-  }
-
-  void StartBank(char which) {
-    ChildProcess::Options o;
-    const int port = which == 'a' ? port_a_ : port_b_;
-    o.argv = {TXC_BANK_BIN,
-              "--port=" + std::to_string(port),
-              "--db=" + (which == 'a' ? db_a_ : db_b_),
-              "--coordinators=" + coordinator_,
-              std::string("--name=bank_") + which,
-              "--accounts=" + std::to_string(kAccounts),
-              "--initial_balance=" + std::to_string(kInitialBalance)};
-    o.log_path = dir_->Child(std::string("bank_") + which + ".log");
-    auto child = ChildProcess::Start(o);
-    ASSERT_TRUE(child.ok()) << child.status();
-    (which == 'a' ? bank_a_proc_ : bank_b_proc_) = std::move(child).value();
-    ASSERT_TRUE(WaitServing((which == 'a' ? bank_a_proc_ : bank_b_proc_).get(), port));
-  }
-
-  // Waits until the child accepts connections on port; false when it died first.
-  static bool WaitServing(ChildProcess* child, int port) {
-    testing::WaitUntil([&] { return !child->IsRunning() || testing::WaitForPort(port, 100).ok(); },
-                       kWaitMs);
-    return child->IsRunning() && testing::WaitForPort(port, 100).ok();
+    std::vector<std::pair<std::string, std::string>> env;
+    if (!crash_points.empty()) env = {{"TXC_CRASH_POINTS", crash_points}};
+    StartCoordinatorProcess(coordinator_port_, "coordinator",
+                            {"--node_id=coordinator-1", "--lease_ttl_ms=3000"}, std::move(env),
+                            &coordinator_proc_);
   }
 
   // Kills the coordinator if it still runs and waits for it to end; returns its exit.
@@ -126,71 +75,20 @@ class TwoPcProcessTest : public ::testing::Test {
     return exit.ok() ? *exit : testing::ExitStatus{};
   }
 
-  int64_t Balance(const std::string& db, int account) {
-    pqxx::connection conn(db);
-    pqxx::nontransaction n(conn);
-    return n.exec_params1("SELECT balance FROM account WHERE id = $1", account)[0].as<int64_t>();
-  }
-
-  int64_t Prepared(const std::string& db) {
-    auto n = bank::PreparedCount(db);
-    EXPECT_TRUE(n.ok()) << n.status();
-    return n.ok() ? *n : -1;
-  }
-
-  // Waits until neither bank holds a prepared branch, then checks the total.
-  void ExpectSettledAndConserved() {
-    EXPECT_TRUE(
-        testing::WaitUntil([&] { return Prepared(db_a_) == 0 && Prepared(db_b_) == 0; }, kWaitMs))
-        << "prepared branches left: a=" << Prepared(db_a_) << " b=" << Prepared(db_b_);
-    auto a = bank::TotalBalance(db_a_);
-    auto b = bank::TotalBalance(db_b_);
-    ASSERT_TRUE(a.ok() && b.ok());
-    EXPECT_EQ(*a + *b, 2 * kBankTotal) << "a=" << *a << " b=" << *b;
-  }
-
-  wire::BranchSpec Branch(const std::string& id, const std::string& endpoint,
-                          const std::string& payload) {
-    wire::BranchSpec b;
-    b.branch_id = id;
-    b.endpoint = endpoint;
-    b.resource = "bank";
-    b.payload = payload;
-    return b;
-  }
-
-  // begin + enlist(debit at A, credit at B); returns the gtid.
+  // begin + enlist(debit at A, credit at B) on account 0 through client_; returns the gtid.
   std::string BeginTransfer(int64_t amount, const std::string& debit_at = "",
                             int64_t timeout_ms = 60000) {
-    wire::BeginRequest req;
-    req.timeout_ms = timeout_ms;
-    auto begun = client_->Begin(req);
-    EXPECT_TRUE(begun.ok()) << begun.status();
-    if (!begun.ok()) return "";
-    wire::EnlistRequest e;
-    e.gtid = begun->gtid;
-    e.branch =
-        Branch("debit", debit_at.empty() ? bank_a_ : debit_at, bank::DebitPayload(0, amount));
-    EXPECT_TRUE(client_->Enlist(e).ok());
-    e.branch = Branch("credit", bank_b_, bank::CreditPayload(0, amount));
-    EXPECT_TRUE(client_->Enlist(e).ok());
-    return begun->gtid;
+    return BankProcessTest::BeginTransfer(client_.get(), client_.get(), 0, amount, timeout_ms,
+                                          debit_at);
   }
 
   Result<wire::CommitResponse> Commit(const std::string& gtid, bool completion = true) {
-    wire::CommitRequest c;
-    c.gtid = gtid;
-    c.wait = completion ? wire::CommitWait::WAIT_COMPLETION : wire::CommitWait::WAIT_DECISION;
-    c.wait_timeout_ms = 10000;
-    return client_->Commit(c);
+    return BankProcessTest::Commit(client_.get(), gtid, completion);
   }
 
-  testing::PgCluster* pg_ = nullptr;
-  std::unique_ptr<testing::TempDir> dir_;
-  std::string db_a_, db_b_;
-  int coordinator_port_ = 0, port_a_ = 0, port_b_ = 0;
-  std::string coordinator_, bank_a_, bank_b_;
-  std::unique_ptr<ChildProcess> coordinator_proc_, bank_a_proc_, bank_b_proc_;
+  int coordinator_port_ = 0;
+  std::string coordinator_;
+  std::unique_ptr<ChildProcess> coordinator_proc_;
   std::unique_ptr<participant::CoordinatorClient> client_;
 };
 
@@ -394,29 +292,23 @@ class TwoPcReplicaTakeoverTest : public TwoPcProcessTest {
   static constexpr const char* kNodeB = "replica-b";
 
   void SetUp() override {
-    pg_ = testing::SharedPgCluster();
-    dir_ = std::make_unique<testing::TempDir>("txc-replica-");
-    db_a_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_a"));
-    db_b_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_b"));
+    SetUpBankDatabases("txc-replica-");
     store_db_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("coord_store"));
     replica_a_port_ = testing::FreeLoopbackPort();
     replica_b_port_ = testing::FreeLoopbackPort();
     replica_a_ = "127.0.0.1:" + std::to_string(replica_a_port_);
     replica_b_ = "127.0.0.1:" + std::to_string(replica_b_port_);
-    // The banks know both replicas (StartBank passes coordinator_ as --coordinators).
-    coordinator_ = replica_a_ + "," + replica_b_;
-    port_a_ = testing::FreeLoopbackPort();
-    port_b_ = testing::FreeLoopbackPort();
-    bank_a_ = "127.0.0.1:" + std::to_string(port_a_);
-    bank_b_ = "127.0.0.1:" + std::to_string(port_b_);
+    // The banks know both replicas.
+    bank_coordinators_ = replica_a_ + "," + replica_b_;
     // A first: it applies the store's migrations before B opens the store.
     ASSERT_NO_FATAL_FAILURE(
         StartReplica(kNodeA, replica_a_port_, "2pc.after_decision_logged", &replica_a_proc_));
     ASSERT_NO_FATAL_FAILURE(StartReplica(kNodeB, replica_b_port_, "", &replica_b_proc_));
     ASSERT_NO_FATAL_FAILURE(StartBank('a'));
     ASSERT_NO_FATAL_FAILURE(StartBank('b'));
-    client_ = MakeClient(replica_a_);  // BeginTransfer / Commit go through A only
-    client_b_ = MakeClient(replica_b_);
+    // BeginTransfer / Commit go through A only
+    client_ = MakeClient({replica_a_}, /*rpc_timeout_ms=*/5000, /*call_deadline_ms=*/5000);
+    client_b_ = MakeClient({replica_b_}, /*rpc_timeout_ms=*/5000, /*call_deadline_ms=*/5000);
     ASSERT_TRUE(client_ && client_b_);
   }
 
@@ -433,58 +325,21 @@ class TwoPcReplicaTakeoverTest : public TwoPcProcessTest {
 
   void StartReplica(const std::string& node_id, int port, const std::string& crash_points,
                     std::unique_ptr<ChildProcess>* out) {
-    ChildProcess::Options o;
-    o.argv = {TXC_COORDINATOR_BIN,
-              "--host=127.0.0.1",
-              "--port=" + std::to_string(port),
-              "--data_dir=" + dir_->Child(node_id),
-              "--store=" + store_db_,
-              "--node_id=" + node_id,
-              "--lease_ttl_ms=1500",
-              "--prepare_timeout_ms=2000",
-              "--sweep_interval_ms=100",
-              "--verbose=1"};
-    if (!crash_points.empty()) o.argv.push_back("--crash_points=" + crash_points);
-    o.log_path = dir_->Child(node_id + ".log");
-    auto child = ChildProcess::Start(o);
-    ASSERT_TRUE(child.ok()) << child.status();
-    *out = std::move(child).value();
-    ASSERT_TRUE(WaitServing(out->get(), port)) << (*out)->LogTail();
-  }
-
-  static std::unique_ptr<participant::CoordinatorClient> MakeClient(const std::string& endpoint) {
-    participant::CoordinatorClientOptions co;
-    co.endpoints = {endpoint};
-    co.rpc_timeout_ms = 5000;
-    co.call_deadline_ms = 5000;
-    auto client = participant::CoordinatorClient::Create(co);
-    EXPECT_TRUE(client.ok()) << client.status();
-    return client.ok() ? std::move(client).value() : nullptr;
+    std::vector<std::string> flags = {"--store=" + store_db_, "--node_id=" + node_id,
+                                      "--lease_ttl_ms=1500"};
+    if (!crash_points.empty()) flags.push_back("--crash_points=" + crash_points);
+    StartCoordinatorProcess(port, node_id, flags, {}, out);
   }
 
   // begin + enlist(debit at bank A, credit at bank B) of `amount` on `account`, through A.
   std::string BeginTransferOn(int account, int64_t amount, int64_t timeout_ms) {
-    wire::BeginRequest req;
-    req.timeout_ms = timeout_ms;
-    auto begun = client_->Begin(req);
-    EXPECT_TRUE(begun.ok()) << begun.status();
-    if (!begun.ok()) return "";
-    wire::EnlistRequest e;
-    e.gtid = begun->gtid;
-    e.branch = Branch("debit", bank_a_, bank::DebitPayload(account, amount));
-    EXPECT_TRUE(client_->Enlist(e).ok());
-    e.branch = Branch("credit", bank_b_, bank::CreditPayload(account, amount));
-    EXPECT_TRUE(client_->Enlist(e).ok());
-    return begun->gtid;
+    return BankProcessTest::BeginTransfer(client_.get(), client_.get(), account, amount,
+                                          timeout_ms);
   }
 
   // The lease row of node_id in the shared store: {epoch, expires_ms}; {-1, -1} when absent.
   std::pair<int64_t, int64_t> LeaseRow(const std::string& node_id) {
-    pqxx::connection conn(store_db_);
-    pqxx::nontransaction n(conn);
-    auto r = n.exec_params("SELECT epoch, expires_ms FROM leases WHERE node_id = $1", node_id);
-    if (r.empty()) return {-1, -1};
-    return {r[0][0].as<int64_t>(), r[0][1].as<int64_t>()};
+    return BankProcessTest::LeaseRow(store_db_, node_id);
   }
 
   std::string store_db_;
