@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <pqxx/pqxx>
 #include <sstream>
@@ -12,6 +13,7 @@
 
 #include "common/backoff.h"
 #include "common/strings.h"
+#include "common/thrift_util.h"
 
 namespace txc {
 namespace chaos {
@@ -495,6 +497,155 @@ std::string Distribution(std::vector<int64_t> ms) {
   out << "n=" << ms.size() << " min " << ms.front() << " / median " << ms[ms.size() / 2]
       << " / max " << ms.back();
   return out.str();
+}
+
+// ---- ChaosTest ----------------------------------------------------------------------
+
+void ChaosTest::SetUpReplicas(const std::string& label, int64_t default_seconds,
+                              const std::string& dir_prefix, const std::string& store_name,
+                              const std::string& coordinator_bin, int replicas,
+                              int64_t lease_ttl_ms, const std::vector<std::string>& extra_flags) {
+  config_ = ConfigFromEnv(default_seconds);
+  std::printf(
+      "[chaos] %s: seed %llu, %lld s of faults (replay: TXC_CHAOS_SEED=%llu "
+      "TXC_CHAOS_SECONDS=%lld)\n",
+      label.c_str(), static_cast<unsigned long long>(config_.seed),
+      static_cast<long long>(config_.seconds), static_cast<unsigned long long>(config_.seed),
+      static_cast<long long>(config_.seconds));
+  std::fflush(stdout);
+  RouteThriftLogsToGlog();  // rate-limited, see common/thrift_util.cc
+  lease_ttl_ms_ = lease_ttl_ms;
+  pg_ = testing::SharedPgCluster();
+  dir_ = std::make_unique<testing::TempDir>(dir_prefix);
+  store_db_ = pg_->ConnectionString(pg_->CreateUniqueDatabase(store_name));
+  std::vector<int> replica_ports;
+  for (int i = 0; i < replicas; ++i) replica_ports.push_back(testing::FreeLoopbackPort());
+  for (int port : replica_ports) {
+    replica_endpoints_.push_back("127.0.0.1:" + std::to_string(port));
+  }
+  for (int i = 0; i < replicas; ++i) {
+    const std::string node = "replica-" + std::to_string(i);
+    std::vector<std::string> argv = {coordinator_bin,
+                                     "--host=127.0.0.1",
+                                     "--port=" + std::to_string(replica_ports[i]),
+                                     "--advertise_endpoint=" + replica_endpoints_[i],
+                                     "--data_dir=" + dir_->Child(node),
+                                     "--store=" + store_db_,
+                                     "--node_id=" + node,
+                                     "--lease_ttl_ms=" + std::to_string(lease_ttl_ms),
+                                     "--sweep_interval_ms=100",
+                                     "--verbose=1"};
+    argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+    replicas_.push_back(std::make_unique<ManagedProcess>(node, ManagedProcess::Kind::kReplica,
+                                                         replica_ports[i], std::move(argv),
+                                                         dir_->Child(node + ".log")));
+  }
+}
+
+std::string ChaosTest::AllReplicas() const { return Join(replica_endpoints_, ","); }
+
+ManagedProcess* ChaosTest::AddParticipant(const std::string& name, int port,
+                                          std::vector<std::string> argv) {
+  participants_.push_back(std::make_unique<ManagedProcess>(
+      name, ManagedProcess::Kind::kParticipant, port, std::move(argv), dir_->Child(name + ".log")));
+  return participants_.back().get();
+}
+
+void ChaosTest::StartAll() {
+  ASSERT_TRUE(replicas_[0]->Start().ok()) << replicas_[0]->LogTail(3000);
+  audit_ = std::make_unique<StoreAudit>(store_db_);
+  Status installed = audit_->Install();
+  ASSERT_TRUE(installed.ok()) << installed;
+  for (size_t i = 1; i < replicas_.size(); ++i) {
+    Status s = replicas_[i]->Start();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  for (auto& p : participants_) {
+    Status s = p->Start();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+}
+
+void ChaosTest::TearDown() {
+  if (HasFailure()) {
+    for (auto& r : replicas_) LOG(ERROR) << r->name() << " log:\n" << r->LogTail(4000);
+    for (auto& p : participants_) LOG(ERROR) << p->name() << " log:\n" << p->LogTail(2000);
+  }
+  participants_.clear();
+  replicas_.clear();
+}
+
+std::vector<std::thread> ChaosTest::StartClients(
+    int with_all, int with_one, const std::function<void(int, std::vector<std::string>)>& loop) {
+  const int n = static_cast<int>(replica_endpoints_.size());
+  std::vector<std::thread> clients;
+  for (int i = 0; i < with_all; ++i) {
+    std::vector<std::string> endpoints;  // every replica, each client starting elsewhere
+    for (int k = 0; k < n; ++k) endpoints.push_back(replica_endpoints_[(i + k) % n]);
+    clients.emplace_back([loop, i, endpoints] { loop(i, endpoints); });
+  }
+  for (int i = 0; i < with_one; ++i) {
+    clients.emplace_back(
+        [this, loop, with_all, i, n] { loop(with_all + i, {replica_endpoints_[i % n]}); });
+  }
+  return clients;
+}
+
+ChaosTest::Settling ChaosTest::RunFaultsAndSettle(std::vector<std::thread>* clients,
+                                                  int64_t timeout_ms,
+                                                  const std::function<bool()>& resolved) {
+  std::vector<ManagedProcess*> replicas, participants;
+  for (auto& r : replicas_) replicas.push_back(r.get());
+  for (auto& p : participants_) participants.push_back(p.get());
+  faults_ =
+      std::make_unique<FaultLoop>(config_, lease_ttl_ms_, replicas, participants, audit_.get());
+  Settling out;
+  out.start_ms = MonotonicMs();
+  faults_->Run();
+  out.healed_ms = faults_->Heal();
+  stop_.store(true);
+
+  std::atomic<int> clients_done{0};
+  std::thread joiner([&] {
+    for (auto& t : *clients) t.join();
+    clients_done.store(1);
+  });
+  out.settled = testing::WaitUntil(
+      [&] {
+        faults_->Tick();
+        const bool done = resolved();
+        if (done && out.resolve_ms < 0) out.resolve_ms = MonotonicMs() - out.healed_ms;
+        if (clients_done.load() != 0 && out.clients_ms < 0) {
+          out.clients_ms = MonotonicMs() - out.healed_ms;
+        }
+        return done && clients_done.load() != 0;
+      },
+      timeout_ms);
+  out.settle_ms = MonotonicMs() - out.healed_ms;
+  joiner.join();  // the clients give up after their own retry limit
+  return out;
+}
+
+std::string ChaosTest::RecoverySummary(const Settling& run,
+                                       const std::pair<int64_t, int64_t>& ownership) const {
+  char line[256];
+  std::snprintf(line, sizeof(line),
+                "[chaos] takeovers by another replica: %lld, re-claims by a restarted replica: "
+                "%lld; after the heal: all final in %lld ms, clients done in %lld ms\n",
+                static_cast<long long>(ownership.first), static_cast<long long>(ownership.second),
+                static_cast<long long>(run.resolve_ms), static_cast<long long>(run.clients_ms));
+  return line + std::string("[chaos] ") + faults_->Summary() + "\n";
+}
+
+void ChaosTest::ExpectNoUnexpectedExits() {
+  EXPECT_TRUE(faults_->unexpected_exits().empty())
+      << faults_->unexpected_exits().size() << " processes exited by themselves; first:\n"
+      << (faults_->unexpected_exits().empty() ? "" : faults_->unexpected_exits()[0]);
+}
+
+void ChaosTest::ExpectNoStaleWrites(const std::vector<std::string>& stale) {
+  EXPECT_TRUE(stale.empty()) << stale.size() << " store writes by a stale (node, epoch); first: "
+                             << (stale.empty() ? "" : stale[0]);
 }
 
 }  // namespace chaos

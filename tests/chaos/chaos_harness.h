@@ -1,23 +1,29 @@
 // The chaos tests' shared parts: seeded configuration, processes the test
 // kills, pauses and restarts on purpose (and notices when one exits by
 // itself), the fault loop, and the store audit (stale-epoch writes, changes of
-// ownership).
+// ownership), and the ChaosTest fixture both chaos tests build on (replicas on
+// one store, the audit, client threads, the fault loop and the settling).
 //
-// Thread-safety: a ManagedProcess, the FaultLoop and the StoreAudit are used
-// by the test's main thread only (children must be started from it:
-// ChildProcess kills them when the starting thread ends).
+// Thread-safety: a ManagedProcess, the FaultLoop, the StoreAudit and the
+// ChaosTest's methods are used by the test's main thread only (children must
+// be started from it: ChildProcess kills them when the starting thread ends).
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/backoff.h"
 #include "common/status.h"
+#include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
 #include "txc/participant/coordinator_client.h"
 
@@ -198,6 +204,76 @@ auto RetryUntilAnswered(CallTrace* trace, int64_t for_ms, Call call) -> decltype
 
 // min / median / max of a list of milliseconds, "-" when empty.
 std::string Distribution(std::vector<int64_t> ms);
+
+// The fixture of a chaos test: a seeded configuration, the shared PostgreSQL,
+// a temp dir, coordinator replicas sharing one store database, the
+// participants the test adds, the store audit, the client threads and the
+// fault loop. Methods are called from the test's main thread; stop_ is read
+// by the client threads.
+class ChaosTest : public ::testing::Test {
+ protected:
+  // The milliseconds of a run, from the start of the faults (monotonic).
+  struct Settling {
+    bool settled = false;     // every client ended and the test's check held
+    int64_t start_ms = 0;     // monotonic, the faults began
+    int64_t healed_ms = 0;    // monotonic, everything was healed
+    int64_t settle_ms = 0;    // from the heal until settled (or the timeout)
+    int64_t resolve_ms = -1;  // from the heal until the check first held
+    int64_t clients_ms = -1;  // from the heal until every client had ended
+  };
+
+  // Reads the configuration (faults for TXC_CHAOS_SECONDS, default
+  // `default_seconds`) and prints the seed line headed `label`; makes the temp
+  // dir, the store database `store_name` and `replicas` coordinator replicas
+  // "replica-<i>" on it (not started): `coordinator_bin` with the flags every
+  // chaos test gives it, then `extra_flags`.
+  void SetUpReplicas(const std::string& label, int64_t default_seconds,
+                     const std::string& dir_prefix, const std::string& store_name,
+                     const std::string& coordinator_bin, int replicas, int64_t lease_ttl_ms,
+                     const std::vector<std::string>& extra_flags);
+  // The replicas' endpoints, comma-separated.
+  std::string AllReplicas() const;
+  // Adds a participant service (not started) on `port`, logging to
+  // "<name>.log" in the temp dir.
+  ManagedProcess* AddParticipant(const std::string& name, int port, std::vector<std::string> argv);
+  // Starts the first replica (it applies the store's migrations), installs the
+  // audit, then starts the other replicas and the participants.
+  void StartAll();
+  // On a failure, logs every process's log tail; then stops them all.
+  void TearDown() override;
+
+  // Starts `loop(id, endpoints)` on `with_all` threads that know every replica
+  // (each starting at another) and `with_one` threads that know one each.
+  std::vector<std::thread> StartClients(
+      int with_all, int with_one, const std::function<void(int, std::vector<std::string>)>& loop);
+  // Runs the fault loop (faults_) over the replicas and participants and heals,
+  // sets stop_, and waits up to `timeout_ms` until every client thread ended
+  // and `resolved()` holds (asked after each Tick). Joins the clients.
+  Settling RunFaultsAndSettle(std::vector<std::thread>* clients, int64_t timeout_ms,
+                              const std::function<bool()>& resolved);
+
+  // The lines every chaos test's summary ends with: takeovers and re-claims
+  // (StoreAudit::OwnershipChanges), the times after the heal, the faults.
+  std::string RecoverySummary(const Settling& run,
+                              const std::pair<int64_t, int64_t>& ownership) const;
+
+  // The checks every chaos test ends with: nothing exited by itself, no store
+  // write by a stale (node, epoch).
+  void ExpectNoUnexpectedExits();
+  void ExpectNoStaleWrites(const std::vector<std::string>& stale);
+
+  ChaosConfig config_;
+  int64_t lease_ttl_ms_ = 0;
+  testing::PgCluster* pg_ = nullptr;
+  std::unique_ptr<testing::TempDir> dir_;
+  std::string store_db_;
+  std::vector<std::string> replica_endpoints_;
+  std::vector<std::unique_ptr<ManagedProcess>> replicas_;
+  std::vector<std::unique_ptr<ManagedProcess>> participants_;
+  std::unique_ptr<StoreAudit> audit_;
+  std::unique_ptr<FaultLoop> faults_;  // made by RunFaultsAndSettle
+  std::atomic<bool> stop_{false};      // the client threads stop when set
+};
 
 }  // namespace chaos
 }  // namespace txc

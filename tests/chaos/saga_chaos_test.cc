@@ -29,7 +29,6 @@
 #include <vector>
 
 #include "common/backoff.h"
-#include "common/thrift_util.h"
 #include "examples/order-payment-saga/shop.h"
 #include "tests/chaos/chaos_harness.h"
 #include "tests/harness/pg_cluster.h"
@@ -57,40 +56,12 @@ struct ClientSaga {
   chaos::CallTrace trace;
 };
 
-class SagaChaosTest : public ::testing::Test {
+class SagaChaosTest : public chaos::ChaosTest {
  protected:
   void SetUp() override {
-    config_ = chaos::ConfigFromEnv(30);
-    std::printf(
-        "[chaos] saga: seed %llu, %lld s of faults (replay: TXC_CHAOS_SEED=%llu "
-        "TXC_CHAOS_SECONDS=%lld)\n",
-        static_cast<unsigned long long>(config_.seed), static_cast<long long>(config_.seconds),
-        static_cast<unsigned long long>(config_.seed), static_cast<long long>(config_.seconds));
-    std::fflush(stdout);
-    RouteThriftLogsToGlog();  // rate-limited, see common/thrift_util.cc
-    pg_ = testing::SharedPgCluster();
-    dir_ = std::make_unique<testing::TempDir>("txc-chaos-saga-");
-    store_db_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("chaos_saga_store"));
-    std::vector<int> replica_ports;
-    for (int i = 0; i < kReplicas; ++i) replica_ports.push_back(testing::FreeLoopbackPort());
-    for (int port : replica_ports) {
-      replica_endpoints_.push_back("127.0.0.1:" + std::to_string(port));
-    }
-    for (const auto& e : replica_endpoints_) {
-      ep_.coordinator += (ep_.coordinator.empty() ? "" : ",") + e;
-    }
-    for (int i = 0; i < kReplicas; ++i) {
-      const std::string node = "replica-" + std::to_string(i);
-      replicas_.push_back(std::make_unique<ManagedProcess>(
-          node, ManagedProcess::Kind::kReplica, replica_ports[i],
-          std::vector<std::string>{
-              TXC_COORDINATOR_BIN, "--host=127.0.0.1", "--port=" + std::to_string(replica_ports[i]),
-              "--advertise_endpoint=" + replica_endpoints_[i], "--data_dir=" + dir_->Child(node),
-              "--store=" + store_db_, "--node_id=" + node,
-              "--lease_ttl_ms=" + std::to_string(kLeaseTtlMs), "--sweep_interval_ms=100",
-              "--verbose=1"},
-          dir_->Child(node + ".log")));
-    }
+    SetUpReplicas("saga", 30, "txc-chaos-saga-", "chaos_saga_store", TXC_COORDINATOR_BIN, kReplicas,
+                  kLeaseTtlMs, {});
+    ep_.coordinator = AllReplicas();
     ep_.order_db = dir_->Child("order.db");
     ep_.payment_db = dir_->Child("payment.db");
     ep_.inventory_db = dir_->Child("inventory.db");
@@ -104,32 +75,10 @@ class SagaChaosTest : public ::testing::Test {
                                        "--coordinator=" + ep_.coordinator};
       if (name == "inventory") argv.push_back(std::string("--seed=") + kInventorySeed);
       if (name == "payment") argv.push_back(std::string("--seed=") + kPaymentSeed);
-      services_.push_back(std::make_unique<ManagedProcess>(name, ManagedProcess::Kind::kParticipant,
-                                                           port, argv, dir_->Child(name + ".log")));
-      const std::string endpoint = services_.back()->endpoint();
+      const std::string endpoint = AddParticipant(name, port, argv)->endpoint();
       (name == "order" ? ep_.order : name == "payment" ? ep_.payment : ep_.inventory) = endpoint;
     }
-    ASSERT_TRUE(replicas_[0]->Start().ok()) << replicas_[0]->LogTail(3000);
-    audit_ = std::make_unique<chaos::StoreAudit>(store_db_);
-    Status installed = audit_->Install();
-    ASSERT_TRUE(installed.ok()) << installed;
-    for (int i = 1; i < kReplicas; ++i) {
-      Status s = replicas_[i]->Start();
-      ASSERT_TRUE(s.ok()) << s;
-    }
-    for (auto& svc : services_) {
-      Status s = svc->Start();
-      ASSERT_TRUE(s.ok()) << s;
-    }
-  }
-
-  void TearDown() override {
-    if (HasFailure()) {
-      for (auto& r : replicas_) LOG(ERROR) << r->name() << " log:\n" << r->LogTail(4000);
-      for (auto& s : services_) LOG(ERROR) << s->name() << " log:\n" << s->LogTail(2000);
-    }
-    services_.clear();
-    replicas_.clear();
+    ASSERT_NO_FATAL_FAILURE(StartAll());
   }
 
   // One client thread: orders until `stop_`, each submitted (asking again
@@ -166,66 +115,25 @@ class SagaChaosTest : public ::testing::Test {
     }
   }
 
-  chaos::ChaosConfig config_;
-  testing::PgCluster* pg_ = nullptr;
-  std::unique_ptr<testing::TempDir> dir_;
-  std::string store_db_;
-  std::vector<std::string> replica_endpoints_;
   shop::ShopEndpoints ep_;
-  std::vector<std::unique_ptr<ManagedProcess>> replicas_;
-  std::vector<std::unique_ptr<ManagedProcess>> services_;
-  std::unique_ptr<chaos::StoreAudit> audit_;
-
-  std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::vector<ClientSaga> sagas_;  // guarded by mu_
 };
 
 TEST_F(SagaChaosTest, EveryOrderEndsWithAllEffectsOrNone) {
-  std::vector<std::thread> clients;
-  for (int i = 0; i < kClientsWithAllReplicas; ++i) {
-    std::vector<std::string> endpoints;
-    for (int k = 0; k < kReplicas; ++k)
-      endpoints.push_back(replica_endpoints_[(i + k) % kReplicas]);
-    clients.emplace_back([this, i, endpoints] { ClientLoop(i, endpoints); });
-  }
-  for (int i = 0; i < kClientsWithOneReplica; ++i) {
-    clients.emplace_back([this, i] {
-      ClientLoop(kClientsWithAllReplicas + i, {replica_endpoints_[i % kReplicas]});
-    });
-  }
-
-  std::vector<ManagedProcess*> replicas, services;
-  for (auto& r : replicas_) replicas.push_back(r.get());
-  for (auto& s : services_) services.push_back(s.get());
-  chaos::FaultLoop faults(config_, kLeaseTtlMs, replicas, services, audit_.get());
-  const int64_t start = MonotonicMs();
-  faults.Run();
-  const int64_t healed = faults.Heal();
-  stop_.store(true);
-
-  std::atomic<int> clients_done{0};
-  std::thread joiner([&] {
-    for (auto& t : clients) t.join();
-    clients_done.store(1);
-  });
+  std::vector<std::thread> clients = StartClients(
+      kClientsWithAllReplicas, kClientsWithOneReplica,
+      [this](int id, std::vector<std::string> endpoints) { ClientLoop(id, std::move(endpoints)); });
   // resolve_ms: from the heal until the store first had nothing unfinished;
   // clients_ms: until every client had its answers (or gave up).
-  int64_t unfinished = -1, resolve_ms = -1, clients_ms = -1;
-  const bool settled = testing::WaitUntil(
-      [&] {
-        faults.Tick();
-        auto n = audit_->UnfinishedCount();
-        unfinished = n.ok() ? *n : -1;
-        if (unfinished == 0 && resolve_ms < 0) resolve_ms = MonotonicMs() - healed;
-        if (clients_done.load() != 0 && clients_ms < 0) clients_ms = MonotonicMs() - healed;
-        return unfinished == 0 && clients_done.load() != 0;
-      },
-      kSettleTimeoutMs);
-  const int64_t settle_ms = MonotonicMs() - healed;
-  joiner.join();
-  EXPECT_TRUE(settled) << "after " << settle_ms << " ms: " << unfinished
-                       << " sagas unfinished in the store";
+  int64_t unfinished = -1;
+  const Settling run = RunFaultsAndSettle(&clients, kSettleTimeoutMs, [&] {
+    auto n = audit_->UnfinishedCount();
+    unfinished = n.ok() ? *n : -1;
+    return unfinished == 0;
+  });
+  EXPECT_TRUE(run.settled) << "after " << run.settle_ms << " ms: " << unfinished
+                           << " sagas unfinished in the store";
 
   auto states = audit_->AllStates();
   ASSERT_TRUE(states.ok()) << states.status();
@@ -283,15 +191,12 @@ TEST_F(SagaChaosTest, EveryOrderEndsWithAllEffectsOrNone) {
       "[chaos] saga seed %llu: %.1f s of faults; %zu sagas submitted, %zu in the store "
       "(SUCCEEDED %lld, COMPENSATED %lld); submits never answered %lld (NotOwner at the end: "
       "%lld; NotOwner answers on the way: %lld)\n[chaos] %s\n"
-      "[chaos] takeovers by another replica: %lld, re-claims by a restarted replica: %lld; "
-      "after the heal: all final in %lld ms, clients done in %lld ms\n[chaos] %s\n",
-      static_cast<unsigned long long>(config_.seed), (healed - start) / 1000.0, sagas_.size(),
-      states->size(), static_cast<long long>(succeeded), static_cast<long long>(compensated),
-      static_cast<long long>(no_answer), static_cast<long long>(not_owner_unresolved),
-      static_cast<long long>(not_owner_answers), report.Summary().c_str(),
-      static_cast<long long>(ownership->first), static_cast<long long>(ownership->second),
-      static_cast<long long>(resolve_ms), static_cast<long long>(clients_ms),
-      faults.Summary().c_str());
+      "%s",
+      static_cast<unsigned long long>(config_.seed), (run.healed_ms - run.start_ms) / 1000.0,
+      sagas_.size(), states->size(), static_cast<long long>(succeeded),
+      static_cast<long long>(compensated), static_cast<long long>(no_answer),
+      static_cast<long long>(not_owner_unresolved), static_cast<long long>(not_owner_answers),
+      report.Summary().c_str(), RecoverySummary(run, *ownership).c_str());
   std::fflush(stdout);
 
   EXPECT_TRUE(report.ok) << report.Summary();
@@ -303,11 +208,8 @@ TEST_F(SagaChaosTest, EveryOrderEndsWithAllEffectsOrNone) {
                                        for (const auto& v : violations) s += "  " + v + "\n";
                                        return s;
                                      }();
-  EXPECT_TRUE(faults.unexpected_exits().empty())
-      << faults.unexpected_exits().size() << " processes exited by themselves; first:\n"
-      << (faults.unexpected_exits().empty() ? "" : faults.unexpected_exits()[0]);
-  EXPECT_TRUE(stale->empty()) << stale->size() << " store writes by a stale (node, epoch); first: "
-                              << (stale->empty() ? "" : (*stale)[0]);
+  ExpectNoUnexpectedExits();
+  ExpectNoStaleWrites(*stale);
   EXPECT_GT(succeeded, 0);
 }
 

@@ -32,7 +32,6 @@
 #include <vector>
 
 #include "common/backoff.h"
-#include "common/thrift_util.h"
 #include "examples/bank-transfer-2pc/bank_payload.h"
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 #include "tests/chaos/chaos_harness.h"
@@ -68,79 +67,29 @@ struct ClientTxn {
   std::string completion_disagreement;
 };
 
-class TwoPcChaosTest : public ::testing::Test {
+class TwoPcChaosTest : public chaos::ChaosTest {
  protected:
   void SetUp() override {
-    config_ = chaos::ConfigFromEnv(30);
-    std::printf(
-        "[chaos] 2PC: seed %llu, %lld s of faults (replay: TXC_CHAOS_SEED=%llu "
-        "TXC_CHAOS_SECONDS=%lld)\n",
-        static_cast<unsigned long long>(config_.seed), static_cast<long long>(config_.seconds),
-        static_cast<unsigned long long>(config_.seed), static_cast<long long>(config_.seconds));
-    std::fflush(stdout);
-    RouteThriftLogsToGlog();  // rate-limited, see common/thrift_util.cc
-    pg_ = testing::SharedPgCluster();
-    dir_ = std::make_unique<testing::TempDir>("txc-chaos-2pc-");
-    store_db_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("chaos_store"));
+    SetUpReplicas("2PC", 30, "txc-chaos-2pc-", "chaos_store", TXC_COORDINATOR_BIN, kReplicas,
+                  kLeaseTtlMs, {"--prepare_timeout_ms=2000"});
     db_[0] = pg_->ConnectionString(pg_->CreateUniqueDatabase("chaos_bank_a"));
     db_[1] = pg_->ConnectionString(pg_->CreateUniqueDatabase("chaos_bank_b"));
-    std::vector<int> replica_ports;
-    for (int i = 0; i < kReplicas; ++i) replica_ports.push_back(testing::FreeLoopbackPort());
-    for (int port : replica_ports) {
-      replica_endpoints_.push_back("127.0.0.1:" + std::to_string(port));
-    }
-    std::string all_replicas;
-    for (const auto& e : replica_endpoints_) all_replicas += (all_replicas.empty() ? "" : ",") + e;
-    for (int i = 0; i < kReplicas; ++i) {
-      const std::string node = "replica-" + std::to_string(i);
-      replicas_.push_back(std::make_unique<ManagedProcess>(
-          node, ManagedProcess::Kind::kReplica, replica_ports[i],
-          std::vector<std::string>{
-              TXC_COORDINATOR_BIN, "--host=127.0.0.1", "--port=" + std::to_string(replica_ports[i]),
-              "--advertise_endpoint=" + replica_endpoints_[i], "--data_dir=" + dir_->Child(node),
-              "--store=" + store_db_, "--node_id=" + node,
-              "--lease_ttl_ms=" + std::to_string(kLeaseTtlMs), "--prepare_timeout_ms=2000",
-              "--sweep_interval_ms=100", "--verbose=1"},
-          dir_->Child(node + ".log")));
-    }
+    const std::string all_replicas = AllReplicas();
     for (int b = 0; b < 2; ++b) {
       const int port = testing::FreeLoopbackPort();
       const std::string name = b == 0 ? "bank_a" : "bank_b";
-      banks_.push_back(std::make_unique<ManagedProcess>(
-          name, ManagedProcess::Kind::kParticipant, port,
-          std::vector<std::string>{TXC_BANK_BIN, "--port=" + std::to_string(port), "--db=" + db_[b],
-                                   "--coordinators=" + all_replicas, "--name=" + name,
-                                   "--accounts=" + std::to_string(kAccounts),
-                                   "--initial_balance=" + std::to_string(kInitialBalance)},
-          dir_->Child(name + ".log")));
+      banks_[b] = AddParticipant(name, port,
+                                 {TXC_BANK_BIN, "--port=" + std::to_string(port), "--db=" + db_[b],
+                                  "--coordinators=" + all_replicas, "--name=" + name,
+                                  "--accounts=" + std::to_string(kAccounts),
+                                  "--initial_balance=" + std::to_string(kInitialBalance)});
     }
-    // The first replica applies the store's migrations; then the audit.
-    ASSERT_TRUE(replicas_[0]->Start().ok()) << replicas_[0]->LogTail(3000);
-    audit_ = std::make_unique<chaos::StoreAudit>(store_db_);
-    Status installed = audit_->Install();
-    ASSERT_TRUE(installed.ok()) << installed;
-    for (int i = 1; i < kReplicas; ++i) {
-      Status s = replicas_[i]->Start();
-      ASSERT_TRUE(s.ok()) << s;
-    }
-    for (auto& b : banks_) {
-      Status s = b->Start();
-      ASSERT_TRUE(s.ok()) << s;
-    }
+    ASSERT_NO_FATAL_FAILURE(StartAll());
     for (const auto& e : replica_endpoints_) {
       auto reader = chaos::MakeClient({e});
       ASSERT_TRUE(reader.ok()) << reader.status();
       readers_.push_back(std::move(reader).value());
     }
-  }
-
-  void TearDown() override {
-    if (HasFailure()) {
-      for (auto& r : replicas_) LOG(ERROR) << r->name() << " log:\n" << r->LogTail(4000);
-      for (auto& b : banks_) LOG(ERROR) << b->name() << " log:\n" << b->LogTail(2000);
-    }
-    banks_.clear();
-    replicas_.clear();
   }
 
   template <typename Call>
@@ -301,19 +250,11 @@ class TwoPcChaosTest : public ::testing::Test {
     return out;
   }
 
-  chaos::ChaosConfig config_;
-  testing::PgCluster* pg_ = nullptr;
-  std::unique_ptr<testing::TempDir> dir_;
-  std::string store_db_;
   std::string db_[2];
-  std::vector<std::string> replica_endpoints_;
-  std::vector<std::unique_ptr<ManagedProcess>> replicas_;
-  std::vector<std::unique_ptr<ManagedProcess>> banks_;
-  std::unique_ptr<chaos::StoreAudit> audit_;
+  ManagedProcess* banks_[2] = {nullptr, nullptr};  // owned by participants_
   // One client per replica, knowing that replica only (status reads).
   std::vector<std::unique_ptr<participant::CoordinatorClient>> readers_;
 
-  std::atomic<bool> stop_{false};
   std::atomic<int64_t> begin_failures_{0};
   std::atomic<int64_t> enlist_failures_{0};
   std::mutex mu_;
@@ -321,54 +262,22 @@ class TwoPcChaosTest : public ::testing::Test {
 };
 
 TEST_F(TwoPcChaosTest, TransfersStayAtomicAndEveryReplicaStaysUseful) {
-  std::vector<std::thread> clients;
-  for (int i = 0; i < kClientsWithAllReplicas; ++i) {
-    std::vector<std::string> endpoints;  // every replica, each client starting elsewhere
-    for (int k = 0; k < kReplicas; ++k)
-      endpoints.push_back(replica_endpoints_[(i + k) % kReplicas]);
-    clients.emplace_back([this, i, endpoints] { ClientLoop(i, endpoints); });
-  }
-  for (int i = 0; i < kClientsWithOneReplica; ++i) {
-    clients.emplace_back([this, i] {
-      ClientLoop(kClientsWithAllReplicas + i, {replica_endpoints_[i % kReplicas]});
-    });
-  }
-
-  std::vector<ManagedProcess*> replicas, banks;
-  for (auto& r : replicas_) replicas.push_back(r.get());
-  for (auto& b : banks_) banks.push_back(b.get());
-  chaos::FaultLoop faults(config_, kLeaseTtlMs, replicas, banks, audit_.get());
-  const int64_t start = MonotonicMs();
-  faults.Run();
-  const int64_t healed = faults.Heal();
-  stop_.store(true);
-
+  std::vector<std::thread> clients = StartClients(
+      kClientsWithAllReplicas, kClientsWithOneReplica,
+      [this](int id, std::vector<std::string> endpoints) { ClientLoop(id, std::move(endpoints)); });
   // Settle: clients done, every transaction final, nothing prepared.
-  std::atomic<int> clients_done{0};
-  std::thread joiner([&] {
-    for (auto& t : clients) t.join();
-    clients_done.store(1);
-  });
   // resolve_ms: from the heal until the store and the banks first had nothing
   // unfinished; clients_ms: until every client had its answers (or gave up).
-  int64_t unfinished = -1, prepared = -1, resolve_ms = -1, clients_ms = -1;
-  const bool settled = testing::WaitUntil(
-      [&] {
-        faults.Tick();
-        auto n = audit_->UnfinishedCount();
-        unfinished = n.ok() ? *n : -1;
-        prepared = PreparedEverywhere();
-        const bool resolved = unfinished == 0 && prepared == 0;
-        if (resolved && resolve_ms < 0) resolve_ms = MonotonicMs() - healed;
-        if (clients_done.load() != 0 && clients_ms < 0) clients_ms = MonotonicMs() - healed;
-        return resolved && clients_done.load() != 0;
-      },
-      kSettleTimeoutMs);
-  const int64_t settle_ms = MonotonicMs() - healed;
-  joiner.join();  // clients give up after kClientRetryMs
-  EXPECT_TRUE(settled) << "after " << settle_ms << " ms: " << unfinished
-                       << " transactions unfinished in the store, " << prepared
-                       << " prepared transactions at the banks";
+  int64_t unfinished = -1, prepared = -1;
+  const Settling run = RunFaultsAndSettle(&clients, kSettleTimeoutMs, [&] {
+    auto n = audit_->UnfinishedCount();
+    unfinished = n.ok() ? *n : -1;
+    prepared = PreparedEverywhere();
+    return unfinished == 0 && prepared == 0;
+  });
+  EXPECT_TRUE(run.settled) << "after " << run.settle_ms << " ms: " << unfinished
+                           << " transactions unfinished in the store, " << prepared
+                           << " prepared transactions at the banks";
 
   // ---- what the clients were told ----
   int64_t told_commit = 0, told_abort = 0, no_answer = 0, not_owner_unresolved = 0,
@@ -453,17 +362,14 @@ TEST_F(TwoPcChaosTest, TransfersStayAtomicAndEveryReplicaStaysUseful) {
       "of %zu (committed %lld, aborted %lld, not final %lld); clients told COMMIT %lld, ABORT "
       "%lld, nothing %lld (NotOwner at the end: %lld; NotOwner answers on the way: %lld); "
       "begin failures %lld, enlist failures %lld\n"
-      "[chaos] takeovers by another replica: %lld, re-claims by a restarted replica: %lld; "
-      "after the heal: all final in %lld ms, clients done in %lld ms\n[chaos] %s\n",
-      static_cast<unsigned long long>(config_.seed), (healed - start) / 1000.0, txns_.size(),
-      states->size(), static_cast<long long>(committed), static_cast<long long>(aborted),
-      static_cast<long long>(not_final), static_cast<long long>(told_commit),
-      static_cast<long long>(told_abort), static_cast<long long>(no_answer),
-      static_cast<long long>(not_owner_unresolved), static_cast<long long>(not_owner_answers),
-      static_cast<long long>(begin_failures_.load()),
-      static_cast<long long>(enlist_failures_.load()), static_cast<long long>(ownership->first),
-      static_cast<long long>(ownership->second), static_cast<long long>(resolve_ms),
-      static_cast<long long>(clients_ms), faults.Summary().c_str());
+      "%s",
+      static_cast<unsigned long long>(config_.seed), (run.healed_ms - run.start_ms) / 1000.0,
+      txns_.size(), states->size(), static_cast<long long>(committed),
+      static_cast<long long>(aborted), static_cast<long long>(not_final),
+      static_cast<long long>(told_commit), static_cast<long long>(told_abort),
+      static_cast<long long>(no_answer), static_cast<long long>(not_owner_unresolved),
+      static_cast<long long>(not_owner_answers), static_cast<long long>(begin_failures_.load()),
+      static_cast<long long>(enlist_failures_.load()), RecoverySummary(run, *ownership).c_str());
   std::fflush(stdout);
 
   EXPECT_EQ(total, 2 * kAccounts * kInitialBalance) << "money not conserved";
@@ -482,11 +388,8 @@ TEST_F(TwoPcChaosTest, TransfersStayAtomicAndEveryReplicaStaysUseful) {
                                for (const auto& u : unanswered) s += "  " + u + "\n";
                                return s;
                              }();
-  EXPECT_TRUE(faults.unexpected_exits().empty())
-      << faults.unexpected_exits().size() << " processes exited by themselves; first:\n"
-      << (faults.unexpected_exits().empty() ? "" : faults.unexpected_exits()[0]);
-  EXPECT_TRUE(stale->empty()) << stale->size() << " store writes by a stale (node, epoch); first: "
-                              << (stale->empty() ? "" : (*stale)[0]);
+  ExpectNoUnexpectedExits();
+  ExpectNoStaleWrites(*stale);
   EXPECT_GT(committed, 0);
 }
 
