@@ -42,6 +42,7 @@
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/pg_replication.h"
 #include "tests/harness/process.h"
+#include "tests/twopc/bank_process_test.h"
 #include "txc/participant/coordinator_client.h"
 
 namespace txc {
@@ -49,12 +50,7 @@ namespace {
 
 using testing::ChildProcess;
 
-// Many accounts: transfers rarely contend for a row (a bank whose prepares wait
-// on rows locked by prepared branches can run out of pooled connections).
-constexpr int kAccounts = 1000;
-constexpr int64_t kInitialBalance = 1000000;
 constexpr int64_t kMaxAmount = 10;
-constexpr int64_t kWaitMs = 60000;
 // TxnState values in the store (coordinator/core/states.h).
 constexpr int kStateCommitted = 4;
 constexpr int kStateAborted = 6;
@@ -70,21 +66,25 @@ struct Transfer {
   int64_t start_ms = 0, end_ms = 0;  // MonotonicMs()
 };
 
-class StoreFailoverTest : public ::testing::Test {
+class StoreFailoverTest : public testing::BankProcessTest {
  protected:
+  // Many accounts: transfers rarely contend for a row (a bank whose prepares wait
+  // on rows locked by prepared branches can run out of pooled connections).
+  // (These hide BankProcessTest's.)
+  static constexpr int kAccounts = 1000;
+  static constexpr int64_t kInitialBalance = 1000000;
+  static constexpr int64_t kWaitMs = 60000;
+
   void SetUp() override {
-    pg_ = testing::SharedPgCluster();
-    dir_ = std::make_unique<testing::TempDir>("txc-failover-");
-    db_a_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_a"));
-    db_b_ = pg_->ConnectionString(pg_->CreateUniqueDatabase("bank_b"));
+    SetUpBankDatabases("txc-failover-");
+    bank_accounts_ = kAccounts;
+    bank_initial_balance_ = kInitialBalance;
+    start_timeout_ms_ = kWaitMs;
     for (int i = 0; i < 2; ++i) {
       coordinator_ports_.push_back(testing::FreeLoopbackPort());
       coordinators_.push_back("127.0.0.1:" + std::to_string(coordinator_ports_.back()));
     }
-    port_a_ = testing::FreeLoopbackPort();
-    port_b_ = testing::FreeLoopbackPort();
-    bank_a_ = "127.0.0.1:" + std::to_string(port_a_);
-    bank_b_ = "127.0.0.1:" + std::to_string(port_b_);
+    bank_coordinators_ = coordinators_[0] + "," + coordinators_[1];
     coordinator_procs_.resize(2);
   }
 
@@ -111,47 +111,11 @@ class StoreFailoverTest : public ::testing::Test {
 
   void StartCoordinator(int i, const std::string& store, std::vector<std::string> extra,
                         std::vector<std::pair<std::string, std::string>> env = {}) {
-    ChildProcess::Options o;
-    o.argv = {TXC_COORDINATOR_BIN,
-              "--host=127.0.0.1",
-              "--port=" + std::to_string(coordinator_ports_[i]),
-              "--data_dir=" + dir_->Child("coordinator-" + std::to_string(i)),
-              "--node_id=coordinator-" + std::to_string(i),
-              "--store=" + store,
-              "--prepare_timeout_ms=2000",
-              "--sweep_interval_ms=100",
-              "--verbose=1"};
-    o.argv.insert(o.argv.end(), extra.begin(), extra.end());
-    o.env = std::move(env);
-    o.log_path = dir_->Child("coordinator-" + std::to_string(i) + ".log");
-    auto child = ChildProcess::Start(o);
-    ASSERT_TRUE(child.ok()) << child.status();
-    coordinator_procs_[i] = std::move(child).value();
-    ASSERT_TRUE(WaitServing(coordinator_procs_[i].get(), coordinator_ports_[i]))
-        << coordinator_procs_[i]->LogTail();
-  }
-
-  void StartBank(char which) {
-    ChildProcess::Options o;
-    const int port = which == 'a' ? port_a_ : port_b_;
-    o.argv = {TXC_BANK_BIN,
-              "--port=" + std::to_string(port),
-              "--db=" + (which == 'a' ? db_a_ : db_b_),
-              "--coordinators=" + coordinators_[0] + "," + coordinators_[1],
-              std::string("--name=bank_") + which,
-              "--accounts=" + std::to_string(kAccounts),
-              "--initial_balance=" + std::to_string(kInitialBalance)};
-    o.log_path = dir_->Child(std::string("bank_") + which + ".log");
-    auto child = ChildProcess::Start(o);
-    ASSERT_TRUE(child.ok()) << child.status();
-    (which == 'a' ? bank_a_proc_ : bank_b_proc_) = std::move(child).value();
-    ASSERT_TRUE(WaitServing((which == 'a' ? bank_a_proc_ : bank_b_proc_).get(), port));
-  }
-
-  static bool WaitServing(ChildProcess* child, int port) {
-    testing::WaitUntil([&] { return !child->IsRunning() || testing::WaitForPort(port, 100).ok(); },
-                       kWaitMs);
-    return child->IsRunning() && testing::WaitForPort(port, 100).ok();
+    const std::string name = "coordinator-" + std::to_string(i);
+    std::vector<std::string> flags = {"--node_id=" + name, "--store=" + store};
+    flags.insert(flags.end(), extra.begin(), extra.end());
+    StartCoordinatorProcess(coordinator_ports_[i], name, flags, std::move(env),
+                            &coordinator_procs_[i]);
   }
 
   std::unique_ptr<participant::CoordinatorClient> Client(const std::string& endpoint,
@@ -364,15 +328,9 @@ class StoreFailoverTest : public ::testing::Test {
     std::fflush(stdout);
   }
 
-  testing::PgCluster* pg_ = nullptr;
-  std::unique_ptr<testing::TempDir> dir_;
-  std::string db_a_, db_b_;
   std::vector<int> coordinator_ports_;
   std::vector<std::string> coordinators_;
-  int port_a_ = 0, port_b_ = 0;
-  std::string bank_a_, bank_b_;
   std::vector<std::unique_ptr<ChildProcess>> coordinator_procs_;
-  std::unique_ptr<ChildProcess> bank_a_proc_, bank_b_proc_;
 };
 
 TEST_F(StoreFailoverTest, SyncStandbyPrimaryStopsAndStandbyIsPromotedUnderLoad) {

@@ -6,7 +6,8 @@
 // TXC_BANK_BIN and links bank_transfer_workload and txc_test_harness.
 //
 // Called from the test's main thread only (children are killed with the
-// thread that started them). Every wait has a deadline (kWaitMs).
+// thread that started them). Every wait has a deadline (kWaitMs,
+// start_timeout_ms_).
 #ifndef TXC_TESTS_TWOPC_BANK_PROCESS_TEST_H_
 #define TXC_TESTS_TWOPC_BANK_PROCESS_TEST_H_
 
@@ -57,7 +58,7 @@ class BankProcessTest : public ::testing::Test {
 
   // Starts a coordinator on `port` with its data dir and log named `name`
   // under dir_: the flags every test gives it, then `flags`; `env` is added to
-  // its environment. Fails (fatally) unless it serves within kWaitMs.
+  // its environment. Fails (fatally) unless it serves within start_timeout_ms_.
   void StartCoordinatorProcess(int port, const std::string& name,
                                const std::vector<std::string>& flags,
                                std::vector<std::pair<std::string, std::string>> env,
@@ -76,7 +77,7 @@ class BankProcessTest : public ::testing::Test {
     auto child = ChildProcess::Start(o);
     ASSERT_TRUE(child.ok()) << child.status();
     *out = std::move(child).value();
-    ASSERT_TRUE(WaitServing(out->get(), port)) << (*out)->LogTail();
+    ASSERT_TRUE(WaitServing(out->get(), port, start_timeout_ms_)) << (*out)->LogTail();
   }
 
   // Starts bank 'a' or 'b' on its port, knowing the coordinators in
@@ -89,19 +90,20 @@ class BankProcessTest : public ::testing::Test {
               "--db=" + (which == 'a' ? db_a_ : db_b_),
               "--coordinators=" + bank_coordinators_,
               std::string("--name=bank_") + which,
-              "--accounts=" + std::to_string(kAccounts),
-              "--initial_balance=" + std::to_string(kInitialBalance)};
+              "--accounts=" + std::to_string(bank_accounts_),
+              "--initial_balance=" + std::to_string(bank_initial_balance_)};
     o.log_path = dir_->Child(std::string("bank_") + which + ".log");
     auto child = ChildProcess::Start(o);
     ASSERT_TRUE(child.ok()) << child.status();
     auto& proc = which == 'a' ? bank_a_proc_ : bank_b_proc_;
     proc = std::move(child).value();
-    ASSERT_TRUE(WaitServing(proc.get(), port));
+    ASSERT_TRUE(WaitServing(proc.get(), port, start_timeout_ms_));
   }
 
-  // Waits until the child accepts connections on port; false when it died first.
-  static bool WaitServing(ChildProcess* child, int port) {
-    WaitUntil([&] { return !child->IsRunning() || WaitForPort(port, 100).ok(); }, kWaitMs);
+  // Waits until the child accepts connections on port; false when it died
+  // first or timeout_ms passed.
+  static bool WaitServing(ChildProcess* child, int port, int64_t timeout_ms = kWaitMs) {
+    WaitUntil([&] { return !child->IsRunning() || WaitForPort(port, 100).ok(); }, timeout_ms);
     return child->IsRunning() && WaitForPort(port, 100).ok();
   }
 
@@ -198,6 +200,11 @@ class BankProcessTest : public ::testing::Test {
   int bank_a_port_ = 0, bank_b_port_ = 0;
   std::string bank_a_, bank_b_;
   std::string bank_coordinators_;  // the banks' --coordinators
+  // The banks' --accounts and --initial_balance (ExpectSettledAndConserved
+  // assumes the defaults), and how long a started process may take to serve.
+  int bank_accounts_ = kAccounts;
+  int64_t bank_initial_balance_ = kInitialBalance;
+  int64_t start_timeout_ms_ = kWaitMs;
   std::unique_ptr<ChildProcess> bank_a_proc_, bank_b_proc_;
 };
 
