@@ -159,6 +159,38 @@ class SagaDriverTest : public ::testing::Test {
     spec.wait_timeout_ms = 20000;
     return spec;
   }
+  // A saga record as a driver logs it on submit: owned by (owner, epoch),
+  // created now with a 10-minute deadline, `steps`' fingerprint as payload.
+  TxnRecord SagaRecord(const std::string& gtid, TxnState state, const std::string& owner,
+                       int64_t epoch, const std::vector<BranchRecord>& steps) {
+    const int64_t now = NowUnixMs();
+    TxnRecord txn;
+    txn.gtid = gtid;
+    txn.kind = TxnKind::kSaga;
+    txn.state = state;
+    txn.owner = owner;
+    txn.epoch = epoch;
+    txn.created_ms = now;
+    txn.deadline_ms = now + 600000;
+    txn.payload = SagaFingerprint(steps);
+    return txn;
+  }
+  // Logs `txn` and its `steps` in one batch, as a crashed driver left them:
+  // step i gets the gtid, ordinal i, `states[i]` and, when `attempts` is not
+  // empty, `attempts[i]`.
+  Status LogSaga(const TxnRecord& txn, std::vector<BranchRecord> steps,
+                 const std::vector<BranchState>& states, const std::vector<int32_t>& attempts) {
+    WriteBatch batch;
+    batch.insert_txns.push_back(txn);
+    for (size_t i = 0; i < steps.size(); ++i) {
+      steps[i].gtid = txn.gtid;
+      steps[i].ordinal = static_cast<int32_t>(i);
+      steps[i].state = states[i];
+      if (!attempts.empty()) steps[i].attempts = attempts[i];
+      batch.insert_branches.push_back(steps[i]);
+    }
+    return log_->Write(batch);
+  }
   std::map<std::string, BranchRecord> Steps(const std::string& gtid) {
     auto steps = store_->GetBranches(gtid);
     EXPECT_TRUE(steps.ok());
@@ -360,30 +392,14 @@ TEST_F(SagaDriverTest, BadDefinitionsAreRejectedAndNothingIsStored) {
 
 TEST_F(SagaDriverTest, ResumeFinishesWhatACrashLeftRunning) {
   // As a crash right after "b RUNNING" was logged leaves it.
-  const int64_t now = NowUnixMs();
-  TxnRecord txn;
-  txn.gtid = "crashed-1";
-  txn.kind = TxnKind::kSaga;
-  txn.state = TxnState::kRunning;
-  txn.owner = node_.node_id;
-  txn.epoch = node_.epoch;
-  txn.created_ms = now;
-  txn.deadline_ms = now + 600000;
-  txn.next_attempt_ms = now;
-  auto steps = Chain4();
-  txn.payload = SagaFingerprint(steps);
-  WriteBatch batch;
-  batch.insert_txns.push_back(txn);
-  for (size_t i = 0; i < steps.size(); ++i) {
-    steps[i].gtid = txn.gtid;
-    steps[i].ordinal = static_cast<int32_t>(i);
-    steps[i].state = i == 0   ? BranchState::kDone
-                     : i == 1 ? BranchState::kStepRunning
-                              : BranchState::kPending;
-    steps[i].attempts = i < 2 ? 1 : 0;
-    batch.insert_branches.push_back(steps[i]);
-  }
-  ASSERT_TRUE(log_->Write(batch).ok());
+  const auto steps = Chain4();
+  TxnRecord txn = SagaRecord("crashed-1", TxnState::kRunning, node_.node_id, node_.epoch, steps);
+  txn.next_attempt_ms = txn.created_ms;
+  ASSERT_TRUE(LogSaga(txn, steps,
+                      {BranchState::kDone, BranchState::kStepRunning, BranchState::kPending,
+                       BranchState::kPending},
+                      {1, 1, 0, 0})
+                  .ok());
   driver_->Resume(txn);
   driver_->Resume(txn);  // a second resume while it runs is a no-op
   EXPECT_TRUE(WaitForState("crashed-1", TxnState::kSucceeded));
@@ -394,27 +410,10 @@ TEST_F(SagaDriverTest, ResumeFinishesWhatACrashLeftRunning) {
 TEST_F(SagaDriverTest, ResubmittingASagaNobodyDrivesTakesItUp) {
   // Logged, but the process that logged it never got to run it.
   auto steps = Chain4();
-  const int64_t now = NowUnixMs();
-  TxnRecord txn;
-  txn.gtid = "orphan-1";
-  txn.kind = TxnKind::kSaga;
-  txn.state = TxnState::kRunning;
-  txn.owner = node_.node_id;
-  txn.epoch = node_.epoch;
-  txn.created_ms = now;
-  txn.deadline_ms = now + 600000;
-  txn.next_attempt_ms = now + 3600 * 1000;  // the sweeper would not look for an hour
-  txn.payload = SagaFingerprint(steps);
-  WriteBatch batch;
-  batch.insert_txns.push_back(txn);
-  for (size_t i = 0; i < steps.size(); ++i) {
-    BranchRecord s = steps[i];
-    s.gtid = txn.gtid;
-    s.ordinal = static_cast<int32_t>(i);
-    s.state = BranchState::kPending;
-    batch.insert_branches.push_back(s);
-  }
-  ASSERT_TRUE(log_->Write(batch).ok());
+  TxnRecord txn = SagaRecord("orphan-1", TxnState::kRunning, node_.node_id, node_.epoch, steps);
+  txn.next_attempt_ms = txn.created_ms + 3600 * 1000;  // the sweeper would not look for an hour
+  ASSERT_TRUE(
+      LogSaga(txn, steps, std::vector<BranchState>(steps.size(), BranchState::kPending), {}).ok());
   auto r = driver_->SubmitSaga(Spec("orphan-1", steps));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->state, TxnState::kSucceeded);
@@ -447,27 +446,10 @@ TEST_F(SagaDriverTest, ResubmissionAtAnotherReplicaWaitsForTheOwnersRun) {
 TEST_F(SagaDriverTest, ResubmissionAtAnotherReplicaTakesOverASagaOfADeadReplica) {
   // Logged by a replica whose lease is gone (it died before running it).
   auto steps = Chain4();
-  const int64_t now = NowUnixMs();
-  TxnRecord txn;
-  txn.gtid = "dead-owner-1";
-  txn.kind = TxnKind::kSaga;
-  txn.state = TxnState::kRunning;
-  txn.owner = "node-dead";
-  txn.epoch = 3;
-  txn.created_ms = now;
-  txn.deadline_ms = now + 600000;
-  txn.next_attempt_ms = now + 3600 * 1000;
-  txn.payload = SagaFingerprint(steps);
-  WriteBatch batch;
-  batch.insert_txns.push_back(txn);
-  for (size_t i = 0; i < steps.size(); ++i) {
-    BranchRecord s = steps[i];
-    s.gtid = txn.gtid;
-    s.ordinal = static_cast<int32_t>(i);
-    s.state = BranchState::kPending;
-    batch.insert_branches.push_back(s);
-  }
-  ASSERT_TRUE(log_->Write(batch).ok());
+  TxnRecord txn = SagaRecord("dead-owner-1", TxnState::kRunning, "node-dead", 3, steps);
+  txn.next_attempt_ms = txn.created_ms + 3600 * 1000;
+  ASSERT_TRUE(
+      LogSaga(txn, steps, std::vector<BranchState>(steps.size(), BranchState::kPending), {}).ok());
   auto r = driver_->SubmitSaga(Spec("dead-owner-1", steps));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->state, TxnState::kSucceeded);
@@ -476,29 +458,14 @@ TEST_F(SagaDriverTest, ResubmissionAtAnotherReplicaTakesOverASagaOfADeadReplica)
 }
 
 TEST_F(SagaDriverTest, ResumeFinishesAnInterruptedCompensation) {
-  const int64_t now = NowUnixMs();
-  TxnRecord txn;
-  txn.gtid = "crashed-2";
-  txn.kind = TxnKind::kSaga;
-  txn.state = TxnState::kCompensating;
-  txn.owner = node_.node_id;
-  txn.epoch = node_.epoch;
-  txn.created_ms = now;
-  txn.deadline_ms = now + 600000;
-  auto steps = Chain4();
-  txn.payload = SagaFingerprint(steps);
-  WriteBatch batch;
-  batch.insert_txns.push_back(txn);
-  const BranchState states[] = {BranchState::kDone, BranchState::kStepCompensating,
-                                BranchState::kStepCompensated, BranchState::kSkipped};
-  for (size_t i = 0; i < steps.size(); ++i) {
-    steps[i].gtid = txn.gtid;
-    steps[i].ordinal = static_cast<int32_t>(i);
-    steps[i].state = states[i];
-    steps[i].attempts = 1;
-    batch.insert_branches.push_back(steps[i]);
-  }
-  ASSERT_TRUE(log_->Write(batch).ok());
+  const auto steps = Chain4();
+  const TxnRecord txn =
+      SagaRecord("crashed-2", TxnState::kCompensating, node_.node_id, node_.epoch, steps);
+  ASSERT_TRUE(LogSaga(txn, steps,
+                      {BranchState::kDone, BranchState::kStepCompensating,
+                       BranchState::kStepCompensated, BranchState::kSkipped},
+                      {1, 1, 1, 1})
+                  .ok());
   driver_->Resume(txn);
   EXPECT_TRUE(WaitForState("crashed-2", TxnState::kCompensated));
   EXPECT_EQ(participant_->Calls(), (std::vector<std::string>{"compensate:b", "compensate:a"}));
