@@ -142,11 +142,11 @@ CoordinatorMetrics::CoordinatorMetrics(MetricsRegistry* r) : registry_(r) {
                                       "Age of the oldest unfinished transaction in the store "
                                       "(0 when there is none).")
                               ->With({});
-  store_summary_ok = r->AddGauge("txc_store_summary_up",
+  store_summary_ok = r->AddGauge("txc_unfinished_scan_up",
                                  "1 when the last read of the store-derived gauges succeeded.")
                          ->With({});
   store_summary_timestamp =
-      r->AddGauge("txc_store_summary_timestamp_seconds",
+      r->AddGauge("txc_unfinished_scan_timestamp_seconds",
                   "Unix time of the last successful read of the store-derived gauges.")
           ->With({});
   // Every kind/state series exists from the start (0), so alerts and rates
