@@ -6,7 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 
 namespace txc {
 namespace {
@@ -107,6 +109,44 @@ TEST_F(HttpServerTest, SilentClientIsClosedAfterTheTimeout) {
   EXPECT_EQ(Exchange(server_->port(), ""), "");
   EXPECT_EQ(Exchange(server_->port(), "GET /healthz HTTP/1.0\r\n\r\n").rfind("HTTP/1.0 200", 0),
             0u);
+}
+
+// A connected socket to 127.0.0.1:port that sends nothing (-1 on failure).
+int Connect(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST(HttpServerLimitTest, ConnectionsPastTheLimitAreClosed) {
+  HttpServerOptions o;
+  o.max_connections = 2;
+  o.request_timeout_ms = 30000;  // the idle ones are not timed out during the test
+  HttpServer server(o, {{"/healthz", [] { return HttpResponse{200, "text/plain", "ok\n"}; }}});
+  ASSERT_TRUE(server.Start().ok());
+  const int idle1 = Connect(server.port());
+  const int idle2 = Connect(server.port());
+  ASSERT_GE(idle1, 0);
+  ASSERT_GE(idle2, 0);
+  // Accepted in order: the third connection is over the limit and closed unanswered.
+  EXPECT_EQ(Exchange(server.port(), "GET /healthz HTTP/1.0\r\n\r\n"), "");
+  close(idle1);
+  // Once the server saw the close, a slot is free again.
+  std::string answer;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (answer.rfind("HTTP/1.0 200", 0) != 0 && std::chrono::steady_clock::now() < deadline) {
+    answer = Exchange(server.port(), "GET /healthz HTTP/1.0\r\n\r\n");
+    if (answer.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // poll
+  }
+  EXPECT_EQ(answer.rfind("HTTP/1.0 200", 0), 0u) << answer;
+  close(idle2);
 }
 
 TEST(HttpServerStartTest, BusyPortIsUnavailable) {
