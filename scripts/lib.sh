@@ -14,6 +14,7 @@ TXC_PACKAGES=(
   python3-thrift  # tests/rpc/probe: a Python client generated from idl/
   patroni etcd-server python3-etcd python3-psycopg2  # tests/failover: store under Patroni
   spin  # docs/model/check.sh: the protocol models (ctest protocol_model_check)
+  prometheus  # tests/metrics: scrapes a coordinator; promtool checks /metrics and the alert rules
 )
 
 txc_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }

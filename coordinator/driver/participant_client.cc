@@ -4,6 +4,7 @@
 
 #include "common/log_rate_limiter.h"
 #include "common/thrift_util.h"
+#include "coordinator/metrics/coordinator_metrics.h"
 #include "gen-cpp/Participant.h"
 
 namespace txc {
@@ -46,17 +47,21 @@ void LogConnectionError(const std::string& endpoint, const Status& error) {
   if (d.log) LOG(WARNING) << "participant " << endpoint << ": " << error << d.Suffix();
 }
 
-// Runs a call whose declared exception is wire::Unavailable.
-Status CallWithUnavailable(ClientPool<wire::ParticipantClient>& pool, const std::string& endpoint,
+// Runs a call whose declared exception is wire::Unavailable; `method` names
+// it in the metrics.
+Status CallWithUnavailable(const char* method, ClientPool<wire::ParticipantClient>& pool,
+                           const std::string& endpoint,
                            const std::function<void(wire::ParticipantClient&)>& fn) {
+  ParticipantCallTimer timer(method, endpoint);
   try {
     Status s = pool.Call(endpoint, fn);
     if (s.code() == StatusCode::kUnavailable) LogConnectionError(endpoint, s);
-    return s;
+    return timer.Done(std::move(s));
   } catch (const wire::Unavailable& e) {
-    return Status::Unavailable("participant " + endpoint + " unavailable: " + e.message);
+    return timer.Done(
+        Status::Unavailable("participant " + endpoint + " unavailable: " + e.message));
   } catch (const std::exception& e) {
-    return Status::Unavailable("participant " + endpoint + ": " + e.what());
+    return timer.Done(Status::Unavailable("participant " + endpoint + ": " + e.what()));
   }
 }
 
@@ -71,7 +76,7 @@ Result<BranchVote> ParticipantClient::Prepare(const BranchCall& call) {
   const wire::BranchRequest req = ToWire(call);
   wire::Vote::type vote = wire::Vote::VOTE_ABORT;
   TXC_RETURN_IF_ERROR(
-      CallWithUnavailable(pools_->prepare, call.branch->endpoint,
+      CallWithUnavailable("prepare", pools_->prepare, call.branch->endpoint,
                           [&](wire::ParticipantClient& client) { vote = client.prepare(req); }));
   switch (vote) {
     case wire::Vote::VOTE_PREPARED: return BranchVote::kPrepared;
@@ -85,7 +90,7 @@ Result<TwoPhaseOutcome> ParticipantClient::CommitOnePhase(const BranchCall& call
   const wire::BranchRequest req = ToWire(call);
   wire::Outcome::type outcome = wire::Outcome::OUTCOME_PENDING;
   TXC_RETURN_IF_ERROR(CallWithUnavailable(
-      pools_->prepare, call.branch->endpoint,
+      "commit_one_phase", pools_->prepare, call.branch->endpoint,
       [&](wire::ParticipantClient& client) { outcome = client.commitOnePhase(req); }));
   switch (outcome) {
     case wire::Outcome::OUTCOME_COMMIT: return TwoPhaseOutcome::kCommit;
@@ -97,13 +102,13 @@ Result<TwoPhaseOutcome> ParticipantClient::CommitOnePhase(const BranchCall& call
 
 Status ParticipantClient::Commit(const BranchCall& call) {
   const wire::BranchRequest req = ToWire(call);
-  return CallWithUnavailable(pools_->phase_two, call.branch->endpoint,
+  return CallWithUnavailable("commit", pools_->phase_two, call.branch->endpoint,
                              [&](wire::ParticipantClient& client) { client.commit(req); });
 }
 
 Status ParticipantClient::Abort(const BranchCall& call) {
   const wire::BranchRequest req = ToWire(call);
-  return CallWithUnavailable(pools_->phase_two, call.branch->endpoint,
+  return CallWithUnavailable("abort", pools_->phase_two, call.branch->endpoint,
                              [&](wire::ParticipantClient& client) { client.abort(req); });
 }
 

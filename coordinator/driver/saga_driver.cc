@@ -12,6 +12,7 @@
 #include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
 #include "coordinator/driver/ownership.h"
+#include "coordinator/metrics/coordinator_metrics.h"
 #include "gen-cpp/Participant.h"
 
 namespace txc {
@@ -631,16 +632,18 @@ Status CallParticipant(ClientPool<wire::ParticipantClient>* clients, const TxnRe
   ctx.__set_deadline_unix_ms(txn.deadline_ms);
   ctx.__set_branch_id(step.branch_id);
   req.__set_context(ctx);
+  ParticipantCallTimer timer(action ? "action" : "compensate", step.endpoint);
   try {
-    return clients->Call(step.endpoint, [&](wire::ParticipantClient& c) {
+    return timer.Done(clients->Call(step.endpoint, [&](wire::ParticipantClient& c) {
       if (action) {
         c.action(*result, req);
       } else {
         c.compensate(*result, req);
       }
-    });
+    }));
   } catch (const std::exception& e) {
-    return Status::Unavailable(std::string("participant ") + step.endpoint + ": " + e.what());
+    return timer.Done(
+        Status::Unavailable(std::string("participant ") + step.endpoint + ": " + e.what()));
   }
 }
 

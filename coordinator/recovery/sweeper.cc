@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/backoff.h"
+#include "coordinator/metrics/coordinator_metrics.h"
 
 namespace txc {
 namespace {
@@ -57,6 +58,8 @@ Status Sweeper::SweepOnce() {
   const int64_t now = NowUnixMs();
   auto claimed = store_->ClaimOrphans(node_.node_id, node_.epoch, now, options_.claim_limit);
   if (!claimed.ok()) {
+    CoordinatorMetrics::Get().sweeper_passes->Inc();
+    CoordinatorMetrics::Get().sweeper_pass_failures->Inc();
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.passes;
     ++stats_.errors;
@@ -65,6 +68,8 @@ Status Sweeper::SweepOnce() {
   if (*claimed > 0) LOG(INFO) << "sweeper: claimed " << *claimed << " orphaned transactions";
   auto due = store_->ListDue(kUnfinished, node_.node_id, node_.epoch, now, options_.list_limit);
   if (!due.ok()) {
+    CoordinatorMetrics::Get().sweeper_passes->Inc();
+    CoordinatorMetrics::Get().sweeper_pass_failures->Inc();
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.passes;
     ++stats_.errors;
@@ -89,6 +94,10 @@ Status Sweeper::SweepOnce() {
     }
   }
   {
+    CoordinatorMetrics& metrics = CoordinatorMetrics::Get();
+    metrics.sweeper_passes->Inc();
+    metrics.sweeper_claims->Inc(*claimed);
+    metrics.sweeper_redrives->Inc(dispatched);
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.passes;
     stats_.claimed += *claimed;
@@ -116,6 +125,7 @@ void Sweeper::MaybeDeleteFinished() {
     if (!deleted.ok()) {
       LOG(ERROR) << "sweeper: deleting finished transactions updated before " << cutoff
                  << " failed: " << deleted.status();
+      CoordinatorMetrics::Get().retention_deleted->Inc(total);
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.retention_errors;
       stats_.deleted += total;
@@ -125,6 +135,7 @@ void Sweeper::MaybeDeleteFinished() {
     if (*deleted < options_.retention_limit) break;
   }
   VLOG(1) << "sweeper: deleted " << total << " finished transactions updated before " << cutoff;
+  CoordinatorMetrics::Get().retention_deleted->Inc(total);
   std::lock_guard<std::mutex> lock(mu_);
   stats_.deleted += total;
 }

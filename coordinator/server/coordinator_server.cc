@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "common/backoff.h"
+#include "coordinator/metrics/coordinator_metrics.h"
 #include "gen-cpp/Coordinator.h"
 
 namespace txc {
@@ -183,6 +184,10 @@ Status CoordinatorServer::Start() {
   if (o.port < 0 || o.port > 65535) {
     return Status::InvalidArgument("port must be 0..65535, got " + std::to_string(o.port));
   }
+  if (o.http_port < -1 || o.http_port > 65535) {
+    return Status::InvalidArgument("http_port must be -1..65535, got " +
+                                   std::to_string(o.http_port));
+  }
   if (o.lease_ttl_ms < 100) {
     return Status::InvalidArgument("lease_ttl_ms must be at least 100, got " +
                                    std::to_string(o.lease_ttl_ms));
@@ -327,7 +332,19 @@ Status CoordinatorServer::Start() {
     current_ = first;
   }
   replica_->Set(ServiceOf(first));
+  CoordinatorMetrics& metrics = CoordinatorMetrics::Get();
+  metrics.lease_acquisitions->Inc();
+  metrics.lease_epoch->Set(static_cast<double>(lease->epoch));
+  metrics.lease_held->Set(1);
   lease_thread_ = std::thread([this] { LeaseLoop(); });
+  if (o.metrics_store_refresh_ms > 0) {
+    {
+      std::lock_guard<std::mutex> lock(store_gauge_mu_);
+      store_gauge_stop_ = false;
+    }
+    store_gauge_thread_ = std::thread([this] { StoreGaugeLoop(); });
+  }
+  StartHttp();
   LOG(INFO) << "coordinator " << node_id_ << " serving on " << o.host << ":" << port_
             << " (advertised " << endpoint_ << "), store " << StoreDescription() << ", lease epoch "
             << lease->epoch;
@@ -370,6 +387,16 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
 
 void CoordinatorServer::Stop() {
   if (!started_) return;
+  // The probes go first: a replica shutting down is not ready, and Ready()
+  // must not run while the parts below are torn down.
+  if (http_ != nullptr) http_->Stop();
+  http_.reset();
+  {
+    std::lock_guard<std::mutex> lock(store_gauge_mu_);
+    store_gauge_stop_ = true;
+  }
+  store_gauge_cv_.notify_all();
+  if (store_gauge_thread_.joinable()) store_gauge_thread_.join();
   started_ = false;
   std::shared_ptr<Incarnation> inc = Current();
   const int64_t last_epoch = inc != nullptr ? inc->node.epoch : 0;
@@ -408,6 +435,8 @@ void CoordinatorServer::Stop() {
     Status released = store_->RenewLease(node_id_, last_epoch, 0, NowUnixMs());
     if (!released.ok()) LOG(WARNING) << "could not release the lease: " << released;
   }
+  CoordinatorMetrics::Get().lease_held->Set(0);
+  CoordinatorMetrics::Get().lease_epoch->Set(0);
   thrift_.reset();
   handler_.reset();
   replica_.reset();
@@ -446,6 +475,8 @@ void CoordinatorServer::Retire(const Status& reason) {
   inc->saga->StopWaiting();
   inc->sweeper->Stop();
   lease_losses_.fetch_add(1, std::memory_order_acq_rel);
+  CoordinatorMetrics::Get().lease_losses->Inc();
+  CoordinatorMetrics::Get().lease_held->Set(0);
   LOG(ERROR) << "coordinator " << node_id_ << " lost its lease (epoch " << inc->node.epoch
              << "): " << reason << "; its in-flight work is dropped and it writes nothing more "
              << "under this epoch";
@@ -525,6 +556,7 @@ Status CoordinatorServer::RenewUntilLost(Incarnation& inc) {
         }
         last_renewed = attempt_start;
       }
+      CoordinatorMetrics::Get().lease_renewals->Inc();
       if (failures > 0) LOG(INFO) << "lease renewed again after " << failures << " failures";
       failures = 0;
       wait_ms = interval;
@@ -535,6 +567,7 @@ Status CoordinatorServer::RenewUntilLost(Incarnation& inc) {
       return renewed;
     }
     ++failures;
+    CoordinatorMetrics::Get().lease_renewal_failures->Inc();
     const int64_t left = last_renewed + ttl - MonotonicMs();
     wait_ms = std::max<int64_t>(1, std::min(BackoffDelayMs(backoff, failures), left));
     LOG(WARNING) << "lease renewal failed (" << failures << " in a row, " << left
@@ -566,6 +599,10 @@ void CoordinatorServer::LeaseLoop() {
           current_ = next;
         }
         replica_->Set(ServiceOf(next));
+        CoordinatorMetrics& metrics = CoordinatorMetrics::Get();
+        metrics.lease_acquisitions->Inc();
+        metrics.lease_epoch->Set(static_cast<double>(next->node.epoch));
+        metrics.lease_held->Set(1);
         continue;
       }
       if (for_good.ok()) return;  // Stop()
@@ -579,6 +616,93 @@ void CoordinatorServer::LeaseLoop() {
     }
     lease_cv_.notify_all();
     return;
+  }
+}
+
+Status CoordinatorServer::Ready() {
+  std::shared_ptr<Incarnation> inc = Current();
+  if (inc == nullptr) {
+    return Status::Unavailable(lease_lost() ? "lease lost for good"
+                                            : "acquiring the lease again after a loss");
+  }
+  if (MonotonicMs() >= inc->lease_valid_until.load()) {
+    return Status::Unavailable("lease (epoch " + std::to_string(inc->node.epoch) +
+                               ") not known to be live: renewals are late");
+  }
+  Status store = store_->HealthCheck();
+  if (!store.ok()) return Status::Unavailable("store: " + store.message());
+  return Status::Ok();
+}
+
+void CoordinatorServer::StartHttp() {
+  const CoordinatorServerOptions& o = options_;
+  if (o.http_port == 0) return;
+  HttpServerOptions http_options;
+  http_options.host = o.http_host.empty() ? o.host : o.http_host;
+  if (http_options.host.empty()) http_options.host = "0.0.0.0";
+  http_options.port = o.http_port < 0 ? 0 : o.http_port;
+  std::map<std::string, HttpHandler> routes;
+  routes["/metrics"] = [] {
+    return HttpResponse{200, kPrometheusTextContentType, DefaultMetricsRegistry().Render()};
+  };
+  routes["/healthz"] = [] { return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"}; };
+  routes["/readyz"] = [this] {
+    Status ready = Ready();
+    if (ready.ok()) return HttpResponse{200, "text/plain; charset=utf-8", "ready\n"};
+    return HttpResponse{503, "text/plain; charset=utf-8", "not ready: " + ready.message() + "\n"};
+  };
+  auto http = std::make_unique<HttpServer>(http_options, std::move(routes));
+  Status listening = http->Start();
+  if (!listening.ok()) {
+    LOG(ERROR) << "no /metrics, /healthz, /readyz: " << listening
+               << " (the coordinator serves transactions without them; set --http_port)";
+    return;
+  }
+  LOG(INFO) << "metrics and probes on http://" << http_options.host << ":" << http->port()
+            << "/metrics, /healthz, /readyz";
+  http_ = std::move(http);
+}
+
+void CoordinatorServer::RefreshStoreGauges() {
+  static const std::vector<TxnState> kUnfinishedStates = {
+      TxnState::kActive,  TxnState::kPreparing,    TxnState::kCommitting, TxnState::kAborting,
+      TxnState::kRunning, TxnState::kCompensating, TxnState::kParked};
+  CoordinatorMetrics& metrics = CoordinatorMetrics::Get();
+  auto summary = store_->SummarizeStates(kUnfinishedStates);
+  if (!summary.ok()) {
+    metrics.store_summary_ok->Set(0);
+    VLOG(1) << "metrics: cannot read the unfinished transactions: " << summary.status();
+    return;
+  }
+  const int64_t now = NowUnixMs();
+  int64_t oldest = now;
+  double parked = 0;
+  for (TxnState state : kUnfinishedStates) {
+    double count = 0;
+    for (const StateSummary& s : *summary) {
+      if (s.state != state) continue;
+      count = static_cast<double>(s.count);
+      oldest = std::min(oldest, s.oldest_created_ms);
+    }
+    const TxnKind kind = IsStateOf(TxnKind::kSaga, state) ? TxnKind::kSaga : TxnKind::kTwoPhase;
+    metrics.unfinished->With({KindLabel(kind), StateLabel(state)})->Set(count);
+    if (state == TxnState::kParked) parked = count;
+  }
+  metrics.parked->Set(parked);
+  metrics.oldest_unfinished_age->Set(static_cast<double>(std::max<int64_t>(0, now - oldest)) /
+                                     1000.0);
+  metrics.store_summary_ok->Set(1);
+  metrics.store_summary_timestamp->Set(static_cast<double>(now) / 1000.0);
+}
+
+void CoordinatorServer::StoreGaugeLoop() {
+  while (true) {
+    RefreshStoreGauges();
+    std::unique_lock<std::mutex> lock(store_gauge_mu_);
+    if (store_gauge_cv_.wait_for(lock, std::chrono::milliseconds(options_.metrics_store_refresh_ms),
+                                 [this] { return store_gauge_stop_; })) {
+      return;
+    }
   }
 }
 

@@ -37,6 +37,15 @@
 // is set, it does not come back: lease_lost() turns true and the executable
 // exits 3. options.on_lease_lost runs on every loss.
 //
+// HTTP (options.http_port > 0, or -1 for any free port): /metrics (the
+// Prometheus text format), /healthz (200 while the process runs) and /readyz
+// (200 while Ready(): the store answers and this replica serves under a live
+// lease; 503 naming the reason otherwise). Served on its own thread; it only
+// reads what others computed, so it never waits for the store and never
+// delays a Thrift call. A port that cannot be bound is logged and the
+// coordinator serves Thrift without it (observability must not take the
+// transaction path down; the scrape target shows as down).
+//
 // Stop(): stops accepting and closes connections (in-flight calls finish), stops
 // the drivers, stops the lease thread, drains the group commit. Idempotent.
 //
@@ -56,6 +65,7 @@
 #include <vector>
 
 #include "common/backoff.h"
+#include "common/http_server.h"
 #include "common/status.h"
 #include "common/thrift_server.h"
 #include "common/thrift_util.h"
@@ -71,6 +81,7 @@
 namespace txc {
 
 constexpr int kDefaultCoordinatorPort = 7400;
+constexpr int kDefaultCoordinatorHttpPort = 7401;
 
 struct CoordinatorServerOptions {
   std::string host = "0.0.0.0";        // address to listen on
@@ -106,6 +117,13 @@ struct CoordinatorServerOptions {
   // transactions (finished_retention_ms, retention_sweep_interval_ms).
   SweeperOptions sweeper;
   SagaDriverOptions saga;  // Saga driver: call timeouts, parking, worker threads
+  // HTTP listener for /metrics, /healthz and /readyz. 0: none; -1: any free
+  // port (tests; see http_port()). http_host empty: the same address as host.
+  int http_port = 0;
+  std::string http_host;
+  // How often the store-derived gauges (unfinished transactions by state,
+  // PARKED, oldest unfinished age) are read from the store; 0: never.
+  int64_t metrics_store_refresh_ms = 5000;
   // Called from the lease thread on every lease loss, after the incarnation
   // stopped serving and before the lease is acquired again. May be empty.
   std::function<void(const Status&)> on_lease_lost;
@@ -134,6 +152,13 @@ class CoordinatorServer {
   int64_t lease_losses() const { return lease_losses_.load(std::memory_order_acquire); }
 
   int port() const { return port_; }
+  // The HTTP port serving /metrics, 0 when there is none.
+  int http_port() const { return http_ != nullptr ? http_->port() : 0; }
+  // OK when this replica is ready for traffic: started, holding a lease it
+  // knows to be live (not re-acquiring it after a loss) and the store
+  // answering (TxnStore::HealthCheck, no I/O). Otherwise kUnavailable naming
+  // why. Any thread.
+  Status Ready();
   const std::string& endpoint() const { return endpoint_; }
   const CoordinatorServerOptions& options() const { return options_; }
   // "sqlite:<path>" or "postgresql" (no credentials), for logs.
@@ -168,6 +193,10 @@ class CoordinatorServer {
   std::shared_ptr<Incarnation> Reacquire(int64_t lost_epoch, Status* for_good);
   void LeaseLoop();
   bool Stopping();
+  // Reads the store-derived gauges every options_.metrics_store_refresh_ms.
+  void StoreGaugeLoop();
+  void RefreshStoreGauges();
+  void StartHttp();
 
   CoordinatorServerOptions options_;
   std::string store_location_;
@@ -194,6 +223,13 @@ class CoordinatorServer {
   Status lease_loss_reason_;
   std::atomic<bool> lease_lost_{false};
   std::atomic<int64_t> lease_losses_{0};
+
+  // Metrics and probes.
+  std::unique_ptr<HttpServer> http_;  // nullptr: none (off, or the port was busy)
+  std::thread store_gauge_thread_;
+  std::mutex store_gauge_mu_;  // guards store_gauge_stop_
+  std::condition_variable store_gauge_cv_;
+  bool store_gauge_stop_ = false;
 };
 
 }  // namespace txc

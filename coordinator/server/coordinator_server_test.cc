@@ -3,10 +3,16 @@
 // the same node id.
 #include "coordinator/server/coordinator_server.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <string>
+#include <utility>
 
 #include "common/backoff.h"
 #include "gen-cpp/Coordinator.h"
@@ -150,6 +156,58 @@ TEST_F(CoordinatorServerTest, BadOptionsAndBusyPort) {
   o.data_dir = dir_ + "/other";
   CoordinatorServer second(o);
   EXPECT_EQ(second.Start().code(), StatusCode::kUnavailable);
+}
+
+// GET 127.0.0.1:port/target over a raw socket: the status line's code and the body.
+std::pair<int, std::string> Get(int port, const std::string& target) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return {0, ""};
+  }
+  const std::string req = "GET " + target + " HTTP/1.0\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  if (out.rfind("HTTP/1.0 ", 0) != 0) return {0, out};
+  const size_t body = out.find("\r\n\r\n");
+  return {std::atoi(out.c_str() + 9), body == std::string::npos ? "" : out.substr(body + 4)};
+}
+
+TEST_F(CoordinatorServerTest, ServesMetricsAndProbesOverHttp) {
+  CoordinatorServerOptions o = Options();
+  o.http_port = -1;  // any free port
+  CoordinatorServer server(o);
+  ASSERT_TRUE(server.Start().ok());
+  ASSERT_GT(server.http_port(), 0);
+  EXPECT_TRUE(server.Ready().ok());
+  EXPECT_EQ(Get(server.http_port(), "/healthz"), std::make_pair(200, std::string("ok\n")));
+  EXPECT_EQ(Get(server.http_port(), "/readyz"), std::make_pair(200, std::string("ready\n")));
+  auto metrics = Get(server.http_port(), "/metrics");
+  EXPECT_EQ(metrics.first, 200);
+  EXPECT_NE(metrics.second.find("\ntxc_lease_epoch " + std::to_string(server.node().epoch) + "\n"),
+            std::string::npos)
+      << metrics.second;
+  EXPECT_NE(metrics.second.find("\ntxc_lease_held 1\n"), std::string::npos);
+  EXPECT_EQ(Get(server.http_port(), "/nope").first, 404);
+  const int http_port = server.http_port();
+  server.Stop();
+  EXPECT_EQ(Get(http_port, "/healthz").first, 0);  // the listener is gone
+}
+
+TEST_F(CoordinatorServerTest, NoHttpListenerByDefaultInProcess) {
+  CoordinatorServer server(Options());
+  ASSERT_TRUE(server.Start().ok());
+  EXPECT_EQ(server.http_port(), 0);
 }
 
 }  // namespace

@@ -51,6 +51,14 @@ int main(int argc, char** argv) {
                          "address to listen on")(
       "port", po::value(&options.port)->default_value(txc::kDefaultCoordinatorPort),
       "port to listen on (0: any free port)")(
+      "http_port", po::value(&options.http_port)->default_value(txc::kDefaultCoordinatorHttpPort),
+      "HTTP port for /metrics (Prometheus), /healthz and /readyz (0: no HTTP listener)")(
+      "http_host", po::value(&options.http_host),
+      "address the HTTP listener binds (default: the same as --host)")(
+      "metrics_store_refresh_ms",
+      po::value(&options.metrics_store_refresh_ms)->default_value(options.metrics_store_refresh_ms),
+      "how often the store-derived gauges (unfinished transactions by state, PARKED, oldest "
+      "unfinished age) are read from the store (0: never)")(
       "advertise_endpoint", po::value(&options.advertise_endpoint),
       "host:port clients reach this replica at (default: host:port, hostname for 0.0.0.0)")(
       "data_dir", po::value(&options.data_dir)->default_value(options.data_dir),
@@ -144,6 +152,10 @@ int main(int argc, char** argv) {
   if (options.port < 0 || options.port > 65535) {
     return Usage("--port must be 0..65535, got " + std::to_string(options.port));
   }
+  if (options.http_port < 0 || options.http_port > 65535) {
+    return Usage("--http_port must be 0..65535, got " + std::to_string(options.http_port));
+  }
+  if (options.metrics_store_refresh_ms < 0) return Usage("--metrics_store_refresh_ms must be >= 0");
   if (options.lease_ttl_ms < 100) return Usage("--lease_ttl_ms must be at least 100");
   if (options.max_message_bytes < 1024 || options.max_message_bytes > (int64_t{1} << 30)) {
     return Usage("--max_message_bytes must be between 1024 and 1073741824");

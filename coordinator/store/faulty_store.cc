@@ -130,6 +130,12 @@ Result<int64_t> FaultyStore::CountInStates(const std::vector<TxnState>& states) 
                               [&] { return inner_->CountInStates(states); });
 }
 
+Result<std::vector<StateSummary>> FaultyStore::SummarizeStates(
+    const std::vector<TxnState>& states) {
+  return Run<Result<std::vector<StateSummary>>>(StoreOp::kSummarizeStates,
+                                                [&] { return inner_->SummarizeStates(states); });
+}
+
 Result<int> FaultyStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) {
   return Run<Result<int>>(StoreOp::kDeleteFinishedBefore,
                           [&] { return inner_->DeleteFinishedBefore(cutoff_updated_ms, limit); });

@@ -41,6 +41,7 @@ enum class StoreOp {
   kGetBranches,
   kListDue,
   kCountInStates,
+  kSummarizeStates,
   kDeleteFinishedBefore,
   kAcquireLease,
   kRenewLease,
@@ -84,6 +85,7 @@ class FaultyStore : public TxnStore {
                                          const std::string& owner, int64_t epoch, int64_t now_ms,
                                          int limit) override;
   Result<int64_t> CountInStates(const std::vector<TxnState>& states) override;
+  Result<std::vector<StateSummary>> SummarizeStates(const std::vector<TxnState>& states) override;
   Result<int> DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) override;
   using TxnStore::AcquireLease;
   Result<Lease> AcquireLease(const std::string& node_id, const std::string& endpoint,

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "coordinator/metrics/coordinator_metrics.h"
+
 namespace txc {
 namespace {
 
@@ -76,6 +78,7 @@ std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(std::shared_ptr
                (queue_.size() >= static_cast<size_t>(std::max(1, options_.max_queued_batches)) ||
                 queued_bytes_ + pending->bytes > options_.max_queued_bytes)) {
       stats_.overloaded += 1;
+      CoordinatorMetrics::Get().group_commit_overloaded->Inc();
       *refused = Status::Unavailable("overloaded: " + std::to_string(queue_.size()) + " writes (" +
                                      std::to_string(queued_bytes_) +
                                      " bytes) wait for the store; nothing written, retry later");
@@ -230,10 +233,29 @@ void GroupCommitter::WriterLoop() {
       continue;
     }
     // No lock held across the store call.
+    const auto call_start = std::chrono::steady_clock::now();
     std::vector<Status> results = store_->ApplyGroup(batches);
+    const double call_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - call_start).count();
     if (results.size() != batches.size()) {
       results.assign(batches.size(),
                      Status::Internal("store answered a group with the wrong number of statuses"));
+    }
+    {
+      // A refused batch (conflict, not found, exists) is a normal answer; any
+      // other error means the store transaction failed or its outcome is unknown.
+      bool call_ok = true;
+      CoordinatorMetrics& metrics = CoordinatorMetrics::Get();
+      for (size_t i = 0; i < results.size(); ++i) {
+        if (results[i].ok()) {
+          metrics.RecordCommittedBatch(*batches[i]);
+        } else if (results[i].code() != StatusCode::kConflict &&
+                   results[i].code() != StatusCode::kNotFound &&
+                   results[i].code() != StatusCode::kAlreadyExists) {
+          call_ok = false;
+        }
+      }
+      metrics.RecordStoreTransaction(batches.size(), call_seconds, call_ok);
     }
     {
       // Counted before anyone is answered, so a caller sees its own write counted.

@@ -913,6 +913,27 @@ Result<int64_t> PostgresStore::CountInStates(const std::vector<TxnState>& states
   });
 }
 
+Result<std::vector<StateSummary>> PostgresStore::SummarizeStates(
+    const std::vector<TxnState>& states) {
+  if (states.empty()) return std::vector<StateSummary>{};
+  return Run("summarize", CallKind::kRead, true, [&](Conn& c) -> Result<std::vector<StateSummary>> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(c, tx, "summarize_states",
+                          "SELECT state, COUNT(*), MIN(created_ms) FROM txns "
+                          "WHERE state = ANY($1::integer[]) GROUP BY state ORDER BY state",
+                          Params().Text(IntArray(states)));
+    std::vector<StateSummary> out;
+    for (const auto& row : r) {
+      StateSummary s;
+      s.state = static_cast<TxnState>(row[0].as<int>());
+      s.count = row[1].as<int64_t>();
+      s.oldest_created_ms = row[2].as<int64_t>();
+      out.push_back(s);
+    }
+    return out;
+  });
+}
+
 // --- retention ----------------------------------------------------------------
 
 Result<int> PostgresStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) {

@@ -83,6 +83,7 @@ class PostgresStore final : public TxnStore {
                                          const std::string& owner, int64_t epoch, int64_t now_ms,
                                          int limit) override;
   Result<int64_t> CountInStates(const std::vector<TxnState>& states) override;
+  Result<std::vector<StateSummary>> SummarizeStates(const std::vector<TxnState>& states) override;
   Result<int> DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) override;
 
   using TxnStore::AcquireLease;

@@ -543,6 +543,29 @@ Result<int64_t> SqliteStore::CountInStates(const std::vector<TxnState>& states) 
   });
 }
 
+Result<std::vector<StateSummary>> SqliteStore::SummarizeStates(
+    const std::vector<TxnState>& states) {
+  if (states.empty()) return std::vector<StateSummary>{};
+  return WithReader([&](Conn& c) -> Result<std::vector<StateSummary>> {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw,
+                         c.Prepare("SELECT state, COUNT(*), MIN(created_ms) FROM txns WHERE state "
+                                   "IN (" +
+                                   StateList(states) + ") GROUP BY state ORDER BY state"));
+    Stmt s(c, raw);
+    std::vector<StateSummary> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      StateSummary summary;
+      summary.state = static_cast<TxnState>(sqlite3_column_int(raw, 0));
+      summary.count = static_cast<int64_t>(sqlite3_column_int64(raw, 1));
+      summary.oldest_created_ms = static_cast<int64_t>(sqlite3_column_int64(raw, 2));
+      out.push_back(summary);
+    }
+    if (rc != SQLITE_DONE) return SqliteStatus(c.db(), rc, "summarize");
+    return out;
+  });
+}
+
 // --- retention ----------------------------------------------------------------
 
 Result<int> SqliteStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) {

@@ -130,6 +130,13 @@ enum class LeaseTakeover {
   kAlways,     // take it anyway: the operator replaces the node on purpose
 };
 
+// How many transactions are in one state, and the oldest of them.
+struct StateSummary {
+  TxnState state = TxnState::kActive;
+  int64_t count = 0;
+  int64_t oldest_created_ms = 0;  // min(created_ms) of those transactions
+};
+
 // Counters for benchmarks and the group-commit test.
 struct StoreStats {
   int64_t commits = 0;  // store transactions committed by Apply/ApplyGroup
@@ -173,6 +180,11 @@ class TxnStore {
                                                  int64_t now_ms, int limit) = 0;
   // Count of transactions per state, for health and tests.
   virtual Result<int64_t> CountInStates(const std::vector<TxnState>& states) = 0;
+  // For each of `states` that has transactions: their count and the oldest
+  // created_ms (states without any are left out), in state order. One query
+  // over the (state, next_attempt_at) index; for metrics, so callers cache it.
+  virtual Result<std::vector<StateSummary>> SummarizeStates(
+      const std::vector<TxnState>& states) = 0;
 
   // --- retention ------------------------------------------------------------
   // Deletes up to `limit` transactions in a final state (IsFinal: kCommitted,

@@ -454,6 +454,32 @@ TEST_P(TxnStoreConformanceTest, DeleteFinishedBeforeRespectsTheLimit) {
   EXPECT_EQ(*store_->CountInStates({TxnState::kCommitted}), 0);
 }
 
+TEST_P(TxnStoreConformanceTest, SummarizeStatesCountsAndFindsTheOldest) {
+  auto add = [&](const std::string& gtid, TxnState state, int64_t created_ms) {
+    WriteBatch b;
+    TxnRecord t = MakeTxn(gtid, "node-a", 1, state);
+    t.kind = IsStateOf(TxnKind::kSaga, state) ? TxnKind::kSaga : TxnKind::kTwoPhase;
+    t.created_ms = created_ms;
+    b.insert_txns.push_back(t);
+    ASSERT_TRUE(store_->Apply(b).ok()) << gtid;
+  };
+  add("a1", TxnState::kActive, 500);
+  add("a2", TxnState::kActive, 300);
+  add("p1", TxnState::kParked, 700);
+  add("c1", TxnState::kCommitted, 100);  // not asked for
+  auto summary =
+      store_->SummarizeStates({TxnState::kActive, TxnState::kCommitting, TxnState::kParked});
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  ASSERT_EQ(summary->size(), 2u);  // kCommitting has none: left out
+  EXPECT_EQ((*summary)[0].state, TxnState::kActive);
+  EXPECT_EQ((*summary)[0].count, 2);
+  EXPECT_EQ((*summary)[0].oldest_created_ms, 300);
+  EXPECT_EQ((*summary)[1].state, TxnState::kParked);
+  EXPECT_EQ((*summary)[1].count, 1);
+  EXPECT_EQ((*summary)[1].oldest_created_ms, 700);
+  EXPECT_TRUE(store_->SummarizeStates({})->empty());
+}
+
 TEST_P(TxnStoreConformanceTest, ListDueOrdersAndFilters) {
   Seed("due-3", "node-a", 5, TxnState::kCommitting, 300);
   Seed("due-1", "node-a", 5, TxnState::kAborting, 100);

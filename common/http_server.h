@@ -1,0 +1,76 @@
+// HttpServer: a small read-only HTTP/1.1 server (Boost.Beast over Boost.Asio,
+// header-only in Boost 1.74) for /metrics and the probes. Not for anything
+// that changes state.
+//
+//   HttpServer server(options, {{"/healthz", [] { return HttpResponse{200, "text/plain", "ok\n"};
+//   }}}); TXC_RETURN_IF_ERROR(server.Start());   // binds; server.port() is the bound port
+//   ...
+//   server.Stop();
+//
+// Requests: GET and HEAD of a registered path (a query string is ignored);
+// another method answers 405, an unknown path 404, a request Beast cannot
+// parse or whose header is larger than max_header_bytes or that carries a
+// body 400 / 413 (then the connection is closed). Keep-alive is honoured.
+//
+// Limits: at most max_connections connections at once (more are closed right
+// after accept); every read and write has request_timeout_ms, after which
+// the connection is closed (a client that sends nothing, or reads nothing,
+// cannot hold it).
+//
+// Threads: one thread of its own runs the accept loop, every connection and
+// the handlers, so a slow client or handler delays other HTTP clients only,
+// never the caller's other work. Handlers must be quick and must not block
+// (no store or network calls): they read what others computed.
+//
+// Thread-safety: Start/Stop from one owning thread; port() from any thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace txc {
+
+struct HttpServerOptions {
+  std::string host = "127.0.0.1";  // address to listen on
+  int port = 0;                    // 0: any free port (see HttpServer::port())
+  int max_connections = 64;
+  int64_t request_timeout_ms = 10000;
+  size_t max_header_bytes = 8192;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+using HttpHandler = std::function<HttpResponse()>;
+
+class HttpServer {
+ public:
+  HttpServer(HttpServerOptions options, std::map<std::string, HttpHandler> routes);
+  ~HttpServer();  // Stop()s
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds and starts serving. kUnavailable when the address cannot be bound,
+  // kInvalidArgument for a host that is not an IP address.
+  Status Start();
+  // Closes the listener and every connection and joins the thread. Idempotent.
+  void Stop();
+
+  int port() const { return port_; }
+
+  struct Impl;  // public so that the connection sessions in the .cc can reach it
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  int port_ = 0;
+};
+
+}  // namespace txc

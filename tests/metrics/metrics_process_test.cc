@@ -1,0 +1,394 @@
+// Metrics and probes, with real processes: a coordinator on a throwaway
+// PostgreSQL, a participant (the SDK's ParticipantServer, in this process,
+// voting PREPARED), and a real Prometheus (Debian package `prometheus`) on
+// loopback with its own config and data directory, scraping the coordinator
+// and evaluating the example alert rules (deploy/prometheus/txc-alerts.yml).
+//
+//  * after N committed and M rolled-back transactions, Prometheus's HTTP API
+//    (/api/v1/query) returns the counters that must hold (finished >= N,
+//    participant prepare/commit calls >= 2N, ...);
+//  * `promtool check metrics` accepts the /metrics output and `promtool check
+//    rules` the alert rules;
+//  * /readyz turns 503 while the store is down (the lease cannot be renewed,
+//    then not re-acquired) and 200 again once it is back, with a new lease
+//    epoch and a counted lease loss; /healthz stays 200 throughout.
+//
+// Every wait has a deadline; nothing is asserted about time.
+#include <glog/logging.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "common/backoff.h"
+#include "tests/harness/pg_cluster.h"
+#include "tests/harness/process.h"
+#include "txc/participant/coordinator_client.h"
+#include "txc/participant/participant.h"
+#include "txc/participant/participant_server.h"
+
+namespace txc {
+namespace {
+
+using testing::ChildProcess;
+
+constexpr int64_t kWaitMs = 60000;
+constexpr int kLeaseTtlMs = 1000;
+
+struct HttpResult {
+  int status = 0;  // 0: no answer
+  std::string body;
+};
+
+// GET http://127.0.0.1:port/target with a 5 s deadline.
+HttpResult HttpGet(int port, const std::string& target) {
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  boost::asio::io_context io;
+  beast::tcp_stream stream(io);
+  stream.expires_after(std::chrono::seconds(5));
+  beast::error_code ec;
+  stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"),
+                                                static_cast<unsigned short>(port)),
+                 ec);
+  if (ec) return {};
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  req.keep_alive(false);
+  http::write(stream, req, ec);
+  if (ec) return {};
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 20);
+  http::read(stream, buffer, parser, ec);
+  if (ec) return {};
+  return {static_cast<int>(parser.get().result_int()), parser.get().body()};
+}
+
+std::string UrlEncode(const std::string& s) {
+  std::string out;
+  char buf[4];
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      std::snprintf(buf, sizeof(buf), "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+// A participant that prepares and commits every branch (nothing durable to
+// do: the test is about the coordinator's view of the calls).
+class AlwaysPrepared : public participant::Participant {
+ public:
+  participant::Vote Prepare(const participant::BranchContext&) override {
+    return participant::Vote::kPrepared;
+  }
+  void Commit(const participant::BranchContext&) override {}
+  void Abort(const participant::BranchContext&) override {}
+  std::vector<participant::PreparedBranch> Recover() override { return {}; }
+};
+
+class MetricsProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::make_unique<testing::TempDir>("txc-metrics-");
+    auto pg = testing::PgCluster::Start({});
+    ASSERT_TRUE(pg.ok()) << pg.status();
+    pg_ = std::move(pg).value();
+    ASSERT_TRUE(pg_->CreateDatabase("coord").ok());
+
+    coordinator_port_ = testing::FreeLoopbackPort();
+    http_port_ = testing::FreeLoopbackPort();
+    ChildProcess::Options o;
+    o.argv = {TXC_COORDINATOR_BIN,
+              "--host=127.0.0.1",
+              "--port=" + std::to_string(coordinator_port_),
+              "--http_port=" + std::to_string(http_port_),
+              "--data_dir=" + dir_->Child("coord"),
+              "--store=" + pg_->ConnectionString("coord"),
+              "--node_id=metrics-node",
+              "--lease_ttl_ms=" + std::to_string(kLeaseTtlMs),
+              "--metrics_store_refresh_ms=200",
+              "--sweep_interval_ms=100"};
+    o.log_path = dir_->Child("coordinator.log");
+    auto child = ChildProcess::Start(o);
+    ASSERT_TRUE(child.ok()) << child.status();
+    coordinator_ = std::move(child).value();
+    ASSERT_TRUE(testing::WaitForPort(coordinator_port_, kWaitMs).ok()) << coordinator_->LogTail();
+    ASSERT_TRUE(
+        testing::WaitUntil([&] { return HttpGet(http_port_, "/readyz").status == 200; }, kWaitMs))
+        << coordinator_->LogTail();
+
+    participant::ParticipantServerOptions po;
+    po.host = "127.0.0.1";
+    po.coordinators = {Endpoint()};
+    participant_ =
+        std::make_unique<participant::ParticipantServer>(std::make_shared<AlwaysPrepared>(), po);
+    ASSERT_TRUE(participant_->Start().ok());
+
+    participant::CoordinatorClientOptions co;
+    co.endpoints = {Endpoint()};
+    co.rpc_timeout_ms = 5000;
+    auto client = participant::CoordinatorClient::Create(co);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(client).value();
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      if (coordinator_) LOG(ERROR) << "coordinator log:\n" << coordinator_->LogTail(8000);
+      if (prometheus_) LOG(ERROR) << "prometheus log:\n" << prometheus_->LogTail(4000);
+    }
+    client_.reset();
+    if (participant_) participant_->Stop();
+    prometheus_.reset();
+    coordinator_.reset();
+  }
+
+  std::string Endpoint() const { return "127.0.0.1:" + std::to_string(coordinator_port_); }
+
+  // begin + two branches + commit (waiting for phase 2), or rollback.
+  void RunTransaction(bool commit) {
+    wire::BeginRequest req;
+    req.timeout_ms = 30000;
+    auto begun = client_->Begin(req);
+    ASSERT_TRUE(begun.ok()) << begun.status();
+    for (const char* id : {"a", "b"}) {
+      wire::EnlistRequest e;
+      e.gtid = begun->gtid;
+      e.branch.branch_id = id;
+      e.branch.endpoint = participant_->endpoint();
+      e.branch.resource = "r";
+      ASSERT_TRUE(client_->Enlist(e).ok());
+    }
+    if (commit) {
+      wire::CommitRequest c;
+      c.gtid = begun->gtid;
+      c.wait = wire::CommitWait::WAIT_COMPLETION;
+      c.wait_timeout_ms = 10000;
+      auto r = client_->Commit(c);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->state, wire::TxnState::COMMITTED);
+    } else {
+      auto r = client_->Rollback(begun->gtid);
+      ASSERT_TRUE(r.ok()) << r.status();
+    }
+  }
+
+  // Starts Prometheus scraping the coordinator every 250 ms, with the
+  // example alert rules loaded.
+  void StartPrometheus() {
+    prometheus_port_ = testing::FreeLoopbackPort();
+    const std::string config = dir_->Child("prometheus.yml");
+    std::ofstream(config) << "global:\n"
+                             "  scrape_interval: 250ms\n"
+                             "  evaluation_interval: 250ms\n"
+                             "rule_files:\n"
+                             "  - "
+                          << TXC_ALERT_RULES
+                          << "\n"
+                             "scrape_configs:\n"
+                             "  - job_name: txc-coordinator\n"
+                             "    static_configs:\n"
+                             "      - targets: ['127.0.0.1:"
+                          << http_port_ << "']\n";
+    ChildProcess::Options o;
+    o.argv = {"prometheus", "--config.file=" + config,
+              "--storage.tsdb.path=" + dir_->Child("prometheus-data"),
+              "--web.listen-address=127.0.0.1:" + std::to_string(prometheus_port_),
+              "--log.level=warn"};
+    o.log_path = dir_->Child("prometheus.log");
+    auto child = ChildProcess::Start(o);
+    ASSERT_TRUE(child.ok()) << child.status() << " (install the Debian package prometheus)";
+    prometheus_ = std::move(child).value();
+    ASSERT_TRUE(testing::WaitUntil(
+        [&] { return HttpGet(prometheus_port_, "/-/ready").status == 200; }, kWaitMs))
+        << prometheus_->LogTail();
+  }
+
+  // The value of a PromQL expression that yields one sample; NaN when
+  // Prometheus answers no sample (yet).
+  double Query(const std::string& expr) {
+    HttpResult r = HttpGet(prometheus_port_, "/api/v1/query?query=" + UrlEncode(expr));
+    if (r.status != 200) return std::nan("");
+    // {"status":"success","data":{"resultType":"vector","result":[{"metric":{...},"value":[1.7e9,"42"]}]}}
+    static const std::regex kValue(R"re("value":\[[0-9.e+]+,"([^"]+)"\])re");
+    std::smatch m;
+    if (!std::regex_search(r.body, m, kValue)) return std::nan("");
+    return std::strtod(m[1].str().c_str(), nullptr);
+  }
+
+  // Waits until `expr` >= at_least in Prometheus; the last value seen otherwise.
+  double WaitForAtLeast(const std::string& expr, double at_least) {
+    double last = std::nan("");
+    testing::WaitUntil(
+        [&] {
+          last = Query(expr);
+          return !std::isnan(last) && last >= at_least;
+        },
+        kWaitMs);
+    return last;
+  }
+
+  std::unique_ptr<testing::TempDir> dir_;
+  std::unique_ptr<testing::PgCluster> pg_;
+  int coordinator_port_ = 0, http_port_ = 0, prometheus_port_ = 0;
+  std::unique_ptr<ChildProcess> coordinator_, prometheus_;
+  std::unique_ptr<participant::ParticipantServer> participant_;
+  std::unique_ptr<participant::CoordinatorClient> client_;
+};
+
+TEST_F(MetricsProcessTest, PrometheusScrapesTheSeriesThatMustHold) {
+  StartPrometheus();
+  constexpr int kCommits = 20;
+  constexpr int kRollbacks = 3;
+  for (int i = 0; i < kCommits; ++i) RunTransaction(true);
+  for (int i = 0; i < kRollbacks; ++i) RunTransaction(false);
+  if (HasFailure()) return;
+
+  EXPECT_GE(WaitForAtLeast(
+                R"(sum(txc_transactions_finished_total{kind="two_phase",outcome="committed"}))",
+                kCommits),
+            kCommits);
+  // Prometheus has scraped at least once after the load: the rest is exact.
+  EXPECT_GE(Query(R"(sum(txc_transactions_begun_total{kind="two_phase"}))"), kCommits + kRollbacks);
+  EXPECT_GE(
+      WaitForAtLeast(R"(sum(txc_transactions_finished_total{outcome="aborted"}))", kRollbacks),
+      kRollbacks);
+  const std::string endpoint = participant_->endpoint();
+  EXPECT_GE(
+      WaitForAtLeast(R"(sum(txc_participant_calls_total{method="prepare",result="ok",endpoint=")" +
+                         endpoint + "\"})",
+                     2 * kCommits),
+      2 * kCommits);
+  EXPECT_GE(WaitForAtLeast(R"(sum(txc_participant_calls_total{method="commit",result="ok"}))",
+                           2 * kCommits),
+            2 * kCommits);
+  EXPECT_GE(WaitForAtLeast(R"(sum(txc_participant_call_duration_seconds_count{method="prepare"}))",
+                           2 * kCommits),
+            2 * kCommits);
+  // Every begin, enlist and decision is durable: at least one store transaction each.
+  EXPECT_GE(
+      WaitForAtLeast(R"(sum(txc_group_commit_batches_per_store_transaction_sum))", 3 * kCommits),
+      3 * kCommits);
+  EXPECT_GE(WaitForAtLeast(R"(sum(txc_group_commit_store_transactions_total{result="ok"}))", 1), 1);
+  EXPECT_EQ(Query(R"(sum(txc_group_commit_store_transactions_total{result="error"}))"), 0);
+  EXPECT_GE(WaitForAtLeast("txc_lease_epoch", 1), 1);
+  EXPECT_EQ(Query("txc_lease_held"), 1);
+  EXPECT_GE(WaitForAtLeast("txc_lease_renewals_total", 1), 1);
+  EXPECT_GE(WaitForAtLeast("txc_sweeper_passes_total", 1), 1);
+  EXPECT_GE(WaitForAtLeast("txc_unfinished_scan_up", 1), 1);
+  EXPECT_EQ(Query(R"(sum(txc_transactions_unfinished))"), 0);  // all finished
+  EXPECT_EQ(Query("txc_transactions_parked"), 0);
+  EXPECT_EQ(Query(R"(up{job="txc-coordinator"})"), 1);
+  // The alert rules were loaded and evaluate (no rule group in error).
+  HttpResult rules = HttpGet(prometheus_port_, "/api/v1/rules");
+  EXPECT_EQ(rules.status, 200);
+  EXPECT_NE(rules.body.find("TxcSagaParked"), std::string::npos) << rules.body;
+  EXPECT_EQ(rules.body.find("\"health\":\"err\""), std::string::npos) << rules.body;
+  const double quantile = Query(
+      R"(histogram_quantile(0.5, sum by (le) (txc_participant_call_duration_seconds_bucket)))");
+  std::printf("participant call p50 per Prometheus: %.6f s\n", quantile);
+
+  // promtool accepts the exposition as served.
+  HttpResult metrics = HttpGet(http_port_, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  const std::string metrics_file = dir_->Child("metrics.txt");
+  std::ofstream(metrics_file) << metrics.body;
+  ChildProcess::Options check;
+  check.argv = {"sh", "-c", "promtool check metrics < " + metrics_file};
+  check.log_path = dir_->Child("promtool-metrics.log");
+  Status checked = testing::RunCommand(check, kWaitMs);
+  EXPECT_TRUE(checked.ok()) << checked << "\n" << testing::ReadFileOrEmpty(check.log_path);
+}
+
+TEST_F(MetricsProcessTest, AlertRulesPassPromtool) {
+  ChildProcess::Options check;
+  check.argv = {"promtool", "check", "rules", TXC_ALERT_RULES};
+  check.log_path = dir_->Child("promtool-rules.log");
+  Status checked = testing::RunCommand(check, kWaitMs);
+  EXPECT_TRUE(checked.ok()) << checked << "\n" << testing::ReadFileOrEmpty(check.log_path);
+}
+
+TEST_F(MetricsProcessTest, ReadyzFollowsTheStoreAndTheLease) {
+  RunTransaction(true);
+  ASSERT_EQ(HttpGet(http_port_, "/readyz").status, 200);
+  auto epoch_of = [&]() -> double {
+    HttpResult m = HttpGet(http_port_, "/metrics");
+    std::smatch match;
+    static const std::regex kEpoch("\ntxc_lease_epoch ([0-9]+)\n");
+    if (!std::regex_search(m.body, match, kEpoch)) return -1;
+    return std::strtod(match[1].str().c_str(), nullptr);
+  };
+  const double epoch_before = epoch_of();
+  ASSERT_GE(epoch_before, 1);
+
+  // Store down: not ready at once (the store reports the failed calls), and
+  // once no renewal succeeded for a whole TTL the lease is lost and cannot be
+  // acquired again while the store stays down.
+  ASSERT_TRUE(pg_->Stop("immediate").ok());
+  HttpResult ready;
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        ready = HttpGet(http_port_, "/readyz");
+        return ready.status == 503 &&
+               ready.body.find("acquiring the lease again") != std::string::npos;
+      },
+      kWaitMs))
+      << ready.status << " " << ready.body;
+  LOG(INFO) << "while the store is down: /readyz " << ready.status << " " << ready.body;
+  EXPECT_EQ(HttpGet(http_port_, "/healthz").status, 200);  // the process is up
+  EXPECT_EQ(HttpGet(http_port_, "/metrics").status, 200);  // and observable
+
+  ASSERT_TRUE(pg_->Restart().ok());
+  EXPECT_TRUE(
+      testing::WaitUntil([&] { return HttpGet(http_port_, "/readyz").status == 200; }, kWaitMs));
+  EXPECT_GT(epoch_of(), epoch_before);
+  HttpResult m = HttpGet(http_port_, "/metrics");
+  EXPECT_EQ(m.body.find("\ntxc_lease_losses_total 0\n"), std::string::npos) << m.body;
+  EXPECT_EQ(m.body.find("\ntxc_lease_renewal_failures_total 0\n"), std::string::npos);
+  RunTransaction(true);  // and serving again
+}
+
+TEST_F(MetricsProcessTest, ReadyAgainAfterAPausePastTheLease) {
+  ASSERT_EQ(HttpGet(http_port_, "/readyz").status, 200);
+  ASSERT_TRUE(coordinator_->Kill(SIGSTOP).ok());
+  // Paused for three TTLs (fault injection, not synchronisation: the lease
+  // must run out while the process cannot renew it).
+  const int64_t until = MonotonicMs() + 3 * kLeaseTtlMs;
+  testing::WaitUntil([&] { return MonotonicMs() >= until; }, 10 * kLeaseTtlMs);
+  ASSERT_TRUE(coordinator_->Kill(SIGCONT).ok());
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        HttpResult m = HttpGet(http_port_, "/metrics");
+        return m.status == 200 && m.body.find("\ntxc_lease_losses_total 1\n") != std::string::npos;
+      },
+      kWaitMs));
+  EXPECT_TRUE(
+      testing::WaitUntil([&] { return HttpGet(http_port_, "/readyz").status == 200; }, kWaitMs));
+  RunTransaction(true);
+}
+
+TEST_F(MetricsProcessTest, BadHttpRequestsGet4xxAndThriftKeepsServing) {
+  EXPECT_EQ(HttpGet(http_port_, "/nope").status, 404);
+  EXPECT_EQ(HttpGet(http_port_, "/metrics?x=1").status, 200);
+  RunTransaction(true);
+}
+
+}  // namespace
+}  // namespace txc
