@@ -379,7 +379,18 @@ TEST_F(TwoPcChaosTest, TransfersStayAtomicAndEveryReplicaStaysUseful) {
                                        for (const auto& v : violations) s += "  " + v + "\n";
                                        return s;
                                      }();
-  EXPECT_EQ(PreparedEverywhere(), 0) << "left in pg_prepared_xacts:\n" << PreparedDetails();
+  // A prepare that its abort overtook (the prepare waited on a row lock past the
+  // coordinator's prepare timeout, the abort found nothing prepared) can still
+  // land after everything settled; the bank's recovery rescan (every 10 s) asks
+  // the coordinator and rolls it back. Nothing may stay prepared beyond that.
+  const std::string late_prepares = PreparedEverywhere() > 0 ? PreparedDetails() : "";
+  EXPECT_TRUE(testing::WaitUntil([&] { return PreparedEverywhere() == 0; }, 30000))
+      << "left in pg_prepared_xacts:\n"
+      << PreparedDetails();
+  if (!late_prepares.empty()) {
+    std::printf("[chaos] late prepares after settling, resolved by bank recovery:\n%s",
+                late_prepares.c_str());
+  }
   EXPECT_EQ(not_final, 0);
   EXPECT_EQ(not_owner_unresolved, 0) << "commit/rollback retries that ended in NotOwner";
   EXPECT_EQ(no_answer, 0) << "transactions whose client never got the decision, e.g.:\n"
