@@ -35,8 +35,8 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/core/records.h"
 #include "coordinator/core/states.h"
-#include "coordinator/store/txn_store.h"
 
 namespace txc {
 

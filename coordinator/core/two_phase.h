@@ -47,16 +47,10 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/core/records.h"
 #include "coordinator/core/states.h"
 
 namespace txc {
-
-// TxnRecord::flags bit (2PC only; bits 1 and 2 are kFlagOnePhase and
-// kFlagWaitCompletion in coordinator/store/txn_store.h): the client asked to
-// commit. An ABORTING/ABORTED transaction with this bit was aborted by its
-// votes, so commit again answers ABORT; without it the abort came from
-// rollback or the deadline, and commit is an illegal transition.
-constexpr int32_t kFlagCommitRequested = 4;
 
 enum class TransitionAction {
   kApply,        // legal edge: apply it

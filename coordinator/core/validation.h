@@ -6,7 +6,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "coordinator/store/txn_store.h"
+#include "coordinator/core/records.h"
 
 namespace txc {
 
