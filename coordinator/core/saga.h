@@ -75,6 +75,13 @@ std::vector<std::string> ResolveWireDependsOn(const std::vector<std::string>& ex
 // earlier step, retry policy within limits. kInvalidArgument naming the field.
 Status ValidateSagaDefinition(const std::vector<BranchRecord>& steps);
 
+// Validates a whole submission: gtid (when not empty), timeout_ms,
+// wait_timeout_ms and the definition (ValidateSagaDefinition). The one check
+// of a saga submission: CoordinatorService::SubmitSaga calls it before anything
+// is dispatched or written; nothing else re-checks (docs/saga.md says why each rule is what it is).
+Status ValidateSagaSubmission(const std::string& gtid, int64_t timeout_ms, int64_t wait_timeout_ms,
+                              const std::vector<BranchRecord>& steps);
+
 // Fingerprint of a definition (steps in order with every field the client
 // chose), stored in TxnRecord::payload: same gtid + same fingerprint is the
 // same saga. Printable, starts with "saga1:".

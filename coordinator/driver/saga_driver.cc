@@ -200,12 +200,7 @@ size_t SagaDriver::ActiveForTests() {
 std::vector<std::string> SagaDriver::Coordinators() { return options_.coordinators(); }
 
 Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
-  if (!spec.gtid.empty()) TXC_RETURN_IF_ERROR(ValidateId("gtid", spec.gtid));
-  TXC_RETURN_IF_ERROR(ValidateTimeoutMs("timeout_ms", spec.timeout_ms));
-  if (spec.wait_for_completion) {
-    TXC_RETURN_IF_ERROR(ValidateTimeoutMs("wait_timeout_ms", spec.wait_timeout_ms));
-  }
-  TXC_RETURN_IF_ERROR(ValidateSagaDefinition(spec.steps));
+  // `spec` was validated by CoordinatorService::SubmitSaga (ValidateSagaSubmission).
 
   const int64_t now = NowUnixMs();
   TxnRecord txn;

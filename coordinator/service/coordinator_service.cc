@@ -8,6 +8,7 @@
 #include <set>
 
 #include "common/backoff.h"
+#include "coordinator/core/saga.h"
 #include "coordinator/core/validation.h"
 
 namespace txc {
@@ -193,6 +194,9 @@ Result<TxnView> CoordinatorService::GetStatus(const std::string& gtid) {
 }
 
 Result<TxnRecord> CoordinatorService::SubmitSaga(const SagaSpec& spec) {
+  // The one validation of a submission, whichever transport it came by.
+  TXC_RETURN_IF_ERROR(
+      ValidateSagaSubmission(spec.gtid, spec.timeout_ms, spec.wait_timeout_ms, spec.steps));
   TXC_RETURN_IF_ERROR(CheckServing());
   SagaOps* ops = saga_.load(std::memory_order_acquire);
   if (ops != nullptr) return ops->SubmitSaga(spec);
