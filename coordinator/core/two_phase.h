@@ -100,8 +100,9 @@ BranchState BranchFinalState(Decision decision);
 // ABORTING/ABORTED -> kAbort, otherwise nullopt).
 std::optional<Decision> DecisionOf(TxnState state);
 
-// What a participant asking about a transaction is told.
-enum class TwoPhaseOutcome {
+// What a participant asking about a transaction is told (queryOutcome), and
+// the outcome a commit/rollback answer reports. The one state -> outcome map.
+enum class Outcome {
   kCommit,
   kAbort,
   kPending,  // still deciding: ask again later
@@ -109,7 +110,9 @@ enum class TwoPhaseOutcome {
 
 // ACTIVE/PREPARING -> kPending, COMMITTING/COMMITTED -> kCommit,
 // ABORTING/ABORTED -> kAbort, unknown (nullopt, e.g. never begun or already
-// removed) -> kAbort: presumed abort. A Saga state -> kAbort (not a 2PC).
-TwoPhaseOutcome OutcomeForState(std::optional<TxnState> state);
+// removed) -> kAbort: presumed abort. A Saga state -> kAbort: a COMMIT is told
+// only on a logged 2PC commit decision, so a branch prepared under a saga's
+// gtid (a client's mistake) is never committed on the saga's say-so.
+Outcome OutcomeOfState(std::optional<TxnState> state);
 
 }  // namespace txc

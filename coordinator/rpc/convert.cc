@@ -81,23 +81,6 @@ Result<CommitWait> CommitWaitFromWire(int value) {
   }
 }
 
-Outcome OutcomeOfState(TxnState state) {
-  switch (state) {
-    case TxnState::kActive:
-    case TxnState::kPreparing:
-    case TxnState::kRunning: return Outcome::kPending;
-    case TxnState::kCommitting:
-    case TxnState::kCommitted:
-    case TxnState::kSucceeded: return Outcome::kCommit;
-    case TxnState::kAborting:
-    case TxnState::kAborted:
-    case TxnState::kCompensating:
-    case TxnState::kCompensated:
-    case TxnState::kParked: return Outcome::kAbort;
-  }
-  return Outcome::kPending;
-}
-
 // ---- 2PC branches ------------------------------------------------------------------
 
 BranchRecord BranchFromWire(const wire::BranchSpec& spec, const std::string& gtid,
