@@ -189,9 +189,10 @@ struct StoreOpenOptions {
   int64_t call_timeout_ms = 0;
 };
 
-// Opens a store from a location: "postgresql://..." / "postgres://..." or a
-// libpq key=value string ("host=... dbname=...") selects PostgreSQL; anything
-// else is a SQLite file path. Does not migrate.
+// Opens a store from a location, as ParseStoreLocation (store_location.h)
+// reads it: "postgresql://..." / "postgres://..." or a libpq key=value string
+// ("host=... dbname=...") selects PostgreSQL; "sqlite://PATH" or anything else
+// is a SQLite file path. Does not migrate.
 Result<std::unique_ptr<TxnStore>> OpenStore(const std::string& location,
                                             const StoreOpenOptions& options = {});
 
