@@ -5,10 +5,10 @@
 
 #include <chrono>
 #include <deque>
-#include <random>
 #include <thread>
 
 #include "common/crash_point.h"
+#include "common/ids.h"
 #include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
 #include "coordinator/driver/ownership.h"
@@ -130,23 +130,6 @@ class SagaDriver::Workers {
 
 namespace {
 
-std::string RandomHex128() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[33];
-  std::snprintf(buf, sizeof(buf), "%016llx%016llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng()));
-  return buf;
-}
-
-std::string SafeTag(const std::string& node_id) {
-  std::string tag;
-  for (char c : node_id) {
-    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') tag += c;
-    if (tag.size() >= 32) break;
-  }
-  return tag.empty() ? "txc" : tag;
-}
-
 bool SameStored(const BranchRecord& a, const BranchRecord& b) {
   return a.state == b.state && a.attempts == b.attempts && a.last_error == b.last_error;
 }
@@ -167,8 +150,8 @@ SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
     options_.coordinators = [self] { return std::vector<std::string>{self}; };
   }
   if (!options_.new_gtid) {
-    const std::string tag = SafeTag(node_.node_id);
-    options_.new_gtid = [tag] { return tag + "-saga-" + RandomHex128(); };
+    const std::string prefix = IdPrefix(node_.node_id) + "-saga";
+    options_.new_gtid = [prefix] { return NewId(prefix); };
   }
   ConnectOptions connect;
   connect.connect_timeout_ms = options_.connect_timeout_ms;
