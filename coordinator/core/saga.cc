@@ -169,6 +169,8 @@ Status ValidateSagaDefinition(const std::vector<BranchRecord>& steps) {
     }
     std::set<std::string> deps;
     for (const std::string& d : s.depends_on) {
+      // Checked first: the refusal below quotes `d` back to the client.
+      TXC_RETURN_IF_ERROR(ValidateId(f + ".depends_on", d));
       auto it = index.find(d);
       if (it == index.end() || it->second >= i) {
         return Status::InvalidArgument(f + ".depends_on: '" + d +
@@ -193,6 +195,14 @@ Status ValidateSagaDefinition(const std::vector<BranchRecord>& steps) {
     }
   }
   return Status::Ok();
+}
+
+Status ValidateSagaSubmission(const std::string& gtid, int64_t timeout_ms, int64_t wait_timeout_ms,
+                              const std::vector<BranchRecord>& steps) {
+  if (!gtid.empty()) TXC_RETURN_IF_ERROR(ValidateId("gtid", gtid));
+  TXC_RETURN_IF_ERROR(ValidateTimeoutMs("timeout_ms", timeout_ms));
+  TXC_RETURN_IF_ERROR(ValidateWaitTimeoutMs("wait_timeout_ms", wait_timeout_ms));
+  return ValidateSagaDefinition(steps);
 }
 
 std::string SagaFingerprint(const std::vector<BranchRecord>& steps) {

@@ -35,8 +35,8 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/core/records.h"
 #include "coordinator/core/states.h"
-#include "coordinator/store/txn_store.h"
 
 namespace txc {
 
@@ -74,6 +74,13 @@ std::vector<std::string> ResolveWireDependsOn(const std::vector<std::string>& ex
 // payload <= kMaxPayloadBytes, dependencies exist, are unique and point to an
 // earlier step, retry policy within limits. kInvalidArgument naming the field.
 Status ValidateSagaDefinition(const std::vector<BranchRecord>& steps);
+
+// Validates a whole submission: gtid (when not empty), timeout_ms,
+// wait_timeout_ms and the definition (ValidateSagaDefinition). The one check
+// of a saga submission: CoordinatorService::SubmitSaga calls it before anything
+// is dispatched or written; nothing else re-checks (docs/saga.md says why each rule is what it is).
+Status ValidateSagaSubmission(const std::string& gtid, int64_t timeout_ms, int64_t wait_timeout_ms,
+                              const std::vector<BranchRecord>& steps);
 
 // Fingerprint of a definition (steps in order with every field the client
 // chose), stored in TxnRecord::payload: same gtid + same fingerprint is the

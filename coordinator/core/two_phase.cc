@@ -182,23 +182,23 @@ std::optional<Decision> DecisionOf(TxnState state) {
   return std::nullopt;
 }
 
-TwoPhaseOutcome OutcomeForState(std::optional<TxnState> state) {
-  if (!state.has_value()) return TwoPhaseOutcome::kAbort;  // presumed abort
+Outcome OutcomeOfState(std::optional<TxnState> state) {
+  if (!state.has_value()) return Outcome::kAbort;  // presumed abort
   switch (*state) {
     case TxnState::kActive:
-    case TxnState::kPreparing: return TwoPhaseOutcome::kPending;
+    case TxnState::kPreparing: return Outcome::kPending;
     case TxnState::kCommitting:
-    case TxnState::kCommitted: return TwoPhaseOutcome::kCommit;
+    case TxnState::kCommitted: return Outcome::kCommit;
     case TxnState::kAborting:
-    case TxnState::kAborted: return TwoPhaseOutcome::kAbort;
+    case TxnState::kAborted: return Outcome::kAbort;
     case TxnState::kRunning:
     case TxnState::kSucceeded:
     case TxnState::kCompensating:
     case TxnState::kCompensated:
     case TxnState::kParked:
-      return TwoPhaseOutcome::kAbort;  // not a 2PC transaction: nothing of it to commit
+      return Outcome::kAbort;  // not a 2PC transaction: nothing of it to commit
   }
-  return TwoPhaseOutcome::kAbort;
+  return Outcome::kAbort;
 }
 
 }  // namespace txc

@@ -47,16 +47,10 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/core/records.h"
 #include "coordinator/core/states.h"
 
 namespace txc {
-
-// TxnRecord::flags bit (2PC only; bits 1 and 2 are kFlagOnePhase and
-// kFlagWaitCompletion in coordinator/store/txn_store.h): the client asked to
-// commit. An ABORTING/ABORTED transaction with this bit was aborted by its
-// votes, so commit again answers ABORT; without it the abort came from
-// rollback or the deadline, and commit is an illegal transition.
-constexpr int32_t kFlagCommitRequested = 4;
 
 enum class TransitionAction {
   kApply,        // legal edge: apply it
@@ -106,8 +100,9 @@ BranchState BranchFinalState(Decision decision);
 // ABORTING/ABORTED -> kAbort, otherwise nullopt).
 std::optional<Decision> DecisionOf(TxnState state);
 
-// What a participant asking about a transaction is told.
-enum class TwoPhaseOutcome {
+// What a participant asking about a transaction is told (queryOutcome), and
+// the outcome a commit/rollback answer reports. The one state -> outcome map.
+enum class Outcome {
   kCommit,
   kAbort,
   kPending,  // still deciding: ask again later
@@ -115,7 +110,9 @@ enum class TwoPhaseOutcome {
 
 // ACTIVE/PREPARING -> kPending, COMMITTING/COMMITTED -> kCommit,
 // ABORTING/ABORTED -> kAbort, unknown (nullopt, e.g. never begun or already
-// removed) -> kAbort: presumed abort. A Saga state -> kAbort (not a 2PC).
-TwoPhaseOutcome OutcomeForState(std::optional<TxnState> state);
+// removed) -> kAbort: presumed abort. A Saga state -> kAbort: a COMMIT is told
+// only on a logged 2PC commit decision, so a branch prepared under a saga's
+// gtid (a client's mistake) is never committed on the saga's say-so.
+Outcome OutcomeOfState(std::optional<TxnState> state);
 
 }  // namespace txc

@@ -209,15 +209,15 @@ TEST(TwoPhaseDecisionTest, DecisionAndFinalStates) {
   EXPECT_FALSE(DecisionOf(TxnState::kPreparing).has_value());
 }
 
-TEST(TwoPhaseOutcomeTest, OutcomeForEveryState) {
-  EXPECT_EQ(OutcomeForState(TxnState::kActive), TwoPhaseOutcome::kPending);
-  EXPECT_EQ(OutcomeForState(TxnState::kPreparing), TwoPhaseOutcome::kPending);
-  EXPECT_EQ(OutcomeForState(TxnState::kCommitting), TwoPhaseOutcome::kCommit);
-  EXPECT_EQ(OutcomeForState(TxnState::kCommitted), TwoPhaseOutcome::kCommit);
-  EXPECT_EQ(OutcomeForState(TxnState::kAborting), TwoPhaseOutcome::kAbort);
-  EXPECT_EQ(OutcomeForState(TxnState::kAborted), TwoPhaseOutcome::kAbort);
-  EXPECT_EQ(OutcomeForState(std::nullopt), TwoPhaseOutcome::kAbort);  // presumed abort
-  for (TxnState saga : kSagaStates) EXPECT_EQ(OutcomeForState(saga), TwoPhaseOutcome::kAbort);
+TEST(OutcomeTest, OutcomeForEveryState) {
+  EXPECT_EQ(OutcomeOfState(TxnState::kActive), Outcome::kPending);
+  EXPECT_EQ(OutcomeOfState(TxnState::kPreparing), Outcome::kPending);
+  EXPECT_EQ(OutcomeOfState(TxnState::kCommitting), Outcome::kCommit);
+  EXPECT_EQ(OutcomeOfState(TxnState::kCommitted), Outcome::kCommit);
+  EXPECT_EQ(OutcomeOfState(TxnState::kAborting), Outcome::kAbort);
+  EXPECT_EQ(OutcomeOfState(TxnState::kAborted), Outcome::kAbort);
+  EXPECT_EQ(OutcomeOfState(std::nullopt), Outcome::kAbort);  // presumed abort
+  for (TxnState saga : kSagaStates) EXPECT_EQ(OutcomeOfState(saga), Outcome::kAbort);
 }
 
 }  // namespace

@@ -48,6 +48,15 @@ Status ValidateTimeoutMs(const std::string& field, int64_t timeout_ms) {
   return Status::Ok();
 }
 
+Status ValidateWaitTimeoutMs(const std::string& field, int64_t wait_timeout_ms) {
+  if (wait_timeout_ms < 0 || wait_timeout_ms > kMaxTimeoutMs) {
+    return Status::InvalidArgument(field + " must be between 0 and " +
+                                   std::to_string(kMaxTimeoutMs) + " ms, got " +
+                                   std::to_string(wait_timeout_ms));
+  }
+  return Status::Ok();
+}
+
 Status ValidateBranch(const BranchRecord& branch) {
   TXC_RETURN_IF_ERROR(ValidateId("branch.branch_id", branch.branch_id));
   auto endpoint = ParseEndpoint(branch.endpoint);

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "coordinator/store/txn_store.h"
+#include "coordinator/core/records.h"
 
 namespace txc {
 
@@ -22,6 +22,8 @@ Status ValidateId(const std::string& field, const std::string& id);
 // 0..kMaxNameBytes printable ASCII (empty allowed when !required).
 Status ValidateName(const std::string& field, const std::string& name, bool required);
 Status ValidateTimeoutMs(const std::string& field, int64_t timeout_ms);
+// How long a call may wait for an outcome: 0 (do not wait) .. kMaxTimeoutMs.
+Status ValidateWaitTimeoutMs(const std::string& field, int64_t wait_timeout_ms);
 // branch_id, endpoint ("host:port"), resource and payload size of a 2PC branch.
 Status ValidateBranch(const BranchRecord& branch);
 

@@ -86,18 +86,18 @@ Result<BranchVote> ParticipantClient::Prepare(const BranchCall& call) {
   return BranchVote::kAbort;  // an unknown vote is a no
 }
 
-Result<TwoPhaseOutcome> ParticipantClient::CommitOnePhase(const BranchCall& call) {
+Result<Outcome> ParticipantClient::CommitOnePhase(const BranchCall& call) {
   const wire::BranchRequest req = ToWire(call);
   wire::Outcome::type outcome = wire::Outcome::OUTCOME_PENDING;
   TXC_RETURN_IF_ERROR(CallWithUnavailable(
       "commit_one_phase", pools_->prepare, call.branch->endpoint,
       [&](wire::ParticipantClient& client) { outcome = client.commitOnePhase(req); }));
   switch (outcome) {
-    case wire::Outcome::OUTCOME_COMMIT: return TwoPhaseOutcome::kCommit;
-    case wire::Outcome::OUTCOME_ABORT: return TwoPhaseOutcome::kAbort;
-    case wire::Outcome::OUTCOME_PENDING: return TwoPhaseOutcome::kPending;
+    case wire::Outcome::OUTCOME_COMMIT: return Outcome::kCommit;
+    case wire::Outcome::OUTCOME_ABORT: return Outcome::kAbort;
+    case wire::Outcome::OUTCOME_PENDING: return Outcome::kPending;
   }
-  return TwoPhaseOutcome::kPending;
+  return Outcome::kPending;
 }
 
 Status ParticipantClient::Commit(const BranchCall& call) {

@@ -46,7 +46,7 @@ class ParticipantClient {
   Result<BranchVote> Prepare(const BranchCall& call);
   // One-phase commit of the only branch: kCommit, kAbort or kPending (outcome
   // not known yet: ask again). Errors: kUnavailable, kTimeout.
-  Result<TwoPhaseOutcome> CommitOnePhase(const BranchCall& call);
+  Result<Outcome> CommitOnePhase(const BranchCall& call);
   // Phase 2; idempotent on the participant. Errors: kUnavailable, kTimeout.
   Status Commit(const BranchCall& call);
   Status Abort(const BranchCall& call);

@@ -1,14 +1,13 @@
 #include "coordinator/driver/saga_driver.h"
 
 #include <glog/logging.h>
-#include <pthread.h>
 
 #include <chrono>
-#include <deque>
-#include <random>
 #include <thread>
 
 #include "common/crash_point.h"
+#include "common/ids.h"
+#include "common/task_pool.h"
 #include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
 #include "coordinator/driver/ownership.h"
@@ -33,120 +32,30 @@ struct SagaDriver::Run {
 };
 
 // The "saga-worker" pool, the "saga-timer" thread for retries, and the
-// participant connections.
+// participant connections. At shutdown queued work and timers are dropped:
+// recovery finds every unfinished saga again.
 class SagaDriver::Workers {
  public:
-  Workers(int threads, ConnectOptions connect) : clients(connect) {
-    for (int i = 0; i < threads; ++i) {
-      threads_.emplace_back([this] {
-        pthread_setname_np(pthread_self(), "saga-worker");
-        WorkerLoop();
-      });
-    }
-    timer_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "saga-timer");
-      TimerLoop();
-    });
-  }
-  ~Workers() { Shutdown(); }
+  Workers(int threads, ConnectOptions connect)
+      : clients(connect),
+        pool_("saga-worker", threads,
+              TaskPool::Options{TaskPool::AtShutdown::kDropQueued, "saga-timer"}) {}
 
   // Drops queued work and joins the threads (a running task finishes first;
   // what it posts is dropped). Idempotent; from the owner's thread only.
-  void Shutdown() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-      queue_.clear();
-      timers_.clear();
-    }
-    cv_.notify_all();
-    timer_cv_.notify_all();
-    for (auto& t : threads_) {
-      if (t.joinable()) t.join();
-    }
-    if (timer_.joinable()) timer_.join();
-  }
-
-  void Post(std::function<void()> fn) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) return;
-      queue_.push_back(std::move(fn));
-    }
-    cv_.notify_one();
-  }
+  void Shutdown() { pool_.Shutdown(); }
+  void Post(std::function<void()> fn) { pool_.Submit(std::move(fn)); }
   void PostAfter(int64_t delay_ms, std::function<void()> fn) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) return;
-      timers_.emplace(MonotonicMs() + delay_ms, std::move(fn));
-    }
-    timer_cv_.notify_one();
+    pool_.SubmitAfter(delay_ms, std::move(fn));
   }
 
   ClientPool<wire::ParticipantClient> clients;
 
  private:
-  void WorkerLoop() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (stopping_) return;
-        fn = std::move(queue_.front());
-        queue_.pop_front();
-      }
-      fn();
-    }
-  }
-  void TimerLoop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!stopping_) {
-      if (timers_.empty()) {
-        timer_cv_.wait(lock);
-        continue;
-      }
-      const int64_t due = timers_.begin()->first;
-      const int64_t now = MonotonicMs();
-      if (due > now) {
-        timer_cv_.wait_for(lock, std::chrono::milliseconds(due - now));
-        continue;
-      }
-      queue_.push_back(std::move(timers_.begin()->second));
-      timers_.erase(timers_.begin());
-      cv_.notify_one();
-    }
-  }
-
-  std::mutex mu_;  // guards queue_, timers_, stopping_
-  std::condition_variable cv_;
-  std::condition_variable timer_cv_;
-  std::deque<std::function<void()>> queue_;
-  std::multimap<int64_t, std::function<void()>> timers_;  // MonotonicMs() due -> task
-  bool stopping_ = false;
-  std::vector<std::thread> threads_;
-  std::thread timer_;
+  TaskPool pool_;  // declared after clients: its threads stop before the connections go
 };
 
 namespace {
-
-std::string RandomHex128() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[33];
-  std::snprintf(buf, sizeof(buf), "%016llx%016llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng()));
-  return buf;
-}
-
-std::string SafeTag(const std::string& node_id) {
-  std::string tag;
-  for (char c : node_id) {
-    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') tag += c;
-    if (tag.size() >= 32) break;
-  }
-  return tag.empty() ? "txc" : tag;
-}
 
 bool SameStored(const BranchRecord& a, const BranchRecord& b) {
   return a.state == b.state && a.attempts == b.attempts && a.last_error == b.last_error;
@@ -168,8 +77,8 @@ SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
     options_.coordinators = [self] { return std::vector<std::string>{self}; };
   }
   if (!options_.new_gtid) {
-    const std::string tag = SafeTag(node_.node_id);
-    options_.new_gtid = [tag] { return tag + "-saga-" + RandomHex128(); };
+    const std::string prefix = IdPrefix(node_.node_id) + "-saga";
+    options_.new_gtid = [prefix] { return NewId(prefix); };
   }
   ConnectOptions connect;
   connect.connect_timeout_ms = options_.connect_timeout_ms;
@@ -201,12 +110,7 @@ size_t SagaDriver::ActiveForTests() {
 std::vector<std::string> SagaDriver::Coordinators() { return options_.coordinators(); }
 
 Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
-  if (!spec.gtid.empty()) TXC_RETURN_IF_ERROR(ValidateId("gtid", spec.gtid));
-  TXC_RETURN_IF_ERROR(ValidateTimeoutMs("timeout_ms", spec.timeout_ms));
-  if (spec.wait_for_completion) {
-    TXC_RETURN_IF_ERROR(ValidateTimeoutMs("wait_timeout_ms", spec.wait_timeout_ms));
-  }
-  TXC_RETURN_IF_ERROR(ValidateSagaDefinition(spec.steps));
+  // `spec` was validated by CoordinatorService::SubmitSaga (ValidateSagaSubmission).
 
   const int64_t now = NowUnixMs();
   TxnRecord txn;

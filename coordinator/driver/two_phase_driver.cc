@@ -26,15 +26,6 @@ bool SameBranchContent(const BranchRecord& a, const BranchRecord& b) {
   return a.endpoint == b.endpoint && a.resource == b.resource && a.payload == b.payload;
 }
 
-Outcome ToServiceOutcome(TwoPhaseOutcome outcome) {
-  switch (outcome) {
-    case TwoPhaseOutcome::kCommit: return Outcome::kCommit;
-    case TwoPhaseOutcome::kAbort: return Outcome::kAbort;
-    case TwoPhaseOutcome::kPending: return Outcome::kPending;
-  }
-  return Outcome::kAbort;
-}
-
 // Counts down to zero; Wait has a deadline.
 struct Latch {
   explicit Latch(int n) : remaining(n) {}
@@ -608,9 +599,8 @@ Result<TxnRecord> TwoPhaseDriver::OnePhaseClaimed(std::shared_ptr<Flight> flight
   for (int attempt = 1; attempt <= options_.phase_two_attempts; ++attempt) {
     auto outcome = participants_.CommitOnePhase(MakeCall(txn, branch));
     TXC_CRASH_POINT("2pc.after_prepare_sent");
-    if (outcome.ok() && *outcome != TwoPhaseOutcome::kPending) {
-      const Decision decision =
-          *outcome == TwoPhaseOutcome::kCommit ? Decision::kCommit : Decision::kAbort;
+    if (outcome.ok() && *outcome != Outcome::kPending) {
+      const Decision decision = *outcome == Outcome::kCommit ? Decision::kCommit : Decision::kAbort;
       WriteBatch batch;
       TxnUpdate u = FencedUpdate(txn, {TxnState::kPreparing});
       u.state = FinalState(decision);
@@ -790,10 +780,10 @@ Result<Outcome> TwoPhaseDriver::QueryOutcome(const std::string& gtid,
   (void)branch_id;  // the outcome is the transaction's, for every branch
   auto txn = store_->GetTxn(gtid);
   if (!txn.ok()) {
-    if (txn.status().code() == StatusCode::kNotFound) return Outcome::kAbort;  // presumed abort
+    if (txn.status().code() == StatusCode::kNotFound) return OutcomeOfState(std::nullopt);
     return txn.status();
   }
-  return ToServiceOutcome(OutcomeForState(txn->state));
+  return OutcomeOfState(txn->state);
 }
 
 void TwoPhaseDriver::Resume(const TxnRecord& txn) {

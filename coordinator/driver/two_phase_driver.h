@@ -55,9 +55,9 @@
 #include <vector>
 
 #include "common/backoff.h"
+#include "common/task_pool.h"
 #include "coordinator/core/two_phase.h"
 #include "coordinator/driver/participant_client.h"
-#include "coordinator/driver/two_phase_thread_pool.h"
 #include "coordinator/service/txn_service.h"
 #include "coordinator/store/group_commit.h"
 #include "coordinator/store/txn_store.h"

@@ -2,12 +2,10 @@
 
 #include <utility>
 
+#include "coordinator/core/saga.h"
+
 namespace txc {
 namespace {
-
-constexpr int32_t kDefaultMaxAttempts = 5;
-constexpr int32_t kDefaultInitialBackoffMs = 100;
-constexpr int32_t kDefaultMaxBackoffMs = 10000;
 
 template <typename Enum>
 Result<Enum> EnumFromWire(const char* what, int value, std::initializer_list<Enum> legal) {
@@ -83,23 +81,6 @@ Result<CommitWait> CommitWaitFromWire(int value) {
   }
 }
 
-Outcome OutcomeOfState(TxnState state) {
-  switch (state) {
-    case TxnState::kActive:
-    case TxnState::kPreparing:
-    case TxnState::kRunning: return Outcome::kPending;
-    case TxnState::kCommitting:
-    case TxnState::kCommitted:
-    case TxnState::kSucceeded: return Outcome::kCommit;
-    case TxnState::kAborting:
-    case TxnState::kAborted:
-    case TxnState::kCompensating:
-    case TxnState::kCompensated:
-    case TxnState::kParked: return Outcome::kAbort;
-  }
-  return Outcome::kPending;
-}
-
 // ---- 2PC branches ------------------------------------------------------------------
 
 BranchRecord BranchFromWire(const wire::BranchSpec& spec, const std::string& gtid,
@@ -140,19 +121,16 @@ std::vector<BranchRecord> SagaStepsFromWire(const std::vector<wire::SagaStep>& s
     b.action = s.action;
     b.compensation = s.compensation;
     b.payload = s.payload;
-    if (!s.depends_on.empty()) {
-      b.depends_on = s.depends_on;
-    } else if (!(s.__isset.concurrent && s.concurrent) && i > 0) {
-      b.depends_on = {steps[i - 1].step_id};
-    }
+    b.depends_on = ResolveWireDependsOn(s.depends_on, s.__isset.concurrent && s.concurrent,
+                                        i > 0 ? steps[i - 1].step_id : "");
     if (s.__isset.retry_policy) {
       b.max_attempts = s.retry_policy.max_attempts;
       b.initial_backoff_ms = s.retry_policy.initial_backoff_ms;
       b.max_backoff_ms = s.retry_policy.max_backoff_ms;
     } else {
-      b.max_attempts = kDefaultMaxAttempts;
-      b.initial_backoff_ms = kDefaultInitialBackoffMs;
-      b.max_backoff_ms = kDefaultMaxBackoffMs;
+      b.max_attempts = kDefaultSagaMaxAttempts;
+      b.initial_backoff_ms = kDefaultSagaInitialBackoffMs;
+      b.max_backoff_ms = kDefaultSagaMaxBackoffMs;
     }
     b.state = BranchState::kPending;
     out.push_back(std::move(b));

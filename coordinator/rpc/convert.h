@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "coordinator/core/states.h"
+#include "coordinator/core/two_phase.h"
 #include "coordinator/service/txn_service.h"
 #include "coordinator/store/txn_store.h"
 #include "gen-cpp/common_types.h"
@@ -52,10 +53,7 @@ Result<BranchState> BranchStateFromWire(int value);
 Result<Outcome> OutcomeFromWire(int value);
 Result<CommitWait> CommitWaitFromWire(int value);
 
-// The outcome a transaction in `state` stands for: COMMIT once a commit
-// decision is logged (or a saga succeeded), ABORT once an abort decision is
-// logged (or a saga compensates), PENDING while undecided.
-Outcome OutcomeOfState(TxnState state);
+// The outcome of a state: OutcomeOfState in coordinator/core/two_phase.h.
 
 // ---- 2PC branches ----------------------------------------------------------------
 // A branch as enlisted: state kRegistered, the given gtid and ordinal. Not validated

@@ -45,16 +45,19 @@ TEST(ConvertTest, UnknownWireEnumValuesAreInvalidArgument) {
   EXPECT_EQ(*CommitWaitFromWire(2), CommitWait::kCompletion);
 }
 
-TEST(ConvertTest, OutcomeOfState) {
-  EXPECT_EQ(OutcomeOfState(TxnState::kActive), Outcome::kPending);
-  EXPECT_EQ(OutcomeOfState(TxnState::kPreparing), Outcome::kPending);
-  EXPECT_EQ(OutcomeOfState(TxnState::kCommitting), Outcome::kCommit);
-  EXPECT_EQ(OutcomeOfState(TxnState::kCommitted), Outcome::kCommit);
-  EXPECT_EQ(OutcomeOfState(TxnState::kAborting), Outcome::kAbort);
-  EXPECT_EQ(OutcomeOfState(TxnState::kAborted), Outcome::kAbort);
-  EXPECT_EQ(OutcomeOfState(TxnState::kRunning), Outcome::kPending);
-  EXPECT_EQ(OutcomeOfState(TxnState::kSucceeded), Outcome::kCommit);
-  EXPECT_EQ(OutcomeOfState(TxnState::kCompensated), Outcome::kAbort);
+// The commit answer reports core's map (OutcomeOfState), state by state.
+TEST(ConvertTest, CommitResponseCarriesCoreOutcome) {
+  for (TxnState state :
+       {TxnState::kActive, TxnState::kPreparing, TxnState::kCommitting, TxnState::kCommitted,
+        TxnState::kAborting, TxnState::kAborted, TxnState::kRunning, TxnState::kSucceeded,
+        TxnState::kCompensating, TxnState::kCompensated, TxnState::kParked}) {
+    TxnRecord txn;
+    txn.gtid = "g";
+    txn.state = state;
+    wire::CommitResponse r = CommitResponseToWire(txn);
+    EXPECT_EQ(r.outcome, ToWire(OutcomeOfState(state))) << TxnStateName(state);
+    EXPECT_EQ(r.state, ToWire(state));
+  }
 }
 
 TEST(ConvertTest, BeginRequestRoundTrip) {

@@ -2,7 +2,6 @@
 
 #include <glog/logging.h>
 
-#include <set>
 #include <utility>
 
 #include "common/thrift_util.h"
@@ -43,59 +42,6 @@ auto Guarded(const char* method, const std::string& gtid, F&& body) -> decltype(
   unavailable.__set_message(std::string(method) + ": internal error (logged on the coordinator)");
   unavailable.__set_retry_after_ms(1000);
   throw unavailable;
-}
-
-Status ValidateWaitTimeout(int64_t wait_timeout_ms) {
-  if (wait_timeout_ms < 0 || wait_timeout_ms > kMaxTimeoutMs) {
-    return Status::InvalidArgument("wait_timeout_ms must be between 0 and " +
-                                   std::to_string(kMaxTimeoutMs) + ", got " +
-                                   std::to_string(wait_timeout_ms));
-  }
-  return Status::Ok();
-}
-
-// Field-level checks of a saga definition; the saga core checks the rest.
-Status ValidateSagaSteps(const std::vector<BranchRecord>& steps) {
-  if (steps.empty()) return Status::InvalidArgument("steps: a saga needs at least one step");
-  if (steps.size() > static_cast<size_t>(kMaxBranches)) {
-    return Status::InvalidArgument("steps: more than " + std::to_string(kMaxBranches));
-  }
-  std::set<std::string> ids;
-  for (const BranchRecord& step : steps) {
-    TXC_RETURN_IF_ERROR(ValidateId("steps.step_id", step.branch_id));
-    if (!ids.insert(step.branch_id).second) {
-      return Status::InvalidArgument("steps.step_id: duplicate '" + step.branch_id + "'");
-    }
-  }
-  for (const BranchRecord& step : steps) {
-    auto endpoint = ParseEndpoint(step.endpoint);
-    if (!endpoint.ok()) {
-      return Status::InvalidArgument("steps.endpoint: " + endpoint.status().message());
-    }
-    TXC_RETURN_IF_ERROR(ValidateName("steps.action", step.action, /*required=*/true));
-    TXC_RETURN_IF_ERROR(ValidateName("steps.compensation", step.compensation,
-                                     /*required=*/false));
-    if (step.payload.size() > kMaxPayloadBytes) {
-      return Status::InvalidArgument("steps.payload is larger than " +
-                                     std::to_string(kMaxPayloadBytes) + " bytes");
-    }
-    if (step.max_attempts < 1 || step.initial_backoff_ms < 0 || step.max_backoff_ms < 0 ||
-        step.max_backoff_ms < step.initial_backoff_ms) {
-      return Status::InvalidArgument(
-          "steps.retry_policy: need max_attempts >= 1 and 0 <= initial_backoff_ms <= "
-          "max_backoff_ms (step '" +
-          step.branch_id + "')");
-    }
-    for (const std::string& dep : step.depends_on) {
-      // Checked first: the refusal below quotes `dep` back to the client.
-      TXC_RETURN_IF_ERROR(ValidateId("steps.depends_on", dep));
-      if (dep == step.branch_id || ids.count(dep) == 0) {
-        return Status::InvalidArgument("steps.depends_on: step '" + step.branch_id +
-                                       "' depends on unknown step '" + dep + "'");
-      }
-    }
-  }
-  return Status::Ok();
 }
 
 }  // namespace
@@ -168,7 +114,7 @@ void CoordinatorHandler::commit(wire::CommitResponse& out, const wire::CommitReq
     Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
     Result<CommitWait> wait = CommitWaitFromWire(WireEnumValue(req.wait));
     Throw(wait.status(), req.gtid, kAll);
-    Throw(ValidateWaitTimeout(req.wait_timeout_ms), req.gtid, kAll);
+    Throw(ValidateWaitTimeoutMs("wait_timeout_ms", req.wait_timeout_ms), req.gtid, kAll);
     Result<TxnRecord> txn = service_->Commit(req.gtid, *wait, req.wait_timeout_ms);
     Throw(txn.status(), req.gtid, kAll);
     out = CommitResponseToWire(*txn);
@@ -195,14 +141,13 @@ void CoordinatorHandler::status(wire::TxnStatus& out, const std::string& gtid) {
 
 void CoordinatorHandler::submitSaga(wire::SubmitSagaResponse& out,
                                     const wire::SubmitSagaRequest& req) {
-  const std::string gtid = req.__isset.gtid ? req.gtid : "";
+  // The gtid named in logs and errors: only a valid one (a hostile one may be a
+  // megabyte of binary). Whether it is valid is the service's answer to give.
+  const std::string gtid = req.__isset.gtid && ValidateId("gtid", req.gtid).ok() ? req.gtid : "";
   Guarded("submitSaga", gtid, [&] {
-    if (req.__isset.gtid) Throw(ValidateId("gtid", req.gtid), gtid, kIllegal);
-    Throw(ValidateTimeoutMs("timeout_ms", req.timeout_ms), gtid, kIllegal);
-    Throw(ValidateWaitTimeout(req.wait_timeout_ms), gtid, kIllegal);
+    // Validated once, by the service (ValidateSagaSubmission in core/saga.h).
     Result<SagaSpec> spec = SagaSpecFromWire(req);
     Throw(spec.status(), gtid, kIllegal);
-    Throw(ValidateSagaSteps(spec->steps), gtid, kIllegal);
     Result<TxnRecord> txn = service_->SubmitSaga(*spec);
     Throw(txn.status(), gtid, kIllegal);
     out.__set_gtid(txn->gtid);

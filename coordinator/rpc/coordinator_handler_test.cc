@@ -204,7 +204,7 @@ TEST_F(CoordinatorHandlerTest, SagaDefinitionIsValidatedAtTheEdge) {
     client().submitSaga(resp, req);
     FAIL();
   } catch (const wire::InvalidArgument& e) {
-    EXPECT_EQ(e.field, "steps.depends_on");
+    EXPECT_EQ(e.field, "steps[0].depends_on");
   }
   // A dependency that is no valid id (invalid UTF-8, NUL, a megabyte) is refused
   // without being quoted: the answer must stay printable text for every client.
@@ -216,7 +216,7 @@ TEST_F(CoordinatorHandlerTest, SagaDefinitionIsValidatedAtTheEdge) {
       client().submitSaga(resp, req);
       FAIL();
     } catch (const wire::InvalidArgument& e) {
-      EXPECT_EQ(e.field, "steps.depends_on");
+      EXPECT_EQ(e.field, "steps[0].depends_on");
       EXPECT_LT(e.message.size(), 200u);
       for (unsigned char c : e.message) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << e.message;
     }
@@ -224,6 +224,65 @@ TEST_F(CoordinatorHandlerTest, SagaDefinitionIsValidatedAtTheEdge) {
   s.__set_depends_on({});
   req.__set_steps({s});
   EXPECT_THROW(client().submitSaga(resp, req), wire::Unavailable);  // no saga driver here
+}
+
+// The three rules the handler and the core once disagreed on (docs/saga.md,
+// "The validation rules"): each violation is InvalidArgument naming the field
+// and stores nothing; the same request with the rule kept passes validation
+// (and then meets Unavailable: no saga driver in this fixture).
+TEST_F(CoordinatorHandlerTest, SagaRulesArePinnedAtTheWire) {
+  auto step = [](const std::string& id) {
+    wire::SagaStep s;
+    s.__set_step_id(id);
+    s.__set_endpoint("127.0.0.1:9");
+    s.__set_action("act");
+    s.__set_compensation("undo");
+    return s;
+  };
+  auto field_of = [&](const std::vector<wire::SagaStep>& steps) -> std::string {
+    wire::SubmitSagaRequest req;
+    req.__set_gtid("rule-saga");
+    req.__set_steps(steps);
+    wire::SubmitSagaResponse resp;
+    try {
+      client().submitSaga(resp, req);
+    } catch (const wire::InvalidArgument& e) {
+      return e.field;
+    } catch (const wire::Unavailable&) {
+      return "(accepted)";
+    }
+    return "(no error)";
+  };
+  const std::vector<wire::SagaStep> good = {step("a"), step("b")};
+  EXPECT_EQ(field_of(good), "(accepted)");
+
+  // A compensation is required.
+  auto no_compensation = good;
+  no_compensation[1].__set_compensation("");
+  EXPECT_EQ(field_of(no_compensation), "steps[1].compensation");
+
+  // Backoff of at least 1 ms.
+  auto zero_backoff = good;
+  wire::RetryPolicy policy;
+  policy.__set_max_attempts(3);
+  policy.__set_initial_backoff_ms(0);
+  policy.__set_max_backoff_ms(100);
+  zero_backoff[0].__set_retry_policy(policy);
+  EXPECT_EQ(field_of(zero_backoff), "steps[0].retry_policy.initial_backoff_ms");
+  policy.__set_initial_backoff_ms(1);
+  zero_backoff[0].__set_retry_policy(policy);
+  EXPECT_EQ(field_of(zero_backoff), "(accepted)");
+
+  // Dependencies point to earlier steps only.
+  auto forward = good;
+  forward[0].__set_depends_on({"b"});
+  forward[1].__set_concurrent(true);
+  EXPECT_EQ(field_of(forward), "steps[0].depends_on");
+  auto backward = good;
+  backward[1].__set_depends_on({"a"});
+  EXPECT_EQ(field_of(backward), "(accepted)");
+
+  EXPECT_EQ(store_->GetTxn("rule-saga").status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(CoordinatorHandlerTest, UnexpectedExceptionIsUnavailableAndConnectionSurvives) {

@@ -63,11 +63,6 @@ Result<int> PickFreePort(const std::string& host) {
   return port;
 }
 
-bool IsPostgresLocation(const std::string& location) {
-  return location.rfind("postgresql://", 0) == 0 || location.rfind("postgres://", 0) == 0 ||
-         location.find('=') != std::string::npos;
-}
-
 // Takes an exclusive, non-blocking flock on `path` (created) and writes our
 // pid into it; the lock lives as long as the returned descriptor.
 // kUnavailable naming the holder when another process has it.
@@ -143,8 +138,8 @@ CoordinatorServer::CoordinatorServer(CoordinatorServerOptions options)
 CoordinatorServer::~CoordinatorServer() { Stop(); }
 
 std::string CoordinatorServer::StoreDescription() const {
-  if (IsPostgresLocation(store_location_)) return "postgresql";
-  return "sqlite:" + store_location_;
+  if (store_where_.is_postgres()) return "postgresql";
+  return "sqlite:" + store_where_.target;
 }
 
 std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::Current() {
@@ -221,6 +216,9 @@ Status CoordinatorServer::Start() {
     return Status::InvalidArgument("cannot create data_dir '" + o.data_dir + "': " + ec.message());
   }
   store_location_ = o.store.empty() ? o.data_dir + "/coordinator.db" : o.store;
+  Result<StoreLocation> where = ParseStoreLocation(store_location_);
+  if (!where.ok()) return where.status();
+  store_where_ = *where;
   // One process per SQLite file: a second one would run a second "single
   // node" with the same rows (and take the lease from the first).
   auto fail = [this](Status s) {
@@ -232,8 +230,8 @@ Status CoordinatorServer::Start() {
     data_dir_lock_fd_ = -1;
     return s;
   };
-  if (!IsPostgresLocation(store_location_)) {
-    Result<int> lock = LockFile(store_location_ + ".lock");
+  if (!store_where_.is_postgres()) {
+    Result<int> lock = LockFile(store_where_.target + ".lock");
     if (!lock.ok()) return lock.status();
     data_dir_lock_fd_ = *lock;
   }

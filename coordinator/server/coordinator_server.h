@@ -76,6 +76,7 @@
 #include "coordinator/server/replica_service.h"
 #include "coordinator/service/coordinator_service.h"
 #include "coordinator/store/group_commit.h"
+#include "coordinator/store/store_location.h"
 #include "coordinator/store/txn_store.h"
 
 namespace txc {
@@ -200,6 +201,7 @@ class CoordinatorServer {
 
   CoordinatorServerOptions options_;
   std::string store_location_;
+  StoreLocation store_where_;  // store_location_ parsed
   int port_ = 0;
   std::string node_id_;
   std::string endpoint_;

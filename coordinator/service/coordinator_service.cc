@@ -1,48 +1,19 @@
 #include "coordinator/service/coordinator_service.h"
 
 #include <glog/logging.h>
-#include <sys/random.h>
 
-#include <cstdio>
-#include <random>
 #include <set>
 
 #include "common/backoff.h"
+#include "common/ids.h"
+#include "coordinator/core/saga.h"
 #include "coordinator/core/validation.h"
 
 namespace txc {
 namespace {
 
-constexpr size_t kMaxGtidPrefixBytes = 48;
 const char kNotImplemented[] = "not implemented in this build";
 const char kNotServing[] = "this replica is not serving (shutting down or lease lost)";
-
-// The node id with everything but [A-Za-z0-9._-] replaced by '_', truncated so
-// that prefix + '-' + 32 hex digits stays well inside kMaxIdBytes.
-std::string GtidPrefix(const std::string& node_id) {
-  std::string out;
-  for (char c : node_id) {
-    if (out.size() >= kMaxGtidPrefixBytes) break;
-    const bool safe = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '.' || c == '-' || c == '_';
-    out.push_back(safe ? c : '_');
-  }
-  return out.empty() ? "txc" : out;
-}
-
-void RandomBytes(unsigned char* buf, size_t n) {
-  size_t filled = 0;
-  while (filled < n) {
-    const ssize_t got = getrandom(buf + filled, n - filled, 0);
-    if (got <= 0) break;
-    filled += static_cast<size_t>(got);
-  }
-  if (filled < n) {
-    // getrandom is unavailable (very old kernel): fall back to random_device.
-    thread_local std::random_device device;
-    for (; filled < n; ++filled) buf[filled] = static_cast<unsigned char>(device());
-  }
-}
 
 }  // namespace
 
@@ -52,20 +23,12 @@ CoordinatorService::CoordinatorService(TxnStore* store, GroupCommitter* log, Nod
       log_(log),
       node_(std::move(node)),
       options_(options),
-      gtid_prefix_(GtidPrefix(node_.node_id)) {
+      gtid_prefix_(IdPrefix(node_.node_id)) {
   CHECK(store_ != nullptr);
   CHECK(log_ != nullptr);
 }
 
-std::string CoordinatorService::NewGtid() const {
-  unsigned char bits[16];
-  RandomBytes(bits, sizeof(bits));
-  char hex[2 * sizeof(bits) + 1];
-  for (size_t i = 0; i < sizeof(bits); ++i) {
-    std::snprintf(hex + 2 * i, 3, "%02x", bits[i]);
-  }
-  return gtid_prefix_ + "-" + hex;
-}
+std::string CoordinatorService::NewGtid() const { return NewId(gtid_prefix_); }
 
 Status CoordinatorService::CheckServing() const {
   if (serving_.load(std::memory_order_acquire)) return Status::Ok();
@@ -193,6 +156,9 @@ Result<TxnView> CoordinatorService::GetStatus(const std::string& gtid) {
 }
 
 Result<TxnRecord> CoordinatorService::SubmitSaga(const SagaSpec& spec) {
+  // The one validation of a submission, whichever transport it came by.
+  TXC_RETURN_IF_ERROR(
+      ValidateSagaSubmission(spec.gtid, spec.timeout_ms, spec.wait_timeout_ms, spec.steps));
   TXC_RETURN_IF_ERROR(CheckServing());
   SagaOps* ops = saga_.load(std::memory_order_acquire);
   if (ops != nullptr) return ops->SubmitSaga(spec);

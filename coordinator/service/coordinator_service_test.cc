@@ -63,6 +63,19 @@ class CoordinatorServiceTest : public ::testing::Test {
     return b;
   }
 
+  // A valid saga step.
+  static BranchRecord SagaStep(const std::string& id) {
+    BranchRecord s;
+    s.branch_id = id;
+    s.endpoint = "127.0.0.1:9";
+    s.action = "act";
+    s.compensation = "undo";
+    s.max_attempts = 3;
+    s.initial_backoff_ms = 10;
+    s.max_backoff_ms = 100;
+    return s;
+  }
+
   std::string dir_;
   std::string path_;
   std::unique_ptr<TxnStore> store_;
@@ -129,6 +142,54 @@ TEST_F(CoordinatorServiceTest, BeginWithBranchesWritesThemRegistered) {
   }
   EXPECT_EQ(view->branches[0].branch_id, "b1");
   EXPECT_EQ(view->branches[1].branch_id, "b2");
+}
+
+// A saga submission is validated here, once, before it reaches any driver:
+// each refusal is InvalidArgument naming the field and writes nothing.
+TEST_F(CoordinatorServiceTest, BadSagaSubmissionsAreRefusedBeforeDispatch) {
+  auto refusal = [&](SagaSpec spec) {
+    auto r = service_->SubmitSaga(spec);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    return r.status().message();
+  };
+  SagaSpec good;
+  good.gtid = "saga-1";
+  good.steps = {SagaStep("a"), SagaStep("b")};
+  good.steps[1].depends_on = {"a"};
+  // Valid: passes validation and meets the missing driver.
+  EXPECT_EQ(service_->SubmitSaga(good).status().code(), StatusCode::kUnavailable);
+
+  SagaSpec s = good;
+  s.steps.clear();
+  EXPECT_EQ(refusal(s).rfind("steps:", 0), 0u);
+  s = good;
+  s.steps[1].branch_id = "a";
+  EXPECT_EQ(refusal(s).rfind("steps[1].step_id", 0), 0u);
+  s = good;
+  s.steps[1].compensation = "";
+  EXPECT_EQ(refusal(s).rfind("steps[1].compensation", 0), 0u);
+  s = good;
+  s.steps[0].initial_backoff_ms = 0;
+  EXPECT_EQ(refusal(s).rfind("steps[0].retry_policy.initial_backoff_ms", 0), 0u);
+  s = good;
+  s.steps[0].max_attempts = 0;
+  EXPECT_EQ(refusal(s).rfind("steps[0].retry_policy.max_attempts", 0), 0u);
+  s = good;
+  s.steps[0].depends_on = {"b"};
+  EXPECT_EQ(refusal(s).rfind("steps[0].depends_on", 0), 0u);
+  s = good;
+  s.steps[0].payload.assign(kMaxPayloadBytes + 1, 'x');
+  EXPECT_EQ(refusal(s).rfind("steps[0].payload", 0), 0u);
+  s = good;
+  s.gtid = "has space";
+  EXPECT_EQ(refusal(s).rfind("gtid", 0), 0u);
+  s = good;
+  s.timeout_ms = 0;
+  EXPECT_EQ(refusal(s).rfind("timeout_ms", 0), 0u);
+  s = good;
+  s.wait_timeout_ms = -1;
+  EXPECT_EQ(refusal(s).rfind("wait_timeout_ms", 0), 0u);
+  EXPECT_EQ(CountAll(), 0);
 }
 
 TEST_F(CoordinatorServiceTest, BadInputIsRefusedAndWritesNothing) {
@@ -234,7 +295,10 @@ TEST_F(CoordinatorServiceTest, ProtocolOpsWithoutDriversAnswerUnavailable) {
             StatusCode::kUnavailable);
   EXPECT_EQ(service_->Rollback(txn->gtid).status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(service_->QueryOutcome(txn->gtid, "b1").status().code(), StatusCode::kUnavailable);
-  EXPECT_EQ(service_->SubmitSaga(SagaSpec{}).status().code(), StatusCode::kUnavailable);
+  SagaSpec saga;  // valid: an invalid one is refused before dispatch
+  saga.steps = {SagaStep("s1")};
+  EXPECT_EQ(service_->SubmitSaga(saga).status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(service_->SubmitSaga(SagaSpec{}).status().code(), StatusCode::kInvalidArgument);
   // Unknown and malformed ids are still told apart.
   EXPECT_EQ(service_->Enlist("unknown", Branch("b1")).code(), StatusCode::kNotFound);
   EXPECT_EQ(service_->Commit("unknown", CommitWait::kDecision, 1).status().code(),

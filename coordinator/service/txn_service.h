@@ -13,12 +13,12 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/core/two_phase.h"  // Outcome
 #include "coordinator/store/txn_store.h"
 
 namespace txc {
 
 enum class CommitWait { kDecision, kCompletion };
-enum class Outcome { kCommit, kAbort, kPending };
 
 struct BeginOptions {
   int64_t timeout_ms = 60000;

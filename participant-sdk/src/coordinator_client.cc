@@ -3,22 +3,16 @@
 #include <glog/logging.h>
 
 #include <chrono>
-#include <cstdio>
-#include <random>
 #include <thread>
+
+#include "common/ids.h"
 
 namespace txc {
 namespace participant {
 
 namespace {
 
-std::string RandomKey() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  char buf[40];
-  std::snprintf(buf, sizeof(buf), "sdk-%016llx%016llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng()));
-  return buf;
-}
+std::string RandomKey() { return NewId("sdk"); }
 
 // How one attempt ended, beyond its Status.
 enum class AttemptEnd {

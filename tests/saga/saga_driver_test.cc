@@ -366,30 +366,6 @@ TEST_F(SagaDriverTest, ResubmissionIsIdempotentAndADifferentDefinitionIsRefused)
   EXPECT_EQ(StoredState("resubmit-1"), TxnState::kSucceeded);
 }
 
-TEST_F(SagaDriverTest, BadDefinitionsAreRejectedAndNothingIsStored) {
-  auto cycle = Chain4();
-  cycle[0].depends_on = {"d"};
-  auto dup = Chain4();
-  dup[1].branch_id = "a";
-  auto noname = Chain4();
-  noname[2].action = "";
-  auto big = Chain4();
-  big[0].payload.assign(1024 * 1024 + 1, 'x');
-  auto badretry = Chain4();
-  badretry[3].max_attempts = 0;
-  int n = 0;
-  for (auto steps : {cycle, dup, noname, big, badretry, std::vector<BranchRecord>{}}) {
-    const std::string gtid = "bad-" + std::to_string(n++);
-    auto r = driver_->SubmitSaga(Spec(gtid, steps));
-    ASSERT_FALSE(r.ok()) << gtid;
-    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << gtid;
-    EXPECT_EQ(store_->GetTxn(gtid).status().code(), StatusCode::kNotFound) << gtid;
-  }
-  auto badgtid = driver_->SubmitSaga(Spec("has space", Chain4()));
-  EXPECT_EQ(badgtid.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_TRUE(participant_->Calls().empty());
-}
-
 TEST_F(SagaDriverTest, ResumeFinishesWhatACrashLeftRunning) {
   // As a crash right after "b RUNNING" was logged leaves it.
   const auto steps = Chain4();

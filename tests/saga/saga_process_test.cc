@@ -302,11 +302,33 @@ TEST_F(SagaProcessTest, BadDefinitionsAreRejectedAndNothingIsStored) {
     r.steps[1].retry_policy.max_attempts = 0;
     bad.push_back(r);
   }
+  // The rules docs/saga.md explains, with the field each refusal names.
+  std::vector<std::string> fields = {"steps",
+                                     "steps[0].depends_on",
+                                     "steps[1].step_id",
+                                     "steps[2].endpoint",
+                                     "steps[3].payload",
+                                     "steps[1].retry_policy.max_attempts"};
+  {
+    auto r = good;
+    r.steps[2].compensation = "";  // a compensation is required
+    bad.push_back(r);
+    fields.push_back("steps[2].compensation");
+  }
+  {
+    auto r = good;
+    r.steps[1].retry_policy.initial_backoff_ms = 0;  // backoff is at least 1 ms
+    r.steps[1].__isset.retry_policy = true;
+    bad.push_back(r);
+    fields.push_back("steps[1].retry_policy.initial_backoff_ms");
+  }
   for (size_t i = 0; i < bad.size(); ++i) {
     bad[i].__set_gtid("bad-" + std::to_string(i));
     auto r = client->SubmitSaga(bad[i]);
     ASSERT_FALSE(r.ok()) << i;
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << i << ": " << r.status();
+    EXPECT_NE(r.status().message().find("(field " + fields[i] + ")"), std::string::npos)
+        << i << ": " << r.status();
     EXPECT_EQ(client->GetStatus(bad[i].gtid).status().code(), StatusCode::kNotFound) << i;
   }
   // The coordinator still serves.

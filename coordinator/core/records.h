@@ -1,0 +1,60 @@
+// The records the protocol cores reason about and the store keeps: one global
+// transaction (TxnRecord) and one 2PC branch or Saga step (BranchRecord).
+// Plain data, no I/O. They live in core/ so that core/ depends on nothing
+// above it; coordinator/store/txn_store.h stores them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "coordinator/core/states.h"
+
+namespace txc {
+
+// One global transaction (2PC or Saga).
+struct TxnRecord {
+  std::string gtid;
+  TxnKind kind = TxnKind::kTwoPhase;
+  TxnState state = TxnState::kActive;
+  std::string owner;            // node id of the replica driving it
+  int64_t epoch = 0;            // the owner's lease epoch when it took the transaction
+  int64_t created_ms = 0;       // unix ms
+  int64_t updated_ms = 0;       // unix ms, set by the store on every write
+  int64_t deadline_ms = 0;      // unix ms; undecided past it: presumed abort
+  int64_t next_attempt_ms = 0;  // unix ms; the sweeper looks at it again from then on
+  int32_t attempts = 0;         // phase-2 / compensation rounds so far
+  std::string idempotency_key;  // empty: none. Unique when set.
+  std::string payload;          // kind-specific bytes (saga: definition fingerprint)
+  int32_t flags = 0;            // kind-specific bits (kFlag* below)
+};
+
+// TxnRecord::flags bits.
+constexpr int32_t kFlagOnePhase = 1;        // 2PC decided by its only branch (commitOnePhase)
+constexpr int32_t kFlagWaitCompletion = 2;  // a client waits for phase 2, not only the decision
+// 2PC: the client asked to commit. An ABORTING/ABORTED transaction with this
+// bit was aborted by its votes, so commit again answers ABORT; without it the
+// abort came from rollback or the deadline, and commit is an illegal transition.
+constexpr int32_t kFlagCommitRequested = 4;
+
+// One 2PC branch or one Saga step.
+struct BranchRecord {
+  std::string gtid;
+  std::string branch_id;
+  int32_t ordinal = 0;                  // enlist / definition order, 0-based
+  std::string endpoint;                 // "host:port" of the participant
+  std::string resource;                 // 2PC resource name
+  std::string action;                   // Saga action name
+  std::string compensation;             // Saga compensation name
+  std::vector<std::string> depends_on;  // Saga: step ids that must be kDone first
+  std::string payload;                  // opaque bytes for the participant
+  BranchState state = BranchState::kRegistered;
+  int32_t attempts = 0;
+  int32_t max_attempts = 0;  // Saga action retry limit
+  int32_t initial_backoff_ms = 0;
+  int32_t max_backoff_ms = 0;
+  int64_t next_attempt_ms = 0;
+  std::string last_error;
+};
+
+}  // namespace txc
