@@ -147,31 +147,28 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::Current() {
   return current_;
 }
 
-GroupCommitter* CoordinatorServer::log() {
-  auto inc = Current();
-  return inc ? inc->log.get() : nullptr;
+namespace {
+// The part `member` of an incarnation, nullptr while there is none.
+template <typename Inc, typename T>
+T* PartOf(const std::shared_ptr<Inc>& inc, std::unique_ptr<T> Inc::*member) {
+  return inc ? ((*inc).*member).get() : nullptr;
 }
+}  // namespace
+
+GroupCommitter* CoordinatorServer::log() { return PartOf(Current(), &Incarnation::log); }
 NodeInfo CoordinatorServer::node() {
   auto inc = Current();
   if (inc) return inc->node;
   return NodeInfo{node_id_, endpoint_, 0};
 }
 CoordinatorService* CoordinatorServer::service() {
-  auto inc = Current();
-  return inc ? inc->service.get() : nullptr;
+  return PartOf(Current(), &Incarnation::service);
 }
 TwoPhaseDriver* CoordinatorServer::two_phase_driver() {
-  auto inc = Current();
-  return inc ? inc->two_phase.get() : nullptr;
+  return PartOf(Current(), &Incarnation::two_phase);
 }
-Sweeper* CoordinatorServer::sweeper() {
-  auto inc = Current();
-  return inc ? inc->sweeper.get() : nullptr;
-}
-SagaDriver* CoordinatorServer::saga_driver() {
-  auto inc = Current();
-  return inc ? inc->saga.get() : nullptr;
-}
+Sweeper* CoordinatorServer::sweeper() { return PartOf(Current(), &Incarnation::sweeper); }
+SagaDriver* CoordinatorServer::saga_driver() { return PartOf(Current(), &Incarnation::saga); }
 
 Status CoordinatorServer::Start() {
   CHECK(!started_) << "CoordinatorServer::Start called twice";

@@ -28,6 +28,19 @@ TxnRecord Txn(const std::string& gtid) {
 
 class GroupCommitTest : public ::testing::Test {
  protected:
+  // Writes "in-store" and returns once the writer is inside the (held or slow)
+  // store call with it, so that later writes queue behind it. An invalid
+  // future when the writer never got there.
+  static std::future<Status> OccupyWriter(GroupCommitter& committer, FaultyStore& store) {
+    WriteBatch first;
+    first.insert_txns = {Txn("in-store")};
+    auto in_store = committer.WriteAsync(std::move(first));
+    if (!testing::WaitUntil([&] { return store.Calls(StoreOp::kApplyGroup) > 0; }, 5000)) {
+      return {};
+    }
+    return in_store;
+  }
+
   void SetUp() override {
     auto opened = SqliteStore::Open(dir_.Child("txc.db"));
     ASSERT_TRUE(opened.ok());
@@ -116,10 +129,8 @@ TEST_F(GroupCommitTest, FenceRefusesQueuedAndLaterWrites) {
   slow.Inject(StoreOp::kApplyGroup, StoreFault::Delay(200), -1);
   GroupCommitter committer(&slow, GroupCommitOptions{});
   // The first group is inside the (slow) store call; the rest queue behind it.
-  WriteBatch first;
-  first.insert_txns = {Txn("in-store")};
-  auto in_store = committer.WriteAsync(std::move(first));
-  ASSERT_TRUE(testing::WaitUntil([&] { return slow.Calls(StoreOp::kApplyGroup) > 0; }, 5000));
+  auto in_store = OccupyWriter(committer, slow);
+  ASSERT_TRUE(in_store.valid());
   std::vector<std::future<Status>> queued;
   for (int i = 0; i < 5; ++i) {
     WriteBatch b;
@@ -150,10 +161,8 @@ TEST_F(GroupCommitTest, AWriteThatTimedOutWhileQueuedIsNeverApplied) {
   GroupCommitOptions options;
   options.write_timeout_ms = 50;
   GroupCommitter committer(&slow, options);
-  WriteBatch first;
-  first.insert_txns = {Txn("in-store")};
-  auto in_store = committer.WriteAsync(std::move(first));
-  ASSERT_TRUE(testing::WaitUntil([&] { return slow.Calls(StoreOp::kApplyGroup) > 0; }, 5000));
+  auto in_store = OccupyWriter(committer, slow);
+  ASSERT_TRUE(in_store.valid());
   WriteBatch queued;
   queued.insert_txns = {Txn("taken-back")};
   Status s = committer.Write(std::move(queued));  // the writer is held: it stays queued
@@ -175,10 +184,8 @@ TEST_F(GroupCommitTest, AFullQueueRefusesInsteadOfGrowing) {
   GroupCommitOptions options;
   options.max_queued_batches = 4;
   GroupCommitter committer(&slow, options);
-  WriteBatch first;
-  first.insert_txns = {Txn("in-store")};
-  auto in_store = committer.WriteAsync(std::move(first));
-  ASSERT_TRUE(testing::WaitUntil([&] { return slow.Calls(StoreOp::kApplyGroup) > 0; }, 5000));
+  auto in_store = OccupyWriter(committer, slow);
+  ASSERT_TRUE(in_store.valid());
   std::vector<std::future<Status>> queued;
   for (int i = 0; i < 4; ++i) {
     WriteBatch b;
@@ -206,10 +213,8 @@ TEST_F(GroupCommitTest, GroupsAreCappedInBytes) {
   // Room for two of these batches per group, not three.
   options.max_group_bytes = 2 * GroupCommitter::EstimateBytes(probe) + 1;
   GroupCommitter committer(&slow, options);
-  WriteBatch first;
-  first.insert_txns = {Txn("in-store")};
-  auto in_store = committer.WriteAsync(std::move(first));
-  ASSERT_TRUE(testing::WaitUntil([&] { return slow.Calls(StoreOp::kApplyGroup) > 0; }, 5000));
+  auto in_store = OccupyWriter(committer, slow);
+  ASSERT_TRUE(in_store.valid());
   std::vector<std::future<Status>> queued;
   for (int i = 0; i < 6; ++i) {
     WriteBatch b;
