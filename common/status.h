@@ -26,6 +26,7 @@ enum class StatusCode {
   kTimeout,            // a wait ran out
   kIndeterminate,      // a commit whose outcome the store could not report: re-read
   kInternal,           // a bug or an unexpected library error
+  kCancelled,          // the caller withdrew the work before it ran (nothing was sent)
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -50,6 +51,7 @@ class [[nodiscard]] Status {
   static Status Timeout(std::string m) { return {StatusCode::kTimeout, std::move(m)}; }
   static Status Indeterminate(std::string m) { return {StatusCode::kIndeterminate, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  static Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }

@@ -386,7 +386,8 @@ void ThrowIfError(const Status& status, const std::string& gtid, TxnState curren
     case StatusCode::kUnavailable:
     case StatusCode::kTimeout:
     case StatusCode::kIndeterminate:
-    case StatusCode::kInternal: {
+    case StatusCode::kInternal:
+    case StatusCode::kCancelled: {
       wire::Unavailable e;
       e.__set_message(status.ToString());
       e.__set_retry_after_ms(status.code() == StatusCode::kUnavailable ? 100 : 50);
