@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,59 @@ struct BranchRecord {
   int32_t max_backoff_ms = 0;
   int64_t next_attempt_ms = 0;
   std::string last_error;
+};
+
+// The writes a step function decides and the driver logs (GroupCommitter ->
+// TxnStore::Apply). The driver adds the fence (expected_owner, expected_epoch).
+
+// A conditional update of a transaction row. Applied only if the row exists,
+// its state is one of expected_states (any when empty) and its (owner, epoch)
+// equal (expected_owner, expected_epoch); otherwise kConflict (kNotFound when
+// the row is missing) and nothing in the batch is applied. An update that sets
+// nothing is a pure precondition check.
+struct TxnUpdate {
+  std::string gtid;
+  std::vector<TxnState> expected_states;
+  std::string expected_owner;
+  int64_t expected_epoch = 0;
+  std::optional<TxnState> state;
+  std::optional<std::string> owner;
+  std::optional<int64_t> epoch;
+  std::optional<int64_t> next_attempt_ms;
+  std::optional<int32_t> attempts;
+  std::optional<int64_t> deadline_ms;
+  std::optional<int32_t> flags;
+};
+
+// A conditional update of a branch row, fenced by its transaction's (owner, epoch).
+struct BranchUpdate {
+  std::string gtid;
+  std::string branch_id;
+  std::vector<BranchState> expected_states;  // any when empty
+  std::string expected_owner;
+  int64_t expected_epoch = 0;
+  std::optional<BranchState> state;
+  std::optional<int32_t> attempts;
+  std::optional<int64_t> next_attempt_ms;
+  std::optional<std::string> last_error;
+};
+
+// Writes applied atomically: all or none.
+struct WriteBatch {
+  std::vector<TxnRecord> insert_txns;         // kAlreadyExists if the gtid or key exists
+  std::vector<BranchRecord> insert_branches;  // kAlreadyExists if (gtid, branch_id) exists
+  std::vector<TxnUpdate> txn_updates;
+  std::vector<BranchUpdate> branch_updates;
+  std::vector<std::string> delete_txns;  // removes the txn and its branches; absent: OK
+
+  bool empty() const {
+    return insert_txns.empty() && insert_branches.empty() && txn_updates.empty() &&
+           branch_updates.empty() && delete_txns.empty();
+  }
+  size_t size() const {
+    return insert_txns.size() + insert_branches.size() + txn_updates.size() +
+           branch_updates.size() + delete_txns.size();
+  }
 };
 
 }  // namespace txc
