@@ -7,14 +7,27 @@
 
 namespace txc {
 
-int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt) {
+namespace {
+
+int64_t BaseDelayMs(const BackoffPolicy& policy, int attempt) {
   const double exponent = std::max(0, attempt - 1);
   const double raw = static_cast<double>(policy.initial_ms) * std::pow(policy.multiplier, exponent);
-  const int64_t base =
-      std::max<int64_t>(1, static_cast<int64_t>(std::min<double>(raw, policy.max_ms)));
+  return std::max<int64_t>(1, static_cast<int64_t>(std::min<double>(raw, policy.max_ms)));
+}
+
+}  // namespace
+
+int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt) {
+  const int64_t base = BaseDelayMs(policy, attempt);
   thread_local std::mt19937_64 rng{std::random_device{}()};
   std::uniform_int_distribution<int64_t> jitter(base / 2, base);
   return jitter(rng);
+}
+
+int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt, double unit) {
+  const int64_t base = BaseDelayMs(policy, attempt);
+  const double u = std::min(1.0, std::max(0.0, unit));
+  return base / 2 + static_cast<int64_t>(u * static_cast<double>(base - base / 2));
 }
 
 int64_t NowUnixMs() {

@@ -15,6 +15,9 @@ struct BackoffPolicy {
 // exponential base initial * multiplier^(attempt-1), with "equal jitter":
 // uniformly random in [base/2, base]. Thread-safe.
 int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt);
+// The same with the random draw given: `unit` in [0, 1] picks the delay in
+// [base/2, base] (pure: for the protocol step functions).
+int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt, double unit);
 
 // Wall-clock unix milliseconds (what the store keeps) and a monotonic clock in
 // milliseconds (for local waits and timeouts).

@@ -78,6 +78,9 @@ struct TxnUpdate {
   std::optional<int32_t> attempts;
   std::optional<int64_t> deadline_ms;
   std::optional<int32_t> flags;
+  // Applies only if the transaction has exactly this many branches (a commit
+  // that knows its branches from memory: no enlist it has not seen landed).
+  std::optional<int32_t> expected_branch_count;
 };
 
 // A conditional update of a branch row, fenced by its transaction's (owner, epoch).

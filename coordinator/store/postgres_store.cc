@@ -211,12 +211,15 @@ std::string UpdateTxnsSql(size_t rows) {
          "deadline_ms = COALESCE(u.deadline_ms, t.deadline_ms), "
          "flags = COALESCE(u.flags, t.flags), updated_ms = u.now_ms FROM (VALUES " +
          ValuesList({"integer", "text", "text", "bigint", "bigint", "integer", "text", "bigint",
-                     "bigint", "integer", "bigint", "integer", "bigint"},
+                     "bigint", "integer", "bigint", "integer", "bigint", "integer"},
                     rows) +
          ") AS u(idx, gtid, expected_owner, expected_epoch, mask, state, owner, epoch, "
-         "next_attempt_ms, attempts, deadline_ms, flags, now_ms) "
+         "next_attempt_ms, attempts, deadline_ms, flags, now_ms, expected_branches) "
          "WHERE t.gtid = u.gtid AND t.owner = u.expected_owner AND t.epoch = u.expected_epoch "
-         "AND (u.mask = 0 OR ((u.mask >> t.state) & 1) = 1) RETURNING u.idx";
+         "AND (u.mask = 0 OR ((u.mask >> t.state) & 1) = 1) "
+         "AND (u.expected_branches IS NULL OR "
+         "(SELECT count(*) FROM branches AS c WHERE c.gtid = t.gtid) = u.expected_branches) "
+         "RETURNING u.idx";
 }
 void AddUpdateTxn(Params& p, size_t idx, const TxnUpdate& u, int64_t now_ms) {
   p.Int(static_cast<int64_t>(idx))
@@ -235,7 +238,8 @@ void AddUpdateTxn(Params& p, size_t idx, const TxnUpdate& u, int64_t now_ms) {
       .OptInt(u.attempts)
       .OptInt(u.deadline_ms)
       .OptInt(u.flags)
-      .Int(now_ms);
+      .Int(now_ms)
+      .OptInt(u.expected_branch_count);
 }
 
 std::string UpdateBranchesSql(size_t rows) {

@@ -337,7 +337,8 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
                   "attempts = COALESCE(?5, attempts), deadline_ms = COALESCE(?6, deadline_ms), "
                   "flags = COALESCE(?7, flags), updated_ms = ?8 "
                   "WHERE gtid = ?9 AND owner = ?10 AND epoch = ?11 "
-                  "AND (?12 = 0 OR ((?12 >> state) & 1) = 1)"));
+                  "AND (?12 = 0 OR ((?12 >> state) & 1) = 1) "
+                  "AND (?13 IS NULL OR (SELECT count(*) FROM branches WHERE gtid = ?9) = ?13)"));
     Stmt s(c, raw);
     s.OptInt(1, u.state);
     if (u.owner.has_value()) {
@@ -354,7 +355,8 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
         .Text(9, u.gtid)
         .Text(10, u.expected_owner)
         .Int(11, u.expected_epoch)
-        .Int(12, StateMask(u.expected_states));
+        .Int(12, StateMask(u.expected_states))
+        .OptInt(13, u.expected_branch_count);
     TXC_RETURN_IF_ERROR(s.Run("update txn " + u.gtid));
     if (s.Changes() != 1) {
       TXC_ASSIGN_OR_RETURN(bool exists, Exists(c, "SELECT 1 FROM txns WHERE gtid = ?1", u.gtid));

@@ -186,6 +186,41 @@ TEST_P(TxnStoreConformanceTest, IdempotencyKeyIsUniqueWhenSet) {
   EXPECT_TRUE(store_->Apply(none).ok());
 }
 
+// A commit that knows its branches from memory states how many there are: an
+// enlist it did not see (another replica's) makes the write a conflict.
+TEST_P(TxnStoreConformanceTest, ExpectedBranchCountGuardsAnUpdate) {
+  Seed("t1", "node-a", 3, TxnState::kActive);  // two branches
+  auto prepare = [&](int32_t count) {
+    WriteBatch b;
+    TxnUpdate u;
+    u.gtid = "t1";
+    u.expected_states = {TxnState::kActive};
+    u.expected_owner = "node-a";
+    u.expected_epoch = 3;
+    u.expected_branch_count = count;
+    u.state = TxnState::kPreparing;
+    b.txn_updates.push_back(u);
+    return store_->Apply(b);
+  };
+  EXPECT_EQ(prepare(1).code(), StatusCode::kConflict);
+  EXPECT_EQ(prepare(3).code(), StatusCode::kConflict);
+  EXPECT_EQ(Get("t1").state, TxnState::kActive);
+  // A branch landing in the same batch, before the update, is counted.
+  WriteBatch with_enlist;
+  with_enlist.insert_branches.push_back(MakeBranch("t1", "b3", 2));
+  TxnUpdate u;
+  u.gtid = "t1";
+  u.expected_owner = "node-a";
+  u.expected_epoch = 3;
+  u.expected_branch_count = 2;
+  u.state = TxnState::kPreparing;
+  with_enlist.txn_updates.push_back(u);
+  EXPECT_EQ(store_->Apply(with_enlist).code(), StatusCode::kConflict);
+  EXPECT_EQ(store_->GetBranches("t1")->size(), 2u);  // nothing of the batch applied
+  ASSERT_TRUE(prepare(2).ok());
+  EXPECT_EQ(Get("t1").state, TxnState::kPreparing);
+}
+
 TEST_P(TxnStoreConformanceTest, ConditionalTxnUpdates) {
   Seed("t1", "node-a", 3, TxnState::kActive);
   Seed("t2", "node-a", 3, TxnState::kActive);
