@@ -91,6 +91,11 @@ bool IsFinishing(Method m) {
 // at a time runs on a connection, so every reply must carry 0 too.
 constexpr int32_t kSeqId = 0;
 
+// Replies are read in one go when they fit; a connection keeps a larger
+// buffer only up to kKeepReadBufferBytes.
+constexpr size_t kReadChunkBytes = 4096;
+constexpr size_t kKeepReadBufferBytes = 64 * 1024;
+
 // As ParticipantClient's ToWire (coordinator/driver/participant_client.cc).
 wire::BranchRequest ToBranchRequest(const ParticipantCall& call) {
   wire::BranchRequest req;
@@ -282,10 +287,10 @@ class AsyncParticipantClient::Impl {
     asio::steady_timer timer;                 // connect timeout, then each call's timeout
     std::unique_ptr<tcp::resolver> resolver;  // only for host names
     std::shared_ptr<CallState> current;       // the call on this connection, if any
-    uint8_t header[4] = {0, 0, 0, 0};
-    std::vector<uint8_t> body;
-    int64_t idle_since_ms = 0;  // guarded by mu_ while in an idle list
-    // Reply decoding: the generated client reading `reply` (set to `body`).
+    std::vector<uint8_t> in;                  // the reply: 4-byte length, then body
+    size_t reply_bytes = 0;                   // the body's length
+    int64_t idle_since_ms = 0;                // guarded by mu_ while in an idle list
+    // Reply decoding: the generated client reading `reply` (set to the body in `in`).
     std::shared_ptr<TMemoryBuffer> reply;
     std::shared_ptr<TProtocol> reply_protocol;
     wire::ParticipantClient decoder;
@@ -312,7 +317,9 @@ class AsyncParticipantClient::Impl {
   // The rest run on the connection's strand.
   void Connect(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
   void Send(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
-  void OnHeader(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
+  void ReadReply(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
+  void OnFirstBytes(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call,
+                    size_t received);
   void OnBody(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
   // Ends the call with a transport-level failure: closes the connection.
   void Fail(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call,
@@ -594,37 +601,42 @@ void AsyncParticipantClient::Impl::Send(const std::shared_ptr<Conn>& conn,
                          call->call.endpoint + " timed out after " +
                          std::to_string(call->call.timeout_ms) + " ms"));
   });
-  asio::async_write(
-      conn->socket, asio::buffer(call->frame),
-      [this, conn, call](const boost::system::error_code& ec, size_t) {
-        if (call->Claimed()) return;
-        if (ec) {
-          Fail(conn, call,
-               Status::Unavailable("cannot send to participant " + call->call.endpoint + ": " +
-                                   ec.message()));
-          return;
-        }
-        asio::async_read(
-            conn->socket, asio::buffer(conn->header),
-            [this, conn, call](const boost::system::error_code& read_ec, size_t) {
-              if (call->Claimed()) return;
-              if (read_ec) {
-                Fail(conn, call,
-                     Status::Unavailable("no reply from participant " + call->call.endpoint + ": " +
-                                         read_ec.message()));
-                return;
-              }
-              OnHeader(conn, call);
-            });
-      });
+  asio::async_write(conn->socket, asio::buffer(call->frame),
+                    [this, conn, call](const boost::system::error_code& ec, size_t) {
+                      if (call->Claimed()) return;
+                      if (ec) {
+                        Fail(conn, call,
+                             Status::Unavailable("cannot send to participant " +
+                                                 call->call.endpoint + ": " + ec.message()));
+                        return;
+                      }
+                      ReadReply(conn, call);
+                    });
 }
 
-void AsyncParticipantClient::Impl::OnHeader(const std::shared_ptr<Conn>& conn,
-                                            const std::shared_ptr<CallState>& call) {
-  const uint32_t raw = (static_cast<uint32_t>(conn->header[0]) << 24) |
-                       (static_cast<uint32_t>(conn->header[1]) << 16) |
-                       (static_cast<uint32_t>(conn->header[2]) << 8) |
-                       static_cast<uint32_t>(conn->header[3]);
+void AsyncParticipantClient::Impl::ReadReply(const std::shared_ptr<Conn>& conn,
+                                             const std::shared_ptr<CallState>& call) {
+  // One read usually brings the whole reply (length and body).
+  if (conn->in.size() < kReadChunkBytes) conn->in.resize(kReadChunkBytes);
+  asio::async_read(conn->socket, asio::buffer(conn->in), asio::transfer_at_least(4),
+                   [this, conn, call](const boost::system::error_code& ec, size_t n) {
+                     if (call->Claimed()) return;
+                     if (ec) {
+                       Fail(conn, call,
+                            Status::Unavailable("no reply from participant " + call->call.endpoint +
+                                                ": " + ec.message()));
+                       return;
+                     }
+                     OnFirstBytes(conn, call, n);
+                   });
+}
+
+void AsyncParticipantClient::Impl::OnFirstBytes(const std::shared_ptr<Conn>& conn,
+                                                const std::shared_ptr<CallState>& call,
+                                                size_t received) {
+  const uint8_t* h = conn->in.data();
+  const uint32_t raw = (static_cast<uint32_t>(h[0]) << 24) | (static_cast<uint32_t>(h[1]) << 16) |
+                       (static_cast<uint32_t>(h[2]) << 8) | static_cast<uint32_t>(h[3]);
   const int64_t size = static_cast<int32_t>(raw);
   if (size <= 0 || size > options_.max_message_bytes) {
     Fail(conn, call,
@@ -633,8 +645,21 @@ void AsyncParticipantClient::Impl::OnHeader(const std::shared_ptr<Conn>& conn,
                              std::to_string(options_.max_message_bytes) + ")"));
     return;
   }
-  conn->body.resize(static_cast<size_t>(size));
-  asio::async_read(conn->socket, asio::buffer(conn->body),
+  conn->reply_bytes = static_cast<size_t>(size);
+  const size_t total = 4 + conn->reply_bytes;
+  if (received > total) {
+    // One call at a time: nothing may follow the reply.
+    Fail(conn, call,
+         Status::Unavailable("participant " + call->call.endpoint + " sent " +
+                             std::to_string(received - total) + " bytes after its reply"));
+    return;
+  }
+  if (received == total) {
+    OnBody(conn, call);
+    return;
+  }
+  if (conn->in.size() < total) conn->in.resize(total);
+  asio::async_read(conn->socket, asio::buffer(conn->in.data() + received, total - received),
                    [this, conn, call](const boost::system::error_code& ec, size_t) {
                      if (call->Claimed()) return;
                      if (ec) {
@@ -653,10 +678,11 @@ void AsyncParticipantClient::Impl::OnBody(const std::shared_ptr<Conn>& conn,
   Status status;
   bool keep = true;
   try {
-    const auto size = static_cast<uint32_t>(conn->body.size());
+    uint8_t* body = conn->in.data() + 4;
+    const auto size = static_cast<uint32_t>(conn->reply_bytes);
     // The generated recv_* does not check the method name or the sequence id
     // (it reads the body of any reply as its own): check the header first.
-    conn->reply->resetBuffer(conn->body.data(), size, TMemoryBuffer::OBSERVE);
+    conn->reply->resetBuffer(body, size, TMemoryBuffer::OBSERVE);
     std::string name;
     TMessageType type = apache::thrift::protocol::T_REPLY;
     int32_t seqid = -1;
@@ -670,7 +696,7 @@ void AsyncParticipantClient::Impl::OnBody(const std::shared_ptr<Conn>& conn,
                               std::to_string(seqid) + " to " + WireName(call->method));
       keep = false;
     } else {
-      conn->reply->resetBuffer(conn->body.data(), size, TMemoryBuffer::OBSERVE);
+      conn->reply->resetBuffer(body, size, TMemoryBuffer::OBSERVE);
       call->Decode(conn->decoder);
     }
   } catch (const wire::Unavailable& e) {
@@ -683,6 +709,10 @@ void AsyncParticipantClient::Impl::OnBody(const std::shared_ptr<Conn>& conn,
   } catch (const std::exception& e) {
     status = Status::Unavailable("participant " + endpoint + ": " + e.what());
     keep = false;
+  }
+  if (conn->in.size() > kKeepReadBufferBytes) {  // one large reply: do not keep its memory
+    conn->in.resize(kReadChunkBytes);
+    conn->in.shrink_to_fit();
   }
   Complete(conn, call, std::move(status), keep);
 }
