@@ -244,6 +244,19 @@ class AsyncParticipantClient::Impl {
 
     virtual ~CallState() = default;
     bool Claim() { return !claimed.exchange(true); }
+    // Deliver, but a callback that throws (they must not) is logged and does
+    // not stop the caller's loop (Pump, shutdown) from completing the others.
+    void SafeDeliver(const Status& status) {
+      try {
+        Deliver(status);
+      } catch (const std::exception& e) {
+        LOG(ERROR) << "gtid=" << call.gtid << " branch=" << call.branch_id
+                   << ": participant call callback threw: " << e.what();
+      } catch (...) {
+        LOG(ERROR) << "gtid=" << call.gtid << " branch=" << call.branch_id
+                   << ": participant call callback threw";
+      }
+    }
     bool Claimed() const { return claimed.load(); }
     // Reads the reply with `client` (its input protocol over the reply body);
     // stores the value. Throws what the generated recv_* throws.
@@ -332,6 +345,8 @@ class AsyncParticipantClient::Impl {
   // Frees the call's slot; `conn` (may be null) goes back to the idle list.
   void Release(const std::shared_ptr<CallState>& call, std::shared_ptr<Conn> conn);
   static void Close(Conn& conn);
+  // Asks the call's still_wanted (true when it has none, or when it throws).
+  static bool StillWanted(const CallState& call);
   // True when an idle connection can still be used: the peer has not closed
   // it and nothing unexpected arrived on it.
   static bool StillUsable(Conn& conn);
@@ -383,6 +398,11 @@ AsyncParticipantClient::Impl::Impl(AsyncParticipantClientOptions options)
 }
 
 AsyncParticipantClient::Impl::~Impl() {
+  for (const auto& t : threads_) {
+    // Joining our own thread would hang forever: fail loudly instead.
+    LOG_IF(FATAL, t.get_id() == std::this_thread::get_id())
+        << "AsyncParticipantClient destroyed from one of its own callbacks";
+  }
   std::vector<std::shared_ptr<CallState>> calls;
   std::vector<std::shared_ptr<Conn>> idle;
   {
@@ -401,7 +421,7 @@ AsyncParticipantClient::Impl::~Impl() {
   }
   VLOG(1) << "participant client shutting down: " << calls.size() << " calls completed unanswered";
   for (const auto& call : calls) {
-    if (call->Claim()) call->Deliver(Status::Unavailable("participant client shutting down"));
+    if (call->Claim()) call->SafeDeliver(Status::Unavailable("participant client shutting down"));
   }
   work_.reset();
   io_.stop();
@@ -452,7 +472,7 @@ void AsyncParticipantClient::Impl::Submit(std::shared_ptr<CallState> call) {
     }
   }
   if (ep == nullptr) {
-    if (call->Claim()) call->Deliver(Status::Unavailable("participant client shutting down"));
+    if (call->Claim()) call->SafeDeliver(Status::Unavailable("participant client shutting down"));
     return;
   }
   VLOG(2) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
@@ -505,18 +525,18 @@ void AsyncParticipantClient::Impl::Pump(Endpoint& ep) {
       Close(*conn);
       conn.reset();
     }
-    if (call->call.still_wanted && !call->call.still_wanted()) {
+    if (!StillWanted(*call)) {
       VLOG(1) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
               << WireName(call->method) << " to " << ep.name << " no longer wanted: not sent";
       Release(call, std::move(conn));
-      if (call->Claim()) call->Deliver(Status::Cancelled("no longer wanted: not sent"));
+      if (call->Claim()) call->SafeDeliver(Status::Cancelled("no longer wanted: not sent"));
       continue;
     }
     Status unsendable = call->early_error;
     if (unsendable.ok() && !ep.address.ok()) unsendable = ep.address.status();
     if (!unsendable.ok()) {
       Release(call, std::move(conn));
-      if (call->Claim()) call->Deliver(unsendable);
+      if (call->Claim()) call->SafeDeliver(unsendable);
       continue;
     }
     VLOG(2) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
@@ -745,7 +765,7 @@ void AsyncParticipantClient::Impl::Complete(const std::shared_ptr<Conn>& conn,
   Release(call, keep_connection ? conn : nullptr);
   // The next call goes out before this one's callback runs.
   Pump(*call->endpoint);
-  call->Deliver(status);
+  call->SafeDeliver(status);
 }
 
 void AsyncParticipantClient::Impl::Release(const std::shared_ptr<CallState>& call,
@@ -775,6 +795,20 @@ void AsyncParticipantClient::Impl::Close(Conn& conn) {
   if (conn.resolver != nullptr) conn.resolver->cancel();
   conn.socket.shutdown(tcp::socket::shutdown_both, ignored);
   conn.socket.close(ignored);
+}
+
+bool AsyncParticipantClient::Impl::StillWanted(const CallState& call) {
+  if (!call.call.still_wanted) return true;
+  try {
+    return call.call.still_wanted();
+  } catch (const std::exception& e) {
+    LOG(ERROR) << "gtid=" << call.call.gtid << " branch=" << call.call.branch_id
+               << ": still_wanted threw (sending anyway): " << e.what();
+  } catch (...) {
+    LOG(ERROR) << "gtid=" << call.call.gtid << " branch=" << call.call.branch_id
+               << ": still_wanted threw (sending anyway)";
+  }
+  return true;
 }
 
 bool AsyncParticipantClient::Impl::StillUsable(Conn& conn) {

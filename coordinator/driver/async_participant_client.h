@@ -45,7 +45,7 @@
 // joins the I/O threads; after it returns no callback runs. A call made while
 // the destructor runs (from a callback) completes at once, on the calling
 // thread, with the same error. Never destroy the client from one of its
-// callbacks (it would join its own thread).
+// callbacks (it would join its own thread: a fatal error).
 #pragma once
 
 #include <cstdint>
@@ -85,7 +85,7 @@ struct ParticipantCall {
                             // connection's connect has its own connect_timeout_ms before
   // Asked right before sending (on an I/O thread, once the endpoint has a free
   // slot); false: not sent, completed with kCancelled. Empty: always wanted.
-  // Must be cheap and must not call back into the client's destructor.
+  // Must be cheap and must not block; a still_wanted that throws counts as true.
   std::function<bool()> still_wanted;
 };
 

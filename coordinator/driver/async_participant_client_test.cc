@@ -479,6 +479,32 @@ TEST(AsyncParticipantClientTest, CallNoLongerWantedIsCancelledAndNeverSent) {
   EXPECT_EQ(server.handler->arrival_order(), (std::vector<std::string>{"blocker", "after"}));
 }
 
+TEST(AsyncParticipantClientTest, ThrowingCallbackOrStillWantedDoesNotStallTheQueue) {
+  TestServer server;
+  AsyncParticipantClientOptions options;
+  options.max_calls_per_endpoint = 1;
+  AsyncParticipantClient client(options);
+  const std::string ep = server.endpoint();
+  server.handler->Close();
+  std::atomic<int> threw{0};
+  client.Prepare(MakeCall(ep, "throws"), [&threw](Result<BranchVote>) {
+    ++threw;
+    throw std::runtime_error("a buggy callback");
+  });
+  ASSERT_TRUE(WaitUntil([&] { return server.handler->entered == 1; }, kWaitMs));
+  ParticipantCall queued = MakeCall(ep, "queued", "read_only");
+  queued.still_wanted = []() -> bool { throw std::runtime_error("a buggy still_wanted"); };
+  auto promise = std::make_shared<std::promise<Result<BranchVote>>>();
+  auto future = promise->get_future();
+  client.Prepare(queued, [promise](Result<BranchVote> r) { promise->set_value(std::move(r)); });
+  server.handler->Open();
+  ASSERT_EQ(future.wait_for(std::chrono::milliseconds(kWaitMs)), std::future_status::ready);
+  Result<BranchVote> vote = future.get();
+  ASSERT_TRUE(vote.ok()) << vote.status();  // a throwing still_wanted counts as "wanted"
+  EXPECT_EQ(*vote, BranchVote::kReadOnly);
+  EXPECT_EQ(threw, 1);
+}
+
 TEST(AsyncParticipantClientTest, FinishingCallsAlternateWithQueuedPrepares) {
   TestServer server;
   AsyncParticipantClientOptions options;
