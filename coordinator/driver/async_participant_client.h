@@ -16,15 +16,36 @@
 //     decision is taken).
 // A transport error or timeout closes that connection and completes the call
 // with kUnavailable / kTimeout; the caller decides what an unanswered call
-// means.
+// means. A call that could not be answered may still have been delivered: a
+// timed-out commit may have committed (every participant call is idempotent).
 //
-// Callbacks run on an I/O thread: they must not block (hand long work to a
-// pool, or log through GroupCommitter::WriteLater).
+// Errors every call may complete with:
+//   kUnavailable  cannot connect (or the connect timed out), a transport error,
+//                 a malformed or oversized reply, an unexpected exception in
+//                 the participant's handler (TApplicationException), a
+//                 wire::Unavailable the participant threw (its message
+//                 included), or the client shutting down;
+//   kTimeout      no reply within `timeout_ms` of sending;
+//   kCancelled    `still_wanted` said false: nothing was sent;
+//   kInvalidArgument  the endpoint is not "host:port".
+//
+// Callbacks run on an I/O thread (never on the caller's thread, never under a
+// lock of the client): they must not block or throw (hand long work to a pool,
+// or log through GroupCommitter::WriteLater). Each call's callback runs exactly
+// once. Two exceptions to "on an I/O thread": see the destructor.
+//
+// Metrics: every call that was sent (or whose connect was tried) is recorded
+// through ParticipantCallTimer (method, endpoint, result, latency from send to
+// completion); cancelled calls and calls ended by shutdown are not. Connection
+// errors are logged rate-limited per endpoint (LogParticipantConnectionError).
 //
 // Thread-safety: every method may be called from any thread, including from a
 // callback. The destructor completes every queued and outstanding call with
-// kUnavailable ("shutting down") and joins the I/O threads; after it returns
-// no callback runs.
+// kUnavailable ("shutting down") on the destructor's own thread, then stops and
+// joins the I/O threads; after it returns no callback runs. A call made while
+// the destructor runs (from a callback) completes at once, on the calling
+// thread, with the same error. Never destroy the client from one of its
+// callbacks (it would join its own thread: a fatal error).
 #pragma once
 
 #include <cstdint>
@@ -39,11 +60,14 @@
 namespace txc {
 
 struct AsyncParticipantClientOptions {
-  int io_threads = 1;
-  int connect_timeout_ms = 1000;
-  int max_calls_per_endpoint = 32;
-  size_t max_idle_per_endpoint = 64;
+  int io_threads = 1;                    // threads running Asio (and the callbacks); at least 1
+  int connect_timeout_ms = 1000;         // name resolution and TCP connect of a new connection
+  int max_calls_per_endpoint = 32;       // sent and unanswered at once; more wait queued
+  size_t max_idle_per_endpoint = 64;     // idle connections kept for reuse
   int64_t max_message_bytes = 16 << 20;  // a larger reply is an error
+  // An idle connection older than this is closed instead of reused (servers
+  // close idle connections: ThriftServerOptions::recv_timeout_ms).
+  int64_t max_idle_ms = 60000;
 };
 
 // Everything one call carries; owned (copied), so the caller's records may change.
@@ -57,8 +81,11 @@ struct ParticipantCall {
   int32_t attempt = 1;  // saga: 1 on the first delivery
   std::vector<std::string> coordinators;
   int64_t deadline_ms = 0;  // the transaction's deadline (unix ms), for the context
-  int timeout_ms = 5000;    // this call's own timeout, from when it is sent
-  // Asked right before sending; false: not sent, completed with kCancelled.
+  int timeout_ms = 5000;    // this call's own timeout, from when it is sent (> 0); a new
+                            // connection's connect has its own connect_timeout_ms before
+  // Asked right before sending (on an I/O thread, once the endpoint has a free
+  // slot); false: not sent, completed with kCancelled. Empty: always wanted.
+  // Must be cheap and must not block; a still_wanted that throws counts as true.
   std::function<bool()> still_wanted;
 };
 
@@ -87,10 +114,11 @@ class AsyncParticipantClient {
   void Compensate(ParticipantCall call, std::function<void(Result<StepAnswer>)> done);
 
   // Runs `fn` on an I/O thread once `delay_ms` passed (retry backoff). Never
-  // run after the destructor started.
+  // run after the destructor started: a pending `fn` is then dropped unrun.
   void After(int64_t delay_ms, std::function<void()> fn);
 
   // Calls outstanding or queued right now, over all endpoints (metrics, tests).
+  // A call stops counting just before its callback runs.
   size_t PendingCalls() const;
 
  private:

@@ -2,7 +2,6 @@
 
 #include <glog/logging.h>
 
-#include "common/log_rate_limiter.h"
 #include "common/thrift_util.h"
 #include "coordinator/metrics/coordinator_metrics.h"
 #include "gen-cpp/Participant.h"
@@ -35,18 +34,6 @@ wire::BranchRequest ToWire(const BranchCall& call) {
   return req;
 }
 
-// A participant that is down fails every call to it (each prepare, each
-// phase-2 retry of every transaction): per endpoint, the first failure is
-// logged, then at most one line every kConnectionErrorLogIntervalMs carrying
-// the count of the others. The caller still gets every error.
-constexpr int64_t kConnectionErrorLogIntervalMs = 5000;
-
-void LogConnectionError(const std::string& endpoint, const Status& error) {
-  static LogRateLimiter* limiter = new LogRateLimiter(kConnectionErrorLogIntervalMs);
-  const LogRateLimiter::Decision d = limiter->Admit(endpoint, MonotonicMs());
-  if (d.log) LOG(WARNING) << "participant " << endpoint << ": " << error << d.Suffix();
-}
-
 // Runs a call whose declared exception is wire::Unavailable; `method` names
 // it in the metrics.
 Status CallWithUnavailable(const char* method, ClientPool<wire::ParticipantClient>& pool,
@@ -55,7 +42,7 @@ Status CallWithUnavailable(const char* method, ClientPool<wire::ParticipantClien
   ParticipantCallTimer timer(method, endpoint);
   try {
     Status s = pool.Call(endpoint, fn);
-    if (s.code() == StatusCode::kUnavailable) LogConnectionError(endpoint, s);
+    if (s.code() == StatusCode::kUnavailable) LogParticipantConnectionError(endpoint, s);
     return timer.Done(std::move(s));
   } catch (const wire::Unavailable& e) {
     return timer.Done(

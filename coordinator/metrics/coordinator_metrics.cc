@@ -1,7 +1,11 @@
 #include "coordinator/metrics/coordinator_metrics.h"
 
+#include <glog/logging.h>
+
 #include <cctype>
 
+#include "common/backoff.h"
+#include "common/log_rate_limiter.h"
 #include "coordinator/store/txn_store.h"
 
 namespace txc {
@@ -199,6 +203,12 @@ Status ParticipantCallTimer::Done(Status result) {
   CoordinatorMetrics::Get().RecordParticipantCall(method_, endpoint_, result,
                                                   (SteadyNowNs() - start_ns_) / 1e9);
   return result;
+}
+
+void LogParticipantConnectionError(const std::string& endpoint, const Status& error) {
+  static LogRateLimiter* limiter = new LogRateLimiter(kParticipantErrorLogIntervalMs);
+  const LogRateLimiter::Decision d = limiter->Admit(endpoint, MonotonicMs());
+  if (d.log) LOG(WARNING) << "participant " << endpoint << ": " << error << d.Suffix();
 }
 
 void CoordinatorMetrics::RecordStoreTransaction(size_t batches, double seconds, bool ok) {

@@ -102,6 +102,15 @@ class ParticipantCallTimer {
   const int64_t start_ns_;
 };
 
+// Logs a participant connection error without flooding the log: a
+// participant that is down fails every call to it (each prepare, each phase-2
+// retry of every transaction), so per endpoint the first failure is logged
+// (WARNING), then at most one line every kParticipantErrorLogIntervalMs
+// carrying the count of the others. Used by ParticipantClient and
+// AsyncParticipantClient; the caller still gets every error.
+constexpr int64_t kParticipantErrorLogIntervalMs = 5000;
+void LogParticipantConnectionError(const std::string& endpoint, const Status& error);
+
 // The registry /metrics renders.
 MetricsRegistry& DefaultMetricsRegistry();
 

@@ -1,0 +1,908 @@
+#include "coordinator/driver/async_participant_client.h"
+
+#include <glog/logging.h>
+#include <sys/socket.h>
+#include <thrift/TApplicationException.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/backoff.h"
+#include "common/thrift_util.h"
+#include "coordinator/metrics/coordinator_metrics.h"
+#include "gen-cpp/Participant.h"
+
+namespace txc {
+
+namespace asio = boost::asio;
+using apache::thrift::TApplicationException;
+using apache::thrift::TException;
+using apache::thrift::protocol::TBinaryProtocol;
+using apache::thrift::protocol::TMessageType;
+using apache::thrift::protocol::TProtocol;
+using apache::thrift::transport::TMemoryBuffer;
+using asio::ip::tcp;
+
+namespace {
+
+enum class Method { kPrepare, kCommitOnePhase, kCommit, kAbort, kAction, kCompensate };
+
+// The metrics label (CoordinatorMetrics::RecordParticipantCall).
+const char* MetricName(Method m) {
+  switch (m) {
+    case Method::kPrepare: return "prepare";
+    case Method::kCommitOnePhase: return "commit_one_phase";
+    case Method::kCommit: return "commit";
+    case Method::kAbort: return "abort";
+    case Method::kAction: return "action";
+    case Method::kCompensate: return "compensate";
+  }
+  return "unknown";
+}
+
+// The Thrift method name (idl/participant.thrift), checked in every reply.
+const char* WireName(Method m) {
+  switch (m) {
+    case Method::kPrepare: return "prepare";
+    case Method::kCommitOnePhase: return "commitOnePhase";
+    case Method::kCommit: return "commit";
+    case Method::kAbort: return "abort";
+    case Method::kAction: return "action";
+    case Method::kCompensate: return "compensate";
+  }
+  return "unknown";
+}
+
+// Finishing calls settle work already decided; the others start work.
+bool IsFinishing(Method m) {
+  switch (m) {
+    case Method::kCommit:
+    case Method::kAbort:
+    case Method::kCompensate: return true;
+    case Method::kPrepare:
+    case Method::kCommitOnePhase:
+    case Method::kAction: return false;
+  }
+  return false;
+}
+
+// The generated client writes every request with sequence id 0 and one call
+// at a time runs on a connection, so every reply must carry 0 too.
+constexpr int32_t kSeqId = 0;
+
+// Replies are read in one go when they fit; a connection keeps a larger
+// buffer only up to kKeepReadBufferBytes.
+constexpr size_t kReadChunkBytes = 4096;
+constexpr size_t kKeepReadBufferBytes = 64 * 1024;
+
+// As ParticipantClient's ToWire (coordinator/driver/participant_client.cc).
+wire::BranchRequest ToBranchRequest(const ParticipantCall& call) {
+  wire::BranchRequest req;
+  req.gtid = call.gtid;
+  req.branch_id = call.branch_id;
+  req.resource = call.resource;
+  req.payload = call.payload;
+  req.context.gtid = call.gtid;
+  req.context.coordinators = call.coordinators;
+  req.context.deadline_unix_ms = call.deadline_ms;
+  req.context.__set_branch_id(call.branch_id);
+  return req;
+}
+
+// As the saga driver's action/compensate request (coordinator/driver/saga_driver.cc).
+wire::StepRequest ToStepRequest(const ParticipantCall& call) {
+  wire::StepRequest req;
+  req.__set_gtid(call.gtid);
+  req.__set_step_id(call.branch_id);
+  req.__set_name(call.name);
+  req.__set_payload(call.payload);
+  req.__set_attempt(call.attempt);
+  wire::TxnContext ctx;
+  ctx.__set_gtid(call.gtid);
+  ctx.__set_coordinators(call.coordinators);
+  ctx.__set_deadline_unix_ms(call.deadline_ms);
+  ctx.__set_branch_id(call.branch_id);
+  req.__set_context(ctx);
+  return req;
+}
+
+// Encodes requests with the generated client's send_* into memory; one per
+// thread, reused.
+struct RequestEncoder {
+  std::shared_ptr<TMemoryBuffer> buffer = std::make_shared<TMemoryBuffer>();
+  wire::ParticipantClient client{std::make_shared<TBinaryProtocol>(buffer)};
+};
+
+// The request as a frame: 4-byte big-endian length, then the message.
+std::string EncodeFrame(Method method, const ParticipantCall& call) {
+  thread_local RequestEncoder encoder;
+  encoder.buffer->resetBuffer();
+  switch (method) {
+    case Method::kPrepare: encoder.client.send_prepare(ToBranchRequest(call)); break;
+    case Method::kCommitOnePhase: encoder.client.send_commitOnePhase(ToBranchRequest(call)); break;
+    case Method::kCommit: encoder.client.send_commit(ToBranchRequest(call)); break;
+    case Method::kAbort: encoder.client.send_abort(ToBranchRequest(call)); break;
+    case Method::kAction: encoder.client.send_action(ToStepRequest(call)); break;
+    case Method::kCompensate: encoder.client.send_compensate(ToStepRequest(call)); break;
+  }
+  uint8_t* data = nullptr;
+  uint32_t size = 0;
+  encoder.buffer->getBuffer(&data, &size);
+  std::string frame(4 + static_cast<size_t>(size), '\0');
+  frame[0] = static_cast<char>((size >> 24) & 0xff);
+  frame[1] = static_cast<char>((size >> 16) & 0xff);
+  frame[2] = static_cast<char>((size >> 8) & 0xff);
+  frame[3] = static_cast<char>(size & 0xff);
+  if (size > 0) std::memcpy(&frame[4], data, size);
+  encoder.buffer->resetBuffer();
+  return frame;
+}
+
+BranchVote FromWire(wire::Vote::type vote) {
+  switch (vote) {
+    case wire::Vote::VOTE_PREPARED: return BranchVote::kPrepared;
+    case wire::Vote::VOTE_READ_ONLY: return BranchVote::kReadOnly;
+    case wire::Vote::VOTE_ABORT: return BranchVote::kAbort;
+  }
+  return BranchVote::kAbort;  // an unknown vote is a no
+}
+
+Outcome FromWire(wire::Outcome::type outcome) {
+  switch (outcome) {
+    case wire::Outcome::OUTCOME_COMMIT: return Outcome::kCommit;
+    case wire::Outcome::OUTCOME_ABORT: return Outcome::kAbort;
+    case wire::Outcome::OUTCOME_PENDING: return Outcome::kPending;
+  }
+  return Outcome::kPending;  // unknown: ask again
+}
+
+StepAnswer FromWire(const wire::StepResult& result) {
+  StepAnswer answer;
+  answer.message = result.message;
+  switch (result.outcome) {
+    case wire::StepOutcome::SUCCESS: answer.outcome = StepOutcome::kSuccess; break;
+    case wire::StepOutcome::FAILURE: answer.outcome = StepOutcome::kFailure; break;
+    case wire::StepOutcome::RETRY_LATER: answer.outcome = StepOutcome::kRetryLater; break;
+    default:
+      answer.outcome = StepOutcome::kRetryLater;
+      break;  // unknown: transient, as the saga driver
+  }
+  return answer;
+}
+
+struct NoValue {};  // the "result" of commit and abort
+
+}  // namespace
+
+// How a call moves (all I/O of one connection runs on that connection's strand):
+//
+//   Submit ──► queued (prepare-class or finishing queue of its endpoint)
+//                │ Pump: a slot is free
+//                ▼
+//   still_wanted()? ── false ──► kCancelled (slot freed, nothing sent)
+//                │ true
+//                ▼
+//   idle connection? ── no ──► resolve/connect (connect timer) ──┐
+//                │ yes                                           │
+//                ▼                                               ▼
+//              Send: write frame, call timer ──► read 4-byte length ──► read body ──► decode
+//                                                                                       │
+//   any transport error / connect timeout ──► close socket, kUnavailable ───────────────┤
+//   call timer fires ──────────────────────► close socket, kTimeout ───────────────────┤
+//                                                                                       ▼
+//                      Complete: claim (exactly once), free the slot, reuse or close
+//                      the connection, Pump the endpoint, run the callback
+//
+// The destructor claims every queued and outstanding call instead (kUnavailable).
+class AsyncParticipantClient::Impl {
+ public:
+  explicit Impl(AsyncParticipantClientOptions options);
+  ~Impl();
+
+  template <typename T>
+  void Call(Method method, ParticipantCall call, std::function<T(wire::ParticipantClient&)> receive,
+            std::function<void(Result<T>)> done);
+  void After(int64_t delay_ms, std::function<void()> fn);
+  size_t PendingCalls() const;
+
+ private:
+  struct Endpoint;
+
+  // One call, shared by the queue, its connection's handlers and the destructor.
+  struct CallState {
+    Method method = Method::kPrepare;
+    ParticipantCall call;
+    std::string frame;             // the encoded request
+    Status early_error;            // not OK: completed with it when its turn comes, not sent
+    Endpoint* endpoint = nullptr;  // set by Submit; endpoints live as long as the client
+    // The one completion: whoever exchanges it to true completes the call.
+    std::atomic<bool> claimed{false};
+    // Started when the call is sent; only the I/O path touches it (Asio orders
+    // the handlers of one call), the destructor never does.
+    std::optional<ParticipantCallTimer> timer;
+
+    virtual ~CallState() = default;
+    bool Claim() { return !claimed.exchange(true); }
+    // Deliver, but a callback that throws (they must not) is logged and does
+    // not stop the caller's loop (Pump, shutdown) from completing the others.
+    void SafeDeliver(const Status& status) {
+      try {
+        Deliver(status);
+      } catch (const std::exception& e) {
+        LOG(ERROR) << "gtid=" << call.gtid << " branch=" << call.branch_id
+                   << ": participant call callback threw: " << e.what();
+      } catch (...) {
+        LOG(ERROR) << "gtid=" << call.gtid << " branch=" << call.branch_id
+                   << ": participant call callback threw";
+      }
+    }
+    bool Claimed() const { return claimed.load(); }
+    // Reads the reply with `client` (its input protocol over the reply body);
+    // stores the value. Throws what the generated recv_* throws.
+    virtual void Decode(wire::ParticipantClient& client) = 0;
+    // Runs the caller's callback: the decoded value when `status` is OK.
+    virtual void Deliver(const Status& status) = 0;
+  };
+
+  template <typename T>
+  struct TypedCall : CallState {
+    std::function<T(wire::ParticipantClient&)> receive;
+    std::function<void(Result<T>)> done;
+    std::optional<T> value;
+
+    void Decode(wire::ParticipantClient& client) override { value = receive(client); }
+    void Deliver(const Status& status) override {
+      if (status.ok() && value.has_value()) {
+        done(std::move(*value));
+      } else if (status.ok()) {
+        done(Status::Internal("participant reply was not decoded"));
+      } else {
+        done(status);
+      }
+    }
+  };
+
+  // One TCP connection. Between calls it sits in its endpoint's idle list
+  // (owned by nobody else); during a call only handlers on `strand` touch it.
+  struct Conn {
+    Conn(asio::io_context& io,
+         const std::shared_ptr<apache::thrift::protocol::TProtocolFactory>& protocol_factory)
+        : strand(asio::make_strand(io)),
+          socket(strand),
+          timer(strand),
+          reply(std::make_shared<TMemoryBuffer>()),
+          reply_protocol(protocol_factory->getProtocol(reply)),
+          decoder(reply_protocol) {}
+
+    asio::strand<asio::io_context::executor_type> strand;
+    tcp::socket socket;
+    asio::steady_timer timer;                 // connect timeout, then each call's timeout
+    std::unique_ptr<tcp::resolver> resolver;  // only for host names
+    std::shared_ptr<CallState> current;       // the call on this connection, if any
+    std::vector<uint8_t> in;                  // the reply: 4-byte length, then body
+    size_t reply_bytes = 0;                   // the body's length
+    int64_t idle_since_ms = 0;                // guarded by mu_ while in an idle list
+    // Reply decoding: the generated client reading `reply` (set to the body in `in`).
+    std::shared_ptr<TMemoryBuffer> reply;
+    std::shared_ptr<TProtocol> reply_protocol;
+    wire::ParticipantClient decoder;
+  };
+
+  struct Endpoint {
+    Endpoint(std::string n, Result<HostPort> a) : name(std::move(n)), address(std::move(a)) {}
+    const std::string name;
+    const Result<HostPort> address;  // parsed once
+    // Guarded by mu_:
+    std::deque<std::shared_ptr<CallState>> prepare_queue;    // prepare, commitOnePhase, action
+    std::deque<std::shared_ptr<CallState>> finishing_queue;  // commit, abort, compensate
+    bool finishing_next = false;  // whose turn it is when both queues wait
+    int active = 0;               // calls taken from the queues and not released
+    std::unordered_set<std::shared_ptr<CallState>> in_flight;  // those calls
+    std::deque<std::shared_ptr<Conn>> idle;                    // oldest first
+  };
+
+  void Submit(std::shared_ptr<CallState> call);
+  // Starts queued calls of `ep` while it has free slots. Any thread; no lock held.
+  void Pump(Endpoint& ep);
+  std::shared_ptr<CallState> PopNextLocked(Endpoint& ep);
+  void StartOnNewConnection(const std::shared_ptr<CallState>& call);
+  // The rest run on the connection's strand.
+  void Connect(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
+  void Send(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
+  void ReadReply(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
+  void OnFirstBytes(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call,
+                    size_t received);
+  void OnBody(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
+  // Ends the call with a transport-level failure: closes the connection.
+  void Fail(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call,
+            Status status);
+  // The single completion path of a call that was sent (or whose connect was
+  // tried): claims it, frees its slot, returns or closes the connection, starts
+  // the next queued call and runs the callback. No-op when already claimed.
+  void Complete(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call,
+                Status status, bool keep_connection);
+  // Frees the call's slot; `conn` (may be null) goes back to the idle list.
+  void Release(const std::shared_ptr<CallState>& call, std::shared_ptr<Conn> conn);
+  static void Close(Conn& conn);
+  // Asks the call's still_wanted (true when it has none, or when it throws).
+  static bool StillWanted(const CallState& call);
+  // True when an idle connection can still be used: the peer has not closed
+  // it and nothing unexpected arrived on it.
+  static bool StillUsable(Conn& conn);
+
+  const AsyncParticipantClientOptions options_;
+  const std::shared_ptr<apache::thrift::protocol::TProtocolFactory> protocol_factory_;
+
+  // Declared first so it is destroyed last: connections held by abandoned
+  // handlers are destroyed with it.
+  asio::io_context io_;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+  std::vector<std::thread> threads_;
+
+  // Set once, by the destructor; read without mu_ by After's timers.
+  std::atomic<bool> stopping_{false};
+
+  // mu_ guards endpoints_' queues, slots and idle lists, and pending_. It is a
+  // leaf lock: no callback, still_wanted, socket operation or log line runs
+  // under it.
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::unique_ptr<Endpoint>> endpoints_;
+  size_t pending_ = 0;  // queued + active over all endpoints
+};
+
+AsyncParticipantClient::Impl::Impl(AsyncParticipantClientOptions options)
+    : options_([&] {
+        options.io_threads = std::max(1, options.io_threads);
+        options.max_calls_per_endpoint = std::max(1, options.max_calls_per_endpoint);
+        options.connect_timeout_ms = std::max(1, options.connect_timeout_ms);
+        options.max_message_bytes = std::max<int64_t>(64, options.max_message_bytes);
+        return options;
+      }()),
+      protocol_factory_(MakeProtocolFactory(options_.max_message_bytes)),
+      io_(options_.io_threads) {
+  work_.emplace(asio::make_work_guard(io_));
+  for (int i = 0; i < options_.io_threads; ++i) {
+    threads_.emplace_back([this] {
+      for (;;) {
+        try {
+          io_.run();
+          return;
+        } catch (const std::exception& e) {
+          // A callback threw (they must not): the call is complete; keep serving.
+          LOG(ERROR) << "participant client: a callback threw: " << e.what();
+        }
+      }
+    });
+  }
+}
+
+AsyncParticipantClient::Impl::~Impl() {
+  for (const auto& t : threads_) {
+    // Joining our own thread would hang forever: fail loudly instead.
+    LOG_IF(FATAL, t.get_id() == std::this_thread::get_id())
+        << "AsyncParticipantClient destroyed from one of its own callbacks";
+  }
+  std::vector<std::shared_ptr<CallState>> calls;
+  std::vector<std::shared_ptr<Conn>> idle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    for (auto& [name, ep] : endpoints_) {
+      for (auto& c : ep->prepare_queue) calls.push_back(std::move(c));
+      for (auto& c : ep->finishing_queue) calls.push_back(std::move(c));
+      for (const auto& c : ep->in_flight) calls.push_back(c);
+      ep->in_flight.clear();  // their handlers find them claimed and stop
+      for (auto& c : ep->idle) idle.push_back(std::move(c));
+      ep->prepare_queue.clear();
+      ep->finishing_queue.clear();
+      ep->idle.clear();
+    }
+  }
+  VLOG(1) << "participant client shutting down: " << calls.size() << " calls completed unanswered";
+  for (const auto& call : calls) {
+    if (call->Claim()) call->SafeDeliver(Status::Unavailable("participant client shutting down"));
+  }
+  work_.reset();
+  io_.stop();
+  for (auto& t : threads_) t.join();
+  for (auto& conn : idle) Close(*conn);
+  // Handlers never run now; the connections they hold go with io_.
+}
+
+template <typename T>
+void AsyncParticipantClient::Impl::Call(Method method, ParticipantCall call,
+                                        std::function<T(wire::ParticipantClient&)> receive,
+                                        std::function<void(Result<T>)> done) {
+  auto state = std::make_shared<TypedCall<T>>();
+  state->method = method;
+  state->receive = std::move(receive);
+  state->done = std::move(done);
+  state->call = std::move(call);
+  state->call.timeout_ms = std::max(1, state->call.timeout_ms);
+  try {
+    state->frame = EncodeFrame(method, state->call);
+  } catch (const std::exception& e) {
+    // Not expected (it writes to memory); completed from the queue like any call.
+    state->early_error = Status::Internal("cannot encode " + std::string(WireName(method)) +
+                                          " request: " + e.what());
+  }
+  Submit(std::move(state));
+}
+
+void AsyncParticipantClient::Impl::Submit(std::shared_ptr<CallState> call) {
+  Endpoint* ep = nullptr;
+  bool start = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      auto it = endpoints_.find(call->call.endpoint);
+      if (it == endpoints_.end()) {
+        it = endpoints_
+                 .emplace(call->call.endpoint,
+                          std::make_unique<Endpoint>(call->call.endpoint,
+                                                     ParseEndpoint(call->call.endpoint)))
+                 .first;
+      }
+      ep = it->second.get();
+      call->endpoint = ep;
+      (IsFinishing(call->method) ? ep->finishing_queue : ep->prepare_queue).push_back(call);
+      ++pending_;
+      start = ep->active < options_.max_calls_per_endpoint;
+    }
+  }
+  if (ep == nullptr) {
+    if (call->Claim()) call->SafeDeliver(Status::Unavailable("participant client shutting down"));
+    return;
+  }
+  VLOG(2) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
+          << WireName(call->method) << " to " << call->call.endpoint << " queued";
+  // Pumped on an I/O thread: still_wanted and any early completion run there.
+  if (start) asio::post(io_, [this, ep] { Pump(*ep); });
+}
+
+std::shared_ptr<AsyncParticipantClient::Impl::CallState>
+AsyncParticipantClient::Impl::PopNextLocked(Endpoint& ep) {
+  const bool prepare_waits = !ep.prepare_queue.empty();
+  const bool finishing_waits = !ep.finishing_queue.empty();
+  if (!prepare_waits && !finishing_waits) return nullptr;
+  // Alternate while both wait; a lone queue is served and the other kind gets
+  // the next turn.
+  const bool take_finishing = finishing_waits && (!prepare_waits || ep.finishing_next);
+  auto& queue = take_finishing ? ep.finishing_queue : ep.prepare_queue;
+  std::shared_ptr<CallState> call = std::move(queue.front());
+  queue.pop_front();
+  ep.finishing_next = !take_finishing;
+  return call;
+}
+
+void AsyncParticipantClient::Impl::Pump(Endpoint& ep) {
+  for (;;) {
+    std::shared_ptr<CallState> call;
+    std::shared_ptr<Conn> conn;
+    std::vector<std::shared_ptr<Conn>> expired;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_ || ep.active >= options_.max_calls_per_endpoint) return;
+      call = PopNextLocked(ep);
+      if (call == nullptr) return;
+      ++ep.active;
+      ep.in_flight.insert(call);
+      const int64_t now = MonotonicMs();
+      while (!ep.idle.empty() && now - ep.idle.front()->idle_since_ms > options_.max_idle_ms) {
+        expired.push_back(std::move(ep.idle.front()));
+        ep.idle.pop_front();
+      }
+      if (!ep.idle.empty()) {
+        conn = std::move(ep.idle.back());  // the most recently used: least likely closed
+        ep.idle.pop_back();
+      }
+    }
+    // Idle connections have no operation pending: any thread may close them.
+    for (auto& old : expired) Close(*old);
+    if (conn != nullptr && !StillUsable(*conn)) {
+      VLOG(2) << "idle connection to " << ep.name << " was closed by the peer; opening another";
+      Close(*conn);
+      conn.reset();
+    }
+    if (!StillWanted(*call)) {
+      VLOG(1) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
+              << WireName(call->method) << " to " << ep.name << " no longer wanted: not sent";
+      Release(call, std::move(conn));
+      if (call->Claim()) call->SafeDeliver(Status::Cancelled("no longer wanted: not sent"));
+      continue;
+    }
+    Status unsendable = call->early_error;
+    if (unsendable.ok() && !ep.address.ok()) unsendable = ep.address.status();
+    if (!unsendable.ok()) {
+      Release(call, std::move(conn));
+      if (call->Claim()) call->SafeDeliver(unsendable);
+      continue;
+    }
+    VLOG(2) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
+            << WireName(call->method) << " to " << ep.name << " sending";
+    call->timer.emplace(MetricName(call->method), call->call.endpoint);
+    if (conn != nullptr) {
+      asio::dispatch(conn->strand, [this, conn, call] { Send(conn, call); });
+    } else {
+      StartOnNewConnection(call);
+    }
+  }
+}
+
+void AsyncParticipantClient::Impl::StartOnNewConnection(const std::shared_ptr<CallState>& call) {
+  auto conn = std::make_shared<Conn>(io_, protocol_factory_);
+  asio::dispatch(conn->strand, [this, conn, call] { Connect(conn, call); });
+}
+
+void AsyncParticipantClient::Impl::Connect(const std::shared_ptr<Conn>& conn,
+                                           const std::shared_ptr<CallState>& call) {
+  if (call->Claimed()) return;  // the destructor completed it
+  conn->current = call;
+  const HostPort& address = call->endpoint->address.value();
+  conn->timer.expires_after(std::chrono::milliseconds(options_.connect_timeout_ms));
+  conn->timer.async_wait([this, conn, call](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || call->Claimed()) return;
+    Fail(conn, call,
+         Status::Unavailable("connect to participant " + call->call.endpoint + " timed out after " +
+                             std::to_string(options_.connect_timeout_ms) + " ms"));
+  });
+  auto on_connected = [this, conn, call](const boost::system::error_code& ec) {
+    if (call->Claimed()) return;
+    if (ec) {
+      Fail(conn, call,
+           Status::Unavailable("cannot connect to participant " + call->call.endpoint + ": " +
+                               ec.message()));
+      return;
+    }
+    boost::system::error_code ignored;
+    conn->socket.set_option(tcp::no_delay(true), ignored);
+    Send(conn, call);
+  };
+  boost::system::error_code parse_error;
+  const asio::ip::address ip = asio::ip::make_address(address.host, parse_error);
+  if (!parse_error) {
+    conn->socket.async_connect(tcp::endpoint(ip, static_cast<uint16_t>(address.port)),
+                               std::move(on_connected));
+    return;
+  }
+  // A host name: Asio resolves on its own internal thread.
+  conn->resolver = std::make_unique<tcp::resolver>(conn->strand);
+  conn->resolver->async_resolve(
+      address.host, std::to_string(address.port),
+      [this, conn, call, on_connected = std::move(on_connected)](
+          const boost::system::error_code& ec, const tcp::resolver::results_type& results) {
+        if (call->Claimed()) return;
+        if (ec) {
+          Fail(conn, call,
+               Status::Unavailable("cannot resolve participant " + call->call.endpoint + ": " +
+                                   ec.message()));
+          return;
+        }
+        asio::async_connect(conn->socket, results,
+                            [on_connected](const boost::system::error_code& connect_ec,
+                                           const tcp::endpoint&) { on_connected(connect_ec); });
+      });
+}
+
+void AsyncParticipantClient::Impl::Send(const std::shared_ptr<Conn>& conn,
+                                        const std::shared_ptr<CallState>& call) {
+  if (call->Claimed()) {  // the destructor completed it
+    Close(*conn);
+    return;
+  }
+  conn->current = call;
+  conn->timer.expires_after(std::chrono::milliseconds(call->call.timeout_ms));
+  conn->timer.async_wait([this, conn, call](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || call->Claimed()) return;
+    // The reply may still come: this connection can no longer be trusted.
+    Fail(conn, call,
+         Status::Timeout(std::string(WireName(call->method)) + " to participant " +
+                         call->call.endpoint + " timed out after " +
+                         std::to_string(call->call.timeout_ms) + " ms"));
+  });
+  asio::async_write(conn->socket, asio::buffer(call->frame),
+                    [this, conn, call](const boost::system::error_code& ec, size_t) {
+                      if (call->Claimed()) return;
+                      if (ec) {
+                        Fail(conn, call,
+                             Status::Unavailable("cannot send to participant " +
+                                                 call->call.endpoint + ": " + ec.message()));
+                        return;
+                      }
+                      ReadReply(conn, call);
+                    });
+}
+
+void AsyncParticipantClient::Impl::ReadReply(const std::shared_ptr<Conn>& conn,
+                                             const std::shared_ptr<CallState>& call) {
+  // One read usually brings the whole reply (length and body).
+  if (conn->in.size() < kReadChunkBytes) conn->in.resize(kReadChunkBytes);
+  asio::async_read(conn->socket, asio::buffer(conn->in), asio::transfer_at_least(4),
+                   [this, conn, call](const boost::system::error_code& ec, size_t n) {
+                     if (call->Claimed()) return;
+                     if (ec) {
+                       Fail(conn, call,
+                            Status::Unavailable("no reply from participant " + call->call.endpoint +
+                                                ": " + ec.message()));
+                       return;
+                     }
+                     OnFirstBytes(conn, call, n);
+                   });
+}
+
+void AsyncParticipantClient::Impl::OnFirstBytes(const std::shared_ptr<Conn>& conn,
+                                                const std::shared_ptr<CallState>& call,
+                                                size_t received) {
+  const uint8_t* h = conn->in.data();
+  const uint32_t raw = (static_cast<uint32_t>(h[0]) << 24) | (static_cast<uint32_t>(h[1]) << 16) |
+                       (static_cast<uint32_t>(h[2]) << 8) | static_cast<uint32_t>(h[3]);
+  const int64_t size = static_cast<int32_t>(raw);
+  if (size <= 0 || size > options_.max_message_bytes) {
+    Fail(conn, call,
+         Status::Unavailable("reply frame of " + std::to_string(size) + " bytes from participant " +
+                             call->call.endpoint + " (limit " +
+                             std::to_string(options_.max_message_bytes) + ")"));
+    return;
+  }
+  conn->reply_bytes = static_cast<size_t>(size);
+  const size_t total = 4 + conn->reply_bytes;
+  if (received > total) {
+    // One call at a time: nothing may follow the reply.
+    Fail(conn, call,
+         Status::Unavailable("participant " + call->call.endpoint + " sent " +
+                             std::to_string(received - total) + " bytes after its reply"));
+    return;
+  }
+  if (received == total) {
+    OnBody(conn, call);
+    return;
+  }
+  if (conn->in.size() < total) conn->in.resize(total);
+  asio::async_read(conn->socket, asio::buffer(conn->in.data() + received, total - received),
+                   [this, conn, call](const boost::system::error_code& ec, size_t) {
+                     if (call->Claimed()) return;
+                     if (ec) {
+                       Fail(conn, call,
+                            Status::Unavailable("reply from participant " + call->call.endpoint +
+                                                " cut short: " + ec.message()));
+                       return;
+                     }
+                     OnBody(conn, call);
+                   });
+}
+
+void AsyncParticipantClient::Impl::OnBody(const std::shared_ptr<Conn>& conn,
+                                          const std::shared_ptr<CallState>& call) {
+  const std::string& endpoint = call->call.endpoint;
+  Status status;
+  bool keep = true;
+  try {
+    uint8_t* body = conn->in.data() + 4;
+    const auto size = static_cast<uint32_t>(conn->reply_bytes);
+    // The generated recv_* does not check the method name or the sequence id
+    // (it reads the body of any reply as its own): check the header first.
+    conn->reply->resetBuffer(body, size, TMemoryBuffer::OBSERVE);
+    std::string name;
+    TMessageType type = apache::thrift::protocol::T_REPLY;
+    int32_t seqid = -1;
+    conn->reply_protocol->readMessageBegin(name, type, seqid);
+    if (name != WireName(call->method) || seqid != kSeqId ||
+        (type != apache::thrift::protocol::T_REPLY &&
+         type != apache::thrift::protocol::T_EXCEPTION)) {
+      status =
+          Status::Unavailable("unexpected reply from participant " + endpoint + ": '" +
+                              name.substr(0, 64) + "' type " + std::to_string(type) + " seqid " +
+                              std::to_string(seqid) + " to " + WireName(call->method));
+      keep = false;
+    } else {
+      conn->reply->resetBuffer(body, size, TMemoryBuffer::OBSERVE);
+      call->Decode(conn->decoder);
+    }
+  } catch (const wire::Unavailable& e) {
+    // A declared exception: a well-formed reply, the connection is fine.
+    status = Status::Unavailable("participant " + endpoint + " unavailable: " + e.message);
+  } catch (const TException& e) {
+    // TApplicationException (the handler failed), TProtocolException (malformed).
+    status = TranslateThriftException(e, endpoint);
+    keep = false;
+  } catch (const std::exception& e) {
+    status = Status::Unavailable("participant " + endpoint + ": " + e.what());
+    keep = false;
+  }
+  if (conn->in.size() > kKeepReadBufferBytes) {  // one large reply: do not keep its memory
+    conn->in.resize(kReadChunkBytes);
+    conn->in.shrink_to_fit();
+  }
+  Complete(conn, call, std::move(status), keep);
+}
+
+void AsyncParticipantClient::Impl::Fail(const std::shared_ptr<Conn>& conn,
+                                        const std::shared_ptr<CallState>& call, Status status) {
+  if (status.code() == StatusCode::kUnavailable) {
+    LogParticipantConnectionError(call->call.endpoint, status);
+  }
+  Complete(conn, call, std::move(status), false);
+}
+
+void AsyncParticipantClient::Impl::Complete(const std::shared_ptr<Conn>& conn,
+                                            const std::shared_ptr<CallState>& call, Status status,
+                                            bool keep_connection) {
+  if (!call->Claim()) return;  // the destructor completed it
+  if (conn != nullptr) {
+    conn->current.reset();
+    conn->timer.cancel();
+    if (!keep_connection) Close(*conn);
+  }
+  if (call->timer.has_value()) status = call->timer->Done(std::move(status));
+  if (!status.ok()) {
+    VLOG(1) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
+            << WireName(call->method) << " to " << call->call.endpoint << ": " << status;
+  } else {
+    VLOG(2) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
+            << WireName(call->method) << " to " << call->call.endpoint << " answered";
+  }
+  Release(call, keep_connection ? conn : nullptr);
+  // The next call goes out before this one's callback runs.
+  Pump(*call->endpoint);
+  call->SafeDeliver(status);
+}
+
+void AsyncParticipantClient::Impl::Release(const std::shared_ptr<CallState>& call,
+                                           std::shared_ptr<Conn> conn) {
+  Endpoint& ep = *call->endpoint;
+  std::shared_ptr<Conn> drop;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (ep.in_flight.erase(call) == 1) {  // else the destructor took it
+      --ep.active;
+      --pending_;
+    }
+    if (conn != nullptr) {
+      if (!stopping_ && ep.idle.size() < options_.max_idle_per_endpoint) {
+        conn->idle_since_ms = MonotonicMs();
+        ep.idle.push_back(std::move(conn));
+      } else {
+        drop = std::move(conn);
+      }
+    }
+  }
+  if (drop != nullptr) Close(*drop);
+}
+
+void AsyncParticipantClient::Impl::Close(Conn& conn) {
+  boost::system::error_code ignored;
+  if (conn.resolver != nullptr) conn.resolver->cancel();
+  conn.socket.shutdown(tcp::socket::shutdown_both, ignored);
+  conn.socket.close(ignored);
+}
+
+bool AsyncParticipantClient::Impl::StillWanted(const CallState& call) {
+  if (!call.call.still_wanted) return true;
+  try {
+    return call.call.still_wanted();
+  } catch (const std::exception& e) {
+    LOG(ERROR) << "gtid=" << call.call.gtid << " branch=" << call.call.branch_id
+               << ": still_wanted threw (sending anyway): " << e.what();
+  } catch (...) {
+    LOG(ERROR) << "gtid=" << call.call.gtid << " branch=" << call.call.branch_id
+               << ": still_wanted threw (sending anyway)";
+  }
+  return true;
+}
+
+bool AsyncParticipantClient::Impl::StillUsable(Conn& conn) {
+  if (!conn.socket.is_open()) return false;
+  char byte = 0;
+  const ssize_t n = ::recv(conn.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  // 0: the peer closed it; > 0: bytes nobody asked for; EAGAIN: alive and quiet.
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+void AsyncParticipantClient::Impl::After(int64_t delay_ms, std::function<void()> fn) {
+  auto timer = std::make_shared<asio::steady_timer>(
+      io_, std::chrono::milliseconds(std::max<int64_t>(0, delay_ms)));
+  timer->async_wait([this, timer, fn = std::move(fn)](const boost::system::error_code& ec) {
+    if (ec || stopping_) return;
+    fn();
+  });
+}
+
+size_t AsyncParticipantClient::Impl::PendingCalls() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pending_;
+}
+
+// ---- the public face ---------------------------------------------------------
+
+AsyncParticipantClient::AsyncParticipantClient(AsyncParticipantClientOptions options)
+    : impl_(std::make_unique<Impl>(options)) {}
+
+AsyncParticipantClient::~AsyncParticipantClient() = default;
+
+void AsyncParticipantClient::Prepare(ParticipantCall call,
+                                     std::function<void(Result<BranchVote>)> done) {
+  impl_->Call<BranchVote>(
+      Method::kPrepare, std::move(call),
+      [](wire::ParticipantClient& c) { return FromWire(c.recv_prepare()); }, std::move(done));
+}
+
+void AsyncParticipantClient::CommitOnePhase(ParticipantCall call,
+                                            std::function<void(Result<Outcome>)> done) {
+  impl_->Call<Outcome>(
+      Method::kCommitOnePhase, std::move(call),
+      [](wire::ParticipantClient& c) { return FromWire(c.recv_commitOnePhase()); },
+      std::move(done));
+}
+
+void AsyncParticipantClient::Commit(ParticipantCall call, std::function<void(Status)> done) {
+  impl_->Call<NoValue>(
+      Method::kCommit, std::move(call),
+      [](wire::ParticipantClient& c) {
+        c.recv_commit();
+        return NoValue{};
+      },
+      [done = std::move(done)](Result<NoValue> r) { done(r.status()); });
+}
+
+void AsyncParticipantClient::Abort(ParticipantCall call, std::function<void(Status)> done) {
+  impl_->Call<NoValue>(
+      Method::kAbort, std::move(call),
+      [](wire::ParticipantClient& c) {
+        c.recv_abort();
+        return NoValue{};
+      },
+      [done = std::move(done)](Result<NoValue> r) { done(r.status()); });
+}
+
+void AsyncParticipantClient::Action(ParticipantCall call,
+                                    std::function<void(Result<StepAnswer>)> done) {
+  impl_->Call<StepAnswer>(
+      Method::kAction, std::move(call),
+      [](wire::ParticipantClient& c) {
+        wire::StepResult result;
+        c.recv_action(result);
+        return FromWire(result);
+      },
+      std::move(done));
+}
+
+void AsyncParticipantClient::Compensate(ParticipantCall call,
+                                        std::function<void(Result<StepAnswer>)> done) {
+  impl_->Call<StepAnswer>(
+      Method::kCompensate, std::move(call),
+      [](wire::ParticipantClient& c) {
+        wire::StepResult result;
+        c.recv_compensate(result);
+        return FromWire(result);
+      },
+      std::move(done));
+}
+
+void AsyncParticipantClient::After(int64_t delay_ms, std::function<void()> fn) {
+  impl_->After(delay_ms, std::move(fn));
+}
+
+size_t AsyncParticipantClient::PendingCalls() const { return impl_->PendingCalls(); }
+
+}  // namespace txc
