@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <random>
 #include <thread>
 #include <utility>
 
@@ -26,45 +27,31 @@ bool SameBranchContent(const BranchRecord& a, const BranchRecord& b) {
   return a.endpoint == b.endpoint && a.resource == b.resource && a.payload == b.payload;
 }
 
-// Counts down to zero; Wait has a deadline.
-struct Latch {
-  explicit Latch(int n) : remaining(n) {}
-  void CountDown() {
-    std::lock_guard<std::mutex> lock(mu);
-    if (--remaining == 0) cv.notify_all();
-  }
-  bool WaitUntil(int64_t deadline_monotonic_ms) {
-    std::unique_lock<std::mutex> lock(mu);
-    while (remaining > 0) {
-      const int64_t left = deadline_monotonic_ms - MonotonicMs();
-      if (left <= 0) return false;
-      cv.wait_for(lock, std::chrono::milliseconds(left));
-    }
-    return true;
-  }
-  std::mutex mu;
-  std::condition_variable cv;
-  int remaining;  // guarded by mu
-};
+// A uniform draw in [0, 1] for the step function's backoff jitter.
+double RandomUnit() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+TwoPhaseTiming TimingOf(const TwoPhaseDriverOptions& o) {
+  TwoPhaseTiming t;
+  // A vote is awaited as long as the call can take, plus slack for the queue.
+  t.prepare_window_ms = o.prepare_timeout_ms + o.connect_timeout_ms + 1000;
+  t.drive_lease_ms = o.drive_lease_ms;
+  t.phase_two_attempts = o.phase_two_attempts;
+  t.phase_two_backoff = o.phase_two_backoff;
+  t.redrive_backoff = o.redrive_backoff;
+  return t;
+}
+
+TwoPhaseEvent EventOf(TwoPhaseEventKind kind, size_t branch = 0) {
+  TwoPhaseEvent e;
+  e.kind = kind;
+  e.branch = branch;
+  return e;
+}
 
 }  // namespace
-
-// One phase-2 round of one transaction, shared by the fan-out closures; the
-// last one to finish moves the transaction on.
-struct TwoPhaseDriver::PhaseTwoRun {
-  std::shared_ptr<Flight> flight;
-  TxnRecord txn;
-  Decision decision = Decision::kAbort;
-  std::vector<BranchRecord> targets;  // branches that need a phase-2 message
-  std::atomic<int> remaining{0};
-  std::atomic<bool> all_acked{true};
-  std::atomic<bool> first_ack_seen{false};
-  // Per-branch results, written with the transaction's own update in ONE
-  // batch at the end: one store row set per transaction per round, and no two
-  // batches of one gtid in a group (which would cost the store its fast path).
-  std::mutex mu;
-  std::vector<BranchUpdate> branch_updates;  // guarded by mu
-};
 
 TwoPhaseDriver::TwoPhaseDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
                                TwoPhaseDriverOptions options)
@@ -72,51 +59,62 @@ TwoPhaseDriver::TwoPhaseDriver(TxnStore* store, GroupCommitter* log, NodeInfo no
       log_(log),
       node_(std::move(node)),
       options_(std::move(options)),
-      participants_(ParticipantClientOptions{options_.connect_timeout_ms,
-                                             options_.prepare_timeout_ms,
-                                             options_.phase_two_timeout_ms, 64}),
-      fan_out_("2pc-fanout", options_.fan_out_threads),
-      driver_pool_("2pc-driver", options_.driver_threads) {}
+      timing_(TimingOf(options_)),
+      driver_pool_("2pc-driver", std::max(1, options_.driver_threads)) {
+  AsyncParticipantClientOptions client;
+  client.io_threads = std::max(1, options_.io_threads);
+  client.connect_timeout_ms = options_.connect_timeout_ms;
+  client.max_calls_per_endpoint = std::max(1, options_.max_calls_per_endpoint);
+  participants_ = std::make_unique<AsyncParticipantClient>(client);
+}
 
-TwoPhaseDriver::~TwoPhaseDriver() = default;
+TwoPhaseDriver::~TwoPhaseDriver() {
+  {
+    std::unique_lock<std::mutex> lock(pending_mu_);
+    stopping_.store(true);
+    // Every step already being executed (a log callback, a participant answer)
+    // finishes first; no new one starts.
+    pending_cv_.wait(lock, [this] { return pending_writes_ == 0; });
+  }
+  driver_pool_.Shutdown();
+  participants_.reset();  // completes its calls; their callbacks find the driver stopping
+  std::vector<std::shared_ptr<Flight>> left;
+  {
+    std::lock_guard<std::mutex> lock(registry_.mu);
+    for (auto& [gtid, flight] : registry_.flights) left.push_back(flight);
+  }
+  for (auto& flight : left) {
+    Release(flight, std::nullopt, Status::Unavailable("the coordinator is stopping"));
+  }
+}
 
 // ---- in-flight set -----------------------------------------------------------
 
 std::shared_ptr<TwoPhaseDriver::Flight> TwoPhaseDriver::Claim(const std::string& gtid,
                                                               TxnState state) {
-  std::lock_guard<std::mutex> lock(registry_->mu);
-  auto [it, inserted] = registry_->flights.try_emplace(gtid, nullptr);
+  std::lock_guard<std::mutex> lock(registry_.mu);
+  auto [it, inserted] = registry_.flights.try_emplace(gtid, nullptr);
   if (!inserted) return nullptr;
   it->second = std::make_shared<Flight>(gtid);
-  it->second->state = state;
+  it->second->published = state;
   return it->second;
 }
 
 std::shared_ptr<TwoPhaseDriver::Flight> TwoPhaseDriver::FindFlight(const std::string& gtid) {
-  std::lock_guard<std::mutex> lock(registry_->mu);
-  auto it = registry_->flights.find(gtid);
-  return it == registry_->flights.end() ? nullptr : it->second;
+  std::lock_guard<std::mutex> lock(registry_.mu);
+  auto it = registry_.flights.find(gtid);
+  return it == registry_.flights.end() ? nullptr : it->second;
 }
 
-void TwoPhaseDriver::Publish(Flight& flight, TxnState state) {
-  std::lock_guard<std::mutex> lock(flight.mu);
-  flight.state = state;
-  flight.cv.notify_all();
-}
-
-void TwoPhaseDriver::Release(const std::shared_ptr<Flight>& flight) {
-  ReleaseIn(*registry_, flight, std::nullopt);
-}
-
-void TwoPhaseDriver::ReleaseIn(Registry& registry, const std::shared_ptr<Flight>& flight,
-                               std::optional<TxnState> final_state) {
+void TwoPhaseDriver::Release(const std::shared_ptr<Flight>& flight,
+                             std::optional<TxnState> final_state, Status failure) {
   {
-    std::lock_guard<std::mutex> lock(registry.mu);
-    auto it = registry.flights.find(flight->gtid);
-    if (it != registry.flights.end() && it->second == flight) registry.flights.erase(it);
+    std::lock_guard<std::mutex> lock(registry_.mu);
+    auto it = registry_.flights.find(flight->gtid);
+    if (it != registry_.flights.end() && it->second == flight) registry_.flights.erase(it);
     if (final_state.has_value()) {
-      auto waiting = registry.completions.find(flight->gtid);
-      if (waiting != registry.completions.end()) {
+      auto waiting = registry_.completions.find(flight->gtid);
+      if (waiting != registry_.completions.end()) {
         Completion& c = *waiting->second;
         std::lock_guard<std::mutex> c_lock(c.mu);
         c.final_state = final_state;
@@ -125,7 +123,9 @@ void TwoPhaseDriver::ReleaseIn(Registry& registry, const std::shared_ptr<Flight>
     }
   }
   std::lock_guard<std::mutex> lock(flight->mu);
-  if (final_state.has_value()) flight->state = *final_state;
+  if (flight->released) return;
+  if (final_state.has_value()) flight->published = *final_state;
+  flight->failure = std::move(failure);
   flight->released = true;
   flight->cv.notify_all();
 }
@@ -134,7 +134,7 @@ void TwoPhaseDriver::WaitOnFlight(Flight& flight, bool completion, int64_t deadl
   std::unique_lock<std::mutex> lock(flight.mu);
   for (;;) {
     if (flight.released) return;
-    if (completion ? IsFinal(flight.state) : DecisionOf(flight.state).has_value()) return;
+    if (completion ? IsFinal(flight.published) : DecisionOf(flight.published).has_value()) return;
     const int64_t left = deadline_ms - MonotonicMs();
     if (left <= 0) return;
     flight.cv.wait_for(lock, std::chrono::milliseconds(left));
@@ -142,8 +142,256 @@ void TwoPhaseDriver::WaitOnFlight(Flight& flight, bool completion, int64_t deadl
 }
 
 size_t TwoPhaseDriver::InFlightCount() {
-  std::lock_guard<std::mutex> lock(registry_->mu);
-  return registry_->flights.size();
+  std::lock_guard<std::mutex> lock(registry_.mu);
+  return registry_.flights.size();
+}
+
+size_t TwoPhaseDriver::PendingCallsForTests() const { return participants_->PendingCalls(); }
+
+// ---- executing the step function -------------------------------------------------
+
+void TwoPhaseDriver::Fence(WriteBatch* batch) const {
+  for (TxnUpdate& u : batch->txn_updates) {
+    u.expected_owner = node_.node_id;
+    u.expected_epoch = node_.epoch;
+  }
+  for (BranchUpdate& u : batch->branch_updates) {
+    u.expected_owner = node_.node_id;
+    u.expected_epoch = node_.epoch;
+  }
+}
+
+Status TwoPhaseDriver::Feed(const std::shared_ptr<Flight>& flight, TwoPhaseEvent event) {
+  {
+    std::lock_guard<std::mutex> lock(pending_mu_);
+    if (stopping_.load()) return Status::Unavailable("the coordinator is stopping");
+    ++pending_writes_;
+  }
+  // Held until this step's effects ran (in the log callback when it writes).
+  auto done = std::shared_ptr<void>(nullptr, [this](void*) {
+    std::lock_guard<std::mutex> lock(pending_mu_);
+    if (--pending_writes_ == 0) pending_cv_.notify_all();
+  });
+  event.now_ms = NowUnixMs();
+  event.jitter = RandomUnit();
+  TwoPhaseStep step;
+  TxnState before;
+  bool first_vote = false;
+  bool first_ack = false;
+  {
+    std::lock_guard<std::mutex> lock(flight->mu);
+    if (flight->released) return Status::Ok();  // the drive is over; a late answer
+    Result<TwoPhaseStep> r = StepTwoPhase(flight->run, event, timing_);
+    if (!r.ok()) return r.status();
+    if (r->noop) return Status::Ok();
+    if (event.kind == TwoPhaseEventKind::kVote && !flight->first_vote_seen) {
+      flight->first_vote_seen = first_vote = true;
+    }
+    if (event.kind == TwoPhaseEventKind::kPhaseTwoAnswer && event.error.ok() &&
+        !flight->first_ack_seen) {
+      flight->first_ack_seen = first_ack = true;
+    }
+    before = flight->run.txn.state;
+    flight->run = r->run;
+    step = std::move(r).value();
+  }
+  if (first_vote) TXC_CRASH_POINT("2pc.after_prepare_sent");
+  if (first_ack) TXC_CRASH_POINT("2pc.mid_phase2");
+  const TxnState after = step.run.txn.state;
+  if (step.writes.empty()) {
+    Execute(flight, before, after, step.effects);
+    return Status::Ok();
+  }
+  if (before != after && IsFinal(after)) TXC_CRASH_POINT("2pc.before_final_state");
+  Fence(&step.writes);
+  log_->WriteLater(std::move(step.writes),
+                   [this, flight, before, after, effects = std::move(step.effects),
+                    done](const Status& written) {
+                     if (!written.ok()) {
+                       OnWriteFailed(flight, written);
+                       return;
+                     }
+                     Execute(flight, before, after, effects);
+                   });
+  return Status::Ok();
+}
+
+void TwoPhaseDriver::Execute(const std::shared_ptr<Flight>& flight, TxnState before, TxnState after,
+                             const std::vector<TwoPhaseEffect>& effects) {
+  if (before != after) {
+    // Durable now.
+    const bool commit_requested = (flight->run.txn.flags & kFlagCommitRequested) != 0;
+    VLOG(1) << flight->gtid << ": " << TxnStateName(before) << " -> " << TxnStateName(after);
+    if (after == TxnState::kPreparing) TXC_CRASH_POINT("2pc.after_preparing_logged");
+    if (before == TxnState::kPreparing && commit_requested &&
+        (after == TxnState::kCommitting || after == TxnState::kAborting)) {
+      TXC_CRASH_POINT("2pc.after_decision_logged");
+    } else if (after == TxnState::kAborting) {
+      TXC_CRASH_POINT("2pc.after_abort_logged");
+    }
+    if (!IsFinal(after)) {
+      std::lock_guard<std::mutex> lock(flight->mu);
+      flight->published = after;
+      flight->cv.notify_all();
+    }
+  }
+  for (const TwoPhaseEffect& fx : effects) {
+    switch (fx.kind) {
+      case TwoPhaseEffectKind::kSendPrepare:
+      case TwoPhaseEffectKind::kSendCommitOnePhase:
+      case TwoPhaseEffectKind::kSendCommit:
+      case TwoPhaseEffectKind::kSendAbort: Send(flight, fx); break;
+      case TwoPhaseEffectKind::kRetryAfter:
+        participants_->After(fx.delay_ms, [this, flight, branch = fx.branch] {
+          Feed(flight, EventOf(TwoPhaseEventKind::kRetryDue, branch)).IgnoreError();
+        });
+        break;
+      case TwoPhaseEffectKind::kPrepareWindow:
+        participants_->After(fx.delay_ms, [this, flight] {
+          Feed(flight, EventOf(TwoPhaseEventKind::kPrepareWindowEnded)).IgnoreError();
+        });
+        break;
+      case TwoPhaseEffectKind::kContinue:
+        Feed(flight, EventOf(TwoPhaseEventKind::kCheck)).IgnoreError();
+        break;
+      case TwoPhaseEffectKind::kFinished: Release(flight, after); break;
+      case TwoPhaseEffectKind::kLeftToSweeper: {
+        TxnRecord txn;
+        {
+          std::lock_guard<std::mutex> lock(flight->mu);
+          txn = flight->run.txn;
+        }
+        if (DecisionOf(txn.state).has_value()) {
+          LOG(ERROR) << txn.gtid << ": phase 2 (" << TxnStateName(txn.state)
+                     << ") incomplete after round " << txn.attempts << "; the sweeper redrives it";
+        } else if (txn.state == TxnState::kPreparing) {
+          LOG(ERROR) << txn.gtid << ": one-phase commit outcome unknown after round "
+                     << txn.attempts << "; the sweeper asks the participant again";
+        }
+        Release(flight, std::nullopt);
+        break;
+      }
+    }
+  }
+}
+
+ParticipantCall TwoPhaseDriver::MakeCall(const TwoPhaseRun& run, size_t index, int timeout_ms) {
+  const BranchRecord& branch = run.branches[index];
+  ParticipantCall call;
+  call.endpoint = branch.endpoint;
+  call.gtid = run.txn.gtid;
+  call.branch_id = branch.branch_id;
+  call.resource = branch.resource;
+  call.payload = branch.payload;
+  if (options_.coordinator_endpoints) call.coordinators = options_.coordinator_endpoints();
+  if (call.coordinators.empty() && !node_.endpoint.empty()) {
+    call.coordinators.push_back(node_.endpoint);
+  }
+  call.deadline_ms = run.txn.deadline_ms;
+  call.timeout_ms = timeout_ms;
+  return call;
+}
+
+void TwoPhaseDriver::Send(const std::shared_ptr<Flight>& flight, const TwoPhaseEffect& fx) {
+  const size_t b = fx.branch;
+  const bool phase_one = fx.kind == TwoPhaseEffectKind::kSendPrepare ||
+                         fx.kind == TwoPhaseEffectKind::kSendCommitOnePhase;
+  ParticipantCall call;
+  {
+    std::lock_guard<std::mutex> lock(flight->mu);
+    call = MakeCall(flight->run, b,
+                    phase_one ? options_.prepare_timeout_ms : options_.phase_two_timeout_ms);
+  }
+  // A call still waiting for its turn when the drive moved on is not sent (a
+  // prepare queued behind a slow participant once the decision is taken).
+  const bool prepare = fx.kind == TwoPhaseEffectKind::kSendPrepare;
+  call.still_wanted = [flight, prepare] {
+    std::lock_guard<std::mutex> lock(flight->mu);
+    return !flight->released && (!prepare || flight->run.txn.state == TxnState::kPreparing);
+  };
+  switch (fx.kind) {
+    case TwoPhaseEffectKind::kSendPrepare:
+      participants_->Prepare(std::move(call), [this, flight, b](Result<BranchVote> vote) {
+        if (vote.status().code() == StatusCode::kCancelled) return;
+        TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kVote, b);
+        if (vote.ok()) {
+          e.vote = *vote;
+          if (*vote == BranchVote::kAbort)
+            VLOG(1) << flight->gtid << ": branch " << b << " voted ABORT";
+        } else {
+          e.error = vote.status();
+          LOG(WARNING) << flight->gtid << ": no vote from branch " << b << ": " << e.error;
+        }
+        Feed(flight, std::move(e)).IgnoreError();
+      });
+      break;
+    case TwoPhaseEffectKind::kSendCommitOnePhase:
+      participants_->CommitOnePhase(std::move(call), [this, flight](Result<Outcome> outcome) {
+        if (outcome.status().code() == StatusCode::kCancelled) return;
+        TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kOnePhaseAnswer);
+        if (outcome.ok()) {
+          e.outcome = *outcome;
+        } else {
+          e.error = outcome.status();
+          LOG(WARNING) << flight->gtid << ": commitOnePhase: " << e.error;
+        }
+        Feed(flight, std::move(e)).IgnoreError();
+      });
+      break;
+    case TwoPhaseEffectKind::kSendCommit:
+    case TwoPhaseEffectKind::kSendAbort: {
+      auto answered = [this, flight, b](Status s) {
+        if (s.code() == StatusCode::kCancelled) return;
+        if (!s.ok()) VLOG(1) << flight->gtid << ": phase 2 to branch " << b << ": " << s;
+        TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kPhaseTwoAnswer, b);
+        e.error = std::move(s);
+        Feed(flight, std::move(e)).IgnoreError();
+      };
+      if (fx.kind == TwoPhaseEffectKind::kSendCommit) {
+        participants_->Commit(std::move(call), std::move(answered));
+      } else {
+        participants_->Abort(std::move(call), std::move(answered));
+      }
+      break;
+    }
+    default: break;
+  }
+}
+
+void TwoPhaseDriver::OnWriteFailed(const std::shared_ptr<Flight>& flight, const Status& written) {
+  TxnState durable;
+  {
+    std::lock_guard<std::mutex> lock(flight->mu);
+    durable = flight->published;
+  }
+  if (written.code() != StatusCode::kConflict) {
+    LOG(ERROR) << flight->gtid << ": logging a step from " << TxnStateName(durable)
+               << " failed: " << written << "; the store decides what comes next";
+  } else {
+    VLOG(1) << flight->gtid << ": a step from " << TxnStateName(durable)
+            << " lost to another write (rollback, takeover or enlist); re-reading";
+  }
+  Release(flight, std::nullopt, written);
+  if (durable == TxnState::kActive || stopping_.load())
+    return;  // the caller or the sweeper re-reads
+  // Past ACTIVE: the record is the truth. If it is still this node's, continue
+  // from it now (a rollback's ABORTING to finish, a decision write whose
+  // outcome was unknown) rather than at the sweeper's next look.
+  driver_pool_.Submit([this, gtid = flight->gtid] {
+    Result<TxnRecord> txn = Load(gtid);
+    if (txn.ok() && OwnedBy(*txn, node_) && !IsFinal(txn->state)) Resume(*txn);
+  });
+}
+
+void TwoPhaseDriver::StartDrive(const std::shared_ptr<Flight>& flight, TwoPhaseRun run,
+                                TwoPhaseEventKind kind) {
+  {
+    std::lock_guard<std::mutex> lock(flight->mu);
+    flight->published = run.txn.state;
+    flight->run = std::move(run);
+  }
+  Status s = Feed(flight, EventOf(kind));
+  if (!s.ok()) Release(flight, std::nullopt, s);
 }
 
 // ---- helpers -------------------------------------------------------------------
@@ -154,6 +402,41 @@ Result<TxnRecord> TwoPhaseDriver::Load(const std::string& gtid) {
     return Status::IllegalTransition("transaction " + gtid + " is a saga, not a 2PC transaction");
   }
   return txn;
+}
+
+Result<TwoPhaseRun> TwoPhaseDriver::LoadRun(const TxnRecord& txn) {
+  TwoPhaseRun run;
+  run.txn = txn;
+  TXC_ASSIGN_OR_RETURN(run.branches, store_->GetBranches(txn.gtid));
+  return run;
+}
+
+void TwoPhaseDriver::Begun(const TxnRecord& txn, const std::vector<BranchRecord>& branches) {
+  if (options_.max_cached_txns == 0) return;
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  while (cache_.size() >= options_.max_cached_txns && !cache_order_.empty()) {
+    cache_.erase(cache_order_.front());
+    cache_order_.pop_front();
+  }
+  if (cache_.emplace(txn.gtid, Cached{txn, branches}).second) cache_order_.push_back(txn.gtid);
+  // Ids of entries taken out early stay in the order queue: drop them as it grows.
+  while (cache_order_.size() > 2 * options_.max_cached_txns + 16) {
+    if (cache_.count(cache_order_.front()) == 0) {
+      cache_order_.pop_front();
+    } else {
+      break;
+    }
+  }
+}
+
+std::optional<TwoPhaseDriver::Cached> TwoPhaseDriver::TakeCached(const std::string& gtid) {
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  auto it = cache_.find(gtid);
+  if (it == cache_.end()) return std::nullopt;
+  Cached c = std::move(it->second);
+  cache_.erase(it);
+  if (!cache_order_.empty() && cache_order_.front() == gtid) cache_order_.pop_front();
+  return c;
 }
 
 Result<TxnRecord> TwoPhaseDriver::WatchOtherOwner(TxnRecord txn, int64_t deadline_ms) {
@@ -171,7 +454,7 @@ Result<TxnRecord> TwoPhaseDriver::WatchOtherOwner(TxnRecord txn, int64_t deadlin
   }
 }
 
-Status TwoPhaseDriver::TakeOver(const std::shared_ptr<Flight>& flight, TxnRecord* txn) {
+Status TwoPhaseDriver::TakeOver(TxnRecord* txn) {
   WriteBatch batch;
   TxnUpdate u = TakeOverUpdate(*txn, node_);
   // While it is driven here the sweeper need not look at it.
@@ -179,7 +462,6 @@ Status TwoPhaseDriver::TakeOver(const std::shared_ptr<Flight>& flight, TxnRecord
   batch.txn_updates.push_back(std::move(u));
   Status s = log_->Write(std::move(batch));
   if (!s.ok()) {
-    Release(flight);
     if (s.code() != StatusCode::kConflict) {
       LOG(ERROR) << txn->gtid << ": taking it over from " << txn->owner << " failed: " << s;
     }
@@ -193,16 +475,17 @@ Status TwoPhaseDriver::TakeOver(const std::shared_ptr<Flight>& flight, TxnRecord
 }
 
 Status TwoPhaseDriver::LogAbortUnderOwner(const TxnRecord& txn) {
-  WriteBatch batch;
-  TxnUpdate u;
-  u.gtid = txn.gtid;
-  u.expected_states = {txn.state};  // never a PREPARING the read did not see
-  u.expected_owner = txn.owner;
-  u.expected_epoch = txn.epoch;
-  u.state = TxnState::kAborting;
-  u.next_attempt_ms = NowUnixMs();  // its owner's sweeper sends the aborts if nobody else does
-  batch.txn_updates.push_back(std::move(u));
-  Status s = log_->Write(std::move(batch));
+  TwoPhaseRun run;
+  run.txn = txn;
+  TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kRollbackForOwner);
+  e.now_ms = NowUnixMs();
+  TXC_ASSIGN_OR_RETURN(TwoPhaseStep step, StepTwoPhase(run, e, timing_));
+  if (step.noop) return Status::Ok();
+  for (TxnUpdate& u : step.writes.txn_updates) {
+    u.expected_owner = txn.owner;  // under the fence of whoever drives it
+    u.expected_epoch = txn.epoch;
+  }
+  Status s = log_->Write(std::move(step.writes));
   if (s.ok()) {
     VLOG(1) << txn.gtid << ": " << TxnStateName(txn.state) << " -> ABORTING (rollback, under "
             << txn.owner << " epoch " << txn.epoch << ")";
@@ -212,57 +495,37 @@ Status TwoPhaseDriver::LogAbortUnderOwner(const TxnRecord& txn) {
   return s;
 }
 
-TxnUpdate TwoPhaseDriver::FencedUpdate(const TxnRecord& txn, std::vector<TxnState> expected) const {
-  TxnUpdate u;
-  u.gtid = txn.gtid;
-  u.expected_states = std::move(expected);
-  u.expected_owner = node_.node_id;
-  u.expected_epoch = node_.epoch;
-  return u;
-}
-
-BranchUpdate TwoPhaseDriver::FencedBranchUpdate(const TxnRecord& txn,
-                                                const BranchRecord& branch) const {
-  BranchUpdate u;
-  u.gtid = txn.gtid;
-  u.branch_id = branch.branch_id;
-  u.expected_owner = node_.node_id;
-  u.expected_epoch = node_.epoch;
-  return u;
-}
-
-BranchCall TwoPhaseDriver::MakeCall(const TxnRecord& txn, const BranchRecord& branch) {
-  BranchCall call;
-  call.gtid = txn.gtid;
-  call.branch = &branch;
-  if (options_.coordinator_endpoints) call.coordinators = options_.coordinator_endpoints();
-  if (call.coordinators.empty() && !node_.endpoint.empty()) {
-    call.coordinators.push_back(node_.endpoint);
-  }
-  call.deadline_ms = txn.deadline_ms;
-  return call;
-}
-
 Result<TxnRecord> TwoPhaseDriver::AnswerCommit(const TxnRecord& txn) {
-  switch (txn.state) {
-    case TxnState::kCommitting:
-    case TxnState::kCommitted: return txn;
-    case TxnState::kAborting:
-    case TxnState::kAborted:
-      if (txn.flags & kFlagCommitRequested) return txn;  // the votes decided ABORT
-      return Status::IllegalTransition("commit of " + txn.gtid + ": already " +
-                                       TxnStateName(txn.state) + " by rollback or deadline");
-    case TxnState::kActive:
-    case TxnState::kPreparing:
-      return Status::Timeout("commit of " + txn.gtid + ": no decision yet (" +
-                             TxnStateName(txn.state) + "), ask again");
-    case TxnState::kRunning:
-    case TxnState::kSucceeded:
-    case TxnState::kCompensating:
-    case TxnState::kCompensated:
-    case TxnState::kParked: break;
+  if (txn.state == TxnState::kActive || txn.state == TxnState::kPreparing) {
+    return Status::Timeout("commit of " + txn.gtid + ": no decision yet (" +
+                           TxnStateName(txn.state) + "), ask again");
   }
-  return Status::IllegalTransition("transaction " + txn.gtid + " is not a 2PC transaction");
+  // The step function's rule: decided on the commit path or by the votes is
+  // the answer; aborted by rollback or the deadline is an illegal commit.
+  TwoPhaseRun run;
+  run.txn = txn;
+  TXC_ASSIGN_OR_RETURN(TwoPhaseStep step,
+                       StepTwoPhase(run, EventOf(TwoPhaseEventKind::kCommit), TwoPhaseTiming{}));
+  (void)step;  // a no-op for every decided state
+  return txn;
+}
+
+Result<TxnRecord> TwoPhaseDriver::AnswerFromFlight(Flight& flight, int64_t deadline_ms) {
+  WaitOnFlight(flight, /*completion=*/false, deadline_ms);
+  std::lock_guard<std::mutex> lock(flight.mu);
+  if (DecisionOf(flight.published).has_value()) {
+    TxnRecord txn = flight.run.txn;
+    txn.state = flight.published;
+    return AnswerCommit(txn);
+  }
+  if (flight.released && !flight.failure.ok()) return flight.failure;
+  if (flight.released) {
+    const bool one_phase = (flight.run.txn.flags & kFlagOnePhase) != 0;
+    return Status::Unavailable("commit of " + flight.gtid +
+                               (one_phase ? ": the one-phase outcome is not known yet; ask again"
+                                          : ": no decision reached yet; ask again"));
+  }
+  return Status::Timeout("commit of " + flight.gtid + ": still deciding after the wait; ask again");
 }
 
 Result<TxnRecord> TwoPhaseDriver::AwaitCompletion(TxnRecord txn, int64_t deadline_ms) {
@@ -274,12 +537,12 @@ Result<TxnRecord> TwoPhaseDriver::AwaitCompletion(TxnRecord txn, int64_t deadlin
   std::shared_ptr<Completion> completion;
   bool announced;
   {
-    std::lock_guard<std::mutex> lock(registry_->mu);
-    auto& slot = registry_->completions[gtid];
+    std::lock_guard<std::mutex> lock(registry_.mu);
+    auto& slot = registry_.completions[gtid];
     if (slot == nullptr) slot = std::make_shared<Completion>();
     completion = slot;
     ++completion->waiters;
-    announced = registry_->flights.count(gtid) > 0;
+    announced = registry_.flights.count(gtid) > 0;
   }
   Status read_error;
   for (int attempt = 1; !IsFinal(txn.state); ++attempt) {
@@ -303,8 +566,8 @@ Result<TxnRecord> TwoPhaseDriver::AwaitCompletion(TxnRecord txn, int64_t deadlin
     if (completion->final_state.has_value()) txn.state = *completion->final_state;
   }
   {
-    std::lock_guard<std::mutex> lock(registry_->mu);
-    if (--completion->waiters == 0) registry_->completions.erase(gtid);
+    std::lock_guard<std::mutex> lock(registry_.mu);
+    if (--completion->waiters == 0) registry_.completions.erase(gtid);
   }
   if (!read_error.ok()) {
     LOG(WARNING) << gtid << ": waiting for completion, the store read failed: " << read_error;
@@ -317,7 +580,21 @@ Result<TxnRecord> TwoPhaseDriver::AwaitCompletion(TxnRecord txn, int64_t deadlin
 Status TwoPhaseDriver::Enlist(const std::string& gtid, const BranchRecord& branch_in) {
   TXC_RETURN_IF_ERROR(ValidateId("gtid", gtid));
   TXC_RETURN_IF_ERROR(ValidateBranch(branch_in));
-  TXC_ASSIGN_OR_RETURN(std::vector<BranchRecord> existing, store_->GetBranches(gtid));
+  // Begun here: the branches are in memory (an enlist elsewhere that this
+  // misses makes the commit's branch count check fail, and it re-reads).
+  std::vector<BranchRecord> existing;
+  bool cached = false;
+  {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    auto it = cache_.find(gtid);
+    if (it != cache_.end()) {
+      existing = it->second.branches;
+      cached = true;
+    }
+  }
+  if (!cached) {
+    TXC_ASSIGN_OR_RETURN(existing, store_->GetBranches(gtid));
+  }
   for (const auto& b : existing) {
     if (b.branch_id != branch_in.branch_id) continue;
     if (SameBranchContent(b, branch_in)) return Status::Ok();  // a retried enlist
@@ -352,6 +629,9 @@ Status TwoPhaseDriver::Enlist(const std::string& gtid, const BranchRecord& branc
     if (s.ok()) {
       VLOG(1) << gtid << ": branch " << branch.branch_id << " REGISTERED at " << branch.endpoint
               << (owner == node_.node_id ? "" : " (owner " + owner + ")");
+      std::lock_guard<std::mutex> lock(cache_mu_);
+      auto it = cache_.find(gtid);
+      if (it != cache_.end()) it->second.branches.push_back(branch);
       return s;
     }
     switch (s.code()) {
@@ -385,11 +665,51 @@ Status TwoPhaseDriver::Enlist(const std::string& gtid, const BranchRecord& branc
 
 // ---- commit --------------------------------------------------------------------
 
+Result<TxnRecord> TwoPhaseDriver::CommitClaimed(const std::shared_ptr<Flight>& flight,
+                                                TxnRecord txn, int64_t deadline_ms) {
+  TwoPhaseRun run;
+  std::optional<Cached> cached = TakeCached(txn.gtid);
+  if (cached.has_value() && cached->txn.owner == txn.owner && cached->txn.epoch == txn.epoch) {
+    run.txn = std::move(txn);
+    run.branches = std::move(cached->branches);
+  } else {
+    Result<TwoPhaseRun> loaded = LoadRun(txn);
+    if (!loaded.ok()) {
+      Release(flight, std::nullopt, loaded.status());
+      return loaded.status();
+    }
+    run = std::move(loaded).value();
+  }
+  StartDrive(flight, std::move(run), TwoPhaseEventKind::kCommit);
+  return AnswerFromFlight(*flight, deadline_ms);
+}
+
 Result<TxnRecord> TwoPhaseDriver::Commit(const std::string& gtid, CommitWait wait,
                                          int64_t wait_timeout_ms) {
   TXC_RETURN_IF_ERROR(ValidateId("gtid", gtid));
   const int64_t deadline = MonotonicMs() + std::max<int64_t>(0, wait_timeout_ms);
   const bool completion = wait == CommitWait::kCompletion;
+  auto finish = [&](Result<TxnRecord> answer) -> Result<TxnRecord> {
+    if (!answer.ok() || !completion || IsFinal(answer->state)) return answer;
+    return AwaitCompletion(std::move(answer).value(), deadline);
+  };
+  // The hot path: begun here, its branches in memory, nothing read back.
+  {
+    std::optional<Cached> cached = TakeCached(gtid);
+    if (cached.has_value() && OwnedBy(cached->txn, node_)) {
+      if (auto flight = Claim(gtid, TxnState::kActive)) {
+        TwoPhaseRun run;
+        run.txn = std::move(cached->txn);
+        run.branches = std::move(cached->branches);
+        StartDrive(flight, std::move(run), TwoPhaseEventKind::kCommit);
+        Result<TxnRecord> answer = AnswerFromFlight(*flight, deadline);
+        if (answer.ok() || answer.status().code() != StatusCode::kConflict) {
+          return finish(std::move(answer));
+        }
+        // The record moved on (an enlist elsewhere, a rollback, a takeover): read it.
+      }
+    }
+  }
   // Set once a write of this call lost to another replica's: from then on an
   // ACTIVE transaction that a live replica holds is left to it (two commits of
   // one gtid at two replicas would otherwise take it from each other in turn).
@@ -419,20 +739,27 @@ Result<TxnRecord> TwoPhaseDriver::Commit(const std::string& gtid, CommitWait wai
       if (!mine) {
         // ACTIVE at another replica (live or not), or PREPARING whose owner's
         // lease lapsed: drive it here.
-        Status taken = TakeOver(flight, &txn);
-        if (taken.code() == StatusCode::kConflict) {
-          lost_race = true;
-          continue;  // re-read
+        Status taken = TakeOver(&txn);
+        if (!taken.ok()) {
+          Release(flight, std::nullopt, taken);
+          if (taken.code() == StatusCode::kConflict) {
+            lost_race = true;
+            continue;  // re-read
+          }
+          return taken;
         }
-        TXC_RETURN_IF_ERROR(taken);
       }
-      if (txn.state == TxnState::kActive && NowUnixMs() >= txn.deadline_ms) {
-        answer = AbortClaimed(flight, txn, "commit after the deadline");
-        if (answer.ok()) answer = AnswerCommit(*answer);  // kIllegalTransition
-      } else if (txn.state == TxnState::kActive) {
-        answer = CommitClaimed(flight, txn);
+      if (txn.state == TxnState::kActive) {
+        answer = CommitClaimed(flight, txn, deadline);  // past its deadline: aborted, illegal
       } else {
-        answer = ResumeClaimed(flight, txn);  // PREPARING that a crash left behind
+        // PREPARING that a crash left behind (presumed abort, or one-phase resend).
+        Result<TwoPhaseRun> run = LoadRun(txn);
+        if (!run.ok()) {
+          Release(flight, std::nullopt, run.status());
+          return run.status();
+        }
+        StartDrive(flight, std::move(run).value(), TwoPhaseEventKind::kRecover);
+        answer = AnswerFromFlight(*flight, deadline);
       }
       if (!answer.ok() && answer.status().code() == StatusCode::kConflict) {
         lost_race = true;
@@ -448,264 +775,30 @@ Result<TxnRecord> TwoPhaseDriver::Commit(const std::string& gtid, CommitWait wai
     } else {
       continue;  // released between the two looks
     }
-    if (!answer.ok() || !completion || IsFinal(answer->state)) return answer;
-    return AwaitCompletion(std::move(answer).value(), deadline);
+    return finish(std::move(answer));
   }
   return Status::Unavailable("commit of " + gtid + ": the record kept changing; retry");
 }
 
-Result<TxnRecord> TwoPhaseDriver::CommitClaimed(std::shared_ptr<Flight> flight, TxnRecord txn) {
-  const std::string& gtid = txn.gtid;
-  // Branches known now decide whether this is one-phase; they are read again
-  // once PREPARING is durable (no enlist can succeed after it).
-  auto before = store_->GetBranches(gtid);
-  if (!before.ok()) {
-    Release(flight);
-    return before.status();
-  }
-  const bool one_phase = before->size() == 1;
-
-  int32_t flags = txn.flags | kFlagCommitRequested;
-  if (one_phase) flags |= kFlagOnePhase;
-  WriteBatch prepare_batch;
-  TxnUpdate u = FencedUpdate(txn, {TxnState::kActive});
-  u.state = TxnState::kPreparing;
-  u.flags = flags;
-  // The sweeper leaves it alone while the votes can still arrive.
-  u.next_attempt_ms = NowUnixMs() + options_.prepare_timeout_ms + options_.connect_timeout_ms +
-                      options_.drive_lease_ms;
-  prepare_batch.txn_updates.push_back(u);
-  Status s = log_->Write(std::move(prepare_batch));
-  if (!s.ok()) {
-    Release(flight);
-    if (s.code() == StatusCode::kConflict) return s;  // the caller re-reads
-    LOG(ERROR) << gtid << ": logging PREPARING failed: " << s;
-    return s;
-  }
-  txn.state = TxnState::kPreparing;
-  txn.flags = flags;
-  Publish(*flight, txn.state);
-  VLOG(1) << gtid << ": ACTIVE -> PREPARING" << (one_phase ? " (one-phase)" : "");
-
-  auto branches_or = store_->GetBranches(gtid);
-  if (!branches_or.ok()) {
-    // PREPARING is logged and no decision: the sweeper aborts it (presumed abort).
-    LOG(ERROR) << gtid << ": reading branches failed: " << branches_or.status();
-    Release(flight);
-    return branches_or.status();
-  }
-  std::vector<BranchRecord> branches = std::move(branches_or).value();
-  if (branches.size() != before->size()) {
-    // An enlist raced with commit: the branch set is not the one the flags say.
-    return AbortClaimed(flight, txn, "an enlist raced with commit");
-  }
-  if (one_phase) return OnePhaseClaimed(flight, txn, branches.front());
-
-  // Phase 1: prepare fan-out in parallel; this thread takes the first branch.
-  struct Votes {
-    explicit Votes(size_t n) : votes(n), latch(static_cast<int>(n)) {}
-    std::vector<std::optional<BranchVote>> votes;  // slot i written by one closure
-    std::vector<Status> errors{};
-    Latch latch;
-  };
-  auto shared_branches = std::make_shared<std::vector<BranchRecord>>(branches);
-  auto votes = std::make_shared<Votes>(branches.size());
-  votes->errors.resize(branches.size());
-  auto prepare_one = [this, txn, shared_branches, votes](size_t i) {
-    auto vote = participants_.Prepare(MakeCall(txn, (*shared_branches)[i]));
-    if (vote.ok()) {
-      votes->votes[i] = *vote;
-    } else {
-      votes->errors[i] = vote.status();
-    }
-    votes->latch.CountDown();
-  };
-  for (size_t i = 1; i < branches.size(); ++i) {
-    fan_out_.Submit([prepare_one, i] { prepare_one(i); });
-  }
-  if (!branches.empty()) prepare_one(0);
-  const bool all_answered = votes->latch.WaitUntil(MonotonicMs() + options_.prepare_timeout_ms +
-                                                   options_.connect_timeout_ms + 1000);
-  TXC_CRASH_POINT("2pc.after_prepare_sent");
-
-  std::vector<std::optional<BranchVote>> collected(branches.size());
-  {
-    std::lock_guard<std::mutex> lock(votes->latch.mu);  // orders the slots' writes before reads
-    if (all_answered) collected = votes->votes;
-  }
-  for (size_t i = 0; i < branches.size(); ++i) {
-    if (!collected[i].has_value()) {
-      LOG(WARNING) << gtid << ": no vote from branch " << branches[i].branch_id << " at "
-                   << branches[i].endpoint << ": "
-                   << (all_answered ? votes->errors[i].ToString() : std::string("timed out"));
-    } else if (*collected[i] == BranchVote::kAbort) {
-      VLOG(1) << gtid << ": branch " << branches[i].branch_id << " voted ABORT";
-    }
-  }
-  const Decision decision = DecideFromVotes(collected);
-
-  // The decision: durable before any participant or the client hears it.
-  WriteBatch decision_batch;
-  TxnUpdate d = FencedUpdate(txn, {TxnState::kPreparing});
-  d.state = DecisionState(decision);
-  d.next_attempt_ms = NowUnixMs() + options_.drive_lease_ms;
-  decision_batch.txn_updates.push_back(d);
-  for (size_t i = 0; i < branches.size(); ++i) {
-    if (!collected[i].has_value()) continue;
-    const BranchState after = BranchStateAfterVote(*collected[i]);
-    auto action = DecideBranchTransition(branches[i].state, after);
-    if (!action.ok() || *action != TransitionAction::kApply) continue;
-    BranchUpdate bu = FencedBranchUpdate(txn, branches[i]);
-    bu.expected_states = {branches[i].state};
-    bu.state = after;
-    decision_batch.branch_updates.push_back(bu);
-    branches[i].state = after;
-  }
-  s = log_->Write(std::move(decision_batch));
-  if (!s.ok()) {
-    // Rollback or the deadline may have logged ABORTING first; or the write's
-    // outcome is unknown. Continue from what the store holds.
-    auto reread = store_->GetTxn(gtid);
-    if (!reread.ok() || reread->owner != node_.node_id || reread->epoch != node_.epoch ||
-        !DecisionOf(reread->state).has_value()) {
-      Release(flight);
-      if (s.code() == StatusCode::kConflict) {
-        // Another replica took it over (it thought this one dead): the caller
-        // re-reads and follows that owner.
-        LOG(WARNING) << gtid << ": lost ownership before logging the decision";
-        return s;
-      }
-      LOG(ERROR) << gtid << ": logging the " << (decision == Decision::kCommit ? "COMMIT" : "ABORT")
-                 << " decision failed: " << s << "; left to recovery";
-      return s;
-    }
-    txn = std::move(reread).value();
-    auto reread_branches = store_->GetBranches(gtid);
-    if (reread_branches.ok()) branches = std::move(reread_branches).value();
-  } else {
-    txn.state = DecisionState(decision);
-    VLOG(1) << gtid << ": PREPARING -> " << TxnStateName(txn.state);
-  }
-  TXC_CRASH_POINT("2pc.after_decision_logged");
-  Publish(*flight, txn.state);
-  StartPhaseTwo(flight, txn, std::move(branches), *DecisionOf(txn.state));
-  return txn;
-}
-
-Result<TxnRecord> TwoPhaseDriver::OnePhaseClaimed(std::shared_ptr<Flight> flight, TxnRecord txn,
-                                                  const BranchRecord& branch) {
-  const std::string& gtid = txn.gtid;
-  Status last_error;
-  for (int attempt = 1; attempt <= options_.phase_two_attempts; ++attempt) {
-    auto outcome = participants_.CommitOnePhase(MakeCall(txn, branch));
-    TXC_CRASH_POINT("2pc.after_prepare_sent");
-    if (outcome.ok() && *outcome != Outcome::kPending) {
-      const Decision decision = *outcome == Outcome::kCommit ? Decision::kCommit : Decision::kAbort;
-      WriteBatch batch;
-      TxnUpdate u = FencedUpdate(txn, {TxnState::kPreparing});
-      u.state = FinalState(decision);
-      batch.txn_updates.push_back(u);
-      BranchUpdate bu = FencedBranchUpdate(txn, branch);
-      bu.state = BranchFinalState(decision);
-      batch.branch_updates.push_back(bu);
-      // Durable: the client is told the outcome the participant reached.
-      Status s = log_->Write(std::move(batch));
-      if (!s.ok()) {
-        // kConflict: another replica took it over and asks the participant
-        // again; the caller re-reads.
-        LOG(ERROR) << gtid << ": logging the one-phase outcome failed: " << s
-                   << "; recovery asks the participant again";
-        Release(flight);
-        return s;
-      }
-      txn.state = FinalState(decision);
-      VLOG(1) << gtid << ": PREPARING -> " << TxnStateName(txn.state) << " (one-phase)";
-      ReleaseIn(*registry_, flight, txn.state);  // durable: announced to completion waiters
-      return txn;
-    }
-    last_error =
-        outcome.ok() ? Status::Unavailable("participant has no outcome yet") : outcome.status();
-    LOG(WARNING) << gtid << ": commitOnePhase to " << branch.endpoint << " attempt " << attempt
-                 << ": " << last_error;
-    if (attempt < options_.phase_two_attempts) {
-      std::this_thread::sleep_for(
-          std::chrono::milliseconds(BackoffDelayMs(options_.phase_two_backoff, attempt)));
-    }
-  }
-  // Unknown outcome: recovery re-sends commitOnePhase (idempotent on the SDK).
-  WriteBatch later;
-  TxnUpdate u = FencedUpdate(txn, {TxnState::kPreparing});
-  u.attempts = txn.attempts + 1;
-  u.next_attempt_ms = NowUnixMs() + BackoffDelayMs(options_.redrive_backoff, txn.attempts + 1);
-  later.txn_updates.push_back(u);
-  log_->WriteLater(std::move(later));
-  LOG(ERROR) << gtid << ": one-phase commit outcome unknown: " << last_error;
-  Release(flight);
-  return Status::Unavailable("commit of " + gtid + ": outcome not known yet (" +
-                             last_error.message() + "); ask again");
-}
-
-// ---- abort ---------------------------------------------------------------------
-
-Result<TxnRecord> TwoPhaseDriver::AbortClaimed(std::shared_ptr<Flight> flight, TxnRecord txn,
-                                               const char* why) {
-  const std::string& gtid = txn.gtid;
-  auto action = DecideTxnTransition(txn.state, TxnState::kAborting, false);
-  if (!action.ok()) {
-    Release(flight);
-    return action.status();
-  }
-  if (*action == TransitionAction::kApply) {
-    WriteBatch batch;
-    // Only from the state read: never over a one-phase PREPARING it did not see.
-    TxnUpdate u = FencedUpdate(txn, {txn.state});
-    u.state = TxnState::kAborting;
-    u.next_attempt_ms = NowUnixMs() + options_.drive_lease_ms;
-    batch.txn_updates.push_back(u);
-    Status s = log_->Write(std::move(batch));
-    if (!s.ok()) {
-      Release(flight);
-      if (s.code() != StatusCode::kConflict) {
-        LOG(ERROR) << gtid << ": logging ABORTING failed: " << s;
-      }
-      return s;  // kConflict: the caller re-reads
-    }
-    VLOG(1) << gtid << ": " << TxnStateName(txn.state) << " -> ABORTING (" << why << ")";
-    txn.state = TxnState::kAborting;
-  }
-  Publish(*flight, txn.state);
-  auto branches = store_->GetBranches(gtid);
-  if (!branches.ok()) {
-    LOG(ERROR) << gtid << ": reading branches failed: " << branches.status()
-               << "; abort left to recovery";
-    Release(flight);
-    return txn;  // the decision is logged; the sweeper sends the aborts
-  }
-  StartPhaseTwo(flight, txn, std::move(branches).value(), Decision::kAbort);
-  return txn;
-}
+// ---- rollback --------------------------------------------------------------------
 
 Result<TxnRecord> TwoPhaseDriver::Rollback(const std::string& gtid) {
   TXC_RETURN_IF_ERROR(ValidateId("gtid", gtid));
   // A one-phase commit in flight is decided by its participant, not by a
   // rollback: wait for its outcome at most this long.
-  const int64_t deadline =
-      MonotonicMs() + options_.prepare_timeout_ms + options_.connect_timeout_ms + 1000;
+  const int64_t deadline = MonotonicMs() + timing_.prepare_window_ms;
+  TakeCached(gtid);  // whatever happens, its commit will read the store
   for (int round = 0; round < kMaxRounds; ++round) {
     TXC_ASSIGN_OR_RETURN(TxnRecord txn, Load(gtid));
-    switch (txn.state) {
-      case TxnState::kAborting:
-      case TxnState::kAborted: return txn;
-      case TxnState::kCommitting:
-      case TxnState::kCommitted:
-        return Status::IllegalTransition("rollback of " + gtid + ": COMMIT already decided");
-      case TxnState::kActive:
-      case TxnState::kPreparing: break;
-      case TxnState::kRunning:
-      case TxnState::kSucceeded:
-      case TxnState::kCompensating:
-      case TxnState::kCompensated:
-      case TxnState::kParked: return Status::IllegalTransition(gtid + " is not a 2PC transaction");
+    {
+      // The step function's rule on the record alone: aborted is the answer,
+      // COMMIT decided is illegal.
+      TwoPhaseRun probe;
+      probe.txn = txn;
+      TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kRollbackForOwner);
+      e.now_ms = NowUnixMs();
+      TXC_ASSIGN_OR_RETURN(TwoPhaseStep step, StepTwoPhase(probe, e, timing_));
+      if (step.noop && txn.state != TxnState::kPreparing) return txn;  // aborting or aborted
     }
     const bool mine = OwnedBy(txn, node_);
     bool owner_live = mine;
@@ -719,7 +812,7 @@ Result<TxnRecord> TwoPhaseDriver::Rollback(const std::string& gtid) {
       if (!mine || driving != nullptr) {
         // commitOnePhase is out: wait for the outcome the driver logs.
         if (driving != nullptr) {
-          WaitOnFlight(*driving, /*completion=*/false, deadline);
+          WaitOnFlight(*driving, /*completion=*/true, deadline);
         } else {
           TXC_ASSIGN_OR_RETURN(TxnRecord latest, WatchOtherOwner(txn, deadline));
           (void)latest;
@@ -742,23 +835,39 @@ Result<TxnRecord> TwoPhaseDriver::Rollback(const std::string& gtid) {
     }
     if (auto flight = Claim(gtid, txn.state)) {
       if (!mine) {
-        Status taken = TakeOver(flight, &txn);
-        if (taken.code() == StatusCode::kConflict) continue;  // re-read
-        TXC_RETURN_IF_ERROR(taken);
-      }
-      Result<TxnRecord> result = Status::Internal("unset");
-      if (one_phase) {
-        // Nobody waits for the participant's answer: ask it again.
-        result = ResumeClaimed(flight, txn);
-        if (result.ok() && DecisionOf(result->state) == Decision::kCommit) {
-          return Status::IllegalTransition("rollback of " + gtid +
-                                           ": its only branch committed (one-phase)");
+        Status taken = TakeOver(&txn);
+        if (!taken.ok()) {
+          Release(flight, std::nullopt, taken);
+          if (taken.code() == StatusCode::kConflict) continue;  // re-read
+          return taken;
         }
-      } else {
-        result = AbortClaimed(flight, txn, "rollback");
       }
-      if (!result.ok() && result.status().code() == StatusCode::kConflict) continue;
-      return result;
+      Result<TwoPhaseRun> run = LoadRun(txn);
+      if (!run.ok()) {
+        Release(flight, std::nullopt, run.status());
+        return run.status();
+      }
+      StartDrive(flight, std::move(run).value(), TwoPhaseEventKind::kRollback);
+      // ABORTING (durable), or a one-phase outcome the participant gives.
+      WaitOnFlight(*flight, /*completion=*/one_phase, deadline);
+      TxnRecord answer;
+      Status failure;
+      {
+        std::lock_guard<std::mutex> lock(flight->mu);
+        answer = flight->run.txn;
+        answer.state = flight->published;
+        failure = flight->failure;
+      }
+      if (!failure.ok()) {
+        if (failure.code() == StatusCode::kConflict) continue;
+        return failure;
+      }
+      if (DecisionOf(answer.state) == Decision::kCommit) {
+        return Status::IllegalTransition("rollback of " + gtid +
+                                         ": its only branch committed (one-phase)");
+      }
+      if (DecisionOf(answer.state) == Decision::kAbort) return answer;
+      return Status::Unavailable("rollback of " + gtid + ": not aborted yet; ask again");
     }
     // Someone in this process drives it (a commit collecting votes): log
     // ABORTING under it. Its own conditional write then conflicts and it
@@ -787,9 +896,10 @@ Result<Outcome> TwoPhaseDriver::QueryOutcome(const std::string& gtid,
 }
 
 void TwoPhaseDriver::Resume(const TxnRecord& txn) {
-  if (txn.kind != TxnKind::kTwoPhase || IsFinal(txn.state)) return;
+  if (txn.kind != TxnKind::kTwoPhase || IsFinal(txn.state) || stopping_.load()) return;
   auto flight = Claim(txn.gtid, txn.state);
   if (!flight) return;  // driven by this process right now
+  TakeCached(txn.gtid);
   driver_pool_.Submit([this, flight, gtid = txn.gtid] {
     auto current = Load(gtid);
     if (!current.ok() || !OwnedBy(*current, node_)) {
@@ -799,185 +909,21 @@ void TwoPhaseDriver::Resume(const TxnRecord& txn) {
         VLOG(1) << gtid << ": resume skipped: owned by " << current->owner << " (epoch "
                 << current->epoch << ")";
       }
-      Release(flight);
+      Release(flight, std::nullopt);
       return;
     }
-    auto result = ResumeClaimed(flight, std::move(current).value());
-    if (!result.ok() && result.status().code() != StatusCode::kConflict) {
-      LOG(WARNING) << gtid << ": resume: " << result.status();
+    Result<TwoPhaseRun> run = LoadRun(*current);
+    if (!run.ok()) {
+      LOG(WARNING) << gtid << ": resume: reading its branches failed: " << run.status();
+      Release(flight, std::nullopt, run.status());
+      return;
     }
+    if (DecisionOf(current->state).has_value()) {
+      VLOG(1) << gtid << ": redriving phase 2 of " << TxnStateName(current->state) << " (attempt "
+              << current->attempts + 1 << ")";
+    }
+    StartDrive(flight, std::move(run).value(), TwoPhaseEventKind::kRecover);
   });
-}
-
-Result<TxnRecord> TwoPhaseDriver::ResumeClaimed(std::shared_ptr<Flight> flight, TxnRecord txn) {
-  const std::string& gtid = txn.gtid;
-  switch (txn.state) {
-    case TxnState::kActive:
-      if (NowUnixMs() >= txn.deadline_ms) return AbortClaimed(flight, txn, "deadline passed");
-      {
-        // Not due yet: look again at the deadline.
-        WriteBatch later;
-        TxnUpdate u = FencedUpdate(txn, {TxnState::kActive});
-        u.next_attempt_ms = txn.deadline_ms;
-        later.txn_updates.push_back(u);
-        log_->WriteLater(std::move(later));
-      }
-      Release(flight);
-      return txn;
-    case TxnState::kPreparing:
-      if (txn.flags & kFlagOnePhase) {
-        auto branches = store_->GetBranches(gtid);
-        if (!branches.ok()) {
-          Release(flight);
-          return branches.status();
-        }
-        if (branches->size() == 1) {
-          VLOG(1) << gtid << ": PREPARING (one-phase) found without a driver: re-sending "
-                  << "commitOnePhase";
-          return OnePhaseClaimed(flight, txn, branches->front());
-        }
-      }
-      // No decision was logged and nobody is collecting votes: presumed abort.
-      return AbortClaimed(flight, txn, "recovery: no decision logged (presumed abort)");
-    case TxnState::kCommitting:
-    case TxnState::kAborting: {
-      auto branches = store_->GetBranches(gtid);
-      if (!branches.ok()) {
-        Release(flight);
-        return branches.status();
-      }
-      VLOG(1) << gtid << ": redriving phase 2 of " << TxnStateName(txn.state) << " (attempt "
-              << txn.attempts + 1 << ")";
-      Publish(*flight, txn.state);
-      StartPhaseTwo(flight, txn, std::move(branches).value(), *DecisionOf(txn.state));
-      return txn;
-    }
-    case TxnState::kCommitted:
-    case TxnState::kAborted:
-    case TxnState::kRunning:
-    case TxnState::kSucceeded:
-    case TxnState::kCompensating:
-    case TxnState::kCompensated:
-    case TxnState::kParked: break;
-  }
-  Release(flight);
-  return txn;
-}
-
-// ---- phase 2 -------------------------------------------------------------------
-
-void TwoPhaseDriver::StartPhaseTwo(std::shared_ptr<Flight> flight, TxnRecord txn,
-                                   std::vector<BranchRecord> branches, Decision decision) {
-  auto run = std::make_shared<PhaseTwoRun>();
-  run->flight = std::move(flight);
-  run->txn = std::move(txn);
-  run->decision = decision;
-  for (auto& b : branches) {
-    if (NeedsPhaseTwo(b.state, decision)) run->targets.push_back(std::move(b));
-  }
-  if (run->targets.empty()) {
-    FinishPhaseTwo(run);
-    return;
-  }
-  run->remaining.store(static_cast<int>(run->targets.size()));
-  for (size_t i = 0; i < run->targets.size(); ++i) {
-    fan_out_.Submit([this, run, i] {
-      SendPhaseTwo(run, i);
-      if (run->remaining.fetch_sub(1) == 1) FinishPhaseTwo(run);
-    });
-  }
-}
-
-void TwoPhaseDriver::SendPhaseTwo(const std::shared_ptr<PhaseTwoRun>& run, size_t index) {
-  const TxnRecord& txn = run->txn;
-  const BranchRecord& branch = run->targets[index];
-  const bool commit = run->decision == Decision::kCommit;
-  Status s;
-  for (int attempt = 1; attempt <= options_.phase_two_attempts; ++attempt) {
-    const BranchCall call = MakeCall(txn, branch);
-    s = commit ? participants_.Commit(call) : participants_.Abort(call);
-    if (s.ok()) {
-      BranchUpdate bu = FencedBranchUpdate(txn, branch);
-      bu.state = BranchFinalState(run->decision);
-      bu.attempts = branch.attempts + attempt;
-      {
-        std::lock_guard<std::mutex> lock(run->mu);
-        run->branch_updates.push_back(std::move(bu));
-      }
-      VLOG(1) << txn.gtid << ": branch " << branch.branch_id << " -> "
-              << BranchStateName(BranchFinalState(run->decision));
-      if (!run->first_ack_seen.exchange(true)) TXC_CRASH_POINT("2pc.mid_phase2");
-      return;
-    }
-    // Retried here, then by the sweeper (which logs an ERROR per incomplete
-    // round): only the last attempt of a round is worth a WARNING.
-    const std::string failed = txn.gtid + ": " + (commit ? "commit" : "abort") + " of branch " +
-                               branch.branch_id + " at " + branch.endpoint + " attempt " +
-                               std::to_string(attempt) + ": " + s.ToString();
-    if (attempt == options_.phase_two_attempts) {
-      LOG(WARNING) << failed;
-    } else {
-      VLOG(1) << failed;
-    }
-    if (attempt < options_.phase_two_attempts) {
-      std::this_thread::sleep_for(
-          std::chrono::milliseconds(BackoffDelayMs(options_.phase_two_backoff, attempt)));
-    }
-  }
-  run->all_acked.store(false);
-  BranchUpdate bu = FencedBranchUpdate(txn, branch);
-  bu.attempts = branch.attempts + options_.phase_two_attempts;
-  bu.last_error = s.ToString();
-  bu.next_attempt_ms =
-      NowUnixMs() + BackoffDelayMs(options_.redrive_backoff, run->txn.attempts + 1);
-  std::lock_guard<std::mutex> lock(run->mu);
-  run->branch_updates.push_back(std::move(bu));
-}
-
-void TwoPhaseDriver::FinishPhaseTwo(const std::shared_ptr<PhaseTwoRun>& run) {
-  const TxnRecord& txn = run->txn;
-  const TxnState decided = DecisionState(run->decision);
-  // Losing this batch is harmless: phase 2 would be redriven (idempotent).
-  WriteBatch batch;
-  {
-    std::lock_guard<std::mutex> lock(run->mu);
-    batch.branch_updates = std::move(run->branch_updates);
-  }
-  if (run->all_acked.load()) {
-    TXC_CRASH_POINT("2pc.before_final_state");
-    TxnUpdate u = FencedUpdate(txn, {decided});
-    u.state = FinalState(run->decision);
-    batch.txn_updates.push_back(u);
-    // Nobody blocks on this write; but the final state is published (to the
-    // flight and to commit(WAIT_COMPLETION) callers) only once it is durable,
-    // so that what a client is told is what the store holds. The callback
-    // may run after this driver is gone: it uses only what it captures.
-    const TxnState final_state = FinalState(run->decision);
-    log_->WriteLater(std::move(batch), [registry = registry_, flight = run->flight, final_state,
-                                        decided](const Status& written) {
-      if (written.ok()) {
-        VLOG(1) << flight->gtid << ": " << TxnStateName(decided) << " -> "
-                << TxnStateName(final_state);
-        ReleaseIn(*registry, flight, final_state);
-        return;
-      }
-      if (written.code() != StatusCode::kConflict) {
-        LOG(ERROR) << flight->gtid << ": writing " << TxnStateName(final_state)
-                   << " failed: " << written << "; the sweeper redrives phase 2";
-      }
-      ReleaseIn(*registry, flight, std::nullopt);
-    });
-    return;
-  }
-  const int32_t attempts = txn.attempts + 1;
-  TxnUpdate u = FencedUpdate(txn, {decided});
-  u.attempts = attempts;
-  u.next_attempt_ms = NowUnixMs() + BackoffDelayMs(options_.redrive_backoff, attempts);
-  batch.txn_updates.push_back(u);
-  log_->WriteLater(std::move(batch));
-  LOG(ERROR) << txn.gtid << ": phase 2 (" << TxnStateName(decided) << ") incomplete after round "
-             << attempts << "; the sweeper redrives it";
-  Release(run->flight);
 }
 
 }  // namespace txc

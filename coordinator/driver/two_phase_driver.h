@@ -1,13 +1,24 @@
-// TwoPhaseDriver: runs two-phase commit. It asks the pure rules
-// (coordinator/core/two_phase.h) what to do, logs every decision through the
-// GroupCommitter before acting on it, and talks to participants through
-// ParticipantClient.
+// TwoPhaseDriver: runs two-phase commit by executing what the 2PC step
+// function (coordinator/core/two_phase_machine.h) decides. It never picks a
+// state itself: every event (commit, rollback, a vote, a phase-2 answer, a
+// timer, recovery) goes into StepTwoPhase; the driver fences the writes it
+// returns with (owner, epoch), logs them through the GroupCommitter, and only
+// once they are durable runs the effects: participant calls through the
+// event-driven AsyncParticipantClient (no thread waits on a call), timers for
+// retries and the prepare window, the end of the drive.
 //
-//   commit ─► log PREPARING ─► prepare fan-out (parallel) ─► votes
-//             ─► log COMMITTING / ABORTING (durable: the decision)
-//             ─► [crash point 2pc.after_decision_logged] ─► answer (WAIT_DECISION)
-//             ─► phase 2 fan-out, retried with backoff ─► COMMITTED / ABORTED
-//                (written without a waiter; WAIT_COMPLETION is answered once it is durable)
+//   commit ─► step: PREPARING ─► durable ─► [2pc.after_preparing_logged]
+//          ─► prepares sent (async) ─► votes (events) ─► [2pc.after_prepare_sent]
+//          ─► step: COMMITTING / ABORTING (the decision) ─► durable
+//          ─► [2pc.after_decision_logged] ─► the commit call is answered
+//          ─► phase 2 (async, retried on timers) ─► [2pc.mid_phase2]
+//          ─► [2pc.before_final_state] ─► COMMITTED / ABORTED durable
+//   rollback / deadline / presumed abort ─► ABORTING durable ─► [2pc.after_abort_logged]
+//
+// The commit path holds the transaction in memory: a commit of a transaction
+// this replica began and enlisted reads nothing back from the store (the
+// PREPARING write is conditional on the branch count it knows, so an enlist
+// it did not see makes it re-read).
 //
 // Any replica answers (ARCHITECTURE invariant 6). Whoever owns a transaction:
 //   * decided (COMMITTING/COMMITTED/ABORTING/ABORTED): commit and rollback
@@ -36,9 +47,12 @@
 // RPC: the in-flight map's mutex is taken only to claim, release and publish
 // states. A flight publishes a final state only once that state is durable.
 //
-// Crash points (common/crash_point.h): "2pc.after_prepare_sent",
-// "2pc.after_decision_logged", "2pc.mid_phase2" (after the first phase-2 ack),
-// "2pc.before_final_state".
+// Crash points (common/crash_point.h), named after the model's steps
+// (docs/model/twopc.pml): "2pc.after_preparing_logged", "2pc.after_prepare_sent"
+// (when the first vote arrives: at least one prepare went out),
+// "2pc.after_decision_logged" (the votes' decision), "2pc.after_abort_logged"
+// (ABORTING by rollback, deadline or presumed abort), "2pc.mid_phase2" (after
+// the first phase-2 ack), "2pc.before_final_state".
 //
 // Thread-safety: every public method may be called from any thread.
 #pragma once
@@ -46,6 +60,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -57,7 +72,8 @@
 #include "common/backoff.h"
 #include "common/task_pool.h"
 #include "coordinator/core/two_phase.h"
-#include "coordinator/driver/participant_client.h"
+#include "coordinator/core/two_phase_machine.h"
+#include "coordinator/driver/async_participant_client.h"
 #include "coordinator/service/txn_service.h"
 #include "coordinator/store/group_commit.h"
 #include "coordinator/store/txn_store.h"
@@ -68,10 +84,11 @@ struct TwoPhaseDriverOptions {
   int connect_timeout_ms = 1000;
   int prepare_timeout_ms = 5000;    // per prepare / commitOnePhase call
   int phase_two_timeout_ms = 5000;  // per commit / abort call
-  int fan_out_threads = 64;         // "2pc-fanout": participant calls
-  int driver_threads = 4;           // "2pc-driver": sweeper-requested work
-  // Phase-2 attempts per branch inside one drive before the branch is left to
-  // the sweeper (which redrives at the transaction's next_attempt_ms).
+  int io_threads = 1;               // participant calls (event driven: no thread per call)
+  int max_calls_per_endpoint = 32;  // outstanding calls to one participant; more wait in line
+  int driver_threads = 2;           // "2pc-driver": store reads for recovery and re-reads
+  // Sends per branch inside one drive (phase 2, commitOnePhase) before the
+  // branch is left to the sweeper (which redrives at the transaction's next_attempt_ms).
   int phase_two_attempts = 4;
   BackoffPolicy phase_two_backoff{20, 500, 2.0};
   // How far the sweeper's next look at an unfinished transaction is pushed
@@ -81,6 +98,8 @@ struct TwoPhaseDriverOptions {
   // at it before this much time passed (a crash makes the next owner claim it
   // with next_attempt_ms = now anyway).
   int64_t drive_lease_ms = 10000;
+  // Transactions begun here kept in memory for their commit (oldest dropped first).
+  size_t max_cached_txns = 65536;
   // Endpoints of the live replicas for TxnContext.coordinators; empty: this
   // node's endpoint alone.
   std::function<std::vector<std::string>()> coordinator_endpoints;
@@ -91,9 +110,11 @@ class TwoPhaseDriver : public TwoPhaseOps {
   // `store` and `log` must outlive the driver.
   TwoPhaseDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
                  TwoPhaseDriverOptions options);
-  // Waits for queued fan-out and recovery work to finish.
+  // Stops the participant calls and waits for this driver's pending log
+  // callbacks; unfinished transactions stay in the store for recovery.
   ~TwoPhaseDriver() override;
 
+  void Begun(const TxnRecord& txn, const std::vector<BranchRecord>& branches) override;
   // Registers a branch durably, whichever replica owns the transaction.
   // Errors: kInvalidArgument, kNotFound, kIllegalTransition (not ACTIVE, or
   // the same branch id with other content), kUnavailable (retry).
@@ -113,22 +134,29 @@ class TwoPhaseDriver : public TwoPhaseOps {
   // COMMIT / ABORT / PENDING; an unknown gtid is ABORT (presumed abort).
   Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) override;
   // Finishes a transaction of this node left unfinished (deadline passed,
-  // phase 2 to redrive, PREPARING after a crash) on the driver pool. A no-op
-  // when this process already drives it.
+  // phase 2 to redrive, PREPARING after a crash). Non-blocking; a no-op when
+  // this process already drives it.
   void Resume(const TxnRecord& txn) override;
 
   // Number of transactions this process is driving right now.
   size_t InFlightCount();
+  // Participant calls outstanding or queued.
+  size_t PendingCallsForTests() const;
 
  private:
-  // One transaction being driven by this process.
+  // One transaction being driven by this process: the step function's run
+  // and what is durable of it.
   struct Flight {
     explicit Flight(std::string id) : gtid(std::move(id)) {}
     const std::string gtid;
-    std::mutex mu;               // guards state and released
-    std::condition_variable cv;  // notified on every change of state / released
-    TxnState state = TxnState::kActive;
-    bool released = false;  // the driver let go (finished or left it to the sweeper)
+    std::mutex mu;               // guards everything below
+    std::condition_variable cv;  // notified on every change of published / released
+    TwoPhaseRun run;             // the machine's state (ahead of the store while a write is out)
+    TxnState published = TxnState::kActive;  // the last state known durable
+    bool released = false;  // the drive is over (finished, left to the sweeper, or failed)
+    Status failure;         // why it was released unfinished (kConflict: re-read)
+    bool first_vote_seen = false;
+    bool first_ack_seen = false;
   };
   // commit(WAIT_COMPLETION) calls of this process waiting for one gtid.
   struct Completion {
@@ -137,83 +165,93 @@ class TwoPhaseDriver : public TwoPhaseOps {
     std::optional<TxnState> final_state;  // set once this process made a final state durable
     int waiters = 0;                      // guarded by Registry::mu
   };
-  // The in-flight set and the completion waiters. Shared (by shared_ptr) with
-  // the group-commit callbacks of final-state writes, which may run after the
-  // driver is gone. Lock order: Registry::mu, then Flight::mu or Completion::mu.
+  // The in-flight set and the completion waiters. Lock order: Registry::mu,
+  // then Flight::mu or Completion::mu.
   struct Registry {
     std::mutex mu;  // guards both maps; never held across I/O
     std::unordered_map<std::string, std::shared_ptr<Flight>> flights;
     std::unordered_map<std::string, std::shared_ptr<Completion>> completions;
   };
-  struct PhaseTwoRun;
+  // Transactions begun (and enlisted) here, for their commit.
+  struct Cached {
+    TxnRecord txn;
+    std::vector<BranchRecord> branches;
+  };
 
   // Claims gtid for this process; nullptr when already claimed.
   std::shared_ptr<Flight> Claim(const std::string& gtid, TxnState state);
   std::shared_ptr<Flight> FindFlight(const std::string& gtid);
-  static void Publish(Flight& flight, TxnState state);
-  void Release(const std::shared_ptr<Flight>& flight);
-  // Removes flight from the registry, wakes its waiters and, when `final_state`
-  // is set (it is durable), the gtid's completion waiters.
-  static void ReleaseIn(Registry& registry, const std::shared_ptr<Flight>& flight,
-                        std::optional<TxnState> final_state);
+  // Ends the drive: removes the flight, wakes its waiters and, when
+  // `final_state` is set (it is durable), the gtid's completion waiters.
+  void Release(const std::shared_ptr<Flight>& flight, std::optional<TxnState> final_state,
+               Status failure = Status::Ok());
   // Waits (until deadline_ms, monotonic) for flight to reach a decision (or a
   // final state when `completion`) or be released.
   static void WaitOnFlight(Flight& flight, bool completion, int64_t deadline_ms);
+  // What a commit call is told once it waited on its own flight.
+  Result<TxnRecord> AnswerFromFlight(Flight& flight, int64_t deadline_ms);
+
+  // ---- executing the step function
+  // Steps `event` on the flight's run, logs the writes, then runs the effects.
+  // Returns the step function's error (an illegal edge) or OK.
+  Status Feed(const std::shared_ptr<Flight>& flight, TwoPhaseEvent event);
+  void Execute(const std::shared_ptr<Flight>& flight, TxnState before, TxnState after,
+               const std::vector<TwoPhaseEffect>& effects);
+  void Send(const std::shared_ptr<Flight>& flight, const TwoPhaseEffect& effect);
+  // A write of the drive failed: the store is the truth. Ends the drive and
+  // lets a re-read decide what comes next.
+  void OnWriteFailed(const std::shared_ptr<Flight>& flight, const Status& written);
+  ParticipantCall MakeCall(const TwoPhaseRun& run, size_t branch, int timeout_ms);
+  // The drive of a claimed flight, from the run given (the store's or the cache's).
+  void StartDrive(const std::shared_ptr<Flight>& flight, TwoPhaseRun run, TwoPhaseEventKind kind);
 
   // Reads a 2PC transaction (any owner). kNotFound, kIllegalTransition (a saga).
   Result<TxnRecord> Load(const std::string& gtid);
+  Result<TwoPhaseRun> LoadRun(const TxnRecord& txn);
+  std::optional<Cached> TakeCached(const std::string& gtid);
   // Polls the store (backoff with jitter) until txn's state, owner or epoch
   // changes, its owner's lease lapses, or deadline_ms (monotonic) passes;
   // returns the last record read.
   Result<TxnRecord> WatchOtherOwner(TxnRecord txn, int64_t deadline_ms);
   // Makes this node the owner of txn (read in state ACTIVE or PREPARING under
-  // another owner or epoch) with one fenced write, the flight claimed. On
-  // error releases the flight; kConflict: the record moved on (re-read).
-  Status TakeOver(const std::shared_ptr<Flight>& flight, TxnRecord* txn);
-  // The answer to commit for a decided record (kIllegalTransition for an abort
-  // that no commit asked for).
-  Result<TxnRecord> AnswerCommit(const TxnRecord& txn);
+  // another owner or epoch) with one fenced write. kConflict: the record moved on.
+  Status TakeOver(TxnRecord* txn);
+  // The answer to commit for a record read from the store.
+  static Result<TxnRecord> AnswerCommit(const TxnRecord& txn);
   // Waits until the record's final state is durable or the deadline passes,
   // then answers. Woken by this process's final write of the gtid; polls the
   // store (backoff) for a transaction finished by another replica.
   Result<TxnRecord> AwaitCompletion(TxnRecord txn, int64_t deadline_ms);
-
-  // The steps below run with the Flight claimed; each releases it on every
-  // path (directly or when phase 2 ends).
-  Result<TxnRecord> CommitClaimed(std::shared_ptr<Flight> flight, TxnRecord txn);
-  Result<TxnRecord> OnePhaseClaimed(std::shared_ptr<Flight> flight, TxnRecord txn,
-                                    const BranchRecord& branch);
-  // Logs ABORTING (from ACTIVE or PREPARING) and starts abort phase 2.
-  Result<TxnRecord> AbortClaimed(std::shared_ptr<Flight> flight, TxnRecord txn, const char* why);
-  // Continues an unfinished transaction from its logged state.
-  Result<TxnRecord> ResumeClaimed(std::shared_ptr<Flight> flight, TxnRecord txn);
-  // Sends phase 2 to the branches that need it, in parallel; when all are done
-  // writes the final state (or the next redrive time) and releases the flight.
-  void StartPhaseTwo(std::shared_ptr<Flight> flight, TxnRecord txn,
-                     std::vector<BranchRecord> branches, Decision decision);
-  void SendPhaseTwo(const std::shared_ptr<PhaseTwoRun>& run, size_t index);
-  void FinishPhaseTwo(const std::shared_ptr<PhaseTwoRun>& run);
-
-  BranchCall MakeCall(const TxnRecord& txn, const BranchRecord& branch);
-  TxnUpdate FencedUpdate(const TxnRecord& txn, std::vector<TxnState> expected) const;
-  // ABORTING, conditional on txn's state and (owner, epoch) as read (the owner
-  // may be another replica, or a driver in this process): whoever drives it
-  // loses its own decision write to it and follows the abort.
+  // Drives a claimed flight for a commit call and answers it.
+  Result<TxnRecord> CommitClaimed(const std::shared_ptr<Flight>& flight, TxnRecord txn,
+                                  int64_t deadline_ms);
+  // ABORTING under the (owner, epoch) read, decided by the step function
+  // (kRollbackForOwner): whoever drives it loses its own decision write to it.
   Status LogAbortUnderOwner(const TxnRecord& txn);
-  BranchUpdate FencedBranchUpdate(const TxnRecord& txn, const BranchRecord& branch) const;
+  void Fence(WriteBatch* batch) const;
 
   TxnStore* const store_;
   GroupCommitter* const log_;
   const NodeInfo node_;
   const TwoPhaseDriverOptions options_;
-  ParticipantClient participants_;
+  const TwoPhaseTiming timing_;
 
-  const std::shared_ptr<Registry> registry_ = std::make_shared<Registry>();
+  Registry registry_;
 
-  // Declared last: destroyed (drained and joined) first, while the members
-  // their closures use still exist.
-  TaskPool fan_out_;
+  std::mutex cache_mu_;  // guards cache_ and cache_order_
+  std::unordered_map<std::string, Cached> cache_;
+  std::deque<std::string> cache_order_;  // insertion order, for dropping the oldest
+
+  // Log callbacks of this driver not yet run; the destructor waits for zero.
+  std::mutex pending_mu_;
+  std::condition_variable pending_cv_;
+  int pending_writes_ = 0;  // guarded by pending_mu_
+  std::atomic<bool> stopping_{false};
+
   TaskPool driver_pool_;
+  // Declared last: destroyed first (completes its calls, joins its threads)
+  // while everything its callbacks use still exists.
+  std::unique_ptr<AsyncParticipantClient> participants_;
 };
 
 }  // namespace txc

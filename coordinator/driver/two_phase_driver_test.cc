@@ -138,7 +138,7 @@ class TwoPhaseDriverTest : public ::testing::Test {
     o.phase_two_attempts = 2;
     o.phase_two_backoff = BackoffPolicy{5, 20, 2.0};
     o.redrive_backoff = BackoffPolicy{20, 50, 2.0};
-    o.fan_out_threads = 8;
+    o.max_calls_per_endpoint = 8;
     driver_ = std::make_unique<TwoPhaseDriver>(store_.get(), log_.get(), node_, o);
     a_.Start();
     b_.Start();
@@ -483,7 +483,7 @@ class TwoReplicasTest : public TwoPhaseDriverTest {
     o.phase_two_attempts = 2;
     o.phase_two_backoff = BackoffPolicy{5, 20, 2.0};
     o.redrive_backoff = BackoffPolicy{20, 50, 2.0};
-    o.fan_out_threads = 8;
+    o.max_calls_per_endpoint = 8;
     return std::make_unique<TwoPhaseDriver>(store, log, node, o);
   }
 

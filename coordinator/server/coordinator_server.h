@@ -113,7 +113,7 @@ struct CoordinatorServerOptions {
   int64_t store_call_timeout_ms = 0;
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   GroupCommitOptions group_commit;
-  TwoPhaseDriverOptions two_phase;  // 2PC driver: timeouts, fan-out threads, retries
+  TwoPhaseDriverOptions two_phase;  // 2PC driver: timeouts, participant I/O, retries
   // Recovery sweeper: interval, batch limits, retention of finished
   // transactions (finished_retention_ms, retention_sweep_interval_ms).
   SweeperOptions sweeper;

@@ -94,10 +94,14 @@ int main(int argc, char** argv) {
       po::value(&options.two_phase.phase_two_timeout_ms)
           ->default_value(options.two_phase.phase_two_timeout_ms),
       "2PC: timeout of each phase-2 commit / abort call (retried with backoff)")(
-      "fan_out_threads",
-      po::value(&options.two_phase.fan_out_threads)
-          ->default_value(options.two_phase.fan_out_threads),
-      "2PC: threads calling participants in parallel")(
+      "participant_io_threads",
+      po::value(&options.two_phase.io_threads)->default_value(options.two_phase.io_threads),
+      "2PC: I/O threads of the event-driven participant calls (no thread waits per call)")(
+      "max_calls_per_endpoint",
+      po::value(&options.two_phase.max_calls_per_endpoint)
+          ->default_value(options.two_phase.max_calls_per_endpoint),
+      "2PC: outstanding calls to one participant endpoint; more wait in line (one slow "
+      "participant cannot hold the others' calls)")(
       "sweep_interval_ms",
       po::value(&options.sweeper.interval_ms)->default_value(options.sweeper.interval_ms),
       "recovery sweeper: time between passes (claims orphans, redrives due transactions)")(

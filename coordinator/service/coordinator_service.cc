@@ -86,10 +86,13 @@ Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
     batch.insert_branches.push_back(std::move(branch));
   }
 
+  std::vector<BranchRecord> branches = batch.insert_branches;
   Status written = log_->Write(std::move(batch));
   if (written.ok()) {
     VLOG(1) << txn.gtid << " -> ACTIVE (begin, " << options.branches.size()
             << " branches, deadline " << txn.deadline_ms << ")";
+    TwoPhaseOps* ops = two_phase_.load(std::memory_order_acquire);
+    if (ops != nullptr) ops->Begun(txn, branches);
     return txn;
   }
   if (written.code() == StatusCode::kAlreadyExists && !options.idempotency_key.empty()) {

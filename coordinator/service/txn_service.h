@@ -63,6 +63,12 @@ struct NodeInfo {
 class TwoPhaseOps {
  public:
   virtual ~TwoPhaseOps() = default;
+  // A transaction this replica just began, durable with its branches: the
+  // driver may keep it in memory so that committing it reads nothing back.
+  virtual void Begun(const TxnRecord& txn, const std::vector<BranchRecord>& branches) {
+    (void)txn;
+    (void)branches;
+  }
   virtual Status Enlist(const std::string& gtid, const BranchRecord& branch) = 0;
   virtual Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                                    int64_t wait_timeout_ms) = 0;
