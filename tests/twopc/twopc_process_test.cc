@@ -205,6 +205,31 @@ TEST_F(TwoPcProcessTest, ParticipantKilledAfterPrepareResolvesToDecision) {
   EXPECT_EQ(*outcome, participant::Outcome::kCommit);
 }
 
+// The coordinator dies right after logging ABORTING for a rollback, before
+// any abort is sent: on restart the abort finishes, the rollback's retry and
+// status agree, and a commit is refused.
+TEST_F(TwoPcProcessTest, CrashAfterAbortLoggedFinishesTheAbortOnRestart) {
+  EndCoordinator();
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator("2pc.after_abort_logged"));
+  const std::string gtid = BeginTransfer(11);
+  EXPECT_FALSE(client_->Rollback(gtid).ok());  // crashed before answering
+  EXPECT_EQ(EndCoordinator().exit_code, kCrashExitCode);
+
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(""));
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        auto s = client_->GetStatus(gtid);
+        return s.ok() && s->state == wire::TxnState::ABORTED;
+      },
+      kWaitMs));
+  auto again = client_->Rollback(gtid);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(Commit(gtid).status().code(), StatusCode::kIllegalTransition);
+  ExpectSettledAndConserved();
+  EXPECT_EQ(Balance(db_a_, 0), kInitialBalance);
+  EXPECT_EQ(Balance(db_b_, 0), kInitialBalance);
+}
+
 // Bank B is down during phase 2: the commit completes once it is back.
 TEST_F(TwoPcProcessTest, ParticipantDownDuringPhaseTwoCompletesLater) {
   EndCoordinator();
@@ -269,8 +294,9 @@ TEST_P(TwoPcCrashPointTest, EveryTransactionReachesOneOutcome) {
 }
 
 INSTANTIATE_TEST_SUITE_P(CrashPoints, TwoPcCrashPointTest,
-                         ::testing::Values("2pc.after_prepare_sent", "2pc.after_decision_logged",
-                                           "2pc.mid_phase2", "2pc.before_final_state"),
+                         ::testing::Values("2pc.after_preparing_logged", "2pc.after_prepare_sent",
+                                           "2pc.after_decision_logged", "2pc.mid_phase2",
+                                           "2pc.before_final_state"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string name = info.param;
                            for (char& c : name) {
