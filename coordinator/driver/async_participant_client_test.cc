@@ -597,6 +597,30 @@ TEST(AsyncParticipantClientTest, TwoThousandConcurrentCallsOnOneIoThreadAllCompl
   EXPECT_EQ(client.PendingCalls(), 0u);
 }
 
+TEST(AsyncParticipantClientTest, LargeRequestsAndRepliesRoundTrip) {
+  TestServer server;
+  AsyncParticipantClient client({});
+  const std::string ep = server.endpoint();
+  for (int i = 0; i < 3; ++i) {
+    // A reply longer than one read (4 KiB), then a short one on the same connection.
+    Result<StepAnswer> answer =
+        Sync<Result<StepAnswer>>([&](auto done) { client.Action(MakeCall(ep, "s", "big"), done); });
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->message, std::string(4096, 'x'));
+    answer = Sync<Result<StepAnswer>>([&](auto done) { client.Action(MakeCall(ep, "t"), done); });
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->message, "did name-t");
+  }
+  const std::string payload(1 << 20, 'p');
+  Status commit =
+      Sync<Status>([&](auto done) { client.Commit(MakeCall(ep, "big", payload), done); });
+  ASSERT_TRUE(commit.ok()) << commit;
+  const std::vector<Seen> seen = server.handler->seen();
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().branch.payload, payload);
+  EXPECT_EQ(server.opened(), 1);
+}
+
 TEST(AsyncParticipantClientTest, ReplyLargerThanMaxMessageBytesIsAnError) {
   TestServer server;
   AsyncParticipantClientOptions options;
