@@ -7,7 +7,7 @@
 // once) runs in a forked child process, so the CPU time and context switches
 // printed are the client's alone.
 //
-//   build/bench/async_client_bench [--concurrency=64] [--ms=3000]
+//   build/bench/async_client_bench [--concurrency=64] [--ms=3000] [--modes=blocking,async1,async2]
 #include <glog/logging.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -198,6 +198,7 @@ int main(int argc, char** argv) {
   namespace po = boost::program_options;
   int concurrency = 64;
   int ms = 3000;
+  std::string modes = "blocking,async1,async2";
   po::options_description flags("Flags");
   flags.add_options()("concurrency",
                       po::value(&concurrency)
@@ -205,7 +206,8 @@ int main(int argc, char** argv) {
                           ->notifier(txc::cli::InRange("concurrency", 1, 4096)),
                       "concurrent calls")(
       "ms", po::value(&ms)->default_value(3000)->notifier(txc::cli::InRange("ms", 100, 600000)),
-      "measured time per row, in ms");
+      "measured time per row, in ms")("modes", po::value(&modes)->default_value(modes),
+                                      "rows to run: blocking, async1 (1 I/O thread), async2");
   if (int rc = txc::cli::Parse("async_client_bench", "Usage: async_client_bench [flags]", argc,
                                argv, flags);
       rc >= 0) {
@@ -228,10 +230,19 @@ int main(int argc, char** argv) {
       "| client                     | conc | calls/s | client CPU us/call | ctx switches/call | "
       "errors |\n");
   std::printf("|---|---:|---:|---:|---:|---:|\n");
-  txc::Print("blocking ParticipantClient", concurrency,
-             txc::RunBlocking(endpoint, concurrency, ms));
-  txc::Print("async, 1 I/O thread", concurrency, txc::RunAsync(endpoint, concurrency, 1, ms));
-  txc::Print("async, 2 I/O threads", concurrency, txc::RunAsync(endpoint, concurrency, 2, ms));
+  const auto wanted = [&](const std::string& mode) {
+    return ("," + modes + ",").find("," + mode + ",") != std::string::npos;
+  };
+  if (wanted("blocking")) {
+    txc::Print("blocking ParticipantClient", concurrency,
+               txc::RunBlocking(endpoint, concurrency, ms));
+  }
+  if (wanted("async1")) {
+    txc::Print("async, 1 I/O thread", concurrency, txc::RunAsync(endpoint, concurrency, 1, ms));
+  }
+  if (wanted("async2")) {
+    txc::Print("async, 2 I/O threads", concurrency, txc::RunAsync(endpoint, concurrency, 2, ms));
+  }
 
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);

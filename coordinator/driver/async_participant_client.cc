@@ -91,11 +91,6 @@ bool IsFinishing(Method m) {
 // at a time runs on a connection, so every reply must carry 0 too.
 constexpr int32_t kSeqId = 0;
 
-// Replies are read in one go when they fit; a connection keeps a larger
-// buffer only up to kKeepReadBufferBytes.
-constexpr size_t kReadChunkBytes = 4096;
-constexpr size_t kKeepReadBufferBytes = 64 * 1024;
-
 // As ParticipantClient's ToWire (coordinator/driver/participant_client.cc).
 wire::BranchRequest ToBranchRequest(const ParticipantCall& call) {
   wire::BranchRequest req;
@@ -127,6 +122,11 @@ wire::StepRequest ToStepRequest(const ParticipantCall& call) {
   return req;
 }
 
+// Replies are read in one go when they fit; a connection (and a thread's
+// request encoder) keeps a larger buffer only up to kKeepReadBufferBytes.
+constexpr size_t kReadChunkBytes = 4096;
+constexpr size_t kKeepReadBufferBytes = 64 * 1024;
+
 // Encodes requests with the generated client's send_* into memory; one per
 // thread, reused.
 struct RequestEncoder {
@@ -136,7 +136,9 @@ struct RequestEncoder {
 
 // The request as a frame: 4-byte big-endian length, then the message.
 std::string EncodeFrame(Method method, const ParticipantCall& call) {
-  thread_local RequestEncoder encoder;
+  thread_local std::unique_ptr<RequestEncoder> encoder_holder;
+  if (encoder_holder == nullptr) encoder_holder = std::make_unique<RequestEncoder>();
+  RequestEncoder& encoder = *encoder_holder;
   encoder.buffer->resetBuffer();
   switch (method) {
     case Method::kPrepare: encoder.client.send_prepare(ToBranchRequest(call)); break;
@@ -155,7 +157,11 @@ std::string EncodeFrame(Method method, const ParticipantCall& call) {
   frame[2] = static_cast<char>((size >> 8) & 0xff);
   frame[3] = static_cast<char>(size & 0xff);
   if (size > 0) std::memcpy(&frame[4], data, size);
-  encoder.buffer->resetBuffer();
+  if (size > kKeepReadBufferBytes) {
+    encoder_holder.reset();  // one large request: do not keep its memory
+  } else {
+    encoder.buffer->resetBuffer();
+  }
   return frame;
 }
 

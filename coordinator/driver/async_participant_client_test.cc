@@ -597,6 +597,90 @@ TEST(AsyncParticipantClientTest, TwoThousandConcurrentCallsOnOneIoThreadAllCompl
   EXPECT_EQ(client.PendingCalls(), 0u);
 }
 
+TEST(AsyncParticipantClientTest, ManySubmittersOnSeveralIoThreadsCompleteEachCallOnce) {
+  TestServer server_a;
+  TestServer server_b;
+  AsyncParticipantClientOptions options;
+  options.io_threads = 4;
+  options.max_calls_per_endpoint = 8;
+  options.max_idle_per_endpoint = 4;  // connections are also closed and reopened
+  AsyncParticipantClient client(options);
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 500;
+  Completions done(kThreads * kPerThread);
+  std::atomic<int> cancelled{0};
+  std::vector<std::thread> submitters;
+  for (int t = 0; t < kThreads; ++t) {
+    submitters.emplace_back([&, t] {
+      for (int k = 0; k < kPerThread; ++k) {
+        const int i = t * kPerThread + k;
+        ParticipantCall call =
+            MakeCall(i % 2 ? server_a.endpoint() : server_b.endpoint(), "b" + std::to_string(i));
+        if (i % 7 == 0) call.still_wanted = [] { return false; };
+        auto status_done = [&done, &cancelled, i](const Status& s) {
+          if (s.code() == StatusCode::kCancelled) ++cancelled;
+          done.Done(i, s);
+        };
+        switch (i % 6) {
+          case 0:
+            client.Prepare(call, [status_done](Result<BranchVote> r) { status_done(r.status()); });
+            break;
+          case 1:
+            client.CommitOnePhase(call,
+                                  [status_done](Result<Outcome> r) { status_done(r.status()); });
+            break;
+          case 2: client.Commit(call, status_done); break;
+          case 3: client.Abort(call, status_done); break;
+          case 4:
+            client.Action(call, [status_done](Result<StepAnswer> r) { status_done(r.status()); });
+            break;
+          default:
+            client.Compensate(call,
+                              [status_done](Result<StepAnswer> r) { status_done(r.status()); });
+            break;
+        }
+      }
+    });
+  }
+  for (auto& t : submitters) t.join();
+  ASSERT_TRUE(WaitUntil([&] { return done.total == kThreads * kPerThread; }, 60000));
+  int expected_cancelled = 0;
+  for (int i = 0; i < kThreads * kPerThread; ++i) {
+    EXPECT_EQ(done.counts[i], 1) << i;
+    if (i % 7 == 0) ++expected_cancelled;
+  }
+  EXPECT_EQ(cancelled, expected_cancelled);
+  EXPECT_EQ(done.ok, kThreads * kPerThread - expected_cancelled);
+  EXPECT_EQ(server_a.handler->entered + server_b.handler->entered,
+            kThreads * kPerThread - expected_cancelled);
+  EXPECT_LE(server_a.handler->max_in_progress, 8);
+  EXPECT_EQ(client.PendingCalls(), 0u);
+}
+
+TEST(AsyncParticipantClientTest, LargeRequestsAndRepliesRoundTrip) {
+  TestServer server;
+  AsyncParticipantClient client({});
+  const std::string ep = server.endpoint();
+  for (int i = 0; i < 3; ++i) {
+    // A reply longer than one read (4 KiB), then a short one on the same connection.
+    Result<StepAnswer> answer =
+        Sync<Result<StepAnswer>>([&](auto done) { client.Action(MakeCall(ep, "s", "big"), done); });
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->message, std::string(4096, 'x'));
+    answer = Sync<Result<StepAnswer>>([&](auto done) { client.Action(MakeCall(ep, "t"), done); });
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    EXPECT_EQ(answer->message, "did name-t");
+  }
+  const std::string payload(1 << 20, 'p');
+  Status commit =
+      Sync<Status>([&](auto done) { client.Commit(MakeCall(ep, "big", payload), done); });
+  ASSERT_TRUE(commit.ok()) << commit;
+  const std::vector<Seen> seen = server.handler->seen();
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().branch.payload, payload);
+  EXPECT_EQ(server.opened(), 1);
+}
+
 TEST(AsyncParticipantClientTest, ReplyLargerThanMaxMessageBytesIsAnError) {
   TestServer server;
   AsyncParticipantClientOptions options;
