@@ -267,7 +267,7 @@ std::vector<GroupResult> RunLoad(const std::string& endpoint, std::vector<Group<
                                  const LoadHooks& hooks, double* window_s) {
   std::atomic<bool> stop{false}, measuring{false};
   std::atomic<int64_t> completed{0};
-  std::atomic<int> connected{0};
+  std::atomic<int> ready{0};
   std::vector<std::vector<GroupResult>> per_thread(groups.size());
   std::vector<std::thread> threads;
   std::mutex err_mu;
@@ -302,10 +302,6 @@ std::vector<GroupResult> RunLoad(const std::string& endpoint, std::vector<Group<
             }
             conn = std::move(opened).value();
             attempts = 0;
-            if (!counted) {
-              counted = true;
-              connected.fetch_add(1);
-            }
           }
           int rpcs = 0;
           std::string why;
@@ -323,6 +319,12 @@ std::vector<GroupResult> RunLoad(const std::string& endpoint, std::vector<Group<
             conn.reset();  // replies on it can no longer be trusted
           }
           const int64_t end = NowNs();
+          // A connect returns once the kernel queued it; a client counts as
+          // ready once the server answered it (accepted it and gave it a thread).
+          if (!counted && result != TxnResult::kFailed) {
+            counted = true;
+            ready.fetch_add(1);
+          }
           if (!measuring.load()) continue;
           completed.fetch_add(1);
           switch (result) {
@@ -345,8 +347,11 @@ std::vector<GroupResult> RunLoad(const std::string& endpoint, std::vector<Group<
       });
     }
   }
-  // Every client connected (or 60 s), then warm-up, then the window.
-  txc::testing::WaitUntil([&] { return connected.load() >= total_clients; }, 60000);
+  // Every client answered once (or 60 s), then warm-up, then the window.
+  if (!txc::testing::WaitUntil([&] { return ready.load() >= total_clients; }, 60000)) {
+    fprintf(stderr, "%s: only %d of %d clients got an answer within 60 s\n", label.c_str(),
+            ready.load(), total_clients);
+  }
   std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(warmup_s * 1000)));
   if (hooks.at_start) hooks.at_start();
   const int64_t t0 = NowNs();
@@ -897,9 +902,8 @@ int main(int argc, char** argv) {
     if (steady_seconds > 0) {
       int64_t last_done = 0;
       double last_t = 0;
-      std::atomic<int64_t> done_so_far{0};
-      // The window's progress counter is internal to RunLoad; sample through
-      // the coordinator's finished-transaction counter instead.
+      // Throughput per sample interval from the coordinator's own counter of
+      // finished transactions (RunLoad's counter is internal to it).
       auto finished = [&] {
         auto [status, body] = HttpGet(http_port, "/metrics");
         return status == 200 ? SumMetric(body, "txc_transactions_finished_total") : 0.0;
@@ -924,7 +928,6 @@ int main(int argc, char** argv) {
       auto res = RunLoad<CoordClient>(
           coord_ep, {{"steady", steady_clients, TwoPhase(eps[0], eps[1], false, payload)}},
           warmup_s, steady_seconds, store_kind + " steady", hooks, &window);
-      (void)done_so_far;
       if (res[0].failed > 0) any_failed = true;
       fprintf(stderr, "steady %s: %lld committed, %lld aborted, %lld failed\n", store_kind.c_str(),
               static_cast<long long>(res[0].ok), static_cast<long long>(res[0].aborted),
