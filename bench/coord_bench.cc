@@ -580,7 +580,7 @@ int main(int argc, char** argv) {
   std::string stores_flag = "sqlite,postgresql", clients_flag = "1,8,64,256";
   std::string workloads_flag = "2pc_begin,2pc_enlist,saga";
   double duration_s = 5, warmup_s = 1, echo_s = 2, raw_s = 2;
-  bool server_models = true, slow_participant = false;
+  bool server_models = true, slow_participant = false, table = true;
   int steady_seconds = 0, steady_clients = 64, steady_sample_s = 10;
   int slow_delay_ms = 2000, slow_clients = 8, slow_total_clients = 64;
   double slow_seconds = 20;
@@ -598,6 +598,8 @@ int main(int argc, char** argv) {
       "warmup_s", po::value(&warmup_s)->default_value(warmup_s), "warm-up seconds per row")(
       "echo_s", po::value(&echo_s)->default_value(echo_s), "seconds per echo ceiling measurement")(
       "raw_s", po::value(&raw_s)->default_value(raw_s), "seconds of the raw store commit loop")(
+      "table", po::value(&table)->default_value(table),
+      "measure the table (false: only the echo ceiling, raw rate and the runs asked for)")(
       "server_models", po::value(&server_models)->default_value(server_models),
       "also measure the echo ceiling on TNonblockingServer")(
       "steady_seconds", po::value(&steady_seconds)->default_value(0),
@@ -782,7 +784,7 @@ int main(int argc, char** argv) {
     const std::string coord_ep = "127.0.0.1:" + std::to_string(port);
     const pid_t coord_pid = coordinator->pid();
 
-    for (const std::string& workload : workloads) {
+    for (const std::string& workload : table ? workloads : std::vector<std::string>{}) {
       for (int clients : client_counts) {
         TxnFn<CoordClient> fn = workload == "saga"
                                     ? Saga({eps[0], eps[1], eps[0]}, payload)
