@@ -26,7 +26,8 @@
 //                        (txc_participant_calls_total from /metrics)
 //   store txns/txn       txc_group_commit_store_transactions_total delta
 //   CPU s/1k txn         coordinator utime+stime (/proc/<pid>/stat)
-//   threads, peak RSS    coordinator /proc/<pid>/status Threads, VmHWM at the end
+//   threads, peak RSS    coordinator /proc/<pid>/status Threads at the end, VmHWM
+//                        reset at the window's start (clear_refs): the row's own peak
 //   share of ceiling     txn/s x RPCs/txn / echo calls/s at the same client count
 //   machine busy         all CPUs, /proc/stat, during the window (others' load too)
 //
@@ -124,6 +125,13 @@ ProcStats ReadProc(pid_t pid) {
     if (line.rfind("VmHWM:", 0) == 0) p.hwm_kb = value("VmHWM:");
   }
   return p;
+}
+
+// Resets VmHWM (peak RSS) to the current RSS (Linux: "5" to clear_refs), so
+// that a row's peak is its own, not the process's so far. Best effort.
+void ResetPeakRss(pid_t pid) {
+  std::ofstream clear("/proc/" + std::to_string(pid) + "/clear_refs");
+  clear << "5";
 }
 
 // Busy and total jiffies of all CPUs (/proc/stat "cpu" line).
@@ -794,6 +802,7 @@ int main(int argc, char** argv) {
         CpuTimes c0, c1;
         LoadHooks hooks;
         hooks.at_start = [&] {
+          ResetPeakRss(coord_pid);
           m0 = ScrapeMetrics(http_port);
           p0 = ReadProc(coord_pid);
           c0 = ReadMachineCpu();
