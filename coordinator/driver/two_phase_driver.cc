@@ -415,18 +415,11 @@ void TwoPhaseDriver::Begun(const TxnRecord& txn, const std::vector<BranchRecord>
   if (options_.max_cached_txns == 0) return;
   std::lock_guard<std::mutex> lock(cache_mu_);
   while (cache_.size() >= options_.max_cached_txns && !cache_order_.empty()) {
-    cache_.erase(cache_order_.front());
+    cache_.erase(cache_order_.front());  // never committed here (or by another replica)
     cache_order_.pop_front();
   }
-  if (cache_.emplace(txn.gtid, Cached{txn, branches}).second) cache_order_.push_back(txn.gtid);
-  // Ids of entries taken out early stay in the order queue: drop them as it grows.
-  while (cache_order_.size() > 2 * options_.max_cached_txns + 16) {
-    if (cache_.count(cache_order_.front()) == 0) {
-      cache_order_.pop_front();
-    } else {
-      break;
-    }
-  }
+  auto [it, inserted] = cache_.emplace(txn.gtid, Cached{txn, branches, {}});
+  if (inserted) it->second.order = cache_order_.insert(cache_order_.end(), txn.gtid);
 }
 
 std::optional<TwoPhaseDriver::Cached> TwoPhaseDriver::TakeCached(const std::string& gtid) {
@@ -434,8 +427,8 @@ std::optional<TwoPhaseDriver::Cached> TwoPhaseDriver::TakeCached(const std::stri
   auto it = cache_.find(gtid);
   if (it == cache_.end()) return std::nullopt;
   Cached c = std::move(it->second);
+  cache_order_.erase(c.order);
   cache_.erase(it);
-  if (!cache_order_.empty() && cache_order_.front() == gtid) cache_order_.pop_front();
   return c;
 }
 

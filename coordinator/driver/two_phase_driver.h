@@ -60,8 +60,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -99,7 +99,7 @@ struct TwoPhaseDriverOptions {
   // with next_attempt_ms = now anyway).
   int64_t drive_lease_ms = 10000;
   // Transactions begun here kept in memory for their commit (oldest dropped first).
-  size_t max_cached_txns = 65536;
+  size_t max_cached_txns = 16384;
   // Endpoints of the live replicas for TxnContext.coordinators; empty: this
   // node's endpoint alone.
   std::function<std::vector<std::string>()> coordinator_endpoints;
@@ -176,6 +176,7 @@ class TwoPhaseDriver : public TwoPhaseOps {
   struct Cached {
     TxnRecord txn;
     std::vector<BranchRecord> branches;
+    std::list<std::string>::iterator order;  // its place in cache_order_
   };
 
   // Claims gtid for this process; nullptr when already claimed.
@@ -240,7 +241,7 @@ class TwoPhaseDriver : public TwoPhaseOps {
 
   std::mutex cache_mu_;  // guards cache_ and cache_order_
   std::unordered_map<std::string, Cached> cache_;
-  std::deque<std::string> cache_order_;  // insertion order, for dropping the oldest
+  std::list<std::string> cache_order_;  // insertion order, for dropping the oldest
 
   // Log callbacks of this driver not yet run; the destructor waits for zero.
   std::mutex pending_mu_;
