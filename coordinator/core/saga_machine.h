@@ -175,8 +175,8 @@ struct SagaEffect {
   Kind kind = Kind::kCallAction;
   std::string step;
   int32_t attempt = 0;
-  int64_t delay_ms = 0;
-  SagaState state = SagaState::kRunning;
+  int64_t delay_ms = 0;                   // kRetryAfter
+  SagaState state = SagaState::kRunning;  // kFinished
 
   bool operator==(const SagaEffect& o) const {
     return kind == o.kind && step == o.step && attempt == o.attempt && delay_ms == o.delay_ms &&
