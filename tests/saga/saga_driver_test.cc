@@ -128,10 +128,10 @@ class SagaDriverTest : public ::testing::Test {
     log_.reset();
   }
 
-  void StartDriver(int32_t park_after = 10) {
+  void StartDriver(int32_t park_after = 10, int worker_threads = 8) {
     driver_.reset();
     SagaDriverOptions o;
-    o.worker_threads = 8;
+    o.worker_threads = worker_threads;
     o.park_after_attempts = park_after;
     o.compensation_backoff = BackoffPolicy{5, 20, 2.0};
     o.call_timeout_ms = 2000;
@@ -638,6 +638,32 @@ TEST_F(SagaStepWriteFaultTest, CompensationOutcomeWriteFailsThenResumeRedelivers
   EXPECT_EQ(CallsOf("compensate:a"), 1);
   EXPECT_EQ(Steps("fault-comp-out")["b"].attempts, 2);
   EXPECT_TRUE(Violations().empty()) << Violations()[0];
+}
+
+TEST_F(SagaDriverTest, NoPoolThreadWaitsOnTheWriter) {
+  StartDriver(/*park_after=*/10, /*worker_threads=*/1);
+  // B: as a crash left it, to be resumed while A's write hangs in the store.
+  const auto steps = Chain4();
+  TxnRecord b = SagaRecord("writer-b", TxnState::kRunning, node_.node_id, node_.epoch, steps);
+  ASSERT_TRUE(LogSaga(b, steps, std::vector<BranchState>(4, BranchState::kPending), {}).ok());
+  std::atomic<bool> held{false};
+  participant_->SetHook([&](const std::string& kind, const wire::StepRequest& req) {
+    if (req.gtid == "writer-a" && kind + ":" + req.step_id == "action:a" && !held.exchange(true)) {
+      faulty_->Hold(StoreOp::kApplyGroup);  // a's outcome write will hang
+    }
+  });
+  const int writes_before = faulty_->Calls(StoreOp::kApplyGroup);
+  ASSERT_TRUE(driver_->SubmitSaga(Spec("writer-a", Chain4(), /*wait=*/false)).ok());
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return faulty_->Calls(StoreOp::kApplyGroup) >= writes_before + 2; }, 10000));
+  // The one pool thread is not parked on that write: it loads B meanwhile.
+  const int loads = faulty_->Calls(StoreOp::kGetBranches);
+  driver_->Resume(b);
+  EXPECT_TRUE(
+      testing::WaitUntil([&] { return faulty_->Calls(StoreOp::kGetBranches) > loads; }, 10000));
+  faulty_->Open(StoreOp::kApplyGroup);
+  EXPECT_TRUE(WaitForState("writer-a", TxnState::kSucceeded));
+  EXPECT_TRUE(WaitForState("writer-b", TxnState::kSucceeded));
 }
 
 TEST_F(SagaDriverTest, CancelCompensatesARunningSaga) {
