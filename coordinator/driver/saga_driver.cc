@@ -7,12 +7,9 @@
 
 #include "common/crash_point.h"
 #include "common/ids.h"
-#include "common/task_pool.h"
-#include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
 #include "coordinator/driver/ownership.h"
 #include "coordinator/metrics/coordinator_metrics.h"
-#include "gen-cpp/Participant.h"
 
 namespace txc {
 
@@ -38,51 +35,6 @@ struct SagaDriver::Relay {
 };
 
 namespace {
-
-// Blocking action / compensate call over pooled connections. Transport errors
-// and unexpected exceptions are a Status.
-Result<StepAnswer> CallParticipant(ClientPool<wire::ParticipantClient>* clients,
-                                   const ParticipantCall& call, bool action) {
-  wire::StepRequest req;
-  req.__set_gtid(call.gtid);
-  req.__set_step_id(call.branch_id);
-  req.__set_name(call.name);
-  req.__set_payload(call.payload);
-  req.__set_attempt(call.attempt);
-  wire::TxnContext ctx;
-  ctx.__set_gtid(call.gtid);
-  ctx.__set_coordinators(call.coordinators);
-  ctx.__set_deadline_unix_ms(call.deadline_ms);
-  ctx.__set_branch_id(call.branch_id);
-  req.__set_context(ctx);
-  wire::StepResult result;
-  ParticipantCallTimer timer(action ? "action" : "compensate", call.endpoint);
-  Status rpc;
-  try {
-    rpc = timer.Done(clients->Call(call.endpoint, [&](wire::ParticipantClient& c) {
-      if (action) {
-        c.action(result, req);
-      } else {
-        c.compensate(result, req);
-      }
-    }));
-  } catch (const std::exception& e) {
-    rpc = timer.Done(
-        Status::Unavailable(std::string("participant ") + call.endpoint + ": " + e.what()));
-  }
-  if (!rpc.ok()) return rpc;
-  StepAnswer answer;
-  answer.message = result.message;
-  switch (result.outcome) {
-    case wire::StepOutcome::SUCCESS: answer.outcome = StepOutcome::kSuccess; break;
-    case wire::StepOutcome::FAILURE: answer.outcome = StepOutcome::kFailure; break;
-    case wire::StepOutcome::RETRY_LATER: answer.outcome = StepOutcome::kRetryLater; break;
-    default:
-      return Status::Internal("participant " + call.endpoint + " answered an unknown outcome " +
-                              std::to_string(static_cast<int>(result.outcome)));
-  }
-  return answer;
-}
 
 // What a batch logs, for the crash points named after the model's steps.
 struct WriteMarks {
@@ -141,44 +93,14 @@ void LogEdges(const SagaRun& from, const SagaRun& to) {
 
 }  // namespace
 
-// The "saga-worker" pool with its "saga-timer" thread, and the participant
-// connections: today's SagaParticipantCalls (a blocking call on a pool
-// thread), and the pool that runs the driver's continuations. At shutdown
-// queued work and timers are dropped: recovery finds every unfinished saga again.
-class SagaDriver::Workers : public SagaParticipantCalls {
- public:
-  Workers(int threads, ConnectOptions connect)
-      : clients_(connect),
-        pool_("saga-worker", threads,
-              TaskPool::Options{TaskPool::AtShutdown::kDropQueued, "saga-timer"}) {}
-
-  // Drops queued work and joins the threads (a running task finishes first;
-  // what it posts is dropped). Idempotent; from the owner's thread only.
-  void Shutdown() { pool_.Shutdown(); }
-  void Post(std::function<void()> fn) { pool_.Submit(std::move(fn)); }
-
-  void Action(ParticipantCall call, std::function<void(Result<StepAnswer>)> done) override {
-    pool_.Submit([this, call = std::move(call), done = std::move(done)] {
-      done(CallParticipant(&clients_, call, /*action=*/true));
-    });
-  }
-  void Compensate(ParticipantCall call, std::function<void(Result<StepAnswer>)> done) override {
-    pool_.Submit([this, call = std::move(call), done = std::move(done)] {
-      done(CallParticipant(&clients_, call, /*action=*/false));
-    });
-  }
-  void After(int64_t delay_ms, std::function<void()> fn) override {
-    pool_.SubmitAfter(delay_ms, std::move(fn));
-  }
-
- private:
-  ClientPool<wire::ParticipantClient> clients_;
-  TaskPool pool_;  // declared after clients_: its threads stop before the connections go
-};
-
 SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
                        SagaDriverOptions options)
-    : store_(store), log_(log), node_(std::move(node)), options_(std::move(options)) {
+    : store_(store),
+      log_(log),
+      node_(std::move(node)),
+      options_(std::move(options)),
+      pool_("saga-driver", std::max(1, options_.driver_threads),
+            TaskPool::Options{TaskPool::AtShutdown::kDropQueued, ""}) {
   machine_options_.park_after_attempts = options_.park_after_attempts;
   machine_options_.compensation_backoff = options_.compensation_backoff;
   machine_options_.parked_retry_ms = options_.parked_retry_ms;
@@ -191,25 +113,26 @@ SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
     const std::string prefix = IdPrefix(node_.node_id) + "-saga";
     options_.new_gtid = [prefix] { return NewId(prefix); };
   }
-  ConnectOptions connect;
-  connect.connect_timeout_ms = options_.connect_timeout_ms;
-  connect.rpc_timeout_ms = options_.call_timeout_ms;
-  workers_ = std::make_unique<Workers>(std::max(1, options_.worker_threads), connect);
-  calls_ = workers_.get();
+  AsyncParticipantClientOptions client;
+  client.io_threads = std::max(1, options_.io_threads);
+  client.connect_timeout_ms = options_.connect_timeout_ms;
+  client.max_calls_per_endpoint = std::max(1, options_.max_calls_per_endpoint);
+  participants_ = std::make_unique<AsyncParticipantClient>(client);
   relay_ = std::make_shared<Relay>();
   relay_->driver = this;
 }
 
 SagaDriver::~SagaDriver() {
+  stopping_.store(true);
   {
     std::lock_guard<std::mutex> lock(relay_->mu);
     relay_->driver = nullptr;
   }
-  // Join the threads while workers_ still points at them: a worker finishing
-  // a call posts its follow-up through workers_ (unique_ptr::reset would
-  // null it first).
-  workers_->Shutdown();
-  workers_.reset();
+  // The pool first (a running continuation may still send through
+  // participants_), then the client: it completes its calls, whose callbacks
+  // find the driver stopping.
+  pool_.Shutdown();
+  participants_.reset();
 }
 
 SagaDriver::Stats SagaDriver::GetStats() const {
@@ -377,7 +300,7 @@ void SagaDriver::Resume(const TxnRecord& txn) {
     if (runs_.count(txn.gtid)) return;  // driven here already
   }
   const std::string gtid = txn.gtid;
-  workers_->Post([this, gtid] { ResumeNow(gtid, /*cancel=*/false); });
+  pool_.Submit([this, gtid] { ResumeNow(gtid, /*cancel=*/false); });
 }
 
 Status SagaDriver::Cancel(const std::string& gtid) {
@@ -405,7 +328,7 @@ Status SagaDriver::Cancel(const std::string& gtid) {
   if (!OwnedBy(*txn, node_)) {
     return Status::NotOwner("saga " + gtid + " is driven by " + txn->owner);
   }
-  workers_->Post([this, gtid] { ResumeNow(gtid, /*cancel=*/true); });
+  pool_.Submit([this, gtid] { ResumeNow(gtid, /*cancel=*/true); });
   return Status::Ok();
 }
 
@@ -477,6 +400,7 @@ void SagaDriver::Release(const std::shared_ptr<Run>& run, const char* why) {
 }
 
 void SagaDriver::Feed(const std::shared_ptr<Run>& run, SagaEvent event) {
+  if (stopping_.load()) return;  // recovery finds the saga again
   {
     std::lock_guard<std::mutex> lock(run->mu);
     if (run->gone) return;
@@ -502,8 +426,7 @@ void SagaDriver::Pump(const std::shared_ptr<Run>& run) {
       run->events.pop_front();
       gtid = run->saga.txn.gtid;
       event_name = SagaEventName(event);
-      stepped =
-          StepSaga(run->saga, event, SagaInputs{NowUnixMs(), RandomUnit()}, machine_options_);
+      stepped = StepSaga(run->saga, event, SagaInputs{NowUnixMs(), RandomUnit()}, machine_options_);
     }
     if (!stepped.ok()) {
       if (stepped.status().code() == StatusCode::kInternal) {
@@ -530,7 +453,7 @@ void SagaDriver::Pump(const std::shared_ptr<Run>& run) {
       std::lock_guard<std::mutex> lock(relay->mu);
       if (relay->driver == nullptr) return;  // shutting down: recovery finds the saga
       SagaDriver* driver = relay->driver;
-      driver->workers_->Post([driver, run, result, marks, s] {
+      driver->pool_.Submit([driver, run, result, marks, s] {
         if (s.ok()) CrashPointsAfterLogged(marks);
         driver->Logged(run, result, s);
       });
@@ -594,18 +517,19 @@ bool SagaDriver::Adopt(const std::shared_ptr<Run>& run, SagaStepResult result) {
       case SagaEffect::Kind::kCallAction:
         if (coordinators.empty()) coordinators = Coordinators();
         call.coordinators = coordinators;
-        calls_->Action(std::move(call), [this, run, step, attempt](Result<StepAnswer> answer) {
-          if (answer.ok()) {
-            Feed(run, SagaActionAnswered{step, attempt, std::move(answer).value()});
-          } else {
-            Feed(run, SagaActionCallFailed{step, attempt, answer.status()});
-          }
-        });
+        participants_->Action(
+            std::move(call), [this, run, step, attempt](Result<StepAnswer> answer) {
+              if (answer.ok()) {
+                Feed(run, SagaActionAnswered{step, attempt, std::move(answer).value()});
+              } else {
+                Feed(run, SagaActionCallFailed{step, attempt, answer.status()});
+              }
+            });
         break;
       case SagaEffect::Kind::kCallCompensation:
         if (coordinators.empty()) coordinators = Coordinators();
         call.coordinators = coordinators;
-        calls_->Compensate(
+        participants_->Compensate(
             std::move(call), [this, run, gtid, step, attempt](Result<StepAnswer> answer) {
               SagaCompensationAnswered event{step, attempt, false, ""};
               if (!answer.ok()) {
@@ -628,7 +552,7 @@ bool SagaDriver::Adopt(const std::shared_ptr<Run>& run, SagaStepResult result) {
       case SagaEffect::Kind::kRetryAfter:
         VLOG(1) << "saga " << gtid << " step " << step << ": attempt " << attempt
                 << " not done, retry in " << effect.delay_ms << " ms";
-        calls_->After(effect.delay_ms, [this, run, step, attempt] {
+        participants_->After(effect.delay_ms, [this, run, step, attempt] {
           Feed(run, SagaRetryDue{step, attempt});
         });
         break;

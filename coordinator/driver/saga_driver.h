@@ -19,8 +19,8 @@
 //               compensations); a no-op for a saga this process drives.
 //   Cancel:     feeds CancelRequested (RUNNING -> COMPENSATING).
 //
-// Participant calls and retry timers go through SagaParticipantCalls
-// (saga_participant_calls.h); retries are timers, never a sleep.
+// Participant calls are event driven (AsyncParticipantClient: a callback per
+// answer, no thread waits on a call); retries are its timers, never a sleep.
 //
 // Every write is fenced by this node's (owner, epoch). A refused or failed
 // write lets the run go: the store stays the truth and the sweeper resumes
@@ -52,9 +52,10 @@
 
 #include "common/backoff.h"
 #include "common/status.h"
+#include "common/task_pool.h"
 #include "coordinator/core/saga.h"
 #include "coordinator/core/saga_machine.h"
-#include "coordinator/driver/saga_participant_calls.h"
+#include "coordinator/driver/async_participant_client.h"
 #include "coordinator/service/txn_service.h"
 #include "coordinator/store/group_commit.h"
 #include "coordinator/store/txn_store.h"
@@ -62,7 +63,9 @@
 namespace txc {
 
 struct SagaDriverOptions {
-  int worker_threads = 32;           // "saga-worker": participant calls and logging
+  int driver_threads = 2;  // "saga-driver": steps after a write is durable, resumes' store reads
+  int io_threads = 1;      // participant calls (event driven: no thread waits per call)
+  int max_calls_per_endpoint = 32;   // outstanding calls to one participant; more wait in line
   int connect_timeout_ms = 1000;     // to a participant
   int call_timeout_ms = 5000;        // one action / compensate call
   int32_t park_after_attempts = 10;  // compensation deliveries before PARKED
@@ -114,7 +117,6 @@ class SagaDriver : public SagaOps {
 
  private:
   struct Run;
-  class Workers;
   struct Relay;
 
   // Queues `event` for the run and steps it unless another thread is stepping the run.
@@ -151,10 +153,12 @@ class SagaDriver : public SagaOps {
   SagaDriverOptions options_;
   SagaMachineOptions machine_options_;
 
-  std::unique_ptr<Workers> workers_;  // the pool, its timer and the participant connections
-  SagaParticipantCalls* calls_;       // workers_ today (see saga_participant_calls.h)
+  // Set first by the destructor: participant callbacks and timers then feed nothing.
+  std::atomic<bool> stopping_{false};
   // Lets the GroupCommitter's callbacks reach this driver only while it lives.
   std::shared_ptr<Relay> relay_;
+  TaskPool pool_;  // "saga-driver"; drops queued work at shutdown (recovery re-finds it)
+  std::unique_ptr<AsyncParticipantClient> participants_;
 
   std::mutex runs_mu_;                                // guards runs_
   std::map<std::string, std::shared_ptr<Run>> runs_;  // sagas driven here, by gtid

@@ -128,10 +128,10 @@ class SagaDriverTest : public ::testing::Test {
     log_.reset();
   }
 
-  void StartDriver(int32_t park_after = 10, int worker_threads = 8) {
+  void StartDriver(int32_t park_after = 10, int driver_threads = 2) {
     driver_.reset();
     SagaDriverOptions o;
-    o.worker_threads = worker_threads;
+    o.driver_threads = driver_threads;
     o.park_after_attempts = park_after;
     o.compensation_backoff = BackoffPolicy{5, 20, 2.0};
     o.call_timeout_ms = 2000;
@@ -409,7 +409,7 @@ TEST_F(SagaDriverTest, ResubmissionAtAnotherReplicaWaitsForTheOwnersRun) {
   node_.epoch = lease_a->epoch;
   StartDriver();
   SagaDriverOptions o;
-  o.worker_threads = 4;
+  o.driver_threads = 2;
   SagaDriver driver_b(store_.get(), log_.get(),
                       NodeInfo{"node-2", "127.0.0.1:7401", lease_b->epoch}, o);
   participant_->SetDelayMs(50);
@@ -641,7 +641,7 @@ TEST_F(SagaStepWriteFaultTest, CompensationOutcomeWriteFailsThenResumeRedelivers
 }
 
 TEST_F(SagaDriverTest, NoPoolThreadWaitsOnTheWriter) {
-  StartDriver(/*park_after=*/10, /*worker_threads=*/1);
+  StartDriver(/*park_after=*/10, /*driver_threads=*/1);
   // B: as a crash left it, to be resumed while A's write hangs in the store.
   const auto steps = Chain4();
   TxnRecord b = SagaRecord("writer-b", TxnState::kRunning, node_.node_id, node_.epoch, steps);
