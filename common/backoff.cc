@@ -18,10 +18,12 @@ int64_t BaseDelayMs(const BackoffPolicy& policy, int attempt) {
 }  // namespace
 
 int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt) {
-  const int64_t base = BaseDelayMs(policy, attempt);
+  return BackoffDelayMs(policy, attempt, RandomUnit());
+}
+
+double RandomUnit() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  std::uniform_int_distribution<int64_t> jitter(base / 2, base);
-  return jitter(rng);
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
 int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt, double unit) {

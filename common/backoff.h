@@ -18,6 +18,9 @@ int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt);
 // The same with the random draw given: `unit` in [0, 1] picks the delay in
 // [base/2, base] (pure: for the protocol step functions).
 int64_t BackoffDelayMs(const BackoffPolicy& policy, int attempt, double unit);
+// A uniform draw in [0, 1] for the overload above (the drivers draw it and pass
+// it to the step functions). Thread-safe.
+double RandomUnit();
 
 // Wall-clock unix milliseconds (what the store keeps) and a monotonic clock in
 // milliseconds (for local waits and timeouts).

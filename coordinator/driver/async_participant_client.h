@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/core/saga_machine.h"
 #include "coordinator/core/two_phase.h"
 
 namespace txc {
@@ -89,12 +90,7 @@ struct ParticipantCall {
   std::function<bool()> still_wanted;
 };
 
-// A saga participant's answer (wire StepResult).
-enum class StepOutcome { kSuccess, kFailure, kRetryLater };
-struct StepAnswer {
-  StepOutcome outcome = StepOutcome::kFailure;
-  std::string message;
-};
+// A saga participant's answer is core's StepAnswer (coordinator/core/saga_machine.h).
 
 class AsyncParticipantClient {
  public:

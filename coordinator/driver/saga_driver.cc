@@ -3,75 +3,108 @@
 #include <glog/logging.h>
 
 #include <chrono>
-#include <thread>
+#include <deque>
 
 #include "common/crash_point.h"
 #include "common/ids.h"
-#include "common/task_pool.h"
-#include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
 #include "coordinator/driver/ownership.h"
 #include "coordinator/metrics/coordinator_metrics.h"
-#include "gen-cpp/Participant.h"
 
 namespace txc {
 
 // One saga driven by this process.
 struct SagaDriver::Run {
-  std::mutex mu;                        // guards everything below
-  std::condition_variable cv;           // signalled when the run is finished or released
-  TxnRecord txn;                        // as stored
-  std::vector<BranchRecord> steps;      // in memory: may be ahead of the store
-  std::vector<BranchRecord> stored;     // as stored
-  std::map<std::string, size_t> index;  // step id -> position
-  std::set<std::string> busy;           // steps with a call outstanding or a retry timer pending
-  bool advancing = false;               // a thread is in Advance for this run
-  bool again = false;                   // something changed while it was: plan again
-  bool parked_round_failed = false;     // PARKED: a compensation failed this round
-  bool gone = false;                    // released: late results are ignored
+  std::mutex mu;               // guards everything below
+  std::condition_variable cv;  // signalled when the run is released
+  // As logged (the last adopted result's `next`), plus what is in flight.
+  SagaRun saga;
+  std::deque<SagaEvent> events;  // fed, not stepped yet
+  // A thread owns the stepping of this run: it steps the queued events, or
+  // one step's writes are on their way to the store. Others only queue.
+  bool stepping = false;
+  bool gone = false;  // released: later events are dropped
 };
 
-// The "saga-worker" pool, the "saga-timer" thread for retries, and the
-// participant connections. At shutdown queued work and timers are dropped:
-// recovery finds every unfinished saga again.
-class SagaDriver::Workers {
- public:
-  Workers(int threads, ConnectOptions connect)
-      : clients(connect),
-        pool_("saga-worker", threads,
-              TaskPool::Options{TaskPool::AtShutdown::kDropQueued, "saga-timer"}) {}
-
-  // Drops queued work and joins the threads (a running task finishes first;
-  // what it posts is dropped). Idempotent; from the owner's thread only.
-  void Shutdown() { pool_.Shutdown(); }
-  void Post(std::function<void()> fn) { pool_.Submit(std::move(fn)); }
-  void PostAfter(int64_t delay_ms, std::function<void()> fn) {
-    pool_.SubmitAfter(delay_ms, std::move(fn));
-  }
-
-  ClientPool<wire::ParticipantClient> clients;
-
- private:
-  TaskPool pool_;  // declared after clients: its threads stop before the connections go
+// The GroupCommitter calls back on its writer thread, possibly after this
+// driver is gone (it drains its queue when destroyed): the callback reaches
+// the driver only through here, and the destructor cuts the link first.
+struct SagaDriver::Relay {
+  std::mutex mu;                 // guards driver
+  SagaDriver* driver = nullptr;  // null once the driver is being destroyed
 };
 
 namespace {
 
-bool SameStored(const BranchRecord& a, const BranchRecord& b) {
-  return a.state == b.state && a.attempts == b.attempts && a.last_error == b.last_error;
+// What a batch logs, for the crash points named after the model's steps.
+struct WriteMarks {
+  bool step_started = false;          // a step PENDING -> RUNNING
+  bool action_logged = false;         // a step RUNNING -> DONE / FAILED
+  bool compensation_started = false;  // a step -> COMPENSATING
+  bool compensation_logged = false;   // a step -> COMPENSATED
+  bool final_state = false;           // the saga -> SUCCEEDED / COMPENSATED
+};
+
+WriteMarks MarksOf(const WriteBatch& batch) {
+  WriteMarks m;
+  auto mark = [&m](BranchState s) {
+    switch (s) {
+      case BranchState::kStepRunning: m.step_started = true; break;
+      case BranchState::kDone:
+      case BranchState::kFailed: m.action_logged = true; break;
+      case BranchState::kStepCompensating: m.compensation_started = true; break;
+      case BranchState::kStepCompensated: m.compensation_logged = true; break;
+      default: break;
+    }
+  };
+  for (const BranchRecord& b : batch.insert_branches) mark(b.state);
+  for (const BranchUpdate& u : batch.branch_updates) {
+    if (u.state) mark(*u.state);
+  }
+  for (const TxnUpdate& u : batch.txn_updates) {
+    if (u.state && IsFinal(*u.state)) m.final_state = true;
+  }
+  return m;
 }
 
-std::string Truncate(std::string s) {
-  if (s.size() > 1000) s.resize(1000);
-  return s;
+// Crash points once a batch is durable, before any of its effects.
+void CrashPointsAfterLogged(const WriteMarks& m) {
+  if (m.step_started) TXC_CRASH_POINT("saga.after_step_started");
+  if (m.action_logged) TXC_CRASH_POINT("saga.after_action_logged");
+  if (m.compensation_started) TXC_CRASH_POINT("saga.after_compensation_started");
+  if (m.compensation_logged && !m.final_state) TXC_CRASH_POINT("saga.mid_compensation");
+}
+
+// VLOG of every edge between two adopted states of a run.
+void LogEdges(const SagaRun& from, const SagaRun& to) {
+  if (!VLOG_IS_ON(1)) return;
+  for (size_t i = 0; i < to.steps.size() && i < from.steps.size(); ++i) {
+    if (from.steps[i].state != to.steps[i].state) {
+      VLOG(1) << "saga " << to.txn.gtid << " step " << to.steps[i].branch_id << ": "
+              << BranchStateName(from.steps[i].state) << " -> "
+              << BranchStateName(to.steps[i].state) << " (attempts " << to.steps[i].attempts << ")";
+    }
+  }
+  if (from.txn.state != to.txn.state) {
+    VLOG(1) << "saga " << to.txn.gtid << ": " << TxnStateName(from.txn.state) << " -> "
+            << TxnStateName(to.txn.state);
+  }
 }
 
 }  // namespace
 
 SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
                        SagaDriverOptions options)
-    : store_(store), log_(log), node_(std::move(node)), options_(std::move(options)) {
-  plan_options_.park_after_attempts = options_.park_after_attempts;
+    : store_(store),
+      log_(log),
+      node_(std::move(node)),
+      options_(std::move(options)),
+      pool_("saga-driver", std::max(1, options_.driver_threads),
+            TaskPool::Options{TaskPool::AtShutdown::kDropQueued, ""}) {
+  machine_options_.park_after_attempts = options_.park_after_attempts;
+  machine_options_.compensation_backoff = options_.compensation_backoff;
+  machine_options_.parked_retry_ms = options_.parked_retry_ms;
+  machine_options_.in_flight_recheck_ms = options_.in_flight_recheck_ms;
   if (!options_.coordinators) {
     const std::string self = node_.endpoint;
     options_.coordinators = [self] { return std::vector<std::string>{self}; };
@@ -80,18 +113,26 @@ SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
     const std::string prefix = IdPrefix(node_.node_id) + "-saga";
     options_.new_gtid = [prefix] { return NewId(prefix); };
   }
-  ConnectOptions connect;
-  connect.connect_timeout_ms = options_.connect_timeout_ms;
-  connect.rpc_timeout_ms = options_.call_timeout_ms;
-  workers_ = std::make_unique<Workers>(std::max(1, options_.worker_threads), connect);
+  AsyncParticipantClientOptions client;
+  client.io_threads = std::max(1, options_.io_threads);
+  client.connect_timeout_ms = options_.connect_timeout_ms;
+  client.max_calls_per_endpoint = std::max(1, options_.max_calls_per_endpoint);
+  participants_ = std::make_unique<AsyncParticipantClient>(client);
+  relay_ = std::make_shared<Relay>();
+  relay_->driver = this;
 }
 
 SagaDriver::~SagaDriver() {
-  // Join the threads while workers_ still points at them: a worker finishing
-  // a call posts its follow-up through workers_ (unique_ptr::reset would
-  // null it first).
-  workers_->Shutdown();
-  workers_.reset();
+  stopping_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(relay_->mu);
+    relay_->driver = nullptr;
+  }
+  // The pool first (a running continuation may still send through
+  // participants_), then the client: it completes its calls, whose callbacks
+  // find the driver stopping.
+  pool_.Shutdown();
+  participants_.reset();
 }
 
 SagaDriver::Stats SagaDriver::GetStats() const {
@@ -111,73 +152,51 @@ std::vector<std::string> SagaDriver::Coordinators() { return options_.coordinato
 
 Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
   // `spec` was validated by CoordinatorService::SubmitSaga (ValidateSagaSubmission).
-
   const int64_t now = NowUnixMs();
-  TxnRecord txn;
+  SagaSubmitted submitted;
+  TxnRecord& txn = submitted.txn;
   txn.gtid = spec.gtid.empty() ? options_.new_gtid() : spec.gtid;
-  txn.kind = TxnKind::kSaga;
-  txn.state = TxnState::kRunning;
   txn.owner = node_.node_id;
   txn.epoch = node_.epoch;
   txn.created_ms = now;
   txn.updated_ms = now;
   txn.deadline_ms = now + spec.timeout_ms;
-  txn.next_attempt_ms = now + options_.in_flight_recheck_ms;
-  txn.payload = SagaFingerprint(spec.steps);
   txn.flags = spec.wait_for_completion ? kFlagWaitCompletion : 0;
-
-  auto run = std::make_shared<Run>();
-  WriteBatch batch;
-  batch.insert_txns.push_back(txn);
-  for (size_t i = 0; i < spec.steps.size(); ++i) {
-    BranchRecord s = spec.steps[i];
-    s.gtid = txn.gtid;
-    s.ordinal = static_cast<int32_t>(i);
-    s.resource.clear();
-    s.state = BranchState::kPending;
-    s.attempts = 0;
-    s.next_attempt_ms = 0;
-    s.last_error.clear();
-    run->index[s.branch_id] = i;
-    run->steps.push_back(s);
-  }
-  // The steps that can start at once are logged RUNNING in the same write as
-  // the definition: durable before their actions are sent, one store
-  // transaction fewer per saga.
-  std::vector<std::string> first_wave;
-  Result<SagaPlan> plan =
-      PlanSaga(TxnState::kRunning, run->steps, {}, now, txn.deadline_ms, plan_options_);
-  if (plan.ok()) first_wave = plan->start;
-  for (const std::string& id : first_wave) {
-    BranchRecord& s = run->steps[run->index.at(id)];
-    s.state = BranchState::kStepRunning;
-    s.attempts = 1;
-  }
-  batch.insert_branches = run->steps;
-  Status logged = log_->Write(std::move(batch));
+  submitted.steps = spec.steps;
+  const std::string gtid = txn.gtid;
+  const SagaInputs inputs{now, RandomUnit()};
+  Result<SagaStepResult> stepped = StepSaga(SagaRun{}, submitted, inputs, machine_options_);
+  if (!stepped.ok()) return stepped.status();
+  const WriteMarks marks = MarksOf(stepped->writes);
+  // The client waits for this write on its own RPC thread: it is answered
+  // only once the saga is durable.
+  Status logged = log_->Write(std::move(stepped->writes));
   batches_written_.fetch_add(1);
   if (logged.code() == StatusCode::kAlreadyExists) {
-    // Resubmission: the same definition is the same saga.
-    Result<TxnRecord> existing = store_->GetTxn(txn.gtid);
+    Result<TxnRecord> existing = store_->GetTxn(gtid);
     if (!existing.ok()) return existing.status();
-    if (existing->kind != TxnKind::kSaga || existing->payload != txn.payload) {
-      return Status::AlreadyExists("gtid " + txn.gtid +
-                                   " already names a different transaction definition");
+    if (existing->kind != TxnKind::kSaga) {
+      return Status::AlreadyExists("gtid " + gtid + " already names a 2PC transaction");
     }
-    VLOG(1) << "saga " << txn.gtid << ": resubmitted, same definition";
+    // Resubmission: the same definition is the same saga (the step function's rule).
+    SagaRun stored;
+    stored.txn = *existing;
+    Result<SagaStepResult> again = StepSaga(stored, submitted, inputs, machine_options_);
+    if (!again.ok()) return again.status();
+    VLOG(1) << "saga " << gtid << ": resubmitted, same definition";
     // Not driven here (e.g. the first submit's answer was lost in a store
     // error, or this process restarted, or it was submitted at a replica that
     // died since): take it up now rather than when the sweeper finds it due.
     // A no-op if it is driven here or by another live replica.
     if (!IsFinal(existing->state)) {
       if (!OwnedBy(*existing, node_)) TakeOverIfOwnerDead(*existing);
-      ResumeNow(txn.gtid);
+      ResumeNow(gtid, /*cancel=*/false);
     }
     if (spec.wait_for_completion) {
       std::shared_ptr<Run> running;
       {
         std::lock_guard<std::mutex> lock(runs_mu_);
-        auto it = runs_.find(txn.gtid);
+        auto it = runs_.find(gtid);
         if (it != runs_.end()) running = it->second;
       }
       if (running) return WaitFor(running, spec.wait_timeout_ms);
@@ -187,28 +206,22 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
     return existing;
   }
   if (!logged.ok()) {
-    LOG(ERROR) << "saga " << txn.gtid << ": could not log the definition: " << logged;
+    LOG(ERROR) << "saga " << gtid << ": could not log the definition: " << logged;
     return logged;
   }
   sagas_submitted_.fetch_add(1);
-  VLOG(1) << "saga " << txn.gtid << ": -> RUNNING (" << spec.steps.size() << " steps logged)";
-  run->txn = txn;
-  run->stored = run->steps;
+  VLOG(1) << "saga " << gtid << ": -> RUNNING (" << spec.steps.size() << " steps logged)";
+  auto run = std::make_shared<Run>();
+  run->stepping = true;  // this thread: adopt the result, run its effects, then step what queued
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
-    runs_.emplace(txn.gtid, run);
+    runs_.emplace(gtid, run);
   }
-  {
-    std::lock_guard<std::mutex> lock(run->mu);
-    for (const std::string& id : first_wave) run->busy.insert(id);
-  }
-  for (const std::string& id : first_wave) {
-    VLOG(1) << "saga " << txn.gtid << " step " << id << ": PENDING -> RUNNING (attempts 1)";
-    workers_->Post([this, run, id] { CallAction(run, id); });
-  }
-  if (first_wave.empty()) workers_->Post([this, run] { Advance(run); });
+  CrashPointsAfterLogged(marks);
+  const TxnRecord as_logged = stepped->next.txn;
+  if (Adopt(run, std::move(stepped).value())) Pump(run);
   if (spec.wait_for_completion) return WaitFor(run, spec.wait_timeout_ms);
-  return txn;
+  return as_logged;
 }
 
 Result<TxnRecord> SagaDriver::WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms) {
@@ -218,7 +231,7 @@ Result<TxnRecord> SagaDriver::WaitFor(const std::shared_ptr<Run>& run, int64_t w
     std::unique_lock<std::mutex> lock(run->mu);
     run->cv.wait_for(lock, std::chrono::milliseconds(wait_timeout_ms),
                      [&] { return run->gone || stop_waiting_.load(); });
-    txn = run->txn;
+    txn = run->saga.txn;
     if (!run->gone || IsFinal(txn.state) || txn.state == TxnState::kParked) return txn;
   }
   // Let go without finishing (a write was refused: another replica took it
@@ -231,8 +244,14 @@ Result<TxnRecord> SagaDriver::WaitInStore(TxnRecord txn, int64_t deadline_ms) {
   for (int attempt = 1; !IsFinal(txn.state) && txn.state != TxnState::kParked; ++attempt) {
     const int64_t left = deadline_ms - MonotonicMs();
     if (left <= 0 || stop_waiting_.load()) break;
-    std::this_thread::sleep_for(
-        std::chrono::milliseconds(std::min(left, BackoffDelayMs(poll, attempt))));
+    {
+      // A bounded condition wait: StopWaiting() ends it at once.
+      std::unique_lock<std::mutex> lock(wait_mu_);
+      wait_cv_.wait_for(lock,
+                        std::chrono::milliseconds(std::min(left, BackoffDelayMs(poll, attempt))),
+                        [&] { return stop_waiting_.load(); });
+    }
+    if (stop_waiting_.load()) break;
     Result<TxnRecord> now = store_->GetTxn(txn.gtid);
     if (!now.ok()) {
       LOG(WARNING) << "saga " << txn.gtid
@@ -261,6 +280,8 @@ void SagaDriver::TakeOverIfOwnerDead(const TxnRecord& txn) {
 
 void SagaDriver::StopWaiting() {
   stop_waiting_.store(true);
+  { std::lock_guard<std::mutex> lock(wait_mu_); }
+  wait_cv_.notify_all();
   std::vector<std::shared_ptr<Run>> runs;
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
@@ -279,47 +300,89 @@ void SagaDriver::Resume(const TxnRecord& txn) {
     if (runs_.count(txn.gtid)) return;  // driven here already
   }
   const std::string gtid = txn.gtid;
-  workers_->Post([this, gtid] { ResumeNow(gtid); });
+  pool_.Submit([this, gtid] { ResumeNow(gtid, /*cancel=*/false); });
 }
 
-void SagaDriver::ResumeNow(const std::string& gtid) {
+Status SagaDriver::Cancel(const std::string& gtid) {
+  std::shared_ptr<Run> run;
+  {
+    std::lock_guard<std::mutex> lock(runs_mu_);
+    auto it = runs_.find(gtid);
+    if (it != runs_.end()) run = it->second;
+  }
+  if (run) {
+    Feed(run, SagaCancelRequested{});
+    return Status::Ok();
+  }
+  Result<TxnRecord> txn = store_->GetTxn(gtid);
+  if (!txn.ok()) return txn.status();
+  if (txn->kind != TxnKind::kSaga) return Status::InvalidArgument(gtid + " is not a saga");
+  if (IsFinal(txn->state)) {
+    // The step function's rule: SUCCEEDED is illegal, COMPENSATED a no-op.
+    SagaRun stored;
+    stored.txn = *txn;
+    Result<SagaStepResult> r =
+        StepSaga(stored, SagaCancelRequested{}, SagaInputs{NowUnixMs(), 0.5}, machine_options_);
+    return r.status();
+  }
+  if (!OwnedBy(*txn, node_)) {
+    return Status::NotOwner("saga " + gtid + " is driven by " + txn->owner);
+  }
+  pool_.Submit([this, gtid] { ResumeNow(gtid, /*cancel=*/true); });
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<SagaDriver::Run>> SagaDriver::Load(const std::string& gtid) {
+  Result<TxnRecord> txn = store_->GetTxn(gtid);
+  if (!txn.ok()) return txn.status();
+  if (txn->kind != TxnKind::kSaga) return Status::InvalidArgument(gtid + " is not a saga");
+  if (IsFinal(txn->state)) return Status::IllegalTransition(gtid + " is finished");
+  if (!OwnedBy(*txn, node_)) {
+    return Status::NotOwner("owned by " + txn->owner + "/" + std::to_string(txn->epoch));
+  }
+  Result<std::vector<BranchRecord>> steps = store_->GetBranches(gtid);
+  if (!steps.ok()) return steps.status();
+  auto run = std::make_shared<Run>();
+  run->saga.txn = std::move(txn).value();
+  run->saga.steps = std::move(steps).value();
+  {
+    std::lock_guard<std::mutex> lock(runs_mu_);
+    if (!runs_.emplace(gtid, run).second) return Status::AlreadyExists("driven here already");
+  }
+  return run;
+}
+
+void SagaDriver::ResumeNow(const std::string& gtid, bool cancel) {
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
     if (runs_.count(gtid)) return;
   }
-  Result<TxnRecord> txn = store_->GetTxn(gtid);
-  if (!txn.ok()) {
-    LOG(ERROR) << "saga " << gtid << ": resume cannot read it: " << txn.status();
+  Result<std::shared_ptr<Run>> run = Load(gtid);
+  if (!run.ok()) {
+    if (run.status().code() == StatusCode::kNotOwner ||
+        run.status().code() == StatusCode::kIllegalTransition ||
+        run.status().code() == StatusCode::kAlreadyExists) {
+      VLOG(1) << "saga " << gtid << ": not resumed: " << run.status();
+    } else {
+      LOG(ERROR) << "saga " << gtid << ": resume cannot load it: " << run.status();
+    }
     return;
   }
-  if (txn->kind != TxnKind::kSaga || IsFinal(txn->state)) return;
-  if (txn->owner != node_.node_id || txn->epoch != node_.epoch) {
-    VLOG(1) << "saga " << gtid << ": not resumed, owned by " << txn->owner << "/" << txn->epoch;
-    return;
-  }
-  Result<std::vector<BranchRecord>> steps = store_->GetBranches(gtid);
-  if (!steps.ok()) {
-    LOG(ERROR) << "saga " << gtid << ": resume cannot read its steps: " << steps.status();
-    return;
-  }
-  auto run = std::make_shared<Run>();
-  run->txn = *txn;
-  run->steps = *steps;
-  run->stored = *steps;
-  for (size_t i = 0; i < run->steps.size(); ++i) run->index[run->steps[i].branch_id] = i;
+  VLOG(1) << "saga " << gtid << ": resumed in " << TxnStateName((*run)->saga.txn.state);
   {
-    std::lock_guard<std::mutex> lock(runs_mu_);
-    if (!runs_.emplace(gtid, run).second) return;
+    std::lock_guard<std::mutex> lock((*run)->mu);
+    (*run)->events.push_back(SagaResumed{});
+    if (cancel) (*run)->events.push_back(SagaCancelRequested{});
+    (*run)->stepping = true;
   }
-  VLOG(1) << "saga " << gtid << ": resumed in " << TxnStateName(run->txn.state);
-  Advance(run);
+  Pump(*run);
 }
 
 void SagaDriver::Release(const std::shared_ptr<Run>& run, const char* why) {
   std::string gtid;
   {
     std::lock_guard<std::mutex> lock(run->mu);
-    gtid = run->txn.gtid;
+    gtid = run->saga.txn.gtid;
   }
   // Out of the registry first: whoever is woken below may Resume it at once.
   {
@@ -330,329 +393,179 @@ void SagaDriver::Release(const std::shared_ptr<Run>& run, const char* why) {
   {
     std::lock_guard<std::mutex> lock(run->mu);
     run->gone = true;
+    run->events.clear();
   }
   run->cv.notify_all();
   VLOG(1) << "saga " << gtid << ": released (" << why << ")";
 }
 
-void SagaDriver::Advance(const std::shared_ptr<Run>& run) {
+void SagaDriver::Feed(const std::shared_ptr<Run>& run, SagaEvent event) {
+  if (stopping_.load()) return;  // recovery finds the saga again
   {
     std::lock_guard<std::mutex> lock(run->mu);
     if (run->gone) return;
-    if (run->advancing) {
-      run->again = true;
-      return;
-    }
-    run->advancing = true;
+    run->events.push_back(std::move(event));
+    if (run->stepping) return;  // its owner steps it
+    run->stepping = true;
   }
+  Pump(run);
+}
+
+void SagaDriver::Pump(const std::shared_ptr<Run>& run) {
   for (;;) {
-    WriteBatch batch;
-    std::vector<std::pair<std::string, bool>> sends;  // (step, is_action)
-    std::vector<size_t> written;                      // steps in the batch
-    std::vector<BranchRecord> written_values;
-    TxnState old_state = TxnState::kRunning;
-    TxnState new_state = TxnState::kRunning;
-    int64_t next_attempt_ms = 0;
-    bool finished = false;
-    bool release_after = false;
     std::string gtid;
+    const char* event_name = "";
+    Result<SagaStepResult> stepped = Status::Internal("not stepped");
     {
       std::lock_guard<std::mutex> lock(run->mu);
-      run->again = false;
-      gtid = run->txn.gtid;
-      old_state = run->txn.state;
-      const int64_t now = NowUnixMs();
-      Result<SagaPlan> planned =
-          PlanSaga(run->txn.state, run->steps, run->busy, now, run->txn.deadline_ms, plan_options_);
-      if (!planned.ok()) {
-        LOG(ERROR) << "saga " << gtid << ": cannot plan: " << planned.status();
-        run->advancing = false;
-        release_after = true;
-      } else {
-        const SagaPlan& plan = *planned;
-        auto step = [&](const std::string& id) -> BranchRecord& {
-          return run->steps[run->index.at(id)];
-        };
-        for (const std::string& id : plan.fail) {
-          BranchRecord& s = step(id);
-          s.state = BranchState::kFailed;
-          s.last_error = Truncate("attempts exhausted (" + std::to_string(s.attempts) + "/" +
-                                  std::to_string(s.max_attempts) + ")" +
-                                  (s.last_error.empty() ? "" : ": " + s.last_error));
-        }
-        for (const std::string& id : plan.skip) step(id).state = BranchState::kSkipped;
-        for (const std::string& id : plan.start) {
-          BranchRecord& s = step(id);
-          s.state = BranchState::kStepRunning;
-          s.attempts = 1;
-          sends.emplace_back(id, true);
-        }
-        for (const std::string& id : plan.resend) {
-          step(id).attempts += 1;
-          sends.emplace_back(id, true);
-        }
-        const bool parked = plan.next_state == TxnState::kParked;
-        if (!(parked && run->parked_round_failed)) {
-          for (const std::string& id : plan.compensate) {
-            BranchRecord& s = step(id);
-            if (s.state != BranchState::kStepCompensating) {
-              s.state = BranchState::kStepCompensating;
-              s.attempts = 1;
-            } else {
-              s.attempts += 1;
-            }
-            sends.emplace_back(id, false);
-          }
-        }
-        // Parking hands the saga to the sweeper: what is in flight finishes, nothing new starts.
-        if (parked && old_state != TxnState::kParked) run->parked_round_failed = true;
-        for (const auto& [id, is_action] : sends) run->busy.insert(id);
-        new_state = plan.next_state;
-        finished = plan.finished;
-        for (size_t i = 0; i < run->steps.size(); ++i) {
-          const BranchRecord& mem = run->steps[i];
-          const BranchRecord& st = run->stored[i];
-          if (SameStored(mem, st)) continue;
-          BranchUpdate u;
-          u.gtid = gtid;
-          u.branch_id = mem.branch_id;
-          u.expected_states = {st.state};
-          u.expected_owner = run->txn.owner;
-          u.expected_epoch = run->txn.epoch;
-          if (mem.state != st.state) u.state = mem.state;
-          if (mem.attempts != st.attempts) u.attempts = mem.attempts;
-          if (mem.last_error != st.last_error) u.last_error = mem.last_error;
-          batch.branch_updates.push_back(std::move(u));
-          written.push_back(i);
-          written_values.push_back(mem);
-        }
-        if (parked && run->busy.empty()) release_after = true;
-        const bool state_change = new_state != old_state;
-        if (!batch.branch_updates.empty() || state_change || release_after) {
-          TxnUpdate u;
-          u.gtid = gtid;
-          u.expected_states = {old_state};
-          u.expected_owner = run->txn.owner;
-          u.expected_epoch = run->txn.epoch;
-          if (state_change) u.state = new_state;
-          if (release_after && parked) u.attempts = run->txn.attempts + 1;  // parked rounds
-          next_attempt_ms =
-              now + (parked ? options_.parked_retry_ms : options_.in_flight_recheck_ms);
-          u.next_attempt_ms = next_attempt_ms;
-          batch.txn_updates.push_back(std::move(u));
-        }
-        if (!finished && !release_after && sends.empty() && run->busy.empty() && batch.empty()) {
-          LOG(ERROR) << "saga " << gtid << ": nothing to do in " << TxnStateName(old_state)
-                     << "; left for the sweeper";
-          release_after = true;
-        }
-      }
-    }
-
-    if (!batch.empty()) {
-      Status st = log_->Write(std::move(batch));
-      batches_written_.fetch_add(1);
-      if (!st.ok()) {
-        LOG(ERROR) << "saga " << gtid
-                   << ": logging its progress failed, the sweeper resumes it: " << st;
-        Release(run, "write failed");
+      if (run->gone || run->events.empty()) {
+        run->stepping = false;
         return;
       }
-      bool action_outcome = false;
-      bool compensation_logged = false;
-      {
-        std::lock_guard<std::mutex> lock(run->mu);
-        for (size_t k = 0; k < written.size(); ++k) {
-          BranchRecord& st_rec = run->stored[written[k]];
-          const BranchRecord& v = written_values[k];
-          if (st_rec.state != v.state) {
-            VLOG(1) << "saga " << gtid << " step " << v.branch_id << ": "
-                    << BranchStateName(st_rec.state) << " -> " << BranchStateName(v.state)
-                    << " (attempts " << v.attempts << ")";
-            if (st_rec.state == BranchState::kStepRunning &&
-                (v.state == BranchState::kDone || v.state == BranchState::kFailed)) {
-              action_outcome = true;
-            }
-            if (v.state == BranchState::kStepCompensated) compensation_logged = true;
-          }
-          st_rec.state = v.state;
-          st_rec.attempts = v.attempts;
-          st_rec.last_error = v.last_error;
-        }
-        if (new_state != old_state) {
-          VLOG(1) << "saga " << gtid << ": " << TxnStateName(old_state) << " -> "
-                  << TxnStateName(new_state);
-        }
-        run->txn.state = new_state;
-        if (next_attempt_ms != 0) run->txn.next_attempt_ms = next_attempt_ms;
+      SagaEvent event = std::move(run->events.front());
+      run->events.pop_front();
+      gtid = run->saga.txn.gtid;
+      event_name = SagaEventName(event);
+      stepped = StepSaga(run->saga, event, SagaInputs{NowUnixMs(), RandomUnit()}, machine_options_);
+    }
+    if (!stepped.ok()) {
+      if (stepped.status().code() == StatusCode::kInternal) {
+        LOG(ERROR) << "saga " << gtid << ": " << stepped.status() << "; left for the sweeper";
+        Release(run, "cannot go on here");
+        return;
       }
-      if (action_outcome) TXC_CRASH_POINT("saga.after_action_logged");
-      if (compensation_logged && new_state != TxnState::kCompensated) {
-        TXC_CRASH_POINT("saga.mid_compensation");
-      }
+      LOG(ERROR) << "saga " << gtid << ": " << event_name << " refused: " << stepped.status();
+      continue;
     }
-    if (finished) {
-      sagas_finished_.fetch_add(1);
-      Release(run, TxnStateName(new_state));
-      return;
+    if (stepped->writes.empty()) {
+      if (!Adopt(run, std::move(stepped).value())) return;
+      continue;
     }
-    if (release_after) {
-      Release(run, new_state == TxnState::kParked ? "parked, the sweeper retries it"
-                                                  : "cannot go on here");
-      return;
-    }
-    for (const auto& [id, is_action] : sends) {
-      const std::string step_id = id;
-      if (is_action) {
-        workers_->Post([this, run, step_id] { CallAction(run, step_id); });
-      } else {
-        workers_->Post([this, run, step_id] { CallCompensation(run, step_id); });
-      }
-    }
+    FenceWrites(&stepped->writes, node_.node_id, node_.epoch);
+    WriteBatch batch = std::move(stepped->writes);
+    const WriteMarks marks = MarksOf(batch);
+    if (marks.final_state) TXC_CRASH_POINT("saga.before_final_state");
+    auto result = std::make_shared<SagaStepResult>(std::move(stepped).value());
+    batches_written_.fetch_add(1);
+    std::shared_ptr<Relay> relay = relay_;
+    // Logged() goes on once the writes are durable; this thread is free now.
+    log_->WriteLater(std::move(batch), [relay, run, result, marks](const Status& s) {
+      std::lock_guard<std::mutex> lock(relay->mu);
+      if (relay->driver == nullptr) return;  // shutting down: recovery finds the saga
+      SagaDriver* driver = relay->driver;
+      driver->pool_.Submit([driver, run, result, marks, s] {
+        if (s.ok()) CrashPointsAfterLogged(marks);
+        driver->Logged(run, result, s);
+      });
+    });
+    return;
+  }
+}
+
+void SagaDriver::Logged(const std::shared_ptr<Run>& run,
+                        const std::shared_ptr<SagaStepResult>& result, const Status& logged) {
+  if (!logged.ok()) {
+    LOG(ERROR) << "saga " << result->next.txn.gtid
+               << ": logging its progress failed, the sweeper resumes it: " << logged;
+    Release(run, "write failed");
+    return;
+  }
+  if (Adopt(run, std::move(*result))) Pump(run);
+}
+
+bool SagaDriver::Adopt(const std::shared_ptr<Run>& run, SagaStepResult result) {
+  std::vector<std::pair<SagaEffect, ParticipantCall>> calls;
+  bool finished = false;
+  SagaState final_state = result.state;
+  std::string gtid;
+  {
     std::lock_guard<std::mutex> lock(run->mu);
-    if (!run->again || run->gone) {
-      run->advancing = false;
-      return;
+    if (run->gone) return false;
+    gtid = run->saga.txn.gtid;
+    LogEdges(run->saga, result.next);
+    run->saga = std::move(result.next);
+    const TxnRecord& txn = run->saga.txn;
+    for (const SagaEffect& e : result.effects) {
+      if (e.kind == SagaEffect::Kind::kFinished) {
+        finished = true;
+        final_state = e.state;
+        continue;
+      }
+      ParticipantCall call;
+      if (e.kind != SagaEffect::Kind::kRetryAfter) {
+        for (const BranchRecord& s : run->saga.steps) {
+          if (s.branch_id != e.step) continue;
+          call.endpoint = s.endpoint;
+          call.branch_id = s.branch_id;
+          call.name = e.kind == SagaEffect::Kind::kCallAction ? s.action : s.compensation;
+          call.payload = s.payload;
+        }
+        call.gtid = txn.gtid;
+        call.attempt = e.attempt;
+        call.deadline_ms = txn.deadline_ms;
+        call.timeout_ms = options_.call_timeout_ms;
+      }
+      calls.emplace_back(e, std::move(call));
     }
   }
-}
-
-namespace {
-
-// One action or compensate call. Transport errors and unexpected exceptions
-// are a Status; the participant's answer is in *result.
-Status CallParticipant(ClientPool<wire::ParticipantClient>* clients, const TxnRecord& txn,
-                       const BranchRecord& step, bool action,
-                       const std::vector<std::string>& coordinators, wire::StepResult* result) {
-  wire::StepRequest req;
-  req.__set_gtid(txn.gtid);
-  req.__set_step_id(step.branch_id);
-  req.__set_name(action ? step.action : step.compensation);
-  req.__set_payload(step.payload);
-  req.__set_attempt(step.attempts);
-  wire::TxnContext ctx;
-  ctx.__set_gtid(txn.gtid);
-  ctx.__set_coordinators(coordinators);
-  ctx.__set_deadline_unix_ms(txn.deadline_ms);
-  ctx.__set_branch_id(step.branch_id);
-  req.__set_context(ctx);
-  ParticipantCallTimer timer(action ? "action" : "compensate", step.endpoint);
-  try {
-    return timer.Done(clients->Call(step.endpoint, [&](wire::ParticipantClient& c) {
-      if (action) {
-        c.action(*result, req);
-      } else {
-        c.compensate(*result, req);
-      }
-    }));
-  } catch (const std::exception& e) {
-    return timer.Done(
-        Status::Unavailable(std::string("participant ") + step.endpoint + ": " + e.what()));
+  // Outside the lock: the calls may answer (and Feed) at once.
+  std::vector<std::string> coordinators;
+  for (auto& [effect, call] : calls) {
+    const std::string step = effect.step;
+    const int32_t attempt = effect.attempt;
+    switch (effect.kind) {
+      case SagaEffect::Kind::kCallAction:
+        if (coordinators.empty()) coordinators = Coordinators();
+        call.coordinators = coordinators;
+        participants_->Action(
+            std::move(call), [this, run, step, attempt](Result<StepAnswer> answer) {
+              if (answer.ok()) {
+                Feed(run, SagaActionAnswered{step, attempt, std::move(answer).value()});
+              } else {
+                Feed(run, SagaActionCallFailed{step, attempt, answer.status()});
+              }
+            });
+        break;
+      case SagaEffect::Kind::kCallCompensation:
+        if (coordinators.empty()) coordinators = Coordinators();
+        call.coordinators = coordinators;
+        participants_->Compensate(
+            std::move(call), [this, run, gtid, step, attempt](Result<StepAnswer> answer) {
+              SagaCompensationAnswered event{step, attempt, false, ""};
+              if (!answer.ok()) {
+                event.message = answer.status().ToString();
+              } else if (answer->outcome == StepOutcome::kSuccess) {
+                event.ok = true;
+              } else {
+                event.message =
+                    (answer->outcome == StepOutcome::kFailure ? "refused: " : "retry later: ") +
+                    answer->message;
+              }
+              if (!event.ok) {
+                LOG(ERROR) << "saga " << gtid << " step " << step
+                           << ": compensation not done: " << event.message << " (attempt "
+                           << attempt << ")";
+              }
+              Feed(run, std::move(event));
+            });
+        break;
+      case SagaEffect::Kind::kRetryAfter:
+        VLOG(1) << "saga " << gtid << " step " << step << ": attempt " << attempt
+                << " not done, retry in " << effect.delay_ms << " ms";
+        participants_->After(effect.delay_ms, [this, run, step, attempt] {
+          Feed(run, SagaRetryDue{step, attempt});
+        });
+        break;
+      case SagaEffect::Kind::kFinished: break;
+    }
   }
-}
-
-}  // namespace
-
-bool SagaDriver::SnapshotStep(Run& run, const std::string& step_id, TxnRecord* txn,
-                              BranchRecord* step) {
-  std::lock_guard<std::mutex> lock(run.mu);
-  if (run.gone) return false;
-  *txn = run.txn;
-  *step = run.steps[run.index.at(step_id)];
+  if (finished) {
+    if (final_state != SagaState::kParked) sagas_finished_.fetch_add(1);
+    Release(run, final_state == SagaState::kParked ? "parked, the sweeper retries it"
+                                                   : SagaStateName(final_state));
+    return false;
+  }
   return true;
-}
-
-void SagaDriver::RetryStepAfter(const std::shared_ptr<Run>& run, const std::string& step_id,
-                                int64_t delay_ms) {
-  workers_->PostAfter(delay_ms, [this, run, step_id] {
-    {
-      std::lock_guard<std::mutex> lock(run->mu);
-      run->busy.erase(step_id);
-    }
-    Advance(run);
-  });
-}
-
-void SagaDriver::CallAction(const std::shared_ptr<Run>& run, const std::string& step_id) {
-  TxnRecord txn;
-  BranchRecord step;
-  if (!SnapshotStep(*run, step_id, &txn, &step)) return;
-  wire::StepResult result;
-  Status rpc =
-      CallParticipant(&workers_->clients, txn, step, /*action=*/true, Coordinators(), &result);
-  {
-    std::lock_guard<std::mutex> lock(run->mu);
-    if (run->gone) return;
-    BranchRecord& s = run->steps[run->index.at(step_id)];
-    BranchState target = BranchState::kStepRunning;
-    if (rpc.ok() && result.outcome == wire::StepOutcome::SUCCESS) {
-      target = BranchState::kDone;
-    } else if (rpc.ok() && result.outcome == wire::StepOutcome::FAILURE) {
-      target = BranchState::kFailed;
-      s.last_error = Truncate("action refused: " + result.message);
-    } else {
-      s.last_error = Truncate(rpc.ok() ? "retry later: " + result.message : rpc.ToString());
-      if (run->txn.state == TxnState::kRunning && s.state == BranchState::kStepRunning &&
-          s.attempts < s.max_attempts) {
-        const int64_t delay =
-            BackoffDelayMs(BackoffPolicy{s.initial_backoff_ms, s.max_backoff_ms, 2.0}, s.attempts);
-        VLOG(1) << "saga " << txn.gtid << " step " << step_id << ": action attempt " << s.attempts
-                << " not done (" << s.last_error << "), retry in " << delay << " ms";
-        RetryStepAfter(run, step_id, delay);
-        return;  // stays busy until the retry is due
-      }
-    }
-    if (target != BranchState::kStepRunning) {
-      Result<Transition> t = StepTransition(s.state, target);
-      if (!t.ok()) {
-        LOG(ERROR) << "saga " << txn.gtid << " step " << step_id << ": " << t.status();
-      } else if (*t == Transition::kApply) {
-        s.state = target;
-      }
-    }
-    run->busy.erase(step_id);
-  }
-  Advance(run);
-}
-
-void SagaDriver::CallCompensation(const std::shared_ptr<Run>& run, const std::string& step_id) {
-  TxnRecord txn;
-  BranchRecord step;
-  if (!SnapshotStep(*run, step_id, &txn, &step)) return;
-  wire::StepResult result;
-  Status rpc =
-      CallParticipant(&workers_->clients, txn, step, /*action=*/false, Coordinators(), &result);
-  {
-    std::lock_guard<std::mutex> lock(run->mu);
-    if (run->gone) return;
-    BranchRecord& s = run->steps[run->index.at(step_id)];
-    if (rpc.ok() && result.outcome == wire::StepOutcome::SUCCESS) {
-      Result<Transition> t = StepTransition(s.state, BranchState::kStepCompensated);
-      if (!t.ok()) {
-        LOG(ERROR) << "saga " << txn.gtid << " step " << step_id << ": " << t.status();
-      } else if (*t == Transition::kApply) {
-        s.state = BranchState::kStepCompensated;
-      }
-    } else {
-      s.last_error = Truncate(
-          "compensation not done: " +
-          (rpc.ok() ? std::string(result.outcome == wire::StepOutcome::FAILURE ? "refused: "
-                                                                               : "retry later: ") +
-                          result.message
-                    : rpc.ToString()));
-      LOG(ERROR) << "saga " << txn.gtid << " step " << step_id << ": " << s.last_error
-                 << " (attempt " << s.attempts << ")";
-      if (run->txn.state == TxnState::kParked) {
-        run->parked_round_failed = true;
-      } else if (s.attempts < options_.park_after_attempts) {
-        const int64_t delay = BackoffDelayMs(options_.compensation_backoff, s.attempts);
-        RetryStepAfter(run, step_id, delay);
-        return;  // stays busy until the retry is due
-      }
-    }
-    run->busy.erase(step_id);
-  }
-  Advance(run);
 }
 
 }  // namespace txc

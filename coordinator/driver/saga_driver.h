@@ -1,34 +1,38 @@
 // SagaDriver: runs sagas. Implements SagaOps (coordinator/service/txn_service.h).
 //
-// Data flow, per saga: the core planner (coordinator/core/saga.h) decides,
-// the decision is logged through the GroupCommitter, and only then are
-// participants called (wire Participant action / compensate over pooled
-// connections). Every step outcome is logged before the next step or
-// compensation starts; the outcome of one step and the start of the next
-// ride in one WriteBatch.
+// It only executes. Every decision is the step function's (StepSaga,
+// coordinator/core/saga_machine.h): each event (a submission, a participant's
+// answer, a retry timer, a resume, a cancel) is fed to it under the run's
+// lock; the writes it returns are logged through the GroupCommitter
+// (WriteLater: no pool thread waits on the writer; the definition of a new
+// saga is logged with Write on the client's own RPC thread, since the client is
+// answered only once it is durable); only once they are durable does the run
+// adopt the new state and run the effects (participant calls, retry timers,
+// letting the run go). One step's writes are in flight per run at a time:
+// events arriving meanwhile queue and are stepped after, on the durable state.
 //
-//   SubmitSaga: validate -> log txn RUNNING + steps PENDING, those that can
-//               start at once already RUNNING (one batch) ->
-//               answer at once, or wait for SUCCEEDED / COMPENSATED (or the wait
-//               timeout) -> steps run on the "saga-worker" pool.
-//   Actions:    SUCCESS -> DONE; FAILURE -> FAILED -> compensation;
-//               RETRY_LATER / transport error -> retried with backoff + jitter
-//               within the step's retry policy, then FAILED.
-//   Compensations: retried with capped backoff; a step delivered
-//               park_after_attempts times parks the saga (PARKED), after which the
-//               sweeper Resume()s it every parked_retry_ms, forever.
-//   Resume:     reloads a saga from the store and drives it (a crash left it
-//               RUNNING / COMPENSATING, or it is PARKED); a no-op for a saga this
-//               process is already driving.
+//   SubmitSaga: log txn RUNNING + steps PENDING, the first wave RUNNING (one
+//               batch) -> answer at once, or wait for SUCCEEDED / COMPENSATED /
+//               PARKED (or the wait timeout).
+//   Resume:     reloads a saga from the store and feeds Resumed (a crash left
+//               it RUNNING / COMPENSATING, or it is PARKED: one round of
+//               compensations); a no-op for a saga this process drives.
+//   Cancel:     feeds CancelRequested (RUNNING -> COMPENSATING).
 //
-// Every write is fenced by the saga's (owner, epoch). A refused or failed
-// write abandons the in-memory run: the store stays the truth and the sweeper
-// resumes the saga when its next_attempt_ms is due. While a saga is driven
-// here its next_attempt_ms is kept in_flight_recheck_ms ahead.
+// Participant calls are event driven (AsyncParticipantClient: a callback per
+// answer, no thread waits on a call); retries are its timers, never a sleep.
 //
-// Crash points: "saga.after_action_logged" (an action outcome is durable, the
-// next step not started), "saga.mid_compensation" (a compensation is logged,
-// others remain).
+// Every write is fenced by this node's (owner, epoch). A refused or failed
+// write lets the run go: the store stays the truth and the sweeper resumes
+// the saga when its next_attempt_ms is due (kept in_flight_recheck_ms ahead
+// while driven here).
+//
+// Crash points, named after the model's steps (docs/model/saga.pml):
+//   saga.after_step_started          a step logged RUNNING (also the first wave), action not sent
+//   saga.after_action_logged         an action's DONE / FAILED is durable, nothing sent after it
+//   saga.after_compensation_started  a step logged COMPENSATING, compensation not sent
+//   saga.mid_compensation            a step logged COMPENSATED, the saga not final
+//   saga.before_final_state          before the write that logs SUCCEEDED / COMPENSATED
 //
 // Thread-safety: every public method may be called from any thread. No lock
 // is held across a store call or an RPC. Lock order: runs_mu_, then Run::mu
@@ -48,7 +52,10 @@
 
 #include "common/backoff.h"
 #include "common/status.h"
+#include "common/task_pool.h"
 #include "coordinator/core/saga.h"
+#include "coordinator/core/saga_machine.h"
+#include "coordinator/driver/async_participant_client.h"
 #include "coordinator/service/txn_service.h"
 #include "coordinator/store/group_commit.h"
 #include "coordinator/store/txn_store.h"
@@ -56,7 +63,9 @@
 namespace txc {
 
 struct SagaDriverOptions {
-  int worker_threads = 32;           // "saga-worker": participant calls and logging
+  int driver_threads = 2;  // "saga-driver": steps after a write is durable, resumes' store reads
+  int io_threads = 1;      // participant calls (event driven: no thread waits per call)
+  int max_calls_per_endpoint = 32;   // outstanding calls to one participant; more wait in line
   int connect_timeout_ms = 1000;     // to a participant
   int call_timeout_ms = 5000;        // one action / compensate call
   int32_t park_after_attempts = 10;  // compensation deliveries before PARKED
@@ -85,6 +94,13 @@ class SagaDriver : public SagaOps {
   // Non-blocking: the work goes to the pool.
   void Resume(const TxnRecord& txn) override;
 
+  // An operator's cancel: RUNNING -> COMPENSATING (pending steps skipped,
+  // attempted ones compensated in reverse order). OK when the saga already
+  // compensates or is compensated; kIllegalTransition when it SUCCEEDED;
+  // kNotOwner when another replica drives it; kNotFound; the store's errors.
+  // Returns once the cancel is fed to the run (the switch is logged behind it).
+  Status Cancel(const std::string& gtid);
+
   // Makes every SubmitSaga waiting for completion answer now with the current
   // state, and later ones not wait (shutdown: the rpc server can then stop
   // without waiting out wait_timeout_ms). Sagas keep running.
@@ -101,26 +117,30 @@ class SagaDriver : public SagaOps {
 
  private:
   struct Run;
-  class Workers;
+  struct Relay;
 
-  // Plans, logs, then dispatches, until nothing changes; one thread per run at a time.
-  void Advance(const std::shared_ptr<Run>& run);
-  void CallAction(const std::shared_ptr<Run>& run, const std::string& step_id);
-  void CallCompensation(const std::shared_ptr<Run>& run, const std::string& step_id);
-  // Copies the run's transaction and step `step_id` under run.mu; false when the run is gone.
-  static bool SnapshotStep(Run& run, const std::string& step_id, TxnRecord* txn,
-                           BranchRecord* step);
-  // After `delay_ms`, step `step_id` stops being busy and the run advances.
-  void RetryStepAfter(const std::shared_ptr<Run>& run, const std::string& step_id,
-                      int64_t delay_ms);
+  // Queues `event` for the run and steps it unless another thread is stepping the run.
+  void Feed(const std::shared_ptr<Run>& run, SagaEvent event);
+  // Steps the queued events one at a time; returns when none is left or a
+  // step's writes went to the log (Logged goes on from there). Called by the
+  // thread that set Run::stepping.
+  void Pump(const std::shared_ptr<Run>& run);
+  // The writes of `result` are durable (or failed: `logged`).
+  void Logged(const std::shared_ptr<Run>& run, const std::shared_ptr<SagaStepResult>& result,
+              const Status& logged);
+  // Makes `result` the run's state and runs its effects; false when the run is gone.
+  bool Adopt(const std::shared_ptr<Run>& run, SagaStepResult result);
   // Forgets the run (finished, parked with nothing in flight, or a write failed).
   void Release(const std::shared_ptr<Run>& run, const char* why);
-  void ResumeNow(const std::string& gtid);
+  void ResumeNow(const std::string& gtid, bool cancel);
+  // Loads the saga (owned by this node, not final) into a new run, registered in runs_.
+  Result<std::shared_ptr<Run>> Load(const std::string& gtid);
   // Waits for the run to end (at most wait_timeout_ms); if it was let go
   // unfinished, goes on waiting on the store.
   Result<TxnRecord> WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms);
-  // Polls the store (backoff with jitter) until the saga is final or PARKED,
-  // deadline_ms (monotonic) passes or StopWaiting(); returns the last record read.
+  // Re-reads the store (backoff with jitter, a condition wait between reads)
+  // until the saga is final or PARKED, deadline_ms (monotonic) passes or
+  // StopWaiting(); returns the last record read. On a client's RPC thread only.
   Result<TxnRecord> WaitInStore(TxnRecord txn, int64_t deadline_ms);
   // A saga owned by a replica whose lease lapsed (or an older epoch of this
   // node): one fenced write makes it this node's, so ResumeNow drives it.
@@ -131,14 +151,21 @@ class SagaDriver : public SagaOps {
   GroupCommitter* const log_;
   const NodeInfo node_;
   SagaDriverOptions options_;
-  SagaPlanOptions plan_options_;
+  SagaMachineOptions machine_options_;
 
-  std::unique_ptr<Workers> workers_;  // the pool and the retry timer
+  // Set first by the destructor: participant callbacks and timers then feed nothing.
+  std::atomic<bool> stopping_{false};
+  // Lets the GroupCommitter's callbacks reach this driver only while it lives.
+  std::shared_ptr<Relay> relay_;
+  TaskPool pool_;  // "saga-driver"; drops queued work at shutdown (recovery re-finds it)
+  std::unique_ptr<AsyncParticipantClient> participants_;
 
   std::mutex runs_mu_;                                // guards runs_
   std::map<std::string, std::shared_ptr<Run>> runs_;  // sagas driven here, by gtid
 
   std::atomic<bool> stop_waiting_{false};
+  std::mutex wait_mu_;  // with wait_cv_: StopWaiting wakes WaitInStore
+  std::condition_variable wait_cv_;
   std::atomic<int64_t> batches_written_{0};
   std::atomic<int64_t> sagas_submitted_{0};
   std::atomic<int64_t> sagas_finished_{0};

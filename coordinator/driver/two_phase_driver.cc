@@ -27,12 +27,6 @@ bool SameBranchContent(const BranchRecord& a, const BranchRecord& b) {
   return a.endpoint == b.endpoint && a.resource == b.resource && a.payload == b.payload;
 }
 
-// A uniform draw in [0, 1] for the step function's backoff jitter.
-double RandomUnit() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-}
-
 TwoPhaseTiming TimingOf(const TwoPhaseDriverOptions& o) {
   TwoPhaseTiming t;
   // A vote is awaited as long as the call can take, plus slack for the queue.

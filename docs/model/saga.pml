@@ -16,9 +16,10 @@
  *   saga.after_action_logged  a batch logged an action's outcome (DONE/FAILED)
  *   saga.mid_compensation     a batch logged a COMPENSATED step, saga not final
  * are both "after a write, before its sends"; the model also crashes after a
- * step was logged RUNNING (incl. the definition's first wave), after a
- * compensation was logged COMPENSATING, and before SUCCEEDED/COMPENSATED: the
- * code has no crash point for those (see README.md).
+ * step was logged RUNNING (incl. the definition's first wave:
+ * saga.after_step_started), after a compensation was logged COMPENSATING
+ * (saga.after_compensation_started), and before SUCCEEDED/COMPENSATED
+ * (saga.before_final_state); see README.md.
  *
  * Known-bad variants (each must produce a counterexample):
  *   -DBAD_FORWARD_COMPENSATION  compensate in forward order

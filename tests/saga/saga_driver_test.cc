@@ -19,6 +19,7 @@
 
 #include "common/backoff.h"
 #include "common/thrift_server.h"
+#include "coordinator/store/faulty_store.h"
 #include "coordinator/store/group_commit.h"
 #include "coordinator/store/txn_store.h"
 #include "gen-cpp/Participant.h"
@@ -110,7 +111,10 @@ class SagaDriverTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(store).value();
     ASSERT_TRUE(store_->Migrate().ok());
-    log_ = std::make_unique<GroupCommitter>(store_.get(), GroupCommitOptions{});
+    // The driver and its log see the store through FaultyStore (no fault
+    // unless a test injects one); the test reads the real store.
+    faulty_ = std::make_unique<FaultyStore>(store_.get());
+    log_ = std::make_unique<GroupCommitter>(faulty_.get(), GroupCommitOptions{});
     participant_ = std::make_shared<ScriptedSteps>();
     server_ = std::make_unique<ThriftServer>(
         std::make_shared<wire::ParticipantProcessor>(participant_), ThriftServerOptions{});
@@ -124,14 +128,14 @@ class SagaDriverTest : public ::testing::Test {
     log_.reset();
   }
 
-  void StartDriver(int32_t park_after = 10) {
+  void StartDriver(int32_t park_after = 10, int driver_threads = 2) {
     driver_.reset();
     SagaDriverOptions o;
-    o.worker_threads = 8;
+    o.driver_threads = driver_threads;
     o.park_after_attempts = park_after;
     o.compensation_backoff = BackoffPolicy{5, 20, 2.0};
     o.call_timeout_ms = 2000;
-    driver_ = std::make_unique<SagaDriver>(store_.get(), log_.get(), node_, o);
+    driver_ = std::make_unique<SagaDriver>(faulty_.get(), log_.get(), node_, o);
   }
 
   BranchRecord Step(const std::string& id, std::vector<std::string> deps,
@@ -211,6 +215,7 @@ class SagaDriverTest : public ::testing::Test {
   testing::TempDir dir_{"saga-driver-test-"};
   NodeInfo node_{"node-1", "127.0.0.1:7400", 1};
   std::unique_ptr<TxnStore> store_;
+  std::unique_ptr<FaultyStore> faulty_;
   std::unique_ptr<GroupCommitter> log_;
   std::shared_ptr<ScriptedSteps> participant_;
   std::unique_ptr<ThriftServer> server_;
@@ -404,7 +409,7 @@ TEST_F(SagaDriverTest, ResubmissionAtAnotherReplicaWaitsForTheOwnersRun) {
   node_.epoch = lease_a->epoch;
   StartDriver();
   SagaDriverOptions o;
-  o.worker_threads = 4;
+  o.driver_threads = 2;
   SagaDriver driver_b(store_.get(), log_.get(),
                       NodeInfo{"node-2", "127.0.0.1:7401", lease_b->epoch}, o);
   participant_->SetDelayMs(50);
@@ -476,6 +481,209 @@ TEST_F(SagaDriverTest, WaitTimeoutAnswersWithTheCurrentState) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->state, TxnState::kRunning);
   EXPECT_TRUE(WaitForState("slow-1", TxnState::kSucceeded));
+}
+
+// ---- every failure path of a step write (FaultyStore, deterministic) ----
+//
+// The fault is injected from the participant's hook while it handles the call
+// named by the test, so it hits exactly the write of that call's outcome (the
+// saga's only write in flight then). Throughout, log before act is checked at
+// the participant: an action arrives only for a step durably RUNNING with
+// that very attempt number, a compensation only for a step durably
+// COMPENSATING with its attempt. So no action runs twice without the barrier
+// seeing a new, logged attempt of the same step, and no compensation runs for
+// a step whose start was not recorded.
+class SagaStepWriteFaultTest : public SagaDriverTest {
+ protected:
+  // Installs the log-before-act check; `fault` (if set) is injected into the
+  // next ApplyGroup while `call` ("action:b", ...) is handled the first time.
+  void Arm(const std::string& call, std::optional<StoreFault> fault) {
+    participant_->SetHook([this, call, fault](const std::string& kind,
+                                              const wire::StepRequest& req) {
+      auto steps = Steps(req.gtid);
+      const BranchRecord& s = steps[req.step_id];
+      const BranchState want =
+          kind == "action" ? BranchState::kStepRunning : BranchState::kStepCompensating;
+      if (s.state != want || s.attempts != req.attempt) {
+        std::lock_guard<std::mutex> lock(mu_);
+        violations_.push_back(kind + ":" + req.step_id + " attempt " + std::to_string(req.attempt) +
+                              " while stored " + BranchStateName(s.state) + " attempts " +
+                              std::to_string(s.attempts));
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      if (fault && kind + ":" + req.step_id == call && !injected_) {
+        injected_ = true;
+        faulty_->Inject(StoreOp::kApplyGroup, *fault);
+      }
+    });
+  }
+  // Waits until the failed write let the run go, then resumes it as the sweeper would.
+  void ResumeAfterRelease(const std::string& gtid) {
+    ASSERT_TRUE(testing::WaitUntil([&] { return driver_->ActiveForTests() == 0; }, 10000));
+    auto txn = store_->GetTxn(gtid);
+    ASSERT_TRUE(txn.ok()) << txn.status();
+    driver_->Resume(*txn);
+  }
+  std::vector<std::string> Violations() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return violations_;
+  }
+  int CallsOf(const std::string& call) {
+    auto calls = participant_->Calls();
+    return static_cast<int>(std::count(calls.begin(), calls.end(), call));
+  }
+
+  std::mutex mu_;  // guards the members below
+  std::vector<std::string> violations_;
+  bool injected_ = false;
+};
+
+TEST_F(SagaStepWriteFaultTest, DefinitionWriteFailsNothingStoredNothingSent) {
+  Arm("", std::nullopt);
+  faulty_->Inject(StoreOp::kApplyGroup, StoreFault::Fail(Status::Unavailable("store down")));
+  auto r = driver_->SubmitSaga(Spec("fault-def", Chain4()));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(store_->GetTxn("fault-def").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(participant_->Calls().empty());
+  // The client resubmits: the saga runs once.
+  r = driver_->SubmitSaga(Spec("fault-def", Chain4()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kSucceeded);
+  EXPECT_EQ(participant_->Calls().size(), 4u);
+  EXPECT_TRUE(Violations().empty()) << Violations()[0];
+}
+
+TEST_F(SagaStepWriteFaultTest, OutcomeAndNextStartWriteFailsThenResumeRedeliversTheLoggedStep) {
+  // a's DONE and b's start are one batch; it fails: b is never sent, a's
+  // outcome is unknown to the log, so a is redelivered as logged attempt 2.
+  Arm("action:a", StoreFault::Fail(Status::Unavailable("store down")));
+  auto r = driver_->SubmitSaga(Spec("fault-outcome", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_NO_FATAL_FAILURE(ResumeAfterRelease("fault-outcome"));
+  EXPECT_TRUE(WaitForState("fault-outcome", TxnState::kSucceeded));
+  EXPECT_EQ(participant_->Calls(),
+            (std::vector<std::string>{"action:a", "action:a", "action:b", "action:c", "action:d"}));
+  EXPECT_EQ(Steps("fault-outcome")["a"].attempts, 2);
+  EXPECT_EQ(Steps("fault-outcome")["b"].attempts, 1);
+  EXPECT_TRUE(Violations().empty()) << Violations()[0];
+}
+
+TEST_F(SagaStepWriteFaultTest, IndeterminateOutcomeWriteThatAppliedIsNotRunAgain) {
+  // The commit reply is lost but the batch applied: a is DONE and b RUNNING
+  // (attempt 1, never sent). The resume re-reads: a is not redelivered; b is
+  // sent as attempt 2, so the barrier sees a new logged attempt.
+  Arm("action:a", StoreFault::IndeterminateApplied());
+  auto r = driver_->SubmitSaga(Spec("fault-indet", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_NO_FATAL_FAILURE(ResumeAfterRelease("fault-indet"));
+  EXPECT_TRUE(WaitForState("fault-indet", TxnState::kSucceeded));
+  EXPECT_EQ(CallsOf("action:a"), 1);
+  EXPECT_EQ(CallsOf("action:b"), 1);
+  EXPECT_EQ(Steps("fault-indet")["b"].attempts, 2);
+  EXPECT_TRUE(Violations().empty()) << Violations()[0];
+}
+
+TEST_F(SagaStepWriteFaultTest, IndeterminateOutcomeWriteThatDidNotApplyRedelivers) {
+  Arm("action:b", StoreFault::IndeterminateNotApplied());
+  auto r = driver_->SubmitSaga(Spec("fault-indet-no", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_NO_FATAL_FAILURE(ResumeAfterRelease("fault-indet-no"));
+  EXPECT_TRUE(WaitForState("fault-indet-no", TxnState::kSucceeded));
+  EXPECT_EQ(CallsOf("action:a"), 1);
+  EXPECT_EQ(CallsOf("action:b"), 2);
+  EXPECT_EQ(Steps("fault-indet-no")["b"].attempts, 2);
+  EXPECT_TRUE(Violations().empty()) << Violations()[0];
+}
+
+TEST_F(SagaStepWriteFaultTest, FinalStateWriteFailsThenResumeFinishes) {
+  // d's DONE rides with SUCCEEDED; the write fails: the saga stays RUNNING
+  // with d RUNNING until the resume redelivers d and logs SUCCEEDED.
+  Arm("action:d", StoreFault::Fail(Status::Unavailable("store down")));
+  auto r = driver_->SubmitSaga(Spec("fault-final", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_NO_FATAL_FAILURE(ResumeAfterRelease("fault-final"));
+  EXPECT_TRUE(WaitForState("fault-final", TxnState::kSucceeded));
+  EXPECT_EQ(CallsOf("action:d"), 2);
+  EXPECT_EQ(CallsOf("action:c"), 1);
+  EXPECT_TRUE(Violations().empty()) << Violations()[0];
+}
+
+TEST_F(SagaStepWriteFaultTest, CompensationStartWriteFailsNothingIsCompensatedUnrecorded) {
+  // b refuses; the write of b FAILED -> COMPENSATING with the switch fails.
+  // Nothing was compensated; after the resume b's action is redelivered
+  // (refused again by the barrier's first outcome) and then b, a compensated.
+  participant_->Script("action", "b", {}, StepOutcome::FAILURE);
+  Arm("action:b", StoreFault::Fail(Status::Unavailable("store down")));
+  auto r = driver_->SubmitSaga(Spec("fault-comp-start", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_NO_FATAL_FAILURE(ResumeAfterRelease("fault-comp-start"));
+  EXPECT_TRUE(WaitForState("fault-comp-start", TxnState::kCompensated));
+  EXPECT_EQ(participant_->Calls(), (std::vector<std::string>{"action:a", "action:b", "action:b",
+                                                             "compensate:b", "compensate:a"}));
+  auto steps = Steps("fault-comp-start");
+  EXPECT_EQ(steps["c"].state, BranchState::kSkipped);
+  EXPECT_EQ(steps["d"].state, BranchState::kSkipped);
+  EXPECT_TRUE(Violations().empty()) << Violations()[0];
+}
+
+TEST_F(SagaStepWriteFaultTest, CompensationOutcomeWriteFailsThenResumeRedeliversIt) {
+  participant_->Script("action", "c", {}, StepOutcome::FAILURE);
+  Arm("compensate:b", StoreFault::Fail(Status::Unavailable("store down")));
+  auto r = driver_->SubmitSaga(Spec("fault-comp-out", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_NO_FATAL_FAILURE(ResumeAfterRelease("fault-comp-out"));
+  EXPECT_TRUE(WaitForState("fault-comp-out", TxnState::kCompensated));
+  EXPECT_EQ(CallsOf("compensate:b"), 2);
+  EXPECT_EQ(CallsOf("compensate:a"), 1);
+  EXPECT_EQ(Steps("fault-comp-out")["b"].attempts, 2);
+  EXPECT_TRUE(Violations().empty()) << Violations()[0];
+}
+
+TEST_F(SagaDriverTest, NoPoolThreadWaitsOnTheWriter) {
+  StartDriver(/*park_after=*/10, /*driver_threads=*/1);
+  // B: as a crash left it, to be resumed while A's write hangs in the store.
+  const auto steps = Chain4();
+  TxnRecord b = SagaRecord("writer-b", TxnState::kRunning, node_.node_id, node_.epoch, steps);
+  ASSERT_TRUE(LogSaga(b, steps, std::vector<BranchState>(4, BranchState::kPending), {}).ok());
+  std::atomic<bool> held{false};
+  participant_->SetHook([&](const std::string& kind, const wire::StepRequest& req) {
+    if (req.gtid == "writer-a" && kind + ":" + req.step_id == "action:a" && !held.exchange(true)) {
+      faulty_->Hold(StoreOp::kApplyGroup);  // a's outcome write will hang
+    }
+  });
+  const int writes_before = faulty_->Calls(StoreOp::kApplyGroup);
+  ASSERT_TRUE(driver_->SubmitSaga(Spec("writer-a", Chain4(), /*wait=*/false)).ok());
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return faulty_->Calls(StoreOp::kApplyGroup) >= writes_before + 2; }, 10000));
+  // The one pool thread is not parked on that write: it loads B meanwhile.
+  const int loads = faulty_->Calls(StoreOp::kGetBranches);
+  driver_->Resume(b);
+  EXPECT_TRUE(
+      testing::WaitUntil([&] { return faulty_->Calls(StoreOp::kGetBranches) > loads; }, 10000));
+  faulty_->Open(StoreOp::kApplyGroup);
+  EXPECT_TRUE(WaitForState("writer-a", TxnState::kSucceeded));
+  EXPECT_TRUE(WaitForState("writer-b", TxnState::kSucceeded));
+}
+
+TEST_F(SagaDriverTest, CancelCompensatesARunningSaga) {
+  // b is retried for as long as it takes: only the cancel ends it.
+  participant_->Script("action", "b", {}, StepOutcome::RETRY_LATER);
+  auto steps_def = Chain4();
+  steps_def[1].max_attempts = 1000;
+  auto r = driver_->SubmitSaga(Spec("cancel-1", steps_def, /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return Steps("cancel-1")["b"].state == BranchState::kStepRunning; }, 10000));
+  ASSERT_TRUE(driver_->Cancel("cancel-1").ok());
+  EXPECT_TRUE(WaitForState("cancel-1", TxnState::kCompensated));
+  auto steps = Steps("cancel-1");
+  EXPECT_EQ(steps["a"].state, BranchState::kStepCompensated);
+  EXPECT_EQ(steps["b"].state, BranchState::kStepCompensated);
+  EXPECT_EQ(steps["c"].state, BranchState::kSkipped);
+  EXPECT_TRUE(driver_->Cancel("cancel-1").ok());  // already compensated: a no-op
+  ASSERT_TRUE(driver_->SubmitSaga(Spec("cancel-2", {Step("a", {})})).ok());
+  EXPECT_EQ(driver_->Cancel("cancel-2").code(), StatusCode::kIllegalTransition);  // SUCCEEDED
 }
 
 }  // namespace

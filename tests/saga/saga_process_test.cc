@@ -226,7 +226,9 @@ TEST_P(SagaCrashTest, CoordinatorCrashedAtCrashPointAndRestarted) {
 }
 
 INSTANTIATE_TEST_SUITE_P(CrashPoints, SagaCrashTest,
-                         ::testing::Values("saga.after_action_logged", "saga.mid_compensation"),
+                         ::testing::Values("saga.after_step_started", "saga.after_action_logged",
+                                           "saga.after_compensation_started",
+                                           "saga.mid_compensation", "saga.before_final_state"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string n = info.param;
                            for (char& c : n) {
