@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 #include <thrift/transport/TServerSocket.h>
+#include <thrift/transport/TSocket.h>
 
 #include <future>
 
@@ -13,7 +14,12 @@ using apache::thrift::transport::TServerSocket;
 
 namespace {
 
-// Tells Start() that serve() is listening (or that it failed to).
+// The peer of the connection this thread serves (TThreadedServer: one thread
+// per connection), set before each call.
+thread_local std::string current_peer;
+
+// Tells Start() that serve() is listening (or that it failed to), and records
+// each call's peer for CurrentThriftPeer().
 class ReadySignal : public TServerEventHandler {
  public:
   explicit ReadySignal(std::shared_ptr<std::promise<Status>> ready) : ready_(std::move(ready)) {}
@@ -21,12 +27,27 @@ class ReadySignal : public TServerEventHandler {
     if (ready_ != nullptr) ready_->set_value(Status::Ok());
     ready_.reset();
   }
+  void processContext(void*,
+                      std::shared_ptr<apache::thrift::transport::TTransport> transport) override {
+    auto* socket = dynamic_cast<apache::thrift::transport::TSocket*>(transport.get());
+    if (socket == nullptr) {
+      current_peer = "unknown";
+      return;
+    }
+    try {
+      current_peer = socket->getPeerAddress() + ":" + std::to_string(socket->getPeerPort());
+    } catch (const std::exception&) {
+      current_peer = "unknown";
+    }
+  }
 
  private:
   std::shared_ptr<std::promise<Status>> ready_;
 };
 
 }  // namespace
+
+std::string CurrentThriftPeer() { return current_peer.empty() ? "unknown" : current_peer; }
 
 ThriftServer::ThriftServer(std::shared_ptr<apache::thrift::TProcessor> processor,
                            ThriftServerOptions options)

@@ -31,6 +31,10 @@ struct ThriftServerOptions {
   int recv_timeout_ms = 300000;
 };
 
+// The peer ("host:port") of the connection whose call this thread is serving
+// inside a ThriftServer handler; "unknown" elsewhere.
+std::string CurrentThriftPeer();
+
 class ThriftServer {
  public:
   ThriftServer(std::shared_ptr<apache::thrift::TProcessor> processor, ThriftServerOptions options);

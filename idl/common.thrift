@@ -146,6 +146,19 @@ struct BranchStatus {
   8: string action,
   9: string compensation,
   10: list<BranchId> depends_on,
+  11: i64 started_unix_ms,          // enlisted (2PC) / left PENDING (Saga); 0: not yet or not known
+  12: i64 finished_unix_ms,         // last reached a resting state; 0: not in one
+}
+
+/** One operator action (admin API) on a transaction. */
+struct AuditRecord {
+  1: string action,                 // "retry", "cancel", "resolve", "rebind"
+  2: string who,                    // the caller's connection peer, "host:port"
+  3: i64 at_unix_ms,
+  4: binary reason,
+  5: string previous_state,         // "PARKED", "step s2 STEP_COMPENSATING", "endpoint h:1"
+  6: string new_state,
+  7: string target,                 // branch id(s) acted on; may be empty
 }
 
 struct TxnStatus {
@@ -158,6 +171,9 @@ struct TxnStatus {
   7: i64 epoch,
   8: list<BranchStatus> branches,   // branches (2PC) or steps (Saga), in order
   9: i32 attempts,                  // phase-2 / compensation rounds so far
+  10: i64 updated_unix_ms,          // last write
+  11: i64 next_attempt_unix_ms,     // when the sweeper looks at it again
+  12: list<AuditRecord> audit,      // operator actions, oldest first
 }
 
 /** The id is unknown (or its record was removed after completion). */

@@ -59,6 +59,69 @@ struct HealthResponse {
   8: string store_error,                  // why not, when store_healthy is false
 }
 
+// --- admin API (operators; txcctl) -------------------------------------------
+
+/** Which transactions listTxns returns; unset conditions match everything. */
+struct ListTxnsRequest {
+  1: optional common.TxnKind kind,
+  2: list<common.TxnState> states,        // one of these; empty: any (finished ones too)
+  3: optional string owner,               // node id
+  4: i64 created_after_unix_ms = 0,       // 0: no bound
+  5: i64 created_before_unix_ms = 0,
+  6: i64 updated_after_unix_ms = 0,
+  7: i64 updated_before_unix_ms = 0,
+  8: optional string gtid_prefix,
+  9: optional common.Endpoint endpoint,   // has a branch / step at this endpoint
+  10: i32 limit = 100,                    // 1..1000
+  11: optional string cursor,             // next_cursor of the previous page
+}
+
+/** One row of listTxns. */
+struct TxnSummary {
+  1: common.Gtid gtid,
+  2: common.TxnKind kind,
+  3: common.TxnState state,
+  4: string owner,
+  5: i64 created_unix_ms,
+  6: i64 updated_unix_ms,
+  7: i32 attempts,
+  8: i64 next_attempt_unix_ms,
+  9: string last_error,                   // of its last branch / step that has one
+}
+
+/** Oldest first (created, then gtid). */
+struct ListTxnsResponse {
+  1: list<TxnSummary> txns,
+  2: optional string next_cursor,         // absent: no more
+}
+
+/** retryNow / cancelSaga. */
+struct AdminRequest {
+  1: common.Gtid gtid,
+  2: binary reason,                       // stored in the audit record (max 4096 bytes)
+}
+
+struct ResolveRequest {
+  1: common.Gtid gtid,
+  2: common.BranchId branch_id,
+  /** STEP_COMPENSATED (a saga step compensated by hand), BRANCH_COMMITTED or
+      BRANCH_ABORTED (a 2PC branch finished by hand; must match the decision). */
+  3: common.BranchState resolved_state,
+  4: binary reason,
+}
+
+struct RebindRequest {
+  1: optional common.Gtid gtid,           // absent: every unfinished transaction
+  2: common.Endpoint from_endpoint,
+  3: common.Endpoint to_endpoint,
+  4: binary reason,
+}
+
+struct RebindResponse {
+  1: i32 transactions,                    // transactions with a branch moved
+  2: i32 branches,
+}
+
 service Coordinator {
   /** Starts a 2PC transaction; durable before it answers. */
   BeginResponse beginTxn(1: BeginRequest req)
@@ -97,4 +160,32 @@ service Coordinator {
       throws (1: common.InvalidArgument invalid, 2: common.Unavailable unavailable),
 
   HealthResponse health(),
+
+  // --- admin API. Every action is idempotent (already so: answered with the
+  // status, nothing written), fenced like any write, and audited; an illegal
+  // one changes nothing. The caller recorded is the connection's peer.
+
+  /** Transactions by filter, paged. */
+  ListTxnsResponse listTxns(1: ListTxnsRequest req)
+      throws (3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
+
+  /** Drive now: due at once, retry budgets reset (PARKED saga -> COMPENSATING). */
+  common.TxnStatus retryNow(1: AdminRequest req)
+      throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
+              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
+
+  /** A RUNNING saga starts nothing new and compensates what it did. */
+  common.TxnStatus cancelSaga(1: AdminRequest req)
+      throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
+              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
+
+  /** Marks a step / branch as finished by hand; the transaction then finishes. */
+  common.TxnStatus resolveBranch(1: ResolveRequest req)
+      throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
+              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
+
+  /** Pending and future calls for from_endpoint go to to_endpoint. */
+  RebindResponse rebindEndpoint(1: RebindRequest req)
+      throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
+              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
 }

@@ -56,6 +56,26 @@ struct BranchRecord {
   int32_t max_backoff_ms = 0;
   int64_t next_attempt_ms = 0;
   std::string last_error;
+  // Set by the store when the state moves (callers leave them 0):
+  // started_ms: when the branch was enlisted (2PC) or its step left PENDING
+  // (Saga); finished_ms: when it last reached a resting state (READ_ONLY,
+  // BRANCH_COMMITTED, BRANCH_ABORTED, DONE, FAILED, STEP_COMPENSATED, SKIPPED),
+  // 0 while it is not in one. unix ms.
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+};
+
+// One operator action (admin API), stored with the writes it made.
+struct AuditRecord {
+  std::string id;              // unique, chosen by the writer
+  std::string gtid;            // the transaction acted on
+  std::string action;          // "retry", "cancel", "resolve", "rebind"
+  std::string who;             // the caller (the connection's peer address)
+  int64_t at_ms = 0;           // unix ms
+  std::string reason;          // the operator's words (any bytes)
+  std::string previous_state;  // e.g. "PARKED" or "step s2 STEP_COMPENSATING"
+  std::string new_state;       // e.g. "COMPENSATING" or "step s2 STEP_COMPENSATED"
+  std::string target;          // branch id, or "A -> B" for a rebind; may be empty
 };
 
 // The writes a step function decides and the driver logs (GroupCommitter ->
@@ -94,6 +114,7 @@ struct BranchUpdate {
   std::optional<int32_t> attempts;
   std::optional<int64_t> next_attempt_ms;
   std::optional<std::string> last_error;
+  std::optional<std::string> endpoint;  // an operator's rebind
 };
 
 // Writes applied atomically: all or none.
@@ -102,15 +123,16 @@ struct WriteBatch {
   std::vector<BranchRecord> insert_branches;  // kAlreadyExists if (gtid, branch_id) exists
   std::vector<TxnUpdate> txn_updates;
   std::vector<BranchUpdate> branch_updates;
-  std::vector<std::string> delete_txns;  // removes the txn and its branches; absent: OK
+  std::vector<std::string> delete_txns;    // removes the txn and its branches; absent: OK
+  std::vector<AuditRecord> insert_audits;  // kAlreadyExists if the id exists
 
   bool empty() const {
     return insert_txns.empty() && insert_branches.empty() && txn_updates.empty() &&
-           branch_updates.empty() && delete_txns.empty();
+           branch_updates.empty() && delete_txns.empty() && insert_audits.empty();
   }
   size_t size() const {
     return insert_txns.size() + insert_branches.size() + txn_updates.size() +
-           branch_updates.size() + delete_txns.size();
+           branch_updates.size() + delete_txns.size() + insert_audits.size();
   }
 };
 

@@ -303,6 +303,17 @@ void SagaDriver::Resume(const TxnRecord& txn) {
   pool_.Submit([this, gtid] { ResumeNow(gtid, /*cancel=*/false); });
 }
 
+void SagaDriver::AdminChanged(const TxnRecord& txn) {
+  std::shared_ptr<Run> run;
+  {
+    std::lock_guard<std::mutex> lock(runs_mu_);
+    auto it = runs_.find(txn.gtid);
+    if (it != runs_.end()) run = it->second;
+  }
+  if (run != nullptr) Release(run, "changed by an operator");
+  Resume(txn);
+}
+
 Status SagaDriver::Cancel(const std::string& gtid) {
   std::shared_ptr<Run> run;
   {

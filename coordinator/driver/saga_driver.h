@@ -93,6 +93,10 @@ class SagaDriver : public SagaOps {
 
   // Non-blocking: the work goes to the pool.
   void Resume(const TxnRecord& txn) override;
+  // Admin API: drops the run driven here (if any; late results of its calls
+  // are ignored, and duplicates are harmless: calls are idempotent) and
+  // resumes the saga from the store.
+  void AdminChanged(const TxnRecord& txn) override;
 
   // An operator's cancel: RUNNING -> COMPENSATING (pending steps skipped,
   // attempted ones compensated in reverse order). OK when the saga already

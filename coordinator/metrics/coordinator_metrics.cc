@@ -74,6 +74,11 @@ CoordinatorMetrics::CoordinatorMetrics(MetricsRegistry* r) : registry_(r) {
       "Calls from this replica to participants, by method, participant endpoint and result "
       "(ok or the error code).",
       {"method", "endpoint", "result"});
+  operator_actions_ = r->AddCounter(
+      "txc_operator_actions_total",
+      "Operator actions (admin API: retry, cancel, resolve, rebind) answered by this replica, by "
+      "action and result (ok: changed a transaction, noop: it was so already, else the error).",
+      {"action", "result"});
   participant_latency_ = r->AddHistogram(
       "txc_participant_call_duration_seconds",
       "Duration of calls to participants (answered or not), by method and endpoint.",
@@ -184,6 +189,10 @@ void CoordinatorMetrics::RecordParticipantCall(const char* method, const std::st
                                                const Status& result, double seconds) {
   participant_calls_->With({method, endpoint, ResultLabel(result)})->Inc();
   participant_latency_->With({method, endpoint})->Observe(seconds);
+}
+
+void CoordinatorMetrics::RecordOperatorAction(const char* action, const char* result) {
+  operator_actions_->With({action, result})->Inc();
 }
 
 namespace {

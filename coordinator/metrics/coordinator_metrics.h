@@ -50,6 +50,11 @@ class CoordinatorMetrics {
   void RecordParticipantCall(const char* method, const std::string& endpoint, const Status& result,
                              double seconds);
 
+  // --- operator actions (admin API, CoordinatorService) -----------------------
+  // action: retry, cancel, resolve, rebind. result: ok (changed something),
+  // noop (already so), or the error code (illegal_transition, not_found, ...).
+  void RecordOperatorAction(const char* action, const char* result);
+
   // --- group commit -----------------------------------------------------------
   void RecordStoreTransaction(size_t batches, double seconds, bool ok);
   Counter* group_commit_overloaded;
@@ -81,6 +86,7 @@ class CoordinatorMetrics {
   CounterFamily* begun_;
   CounterFamily* finished_;
   CounterFamily* participant_calls_;
+  CounterFamily* operator_actions_;
   HistogramFamily* participant_latency_;
   CounterFamily* store_transactions_;
   HistogramFamily* batches_per_store_transaction_;

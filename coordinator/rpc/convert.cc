@@ -170,6 +170,8 @@ wire::BranchStatus BranchStatusToWire(const BranchRecord& branch) {
   s.__set_action(branch.action);
   s.__set_compensation(branch.compensation);
   s.__set_depends_on(branch.depends_on);
+  s.__set_started_unix_ms(branch.started_ms);
+  s.__set_finished_unix_ms(branch.finished_ms);
   return s;
 }
 
@@ -188,6 +190,8 @@ Result<BranchRecord> BranchStatusFromWire(const wire::BranchStatus& status, cons
   b.action = status.action;
   b.compensation = status.compensation;
   b.depends_on = status.depends_on;
+  b.started_ms = status.started_unix_ms;
+  b.finished_ms = status.finished_unix_ms;
   return b;
 }
 
@@ -205,11 +209,68 @@ wire::TxnStatus TxnStatusToWire(const TxnRecord& txn, const std::vector<BranchRe
   for (const BranchRecord& b : branches) out.push_back(BranchStatusToWire(b));
   s.__set_branches(out);
   s.__set_attempts(txn.attempts);
+  s.__set_updated_unix_ms(txn.updated_ms);
+  s.__set_next_attempt_unix_ms(txn.next_attempt_ms);
   return s;
 }
 
 wire::TxnStatus TxnStatusToWire(const TxnView& view) {
-  return TxnStatusToWire(view.txn, view.branches);
+  wire::TxnStatus s = TxnStatusToWire(view.txn, view.branches);
+  std::vector<wire::AuditRecord> audit;
+  for (const AuditRecord& a : view.audit) {
+    wire::AuditRecord w;
+    w.__set_action(a.action);
+    w.__set_who(a.who);
+    w.__set_at_unix_ms(a.at_ms);
+    w.__set_reason(a.reason);
+    w.__set_previous_state(a.previous_state);
+    w.__set_new_state(a.new_state);
+    w.__set_target(a.target);
+    audit.push_back(std::move(w));
+  }
+  s.__set_audit(std::move(audit));
+  return s;
+}
+
+Result<TxnFilter> TxnFilterFromWire(const wire::ListTxnsRequest& req) {
+  TxnFilter f;
+  if (req.__isset.kind) {
+    TXC_ASSIGN_OR_RETURN(TxnKind kind, TxnKindFromWire(WireEnumValue(req.kind)));
+    f.kind = kind;
+  }
+  for (const auto& state : req.states) {
+    TXC_ASSIGN_OR_RETURN(TxnState s, TxnStateFromWire(WireEnumValue(state)));
+    f.states.push_back(s);
+  }
+  if (req.__isset.owner) f.owner = req.owner;
+  f.created_after_ms = req.created_after_unix_ms;
+  f.created_before_ms = req.created_before_unix_ms;
+  f.updated_after_ms = req.updated_after_unix_ms;
+  f.updated_before_ms = req.updated_before_unix_ms;
+  if (req.__isset.gtid_prefix) f.gtid_prefix = req.gtid_prefix;
+  if (req.__isset.endpoint) f.endpoint = req.endpoint;
+  return f;
+}
+
+wire::ListTxnsResponse ListTxnsResponseToWire(const TxnPage& page) {
+  wire::ListTxnsResponse out;
+  std::vector<wire::TxnSummary> rows;
+  for (const TxnListRow& row : page.rows) {
+    wire::TxnSummary w;
+    w.__set_gtid(row.txn.gtid);
+    w.__set_kind(ToWire(row.txn.kind));
+    w.__set_state(ToWire(row.txn.state));
+    w.__set_owner(row.txn.owner);
+    w.__set_created_unix_ms(row.txn.created_ms);
+    w.__set_updated_unix_ms(row.txn.updated_ms);
+    w.__set_attempts(row.txn.attempts);
+    w.__set_next_attempt_unix_ms(row.txn.next_attempt_ms);
+    w.__set_last_error(row.last_error);
+    rows.push_back(std::move(w));
+  }
+  out.__set_txns(std::move(rows));
+  if (!page.next_cursor.empty()) out.__set_next_cursor(page.next_cursor);
+  return out;
 }
 
 Result<TxnView> TxnViewFromWire(const wire::TxnStatus& status) {
@@ -222,6 +283,20 @@ Result<TxnView> TxnViewFromWire(const wire::TxnStatus& status) {
   view.txn.owner = status.owner;
   view.txn.epoch = status.epoch;
   view.txn.attempts = status.attempts;
+  view.txn.updated_ms = status.updated_unix_ms;
+  view.txn.next_attempt_ms = status.next_attempt_unix_ms;
+  for (const auto& w : status.audit) {
+    AuditRecord a;
+    a.gtid = status.gtid;
+    a.action = w.action;
+    a.who = w.who;
+    a.at_ms = w.at_unix_ms;
+    a.reason = w.reason;
+    a.previous_state = w.previous_state;
+    a.new_state = w.new_state;
+    a.target = w.target;
+    view.audit.push_back(std::move(a));
+  }
   for (size_t i = 0; i < status.branches.size(); ++i) {
     TXC_ASSIGN_OR_RETURN(BranchRecord b, BranchStatusFromWire(status.branches[i], status.gtid,
                                                               static_cast<int32_t>(i)));

@@ -73,6 +73,10 @@ wire::BranchStatus BranchStatusToWire(const BranchRecord& branch);
 Result<BranchRecord> BranchStatusFromWire(const wire::BranchStatus& status, const std::string& gtid,
                                           int32_t ordinal);
 wire::TxnStatus TxnStatusToWire(const TxnRecord& txn, const std::vector<BranchRecord>& branches);
+// The admin API's list: request -> filter (kInvalidArgument for unknown enum
+// values), page -> response.
+Result<TxnFilter> TxnFilterFromWire(const wire::ListTxnsRequest& req);
+wire::ListTxnsResponse ListTxnsResponseToWire(const TxnPage& page);
 wire::TxnStatus TxnStatusToWire(const TxnView& view);
 Result<TxnView> TxnViewFromWire(const wire::TxnStatus& status);
 

@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "common/thrift_server.h"
 #include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
 #include "coordinator/rpc/convert.h"
@@ -170,6 +171,63 @@ wire::Outcome::type CoordinatorHandler::queryOutcome(const std::string& gtid,
 
 void CoordinatorHandler::health(wire::HealthResponse& out) {
   Guarded("health", "", [&] { out = HealthToWire(service_->Health(), version_); });
+}
+
+}  // namespace txc
+
+namespace txc {
+
+void CoordinatorHandler::listTxns(wire::ListTxnsResponse& out, const wire::ListTxnsRequest& req) {
+  Guarded("listTxns", "", [&] {
+    Result<TxnFilter> filter = TxnFilterFromWire(req);
+    Throw(filter.status(), "", kNone);
+    Result<TxnPage> page =
+        service_->ListTxns(*filter, req.__isset.cursor ? req.cursor : "", req.limit);
+    Throw(page.status(), "", kNone);
+    out = ListTxnsResponseToWire(*page);
+  });
+}
+
+void CoordinatorHandler::retryNow(wire::TxnStatus& out, const wire::AdminRequest& req) {
+  Guarded("retryNow", req.gtid, [&] {
+    Throw(ValidateId("gtid", req.gtid), "", kAdmin);
+    Result<TxnView> view = service_->RetryNow(req.gtid, {CurrentThriftPeer(), req.reason});
+    Throw(view.status(), req.gtid, kAdmin);
+    out = TxnStatusToWire(*view);
+  });
+}
+
+void CoordinatorHandler::cancelSaga(wire::TxnStatus& out, const wire::AdminRequest& req) {
+  Guarded("cancelSaga", req.gtid, [&] {
+    Throw(ValidateId("gtid", req.gtid), "", kAdmin);
+    Result<TxnView> view = service_->CancelSaga(req.gtid, {CurrentThriftPeer(), req.reason});
+    Throw(view.status(), req.gtid, kAdmin);
+    out = TxnStatusToWire(*view);
+  });
+}
+
+void CoordinatorHandler::resolveBranch(wire::TxnStatus& out, const wire::ResolveRequest& req) {
+  Guarded("resolveBranch", req.gtid, [&] {
+    Throw(ValidateId("gtid", req.gtid), "", kAdmin);
+    Result<BranchState> resolved = BranchStateFromWire(WireEnumValue(req.resolved_state));
+    Throw(resolved.status(), req.gtid, kAdmin);
+    Result<TxnView> view =
+        service_->Resolve(req.gtid, req.branch_id, *resolved, {CurrentThriftPeer(), req.reason});
+    Throw(view.status(), req.gtid, kAdmin);
+    out = TxnStatusToWire(*view);
+  });
+}
+
+void CoordinatorHandler::rebindEndpoint(wire::RebindResponse& out, const wire::RebindRequest& req) {
+  const std::string gtid = req.__isset.gtid ? req.gtid : "";
+  Guarded("rebindEndpoint", gtid, [&] {
+    if (req.__isset.gtid) Throw(ValidateId("gtid", gtid), "", kAdmin);
+    Result<RebindResult> r = service_->Rebind(gtid, req.from_endpoint, req.to_endpoint,
+                                              {CurrentThriftPeer(), req.reason});
+    Throw(r.status(), gtid, kAdmin);
+    out.__set_transactions(r->transactions);
+    out.__set_branches(r->branches);
+  });
 }
 
 }  // namespace txc

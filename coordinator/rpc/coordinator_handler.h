@@ -31,6 +31,13 @@ class CoordinatorHandler : public wire::CoordinatorIf {
   wire::Outcome::type queryOutcome(const std::string& gtid, const std::string& branch_id) override;
   void health(wire::HealthResponse& out) override;
 
+  // Admin API. The caller recorded in audit records is the connection's peer.
+  void listTxns(wire::ListTxnsResponse& out, const wire::ListTxnsRequest& req) override;
+  void retryNow(wire::TxnStatus& out, const wire::AdminRequest& req) override;
+  void cancelSaga(wire::TxnStatus& out, const wire::AdminRequest& req) override;
+  void resolveBranch(wire::TxnStatus& out, const wire::ResolveRequest& req) override;
+  void rebindEndpoint(wire::RebindResponse& out, const wire::RebindRequest& req) override;
+
   static const char kVersion[];
 
  private:
@@ -42,6 +49,7 @@ class CoordinatorHandler : public wire::CoordinatorIf {
     kIllegal = 2,
     kNotOwner = 4,
     kAll = 7,
+    kAdmin = kNotFound | kIllegal,
   };
   // ThrowIfError with the details the typed exceptions carry (the current
   // state for IllegalTransition, the owner's endpoint for NotOwner), looked up

@@ -97,6 +97,33 @@ class ReplicaService : public TxnService {
     if (!s) return NotServing();
     return s->QueryOutcome(gtid, branch_id);
   }
+  Result<TxnPage> ListTxns(const TxnFilter& filter, const std::string& cursor, int limit) override {
+    auto s = Get();
+    if (!s) return NotServing();
+    return s->ListTxns(filter, cursor, limit);
+  }
+  Result<TxnView> RetryNow(const std::string& gtid, const AdminContext& ctx) override {
+    auto s = Get();
+    if (!s) return NotServing();
+    return s->RetryNow(gtid, ctx);
+  }
+  Result<TxnView> CancelSaga(const std::string& gtid, const AdminContext& ctx) override {
+    auto s = Get();
+    if (!s) return NotServing();
+    return s->CancelSaga(gtid, ctx);
+  }
+  Result<TxnView> Resolve(const std::string& gtid, const std::string& branch_id,
+                          BranchState resolved, const AdminContext& ctx) override {
+    auto s = Get();
+    if (!s) return NotServing();
+    return s->Resolve(gtid, branch_id, resolved, ctx);
+  }
+  Result<RebindResult> Rebind(const std::string& gtid, const std::string& from_endpoint,
+                              const std::string& to_endpoint, const AdminContext& ctx) override {
+    auto s = Get();
+    if (!s) return NotServing();
+    return s->Rebind(gtid, from_endpoint, to_endpoint, ctx);
+  }
   HealthInfo Health() override {
     auto s = Now();
     if (s) return s->Health();

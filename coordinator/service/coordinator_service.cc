@@ -2,12 +2,17 @@
 
 #include <glog/logging.h>
 
+#include <chrono>
 #include <set>
+#include <thread>
 
 #include "common/backoff.h"
 #include "common/ids.h"
+#include "common/thrift_util.h"
 #include "coordinator/core/saga.h"
 #include "coordinator/core/validation.h"
+#include "coordinator/metrics/coordinator_metrics.h"
+#include "coordinator/store/store_util.h"
 
 namespace txc {
 namespace {
@@ -155,7 +160,194 @@ Result<TxnView> CoordinatorService::GetStatus(const std::string& gtid) {
   TxnView view;
   TXC_ASSIGN_OR_RETURN(view.txn, store_->GetTxn(gtid));
   TXC_ASSIGN_OR_RETURN(view.branches, store_->GetBranches(gtid));
+  TXC_ASSIGN_OR_RETURN(view.audit, store_->GetAudit(gtid));
   return view;
+}
+
+// --- operator actions ---------------------------------------------------------
+
+namespace {
+
+// How often an admin action re-reads and re-plans when the transaction moved
+// between its read and its write (the driver wrote in between).
+constexpr int kAdminAttempts = 8;
+
+const char* AdminResultLabel(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kOk: return "ok";
+    case StatusCode::kNotFound: return "not_found";
+    case StatusCode::kIllegalTransition: return "illegal_transition";
+    case StatusCode::kInvalidArgument: return "invalid_argument";
+    default: return "unavailable";
+  }
+}
+
+Status ValidateAdmin(const AdminContext& ctx) {
+  if (ctx.reason.size() > kMaxAdminReasonBytes) {
+    return Status::InvalidArgument("reason: longer than " + std::to_string(kMaxAdminReasonBytes) +
+                                   " bytes");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<TxnView> CoordinatorService::RunAdmin(const char* action, const std::string& gtid,
+                                             const AdminContext& ctx, const AdminPlanFn& plan,
+                                             bool* changed) {
+  if (changed != nullptr) *changed = false;
+  auto answer = [&](Result<TxnView> r, bool wrote) -> Result<TxnView> {
+    CoordinatorMetrics::Get().RecordOperatorAction(
+        action, r.ok() && !wrote ? "noop" : AdminResultLabel(r.status()));
+    return r;
+  };
+  Status valid = ValidateId("gtid", gtid);
+  if (valid.ok()) valid = ValidateAdmin(ctx);
+  if (valid.ok()) valid = CheckServing();
+  if (!valid.ok()) return answer(valid, false);
+  const BackoffPolicy backoff{5, 200, 2.0};
+  Status last = Status::Unavailable("not attempted");
+  for (int attempt = 0; attempt < kAdminAttempts; ++attempt) {
+    Result<TxnRecord> txn = store_->GetTxn(gtid);
+    if (!txn.ok()) return answer(txn.status(), false);
+    Result<std::vector<BranchRecord>> branches = store_->GetBranches(gtid);
+    if (!branches.ok()) return answer(branches.status(), false);
+    AdminActor actor{ctx.who, ctx.reason, NowUnixMs(), NewId("audit")};
+    Result<WriteBatch> planned = plan(*txn, *branches, actor);
+    if (!planned.ok()) {
+      VLOG(1) << gtid << ": operator " << action << " by " << ctx.who
+              << " refused: " << planned.status();
+      return answer(planned.status(), false);
+    }
+    if (planned->empty()) {
+      VLOG(1) << gtid << ": operator " << action << " by " << ctx.who << ": already so";
+      return answer(GetStatus(gtid), false);
+    }
+    const AuditRecord audit =
+        planned->insert_audits.empty() ? AuditRecord{} : planned->insert_audits.front();
+    last = log_->Write(std::move(planned).value());
+    if (last.ok()) {
+      LOG(INFO) << gtid << ": operator " << action << " by " << ctx.who << ": "
+                << audit.previous_state << " -> " << audit.new_state
+                << (audit.target.empty() ? "" : " (" + audit.target + ")") << ", reason '"
+                << ctx.reason << "'";
+      if (changed != nullptr) *changed = true;
+      Result<TxnRecord> now = store_->GetTxn(gtid);
+      if (now.ok()) {
+        if (now->kind == TxnKind::kSaga) {
+          if (SagaOps* ops = saga_.load(std::memory_order_acquire)) ops->AdminChanged(*now);
+        } else if (TwoPhaseOps* ops = two_phase_.load(std::memory_order_acquire)) {
+          ops->AdminChanged(*now);
+        }
+      }
+      return answer(GetStatus(gtid), true);
+    }
+    if (last.code() != StatusCode::kConflict) break;
+    VLOG(1) << gtid << ": operator " << action << ": the transaction moved meanwhile, again";
+    // A short pause with jitter before re-reading (bounded: kAdminAttempts).
+    std::this_thread::sleep_for(std::chrono::milliseconds(BackoffDelayMs(backoff, attempt + 1)));
+  }
+  LOG(WARNING) << gtid << ": operator " << action << " not written: " << last;
+  if (last.code() == StatusCode::kNotFound) return answer(last, false);
+  return answer(Status::Unavailable(std::string(action) + ": " + last.ToString()), false);
+}
+
+Result<TxnPage> CoordinatorService::ListTxns(const TxnFilter& filter, const std::string& cursor,
+                                             int limit) {
+  if (filter.kind.has_value() && *filter.kind != TxnKind::kTwoPhase &&
+      *filter.kind != TxnKind::kSaga) {
+    return Status::InvalidArgument("kind: unknown value");
+  }
+  for (TxnState state : filter.states) {
+    if (!IsStateOf(TxnKind::kTwoPhase, state) && !IsStateOf(TxnKind::kSaga, state)) {
+      return Status::InvalidArgument("states: unknown value " +
+                                     std::to_string(static_cast<int>(state)));
+    }
+  }
+  if (!filter.gtid_prefix.empty())
+    TXC_RETURN_IF_ERROR(ValidateId("gtid_prefix", filter.gtid_prefix));
+  if (!filter.owner.empty()) TXC_RETURN_IF_ERROR(ValidateId("owner", filter.owner));
+  if (!filter.endpoint.empty()) TXC_RETURN_IF_ERROR(ValidateId("endpoint", filter.endpoint));
+  if (cursor.size() > 1024) return Status::InvalidArgument("cursor: too long");
+  return store_->ListTxns(filter, cursor, limit);
+}
+
+Result<TxnView> CoordinatorService::RetryNow(const std::string& gtid, const AdminContext& ctx) {
+  return RunAdmin("retry", gtid, ctx, PlanRetryNow);
+}
+
+Result<TxnView> CoordinatorService::CancelSaga(const std::string& gtid, const AdminContext& ctx) {
+  return RunAdmin("cancel", gtid, ctx, PlanCancelSaga);
+}
+
+Result<TxnView> CoordinatorService::Resolve(const std::string& gtid, const std::string& branch_id,
+                                            BranchState resolved, const AdminContext& ctx) {
+  Status valid = ValidateId("branch_id", branch_id);
+  if (!valid.ok()) {
+    CoordinatorMetrics::Get().RecordOperatorAction("resolve", AdminResultLabel(valid));
+    return valid;
+  }
+  return RunAdmin("resolve", gtid, ctx,
+                  [&](const TxnRecord& txn, const std::vector<BranchRecord>& branches,
+                      const AdminActor& actor) {
+                    return PlanResolve(txn, branches, branch_id, resolved, actor);
+                  });
+}
+
+Result<RebindResult> CoordinatorService::Rebind(const std::string& gtid,
+                                                const std::string& from_endpoint,
+                                                const std::string& to_endpoint,
+                                                const AdminContext& ctx) {
+  for (const auto& [field, value] : {std::make_pair("from_endpoint", &from_endpoint),
+                                     std::make_pair("to_endpoint", &to_endpoint)}) {
+    Result<HostPort> hp = ParseEndpoint(*value);
+    if (!hp.ok()) {
+      CoordinatorMetrics::Get().RecordOperatorAction("rebind", "invalid_argument");
+      return Status::InvalidArgument(std::string(field) + ": " + hp.status().message());
+    }
+  }
+  auto plan = [&](const TxnRecord& txn, const std::vector<BranchRecord>& branches,
+                  const AdminActor& actor) {
+    return PlanRebind(txn, branches, from_endpoint, to_endpoint, actor);
+  };
+  auto count_moved = [&](const TxnView& view, RebindResult* out) {
+    ++out->transactions;
+    for (const BranchRecord& b : view.branches) {
+      if (b.endpoint == to_endpoint) ++out->branches;
+    }
+  };
+  RebindResult result;
+  if (!gtid.empty()) {
+    bool changed = false;
+    Result<TxnView> view = RunAdmin("rebind", gtid, ctx, plan, &changed);
+    if (!view.ok()) return view.status();
+    if (changed) count_moved(*view, &result);
+    return result;
+  }
+  // Every unfinished transaction with a branch at from_endpoint, page by page.
+  TxnFilter filter;
+  filter.states = store_internal::UnfinishedTxnStates();
+  filter.endpoint = from_endpoint;
+  std::string cursor;
+  do {
+    Result<TxnPage> page = ListTxns(filter, cursor, 200);
+    if (!page.ok()) return page.status();
+    for (const TxnListRow& row : page->rows) {
+      bool changed = false;
+      Result<TxnView> view = RunAdmin("rebind", row.txn.gtid, ctx, plan, &changed);
+      if (!view.ok()) {
+        // Finished meanwhile: nothing to move. Anything else stops the sweep.
+        if (view.status().code() == StatusCode::kIllegalTransition ||
+            view.status().code() == StatusCode::kNotFound) {
+          continue;
+        }
+        return view.status();
+      }
+      if (changed) count_moved(*view, &result);
+    }
+    cursor = page->next_cursor;
+  } while (!cursor.empty());
+  return result;
 }
 
 Result<TxnRecord> CoordinatorService::SubmitSaga(const SagaSpec& spec) {

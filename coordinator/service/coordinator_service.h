@@ -24,10 +24,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "coordinator/core/admin.h"
 #include "coordinator/service/txn_service.h"
 #include "coordinator/store/group_commit.h"
 #include "coordinator/store/txn_store.h"
@@ -66,6 +68,16 @@ class CoordinatorService : public TxnService {
   Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) override;
   HealthInfo Health() override;
   std::vector<std::string> CoordinatorEndpoints() override;
+
+  // Operator actions (core/admin.h decides; written through the group commit,
+  // re-planned on kConflict; then the driver is told: AdminChanged).
+  Result<TxnPage> ListTxns(const TxnFilter& filter, const std::string& cursor, int limit) override;
+  Result<TxnView> RetryNow(const std::string& gtid, const AdminContext& ctx) override;
+  Result<TxnView> CancelSaga(const std::string& gtid, const AdminContext& ctx) override;
+  Result<TxnView> Resolve(const std::string& gtid, const std::string& branch_id,
+                          BranchState resolved, const AdminContext& ctx) override;
+  Result<RebindResult> Rebind(const std::string& gtid, const std::string& from_endpoint,
+                              const std::string& to_endpoint, const AdminContext& ctx) override;
   std::string EndpointOfNode(const std::string& node_id) override;
 
   // A new globally unique transaction id: "<node tag>-<32 hex digits>" where
@@ -74,6 +86,13 @@ class CoordinatorService : public TxnService {
 
  private:
   Status CheckServing() const;
+  // Reads the transaction, asks `plan` for the writes, logs them (re-reading
+  // and planning again when the transaction moved meanwhile: kConflict), then
+  // tells its driver. *changed: whether anything was written.
+  using AdminPlanFn = std::function<Result<WriteBatch>(
+      const TxnRecord&, const std::vector<BranchRecord>&, const AdminActor&)>;
+  Result<TxnView> RunAdmin(const char* action, const std::string& gtid, const AdminContext& ctx,
+                           const AdminPlanFn& plan, bool* changed = nullptr);
   // Validates the gtid and answers kNotFound when no such transaction exists.
   Status CheckExists(const std::string& gtid);
   // Refreshes the lease cache if it is older than options_.replica_cache_ms.

@@ -29,6 +29,19 @@ struct BeginOptions {
 struct TxnView {
   TxnRecord txn;
   std::vector<BranchRecord> branches;
+  std::vector<AuditRecord> audit;  // operator actions on it, oldest first
+};
+
+// Who asks for an operator action, and why (stored in the audit record).
+struct AdminContext {
+  std::string who;  // the caller's connection peer ("host:port")
+  std::string reason;
+};
+
+// What a rebind changed.
+struct RebindResult {
+  int32_t transactions = 0;  // transactions with at least one branch moved
+  int32_t branches = 0;
 };
 
 struct SagaSpec {
@@ -74,6 +87,9 @@ class TwoPhaseOps {
                                    int64_t wait_timeout_ms) = 0;
   virtual Result<TxnRecord> Rollback(const std::string& gtid) = 0;
   virtual Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) = 0;
+  // An operator changed the transaction in the store (admin API): drive it
+  // from what the store holds now. Default: Resume.
+  virtual void AdminChanged(const TxnRecord& txn) { Resume(txn); }
   // Called by the recovery sweeper for a 2PC transaction of this node whose
   // next_attempt_ms is due (timed out, or phase 2 to redrive after a crash).
   // Must not block for long (hand the work to a pool) and must be a no-op for a
@@ -88,6 +104,10 @@ class SagaOps {
   virtual Result<TxnRecord> SubmitSaga(const SagaSpec& spec) = 0;
   // As TwoPhaseOps::Resume, for a saga (RUNNING, COMPENSATING or PARKED) that is due.
   virtual void Resume(const TxnRecord& txn) = 0;
+  // An operator changed the saga in the store (admin API: cancel, retry,
+  // resolve, rebind): forget any copy driven in memory and drive it from what
+  // the store holds now. Default: Resume.
+  virtual void AdminChanged(const TxnRecord& txn) { Resume(txn); }
 };
 
 class TxnService {
@@ -104,6 +124,35 @@ class TxnService {
   virtual HealthInfo Health() = 0;
   // Endpoints of all live replicas, for TxnContext.coordinators.
   virtual std::vector<std::string> CoordinatorEndpoints() = 0;
+  // --- operator actions (admin API) -------------------------------------------
+  // Each is idempotent (already so: OK, nothing written), fenced, audited.
+  // Errors: kNotFound, kIllegalTransition, kInvalidArgument (nothing changed),
+  // kUnavailable. The defaults answer kUnavailable (not served here).
+  virtual Result<TxnPage> ListTxns(const TxnFilter& filter, const std::string& cursor, int limit) {
+    (void)filter, (void)cursor, (void)limit;
+    return Status::Unavailable("listTxns: not served here");
+  }
+  virtual Result<TxnView> RetryNow(const std::string& gtid, const AdminContext& ctx) {
+    (void)gtid, (void)ctx;
+    return Status::Unavailable("retryNow: not served here");
+  }
+  virtual Result<TxnView> CancelSaga(const std::string& gtid, const AdminContext& ctx) {
+    (void)gtid, (void)ctx;
+    return Status::Unavailable("cancelSaga: not served here");
+  }
+  // resolved: kStepCompensated (saga step), kBranchCommitted / kBranchAborted (2PC).
+  virtual Result<TxnView> Resolve(const std::string& gtid, const std::string& branch_id,
+                                  BranchState resolved, const AdminContext& ctx) {
+    (void)gtid, (void)branch_id, (void)resolved, (void)ctx;
+    return Status::Unavailable("resolveBranch: not served here");
+  }
+  // gtid empty: every unfinished transaction with a branch at from_endpoint.
+  virtual Result<RebindResult> Rebind(const std::string& gtid, const std::string& from_endpoint,
+                                      const std::string& to_endpoint, const AdminContext& ctx) {
+    (void)gtid, (void)from_endpoint, (void)to_endpoint, (void)ctx;
+    return Status::Unavailable("rebindEndpoint: not served here");
+  }
+
   // The endpoint of the replica `node_id` from the lease table ("" when not
   // known), for NotOwner.owner_endpoint.
   virtual std::string EndpointOfNode(const std::string& node_id) {

@@ -87,6 +87,13 @@ class FaultyStore : public TxnStore {
   Result<int64_t> CountInStates(const std::vector<TxnState>& states) override;
   Result<std::vector<StateSummary>> SummarizeStates(const std::vector<TxnState>& states) override;
   Result<int> DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) override;
+  // Admin reads pass straight through (no faults).
+  Result<TxnPage> ListTxns(const TxnFilter& filter, const std::string& cursor, int limit) override {
+    return inner_->ListTxns(filter, cursor, limit);
+  }
+  Result<std::vector<AuditRecord>> GetAudit(const std::string& gtid) override {
+    return inner_->GetAudit(gtid);
+  }
   using TxnStore::AcquireLease;
   Result<Lease> AcquireLease(const std::string& node_id, const std::string& endpoint,
                              int64_t ttl_ms, int64_t now_ms, LeaseTakeover takeover) override;

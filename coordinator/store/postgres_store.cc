@@ -20,6 +20,7 @@ namespace txc {
 using store_internal::DecodeStringList;
 using store_internal::EncodeStringList;
 using store_internal::IsRefusal;
+using store_internal::kAuditColumns;
 using store_internal::kBranchColumns;
 using store_internal::kTxnColumns;
 using store_internal::StateList;
@@ -129,6 +130,8 @@ Result<BranchRecord> ReadBranch(const pqxx::row& r) {
   b.max_backoff_ms = r[13].as<int>();
   b.next_attempt_ms = r[14].as<int64_t>();
   b.last_error = Bytes(r[15]);
+  b.started_ms = r[16].as<int64_t>();
+  b.finished_ms = r[17].as<int64_t>();
   return b;
 }
 
@@ -179,11 +182,12 @@ void AddInsertTxn(Params& p, const TxnRecord& t, int64_t now_ms) {
 std::string InsertBranchesSql(size_t rows) {
   return std::string("INSERT INTO branches (") + kBranchColumns + ") VALUES " +
          ValuesList({"text", "text", "integer", "text", "text", "text", "text", "bytea", "bytea",
-                     "integer", "integer", "integer", "integer", "integer", "bigint", "bytea"},
+                     "integer", "integer", "integer", "integer", "integer", "bigint", "bytea",
+                     "bigint", "bigint"},
                     rows) +
          " ON CONFLICT DO NOTHING";
 }
-void AddInsertBranch(Params& p, const BranchRecord& b) {
+void AddInsertBranch(Params& p, const BranchRecord& b, int64_t now_ms) {
   p.Text(b.gtid)
       .Text(b.branch_id)
       .Int(b.ordinal)
@@ -199,7 +203,9 @@ void AddInsertBranch(Params& p, const BranchRecord& b) {
       .Int(b.initial_backoff_ms)
       .Int(b.max_backoff_ms)
       .Int(b.next_attempt_ms)
-      .Bytes(b.last_error);
+      .Bytes(b.last_error)
+      .Int(store_internal::BranchStartedMs(b.state, now_ms))
+      .Int(store_internal::BranchFinishedMs(b.state, now_ms));
 }
 
 // Returns the idx of each row that matched its conditions and was updated.
@@ -246,18 +252,23 @@ std::string UpdateBranchesSql(size_t rows) {
   return "UPDATE branches AS b SET state = COALESCE(u.state, b.state), "
          "attempts = COALESCE(u.attempts, b.attempts), "
          "next_attempt_ms = COALESCE(u.next_attempt_ms, b.next_attempt_ms), "
-         "last_error = COALESCE(u.last_error, b.last_error) FROM (VALUES " +
+         "last_error = COALESCE(u.last_error, b.last_error), "
+         "started_ms = CASE WHEN u.state IS NOT NULL AND u.state <> b.state AND b.started_ms = 0 "
+         "THEN u.started_ms ELSE b.started_ms END, "
+         "finished_ms = CASE WHEN u.state IS NOT NULL AND u.state <> b.state THEN u.finished_ms "
+         "ELSE b.finished_ms END, "
+         "endpoint = COALESCE(u.endpoint, b.endpoint) FROM (VALUES " +
          ValuesList({"integer", "text", "text", "bigint", "text", "bigint", "integer", "integer",
-                     "bigint", "bytea"},
+                     "bigint", "bytea", "bigint", "bigint", "text"},
                     rows) +
          ") AS u(idx, gtid, branch_id, mask, expected_owner, expected_epoch, state, attempts, "
-         "next_attempt_ms, last_error), txns AS t "
+         "next_attempt_ms, last_error, started_ms, finished_ms, endpoint), txns AS t "
          "WHERE b.gtid = u.gtid AND b.branch_id = u.branch_id "
          "AND (u.mask = 0 OR ((u.mask >> b.state) & 1) = 1) "
          "AND t.gtid = u.gtid AND t.owner = u.expected_owner AND t.epoch = u.expected_epoch "
          "RETURNING u.idx";
 }
-void AddUpdateBranch(Params& p, size_t idx, const BranchUpdate& u) {
+void AddUpdateBranch(Params& p, size_t idx, const BranchUpdate& u, int64_t now_ms) {
   p.Int(static_cast<int64_t>(idx))
       .Text(u.gtid)
       .Text(u.branch_id)
@@ -272,6 +283,35 @@ void AddUpdateBranch(Params& p, size_t idx, const BranchUpdate& u) {
   } else {
     p.Null();
   }
+  if (u.state.has_value()) {
+    p.Int(store_internal::BranchStartedMs(*u.state, now_ms))
+        .Int(store_internal::BranchFinishedMs(*u.state, now_ms));
+  } else {
+    p.Null().Null();
+  }
+  if (u.endpoint.has_value()) {
+    p.Text(*u.endpoint);
+  } else {
+    p.Null();
+  }
+}
+
+std::string InsertAuditsSql(size_t rows) {
+  return std::string("INSERT INTO audit (") + kAuditColumns + ") VALUES " +
+         ValuesList({"text", "text", "text", "text", "bigint", "bytea", "text", "text", "text"},
+                    rows) +
+         " ON CONFLICT DO NOTHING";
+}
+void AddInsertAudit(Params& p, const AuditRecord& a) {
+  p.Text(a.id)
+      .Text(a.gtid)
+      .Text(a.action)
+      .Text(a.who)
+      .Int(a.at_ms)
+      .Bytes(a.reason)
+      .Text(a.previous_state)
+      .Text(a.new_state)
+      .Text(a.target);
 }
 
 std::string DeleteSql(const char* table, size_t rows) {
@@ -307,8 +347,10 @@ struct Rows {
   std::vector<const TxnUpdate*> txn_updates;
   std::vector<const BranchUpdate*> branch_updates;
   std::vector<const std::string*> deletes;
+  std::vector<const AuditRecord*> insert_audits;
 
   void Add(const WriteBatch& b) {
+    for (const auto& x : b.insert_audits) insert_audits.push_back(&x);
     for (const auto& x : b.insert_txns) insert_txns.push_back(&x);
     for (const auto& x : b.insert_branches) insert_branches.push_back(&x);
     for (const auto& x : b.txn_updates) txn_updates.push_back(&x);
@@ -331,7 +373,8 @@ bool WriteRows(PostgresStore::Conn& c, pqxx::transaction_base& tx, const Rows& r
   if (!rows.insert_branches.empty()) {
     size_t n = ExecChunked(
         c, tx, "ins_branch", rows.insert_branches, max_rows, InsertBranchesSql,
-        [](Params& p, const BranchRecord& b, size_t) { AddInsertBranch(p, b); }, nullptr);
+        [now_ms](Params& p, const BranchRecord& b, size_t) { AddInsertBranch(p, b, now_ms); },
+        nullptr);
     if (n != rows.insert_branches.size()) return false;
   }
   if (!rows.txn_updates.empty()) {
@@ -345,8 +388,15 @@ bool WriteRows(PostgresStore::Conn& c, pqxx::transaction_base& tx, const Rows& r
     std::vector<int64_t> idx;
     ExecChunked(
         c, tx, "upd_branch", rows.branch_updates, max_rows, UpdateBranchesSql,
-        [](Params& p, const BranchUpdate& u, size_t i) { AddUpdateBranch(p, i, u); }, &idx);
+        [now_ms](Params& p, const BranchUpdate& u, size_t i) { AddUpdateBranch(p, i, u, now_ms); },
+        &idx);
     if (idx.size() != rows.branch_updates.size()) return false;
+  }
+  if (!rows.insert_audits.empty()) {
+    size_t n = ExecChunked(
+        c, tx, "ins_audit", rows.insert_audits, max_rows, InsertAuditsSql,
+        [](Params& p, const AuditRecord& a, size_t) { AddInsertAudit(p, a); }, nullptr);
+    if (n != rows.insert_audits.size()) return false;
   }
   if (!rows.deletes.empty()) {
     for (const char* table : {"branches", "txns"}) {
@@ -376,6 +426,7 @@ bool BatchKeys(const WriteBatch& b, std::unordered_set<std::string>* gtids) {
     gtids->insert(u.gtid);
   }
   for (const auto& g : b.delete_txns) gtids->insert(g);
+  for (const auto& a : b.insert_audits) gtids->insert(a.gtid);
   return true;
 }
 
@@ -468,6 +519,11 @@ Status ApplyOneBatch(PostgresStore::Conn& c, pqxx::transaction_base& tx, const W
   Rows deletes;
   for (const auto& g : batch.delete_txns) deletes.deletes.push_back(&g);
   WriteRows(c, tx, deletes, max_rows, now_ms);
+  Rows audits;
+  for (const auto& a : batch.insert_audits) audits.insert_audits.push_back(&a);
+  if (!WriteRows(c, tx, audits, max_rows, now_ms)) {
+    return Status::AlreadyExists("an audit record id in the batch exists");
+  }
   return Status::Ok();
 }
 
@@ -902,6 +958,103 @@ Result<std::vector<TxnRecord>> PostgresStore::ListDue(const std::vector<TxnState
         Params().Text(IntArray(states)).Int(now_ms).Text(owner).Int(epoch).Int(limit));
     std::vector<TxnRecord> out;
     for (const auto& row : r) out.push_back(ReadTxn(row));
+    return out;
+  });
+}
+
+Result<TxnPage> PostgresStore::ListTxns(const TxnFilter& filter, const std::string& cursor,
+                                        int limit) {
+  TXC_RETURN_IF_ERROR(store_internal::CheckListLimit(limit));
+  int64_t after_created = 0;
+  std::string after_gtid;
+  if (!cursor.empty()) {
+    TXC_RETURN_IF_ERROR(store_internal::DecodeListCursor(cursor, &after_created, &after_gtid));
+  }
+  // Only the conditions set are in the SQL, the state list as literals: the
+  // planner then reads those states' rows through (state, created_ms, gtid).
+  Params p;
+  int n = 0;
+  auto next = [&n] { return "$" + std::to_string(++n); };
+  std::string where = "TRUE";
+  if (!filter.states.empty()) where += " AND state IN (" + StateList(filter.states) + ")";
+  if (filter.kind.has_value()) {
+    where += " AND kind = " + next() + "::integer";
+    p.Int(static_cast<int>(*filter.kind));
+  }
+  if (!filter.owner.empty()) {
+    where += " AND owner = " + next() + "::text";
+    p.Text(filter.owner);
+  }
+  auto bound = [&](const char* column, const char* op, int64_t v) {
+    if (v <= 0) return;
+    where += std::string(" AND ") + column + " " + op + " " + next() + "::bigint";
+    p.Int(v);
+  };
+  bound("created_ms", ">", filter.created_after_ms);
+  bound("created_ms", "<", filter.created_before_ms);
+  bound("updated_ms", ">", filter.updated_after_ms);
+  bound("updated_ms", "<", filter.updated_before_ms);
+  if (!filter.gtid_prefix.empty()) {
+    where += " AND substr(gtid, 1, " + std::to_string(filter.gtid_prefix.size()) + ") = " + next() +
+             "::text";
+    p.Text(filter.gtid_prefix);
+  }
+  if (!filter.endpoint.empty()) {
+    where += " AND EXISTS (SELECT 1 FROM branches b WHERE b.endpoint = " + next() +
+             "::text AND b.gtid = txns.gtid)";
+    p.Text(filter.endpoint);
+  }
+  if (!cursor.empty()) {
+    // Byte order on gtid (COLLATE "C"), as in ORDER BY and in SQLite.
+    where += " AND (created_ms, gtid COLLATE \"C\") > (" + next() + "::bigint, ";
+    where += next() + "::text)";
+    p.Int(after_created).Text(after_gtid);
+  }
+  const std::string sql =
+      std::string("SELECT ") + kTxnColumns +
+      ", (SELECT b.last_error FROM branches b WHERE b.gtid = txns.gtid AND "
+      "length(b.last_error) > 0 ORDER BY b.ordinal DESC LIMIT 1) FROM txns WHERE " +
+      where + " ORDER BY created_ms, gtid COLLATE \"C\" LIMIT " + std::to_string(limit + 1);
+  return Run("list txns", CallKind::kRead, true, [&](Conn& c) -> Result<TxnPage> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(p.get()));
+    TxnPage page;
+    for (const auto& row : r) {
+      TxnListRow out;
+      out.txn = ReadTxn(row);
+      out.last_error = Bytes(row[13]);
+      page.rows.push_back(std::move(out));
+    }
+    if (page.rows.size() > static_cast<size_t>(limit)) {
+      page.rows.resize(static_cast<size_t>(limit));
+      page.next_cursor = store_internal::EncodeListCursor(page.rows.back().txn.created_ms,
+                                                          page.rows.back().txn.gtid);
+    }
+    return page;
+  });
+}
+
+Result<std::vector<AuditRecord>> PostgresStore::GetAudit(const std::string& gtid) {
+  return Run("get audit", CallKind::kRead, true, [&](Conn& c) -> Result<std::vector<AuditRecord>> {
+    pqxx::nontransaction tx(*c.conn);
+    auto r = ExecPrepared(
+        c, tx, "get_audit",
+        std::string("SELECT ") + kAuditColumns + " FROM audit WHERE gtid = $1 ORDER BY at_ms, id",
+        Params().Text(gtid));
+    std::vector<AuditRecord> out;
+    for (const auto& row : r) {
+      AuditRecord a;
+      a.id = row[0].as<std::string>();
+      a.gtid = row[1].as<std::string>();
+      a.action = row[2].as<std::string>();
+      a.who = row[3].as<std::string>();
+      a.at_ms = row[4].as<int64_t>();
+      a.reason = Bytes(row[5]);
+      a.previous_state = row[6].as<std::string>();
+      a.new_state = row[7].as<std::string>();
+      a.target = row[8].as<std::string>();
+      out.push_back(std::move(a));
+    }
     return out;
   });
 }

@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <functional>
 #include <unordered_map>
 #include <utility>
 
@@ -14,6 +15,7 @@ namespace txc {
 using store_internal::DecodeStringList;
 using store_internal::EncodeStringList;
 using store_internal::IsRefusal;
+using store_internal::kAuditColumns;
 using store_internal::kBranchColumns;
 using store_internal::kTxnColumns;
 using store_internal::StateList;
@@ -197,6 +199,8 @@ Result<BranchRecord> ReadBranch(sqlite3_stmt* s) {
   b.max_backoff_ms = sqlite3_column_int(s, 13);
   b.next_attempt_ms = sqlite3_column_int64(s, 14);
   b.last_error = ColumnBytes(s, 15);
+  b.started_ms = sqlite3_column_int64(s, 16);
+  b.finished_ms = sqlite3_column_int64(s, 17);
   return b;
 }
 
@@ -306,7 +310,7 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
     TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw,
                          c.Prepare(std::string("INSERT INTO branches (") + kBranchColumns +
                                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-                                   "?13, ?14, ?15, ?16) ON CONFLICT DO NOTHING"));
+                                   "?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING"));
     Stmt s(c, raw);
     s.Text(1, b.gtid)
         .Text(2, b.branch_id)
@@ -323,7 +327,9 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
         .Int(13, b.initial_backoff_ms)
         .Int(14, b.max_backoff_ms)
         .Int(15, b.next_attempt_ms)
-        .Blob(16, b.last_error);
+        .Blob(16, b.last_error)
+        .Int(17, store_internal::BranchStartedMs(b.state, now_ms))
+        .Int(18, store_internal::BranchFinishedMs(b.state, now_ms));
     TXC_RETURN_IF_ERROR(s.Run("insert branch " + b.gtid + "/" + b.branch_id));
     if (s.Changes() != 1) {
       return Status::AlreadyExists("branch " + b.gtid + "/" + b.branch_id + " exists");
@@ -371,7 +377,12 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
         c.Prepare("UPDATE branches SET state = COALESCE(?1, state), "
                   "attempts = COALESCE(?2, attempts), "
                   "next_attempt_ms = COALESCE(?3, next_attempt_ms), "
-                  "last_error = COALESCE(?4, last_error) "
+                  "last_error = COALESCE(?4, last_error), "
+                  "started_ms = CASE WHEN ?1 IS NOT NULL AND ?1 <> state AND started_ms = 0 "
+                  "THEN ?10 ELSE started_ms END, "
+                  "finished_ms = CASE WHEN ?1 IS NOT NULL AND ?1 <> state THEN ?11 "
+                  "ELSE finished_ms END, "
+                  "endpoint = COALESCE(?12, endpoint) "
                   "WHERE gtid = ?5 AND branch_id = ?6 AND (?7 = 0 OR ((?7 >> state) & 1) = 1) "
                   "AND EXISTS (SELECT 1 FROM txns WHERE gtid = ?5 AND owner = ?8 AND epoch = ?9)"));
     Stmt s(c, raw);
@@ -386,6 +397,11 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
         .Int(7, StateMask(u.expected_states))
         .Text(8, u.expected_owner)
         .Int(9, u.expected_epoch);
+    if (u.state.has_value()) {
+      s.Int(10, store_internal::BranchStartedMs(*u.state, now_ms))
+          .Int(11, store_internal::BranchFinishedMs(*u.state, now_ms));
+    }
+    if (u.endpoint.has_value()) s.Text(12, *u.endpoint);
     TXC_RETURN_IF_ERROR(s.Run("update branch " + u.gtid + "/" + u.branch_id));
     if (s.Changes() != 1) {
       TXC_ASSIGN_OR_RETURN(bool txn, Exists(c, "SELECT 1 FROM txns WHERE gtid = ?1", u.gtid));
@@ -406,6 +422,24 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
       s.Text(1, gtid);
       TXC_RETURN_IF_ERROR(s.Run("delete txn " + gtid));
     }
+  }
+  for (const AuditRecord& a : batch.insert_audits) {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw,
+                         c.Prepare(std::string("INSERT INTO audit (") + kAuditColumns +
+                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                                   "ON CONFLICT DO NOTHING"));
+    Stmt s(c, raw);
+    s.Text(1, a.id)
+        .Text(2, a.gtid)
+        .Text(3, a.action)
+        .Text(4, a.who)
+        .Int(5, a.at_ms)
+        .Blob(6, a.reason)
+        .Text(7, a.previous_state)
+        .Text(8, a.new_state)
+        .Text(9, a.target);
+    TXC_RETURN_IF_ERROR(s.Run("insert audit " + a.gtid));
+    if (s.Changes() != 1) return Status::AlreadyExists("audit record " + a.id + " exists");
   }
   return Status::Ok();
 }
@@ -529,6 +563,108 @@ Result<std::vector<TxnRecord>> SqliteStore::ListDue(const std::vector<TxnState>&
     Stmt s(c, raw);
     s.Int(1, now_ms).Text(2, owner).Int(3, epoch).Int(4, limit);
     return ReadAll<TxnRecord>(c, s, ReadTxn, "list due");
+  });
+}
+
+Result<TxnPage> SqliteStore::ListTxns(const TxnFilter& filter, const std::string& cursor,
+                                      int limit) {
+  TXC_RETURN_IF_ERROR(store_internal::CheckListLimit(limit));
+  int64_t after_created = 0;
+  std::string after_gtid;
+  if (!cursor.empty()) {
+    TXC_RETURN_IF_ERROR(store_internal::DecodeListCursor(cursor, &after_created, &after_gtid));
+  }
+  // Only the conditions set are in the SQL: the planner sees the literal
+  // state list and uses (state, created_ms, gtid) for it.
+  std::vector<std::function<void(Stmt&)>> binds;
+  std::string where = "1 = 1";
+  auto param = [&](std::function<void(Stmt&, int)> bind) {
+    const int n = static_cast<int>(binds.size()) + 1;
+    binds.push_back([bind, n](Stmt& st) { bind(st, n); });
+    return "?" + std::to_string(n);
+  };
+  auto int_param = [&](int64_t v) { return param([v](Stmt& st, int n) { st.Int(n, v); }); };
+  auto text_param = [&](const std::string& v) {
+    return param([v](Stmt& st, int n) { st.Text(n, v); });
+  };
+  if (!filter.states.empty()) where += " AND state IN (" + StateList(filter.states) + ")";
+  if (filter.kind.has_value()) where += " AND kind = " + int_param(static_cast<int>(*filter.kind));
+  if (!filter.owner.empty()) where += " AND owner = " + text_param(filter.owner);
+  if (filter.created_after_ms > 0)
+    where += " AND created_ms > " + int_param(filter.created_after_ms);
+  if (filter.created_before_ms > 0) {
+    where += " AND created_ms < " + int_param(filter.created_before_ms);
+  }
+  if (filter.updated_after_ms > 0)
+    where += " AND updated_ms > " + int_param(filter.updated_after_ms);
+  if (filter.updated_before_ms > 0) {
+    where += " AND updated_ms < " + int_param(filter.updated_before_ms);
+  }
+  if (!filter.gtid_prefix.empty()) {
+    where += " AND substr(gtid, 1, " + std::to_string(filter.gtid_prefix.size()) +
+             ") = " + text_param(filter.gtid_prefix);
+  }
+  if (!filter.endpoint.empty()) {
+    where +=
+        " AND EXISTS (SELECT 1 FROM branches b WHERE b.endpoint = " + text_param(filter.endpoint) +
+        " AND b.gtid = txns.gtid)";
+  }
+  if (!cursor.empty()) {
+    where += " AND (created_ms, gtid) > (" + int_param(after_created) + ", " +
+             text_param(after_gtid) + ")";
+  }
+  const std::string sql =
+      std::string("SELECT ") + kTxnColumns +
+      ", (SELECT b.last_error FROM branches b WHERE b.gtid = txns.gtid AND "
+      "length(b.last_error) > 0 ORDER BY b.ordinal DESC LIMIT 1) FROM txns WHERE " +
+      where + " ORDER BY created_ms, gtid LIMIT " + int_param(limit + 1);
+  return WithReader([&](Conn& c) -> Result<TxnPage> {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.Prepare(sql));
+    Stmt s(c, raw);
+    for (auto& bind : binds) bind(s);
+    TXC_ASSIGN_OR_RETURN(auto rows, ReadAll<TxnListRow>(
+                                        c, s,
+                                        [](sqlite3_stmt* r) -> Result<TxnListRow> {
+                                          TxnListRow row;
+                                          TXC_ASSIGN_OR_RETURN(row.txn, ReadTxn(r));
+                                          row.last_error = ColumnBytes(r, 13);
+                                          return row;
+                                        },
+                                        "list txns"));
+    TxnPage page;
+    if (rows.size() > static_cast<size_t>(limit)) {
+      rows.resize(static_cast<size_t>(limit));
+      page.next_cursor =
+          store_internal::EncodeListCursor(rows.back().txn.created_ms, rows.back().txn.gtid);
+    }
+    page.rows = std::move(rows);
+    return page;
+  });
+}
+
+Result<std::vector<AuditRecord>> SqliteStore::GetAudit(const std::string& gtid) {
+  return WithReader([&](Conn& c) -> Result<std::vector<AuditRecord>> {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw,
+                         c.Prepare(std::string("SELECT ") + kAuditColumns +
+                                   " FROM audit WHERE gtid = ?1 ORDER BY at_ms, id"));
+    Stmt s(c, raw);
+    s.Text(1, gtid);
+    return ReadAll<AuditRecord>(
+        c, s,
+        [](sqlite3_stmt* r) -> Result<AuditRecord> {
+          AuditRecord a;
+          a.id = ColumnBytes(r, 0);
+          a.gtid = ColumnBytes(r, 1);
+          a.action = ColumnBytes(r, 2);
+          a.who = ColumnBytes(r, 3);
+          a.at_ms = sqlite3_column_int64(r, 4);
+          a.reason = ColumnBytes(r, 5);
+          a.previous_state = ColumnBytes(r, 6);
+          a.new_state = ColumnBytes(r, 7);
+          a.target = ColumnBytes(r, 8);
+          return a;
+        },
+        "get audit " + gtid);
   });
 }
 

@@ -48,6 +48,8 @@ class SqliteStore final : public TxnStore {
   Result<std::vector<TxnRecord>> ListDue(const std::vector<TxnState>& states,
                                          const std::string& owner, int64_t epoch, int64_t now_ms,
                                          int limit) override;
+  Result<TxnPage> ListTxns(const TxnFilter& filter, const std::string& cursor, int limit) override;
+  Result<std::vector<AuditRecord>> GetAudit(const std::string& gtid) override;
   Result<int64_t> CountInStates(const std::vector<TxnState>& states) override;
   Result<std::vector<StateSummary>> SummarizeStates(const std::vector<TxnState>& states) override;
   Result<int> DeleteFinishedBefore(int64_t cutoff_updated_ms, int limit) override;

@@ -138,6 +138,92 @@ Status CheckBatch(const WriteBatch& batch) {
     TXC_RETURN_IF_ERROR(text("expected_owner", u.expected_owner));
   }
   for (const auto& g : batch.delete_txns) TXC_RETURN_IF_ERROR(text("gtid", g));
+  for (const auto& u : batch.branch_updates) {
+    if (u.endpoint.has_value()) TXC_RETURN_IF_ERROR(text("endpoint", *u.endpoint));
+  }
+  for (const auto& a : batch.insert_audits) {
+    if (a.id.empty() || a.gtid.empty()) {
+      return Status::InvalidArgument("insert of an audit record with empty id or gtid");
+    }
+    TXC_RETURN_IF_ERROR(text("audit id", a.id));
+    TXC_RETURN_IF_ERROR(text("audit gtid", a.gtid));
+    TXC_RETURN_IF_ERROR(text("audit action", a.action));
+    TXC_RETURN_IF_ERROR(text("audit who", a.who));
+    TXC_RETURN_IF_ERROR(text("audit previous_state", a.previous_state));
+    TXC_RETURN_IF_ERROR(text("audit new_state", a.new_state));
+    TXC_RETURN_IF_ERROR(text("audit target", a.target));
+  }
+  return Status::Ok();
+}
+
+int64_t BranchStartedMs(BranchState state, int64_t now_ms) {
+  return state == BranchState::kPending ? 0 : now_ms;
+}
+
+int64_t BranchFinishedMs(BranchState state, int64_t now_ms) {
+  switch (state) {
+    case BranchState::kReadOnly:
+    case BranchState::kBranchCommitted:
+    case BranchState::kBranchAborted:
+    case BranchState::kDone:
+    case BranchState::kFailed:
+    case BranchState::kStepCompensated:
+    case BranchState::kSkipped: return now_ms;
+    case BranchState::kRegistered:
+    case BranchState::kPrepared:
+    case BranchState::kPending:
+    case BranchState::kStepRunning:
+    case BranchState::kStepCompensating: return 0;
+  }
+  return 0;
+}
+
+std::string EncodeListCursor(int64_t created_ms, const std::string& gtid) {
+  static const char kHex[] = "0123456789abcdef";
+  const std::string raw = std::to_string(created_ms) + ":" + gtid;
+  std::string out = "c1";
+  for (unsigned char ch : raw) {
+    out += kHex[ch >> 4];
+    out += kHex[ch & 0xf];
+  }
+  return out;
+}
+
+Status DecodeListCursor(const std::string& cursor, int64_t* created_ms, std::string* gtid) {
+  const Status bad = Status::InvalidArgument("cursor: not a cursor this coordinator returned");
+  if (cursor.size() < 2 || cursor.compare(0, 2, "c1") != 0 || cursor.size() % 2 != 0) return bad;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  std::string raw;
+  for (size_t i = 2; i < cursor.size(); i += 2) {
+    int hi = nibble(cursor[i]);
+    int lo = nibble(cursor[i + 1]);
+    if (hi < 0 || lo < 0) return bad;
+    raw += static_cast<char>(hi * 16 + lo);
+  }
+  size_t colon = raw.find(':');
+  if (colon == std::string::npos || colon == 0 || colon > 19 || colon + 1 >= raw.size()) {
+    return bad;
+  }
+  int64_t ms = 0;
+  for (size_t i = 0; i < colon; ++i) {
+    if (raw[i] < '0' || raw[i] > '9') return bad;
+    ms = ms * 10 + (raw[i] - '0');
+  }
+  *created_ms = ms;
+  *gtid = raw.substr(colon + 1);
+  if (!IsStorableText(*gtid)) return bad;
+  return Status::Ok();
+}
+
+Status CheckListLimit(int limit) {
+  if (limit < 1 || limit > kMaxListLimit) {
+    return Status::InvalidArgument("limit must be in 1.." + std::to_string(kMaxListLimit) +
+                                   ", got " + std::to_string(limit));
+  }
   return Status::Ok();
 }
 

@@ -33,7 +33,9 @@ constexpr char kTxnColumns[] =
 constexpr char kBranchColumns[] =
     "gtid, branch_id, ordinal, endpoint, resource, action, compensation, depends_on, payload, "
     "state, attempts, max_attempts, initial_backoff_ms, max_backoff_ms, next_attempt_ms, "
-    "last_error";
+    "last_error, started_ms, finished_ms";
+constexpr char kAuditColumns[] =
+    "id, gtid, action, who, at_ms, reason, previous_state, new_state, target";
 
 // True for the statuses that refuse one batch of a group (kConflict,
 // kNotFound, kAlreadyExists, kInvalidArgument) rather than fail the group.
@@ -64,6 +66,21 @@ bool IsStorableText(const std::string& s);
 // same way: empty ids, text that IsStorableText() refuses. Binary fields
 // (payloads, last_error) may hold any bytes.
 Status CheckBatch(const WriteBatch& batch);
+
+// The store-maintained branch times (BranchRecord::started_ms, finished_ms)
+// for a branch entering `state` at now_ms: started is now_ms unless the state
+// is PENDING (a step not started yet), finished is now_ms for a resting state
+// and 0 otherwise.
+int64_t BranchStartedMs(BranchState state, int64_t now_ms);
+int64_t BranchFinishedMs(BranchState state, int64_t now_ms);
+
+// ListTxns cursors: opaque to callers ("c1" + hex of "<created_ms>:<gtid>").
+std::string EncodeListCursor(int64_t created_ms, const std::string& gtid);
+// kInvalidArgument for anything EncodeListCursor did not make.
+Status DecodeListCursor(const std::string& cursor, int64_t* created_ms, std::string* gtid);
+// kInvalidArgument unless 1 <= limit <= kMaxListLimit.
+constexpr int kMaxListLimit = 1000;
+Status CheckListLimit(int limit);
 
 // AcquireLease's kAlreadyExists for a lease another process still renews.
 Status LiveLeaseRefusal(const Lease& live, int64_t now_ms);

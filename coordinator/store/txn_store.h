@@ -47,6 +47,35 @@ struct StateSummary {
   int64_t oldest_created_ms = 0;  // min(created_ms) of those transactions
 };
 
+// Which transactions ListTxns returns. Every condition set must hold; unset
+// (empty / 0 / nullopt) conditions match everything.
+struct TxnFilter {
+  std::optional<TxnKind> kind;
+  // One of these states. Listing unfinished or PARKED work names those states:
+  // the query then reads only their rows through the indexes on state (never
+  // the finished history). Empty: any state, finished ones included.
+  std::vector<TxnState> states;
+  std::string owner;
+  int64_t created_after_ms = 0;   // created_ms > this
+  int64_t created_before_ms = 0;  // created_ms < this
+  int64_t updated_after_ms = 0;   // updated_ms > this
+  int64_t updated_before_ms = 0;  // updated_ms < this
+  std::string gtid_prefix;
+  std::string endpoint;  // has a branch / step at this endpoint
+};
+
+// One row of ListTxns.
+struct TxnListRow {
+  TxnRecord txn;
+  std::string last_error;  // of its last branch (by ordinal) that has one; "" if none
+};
+
+// One page of ListTxns: oldest first (created_ms, then gtid).
+struct TxnPage {
+  std::vector<TxnListRow> rows;
+  std::string next_cursor;  // pass to the next call; empty: no more rows
+};
+
 // Counters for benchmarks and the group-commit test.
 struct StoreStats {
   int64_t commits = 0;  // store transactions committed by Apply/ApplyGroup
@@ -95,6 +124,17 @@ class TxnStore {
   // over the (state, next_attempt_at) index; for metrics, so callers cache it.
   virtual Result<std::vector<StateSummary>> SummarizeStates(
       const std::vector<TxnState>& states) = 0;
+
+  // Transactions matching `filter`, oldest first (created_ms, gtid), at most
+  // `limit` (1..1000) after `cursor` (empty: from the start; else a
+  // next_cursor this method returned). Keyset paging: rows that appear or
+  // change while paging never make a page repeat or skip a row that still
+  // matches. kInvalidArgument for a malformed cursor or limit.
+  virtual Result<TxnPage> ListTxns(const TxnFilter& filter, const std::string& cursor,
+                                   int limit) = 0;
+  // The audit records of `gtid` (WriteBatch::insert_audits), oldest first;
+  // empty for an unknown gtid.
+  virtual Result<std::vector<AuditRecord>> GetAudit(const std::string& gtid) = 0;
 
   // --- retention ------------------------------------------------------------
   // Deletes up to `limit` transactions in a final state (IsFinal: kCommitted,
