@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
       "verbose,v", po::value(&verbose)->implicit_value(1)->default_value(0),
       "VLOG level (-v: 1, one line per state transition)");
   po::options_description cli("Usage: coordinator [flags]");
-  cli.add_options()("help,h", "print this help and exit")(
+  cli.add_options()("help,h", "print this help and exit")("version", "print the version and exit")(
       "config", po::value(&config_file), "read settings from FILE (flags win over the file)");
   cli.add(settings);
 
@@ -141,6 +141,10 @@ int main(int argc, char** argv) {
                 << "\nExit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 cannot start, "
                    "2 bad flags, 3 lease lost for good (another process took this node id, or "
                    "--exit_on_lease_loss), 86 crash point.\n";
+      return kExitOk;
+    }
+    if (vm.count("version")) {
+      std::cout << "coordinator " << txc::CoordinatorHandler::kVersion << "\n";
       return kExitOk;
     }
     if (vm.count("config")) {
