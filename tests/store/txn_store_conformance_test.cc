@@ -1,10 +1,13 @@
 // The TxnStore conformance suite: every test runs on SQLite and on PostgreSQL
 // (a fresh file / a fresh database of the shared test cluster per test).
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <chrono>
+#include <iostream>
 #include <limits>
+#include <pqxx/pqxx>
 #include <set>
 #include <string>
 #include <thread>
@@ -12,6 +15,7 @@
 
 #include "common/backoff.h"
 #include "coordinator/store/postgres_store.h"
+#include "coordinator/store/store_util.h"
 #include "coordinator/store/txn_store.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/store/store_test_util.h"
@@ -814,6 +818,246 @@ TEST_P(TxnStoreConformanceTest, LargeGroupOfDistinctTransactions) {
   EXPECT_EQ(*store_->CountInStates({TxnState::kCommitting}), 0);
   if (auto* pg = dynamic_cast<PostgresStore*>(store_.get())) {
     EXPECT_GE(pg->FastGroupsForTests(), 3);
+  }
+}
+
+// --- admin API (issue 8): listing, audit, branch times, rebind ---------------
+
+// Inserts a transaction created at created_ms with one branch at `endpoint`.
+void SeedListed(TxnStore* store, const std::string& gtid, TxnKind kind, TxnState state,
+                int64_t created_ms, const std::string& owner = "node-a",
+                const std::string& endpoint = "127.0.0.1:9000",
+                const std::string& last_error = "") {
+  WriteBatch b;
+  TxnRecord t = MakeTxn(gtid, owner, 1, state);
+  t.kind = kind;
+  t.created_ms = created_ms;
+  b.insert_txns.push_back(t);
+  BranchRecord br = MakeBranch(
+      gtid, "b1", 0, kind == TxnKind::kSaga ? BranchState::kPending : BranchState::kRegistered);
+  br.endpoint = endpoint;
+  br.last_error = last_error;
+  b.insert_branches.push_back(br);
+  ASSERT_TRUE(store->Apply(b).ok()) << gtid;
+}
+
+std::vector<std::string> Gtids(const TxnPage& page) {
+  std::vector<std::string> out;
+  for (const auto& r : page.rows) out.push_back(r.txn.gtid);
+  return out;
+}
+
+TEST_P(TxnStoreConformanceTest, ListTxnsFiltersOrdersAndPages) {
+  SeedListed(store_.get(), "p-3", TxnKind::kSaga, TxnState::kParked, 3000, "node-a", "10.0.0.1:1",
+             "compensation not done");
+  SeedListed(store_.get(), "p-1", TxnKind::kSaga, TxnState::kParked, 1000);
+  SeedListed(store_.get(), "r-2", TxnKind::kSaga, TxnState::kRunning, 2000, "node-b");
+  SeedListed(store_.get(), "c-4", TxnKind::kTwoPhase, TxnState::kCommitting, 4000);
+  SeedListed(store_.get(), "f-5", TxnKind::kTwoPhase, TxnState::kCommitted, 500);
+  SeedListed(store_.get(), "p-0", TxnKind::kSaga, TxnState::kParked, 3000);  // ties on created
+
+  auto list = [&](const TxnFilter& f, int limit = 100, const std::string& cursor = "") {
+    auto page = store_->ListTxns(f, cursor, limit);
+    EXPECT_TRUE(page.ok()) << page.status();
+    return page.ok() ? *page : TxnPage{};
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(Gtids(list({})), (V{"f-5", "p-1", "r-2", "p-0", "p-3", "c-4"}));
+  TxnFilter parked;
+  parked.states = {TxnState::kParked};
+  TxnPage page = list(parked);
+  EXPECT_EQ(Gtids(page), (V{"p-1", "p-0", "p-3"}));
+  EXPECT_TRUE(page.next_cursor.empty());
+  EXPECT_EQ(page.rows[2].last_error, "compensation not done");
+  EXPECT_EQ(page.rows[2].txn.kind, TxnKind::kSaga);
+  EXPECT_EQ(page.rows[2].txn.created_ms, 3000);
+
+  TxnFilter f;
+  f.kind = TxnKind::kTwoPhase;
+  EXPECT_EQ(Gtids(list(f)), (V{"f-5", "c-4"}));
+  f = {};
+  f.owner = "node-b";
+  EXPECT_EQ(Gtids(list(f)), (V{"r-2"}));
+  f = {};
+  f.created_before_ms = 3000;
+  f.created_after_ms = 500;
+  EXPECT_EQ(Gtids(list(f)), (V{"p-1", "r-2"}));
+  f = {};
+  f.gtid_prefix = "p-";
+  EXPECT_EQ(Gtids(list(f)), (V{"p-1", "p-0", "p-3"}));
+  f = {};
+  f.endpoint = "10.0.0.1:1";
+  EXPECT_EQ(Gtids(list(f)), (V{"p-3"}));
+  f = {};
+  f.updated_before_ms = NowUnixMs() + 60000;
+  EXPECT_EQ(list(f).rows.size(), 6u);
+  f.updated_after_ms = NowUnixMs() + 30000;
+  EXPECT_TRUE(list(f).rows.empty());
+  f = {};
+  f.states = store_internal::UnfinishedTxnStates();
+  f.created_before_ms = 3500;
+  EXPECT_EQ(Gtids(list(f)), (V{"p-1", "r-2", "p-0", "p-3"}));
+
+  // Pages of 2: every row once, in order, whatever is inserted meanwhile.
+  std::vector<std::string> seen;
+  std::string cursor;
+  int pages = 0;
+  do {
+    TxnPage p = list({}, 2, cursor);
+    for (auto& g : Gtids(p)) seen.push_back(g);
+    cursor = p.next_cursor;
+    if (++pages == 1) SeedListed(store_.get(), "late", TxnKind::kSaga, TxnState::kRunning, 100);
+  } while (!cursor.empty() && pages < 10);
+  EXPECT_EQ(seen, (V{"f-5", "p-1", "r-2", "p-0", "p-3", "c-4"}));
+  EXPECT_EQ(pages, 3);
+
+  EXPECT_EQ(store_->ListTxns({}, "garbage", 10).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListTxns({}, "c1zz", 10).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListTxns({}, "", 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListTxns({}, "", 1001).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(TxnStoreConformanceTest, AuditRecordsCommitWithTheirBatchOnly) {
+  Seed("aud", "node-a", 1, TxnState::kCommitting);
+  auto audit = [](const std::string& id, int64_t at, const std::string& action) {
+    AuditRecord a;
+    a.id = id;
+    a.gtid = "aud";
+    a.action = action;
+    a.who = "127.0.0.1:5555";
+    a.at_ms = at;
+    a.reason = AllBytes();
+    a.previous_state = "COMMITTING";
+    a.new_state = "COMMITTING";
+    a.target = "b1";
+    return a;
+  };
+  WriteBatch ok;
+  TxnUpdate u;
+  u.gtid = "aud";
+  u.expected_owner = "node-a";
+  u.expected_epoch = 1;
+  u.next_attempt_ms = 7;
+  ok.txn_updates.push_back(u);
+  ok.insert_audits.push_back(audit("id-2", 200, "retry"));
+  ASSERT_TRUE(store_->Apply(ok).ok());
+  // Fenced: a stale epoch writes neither the update nor its audit record.
+  WriteBatch stale = ok;
+  stale.txn_updates[0].expected_epoch = 0;
+  stale.insert_audits = {audit("id-3", 300, "cancel")};
+  EXPECT_EQ(store_->Apply(stale).code(), StatusCode::kConflict);
+  WriteBatch again;
+  again.insert_audits = {audit("id-1", 100, "resolve")};
+  ASSERT_TRUE(store_->Apply(again).ok());
+  EXPECT_EQ(store_->Apply(again).code(), StatusCode::kAlreadyExists);
+  auto records = store_->GetAudit("aud");
+  ASSERT_TRUE(records.ok()) << records.status();
+  ASSERT_EQ(records->size(), 2u);
+  EXPECT_EQ((*records)[0].id, "id-1");
+  EXPECT_EQ((*records)[1].id, "id-2");
+  EXPECT_EQ((*records)[1].action, "retry");
+  EXPECT_EQ((*records)[1].who, "127.0.0.1:5555");
+  EXPECT_EQ((*records)[1].at_ms, 200);
+  EXPECT_EQ((*records)[1].reason, AllBytes());
+  EXPECT_EQ((*records)[1].target, "b1");
+  EXPECT_TRUE(store_->GetAudit("nope")->empty());
+}
+
+TEST_P(TxnStoreConformanceTest, BranchTimesFollowStateMovesAndRebindMovesTheEndpoint) {
+  WriteBatch b;
+  TxnRecord t = MakeTxn("times", "node-a", 1, TxnState::kRunning);
+  t.kind = TxnKind::kSaga;
+  b.insert_txns.push_back(t);
+  b.insert_branches.push_back(MakeBranch("times", "s1", 0, BranchState::kPending));
+  b.insert_branches.push_back(MakeBranch("times", "s2", 1, BranchState::kStepRunning));
+  const int64_t before = NowUnixMs();
+  ASSERT_TRUE(store_->Apply(b).ok());
+  auto branches = [&] { return *store_->GetBranches("times"); };
+  EXPECT_EQ(branches()[0].started_ms, 0);
+  EXPECT_GE(branches()[1].started_ms, before);
+  EXPECT_EQ(branches()[1].finished_ms, 0);
+  auto move = [&](const std::string& id, BranchState from, BranchState to) {
+    WriteBatch w;
+    BranchUpdate u;
+    u.gtid = "times";
+    u.branch_id = id;
+    u.expected_states = {from};
+    u.expected_owner = "node-a";
+    u.expected_epoch = 1;
+    u.state = to;
+    w.branch_updates.push_back(u);
+    return store_->Apply(w);
+  };
+  ASSERT_TRUE(move("s1", BranchState::kPending, BranchState::kStepRunning).ok());
+  const int64_t s1_started = branches()[0].started_ms;
+  EXPECT_GE(s1_started, before);
+  ASSERT_TRUE(move("s1", BranchState::kStepRunning, BranchState::kDone).ok());
+  const int64_t s1_finished = branches()[0].finished_ms;
+  EXPECT_GE(s1_finished, s1_started);
+  EXPECT_EQ(branches()[0].started_ms, s1_started);  // started stays
+  // Writing the same state again (a retry) keeps the times.
+  ASSERT_TRUE(move("s1", BranchState::kDone, BranchState::kDone).ok());
+  EXPECT_EQ(branches()[0].finished_ms, s1_finished);
+  // Out of a resting state: finished is cleared until it rests again.
+  ASSERT_TRUE(move("s1", BranchState::kDone, BranchState::kStepCompensating).ok());
+  EXPECT_EQ(branches()[0].finished_ms, 0);
+
+  WriteBatch rebind;
+  BranchUpdate u;
+  u.gtid = "times";
+  u.branch_id = "s2";
+  u.expected_states = {BranchState::kStepRunning};
+  u.expected_owner = "node-a";
+  u.expected_epoch = 1;
+  u.endpoint = "10.1.1.1:77";
+  rebind.branch_updates.push_back(u);
+  ASSERT_TRUE(store_->Apply(rebind).ok());
+  EXPECT_EQ(branches()[1].endpoint, "10.1.1.1:77");
+  EXPECT_EQ(branches()[1].state, BranchState::kStepRunning);
+  rebind.branch_updates[0].expected_epoch = 2;  // fenced like every write
+  rebind.branch_updates[0].endpoint = "10.1.1.1:78";
+  EXPECT_EQ(store_->Apply(rebind).code(), StatusCode::kConflict);
+  EXPECT_EQ(branches()[1].endpoint, "10.1.1.1:77");
+}
+
+// Listing PARKED or "unfinished older than 10 min" reads the rows of those
+// states through an index on state (migration 0002: txns_state_created), never
+// a scan of the whole table with its finished history. The statements have
+// the shape ListTxns issues (state list as literals, ordered by created_ms,
+// gtid). PostgreSQL picks a sequential scan on a tiny table, so its planner is
+// asked with enable_seqscan off: the index must be usable at all.
+TEST_P(TxnStoreConformanceTest, ListingUnfinishedUsesTheStateIndex) {
+  const std::string unfinished = store_internal::StateList(store_internal::UnfinishedTxnStates());
+  const std::vector<std::string> queries = {
+      "SELECT gtid FROM txns WHERE state IN (14) ORDER BY created_ms, gtid LIMIT 51",
+      "SELECT gtid FROM txns WHERE state IN (" + unfinished +
+          ") AND created_ms < 1000 ORDER BY created_ms, gtid LIMIT 51"};
+  for (const std::string& q : queries) {
+    std::string plan;
+    if (GetParam() == "sqlite") {
+      sqlite3* db = nullptr;
+      ASSERT_EQ(sqlite3_open_v2(location_.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+      sqlite3_stmt* stmt = nullptr;
+      ASSERT_EQ(sqlite3_prepare_v2(db, ("EXPLAIN QUERY PLAN " + q).c_str(), -1, &stmt, nullptr),
+                SQLITE_OK)
+          << sqlite3_errmsg(db);
+      while (sqlite3_step(stmt) == SQLITE_ROW) {
+        plan += reinterpret_cast<const char*>(sqlite3_column_text(stmt, 3));
+        plan += "\n";
+      }
+      sqlite3_finalize(stmt);
+      sqlite3_close(db);
+      EXPECT_EQ(plan.find("SCAN txns"), std::string::npos) << q << "\n" << plan;
+      EXPECT_NE(plan.find("INDEX txns_state"), std::string::npos) << q << "\n" << plan;
+    } else {
+      pqxx::connection conn(location_);
+      pqxx::work tx(conn);
+      tx.exec("SET LOCAL enable_seqscan = off");
+      for (const auto& row : tx.exec("EXPLAIN " + q)) plan += row[0].as<std::string>() + "\n";
+      EXPECT_EQ(plan.find("Seq Scan on txns"), std::string::npos) << q << "\n" << plan;
+      EXPECT_NE(plan.find("txns_state"), std::string::npos) << q << "\n" << plan;
+    }
+    std::cout << GetParam() << ": " << q << "\n" << plan;
   }
 }
 
