@@ -14,6 +14,7 @@
 #include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
 #include "coordinator/service/coordinator_service.h"
+#include "coordinator/store/txn_store.h"
 
 namespace txc {
 namespace {
@@ -296,6 +297,81 @@ TEST_F(CoordinatorHandlerTest, UnexpectedExceptionIsUnavailableAndConnectionSurv
   const std::string gtid = Begin();
   client().status(status, gtid);
   EXPECT_EQ(status.gtid, gtid);
+}
+
+TEST_F(CoordinatorHandlerTest, AdminActionsAreTypedAuditedAndIllegalOnesChangeNothing) {
+  const std::string gtid = Begin();  // ACTIVE 2PC
+  wire::TxnStatus before;
+  client().status(before, gtid);
+  wire::AdminRequest req;
+  req.__set_gtid(gtid);
+  wire::TxnStatus out;
+  try {
+    client().retryNow(out, req);
+    FAIL() << "retry of an ACTIVE transaction";
+  } catch (const wire::IllegalTransition& e) {
+    EXPECT_EQ(e.current_state, wire::TxnState::ACTIVE);
+  }
+  EXPECT_THROW(client().cancelSaga(out, req), wire::IllegalTransition);  // a 2PC transaction
+  wire::ResolveRequest resolve;
+  resolve.__set_gtid(gtid);
+  resolve.__set_branch_id("nope");
+  resolve.__set_resolved_state(wire::BranchState::BRANCH_COMMITTED);
+  EXPECT_THROW(client().resolveBranch(out, resolve), wire::NotFound);
+  resolve.__set_resolved_state(static_cast<wire::BranchState::type>(99));
+  EXPECT_THROW(client().resolveBranch(out, resolve), wire::InvalidArgument);
+  wire::RebindRequest rebind;
+  rebind.__set_gtid(gtid);
+  rebind.__set_from_endpoint("not an endpoint");
+  rebind.__set_to_endpoint("127.0.0.1:2");
+  wire::RebindResponse rebound;
+  EXPECT_THROW(client().rebindEndpoint(rebound, rebind), wire::InvalidArgument);
+  req.__set_reason(std::string(5000, 'r'));
+  EXPECT_THROW(client().retryNow(out, req), wire::InvalidArgument);
+  wire::AdminRequest unknown;
+  unknown.__set_gtid("no-such-gtid");
+  EXPECT_THROW(client().retryNow(out, unknown), wire::NotFound);
+  wire::TxnStatus after;
+  client().status(after, gtid);
+  EXPECT_EQ(after, before);  // nothing changed, no audit record
+  EXPECT_TRUE(after.audit.empty());
+
+  wire::ListTxnsRequest list;
+  list.__set_limit(0);
+  wire::ListTxnsResponse listed;
+  EXPECT_THROW(client().listTxns(listed, list), wire::InvalidArgument);
+  list.__set_limit(10);
+  list.__set_states({wire::TxnState::ACTIVE});
+  client().listTxns(listed, list);
+  ASSERT_EQ(listed.txns.size(), 1u);
+  EXPECT_EQ(listed.txns[0].gtid, gtid);
+  EXPECT_FALSE(listed.__isset.next_cursor);
+
+  // A PARKED saga of this node: retry moves it on, audited with the caller.
+  WriteBatch seed;
+  TxnRecord saga;
+  saga.gtid = "parked-1";
+  saga.kind = TxnKind::kSaga;
+  saga.state = TxnState::kParked;
+  saga.owner = service_->node().node_id;
+  saga.epoch = service_->node().epoch;
+  saga.created_ms = NowUnixMs();
+  saga.next_attempt_ms = NowUnixMs() + 3600000;
+  seed.insert_txns.push_back(saga);
+  ASSERT_TRUE(store_->Apply(seed).ok());
+  req.__set_gtid("parked-1");
+  req.__set_reason("fixed");
+  client().retryNow(out, req);
+  EXPECT_EQ(out.state, wire::TxnState::COMPENSATING);
+  ASSERT_EQ(out.audit.size(), 1u);
+  EXPECT_EQ(out.audit[0].action, "retry");
+  EXPECT_EQ(out.audit[0].who.rfind("127.0.0.1:", 0), 0u) << out.audit[0].who;
+  EXPECT_EQ(out.audit[0].reason, "fixed");
+  EXPECT_EQ(out.audit[0].previous_state, "PARKED");
+  EXPECT_EQ(out.audit[0].new_state, "COMPENSATING");
+  // Cancel of a compensating saga: already so, nothing written.
+  client().cancelSaga(out, req);
+  EXPECT_EQ(out.audit.size(), 1u);
 }
 
 }  // namespace

@@ -40,6 +40,10 @@ int64_t GroupCommitter::EstimateBytes(const WriteBatch& batch) {
          (u.last_error ? u.last_error->size() : 0);
   }
   for (const auto& g : batch.delete_txns) n += kRecordOverheadBytes + g.size();
+  for (const auto& a : batch.insert_audits) {
+    n += kRecordOverheadBytes + a.id.size() + a.gtid.size() + a.who.size() + a.reason.size() +
+         a.previous_state.size() + a.new_state.size() + a.target.size();
+  }
   return n;
 }
 
