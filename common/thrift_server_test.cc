@@ -12,8 +12,8 @@
 namespace txc {
 namespace {
 
-// A minimal Coordinator handler: health answers, the rest is unused here.
-class HealthOnly : public wire::CoordinatorIf {
+// A minimal Coordinator handler: health answers, the rest is the generated no-op.
+class HealthOnly : public wire::CoordinatorNull {
  public:
   void beginTxn(wire::BeginResponse&, const wire::BeginRequest&) override {}
   void enlist(const wire::EnlistRequest&) override {}

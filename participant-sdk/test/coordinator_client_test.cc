@@ -16,7 +16,7 @@ namespace participant {
 namespace {
 
 // A coordinator whose answers the test scripts.
-class ScriptedCoordinator : public wire::CoordinatorIf {
+class ScriptedCoordinator : public wire::CoordinatorNull {
  public:
   explicit ScriptedCoordinator(std::string name) : name_(std::move(name)) {}
 
