@@ -16,6 +16,7 @@
 #include "examples/order-payment-saga/shop.h"
 #include "gen-cpp/Coordinator.h"
 #include "tests/harness/process.h"
+#include "tests/saga/shop_processes.h"
 
 namespace txc {
 namespace {
@@ -60,36 +61,14 @@ class AdminProcessTest : public ::testing::Test {
     ASSERT_TRUE(testing::WaitForPort(coordinator_port_, 20000).ok()) << coordinator_->LogTail();
   }
 
-  // Starts (or restarts) one service; new_port: on a port it never had.
+  // Starts (or restarts, on the same port and database) one service; new_port:
+  // on a port it never had.
   void StartService(const std::string& name, std::vector<std::string> extra = {},
                     bool new_port = false) {
-    int& port = ports_[name];
-    if (port == 0 || new_port) port = testing::FreeLoopbackPort();
-    const char* bin = name == "order"     ? TXC_ORDER_SERVICE_BIN
-                      : name == "payment" ? TXC_PAYMENT_SERVICE_BIN
-                                          : TXC_INVENTORY_SERVICE_BIN;
-    ChildProcess::Options o;
-    o.argv = {bin, "--db=" + dir_.Child(name + ".db"), "--port=" + std::to_string(port),
-              "--coordinator=" + ep_.coordinator};
-    if (name == "inventory") o.argv.push_back(std::string("--seed=") + kInventorySeed);
-    if (name == "payment") o.argv.push_back(std::string("--seed=") + kPaymentSeed);
-    for (auto& e : extra) o.argv.push_back(e);
-    o.log_path = dir_.Child(name + ".log");
-    auto child = ChildProcess::Start(o);
-    ASSERT_TRUE(child.ok()) << child.status();
-    services_[name] = std::move(child).value();
-    ASSERT_TRUE(testing::WaitForPort(port, 20000).ok()) << services_[name]->LogTail();
-    const std::string endpoint = "127.0.0.1:" + std::to_string(port);
-    if (name == "order") ep_.order = endpoint;
-    if (name == "payment") ep_.payment = endpoint;
-    if (name == "inventory") ep_.inventory = endpoint;
+    shop_.Start(name, std::move(extra), new_port);
   }
 
-  void StopService(const std::string& name) {
-    ASSERT_TRUE(services_[name]->Kill(SIGKILL).ok());
-    ASSERT_TRUE(services_[name]->Wait(20000).ok());
-    services_.erase(name);
-  }
+  void StopService(const std::string& name) { shop_.Stop(name); }
 
   // Submits an order's saga without waiting (steps retried twice, quickly).
   void Submit(const std::string& id, const std::string& customer, int64_t amount = 100) {
@@ -145,7 +124,7 @@ class AdminProcessTest : public ::testing::Test {
   std::string Logs() {
     std::string out;
     if (coordinator_) out += "--- coordinator ---\n" + coordinator_->LogTail(3000);
-    for (auto& [name, p] : services_) out += "--- " + name + " ---\n" + p->LogTail(1000);
+    out += shop_.LogTails(1000);
     return out;
   }
 
@@ -167,8 +146,7 @@ class AdminProcessTest : public ::testing::Test {
   testing::TempDir dir_{"admin-process-test-"};
   int coordinator_port_ = 0;
   std::unique_ptr<ChildProcess> coordinator_;
-  std::map<std::string, int> ports_;
-  std::map<std::string, std::unique_ptr<ChildProcess>> services_;
+  testing::ShopProcesses shop_{&dir_, &ep_, kInventorySeed, kPaymentSeed};
   shop::ShopEndpoints ep_;
 };
 

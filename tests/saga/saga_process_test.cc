@@ -18,6 +18,7 @@
 #include "common/crash_point.h"
 #include "examples/order-payment-saga/shop.h"
 #include "tests/harness/process.h"
+#include "tests/saga/shop_processes.h"
 #include "txc/participant/coordinator_client.h"
 
 namespace txc {
@@ -56,26 +57,7 @@ class SagaProcessTest : public ::testing::Test {
 
   // Starts (or restarts, on the same port and database) one service.
   void StartService(const std::string& name, std::vector<std::string> extra = {}) {
-    int& port = ports_[name];
-    if (port == 0) port = testing::FreeLoopbackPort();
-    const char* bin = name == "order"     ? TXC_ORDER_SERVICE_BIN
-                      : name == "payment" ? TXC_PAYMENT_SERVICE_BIN
-                                          : TXC_INVENTORY_SERVICE_BIN;
-    ChildProcess::Options o;
-    o.argv = {bin, "--db=" + dir_.Child(name + ".db"), "--port=" + std::to_string(port),
-              "--coordinator=" + ep_.coordinator};
-    if (name == "inventory") o.argv.push_back(std::string("--seed=") + kInventorySeed);
-    if (name == "payment") o.argv.push_back(std::string("--seed=") + kPaymentSeed);
-    for (auto& e : extra) o.argv.push_back(e);
-    o.log_path = dir_.Child(name + ".log");
-    auto child = ChildProcess::Start(o);
-    ASSERT_TRUE(child.ok()) << child.status();
-    services_[name] = std::move(child).value();
-    ASSERT_TRUE(testing::WaitForPort(port, 20000).ok()) << services_[name]->LogTail();
-    const std::string endpoint = "127.0.0.1:" + std::to_string(port);
-    if (name == "order") ep_.order = endpoint;
-    if (name == "payment") ep_.payment = endpoint;
-    if (name == "inventory") ep_.inventory = endpoint;
+    shop_.Start(name, std::move(extra));
   }
 
   void StartAll(std::vector<std::string> payment_extra = {}) {
@@ -104,15 +86,14 @@ class SagaProcessTest : public ::testing::Test {
   std::string Logs() {
     std::string out;
     if (coordinator_) out += "--- coordinator ---\n" + coordinator_->LogTail(3000);
-    for (auto& [name, p] : services_) out += "--- " + name + " ---\n" + p->LogTail(1500);
+    out += shop_.LogTails(1500);
     return out;
   }
 
   testing::TempDir dir_{"saga-process-test-"};
   int coordinator_port_ = 0;
   std::unique_ptr<ChildProcess> coordinator_;
-  std::map<std::string, int> ports_;
-  std::map<std::string, std::unique_ptr<ChildProcess>> services_;
+  testing::ShopProcesses shop_{&dir_, &ep_, kInventorySeed, kPaymentSeed};
   shop::ShopEndpoints ep_;
 };
 
@@ -184,8 +165,8 @@ TEST_F(SagaProcessTest, ServiceKilledMidSagaAndRestarted) {
   std::thread placer([&] { results = shop::PlaceOrders(ep_, options); });
   // Wait until a charge is in flight at the payment service, then kill it.
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
-  ASSERT_TRUE(services_["payment"]->Kill(SIGKILL).ok());
-  auto exit = services_["payment"]->Wait(10000);
+  ASSERT_TRUE(shop_["payment"].Kill(SIGKILL).ok());
+  auto exit = shop_["payment"].Wait(10000);
   ASSERT_TRUE(exit.ok());
   EXPECT_TRUE(exit->signaled());
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
