@@ -170,6 +170,7 @@ Status TwoPhaseDriver::Feed(const std::shared_ptr<Flight>& flight, TwoPhaseEvent
   event.jitter = RandomUnit();
   TwoPhaseStep step;
   TxnState before;
+  TxnState after;
   bool first_vote = false;
   bool first_ack = false;
   {
@@ -186,12 +187,12 @@ Status TwoPhaseDriver::Feed(const std::shared_ptr<Flight>& flight, TwoPhaseEvent
       flight->first_ack_seen = first_ack = true;
     }
     before = flight->run.txn.state;
-    flight->run = r->run;
+    after = r->run.txn.state;
+    flight->run = std::move(r->run);  // moved, not copied: the step's run is not used after
     step = std::move(r).value();
   }
   if (first_vote) TXC_CRASH_POINT("2pc.after_prepare_sent");
   if (first_ack) TXC_CRASH_POINT("2pc.mid_phase2");
-  const TxnState after = step.run.txn.state;
   if (step.writes.empty()) {
     Execute(flight, before, after, step.effects);
     return Status::Ok();
