@@ -6,6 +6,8 @@
 
 #include <future>
 
+#include "common/peer_identity.h"
+
 namespace txc {
 
 using apache::thrift::server::TServerEventHandler;
@@ -13,10 +15,6 @@ using apache::thrift::server::TThreadedServer;
 using apache::thrift::transport::TServerSocket;
 
 namespace {
-
-// The peer of the connection this thread serves (TThreadedServer: one thread
-// per connection), set before each call.
-thread_local std::string current_peer;
 
 // Tells Start() that serve() is listening (or that it failed to), and records
 // each call's peer for CurrentThriftPeer().
@@ -29,16 +27,16 @@ class ReadySignal : public TServerEventHandler {
   }
   void processContext(void*,
                       std::shared_ptr<apache::thrift::transport::TTransport> transport) override {
+    PeerIdentity identity;
     auto* socket = dynamic_cast<apache::thrift::transport::TSocket*>(transport.get());
-    if (socket == nullptr) {
-      current_peer = "unknown";
-      return;
+    if (socket != nullptr) {
+      try {
+        identity.address = socket->getPeerAddress() + ":" + std::to_string(socket->getPeerPort());
+      } catch (const std::exception&) {
+        identity.address = "unknown";
+      }
     }
-    try {
-      current_peer = socket->getPeerAddress() + ":" + std::to_string(socket->getPeerPort());
-    } catch (const std::exception&) {
-      current_peer = "unknown";
-    }
+    SetCurrentPeerIdentity(std::move(identity));
   }
 
  private:
@@ -47,7 +45,7 @@ class ReadySignal : public TServerEventHandler {
 
 }  // namespace
 
-std::string CurrentThriftPeer() { return current_peer.empty() ? "unknown" : current_peer; }
+std::string CurrentThriftPeer() { return CurrentPeerIdentity().address; }
 
 ThriftServer::ThriftServer(std::shared_ptr<apache::thrift::TProcessor> processor,
                            ThriftServerOptions options)
