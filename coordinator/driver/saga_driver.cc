@@ -113,11 +113,14 @@ SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
     const std::string prefix = IdPrefix(node_.node_id) + "-saga";
     options_.new_gtid = [prefix] { return NewId(prefix); };
   }
-  AsyncParticipantClientOptions client;
-  client.io_threads = std::max(1, options_.io_threads);
-  client.connect_timeout_ms = options_.connect_timeout_ms;
-  client.max_calls_per_endpoint = std::max(1, options_.max_calls_per_endpoint);
-  participants_ = std::make_unique<AsyncParticipantClient>(client);
+  participants_ = options_.participants;
+  if (participants_ == nullptr) {
+    AsyncParticipantClientOptions client;
+    client.io_threads = std::max(1, options_.io_threads);
+    client.connect_timeout_ms = options_.connect_timeout_ms;
+    client.max_calls_per_endpoint = std::max(1, options_.max_calls_per_endpoint);
+    participants_ = std::make_shared<AsyncParticipantClient>(client);
+  }
   relay_ = std::make_shared<Relay>();
   relay_->driver = this;
 }
@@ -128,9 +131,10 @@ SagaDriver::~SagaDriver() {
     std::lock_guard<std::mutex> lock(relay_->mu);
     relay_->driver = nullptr;
   }
-  // The pool first (a running continuation may still send through
-  // participants_), then the client: it completes its calls, whose callbacks
-  // find the driver stopping.
+  // No participant answer or timer reaches this driver any more (the client
+  // may be shared and outlive it: late completions are dropped); then the
+  // pool (a running continuation may still send through participants_).
+  gate_.Close();
   pool_.Shutdown();
   participants_.reset();
 }
@@ -529,43 +533,43 @@ bool SagaDriver::Adopt(const std::shared_ptr<Run>& run, SagaStepResult result) {
         if (coordinators.empty()) coordinators = Coordinators();
         call.coordinators = coordinators;
         participants_->Action(
-            std::move(call), [this, run, step, attempt](Result<StepAnswer> answer) {
+            std::move(call), gate_.Wrap([this, run, step, attempt](Result<StepAnswer> answer) {
               if (answer.ok()) {
                 Feed(run, SagaActionAnswered{step, attempt, std::move(answer).value()});
               } else {
                 Feed(run, SagaActionCallFailed{step, attempt, answer.status()});
               }
-            });
+            }));
         break;
       case SagaEffect::Kind::kCallCompensation:
         if (coordinators.empty()) coordinators = Coordinators();
         call.coordinators = coordinators;
-        participants_->Compensate(
-            std::move(call), [this, run, gtid, step, attempt](Result<StepAnswer> answer) {
-              SagaCompensationAnswered event{step, attempt, false, ""};
-              if (!answer.ok()) {
-                event.message = answer.status().ToString();
-              } else if (answer->outcome == StepOutcome::kSuccess) {
-                event.ok = true;
-              } else {
-                event.message =
-                    (answer->outcome == StepOutcome::kFailure ? "refused: " : "retry later: ") +
-                    answer->message;
-              }
-              if (!event.ok) {
-                LOG(ERROR) << "saga " << gtid << " step " << step
-                           << ": compensation not done: " << event.message << " (attempt "
-                           << attempt << ")";
-              }
-              Feed(run, std::move(event));
-            });
+        participants_->Compensate(std::move(call), gate_.Wrap([this, run, gtid, step,
+                                                               attempt](Result<StepAnswer> answer) {
+          SagaCompensationAnswered event{step, attempt, false, ""};
+          if (!answer.ok()) {
+            event.message = answer.status().ToString();
+          } else if (answer->outcome == StepOutcome::kSuccess) {
+            event.ok = true;
+          } else {
+            event.message =
+                (answer->outcome == StepOutcome::kFailure ? "refused: " : "retry later: ") +
+                answer->message;
+          }
+          if (!event.ok) {
+            LOG(ERROR) << "saga " << gtid << " step " << step
+                       << ": compensation not done: " << event.message << " (attempt " << attempt
+                       << ")";
+          }
+          Feed(run, std::move(event));
+        }));
         break;
       case SagaEffect::Kind::kRetryAfter:
         VLOG(1) << "saga " << gtid << " step " << step << ": attempt " << attempt
                 << " not done, retry in " << effect.delay_ms << " ms";
-        participants_->After(effect.delay_ms, [this, run, step, attempt] {
+        participants_->After(effect.delay_ms, gate_.Wrap([this, run, step, attempt] {
           Feed(run, SagaRetryDue{step, attempt});
-        });
+        }));
         break;
       case SagaEffect::Kind::kFinished: break;
     }

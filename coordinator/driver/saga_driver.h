@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "common/backoff.h"
+#include "common/callback_gate.h"
 #include "common/status.h"
 #include "common/task_pool.h"
 #include "coordinator/core/saga.h"
@@ -64,7 +65,11 @@ namespace txc {
 
 struct SagaDriverOptions {
   int driver_threads = 2;  // "saga-driver": steps after a write is durable, resumes' store reads
-  int io_threads = 1;      // participant calls (event driven: no thread waits per call)
+  // The participant client, shared with the 2PC driver (one set of I/O
+  // threads, one per-endpoint limit). Null: the driver makes its own from
+  // io_threads, max_calls_per_endpoint and connect_timeout_ms.
+  std::shared_ptr<AsyncParticipantClient> participants;
+  int io_threads = 1;                // participant calls (event driven: no thread waits per call)
   int max_calls_per_endpoint = 32;   // outstanding calls to one participant; more wait in line
   int connect_timeout_ms = 1000;     // to a participant
   int call_timeout_ms = 5000;        // one action / compensate call
@@ -162,7 +167,8 @@ class SagaDriver : public SagaOps {
   // Lets the GroupCommitter's callbacks reach this driver only while it lives.
   std::shared_ptr<Relay> relay_;
   TaskPool pool_;  // "saga-driver"; drops queued work at shutdown (recovery re-finds it)
-  std::unique_ptr<AsyncParticipantClient> participants_;
+  std::shared_ptr<AsyncParticipantClient> participants_;  // options_.participants, or own
+  CallbackGate gate_;  // closed first at destruction: late answers and timers are dropped
 
   std::mutex runs_mu_;                                // guards runs_
   std::map<std::string, std::shared_ptr<Run>> runs_;  // sagas driven here, by gtid

@@ -55,11 +55,14 @@ TwoPhaseDriver::TwoPhaseDriver(TxnStore* store, GroupCommitter* log, NodeInfo no
       options_(std::move(options)),
       timing_(TimingOf(options_)),
       driver_pool_("2pc-driver", std::max(1, options_.driver_threads)) {
-  AsyncParticipantClientOptions client;
-  client.io_threads = std::max(1, options_.io_threads);
-  client.connect_timeout_ms = options_.connect_timeout_ms;
-  client.max_calls_per_endpoint = std::max(1, options_.max_calls_per_endpoint);
-  participants_ = std::make_unique<AsyncParticipantClient>(client);
+  participants_ = options_.participants;
+  if (participants_ == nullptr) {
+    AsyncParticipantClientOptions client;
+    client.io_threads = std::max(1, options_.io_threads);
+    client.connect_timeout_ms = options_.connect_timeout_ms;
+    client.max_calls_per_endpoint = std::max(1, options_.max_calls_per_endpoint);
+    participants_ = std::make_shared<AsyncParticipantClient>(client);
+  }
 }
 
 TwoPhaseDriver::~TwoPhaseDriver() {
@@ -70,8 +73,11 @@ TwoPhaseDriver::~TwoPhaseDriver() {
     // finishes first; no new one starts.
     pending_cv_.wait(lock, [this] { return pending_writes_ == 0; });
   }
+  // No participant answer or timer reaches this driver any more (the client
+  // may be shared and outlive it: late completions are dropped).
+  gate_.Close();
   driver_pool_.Shutdown();
-  participants_.reset();  // completes its calls; their callbacks find the driver stopping
+  participants_.reset();
   std::vector<std::shared_ptr<Flight>> left;
   {
     std::lock_guard<std::mutex> lock(registry_.mu);
@@ -237,14 +243,14 @@ void TwoPhaseDriver::Execute(const std::shared_ptr<Flight>& flight, TxnState bef
       case TwoPhaseEffectKind::kSendCommit:
       case TwoPhaseEffectKind::kSendAbort: Send(flight, fx); break;
       case TwoPhaseEffectKind::kRetryAfter:
-        participants_->After(fx.delay_ms, [this, flight, branch = fx.branch] {
+        participants_->After(fx.delay_ms, gate_.Wrap([this, flight, branch = fx.branch] {
           Feed(flight, EventOf(TwoPhaseEventKind::kRetryDue, branch)).IgnoreError();
-        });
+        }));
         break;
       case TwoPhaseEffectKind::kPrepareWindow:
-        participants_->After(fx.delay_ms, [this, flight] {
+        participants_->After(fx.delay_ms, gate_.Wrap([this, flight] {
           Feed(flight, EventOf(TwoPhaseEventKind::kPrepareWindowEnded)).IgnoreError();
-        });
+        }));
         break;
       case TwoPhaseEffectKind::kContinue:
         Feed(flight, EventOf(TwoPhaseEventKind::kCheck)).IgnoreError();
@@ -306,42 +312,44 @@ void TwoPhaseDriver::Send(const std::shared_ptr<Flight>& flight, const TwoPhaseE
   };
   switch (fx.kind) {
     case TwoPhaseEffectKind::kSendPrepare:
-      participants_->Prepare(std::move(call), [this, flight, b](Result<BranchVote> vote) {
-        if (vote.status().code() == StatusCode::kCancelled) return;
-        TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kVote, b);
-        if (vote.ok()) {
-          e.vote = *vote;
-          if (*vote == BranchVote::kAbort)
-            VLOG(1) << flight->gtid << ": branch " << b << " voted ABORT";
-        } else {
-          e.error = vote.status();
-          LOG(WARNING) << flight->gtid << ": no vote from branch " << b << ": " << e.error;
-        }
-        Feed(flight, std::move(e)).IgnoreError();
-      });
+      participants_->Prepare(
+          std::move(call), gate_.Wrap([this, flight, b](Result<BranchVote> vote) {
+            if (vote.status().code() == StatusCode::kCancelled) return;
+            TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kVote, b);
+            if (vote.ok()) {
+              e.vote = *vote;
+              if (*vote == BranchVote::kAbort)
+                VLOG(1) << flight->gtid << ": branch " << b << " voted ABORT";
+            } else {
+              e.error = vote.status();
+              LOG(WARNING) << flight->gtid << ": no vote from branch " << b << ": " << e.error;
+            }
+            Feed(flight, std::move(e)).IgnoreError();
+          }));
       break;
     case TwoPhaseEffectKind::kSendCommitOnePhase:
-      participants_->CommitOnePhase(std::move(call), [this, flight](Result<Outcome> outcome) {
-        if (outcome.status().code() == StatusCode::kCancelled) return;
-        TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kOnePhaseAnswer);
-        if (outcome.ok()) {
-          e.outcome = *outcome;
-        } else {
-          e.error = outcome.status();
-          LOG(WARNING) << flight->gtid << ": commitOnePhase: " << e.error;
-        }
-        Feed(flight, std::move(e)).IgnoreError();
-      });
+      participants_->CommitOnePhase(
+          std::move(call), gate_.Wrap([this, flight](Result<Outcome> outcome) {
+            if (outcome.status().code() == StatusCode::kCancelled) return;
+            TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kOnePhaseAnswer);
+            if (outcome.ok()) {
+              e.outcome = *outcome;
+            } else {
+              e.error = outcome.status();
+              LOG(WARNING) << flight->gtid << ": commitOnePhase: " << e.error;
+            }
+            Feed(flight, std::move(e)).IgnoreError();
+          }));
       break;
     case TwoPhaseEffectKind::kSendCommit:
     case TwoPhaseEffectKind::kSendAbort: {
-      auto answered = [this, flight, b](Status s) {
+      auto answered = gate_.Wrap([this, flight, b](Status s) {
         if (s.code() == StatusCode::kCancelled) return;
         if (!s.ok()) VLOG(1) << flight->gtid << ": phase 2 to branch " << b << ": " << s;
         TwoPhaseEvent e = EventOf(TwoPhaseEventKind::kPhaseTwoAnswer, b);
         e.error = std::move(s);
         Feed(flight, std::move(e)).IgnoreError();
-      };
+      });
       if (fx.kind == TwoPhaseEffectKind::kSendCommit) {
         participants_->Commit(std::move(call), std::move(answered));
       } else {

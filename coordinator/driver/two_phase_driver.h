@@ -70,6 +70,7 @@
 #include <vector>
 
 #include "common/backoff.h"
+#include "common/callback_gate.h"
 #include "common/task_pool.h"
 #include "coordinator/core/two_phase.h"
 #include "coordinator/core/two_phase_machine.h"
@@ -84,6 +85,10 @@ struct TwoPhaseDriverOptions {
   int connect_timeout_ms = 1000;
   int prepare_timeout_ms = 5000;    // per prepare / commitOnePhase call
   int phase_two_timeout_ms = 5000;  // per commit / abort call
+  // The participant client, shared with the saga driver (one set of I/O
+  // threads, one per-endpoint limit). Null: the driver makes its own from
+  // io_threads, max_calls_per_endpoint and connect_timeout_ms.
+  std::shared_ptr<AsyncParticipantClient> participants;
   int io_threads = 1;               // participant calls (event driven: no thread per call)
   int max_calls_per_endpoint = 32;  // outstanding calls to one participant; more wait in line
   int driver_threads = 2;           // "2pc-driver": store reads for recovery and re-reads
@@ -252,7 +257,8 @@ class TwoPhaseDriver : public TwoPhaseOps {
   TaskPool driver_pool_;
   // Declared last: destroyed first (completes its calls, joins its threads)
   // while everything its callbacks use still exists.
-  std::unique_ptr<AsyncParticipantClient> participants_;
+  std::shared_ptr<AsyncParticipantClient> participants_;  // options_.participants, or own
+  CallbackGate gate_;  // closed first at destruction: late answers and timers are dropped
 };
 
 }  // namespace txc

@@ -358,7 +358,19 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
   inc->service = std::make_unique<CoordinatorService>(store_.get(), inc->log.get(), node);
   CoordinatorService* service = inc->service.get();
 
+  // One participant client for both drivers: one set of I/O threads and one
+  // per-endpoint limit, whichever protocol the calls belong to.
+  std::shared_ptr<AsyncParticipantClient> participants = o.two_phase.participants;
+  if (participants == nullptr) {
+    AsyncParticipantClientOptions client;
+    client.io_threads = std::max(1, o.two_phase.io_threads);
+    client.connect_timeout_ms = o.two_phase.connect_timeout_ms;
+    client.max_calls_per_endpoint = std::max(1, o.two_phase.max_calls_per_endpoint);
+    client.max_message_bytes = o.max_message_bytes;
+    participants = std::make_shared<AsyncParticipantClient>(client);
+  }
   TwoPhaseDriverOptions two_phase_options = o.two_phase;
+  two_phase_options.participants = participants;
   if (!two_phase_options.coordinator_endpoints) {
     two_phase_options.coordinator_endpoints = [service] { return service->CoordinatorEndpoints(); };
   }
@@ -369,6 +381,7 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
       std::make_unique<Sweeper>(store_.get(), node, inc->two_phase.get(), nullptr, o.sweeper);
 
   SagaDriverOptions saga_options = o.saga;
+  saga_options.participants = participants;
   if (!saga_options.coordinators) {
     saga_options.coordinators = [service] { return service->CoordinatorEndpoints(); };
   }

@@ -96,12 +96,12 @@ int main(int argc, char** argv) {
       "2PC: timeout of each phase-2 commit / abort call (retried with backoff)")(
       "participant_io_threads",
       po::value(&options.two_phase.io_threads)->default_value(options.two_phase.io_threads),
-      "2PC: I/O threads of the event-driven participant calls (no thread waits per call)")(
-      "max_calls_per_endpoint",
-      po::value(&options.two_phase.max_calls_per_endpoint)
-          ->default_value(options.two_phase.max_calls_per_endpoint),
-      "2PC: outstanding calls to one participant endpoint; more wait in line (one slow "
-      "participant cannot hold the others' calls)")(
+      "I/O threads of the event-driven participant calls, 2PC and Saga (no thread waits per "
+      "call)")("max_calls_per_endpoint",
+               po::value(&options.two_phase.max_calls_per_endpoint)
+                   ->default_value(options.two_phase.max_calls_per_endpoint),
+               "outstanding calls to one participant endpoint, 2PC and Saga together; more wait in "
+               "line (one slow participant cannot hold the others' calls)")(
       "sweep_interval_ms",
       po::value(&options.sweeper.interval_ms)->default_value(options.sweeper.interval_ms),
       "recovery sweeper: time between passes (claims orphans, redrives due transactions)")(
