@@ -1,25 +1,41 @@
 /*
- * saga.pml: saga execution and compensation order with the participant
- * barrier, as the code does it (coordinator/core/saga.cc PlanSaga,
- * coordinator/driver/saga_driver.cc Advance/CallAction/CallCompensation,
- * participant-sdk/src/barrier.cc RunAction/RunCompensate).
+ * saga.pml: the saga step function and its driver, with the participant
+ * barrier, as the code does it:
+ *   coordinator/core/saga_machine.cc  StepSaga: one event -> writes + effects
+ *   coordinator/core/saga.cc          PlanSaga: the planner StepSaga runs
+ *   coordinator/driver/saga_driver.cc logs the writes, then runs the effects
+ *   participant-sdk/src/barrier.cc    RunAction / RunCompensate
  *
  * One saga of N = 3 steps, each depending on the previous (the wire default).
- * One coordinator that can crash and restart (the sweeper resumes the saga
- * from the store); lease takeover and fencing are in twopc.pml, and the saga
- * driver's writes are fenced the same way (conditional on the stored step and
- * saga states and on (owner, epoch)).
+ * One coordinator that can crash and restart (the sweeper feeds Resumed from
+ * the store); lease takeover and fencing are in twopc.pml, and the saga
+ * driver's writes are fenced the same way (conditional on the stored states
+ * and on (owner, epoch)).
  *
- * Every Advance is one atomic step: plan (PlanSaga), write the batch, then the
- * sends it decided are queued in the driver's memory and leave in later steps,
- * so a crash between "logged" and "sent" is explored. The crash points:
- *   saga.after_action_logged  a batch logged an action's outcome (DONE/FAILED)
- *   saga.mid_compensation     a batch logged a COMPENSATED step, saga not final
- * are both "after a write, before its sends"; the model also crashes after a
- * step was logged RUNNING (incl. the definition's first wave:
- * saga.after_step_started), after a compensation was logged COMPENSATING
- * (saga.after_compensation_started), and before SUCCEEDED/COMPENSATED
- * (saga.before_final_state); see README.md.
+ * The coordinator is a loop of events. Each event is one atomic step_saga,
+ * mirroring StepSaga's handlers: a stale event (its attempt is not the one
+ * outstanding, or the step / saga is past it) is a no-op; otherwise the edge
+ * is applied, the planner runs, the writes go to the store and the effects
+ * (CallAction, CallCompensation, RetryAfter, Finished) are queued in memory.
+ * The queued effects run in later steps, so a crash between "logged" and
+ * "sent" is explored: every crash point of the driver is such a place.
+ *   saga.after_step_started           a step (or the definition's first wave)
+ *                                     logged RUNNING, its action not sent
+ *   saga.after_action_logged          an action's DONE / FAILED logged, the
+ *                                     sends it decided not made
+ *   saga.after_compensation_started   COMPENSATING logged, not sent
+ *   saga.mid_compensation             a step COMPENSATED, the saga not final
+ *   saga.before_final_state           before SUCCEEDED / COMPENSATED is logged
+ *
+ * Events: ActionAnswered(k, attempt, outcome), ActionCallFailed(k, attempt)
+ * (a call's timeout: the request or its answer may still be in transit),
+ * CompensationAnswered(k, attempt, ok), RetryDue(k, attempt) (a RetryAfter
+ * timer fired), Resumed (the sweeper, after a crash or for a PARKED saga) and
+ * CancelRequested (an operator's cancel, at any time).
+ *
+ * Requests and answers carry their attempt, and may be reordered: requests
+ * in transit to step k's participant are a set of attempts (areq[k], a bit
+ * per attempt); answers in transit back are per (step, attempt).
  *
  * Known-bad variants (each must produce a counterexample):
  *   -DBAD_FORWARD_COMPENSATION  compensate in forward order
@@ -29,6 +45,7 @@
  */
 
 #define N 3
+#define AMAX 8 /* attempts are 1 .. AMAX - 1 (asserted) */
 
 #ifndef MAX_ATTEMPTS
 #define MAX_ATTEMPTS 2 /* a step's retry policy: max_attempts */
@@ -44,6 +61,9 @@
 #endif
 #ifndef COMP_FAILURES
 #define COMP_FAILURES 1 /* compensation hook failures (transient: retried) */
+#endif
+#ifndef CANCELS
+#define CANCELS 1 /* operator cancels */
 #endif
 
 /* TxnState (saga), values as coordinator/core/states.h */
@@ -68,6 +88,12 @@
 #define R_FAILURE 2
 #define R_RETRY 3
 
+/* SagaCall::Kind: what is outstanding for a step (Run::in_flight) */
+#define F_NONE 0
+#define F_ACTION 1
+#define F_COMP 2
+#define F_TIMER 3
+
 /* barrier rows (txc_barrier): the action row's outcome */
 #define ROW_NONE 0     /* no row */
 #define ROW_SUCCESS 1
@@ -79,14 +105,22 @@ byte sst = RUNNING;
 byte stp[N];
 byte att[N];
 
-/* ---- the coordinator ---- */
+/* ---- the coordinator's memory (SagaRun; lost in a crash) ---- */
 bool down = false;
+bool running = false;  /* a run exists (SagaDriver::runs_) */
+byte fk[N];            /* in_flight[k].kind */
+byte fa[N];            /* in_flight[k].attempt */
+bool parked_round_failed = false;
+/* effects queued once the writes were logged, not run yet: the attempt to send, 0: none */
+byte send_action[N];
+byte send_comp[N];
+byte timer[N]; /* an armed RetryAfter timer's attempt */
 
 /* ---- messages ---- */
-byte areq[N]; /* action requests in transit to step i's participant */
-byte creq[N]; /* compensation requests in transit */
-byte arep[N]; /* latest action answer in transit back */
-byte crep[N]; /* latest compensation answer in transit back */
+byte areq[N];             /* action requests in transit: bit a = attempt a */
+byte creq[N];             /* compensation requests in transit */
+byte arep[N * AMAX];      /* action answers in transit back, by (step, attempt) */
+byte crep[N * AMAX];      /* compensation answers: R_SUCCESS, or R_RETRY (not done) */
 
 /* ---- the participants: barrier rows and business effects ---- */
 byte arow[N];
@@ -98,6 +132,7 @@ byte undone[N];  /* times the compensation hook's effect was committed */
 byte crashes = CRASHES;
 byte timeouts = TIMEOUTS;
 byte comp_failures = COMP_FAILURES;
+byte cancels = CANCELS;
 bool deadline_passed = false;
 
 /* ---- ghosts ---- */
@@ -106,6 +141,9 @@ bool order_ok = true; /* no compensation ran while a later step's effect stood *
 #define ATTEMPTED(s) (s != S_PENDING && s != S_SKIPPED)
 #define NEEDS_COMPENSATION(s) (s == S_RUNNING || s == S_DONE || s == S_FAILED || s == S_COMPENSATING)
 #define NEVER_RAN_OR_COMPENSATED(s) (s == S_COMPENSATED || s == S_SKIPPED || s == S_PENDING)
+#define FLYING(k) (fk[k] != F_NONE)
+#define NOTHING_FLYING (fk[0] == F_NONE && fk[1] == F_NONE && fk[2] == F_NONE)
+#define BIT(a) (1 << (a))
 
 /* every effect at most once, no compensation without its action */
 #define EFFECTS_ONCE (applied[0] <= 1 && applied[1] <= 1 && applied[2] <= 1 && \
@@ -121,22 +159,26 @@ bool order_ok = true; /* no compensation ran while a later step's effect stood *
 ltl eventually_finished { <> [] FINISHED }
 #endif
 
-/* log COMPENSATING (attempts 1) or attempts + 1, then queue the compensation.
- * Reverse order at the coordinator: every later attempted step is compensated. */
+/* ---- the planner (PlanSaga) and its application (PlanInto) ---- */
+
+/* PlanInto's compensate list: log COMPENSATING (attempts 1) or attempts + 1,
+ * mark it in flight, queue CallCompensation. The ghost checks reverse order:
+ * no later attempted step may still stand uncompensated. */
 inline compensate(k) {
   if
   :: stp[k] != S_COMPENSATING -> stp[k] = S_COMPENSATING; att[k] = 1
   :: else -> att[k]++
   fi;
+  assert(att[k] < AMAX);
   for (m : k + 1 .. N - 1) {
     if :: ATTEMPTED(stp[m]) && stp[m] != S_COMPENSATED -> order_ok = false :: else -> skip fi
   }
-  busy[k] = true; send_comp[k] = true
+  fk[k] = F_COMP; fa[k] = att[k]; send_comp[k] = att[k]
 }
 
+/* Which steps to compensate now. `compensate_ok`: PlanInto sends nothing new
+ * in a PARKED round that failed. */
 #ifndef BAD_FORWARD_COMPENSATION
-/* plan_compensation: reverse order; a step is ready once its dependent (the
- * next step) never ran or is compensated. Nothing new after a parked round failed. */
 inline plan_compensation() {
   pending_work = false;
   for (i : 0 .. N - 1) {
@@ -145,14 +187,14 @@ inline plan_compensation() {
     :: NEEDS_COMPENSATION(stp[j]) ->
        pending_work = true;
        if
-       :: !busy[j] && (j == N - 1 || NEVER_RAN_OR_COMPENSATED(stp[j + 1])) &&
-          !(sst == PARKED && parked_round_failed) -> compensate(j)
+       :: !FLYING(j) && (j == N - 1 || NEVER_RAN_OR_COMPENSATED(stp[j + 1])) && compensate_ok ->
+          compensate(j)
        :: else -> skip
        fi
     :: else -> skip
     fi
   }
-  if :: !pending_work -> sst = COMPENSATED; running = false :: else -> skip fi
+  if :: !pending_work -> sst = COMPENSATED; finished = true :: else -> skip fi
 }
 #else
 /* BAD: forward order, no dependency check */
@@ -162,20 +204,21 @@ inline plan_compensation() {
     if
     :: NEEDS_COMPENSATION(stp[j]) ->
        pending_work = true;
-       if
-       :: !busy[j] && !(sst == PARKED && parked_round_failed) -> compensate(j)
-       :: else -> skip
-       fi
+       if :: !FLYING(j) && compensate_ok -> compensate(j) :: else -> skip fi
     :: else -> skip
     fi
   }
-  if :: !pending_work -> sst = COMPENSATED; running = false :: else -> skip fi
+  if :: !pending_work -> sst = COMPENSATED; finished = true :: else -> skip fi
 }
 #endif
 
-/* PlanSaga over the stored steps (the driver logs what it returns in one
- * batch, conditional on the old states), then the sends are queued. */
+/* Advance: the planner over the run (the event's edge already applied), the
+ * writes (store variables) and the effects (queued). Then PlanInto's end:
+ * Finished lets the run go; a PARKED round that failed ends once nothing is
+ * in flight; anything else with nothing in flight is StepSaga's kInternal
+ * ("cannot progress"), which must never happen. */
 inline advance() {
+  finished = false;
   if
   :: sst == RUNNING ->
      failed = false; all_done = true;
@@ -183,7 +226,7 @@ inline advance() {
      for (i : 0 .. N - 1) {
        if
        :: stp[i] == S_FAILED -> failed = true
-       :: stp[i] == S_RUNNING && !busy[i] && att[i] >= MAX_ATTEMPTS -> stp[i] = S_FAILED; failed = true
+       :: stp[i] == S_RUNNING && !FLYING(i) && att[i] >= MAX_ATTEMPTS -> stp[i] = S_FAILED; failed = true
        :: else -> skip
        fi;
        if :: stp[i] != S_DONE -> all_done = false :: else -> skip fi
@@ -192,15 +235,17 @@ inline advance() {
      :: failed ->
         for (i : 0 .. N - 1) { if :: stp[i] == S_PENDING -> stp[i] = S_SKIPPED :: else -> skip fi }
         sst = COMPENSATING;
+        compensate_ok = true;
         plan_compensation()
-     :: !failed && all_done -> sst = SUCCEEDED; running = false
+     :: !failed && all_done -> sst = SUCCEEDED; finished = true
      :: !failed && !all_done ->
         for (i : 0 .. N - 1) {
           if
           :: stp[i] == S_PENDING && (i == 0 || stp[i - 1] == S_DONE) ->
-             stp[i] = S_RUNNING; att[i] = 1; busy[i] = true; send_action[i] = true
-          :: stp[i] == S_RUNNING && !busy[i] ->
-             att[i]++; busy[i] = true; send_action[i] = true
+             stp[i] = S_RUNNING; att[i] = 1; fk[i] = F_ACTION; fa[i] = 1; send_action[i] = 1
+          :: stp[i] == S_RUNNING && !FLYING(i) ->
+             att[i]++; assert(att[i] < AMAX);
+             fk[i] = F_ACTION; fa[i] = att[i]; send_action[i] = att[i]
           :: else -> skip
           fi
         }
@@ -210,153 +255,235 @@ inline advance() {
      if
      :: sst == COMPENSATING ->
         for (i : 0 .. N - 1) {
-          if :: stp[i] == S_COMPENSATING && !busy[i] && att[i] >= PARK_AFTER -> park = true
+          if :: stp[i] == S_COMPENSATING && !FLYING(i) && att[i] >= PARK_AFTER -> park = true
              :: else -> skip fi
         }
      :: else -> skip
      fi;
      if
-     :: park -> sst = PARKED; parked_round_failed = true
-     :: else -> plan_compensation()
+     :: park -> sst = PARKED; parked_round_failed = true /* what flies finishes; nothing new */
+     :: else -> compensate_ok = !(sst == PARKED && parked_round_failed); plan_compensation()
      fi
-  :: else -> running = false
+  :: else -> finished = true
   fi;
   if
-  :: running && sst == PARKED && parked_round_failed && !busy[0] && !busy[1] && !busy[2] ->
-     running = false /* release: the sweeper retries the parked saga later */
+  :: finished -> running = false
+  :: !finished && sst == PARKED && parked_round_failed && NOTHING_FLYING ->
+     running = false /* the round ended: the sweeper retries the parked saga later */
+  :: !finished && !(sst == PARKED && parked_round_failed) && NOTHING_FLYING ->
+     assert(false) /* StepSaga: kInternal, nothing in flight and nothing to send */
   :: else -> skip
   fi
 }
 
-/* CallAction / CallCompensation of step k returns (or times out), then Advance. */
-inline receive(k) {
+/* RetryLater: the step stays in flight as a timer; no plan, nothing else logged. */
+inline retry_later(k) {
+  fk[k] = F_TIMER; fa[k] = att[k]; timer[k] = att[k]
+}
+
+/* ---- the event handlers (StepSaga's Stepper) ---- */
+
+/* ActionAnswered / ActionCallFailed (outcome R_RETRY) for attempt a of step k. */
+inline action_result(k, a, outcome) {
   if
-  :: stp[k] == S_RUNNING ->
+  :: FINISHED || stp[k] != S_RUNNING || fk[k] != F_ACTION || fa[k] != a -> skip /* stale: no-op */
+  :: else ->
+     fk[k] = F_NONE;
      if
-     :: arep[k] != R_NONE -> skip
-     :: timeouts > 0 -> timeouts--; arep[k] = R_RETRY
-     fi;
+     :: outcome == R_SUCCESS -> stp[k] = S_DONE; advance()
+     :: outcome == R_FAILURE -> stp[k] = S_FAILED; advance()
+     :: outcome == R_RETRY && sst == RUNNING && att[k] < MAX_ATTEMPTS -> retry_later(k)
+     :: outcome == R_RETRY && !(sst == RUNNING && att[k] < MAX_ATTEMPTS) -> advance()
+     fi
+  fi
+}
+
+inline compensation_answered(k, a, ok) {
+  if
+  :: FINISHED || stp[k] != S_COMPENSATING || fk[k] != F_COMP || fa[k] != a -> skip
+  :: else ->
+     fk[k] = F_NONE;
      if
-     :: arep[k] == R_SUCCESS -> stp[k] = S_DONE /* then saga.after_action_logged */
-     :: arep[k] == R_FAILURE -> stp[k] = S_FAILED /* then saga.after_action_logged */
-     :: arep[k] == R_RETRY -> skip /* retried after backoff, or failed past max_attempts */
-     fi;
-     arep[k] = R_NONE
-  :: stp[k] == S_COMPENSATING ->
-     if
-     :: crep[k] != R_NONE -> skip
-     :: timeouts > 0 -> timeouts--; crep[k] = R_RETRY
-     fi;
-     if
-     :: crep[k] == R_SUCCESS -> stp[k] = S_COMPENSATED /* then saga.mid_compensation */
-     :: else -> if :: sst == PARKED -> parked_round_failed = true :: else -> skip fi
-     fi;
-     crep[k] = R_NONE
-  fi;
-  busy[k] = false;
+     :: ok -> stp[k] = S_COMPENSATED; advance()
+     :: !ok && sst == PARKED -> parked_round_failed = true; advance()
+     :: !ok && sst != PARKED && att[k] < PARK_AFTER -> retry_later(k)
+     :: !ok && sst != PARKED && att[k] >= PARK_AFTER -> advance() /* the planner parks */
+     fi
+  fi
+}
+
+inline retry_due(k, a) {
+  if
+  :: FINISHED || fk[k] != F_TIMER || fa[k] != a -> skip
+  :: else -> fk[k] = F_NONE; advance()
+  fi
+}
+
+/* Resumed: re-plan from the logged state as if nothing were in flight. */
+inline resumed() {
+  running = true; parked_round_failed = false;
+  for (i : 0 .. N - 1) { fk[i] = F_NONE; fa[i] = 0; send_action[i] = 0; send_comp[i] = 0; timer[i] = 0 }
   advance()
 }
 
-#define CAN_RECEIVE(k) (busy[k] && !send_action[k] && !send_comp[k] && \
-  ((stp[k] == S_RUNNING && (arep[k] != R_NONE || timeouts > 0)) || \
-   (stp[k] == S_COMPENSATING && (crep[k] != R_NONE || timeouts > 0))))
+/* CancelRequested: RUNNING -> COMPENSATING; a no-op when compensating,
+ * parked or compensated; refused (kIllegalTransition) when SUCCEEDED. */
+inline cancel_requested() {
+  if
+  :: sst == RUNNING ->
+     for (i : 0 .. N - 1) { if :: stp[i] == S_PENDING -> stp[i] = S_SKIPPED :: else -> skip fi }
+     sst = COMPENSATING; advance()
+  :: else -> skip
+  fi
+}
+
+/* The events, as the driver feeds them: each alternative below only picks
+ * one (and consumes its message); handle() then steps it, atomically with
+ * the pick. */
+#define EV_NONE 0
+#define EV_ACTION 1    /* ActionAnswered (R_SUCCESS / R_FAILURE / R_RETRY), ActionCallFailed (R_RETRY) */
+#define EV_COMP 2      /* CompensationAnswered */
+#define EV_RETRY_DUE 3 /* RetryDue */
+#define EV_RESUMED 4   /* Resumed */
+#define EV_CANCEL 5    /* CancelRequested */
+
+inline handle() {
+  if
+  :: ev == EV_ACTION -> action_result(ek, ea, eo)
+  :: ev == EV_COMP -> compensation_answered(ek, ea, (eo == R_SUCCESS))
+  :: ev == EV_RETRY_DUE -> retry_due(ek, ea)
+  :: ev == EV_RESUMED -> resumed()
+  :: ev == EV_CANCEL -> cancels--; cancel_requested()
+  :: ev == EV_NONE -> skip
+  fi;
+  ev = EV_NONE; ek = 0; ea = 0; eo = 0; i = 0; j = 0; m = 0
+}
+
+/* One answer of step k's participant for attempt a reaches the coordinator. */
+#define RECV(k, a) \
+  :: !down && running && arep[k * AMAX + a] != R_NONE -> \
+     ev = EV_ACTION; ek = k; ea = a; eo = arep[k * AMAX + a]; arep[k * AMAX + a] = R_NONE \
+  :: !down && running && crep[k * AMAX + a] != R_NONE -> \
+     ev = EV_COMP; ek = k; ea = a; eo = crep[k * AMAX + a]; crep[k * AMAX + a] = R_NONE
+
+#define RECV_STEP(k) RECV(k, 1) RECV(k, 2) RECV(k, 3) RECV(k, 4) RECV(k, 5) RECV(k, 6) RECV(k, 7)
+
+/* Step k's queued effects run: its call is sent, or its timer fires; or a
+ * sent call times out (its request or answer may still be in transit). */
+#define EFFECTS(k) \
+  :: !down && running && send_action[k] != 0 -> \
+     areq[k] = areq[k] | BIT(send_action[k]); send_action[k] = 0 \
+  :: !down && running && send_comp[k] != 0 -> \
+     creq[k] = creq[k] | BIT(send_comp[k]); send_comp[k] = 0 \
+  :: !down && running && timer[k] != 0 -> ev = EV_RETRY_DUE; ek = k; ea = timer[k]; timer[k] = 0 \
+  :: !down && running && timeouts > 0 && fk[k] == F_ACTION && send_action[k] == 0 -> \
+     timeouts--; ev = EV_ACTION; ek = k; ea = fa[k]; eo = R_RETRY \
+  :: !down && running && timeouts > 0 && fk[k] == F_COMP && send_comp[k] == 0 -> \
+     timeouts--; ev = EV_COMP; ek = k; ea = fa[k]; eo = R_RETRY
 
 proctype Coordinator() {
-  bool running = true;   /* a Run exists in memory (SagaDriver::runs_) */
-  bool busy[N];          /* a call outstanding (Run::busy) */
-  bool send_action[N];   /* logged, not sent yet */
-  bool send_comp[N];
-  bool parked_round_failed = false;
-  byte i, j, m;
-  bool failed, all_done, pending_work, park;
+  byte i, j, m, ev, ek, ea, eo;
+  bool failed, all_done, pending_work, park, finished, compensate_ok;
 
-  /* SubmitSaga: the first wave was logged with the definition; its action is queued */
-  atomic { busy[0] = true; send_action[0] = true }
+  /* SubmitSaga: the definition and the first wave (step 0 RUNNING) were
+   * logged in one batch (init); its action is queued. */
+  atomic { running = true; fk[0] = F_ACTION; fa[0] = 1; send_action[0] = 1 }
 end_loop:
   do
-  /* crash: memory, queued sends and answers in transit to it are lost */
-  :: atomic { !down && crashes > 0 ->
-       crashes--; down = true; running = false; parked_round_failed = false;
-       for (i : 0 .. N - 1) { busy[i] = false; send_action[i] = false; send_comp[i] = false;
-                              arep[i] = R_NONE; crep[i] = R_NONE }
-       i = 0 }
-  :: atomic { down -> down = false }
-  /* the sweeper: Resume -> ResumeNow reloads the saga and Advances */
-  :: atomic { !down && !running && !FINISHED ->
-       running = true; parked_round_failed = false;
-       for (i : 0 .. N - 1) { busy[i] = false }
-       advance(); i = 0; j = 0; m = 0 }
-  /* the sends Advance queued */
-  :: atomic { !down && running && (send_action[0] || send_action[1] || send_action[2]) ->
-       for (i : 0 .. N - 1) {
-         if :: send_action[i] -> send_action[i] = false; areq[i]++ :: else -> skip fi }
-       i = 0 }
-  :: atomic { !down && running && (send_comp[0] || send_comp[1] || send_comp[2]) ->
-       for (i : 0 .. N - 1) {
-         if :: send_comp[i] -> send_comp[i] = false; creq[i]++ :: else -> skip fi }
-       i = 0 }
-  :: atomic { !down && running && CAN_RECEIVE(0) -> receive(0); i = 0; j = 0; m = 0 }
-  :: atomic { !down && running && CAN_RECEIVE(1) -> receive(1); i = 0; j = 0; m = 0 }
-  :: atomic { !down && running && CAN_RECEIVE(2) -> receive(2); i = 0; j = 0; m = 0 }
+  :: atomic {
+       if
+       /* crash: memory, queued effects and answers in transit to it are lost */
+       :: !down && crashes > 0 ->
+          crashes--; down = true; running = false; parked_round_failed = false;
+          for (i : 0 .. N - 1) {
+            fk[i] = F_NONE; fa[i] = 0; send_action[i] = 0; send_comp[i] = 0; timer[i] = 0
+          }
+          for (i : 0 .. N * AMAX - 1) { arep[i] = R_NONE; crep[i] = R_NONE }
+       :: down -> down = false
+       /* the sweeper: a saga not driven here and not finished is Resumed */
+       :: !down && !running && !FINISHED -> ev = EV_RESUMED
+       /* an operator's cancel (cancelSaga: fed to the run driven here) */
+       :: !down && running && cancels > 0 -> ev = EV_CANCEL
+       EFFECTS(0)
+       EFFECTS(1)
+       EFFECTS(2)
+       RECV_STEP(0)
+       RECV_STEP(1)
+       RECV_STEP(2)
+       fi;
+       handle()
+     }
   od
 }
 
 /* The participant of step k behind the SDK barrier (RunAction / RunCompensate,
- * each in one local transaction with the business change). */
+ * each in one local transaction with the business change), for a request of
+ * attempt a. Its answer carries the attempt. */
+inline serve_action(k, a) {
+#ifndef BAD_NO_BARRIER
+  if
+  :: arow[k] == ROW_NONE ->
+     if
+     :: arow[k] = ROW_SUCCESS; applied[k]++; arep[k * AMAX + a] = R_SUCCESS
+     :: arow[k] = ROW_FAILURE; arep[k * AMAX + a] = R_FAILURE /* rolled back to the savepoint */
+     :: arep[k * AMAX + a] = R_RETRY /* RETRY_LATER: no row, local transaction rolled back */
+     fi
+#ifndef BAD_NO_HANGING_CHECK
+  :: arow[k] == ROW_NULLCOMP -> arep[k * AMAX + a] = R_FAILURE /* hanging action refused */
+#else
+  :: arow[k] == ROW_NULLCOMP -> /* BAD: the barrier lets the late action run */
+     arow[k] = ROW_SUCCESS; applied[k]++; arep[k * AMAX + a] = R_SUCCESS
+#endif
+  :: arow[k] == ROW_SUCCESS -> arep[k * AMAX + a] = R_SUCCESS /* duplicate: the first outcome */
+  :: arow[k] == ROW_FAILURE -> arep[k * AMAX + a] = R_FAILURE
+  fi
+#else
+  if
+  :: applied[k]++; arep[k * AMAX + a] = R_SUCCESS
+  :: arep[k * AMAX + a] = R_FAILURE
+  :: arep[k * AMAX + a] = R_RETRY
+  fi
+#endif
+}
+
+inline serve_compensation(k, a) {
+#ifndef BAD_NO_BARRIER
+  if
+  :: crow[k] -> crep[k * AMAX + a] = R_SUCCESS /* duplicate compensation: the first outcome */
+  :: !crow[k] && arow[k] == ROW_NONE ->
+     arow[k] = ROW_NULLCOMP; crow[k] = true; crep[k * AMAX + a] = R_SUCCESS /* null compensation */
+  :: !crow[k] && arow[k] == ROW_FAILURE -> crow[k] = true; crep[k * AMAX + a] = R_SUCCESS /* no-op */
+  :: !crow[k] && arow[k] == ROW_SUCCESS ->
+     if
+     :: crow[k] = true; undone[k]++; crep[k * AMAX + a] = R_SUCCESS;
+        if :: k < N - 1 && applied[k + 1] != undone[k + 1] -> order_ok = false
+           :: k < N - 2 && applied[k + 2] != undone[k + 2] -> order_ok = false
+           :: else -> skip fi
+     :: comp_failures > 0 -> comp_failures--; crep[k * AMAX + a] = R_RETRY /* hook failed: rolled back */
+     fi
+  fi
+#else
+  if
+  :: undone[k]++; crep[k * AMAX + a] = R_SUCCESS
+  :: comp_failures > 0 -> comp_failures--; crep[k * AMAX + a] = R_RETRY
+  fi
+#endif
+}
+
+#define SERVE(a) \
+  :: atomic { areq[k] & BIT(a) -> areq[k] = areq[k] & ~BIT(a); serve_action(k, a) } \
+  :: atomic { creq[k] & BIT(a) -> creq[k] = creq[k] & ~BIT(a); serve_compensation(k, a) }
+
 proctype Participant(byte k) {
 end_loop:
   do
-  :: atomic { areq[k] > 0 ->
-       areq[k]--;
-#ifndef BAD_NO_BARRIER
-       if
-       :: arow[k] == ROW_NONE ->
-          if
-          :: arow[k] = ROW_SUCCESS; applied[k]++; arep[k] = R_SUCCESS
-          :: arow[k] = ROW_FAILURE; arep[k] = R_FAILURE /* rolled back to the savepoint */
-          :: arep[k] = R_RETRY /* RETRY_LATER: no row, local transaction rolled back */
-          fi
-#ifndef BAD_NO_HANGING_CHECK
-       :: arow[k] == ROW_NULLCOMP -> arep[k] = R_FAILURE /* hanging action refused */
-#else
-       :: arow[k] == ROW_NULLCOMP -> /* BAD: the barrier lets the late action run */
-          arow[k] = ROW_SUCCESS; applied[k]++; arep[k] = R_SUCCESS
-#endif
-       :: arow[k] == ROW_SUCCESS -> arep[k] = R_SUCCESS /* duplicate: the first outcome */
-       :: arow[k] == ROW_FAILURE -> arep[k] = R_FAILURE
-       fi
-#else
-       if
-       :: applied[k]++; arep[k] = R_SUCCESS
-       :: arep[k] = R_FAILURE
-       :: arep[k] = R_RETRY
-       fi
-#endif
-     }
-  :: atomic { creq[k] > 0 ->
-       creq[k]--;
-#ifndef BAD_NO_BARRIER
-       if
-       :: crow[k] -> crep[k] = R_SUCCESS /* duplicate compensation: the first outcome */
-       :: !crow[k] && arow[k] == ROW_NONE ->
-          arow[k] = ROW_NULLCOMP; crow[k] = true; crep[k] = R_SUCCESS /* null compensation */
-       :: !crow[k] && arow[k] == ROW_FAILURE -> crow[k] = true; crep[k] = R_SUCCESS /* no-op */
-       :: !crow[k] && arow[k] == ROW_SUCCESS ->
-          if
-          :: crow[k] = true; undone[k]++; crep[k] = R_SUCCESS;
-             if :: k < N - 1 && applied[k + 1] != undone[k + 1] -> order_ok = false
-                :: k < N - 2 && applied[k + 2] != undone[k + 2] -> order_ok = false
-                :: else -> skip fi
-          :: comp_failures > 0 -> comp_failures--; crep[k] = R_RETRY /* hook failed: rolled back */
-          fi
-       fi
-#else
-       if
-       :: undone[k]++; crep[k] = R_SUCCESS
-       :: comp_failures > 0 -> comp_failures--; crep[k] = R_RETRY
-       fi
-#endif
-     }
+  SERVE(1)
+  SERVE(2)
+  SERVE(3)
+  SERVE(4)
+  SERVE(5)
+  SERVE(6)
+  SERVE(7)
   od
 }
 
