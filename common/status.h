@@ -27,6 +27,7 @@ enum class StatusCode {
   kIndeterminate,      // a commit whose outcome the store could not report: re-read
   kInternal,           // a bug or an unexpected library error
   kCancelled,          // the caller withdrew the work before it ran (nothing was sent)
+  kPermissionDenied,   // the caller's identity may not do this (policy); nothing changed
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -52,6 +53,9 @@ class [[nodiscard]] Status {
   static Status Indeterminate(std::string m) { return {StatusCode::kIndeterminate, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
   static Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
+  static Status PermissionDenied(std::string m) {
+    return {StatusCode::kPermissionDenied, std::move(m)};
+  }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }

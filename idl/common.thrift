@@ -206,3 +206,16 @@ exception Unavailable {
   1: string message,
   2: i32 retry_after_ms,
 }
+
+/**
+ * The caller may not make this call: its identity holds no role that allows
+ * the method (coordinator: the policy file, --auth_policy), or a participant
+ * accepts calls from coordinator identities only. Nothing was changed.
+ * Not retried: the caller's identity or the server's policy must change.
+ */
+exception PermissionDenied {
+  1: string message,
+  2: string identity,               // the caller's certificate CN; empty: not authenticated
+  3: string method,                 // the method refused, e.g. "commit"
+  4: string peer_address,           // "host:port" the call came from
+}

@@ -125,41 +125,43 @@ struct RebindResponse {
 service Coordinator {
   /** Starts a 2PC transaction; durable before it answers. */
   BeginResponse beginTxn(1: BeginRequest req)
-      throws (1: common.InvalidArgument invalid, 2: common.Unavailable unavailable),
+      throws (1: common.InvalidArgument invalid, 2: common.Unavailable unavailable,
+              3: common.PermissionDenied denied),
 
   /** Registers a branch, durably, before the branch does its work. Same branch again: no-op. */
   void enlist(1: EnlistRequest req)
       throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
               3: common.InvalidArgument invalid, 4: common.NotOwner not_owner,
-              5: common.Unavailable unavailable),
+              5: common.Unavailable unavailable, 6: common.PermissionDenied denied),
 
   /** Two-phase commit. Idempotent: asking again returns the decision. */
   CommitResponse commit(1: CommitRequest req)
       throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
               3: common.InvalidArgument invalid, 4: common.NotOwner not_owner,
-              5: common.Unavailable unavailable),
+              5: common.Unavailable unavailable, 6: common.PermissionDenied denied),
 
   /** Aborts an undecided transaction. Idempotent; refused once COMMIT is decided. */
   CommitResponse rollback(1: common.Gtid gtid)
       throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
               3: common.InvalidArgument invalid, 4: common.NotOwner not_owner,
-              5: common.Unavailable unavailable),
+              5: common.Unavailable unavailable, 6: common.PermissionDenied denied),
 
   /** The transaction with its branches or steps. */
   common.TxnStatus status(1: common.Gtid gtid)
       throws (1: common.NotFound not_found, 2: common.InvalidArgument invalid,
-              3: common.Unavailable unavailable),
+              3: common.Unavailable unavailable, 4: common.PermissionDenied denied),
 
   /** Logs and starts a saga. Same gtid and definition again: idempotent. */
   SubmitSagaResponse submitSaga(1: SubmitSagaRequest req)
       throws (1: common.InvalidArgument invalid, 2: common.IllegalTransition illegal,
-              3: common.Unavailable unavailable),
+              3: common.Unavailable unavailable, 4: common.PermissionDenied denied),
 
   /** For participant recovery: COMMIT, ABORT (also for unknown ids) or PENDING. */
   common.Outcome queryOutcome(1: common.Gtid gtid, 2: common.BranchId branch_id)
-      throws (1: common.InvalidArgument invalid, 2: common.Unavailable unavailable),
+      throws (1: common.InvalidArgument invalid, 2: common.Unavailable unavailable,
+              3: common.PermissionDenied denied),
 
-  HealthResponse health(),
+  HealthResponse health() throws (1: common.PermissionDenied denied),
 
   // --- admin API. Every action is idempotent (already so: answered with the
   // status, nothing written), fenced like any write, and audited; an illegal
@@ -167,25 +169,30 @@ service Coordinator {
 
   /** Transactions by filter, paged. */
   ListTxnsResponse listTxns(1: ListTxnsRequest req)
-      throws (3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
+      throws (3: common.InvalidArgument invalid, 5: common.Unavailable unavailable,
+              6: common.PermissionDenied denied),
 
   /** Drive now: due at once, retry budgets reset (PARKED saga -> COMPENSATING). */
   common.TxnStatus retryNow(1: AdminRequest req)
       throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
-              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
+              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable,
+              6: common.PermissionDenied denied),
 
   /** A RUNNING saga starts nothing new and compensates what it did. */
   common.TxnStatus cancelSaga(1: AdminRequest req)
       throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
-              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
+              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable,
+              6: common.PermissionDenied denied),
 
   /** Marks a step / branch as finished by hand; the transaction then finishes. */
   common.TxnStatus resolveBranch(1: ResolveRequest req)
       throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
-              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
+              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable,
+              6: common.PermissionDenied denied),
 
   /** Pending and future calls for from_endpoint go to to_endpoint. */
   RebindResponse rebindEndpoint(1: RebindRequest req)
       throws (1: common.NotFound not_found, 2: common.IllegalTransition illegal,
-              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable),
+              3: common.InvalidArgument invalid, 5: common.Unavailable unavailable,
+              6: common.PermissionDenied denied),
 }

@@ -32,21 +32,24 @@ struct StepResult {
 
 service Participant {
   /** Phase 1. Any error counts as VOTE_ABORT. */
-  common.Vote prepare(1: BranchRequest req),
+  common.Vote prepare(1: BranchRequest req) throws (1: common.PermissionDenied denied),
 
   /** One-phase commit of the only branch: prepare and commit in one call.
       Idempotent: a redelivery after success answers OUTCOME_COMMIT. */
-  common.Outcome commitOnePhase(1: BranchRequest req) throws (1: common.Unavailable unavailable),
+  common.Outcome commitOnePhase(1: BranchRequest req) throws (1: common.Unavailable unavailable,
+                                                              2: common.PermissionDenied denied),
 
   /** Phase 2. Idempotent: committing a committed branch succeeds. */
-  void commit(1: BranchRequest req) throws (1: common.Unavailable unavailable),
+  void commit(1: BranchRequest req) throws (1: common.Unavailable unavailable,
+                                            2: common.PermissionDenied denied),
 
   /** Phase 2 (or rollback before prepare). Idempotent; aborting an unknown branch succeeds. */
-  void abort(1: BranchRequest req) throws (1: common.Unavailable unavailable),
+  void abort(1: BranchRequest req) throws (1: common.Unavailable unavailable,
+                                           2: common.PermissionDenied denied),
 
   /** Saga action. Duplicates are no-ops; an action after its compensation is refused. */
-  StepResult action(1: StepRequest req),
+  StepResult action(1: StepRequest req) throws (1: common.PermissionDenied denied),
 
   /** Saga compensation. Must not fail for business reasons; without its action: recorded no-op. */
-  StepResult compensate(1: StepRequest req),
+  StepResult compensate(1: StepRequest req) throws (1: common.PermissionDenied denied),
 }

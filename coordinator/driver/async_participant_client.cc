@@ -728,6 +728,11 @@ void AsyncParticipantClient::Impl::OnBody(const std::shared_ptr<Conn>& conn,
   } catch (const wire::Unavailable& e) {
     // A declared exception: a well-formed reply, the connection is fine.
     status = Status::Unavailable("participant " + endpoint + " unavailable: " + e.message);
+  } catch (const wire::PermissionDenied& e) {
+    // Declared too. Retried like Unavailable: the participant's list of allowed
+    // coordinator identities (or this coordinator's certificate) must change.
+    status = Status::Unavailable("participant " + endpoint +
+                                 " refused this coordinator (PermissionDenied): " + e.message);
   } catch (const TException& e) {
     // TApplicationException (the handler failed), TProtocolException (malformed).
     status = TranslateThriftException(e, endpoint);

@@ -47,6 +47,11 @@ Status CallWithUnavailable(const char* method, ClientPool<wire::ParticipantClien
   } catch (const wire::Unavailable& e) {
     return timer.Done(
         Status::Unavailable("participant " + endpoint + " unavailable: " + e.message));
+  } catch (const wire::PermissionDenied& e) {
+    // Retried like Unavailable: the participant's allowed coordinator
+    // identities (or this coordinator's certificate) must change.
+    return timer.Done(Status::Unavailable(
+        "participant " + endpoint + " refused this coordinator (PermissionDenied): " + e.message));
   } catch (const std::exception& e) {
     return timer.Done(Status::Unavailable("participant " + endpoint + ": " + e.what()));
   }

@@ -457,6 +457,8 @@ void ThrowIfError(const Status& status, const std::string& gtid, TxnState curren
       e.__set_owner_endpoint(owner_endpoint);
       throw e;
     }
+    case StatusCode::kPermissionDenied:
+      throw PermissionDeniedToWire(status, CurrentPeerIdentity(), "");
     case StatusCode::kConflict:
     case StatusCode::kUnavailable:
     case StatusCode::kTimeout:
@@ -473,6 +475,16 @@ void ThrowIfError(const Status& status, const std::string& gtid, TxnState curren
   e.__set_message(status.ToString());
   e.__set_retry_after_ms(100);
   throw e;
+}
+
+wire::PermissionDenied PermissionDeniedToWire(const Status& status, const PeerIdentity& caller,
+                                              const std::string& method) {
+  wire::PermissionDenied e;
+  e.__set_message(status.message());
+  e.__set_identity(caller.authenticated ? caller.common_name : "");
+  e.__set_method(method);
+  e.__set_peer_address(caller.address);
+  return e;
 }
 
 }  // namespace txc

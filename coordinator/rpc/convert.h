@@ -18,6 +18,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/peer_identity.h"
 #include "common/status.h"
 #include "coordinator/core/states.h"
 #include "coordinator/core/two_phase.h"
@@ -108,10 +109,18 @@ std::string FieldOfMessage(const std::string& message);
 // Throws the wire exception for a non-OK status, as documented in txn_service.h:
 //   kInvalidArgument -> InvalidArgument, kNotFound -> NotFound,
 //   kIllegalTransition / kAlreadyExists -> IllegalTransition (current_state),
-//   kNotOwner -> NotOwner (owner_endpoint), anything else -> Unavailable.
+//   kNotOwner -> NotOwner (owner_endpoint),
+//   kPermissionDenied -> PermissionDenied (PermissionDeniedToWire, no method),
+//   anything else -> Unavailable.
 // Does nothing for OK.
 void ThrowIfError(const Status& status, const std::string& gtid,
                   TxnState current_state = TxnState::kActive,
                   const std::string& owner_endpoint = "");
+
+// The wire PermissionDenied for a refused call: the status's message, the
+// caller's certificate CN (empty when not authenticated) and address, and the
+// method refused.
+wire::PermissionDenied PermissionDeniedToWire(const Status& status, const PeerIdentity& caller,
+                                              const std::string& method);
 
 }  // namespace txc

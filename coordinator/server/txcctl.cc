@@ -5,7 +5,8 @@
 // reached or answers Unavailable; a NotOwner naming the owner's endpoint is
 // retried there first (each endpoint at most once). Exit codes (kExit*): 0 ok,
 // 1 refused as invalid (InvalidArgument), 2 usage, 3 no replica reachable or
-// all Unavailable, 4 NotFound, 5 IllegalTransition, 6 watch timed out.
+// all Unavailable, 4 NotFound, 5 IllegalTransition, 6 watch timed out,
+// 7 PermissionDenied (this identity's roles do not allow the call).
 // Errors are one line on stderr; Thrift's own messages go to glog (VLOG 1),
 // never to the terminal.
 #include <glog/logging.h>
@@ -40,6 +41,7 @@ constexpr int kExitUnreachable = 3;
 constexpr int kExitNotFound = 4;
 constexpr int kExitIllegal = 5;
 constexpr int kExitWatchTimeout = 6;
+constexpr int kExitPermissionDenied = 7;
 
 #ifndef TXC_VERSION
 #define TXC_VERSION "dev"
@@ -73,7 +75,7 @@ const char kUsage[] =
     "  rebind (GTID | --all) --from HOST:PORT --to HOST:PORT [--reason R]\n"
     "                                           calls for an endpoint go to another\n"
     "Exit codes: 0 ok, 1 InvalidArgument, 2 usage, 3 unreachable/Unavailable, 4 NotFound,\n"
-    "5 IllegalTransition, 6 watch timed out.\n";
+    "5 IllegalTransition, 6 watch timed out, 7 PermissionDenied.\n";
 
 std::string Name(const std::map<int, const char*>& names, int value) {
   auto it = names.find(value);
@@ -294,6 +296,9 @@ int WithCoordinator(const std::vector<std::string>& coordinators, int timeout_ms
       std::cerr << "IllegalTransition: " << e.message << " (current state "
                 << Name(txc::wire::_TxnState_VALUES_TO_NAMES, e.current_state) << ")\n";
       return kExitIllegal;
+    } catch (const txc::wire::PermissionDenied& e) {
+      std::cerr << "PermissionDenied: " << e.message << "\n";
+      return kExitPermissionDenied;
     } catch (const txc::wire::NotOwner& e) {
       last_error = "NotOwner: " + e.message + " (owner " + e.owner_endpoint + ")";
       if (txc::ParseEndpoint(e.owner_endpoint).ok() &&

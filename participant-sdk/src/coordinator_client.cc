@@ -104,6 +104,9 @@ Status CoordinatorClient::Invoke(const char* what, const std::string& gtid, bool
     } catch (const wire::InvalidArgument& e) {
       return Status::InvalidArgument(e.message +
                                      (e.field.empty() ? "" : " (field " + e.field + ")"));
+    } catch (const wire::PermissionDenied& e) {
+      // Not retried: another replica applies the same policy.
+      return Status::PermissionDenied(e.message);
     } catch (const wire::NotOwner& e) {
       last = Status::NotOwner(e.message + " (owner " + e.owner_endpoint + ")");
       if (!e.owner_endpoint.empty() && e.owner_endpoint != endpoint &&
@@ -220,8 +223,12 @@ Result<wire::HealthResponse> CoordinatorClient::Health() {
 Result<wire::HealthResponse> CoordinatorClient::HealthOf(const std::string& endpoint) {
   TXC_RETURN_IF_ERROR(ParseEndpoint(endpoint).status());
   wire::HealthResponse response;
-  TXC_RETURN_IF_ERROR(
-      pool_.Call(endpoint, [&](wire::CoordinatorClient& c) { c.health(response); }));
+  try {
+    TXC_RETURN_IF_ERROR(
+        pool_.Call(endpoint, [&](wire::CoordinatorClient& c) { c.health(response); }));
+  } catch (const wire::PermissionDenied& e) {
+    return Status::PermissionDenied(e.message);
+  }
   return response;
 }
 
