@@ -79,6 +79,12 @@ CoordinatorMetrics::CoordinatorMetrics(MetricsRegistry* r) : registry_(r) {
       "Operator actions (admin API: retry, cancel, resolve, rebind) answered by this replica, by "
       "action and result (ok: changed a transaction, noop: it was so already, else the error).",
       {"action", "result"});
+  refused_calls_ = r->AddCounter(
+      "txc_refused_calls_total",
+      "Calls refused before they ran, by method and reason (permission_denied: the caller's "
+      "roles under --auth_policy; endpoint_not_allowed: a participant endpoint outside "
+      "--participant_allow).",
+      {"method", "reason"});
   participant_latency_ = r->AddHistogram(
       "txc_participant_call_duration_seconds",
       "Duration of calls to participants (answered or not), by method and endpoint.",
@@ -193,6 +199,10 @@ void CoordinatorMetrics::RecordParticipantCall(const char* method, const std::st
 
 void CoordinatorMetrics::RecordOperatorAction(const char* action, const char* result) {
   operator_actions_->With({action, result})->Inc();
+}
+
+void CoordinatorMetrics::RecordRefusedCall(const char* method, const char* reason) {
+  refused_calls_->With({method, reason})->Inc();
 }
 
 namespace {

@@ -55,6 +55,11 @@ class CoordinatorMetrics {
   // noop (already so), or the error code (illegal_transition, not_found, ...).
   void RecordOperatorAction(const char* action, const char* result);
 
+  // --- refused calls (CoordinatorHandler) -------------------------------------
+  // reason: permission_denied (the caller's roles), endpoint_not_allowed (the
+  // participant allow-list).
+  void RecordRefusedCall(const char* method, const char* reason);
+
   // --- group commit -----------------------------------------------------------
   void RecordStoreTransaction(size_t batches, double seconds, bool ok);
   Counter* group_commit_overloaded;
@@ -87,6 +92,7 @@ class CoordinatorMetrics {
   CounterFamily* finished_;
   CounterFamily* participant_calls_;
   CounterFamily* operator_actions_;
+  CounterFamily* refused_calls_;
   HistogramFamily* participant_latency_;
   CounterFamily* store_transactions_;
   HistogramFamily* batches_per_store_transaction_;

@@ -4,9 +4,12 @@
 
 #include <utility>
 
+#include "common/log_rate_limiter.h"
+#include "common/peer_identity.h"
 #include "common/thrift_server.h"
 #include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
+#include "coordinator/metrics/coordinator_metrics.h"
 #include "coordinator/rpc/convert.h"
 
 #ifndef TXC_VERSION
@@ -32,6 +35,8 @@ auto Guarded(const char* method, const std::string& gtid, F&& body) -> decltype(
     throw;
   } catch (const wire::Unavailable&) {
     throw;
+  } catch (const wire::PermissionDenied&) {
+    throw;
   } catch (const std::exception& e) {
     LOG(ERROR) << method << " gtid=" << (gtid.empty() ? "-" : gtid)
                << ": unexpected exception: " << e.what();
@@ -45,9 +50,100 @@ auto Guarded(const char* method, const std::string& gtid, F&& body) -> decltype(
   throw unavailable;
 }
 
+struct MethodAccess {
+  const char* method;
+  RoleSet roles;
+};
+constexpr MethodAccess kMethodAccess[] = {
+    {"beginTxn", roles::kClient | roles::kAdmin},
+    {"enlist", roles::kClient | roles::kAdmin},
+    {"commit", roles::kClient | roles::kAdmin},
+    {"rollback", roles::kClient | roles::kAdmin},
+    {"submitSaga", roles::kClient | roles::kAdmin},
+    {"status", roles::kClient | roles::kReader | roles::kAdmin},
+    {"queryOutcome", roles::kParticipant | roles::kAdmin},
+    {"health", roles::kAll},
+    {"listTxns", roles::kReader | roles::kAdmin},
+    {"retryNow", roles::kAdmin},
+    {"cancelSaga", roles::kAdmin},
+    {"resolveBranch", roles::kAdmin},
+    {"rebindEndpoint", roles::kAdmin},
+};
+
+// One warning per identity (or peer host) and method every 10 s, with the
+// count of the others.
+LogRateLimiter& RefusalLogLimiter() {
+  static LogRateLimiter limiter(10000);
+  return limiter;
+}
+
+// The rate limiter's key for a refusal: the certificate CN, or the peer's host
+// without its (ephemeral) port, so that reconnecting does not defeat the limit.
+std::string RefusalKey(const PeerIdentity& caller, const std::string& what) {
+  if (caller.authenticated) return "CN=" + caller.common_name + " " + what;
+  const auto colon = caller.address.rfind(':');
+  return caller.address.substr(0, colon) + " " + what;
+}
+
 }  // namespace
 
 const char CoordinatorHandler::kVersion[] = TXC_VERSION;
+
+RoleSet CoordinatorHandler::MethodRoles(const std::string& method) {
+  for (const MethodAccess& m : kMethodAccess) {
+    if (method == m.method) return m.roles;
+  }
+  return roles::kNone;
+}
+
+void CoordinatorHandler::SetAuthPolicy(std::shared_ptr<const AuthPolicy> policy) {
+  std::atomic_store(&policy_, std::move(policy));
+}
+
+void CoordinatorHandler::SetParticipantAllowList(EndpointAllowList allow) {
+  allow_ = std::move(allow);
+}
+
+void CoordinatorHandler::Authorize(const char* method) {
+  const std::shared_ptr<const AuthPolicy> policy = std::atomic_load(&policy_);
+  if (policy == nullptr) return;
+  const PeerIdentity& caller = CurrentPeerIdentity();
+  const RoleSet needed = MethodRoles(method);
+  const RoleSet held = policy->RolesOf(caller);
+  if ((held & needed) != 0) return;
+  CoordinatorMetrics::Get().RecordRefusedCall(method, "permission_denied");
+  const std::string who = caller.Describe();
+  if (auto d = RefusalLogLimiter().Admit(RefusalKey(caller, method), MonotonicMs()); d.log) {
+    LOG(WARNING) << "permission denied: " << method << " by " << who
+                 << " (roles: " << RoleSetNames(held) << ")" << d.Suffix();
+  }
+  std::string message = std::string(method) + ": permission denied for " + who + " (roles " +
+                        RoleSetNames(held) + "; " + method + " needs one of " +
+                        RoleSetNames(needed) + ")";
+  if (!caller.authenticated) message += "; no verified client certificate";
+  throw PermissionDeniedToWire(Status::PermissionDenied(message), caller, method);
+}
+
+void CoordinatorHandler::CheckEndpoint(const char* method, const std::string& field,
+                                       const std::string& endpoint) {
+  Status allowed = allow_.Check(field, endpoint);
+  if (allowed.ok()) return;
+  CoordinatorMetrics::Get().RecordRefusedCall(method, "endpoint_not_allowed");
+  const std::string key = RefusalKey(
+      CurrentPeerIdentity(), std::string("allow ") + method + " " + endpoint.substr(0, 256));
+  if (auto d = RefusalLogLimiter().Admit(key, MonotonicMs()); d.log) {
+    LOG(WARNING) << method << " by " << CurrentPeerIdentity().Describe()
+                 << " refused: " << allowed.message() << d.Suffix();
+  }
+  ThrowIfError(allowed, "");
+}
+
+template <typename F>
+auto CoordinatorHandler::Serve(const char* method, const std::string& gtid, F&& body)
+    -> decltype(body()) {
+  Authorize(method);
+  return Guarded(method, gtid, std::forward<F>(body));
+}
 
 CoordinatorHandler::CoordinatorHandler(TxnService* service, std::string version)
     : service_(service), version_(std::move(version)) {
@@ -91,7 +187,13 @@ void CoordinatorHandler::Throw(const Status& in, const std::string& gtid, unsign
 }
 
 void CoordinatorHandler::beginTxn(wire::BeginResponse& out, const wire::BeginRequest& req) {
-  Guarded("beginTxn", "", [&] {
+  Serve("beginTxn", "", [&] {
+    if (req.__isset.branches) {
+      for (size_t i = 0; i < req.branches.size(); ++i) {
+        CheckEndpoint("beginTxn", "branches[" + std::to_string(i) + "].endpoint",
+                      req.branches[i].endpoint);
+      }
+    }
     Result<BeginOptions> options = BeginOptionsFromWire(req);
     Throw(options.status(), "", kNone);
     Result<TxnRecord> txn = service_->Begin(*options);
@@ -102,8 +204,9 @@ void CoordinatorHandler::beginTxn(wire::BeginResponse& out, const wire::BeginReq
 }
 
 void CoordinatorHandler::enlist(const wire::EnlistRequest& req) {
-  Guarded("enlist", req.gtid, [&] {
+  Serve("enlist", req.gtid, [&] {
     Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
+    CheckEndpoint("enlist", "branch.endpoint", req.branch.endpoint);
     BranchRecord branch = BranchFromWire(req.branch, req.gtid, /*ordinal=*/0);
     Throw(ValidateBranch(branch), req.gtid, kAll);
     Throw(service_->Enlist(req.gtid, branch), req.gtid, kAll);
@@ -111,7 +214,7 @@ void CoordinatorHandler::enlist(const wire::EnlistRequest& req) {
 }
 
 void CoordinatorHandler::commit(wire::CommitResponse& out, const wire::CommitRequest& req) {
-  Guarded("commit", req.gtid, [&] {
+  Serve("commit", req.gtid, [&] {
     Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
     Result<CommitWait> wait = CommitWaitFromWire(WireEnumValue(req.wait));
     Throw(wait.status(), req.gtid, kAll);
@@ -123,7 +226,7 @@ void CoordinatorHandler::commit(wire::CommitResponse& out, const wire::CommitReq
 }
 
 void CoordinatorHandler::rollback(wire::CommitResponse& out, const std::string& gtid) {
-  Guarded("rollback", gtid, [&] {
+  Serve("rollback", gtid, [&] {
     Throw(ValidateId("gtid", gtid), gtid, kAll);
     Result<TxnRecord> txn = service_->Rollback(gtid);
     Throw(txn.status(), gtid, kAll);
@@ -132,7 +235,7 @@ void CoordinatorHandler::rollback(wire::CommitResponse& out, const std::string& 
 }
 
 void CoordinatorHandler::status(wire::TxnStatus& out, const std::string& gtid) {
-  Guarded("status", gtid, [&] {
+  Serve("status", gtid, [&] {
     Throw(ValidateId("gtid", gtid), gtid, kNotFound);
     Result<TxnView> view = service_->GetStatus(gtid);
     Throw(view.status(), gtid, kNotFound);
@@ -145,7 +248,11 @@ void CoordinatorHandler::submitSaga(wire::SubmitSagaResponse& out,
   // The gtid named in logs and errors: only a valid one (a hostile one may be a
   // megabyte of binary). Whether it is valid is the service's answer to give.
   const std::string gtid = req.__isset.gtid && ValidateId("gtid", req.gtid).ok() ? req.gtid : "";
-  Guarded("submitSaga", gtid, [&] {
+  Serve("submitSaga", gtid, [&] {
+    for (size_t i = 0; i < req.steps.size(); ++i) {
+      CheckEndpoint("submitSaga", "steps[" + std::to_string(i) + "].endpoint",
+                    req.steps[i].endpoint);
+    }
     // Validated once, by the service (ValidateSagaSubmission in core/saga.h).
     Result<SagaSpec> spec = SagaSpecFromWire(req);
     Throw(spec.status(), gtid, kIllegal);
@@ -158,7 +265,7 @@ void CoordinatorHandler::submitSaga(wire::SubmitSagaResponse& out,
 
 wire::Outcome::type CoordinatorHandler::queryOutcome(const std::string& gtid,
                                                      const std::string& branch_id) {
-  return Guarded("queryOutcome", gtid, [&] {
+  return Serve("queryOutcome", gtid, [&] {
     Throw(ValidateId("gtid", gtid), gtid, kNone);
     if (!branch_id.empty()) Throw(ValidateId("branch_id", branch_id), gtid, kNone);
     Result<Outcome> outcome = service_->QueryOutcome(gtid, branch_id);
@@ -170,7 +277,7 @@ wire::Outcome::type CoordinatorHandler::queryOutcome(const std::string& gtid,
 }
 
 void CoordinatorHandler::health(wire::HealthResponse& out) {
-  Guarded("health", "", [&] { out = HealthToWire(service_->Health(), version_); });
+  Serve("health", "", [&] { out = HealthToWire(service_->Health(), version_); });
 }
 
 }  // namespace txc
@@ -178,7 +285,7 @@ void CoordinatorHandler::health(wire::HealthResponse& out) {
 namespace txc {
 
 void CoordinatorHandler::listTxns(wire::ListTxnsResponse& out, const wire::ListTxnsRequest& req) {
-  Guarded("listTxns", "", [&] {
+  Serve("listTxns", "", [&] {
     Result<TxnFilter> filter = TxnFilterFromWire(req);
     Throw(filter.status(), "", kNone);
     Result<TxnPage> page =
@@ -189,7 +296,7 @@ void CoordinatorHandler::listTxns(wire::ListTxnsResponse& out, const wire::ListT
 }
 
 void CoordinatorHandler::retryNow(wire::TxnStatus& out, const wire::AdminRequest& req) {
-  Guarded("retryNow", req.gtid, [&] {
+  Serve("retryNow", req.gtid, [&] {
     Throw(ValidateId("gtid", req.gtid), "", kAdmin);
     Result<TxnView> view = service_->RetryNow(req.gtid, {CurrentThriftPeer(), req.reason});
     Throw(view.status(), req.gtid, kAdmin);
@@ -198,7 +305,7 @@ void CoordinatorHandler::retryNow(wire::TxnStatus& out, const wire::AdminRequest
 }
 
 void CoordinatorHandler::cancelSaga(wire::TxnStatus& out, const wire::AdminRequest& req) {
-  Guarded("cancelSaga", req.gtid, [&] {
+  Serve("cancelSaga", req.gtid, [&] {
     Throw(ValidateId("gtid", req.gtid), "", kAdmin);
     Result<TxnView> view = service_->CancelSaga(req.gtid, {CurrentThriftPeer(), req.reason});
     Throw(view.status(), req.gtid, kAdmin);
@@ -207,7 +314,7 @@ void CoordinatorHandler::cancelSaga(wire::TxnStatus& out, const wire::AdminReque
 }
 
 void CoordinatorHandler::resolveBranch(wire::TxnStatus& out, const wire::ResolveRequest& req) {
-  Guarded("resolveBranch", req.gtid, [&] {
+  Serve("resolveBranch", req.gtid, [&] {
     Throw(ValidateId("gtid", req.gtid), "", kAdmin);
     Result<BranchState> resolved = BranchStateFromWire(WireEnumValue(req.resolved_state));
     Throw(resolved.status(), req.gtid, kAdmin);
@@ -220,8 +327,9 @@ void CoordinatorHandler::resolveBranch(wire::TxnStatus& out, const wire::Resolve
 
 void CoordinatorHandler::rebindEndpoint(wire::RebindResponse& out, const wire::RebindRequest& req) {
   const std::string gtid = req.__isset.gtid ? req.gtid : "";
-  Guarded("rebindEndpoint", gtid, [&] {
+  Serve("rebindEndpoint", gtid, [&] {
     if (req.__isset.gtid) Throw(ValidateId("gtid", gtid), "", kAdmin);
+    CheckEndpoint("rebindEndpoint", "to_endpoint", req.to_endpoint);
     Result<RebindResult> r = service_->Rebind(gtid, req.from_endpoint, req.to_endpoint,
                                               {CurrentThriftPeer(), req.reason});
     Throw(r.status(), gtid, kAdmin);

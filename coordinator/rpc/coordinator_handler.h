@@ -7,12 +7,38 @@
 // unexpected C++ exception is logged with the gtid and answered as Unavailable,
 // so a bug never kills a connection silently.
 //
+// Authorization is the first thing every method does (Serve()): with an
+// AuthPolicy set, a caller (CurrentPeerIdentity()) whose roles do not include
+// one of the method's roles (MethodRoles) gets PermissionDenied before
+// anything is read or written; the refusal is logged (WARNING, rate-limited,
+// with the identity and the method) and counted in
+// txc_refused_calls_total{method, reason="permission_denied"}. Without a
+// policy every caller may call every method.
+//
+//   method                                          roles allowed
+//   beginTxn, enlist, commit, rollback, submitSaga  client, admin
+//   status                                          client, reader, admin
+//   queryOutcome                                    participant, admin
+//   listTxns                                        reader, admin
+//   health                                          any role
+//   retryNow, cancelSaga, resolveBranch,
+//   rebindEndpoint                                  admin
+//
+// The participant allow-list (SetParticipantAllowList) is checked before a
+// request is handed to the service: enlist, beginTxn with branches,
+// submitSaga and rebindEndpoint (to_endpoint) naming an endpoint outside it
+// get InvalidArgument naming the field and the endpoint, and nothing is
+// stored (reason="endpoint_not_allowed" in the same counter).
+//
 // Thread-safety: every method may be called concurrently (one thread per
 // connection); the service must outlive the handler.
 #pragma once
 
+#include <memory>
 #include <string>
 
+#include "common/auth_policy.h"
+#include "common/endpoint_allow_list.h"
 #include "coordinator/service/txn_service.h"
 #include "gen-cpp/Coordinator.h"
 
@@ -40,7 +66,26 @@ class CoordinatorHandler : public wire::CoordinatorIf {
 
   static const char kVersion[];
 
+  // Replaces the authorization policy; nullptr: every caller may call every
+  // method. Any thread, any time (the coordinator reloads it on SIGHUP).
+  void SetAuthPolicy(std::shared_ptr<const AuthPolicy> policy);
+  // The participant endpoints requests may name (empty: any). Call before
+  // serving.
+  void SetParticipantAllowList(EndpointAllowList allow);
+  // The roles that may call `method` (a Coordinator method name, see the
+  // table above); roles::kNone for a name that is not a method.
+  static RoleSet MethodRoles(const std::string& method);
+
  private:
+  // Authorizes the call (PermissionDenied, see above), then runs `body`
+  // guarded: the declared wire exceptions pass, anything else is logged and
+  // answered as Unavailable.
+  template <typename F>
+  auto Serve(const char* method, const std::string& gtid, F&& body) -> decltype(body());
+  void Authorize(const char* method);
+  // InvalidArgument (thrown) when `endpoint` is not on the allow-list.
+  void CheckEndpoint(const char* method, const std::string& field, const std::string& endpoint);
+
   // Which optional exceptions a method declares (InvalidArgument and
   // Unavailable are declared by all but health).
   enum Declared : unsigned {
@@ -59,6 +104,9 @@ class CoordinatorHandler : public wire::CoordinatorIf {
 
   TxnService* const service_;
   const std::string version_;
+  // Read with std::atomic_load, replaced with std::atomic_store.
+  std::shared_ptr<const AuthPolicy> policy_;
+  EndpointAllowList allow_;  // set before serving, then read-only
 };
 
 }  // namespace txc
