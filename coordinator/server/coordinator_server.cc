@@ -14,7 +14,9 @@
 #include <filesystem>
 #include <system_error>
 
+#include "common/auth_policy.h"
 #include "common/backoff.h"
+#include "common/endpoint_allow_list.h"
 #include "coordinator/metrics/coordinator_metrics.h"
 #include "gen-cpp/Coordinator.h"
 
@@ -170,6 +172,41 @@ TwoPhaseDriver* CoordinatorServer::two_phase_driver() {
 Sweeper* CoordinatorServer::sweeper() { return PartOf(Current(), &Incarnation::sweeper); }
 SagaDriver* CoordinatorServer::saga_driver() { return PartOf(Current(), &Incarnation::saga); }
 
+bool TransportSecurityConfigured(const CoordinatorServerOptions& /*options*/) {
+  // Wire to the TLS options once they are merged (tls branch): true when the
+  // Thrift port serves TLS.
+  return false;
+}
+
+Status CheckListenSecurity(const CoordinatorServerOptions& o) {
+  if (IsLoopbackHost(o.host) || TransportSecurityConfigured(o)) return Status::Ok();
+  if (o.insecure) {
+    LOG(WARNING) << "INSECURE: listening on " << (o.host.empty() ? "0.0.0.0" : o.host)
+                 << " without TLS (--insecure): anyone who reaches this port can begin, "
+                    "commit, roll back and administer transactions and make this coordinator "
+                    "connect to the participant endpoints they name";
+    return Status::Ok();
+  }
+  return Status::InvalidArgument(
+      "host '" + o.host +
+      "' is not a loopback address and TLS is not configured: anyone who reaches the port could "
+      "roll back any transaction or run admin actions. Configure TLS, listen on 127.0.0.1, or "
+      "pass --insecure (insecure = true) to accept that (docs/security.md)");
+}
+
+Status CoordinatorServer::ReloadAuthPolicy() {
+  if (options_.auth_policy_file.empty() || handler_ == nullptr) return Status::Ok();
+  Result<AuthPolicy> policy = AuthPolicy::LoadFile(options_.auth_policy_file);
+  if (!policy.ok()) {
+    LOG(ERROR) << "auth policy not reloaded, the previous one stays in force: " << policy.status();
+    return policy.status();
+  }
+  LOG(INFO) << "auth policy reloaded from " << options_.auth_policy_file << " (" << policy->rules()
+            << " rules)";
+  handler_->SetAuthPolicy(std::make_shared<const AuthPolicy>(std::move(policy).value()));
+  return Status::Ok();
+}
+
 Status CoordinatorServer::Start() {
   CHECK(!started_) << "CoordinatorServer::Start called twice";
   const CoordinatorServerOptions& o = options_;
@@ -204,6 +241,29 @@ Status CoordinatorServer::Start() {
   if (!o.advertise_endpoint.empty()) {
     auto hp = ParseEndpoint(o.advertise_endpoint);
     if (!hp.ok()) return Status::InvalidArgument("advertise_endpoint: " + hp.status().message());
+  }
+  TXC_RETURN_IF_ERROR(CheckListenSecurity(o));
+  Result<EndpointAllowList> allow = EndpointAllowList::Parse(o.participant_allow);
+  if (!allow.ok()) return allow.status();
+  std::shared_ptr<const AuthPolicy> policy;
+  if (!o.auth_policy_file.empty()) {
+    Result<AuthPolicy> loaded = AuthPolicy::LoadFile(o.auth_policy_file);
+    if (!loaded.ok()) return Status::InvalidArgument("auth_policy: " + loaded.status().message());
+    policy = std::make_shared<const AuthPolicy>(std::move(loaded).value());
+    LOG(INFO) << "authorization: policy " << o.auth_policy_file << " (" << policy->rules()
+              << " rules)";
+  } else if (!IsLoopbackHost(o.host)) {
+    LOG(WARNING) << "no --auth_policy: every caller that can connect may call every method";
+  }
+  if (allow->empty()) {
+    if (!IsLoopbackHost(o.host)) {
+      LOG(WARNING) << "no --participant_allow: this coordinator connects to any participant "
+                      "endpoint a caller names";
+    }
+  } else {
+    std::string patterns;
+    for (const std::string& p : allow->patterns()) patterns += (patterns.empty() ? "" : ", ") + p;
+    LOG(INFO) << "participant allow-list: " << patterns;
   }
 
   // The data directory holds the SQLite file (and is where operators look).
@@ -268,6 +328,8 @@ Status CoordinatorServer::Start() {
   // installed every call answers Unavailable.
   replica_ = std::make_shared<ReplicaService>(node_id_, store_->Kind());
   handler_ = std::make_shared<CoordinatorHandler>(replica_.get());
+  handler_->SetAuthPolicy(std::move(policy));
+  handler_->SetParticipantAllowList(std::move(allow).value());
   ThriftServerOptions thrift_options;
   thrift_options.host = o.host;
   thrift_options.port = port_;

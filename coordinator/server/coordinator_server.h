@@ -85,7 +85,9 @@ constexpr int kDefaultCoordinatorPort = 7400;
 constexpr int kDefaultCoordinatorHttpPort = 7401;
 
 struct CoordinatorServerOptions {
-  std::string host = "0.0.0.0";        // address to listen on
+  // Address to listen on. Loopback by default: without TLS, a non-loopback
+  // address is refused unless `insecure` is set (CheckListenSecurity).
+  std::string host = "127.0.0.1";
   int port = kDefaultCoordinatorPort;  // 0: a free port (see CoordinatorServer::port())
   // "host:port" clients and participants reach this replica at; stored in the
   // lease table. Empty: host:port, with the machine's hostname when host is a
@@ -125,10 +127,29 @@ struct CoordinatorServerOptions {
   // How often the store-derived gauges (unfinished transactions by state,
   // PARKED, oldest unfinished age) are read from the store; 0: never.
   int64_t metrics_store_refresh_ms = 5000;
+  // Security (docs/security.md). Binding a non-loopback host without TLS is
+  // refused at Start() unless this is set (then a warning is logged).
+  bool insecure = false;
+  // Policy file mapping certificate identities to roles (AuthPolicy). Empty:
+  // no authorization, every caller may call every method. Read at Start()
+  // (a bad file: kInvalidArgument naming file:line) and by ReloadAuthPolicy().
+  std::string auth_policy_file;
+  // Participant endpoint patterns (EndpointAllowList) that enlist, beginTxn,
+  // submitSaga and rebindEndpoint may name. Empty: any endpoint.
+  std::vector<std::string> participant_allow;
   // Called from the lease thread on every lease loss, after the incarnation
   // stopped serving and before the lease is acquired again. May be empty.
   std::function<void(const Status&)> on_lease_lost;
 };
+
+// Whether the Thrift port is served over TLS with these options. The TLS
+// options come from the tls branch; until they are merged this is false.
+bool TransportSecurityConfigured(const CoordinatorServerOptions& options);
+
+// OK when options.host may be bound: a loopback address, or TLS configured, or
+// options.insecure (then a warning is logged). kInvalidArgument otherwise,
+// saying how to fix it.
+Status CheckListenSecurity(const CoordinatorServerOptions& options);
 
 class CoordinatorServer {
  public:
@@ -143,6 +164,12 @@ class CoordinatorServer {
   // process; or another store error. On error nothing keeps running.
   Status Start();
   void Stop();
+
+  // Reads options.auth_policy_file again and, when it parses, serves with the
+  // new policy from the next call on; a bad file keeps the old policy
+  // (kInvalidArgument naming file:line, also logged). OK and nothing done
+  // without a policy file. Any thread after Start().
+  Status ReloadAuthPolicy();
 
   // Waits until the lease is lost for good (returns true and sets *reason) or
   // timeout_ms passed / Stop() was called (returns false).

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <utility>
 
@@ -50,6 +51,70 @@ class CoordinatorServerTest : public ::testing::Test {
 
   std::string dir_;
 };
+
+TEST(CheckListenSecurityTest, NonLoopbackWithoutTlsNeedsInsecure) {
+  CoordinatorServerOptions o;
+  EXPECT_EQ(o.host, "127.0.0.1");  // the default serves this machine only
+  for (const std::string host : {"127.0.0.1", "127.0.0.2", "::1", "localhost"}) {
+    o.host = host;
+    EXPECT_TRUE(CheckListenSecurity(o).ok()) << host;
+  }
+  for (const std::string host : {"0.0.0.0", "", "::", "10.0.0.1", "myhost.example"}) {
+    o.host = host;
+    o.insecure = false;
+    Status s = CheckListenSecurity(o);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << host;
+    EXPECT_NE(s.message().find("--insecure"), std::string::npos) << s;
+    o.insecure = true;
+    EXPECT_TRUE(CheckListenSecurity(o).ok()) << host;
+  }
+}
+
+TEST_F(CoordinatorServerTest, BadSecurityOptionsRefuseToStart) {
+  {
+    CoordinatorServerOptions o = Options();
+    o.auth_policy_file = dir_ + "/policy.conf";
+    std::ofstream(o.auth_policy_file) << "ops = admin\nops = root\n";
+    CoordinatorServer server(o);
+    Status s = server.Start();
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("policy.conf:2: unknown role 'root'"), std::string::npos) << s;
+  }
+  {
+    CoordinatorServerOptions o = Options();
+    o.participant_allow = {"*.svc.local", "10.0.0.0/33"};
+    CoordinatorServer server(o);
+    Status s = server.Start();
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("'10.0.0.0/33'"), std::string::npos) << s;
+  }
+  {
+    CoordinatorServerOptions o = Options();
+    o.host = "0.0.0.0";
+    CoordinatorServer server(o);
+    EXPECT_EQ(server.Start().code(), StatusCode::kInvalidArgument);
+  }
+}
+
+TEST_F(CoordinatorServerTest, PolicyReloadKeepsTheOldOneOnABadFile) {
+  CoordinatorServerOptions o = Options();
+  o.auth_policy_file = dir_ + "/policy.conf";
+  std::ofstream(o.auth_policy_file) << "@anyone = reader\n";
+  CoordinatorServer server(o);
+  ASSERT_TRUE(server.Start().ok());
+  auto conn = Connect(server.port());
+  ASSERT_NE(conn, nullptr);
+  wire::BeginResponse begun;
+  EXPECT_THROW(conn->client->beginTxn(begun, wire::BeginRequest()), wire::PermissionDenied);
+  std::ofstream(o.auth_policy_file, std::ios::trunc) << "@anyone = client\n";
+  ASSERT_TRUE(server.ReloadAuthPolicy().ok());
+  conn->client->beginTxn(begun, wire::BeginRequest());
+  EXPECT_FALSE(begun.gtid.empty());
+  std::ofstream(o.auth_policy_file, std::ios::trunc) << "@anyone client\n";
+  EXPECT_EQ(server.ReloadAuthPolicy().code(), StatusCode::kInvalidArgument);
+  conn->client->beginTxn(begun, wire::BeginRequest());  // still a client
+  server.Stop();
+}
 
 TEST_F(CoordinatorServerTest, ServesAndKeepsTransactionsAcrossRestart) {
   std::string gtid;

@@ -4,6 +4,8 @@
 //   coordinator --store 'host=db1,db2 port=5432,5432 dbname=txc target_session_attrs=read-write'
 //   coordinator --config /etc/txc/coordinator.conf   # same keys, "key = value" lines
 //
+// SIGHUP re-reads --auth_policy (a bad file keeps the previous policy).
+//
 // Exit codes: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start
 // (store, port, data directory locked, the node already running), 2 for bad flags, 3 when the
 // lease was taken by another process of this node id (or lost with --exit_on_lease_loss), 86 at
@@ -48,7 +50,19 @@ int main(int argc, char** argv) {
 
   po::options_description settings("Settings (flags, or 'key = value' lines in --config)");
   settings.add_options()("host", po::value(&options.host)->default_value(options.host),
-                         "address to listen on")(
+                         "address to listen on (a non-loopback address needs TLS or --insecure)")(
+      "insecure", po::bool_switch(&options.insecure),
+      "allow listening on a non-loopback address without TLS (then anyone who reaches the port "
+      "may call everything; logged as a warning)")(
+      "auth_policy", po::value(&options.auth_policy_file),
+      "policy file mapping client-certificate identities to roles (client, participant, "
+      "reader, admin; docs/security.md); re-read on SIGHUP. Without it every caller may call "
+      "every method")(
+      "participant_allow",
+      po::value(&options.participant_allow)->composing()->value_name("PATTERNS"),
+      "participant endpoints requests may name, comma-separated, repeatable: host names "
+      "(*.svc.local), host:port, :port, port ranges (h:7000-7099), IPv4/IPv6 addresses and CIDR "
+      "ranges (10.0.0.0/8, [fd00::/8]:7000). Empty: any endpoint (unsafe beyond one machine)")(
       "port", po::value(&options.port)->default_value(txc::kDefaultCoordinatorPort),
       "port to listen on (0: any free port)")(
       "http_port", po::value(&options.http_port)->default_value(txc::kDefaultCoordinatorHttpPort),
@@ -188,6 +202,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   txc::CoordinatorServer server(options);
@@ -200,6 +215,11 @@ int main(int argc, char** argv) {
   while (true) {
     timespec tick{0, 200 * 1000 * 1000};
     const int sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig == SIGHUP) {
+      LOG(INFO) << "SIGHUP: reloading the auth policy";
+      server.ReloadAuthPolicy().IgnoreError();  // logged; the previous policy stays
+      continue;
+    }
     if (sig == SIGTERM || sig == SIGINT) {
       LOG(INFO) << "signal " << sig << ": shutting down";
       server.Stop();
