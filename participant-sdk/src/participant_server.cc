@@ -6,6 +6,10 @@
 #include <chrono>
 #include <limits>
 
+#include "common/auth_policy.h"
+#include "common/endpoint_allow_list.h"
+#include "common/log_rate_limiter.h"
+#include "common/peer_identity.h"
 #include "gen-cpp/Participant.h"
 
 namespace txc {
@@ -59,10 +63,14 @@ wire::Unavailable MakeUnavailable(const std::string& message) {
 class Handler : public wire::ParticipantIf {
  public:
   Handler(std::shared_ptr<Participant> participant, std::shared_ptr<BarrierStore> barrier,
-          ParticipantServer* server)
-      : participant_(std::move(participant)), barrier_(std::move(barrier)), server_(server) {}
+          std::vector<std::string> allowed_coordinators, ParticipantServer* server)
+      : participant_(std::move(participant)),
+        barrier_(std::move(barrier)),
+        allowed_coordinators_(std::move(allowed_coordinators)),
+        server_(server) {}
 
   wire::Vote::type prepare(const wire::BranchRequest& req) override {
+    Admit("prepare", req.gtid);
     server_->NoteCoordinators(req.context.coordinators);
     Vote vote = Vote::kAbort;
     try {
@@ -83,6 +91,7 @@ class Handler : public wire::ParticipantIf {
   }
 
   wire::Outcome::type commitOnePhase(const wire::BranchRequest& req) override {
+    Admit("commitOnePhase", req.gtid);
     server_->NoteCoordinators(req.context.coordinators);
     Outcome outcome = Outcome::kPending;
     std::string error;
@@ -104,26 +113,59 @@ class Handler : public wire::ParticipantIf {
   }
 
   void commit(const wire::BranchRequest& req) override {
+    Admit("commit", req.gtid);
     server_->NoteCoordinators(req.context.coordinators);
     PhaseTwo(req, true);
   }
 
   void abort(const wire::BranchRequest& req) override {
+    Admit("abort", req.gtid);
     server_->NoteCoordinators(req.context.coordinators);
     PhaseTwo(req, false);
   }
 
   void action(wire::StepResult& out, const wire::StepRequest& req) override {
+    Admit("action", req.gtid);
     server_->NoteCoordinators(req.context.coordinators);
     out = ToWire(RunStep(req, false));
   }
 
   void compensate(wire::StepResult& out, const wire::StepRequest& req) override {
+    Admit("compensate", req.gtid);
     server_->NoteCoordinators(req.context.coordinators);
     out = ToWire(RunStep(req, true));
   }
 
  private:
+  // Throws PermissionDenied unless the caller may call this participant:
+  // anyone when allowed_coordinators is empty, else an authenticated peer one
+  // of whose certificate names matches a pattern. Checked before anything of
+  // the request is used (the coordinator endpoints in its context included).
+  void Admit(const char* method, const std::string& gtid) {
+    if (allowed_coordinators_.empty()) return;
+    const PeerIdentity& caller = CurrentPeerIdentity();
+    if (IdentityMatchesAny(allowed_coordinators_, caller)) return;
+    static LogRateLimiter limiter(10000);
+    const std::string who = caller.Describe();
+    // Keyed by CN or peer host (not its ephemeral port): reconnecting does
+    // not defeat the limit.
+    const std::string key = caller.authenticated
+                                ? "CN=" + caller.common_name
+                                : caller.address.substr(0, caller.address.rfind(':'));
+    if (auto d = limiter.Admit(key, MonotonicMs()); d.log) {
+      LOG(WARNING) << "permission denied: " << method << " gtid=" << gtid.substr(0, 128) << " by "
+                   << who << ": not an allowed coordinator identity" << d.Suffix();
+    }
+    wire::PermissionDenied e;
+    e.__set_message(std::string(method) + ": permission denied for " + who +
+                    ": this participant accepts calls from allowed coordinator identities only" +
+                    (caller.authenticated ? "" : " (no verified client certificate)"));
+    e.__set_identity(caller.authenticated ? caller.common_name : "");
+    e.__set_method(method);
+    e.__set_peer_address(caller.address);
+    throw e;
+  }
+
   void PhaseTwo(const wire::BranchRequest& req, bool commit) {
     const char* what = commit ? "commit" : "abort";
     std::string error;
@@ -178,8 +220,14 @@ class Handler : public wire::ParticipantIf {
 
   std::shared_ptr<Participant> participant_;
   std::shared_ptr<BarrierStore> barrier_;
+  const std::vector<std::string> allowed_coordinators_;  // identity patterns; empty: anyone
   ParticipantServer* server_;
 };
+
+// Whether the participant port is served over TLS. The TLS options live on
+// the tls branch; until they are merged this is false and a non-loopback host
+// is warned about (wire it to the merged options there).
+bool TlsConfigured(const ParticipantServerOptions& /*options*/) { return false; }
 
 std::string PendingKey(const PreparedBranch& b) { return b.gtid + '\0' + b.branch_id; }
 
@@ -193,6 +241,11 @@ ParticipantServer::ParticipantServer(std::shared_ptr<Participant> participant,
 
 ParticipantServer::~ParticipantServer() { Stop(); }
 
+std::shared_ptr<wire::ParticipantIf> ParticipantServer::HandlerForTests() {
+  return std::make_shared<Handler>(participant_, options_.barrier, options_.allowed_coordinators,
+                                   this);
+}
+
 Status ParticipantServer::Start() {
   if (!options_.coordinators.empty()) {
     CoordinatorClientOptions copts = options_.coordinator_client;
@@ -202,7 +255,15 @@ Status ParticipantServer::Start() {
     client_ = std::move(client);
     has_client_.store(true, std::memory_order_release);
   }
-  auto handler = std::make_shared<Handler>(participant_, options_.barrier, this);
+  if (!IsLoopbackHost(options_.host) && !TlsConfigured(options_)) {
+    LOG(WARNING) << "participant server listens on " << options_.host
+                 << " without TLS: anyone who reaches it can call its hooks"
+                 << (options_.allowed_coordinators.empty()
+                         ? ""
+                         : " (allowed_coordinators needs TLS client certificates: every "
+                           "plaintext call is refused)");
+  }
+  auto handler = HandlerForTests();
   ThriftServerOptions sopts;
   sopts.host = options_.host;
   sopts.port = options_.port;
@@ -243,7 +304,9 @@ int ParticipantServer::port() const { return server_ == nullptr ? 0 : server_->p
 
 std::string ParticipantServer::endpoint() const {
   std::string host = options_.advertise_host;
-  if (host.empty()) host = options_.host == "0.0.0.0" ? "127.0.0.1" : options_.host;
+  if (host.empty()) {
+    host = options_.host == "0.0.0.0" || options_.host.empty() ? "127.0.0.1" : options_.host;
+  }
   return host + ":" + std::to_string(port());
 }
 

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <set>
 
+#include "common/peer_identity.h"
 #include "gen-cpp/Participant.h"
 #include "migrations/migrator.h"
 #include "tests/harness/process.h"
@@ -263,6 +264,77 @@ TEST_F(ParticipantServerTest, BarrierStoreWrapsActionAndCompensate) {
   ASSERT_TRUE(Call([&](wire::ParticipantClient& c) { c.action(r, Step("t1")); }).ok());
   EXPECT_EQ(r.outcome, wire::StepOutcome::SUCCESS);
   EXPECT_EQ(p->actions.load(), 3);
+}
+
+TEST_F(ParticipantServerTest, AllowedCoordinatorsRefuseOtherCallersBeforeAnyHook) {
+  auto hooks = std::make_shared<ScriptedParticipant>();
+  ParticipantServerOptions o = LoopbackOptions();
+  o.allowed_coordinators = {"coordinator", "coord-*.svc"};
+  StartWith(hooks, o);
+  // Over plaintext Thrift nobody is authenticated: every method is refused,
+  // no hook runs, and the coordinators named in the context are not taken.
+  wire::BranchRequest b = Branch("");
+  b.context.coordinators = {"10.6.6.6:7400"};
+  wire::StepRequest st = Step("g2");
+  st.context.coordinators = {"10.6.6.6:7400"};
+  auto expect_denied = [&](const char* method, auto call) {
+    try {
+      call();
+      ADD_FAILURE() << method << " was served";
+    } catch (const wire::PermissionDenied& e) {
+      EXPECT_EQ(e.method, method);
+      const PeerIdentity& caller = CurrentPeerIdentity();  // the test's, as the handler's
+      if (caller.authenticated) {
+        EXPECT_EQ(e.identity, caller.common_name);
+      } else {
+        EXPECT_EQ(e.identity, "");
+        EXPECT_NE(e.message.find("no verified client certificate"), std::string::npos) << e.message;
+      }
+    }
+  };
+  std::unique_ptr<ThriftConnection<wire::ParticipantClient>> conn;
+  {
+    auto opened = OpenConnection<wire::ParticipantClient>(HostPort{"127.0.0.1", server_->port()},
+                                                          ConnectOptions{500, 2000});
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    conn = std::move(opened).value();
+  }
+  wire::ParticipantClient& c = *conn->client;
+  wire::StepResult r;
+  expect_denied("prepare", [&] { c.prepare(b); });
+  expect_denied("commitOnePhase", [&] { c.commitOnePhase(b); });
+  expect_denied("commit", [&] { c.commit(b); });
+  expect_denied("abort", [&] { c.abort(b); });
+  expect_denied("action", [&] { c.action(r, st); });
+  expect_denied("compensate", [&] { c.compensate(r, st); });
+  EXPECT_EQ(
+      hooks->prepares + hooks->commits + hooks->aborts + hooks->actions + hooks->compensations, 0);
+  EXPECT_EQ(server_->coordinator_client(), nullptr);
+
+  // In-process as a verified peer: a certificate of another service is
+  // refused; one whose SAN matches an allowed pattern reaches the hooks.
+  std::shared_ptr<wire::ParticipantIf> handler = server_->HandlerForTests();
+  PeerIdentity other;
+  other.address = "10.0.0.5:5000";
+  other.authenticated = true;
+  other.common_name = "orders-client";
+  {
+    ScopedPeerIdentity as(other);
+    expect_denied("prepare", [&] { handler->prepare(b); });
+    expect_denied("action", [&] { handler->action(r, st); });
+  }
+  EXPECT_EQ(hooks->prepares + hooks->actions, 0);
+  PeerIdentity coordinator = other;
+  coordinator.common_name = "txc";
+  coordinator.sans = {"coord-2.svc"};
+  {
+    ScopedPeerIdentity as(coordinator);
+    EXPECT_EQ(handler->prepare(b), wire::Vote::VOTE_PREPARED);
+    handler->action(r, st);
+    EXPECT_EQ(r.outcome, wire::StepOutcome::SUCCESS);
+  }
+  EXPECT_EQ(hooks->prepares, 1);
+  EXPECT_EQ(hooks->actions, 1);
 }
 
 TEST_F(ParticipantServerTest, BusyPortFailsStart) {

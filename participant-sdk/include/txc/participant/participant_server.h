@@ -29,6 +29,12 @@
 // decided locally. Recover() is called again every recovery_rescan_interval_ms
 // to catch branches prepared after an abort overtook their prepare.
 //
+// Authorization: with options.allowed_coordinators set, only callers whose
+// verified client certificate names match one of those patterns reach the
+// hooks; others get the wire PermissionDenied (the coordinator retries such a
+// call like Unavailable, so fixing the list or the certificate lets the
+// transaction finish).
+//
 // Thread-safety: Start/Stop from one owning thread; the accessors from any.
 // Hooks are called concurrently (see participant.h).
 #pragma once
@@ -51,13 +57,25 @@
 #include "txc/participant/participant.h"
 
 namespace txc {
+namespace wire {
+class ParticipantIf;
+}  // namespace wire
 namespace participant {
 
 struct ParticipantServerOptions {
-  std::string host = "0.0.0.0";  // address to listen on
-  int port = 0;                  // 0: any free port (see port())
+  // Address to listen on. The default serves this machine only; a
+  // non-loopback address without TLS is logged as a warning at Start().
+  std::string host = "127.0.0.1";
+  int port = 0;  // 0: any free port (see port())
   // Host put in endpoint(); empty: `host`, or 127.0.0.1 when host is 0.0.0.0.
   std::string advertise_host;
+  // Coordinator identities allowed to call this participant: patterns ('*'
+  // matches any run of characters, ASCII case ignored) matched against the
+  // caller's verified client-certificate CN and SANs. Empty (the default):
+  // anyone who can connect. Non-empty: every other caller, and every caller
+  // without a verified certificate (plaintext), gets PermissionDenied and no
+  // hook runs. Needs mutual TLS to be useful.
+  std::vector<std::string> allowed_coordinators;
   // Coordinator replicas "host:port", for recovery. Empty: recovery uses the
   // coordinators named in each incoming call's context, and does nothing until
   // one arrived.
@@ -109,6 +127,10 @@ class ParticipantServer {
 
   // Called by the handler: remembers coordinator endpoints seen in contexts.
   void NoteCoordinators(const std::vector<std::string>& endpoints);
+
+  // A handler like the one Start() serves, to call in-process as a given peer
+  // (ScopedPeerIdentity).
+  std::shared_ptr<wire::ParticipantIf> HandlerForTests();
 
  private:
   struct Pending {
