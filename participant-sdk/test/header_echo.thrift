@@ -12,7 +12,7 @@ service Echo {
   // The gtid of the current transaction context on the server ("" outside
   // one), followed by "|" and what the next hop answered, when `next_hop` names
   // an endpoint ("host:port") to call whoami on.
-  string whoami(1: string next_hop),
+  string whoami(1: string next_hop) throws (1: Refused refused),
   // Throws Refused inside the context (the decorator must still clear it).
   void fail() throws (1: Refused refused),
   // The server-side context of the previous call on this connection's thread

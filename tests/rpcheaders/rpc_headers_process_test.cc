@@ -400,7 +400,7 @@ TEST_F(RpcHeadersProcessTest, PlainClientsAgainstHeaderServer) {
   Status s = testing::RunCommand(generate, kWaitMs);
   ASSERT_TRUE(s.ok()) << s;
   testing::ChildProcess::Options py;
-  py.argv = {"python3", TXC_PLAIN_CLIENT_PY, gen, "127.0.0.1", std::to_string(services_[0].port)};
+  py.argv = {TXC_SYSTEM_PYTHON3, TXC_PLAIN_CLIENT_PY, gen, "127.0.0.1", std::to_string(services_[0].port)};
   py.stdout_path = dir_->Child("python.out");
   py.log_path = dir_->Child("python.err");
   s = testing::RunCommand(py, kWaitMs);
