@@ -11,6 +11,7 @@
 
 #include "common/backoff.h"
 #include "gen-cpp/Echo.h"
+#include "txc/participant/txn_resources.h"
 
 namespace txc {
 namespace participant {
@@ -343,6 +344,84 @@ TEST_F(HeaderServerTest, ManyMessagesOnOneConnection) {
     (*client)->whoami(out, std::string());
     ASSERT_EQ(out, "g-many|");
   }
+}
+
+}  // namespace
+}  // namespace participant
+}  // namespace txc
+
+namespace txc {
+namespace participant {
+namespace {
+
+class CountingResource : public TxnResource {
+ public:
+  Vote Prepare(const BranchContext&) override { return Vote::kPrepared; }
+  void Commit(const BranchContext&) override {}
+  void Abort(const BranchContext&) override {}
+};
+
+TEST(TxnResourcesTest, RegisterValidatesNames) {
+  TxnResources resources;
+  auto r = std::make_shared<CountingResource>();
+  EXPECT_TRUE(resources.Register("stock-db", r).ok());
+  EXPECT_EQ(resources.Register("stock-db", r).code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(resources.Register("", r).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(resources.Register("a:b", r).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(resources.Register(std::string(49, 'a'), r).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(resources.Register("x", nullptr).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(resources.SetEndpoint("no-port").code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(resources.SetEndpoint("127.0.0.1:7001").ok());
+  EXPECT_EQ(resources.BranchIdFor("stock-db"), "stock-db@127.0.0.1_7001");
+}
+
+TEST(TxnResourcesTest, OutsideAContextNothingIsEnlisted) {
+  TxnResources resources;
+  ASSERT_TRUE(resources.Register("db", std::make_shared<CountingResource>()).ok());
+  ASSERT_TRUE(resources.SetEndpoint("127.0.0.1:7001").ok());
+  EXPECT_EQ(resources.Join("db").status().code(), StatusCode::kNotFound);
+  std::string seen = "unset";
+  EXPECT_TRUE(resources
+                  .Run("db",
+                       [&](const BranchContext& b) {
+                         seen = b.gtid;
+                         return Status::Ok();
+                       })
+                  .ok());
+  EXPECT_EQ(seen, "");
+  EXPECT_EQ(resources.enlist_calls(), 0);
+}
+
+TEST(TxnResourcesTest, JoinNeedsEndpointAndKnownResource) {
+  TxnResources resources;
+  ASSERT_TRUE(resources.Register("db", std::make_shared<CountingResource>()).ok());
+  ScopedTxnContext scope(Context("g-1", Later()));
+  EXPECT_EQ(resources.Join("db").status().code(), StatusCode::kInvalidArgument);  // no endpoint
+  ASSERT_TRUE(resources.SetEndpoint("127.0.0.1:7001").ok());
+  EXPECT_EQ(resources.Join("other").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(resources.enlist_calls(), 0);
+}
+
+TEST(TxnResourcesTest, FailedEnlistIsNotRememberedAndWorkDoesNotRun) {
+  TxnResourcesOptions o;
+  o.coordinator_client.max_attempts = 1;
+  o.coordinator_client.connect_timeout_ms = 200;
+  o.coordinator_client.call_deadline_ms = 500;
+  TxnResources resources(o);
+  ASSERT_TRUE(resources.Register("db", std::make_shared<CountingResource>()).ok());
+  ASSERT_TRUE(resources.SetEndpoint("127.0.0.1:7001").ok());
+  wire::TxnContext c = Context("g-down", Later());
+  c.coordinators = {"127.0.0.1:1"};  // nothing listens there
+  ScopedTxnContext scope(c);
+  bool ran = false;
+  Status s = resources.Run("db", [&](const BranchContext&) {
+    ran = true;
+    return Status::Ok();
+  });
+  EXPECT_FALSE(s.ok());
+  EXPECT_FALSE(ran);
+  EXPECT_FALSE(resources.Join("db").ok());
+  EXPECT_EQ(resources.enlist_calls(), 2);  // the second call tried again
 }
 
 }  // namespace
