@@ -18,5 +18,8 @@ service Echo {
   // The server-side context of the previous call on this connection's thread
   // must be gone: "" when no context is current.
   string current(),
+  // Runs a failing SQL statement through the service's database resource
+  // (a NOT NULL violation) and throws Refused: only this call's work is undone.
+  void bad_sql() throws (1: Refused refused),
   oneway void ping(),
 }

@@ -130,6 +130,7 @@ class EchoHandler : public headertest::EchoIf {
     ++calls;
     out = CurrentTxnContext() == nullptr ? "" : CurrentTxnContext()->gtid;
   }
+  void bad_sql() override { ++calls; }
   void ping() override { ++calls; }
   std::atomic<int> calls{0};
 };

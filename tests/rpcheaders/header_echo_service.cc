@@ -11,6 +11,7 @@
 // with the rest, and answers "<gtid>|<downstream answer>".
 // fail(): the same insert, then throws Refused (a business refusal).
 // current(): the gtid current in the handler ("" when none).
+// bad_sql(): a statement that fails (NOT NULL) through the resource; throws Refused.
 // Crash points come from TXC_CRASH_POINTS (participant.after_prepare).
 #include <glog/logging.h>
 #include <signal.h>
@@ -53,6 +54,12 @@ class EchoService : public txc::headertest::EchoIf {
   void current(std::string& out) override {
     const auto* ctx = CurrentTxnContext();
     out = ctx == nullptr ? "" : ctx->gtid;
+  }
+  void bad_sql() override {
+    txc::Status s = db_->Run([&](pqxx::transaction_base& t) {
+      t.exec("INSERT INTO echo_calls (gtid, service) VALUES (NULL, 'bad')");
+    });
+    Refuse(name_ + ": " + s.ToString());
   }
   void ping() override {}
 

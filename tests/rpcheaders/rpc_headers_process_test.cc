@@ -287,6 +287,24 @@ TEST_F(RpcHeadersProcessTest, DownstreamRefusalRollsEverythingBack) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(Rows(i, begun.gtid), 0) << services_[i].name;
 }
 
+TEST_F(RpcHeadersProcessTest, FailedStatementUndoesOnlyItsCall) {
+  const wire::BeginResponse begun = Begin();
+  auto b = Open(1);
+  ASSERT_NE(b, nullptr);
+  {
+    ScopedTxnContext scope(begun.context);
+    std::string out;
+    (*b)->whoami(out, "");
+    EXPECT_THROW((*b)->bad_sql(), headertest::Refused);
+    (*b)->whoami(out, "");  // the local transaction is still usable
+    EXPECT_EQ(out, begun.gtid + "|");
+  }
+  auto committed = Commit(begun.gtid);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(committed->state, wire::TxnState::COMMITTED) << committed->state;
+  EXPECT_EQ(Rows(1, begun.gtid), 2);
+}
+
 TEST_F(RpcHeadersProcessTest, CallWithoutContextCarriesNothing) {
   const int64_t before_a = Rows(0, ""), before_b = Rows(1, "");
   auto a = Open(0);
@@ -378,6 +396,31 @@ TEST_F(RpcHeadersProcessTest, DownstreamCrashAfterPrepareResolvedOnRestart) {
               status.ok() ? std::to_string(static_cast<int>(status->state)).c_str() : "?");
 }
 
+TEST_F(RpcHeadersProcessTest, DownstreamCrashInPhaseTwoCommitsOnRestart) {
+  // Every branch prepares, COMMIT is logged, then C dies before COMMIT PREPARED.
+  services_[2].proc.reset();
+  ASSERT_NO_FATAL_FAILURE(StartService(2, "participant.before_commit_prepared"));
+  const wire::BeginResponse begun = Begin();
+  ASSERT_EQ(CallChainTwice(begun.context).size(), 2u);
+  wire::CommitRequest request;
+  request.gtid = begun.gtid;
+  request.wait = wire::CommitWait::WAIT_DECISION;
+  auto decided = coordinator_client_->Commit(request);
+  ASSERT_TRUE(decided.ok()) << decided.status();
+  EXPECT_TRUE(decided->state == wire::TxnState::COMMITTING ||
+              decided->state == wire::TxnState::COMMITTED)
+      << decided->state;
+  auto exit = services_[2].proc->Wait(kWaitMs);
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->exit_code, kCrashExitCode) << exit->ToString();
+  ASSERT_NO_FATAL_FAILURE(StartService(2, ""));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(testing::WaitUntil([&] { return Rows(i, begun.gtid) == 2; }, kWaitMs))
+        << services_[i].name << " " << Rows(i, begun.gtid);
+  }
+  EXPECT_TRUE(testing::WaitUntil([&] { return PreparedXacts(2) == 0; }, kWaitMs));
+}
+
 TEST_F(RpcHeadersProcessTest, PlainClientsAgainstHeaderServer) {
   // C++: stock framed binary transport, no headers.
   auto socket =
@@ -400,7 +443,8 @@ TEST_F(RpcHeadersProcessTest, PlainClientsAgainstHeaderServer) {
   Status s = testing::RunCommand(generate, kWaitMs);
   ASSERT_TRUE(s.ok()) << s;
   testing::ChildProcess::Options py;
-  py.argv = {TXC_SYSTEM_PYTHON3, TXC_PLAIN_CLIENT_PY, gen, "127.0.0.1", std::to_string(services_[0].port)};
+  py.argv = {TXC_SYSTEM_PYTHON3, TXC_PLAIN_CLIENT_PY, gen, "127.0.0.1",
+             std::to_string(services_[0].port)};
   py.stdout_path = dir_->Child("python.out");
   py.log_path = dir_->Child("python.err");
   s = testing::RunCommand(py, kWaitMs);
