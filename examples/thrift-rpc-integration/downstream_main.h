@@ -45,8 +45,8 @@ inline int RunDownstream(const std::string& program, const std::string& resource
       "the txc Participant port the coordinator calls (fixed: branches are enlisted with it)")(
       "db", po::value(&db)->required(), "libpq connection string of this service's database")(
       "coordinators", po::value(&coordinators)->default_value(coordinators),
-      "coordinator replicas host:port,... (recovery)")("seed", po::value(&seed)->default_value(""),
-                                                       "initial rows key=value,...");
+      "coordinator replicas host:port,... (recovery; the only ones a context may name)")(
+      "seed", po::value(&seed)->default_value(""), "initial rows key=value,...");
   if (int rc = txc::cli::Parse(program, "Usage: " + program + " [flags]", argc, argv, flags);
       rc >= 0) {
     return rc;
@@ -85,7 +85,11 @@ inline int RunDownstream(const std::string& program, const std::string& resource
   }
 
   // 1. The resource registry and this service's database as a resource.
-  auto resources = std::make_shared<txc::participant::TxnResources>();
+  // Only contexts naming our coordinators are joined: a caller cannot make
+  // this service enlist somewhere else.
+  txc::participant::TxnResourcesOptions ro;
+  ro.allowed_coordinators = txc::SplitList(coordinators);
+  auto resources = std::make_shared<txc::participant::TxnResources>(ro);
   txc::participant::PgTxnResourceOptions pg;
   pg.xa.conninfo = db;
   pg.xa.prefix = resource;

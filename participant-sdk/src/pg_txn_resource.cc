@@ -124,7 +124,9 @@ void PgTxnResource::CloseSessionLocked(Session* session, bool rollback) {
 
 Status PgTxnResource::Run(const std::function<void(pqxx::transaction_base&)>& fn) {
   if (CurrentTxnContext() == nullptr) return RunLocal(fn);
-  TXC_ASSIGN_OR_RETURN(BranchContext branch, registry_->Join(name_));
+  auto registry = registry_.lock();
+  if (registry == nullptr) return Status::Unavailable(name_ + ": its TxnResources is gone");
+  TXC_ASSIGN_OR_RETURN(BranchContext branch, registry->Join(name_));
 
   std::shared_ptr<Session> session;
   {

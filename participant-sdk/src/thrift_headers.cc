@@ -13,6 +13,7 @@
 #include <future>
 
 #include "common/backoff.h"
+#include "common/log_rate_limiter.h"
 
 namespace txc {
 namespace participant {
@@ -263,7 +264,11 @@ bool TxnContextProcessor::process(std::shared_ptr<TProtocol> in, std::shared_ptr
   if (!context.ok()) {
     const bool expired = context.status().code() == StatusCode::kTimeout;
     const std::string message = kTxnRefusalPrefix + context.status().message();
-    LOG(WARNING) << "call " << name << " refused: " << message;
+    // Keyed by the kind of refusal, so a flood of bad headers stays a few lines.
+    static LogRateLimiter limiter(5000);
+    if (auto d = limiter.Admit(expired ? "expired" : "malformed", MonotonicMs()); d.log) {
+      LOG(WARNING) << "call " << name << " refused: " << message << d.Suffix();
+    }
     in->skip(apache::thrift::protocol::T_STRUCT);
     in->readMessageEnd();
     in->getTransport()->readEnd();

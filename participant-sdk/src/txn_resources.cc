@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "common/backoff.h"
@@ -145,6 +146,7 @@ Result<std::shared_ptr<CoordinatorClient>> TxnResources::ClientFor(
   std::lock_guard<std::mutex> lock(mu_);
   auto it = clients_.find(key);
   if (it != clients_.end()) return it->second;
+  if (clients_.size() >= kMaxCoordinatorClients) clients_.clear();
   CoordinatorClientOptions o = options_.coordinator_client;
   o.endpoints = endpoints;
   TXC_ASSIGN_OR_RETURN(std::unique_ptr<CoordinatorClient> created, CoordinatorClient::Create(o));
@@ -156,6 +158,15 @@ Result<std::shared_ptr<CoordinatorClient>> TxnResources::ClientFor(
 Result<BranchContext> TxnResources::Join(const std::string& name) {
   const wire::TxnContext* context = CurrentTxnContext();
   if (context == nullptr) return Status::NotFound("no current transaction context");
+  if (!options_.allowed_coordinators.empty()) {
+    for (const auto& endpoint : context->coordinators) {
+      if (std::find(options_.allowed_coordinators.begin(), options_.allowed_coordinators.end(),
+                    endpoint) == options_.allowed_coordinators.end()) {
+        return Status::InvalidArgument("gtid=" + context->gtid + ": coordinator " + endpoint +
+                                       " is not an allowed coordinator");
+      }
+    }
+  }
   BranchContext branch;
   branch.gtid = context->gtid;
   branch.resource = name;

@@ -403,6 +403,19 @@ TEST(TxnResourcesTest, JoinNeedsEndpointAndKnownResource) {
   EXPECT_EQ(resources.enlist_calls(), 0);
 }
 
+TEST(TxnResourcesTest, ContextNamingAnotherCoordinatorIsRefused) {
+  TxnResourcesOptions o;
+  o.allowed_coordinators = {"127.0.0.1:7000"};
+  TxnResources resources(o);
+  ASSERT_TRUE(resources.Register("db", std::make_shared<CountingResource>()).ok());
+  ASSERT_TRUE(resources.SetEndpoint("127.0.0.1:7001").ok());
+  ScopedTxnContext scope(Context("g-elsewhere", Later()));  // names 127.0.0.2:7000 too
+  auto joined = resources.Join("db");
+  EXPECT_EQ(joined.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(joined.status().message().find("127.0.0.2:7000"), std::string::npos);
+  EXPECT_EQ(resources.enlist_calls(), 0);
+}
+
 TEST(TxnResourcesTest, FailedEnlistIsNotRememberedAndWorkDoesNotRun) {
   TxnResourcesOptions o;
   o.coordinator_client.max_attempts = 1;

@@ -114,7 +114,9 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  auto resources = std::make_shared<txc::participant::TxnResources>();
+  txc::participant::TxnResourcesOptions ro;
+  ro.allowed_coordinators = {argv[5]};
+  auto resources = std::make_shared<txc::participant::TxnResources>(ro);
   txc::participant::PgTxnResourceOptions pg;
   pg.xa.conninfo = conninfo;
   pg.xa.prefix = name;

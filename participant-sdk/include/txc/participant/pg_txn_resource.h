@@ -108,7 +108,8 @@ class PgTxnResource : public TxnResource {
   void CloseSessionLocked(Session* session, bool rollback);
   void ReaperLoop();
 
-  std::shared_ptr<TxnResources> registry_;
+  // Not owned: the registry owns this resource (a shared_ptr back would be a cycle).
+  std::weak_ptr<TxnResources> registry_;
   const std::string name_;
   const PgTxnResourceOptions options_;
   std::unique_ptr<PgXaResource> xa_;                   // phase 2, recovery, redeliveries

@@ -70,6 +70,11 @@ struct TxnResourcesOptions {
   int64_t enlist_wait_ms = 30000;
   // An enlistment is forgotten this long after its transaction's deadline.
   int64_t forget_after_deadline_ms = 600000;
+  // The coordinator replicas ("host:port") this service accepts in a context.
+  // A caller's context names the coordinators the service will enlist at;
+  // with this set, a context naming any other endpoint is refused by Join
+  // (kInvalidArgument) and nothing is sent to it. Empty: any (trusted callers).
+  std::vector<std::string> allowed_coordinators;
 };
 
 class TxnResources {
@@ -91,7 +96,8 @@ class TxnResources {
   Status SetEndpoint(const std::string& endpoint);
 
   // Enlists `name` in the calling thread's current transaction (once per
-  // gtid), and returns its branch. Errors: kNotFound (no current context, or
+  // gtid), and returns its branch. Errors: kInvalidArgument (a coordinator
+  // not in allowed_coordinators), kNotFound (no current context, or
   // no such resource), kInvalidArgument (SetEndpoint not called yet), kTimeout (a concurrent enlist
   // did not finish in enlist_wait_ms), and Enlist's errors (kIllegalTransition: the transaction is
   // deciding or decided; kNotFound: unknown gtid; kUnavailable, kTimeout).
@@ -102,6 +108,10 @@ class TxnResources {
   // empty gtid (the work is the service's own, not transactional). Returns
   // Join's error (fn not called) or fn's status.
   Status Run(const std::string& name, const std::function<Status(const BranchContext&)>& fn);
+
+  // At most this many coordinator clients (one per distinct replica list) are
+  // kept; past it the cache starts over.
+  static constexpr size_t kMaxCoordinatorClients = 16;
 
   // Enlist RPCs sent so far (for tests and metrics).
   int64_t enlist_calls() const { return enlist_calls_.load(); }
