@@ -4,6 +4,7 @@
 // For rpc_headers_process_test.
 //
 //   header_echo_service <port> <participant_port> <conninfo> <name> <coordinator host:port>
+//                       [idle_timeout_ms]
 //
 // whoami(next_hop): inserts (gtid, name) into echo_calls through PgTxnResource
 // (in the caller's transaction when a context is current, committed at once
@@ -86,9 +87,9 @@ class EchoService : public txc::headertest::EchoIf {
 int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
-  if (argc != 6) {
+  if (argc != 6 && argc != 7) {
     LOG(ERROR) << "usage: header_echo_service <port> <participant_port> <conninfo> <name> "
-                  "<coordinator>";
+                  "<coordinator> [idle_timeout_ms]";
     return 2;
   }
   sigset_t signals;
@@ -120,6 +121,7 @@ int main(int argc, char** argv) {
   txc::participant::PgTxnResourceOptions pg;
   pg.xa.conninfo = conninfo;
   pg.xa.prefix = name;
+  if (argc == 7) pg.idle_timeout_ms = std::atoll(argv[6]);
   auto db = txc::participant::PgTxnResource::Create(resources, name + "-db", pg);
   if (!db.ok()) {
     LOG(ERROR) << db.status();

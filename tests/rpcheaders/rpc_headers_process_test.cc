@@ -90,7 +90,7 @@ class RpcHeadersProcessTest : public ::testing::Test {
     std::unique_ptr<ChildProcess> proc;
   };
 
-  void StartService(int i, const std::string& crash_points) {
+  void StartService(int i, const std::string& crash_points, int64_t idle_timeout_ms = 0) {
     Service& s = services_[i];
     ChildProcess::Options o;
     o.argv = {TXC_ECHO_SERVICE_BIN,
@@ -99,6 +99,7 @@ class RpcHeadersProcessTest : public ::testing::Test {
               pg_->ConnectionString(s.db),
               s.name,
               coordinator_};
+    if (idle_timeout_ms > 0) o.argv.push_back(std::to_string(idle_timeout_ms));
     if (!crash_points.empty()) o.env = {{"TXC_CRASH_POINTS", crash_points}};
     o.log_path = dir_->Child("service_" + s.name + ".log");
     auto child = ChildProcess::Start(o);
@@ -303,6 +304,42 @@ TEST_F(RpcHeadersProcessTest, FailedStatementUndoesOnlyItsCall) {
   ASSERT_TRUE(committed.ok()) << committed.status();
   EXPECT_EQ(committed->state, wire::TxnState::COMMITTED) << committed->state;
   EXPECT_EQ(Rows(1, begun.gtid), 2);
+}
+
+TEST_F(RpcHeadersProcessTest, IdleLocalTransactionRolledBackAndBranchAborts) {
+  // B rolls back a local transaction that saw no call for 1 s.
+  services_[1].proc.reset();
+  ASSERT_NO_FATAL_FAILURE(StartService(1, "", /*idle_timeout_ms=*/1000));
+  const wire::BeginResponse begun = Begin();
+  auto b = Open(1);
+  ASSERT_NE(b, nullptr);
+  auto idle_in_transaction = [&] {
+    auto v = pg_->QueryValue(services_[1].db,
+                             "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                             "current_database() AND state LIKE 'idle in transaction%'");
+    return v.ok() ? std::stoll(*v) : -1;
+  };
+  {
+    ScopedTxnContext scope(begun.context);
+    std::string out;
+    (*b)->whoami(out, "");
+    ASSERT_EQ(out, begun.gtid + "|");
+  }
+  // (Held open between calls: see TwoHopsEnlistOncePerResourceAndCommit.)
+  EXPECT_TRUE(testing::WaitUntil([&] { return idle_in_transaction() == 0; }, kWaitMs));
+  // The gtid is finished there: a later call is refused, not run in a new
+  // local transaction that would commit half of the work.
+  {
+    ScopedTxnContext scope(begun.context);
+    std::string out;
+    EXPECT_THROW((*b)->whoami(out, ""), headertest::Refused);
+  }
+  auto outcome = Commit(begun.gtid);
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_TRUE(outcome->state == wire::TxnState::ABORTED ||
+              outcome->state == wire::TxnState::ABORTING)
+      << outcome->state;
+  EXPECT_EQ(Rows(1, begun.gtid), 0);
 }
 
 TEST_F(RpcHeadersProcessTest, CallWithoutContextCarriesNothing) {
