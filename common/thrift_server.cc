@@ -1,46 +1,229 @@
 #include "common/thrift_server.h"
 
+#include <arpa/inet.h>
 #include <glog/logging.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <thrift/transport/TServerSocket.h>
 #include <thrift/transport/TSocket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <future>
+#include <mutex>
+#include <unordered_map>
 
+#include "common/backoff.h"
+#include "common/log_rate_limiter.h"
 #include "common/peer_identity.h"
 
 namespace txc {
 
+using apache::thrift::TConfiguration;
+using apache::thrift::protocol::TProtocol;
 using apache::thrift::server::TServerEventHandler;
 using apache::thrift::server::TThreadedServer;
+using apache::thrift::transport::TFramedTransport;
 using apache::thrift::transport::TServerSocket;
+using apache::thrift::transport::TSocket;
+using apache::thrift::transport::TTransport;
+using apache::thrift::transport::TTransportException;
 
 namespace {
 
-// Tells Start() that serve() is listening (or that it failed to), and records
-// each call's peer for CurrentThriftPeer().
-class ReadySignal : public TServerEventHandler {
+// Rate limits for the per-connection WARNING lines (keyed by peer and reason).
+LogRateLimiter& ServerLogLimiter() {
+  static LogRateLimiter* limiter = new LogRateLimiter(5000);
+  return *limiter;
+}
+
+// The peer IP of an accepted descriptor ("unknown" if it cannot be read).
+std::string PeerIp(THRIFT_SOCKET fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "unknown";
+  char text[INET6_ADDRSTRLEN] = {};
+  const void* raw =
+      addr.ss_family == AF_INET6
+          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr)
+          : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&addr)->sin_addr);
+  if (inet_ntop(addr.ss_family, raw, text, sizeof(text)) == nullptr) return "unknown";
+  return text;
+}
+
+// Connections held per peer IP. Thread-safe: acquired on the accept thread,
+// released by whichever thread drops the connection's socket.
+class PeerConnectionCounts {
  public:
-  explicit ReadySignal(std::shared_ptr<std::promise<Status>> ready) : ready_(std::move(ready)) {}
+  explicit PeerConnectionCounts(int64_t limit) : limit_(limit) {}
+  int64_t limit() const { return limit_; }
+  // False (and nothing counted) when `ip` already holds limit() connections.
+  bool TryAcquire(const std::string& ip) {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t& held = held_[ip];
+    if (held >= limit_) return false;
+    ++held;
+    return true;
+  }
+  void Release(const std::string& ip) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = held_.find(ip);
+    if (it == held_.end()) return;
+    if (--it->second <= 0) held_.erase(it);
+  }
+
+ private:
+  const int64_t limit_;
+  std::mutex mu_;
+  std::unordered_map<std::string, int64_t> held_;  // guarded by mu_
+};
+
+// The listening socket: refuses peers over their connection limit and makes
+// each accepted connection a TlsSocket (TLS) or a PlainSocket.
+class ServerSocket : public TServerSocket {
+ public:
+  ServerSocket(const std::string& host, int port, std::shared_ptr<TlsContext> tls,
+               std::shared_ptr<PeerConnectionCounts> counts, std::shared_ptr<TConfiguration> config)
+      : TServerSocket(host, port),
+        tls_(std::move(tls)),
+        counts_(std::move(counts)),
+        config_(std::move(config)) {}
+
+ protected:
+  std::shared_ptr<TSocket> createSocket(THRIFT_SOCKET fd) override {
+    std::string ip;
+    if (counts_ != nullptr) {
+      ip = PeerIp(fd);
+      if (!counts_->TryAcquire(ip)) {
+        const auto d = ServerLogLimiter().Admit("peer-limit " + ip, MonotonicMs());
+        if (d.log) {
+          LOG(WARNING) << "refused a connection from " << ip << " on port " << getPort()
+                       << ": that peer already holds " << counts_->limit()
+                       << " connections (max_connections_per_peer); other peers are served"
+                       << d.Suffix();
+        }
+        ::close(fd);
+        // The accept loop treats CLIENT_DISCONNECT as "next connection".
+        throw TTransportException(TTransportException::CLIENT_DISCONNECT,
+                                  "per-peer connection limit");
+      }
+    }
+    std::shared_ptr<THRIFT_SOCKET> interrupt =
+        interruptableChildren_ ? pChildInterruptSockReader_ : nullptr;
+    std::shared_ptr<TSocket> socket;
+    if (tls_ != nullptr) {
+      socket = tls_->ServerSocket(fd, interrupt, config_);
+    } else {
+      auto plain = std::make_shared<PlainSocket>(fd, interrupt, config_);
+      plain->set_server_side(true);
+      socket = plain;
+    }
+    if (counts_ == nullptr) return socket;
+    // The count is released when the server drops its last reference to the
+    // socket (the connection ended and its client object was destroyed).
+    auto counts = counts_;
+    TSocket* raw = socket.get();
+    return std::shared_ptr<TSocket>(raw, [socket, counts, ip](TSocket*) mutable {
+      socket.reset();
+      counts->Release(ip);
+    });
+  }
+
+ private:
+  std::shared_ptr<TlsContext> tls_;
+  std::shared_ptr<PeerConnectionCounts> counts_;
+  std::shared_ptr<TConfiguration> config_;
+};
+
+// The accepted socket under a server transport (our framed transport over it).
+TSocket* SocketOf(const std::shared_ptr<TProtocol>& protocol) {
+  if (protocol == nullptr) return nullptr;
+  std::shared_ptr<TTransport> transport = protocol->getTransport();
+  if (auto* framed = dynamic_cast<TFramedTransport*>(transport.get())) {
+    transport = framed->getUnderlyingTransport();
+  }
+  return dynamic_cast<TSocket*>(transport.get());
+}
+
+// One per connection: who the peer is, computed once when it connected.
+struct ConnectionContext {
+  PeerIdentity identity;
+};
+
+// Tells Start() that serve() is listening (or that it failed to); on each new
+// connection runs the TLS handshake and records the peer's identity, made
+// current for each of its calls.
+class ServerEvents : public TServerEventHandler {
+ public:
+  ServerEvents(std::shared_ptr<std::promise<Status>> ready, int port_hint)
+      : ready_(std::move(ready)), port_hint_(port_hint) {}
+  void set_port(int port) { port_hint_.store(port); }
+
   void preServe() override {
     if (ready_ != nullptr) ready_->set_value(Status::Ok());
     ready_.reset();
   }
-  void processContext(void*,
-                      std::shared_ptr<apache::thrift::transport::TTransport> transport) override {
-    PeerIdentity identity;
-    auto* socket = dynamic_cast<apache::thrift::transport::TSocket*>(transport.get());
-    if (socket != nullptr) {
-      try {
-        identity.address = socket->getPeerAddress() + ":" + std::to_string(socket->getPeerPort());
-      } catch (const std::exception&) {
-        identity.address = "unknown";
-      }
+
+  void* createContext(std::shared_ptr<TProtocol> input, std::shared_ptr<TProtocol>) override {
+    auto* context = new ConnectionContext();
+    TSocket* socket = SocketOf(input);
+    if (socket == nullptr) return context;
+    try {
+      context->identity.address =
+          socket->getPeerAddress() + ":" + std::to_string(socket->getPeerPort());
+    } catch (const std::exception&) {
+      context->identity.address = "unknown";
     }
-    SetCurrentPeerIdentity(std::move(identity));
+    auto* tls = dynamic_cast<TlsSocket*>(socket);
+    if (tls == nullptr) return context;
+    Status handshake = tls->Handshake();
+    if (!handshake.ok()) {
+      // The connection is closed; its first read ends the serving loop quietly.
+      const auto d = ServerLogLimiter().Admit(
+          "tls " + socket->getPeerAddress() + " " + handshake.message(), MonotonicMs());
+      if (d.log) {
+        LOG(WARNING) << "TLS handshake with " << context->identity.address << " on port "
+                     << port_hint_.load() << " failed, connection closed: " << handshake.message()
+                     << Hint(handshake.message()) << d.Suffix();
+      }
+      return context;
+    }
+    if (tls->peer_verified()) {
+      context->identity.authenticated = true;
+      context->identity.common_name = tls->peer_common_name();
+      context->identity.sans = tls->peer_sans();
+      VLOG(1) << "TLS connection from " << context->identity.Describe();
+    }
+    return context;
+  }
+
+  void deleteContext(void* context, std::shared_ptr<TProtocol>,
+                     std::shared_ptr<TProtocol>) override {
+    delete static_cast<ConnectionContext*>(context);
+  }
+
+  void processContext(void* context, std::shared_ptr<TTransport>) override {
+    if (context == nullptr) {
+      SetCurrentPeerIdentity(PeerIdentity{});
+      return;
+    }
+    SetCurrentPeerIdentity(static_cast<ConnectionContext*>(context)->identity);
   }
 
  private:
+  // OpenSSL's reasons for "that was not TLS at all".
+  static std::string Hint(const std::string& reason) {
+    for (const char* marker : {"wrong version number", "http request", "packet length too long",
+                               "unknown protocol", "record layer failure"}) {
+      if (reason.find(marker) != std::string::npos) {
+        return " (the client does not speak TLS: a plaintext client on a TLS port?)";
+      }
+    }
+    return "";
+  }
+
   std::shared_ptr<std::promise<Status>> ready_;
+  std::atomic<int> port_hint_;
 };
 
 }  // namespace
@@ -54,8 +237,17 @@ ThriftServer::ThriftServer(std::shared_ptr<apache::thrift::TProcessor> processor
 ThriftServer::~ThriftServer() { Stop(); }
 
 Status ThriftServer::Start() {
+  if (options_.tls.enabled()) {
+    auto tls = TlsContext::Create(options_.tls, TlsRole::kServer);
+    if (!tls.ok()) return tls.status();
+    tls_ = std::move(tls).value();
+  }
   auto config = MakeThriftConfig(options_.max_message_bytes);
-  auto socket = std::make_shared<TServerSocket>(options_.host, options_.port);
+  std::shared_ptr<PeerConnectionCounts> counts;
+  if (options_.max_connections_per_peer > 0) {
+    counts = std::make_shared<PeerConnectionCounts>(options_.max_connections_per_peer);
+  }
+  auto socket = std::make_shared<ServerSocket>(options_.host, options_.port, tls_, counts, config);
   if (options_.recv_timeout_ms > 0) socket->setRecvTimeout(options_.recv_timeout_ms);
   auto transport_factory = std::make_shared<ResettingFramedTransportFactory>(config);
   server_ = std::make_shared<TThreadedServer>(processor_, socket, transport_factory,
@@ -63,7 +255,8 @@ Status ThriftServer::Start() {
   server_->setConcurrentClientLimit(options_.max_connections);
   auto ready = std::make_shared<std::promise<Status>>();
   auto ready_future = ready->get_future();
-  server_->setServerEventHandler(std::make_shared<ReadySignal>(ready));
+  auto events = std::make_shared<ServerEvents>(ready, options_.port);
+  server_->setServerEventHandler(events);
   thread_ = std::thread([this, ready] {
     try {
       server_->serve();
@@ -84,6 +277,23 @@ Status ThriftServer::Start() {
     return listening;
   }
   port_ = socket->getPort();
+  events->set_port(port_);
+  if (tls_ != nullptr) {
+    LOG(INFO) << "thrift server on " << options_.host << ":" << port_
+              << " uses TLS: " << tls_->Describe();
+  }
+  return Status::Ok();
+}
+
+Status ThriftServer::ReloadTls() {
+  if (tls_ == nullptr) return Status::InvalidArgument("this server does not use TLS");
+  Status reloaded = tls_->Reload();
+  if (!reloaded.ok()) {
+    LOG(ERROR) << "TLS reload for port " << port_
+               << " failed, keeping the current certificate: " << reloaded;
+    return reloaded;
+  }
+  LOG(INFO) << "TLS files reloaded for port " << port_ << ": " << tls_->Describe();
   return Status::Ok();
 }
 

@@ -5,7 +5,20 @@
 // ResettingFramedTransport. A malformed or oversized frame closes that one
 // connection; the server keeps serving.
 //
-// Thread-safety: Start/Stop from one owning thread.
+// TLS (options.tls): every accepted connection runs its handshake first, on
+// its own thread, bounded by recv_timeout_ms; a failed handshake (no, expired
+// or foreign client certificate under mutual TLS; a plaintext client) closes
+// that connection with one WARNING line naming the peer and OpenSSL's reason.
+// A plaintext server likewise names a client that tries TLS on it. The
+// caller's identity (PeerIdentity: address, and under TLS the verified client
+// certificate's CN and SANs) is computed once per connection and made current
+// for each call (CurrentPeerIdentity()).
+//
+// Per-peer limit: a peer IP already holding max_connections_per_peer
+// connections has further ones closed at accept (rate-limited WARNING naming
+// it), so one host cannot take every serving thread.
+//
+// Thread-safety: Start/Stop from one owning thread; ReloadTls from any thread.
 #pragma once
 
 #include <thrift/TProcessor.h>
@@ -17,6 +30,7 @@
 
 #include "common/status.h"
 #include "common/thrift_util.h"
+#include "common/tls.h"
 
 namespace txc {
 
@@ -25,10 +39,15 @@ struct ThriftServerOptions {
   int port = 0;  // 0: any free port (see port())
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
   int64_t max_connections = 4096;  // further connections wait in the accept queue
-  // A connection that sends nothing (idle, or stuck in a half-sent frame) for
-  // this long is closed, so slow or dead clients cannot hold server threads
-  // forever. ClientPool drops its idle connections sooner (max_idle_ms). 0: never.
+  // A connection that sends nothing (idle, or stuck in a half-sent frame or
+  // TLS handshake) for this long is closed, so slow or dead clients cannot
+  // hold server threads forever. ClientPool drops its idle connections sooner
+  // (max_idle_ms). 0: never.
   int recv_timeout_ms = 300000;
+  // Connections one peer IP may hold at once; more are closed at accept. 0: no limit.
+  int64_t max_connections_per_peer = 512;
+  // TLS on this port when tls.enabled() (see common/tls.h); plaintext otherwise.
+  TlsOptions tls{};
 };
 
 // The peer ("host:port") of the connection whose call this thread is serving
@@ -41,16 +60,24 @@ class ThriftServer {
   ~ThriftServer();  // Stop()s
 
   // Binds, starts serving on a background thread and returns once listening.
-  // kUnavailable if the port cannot be bound.
+  // kUnavailable if the port cannot be bound; kInvalidArgument if the TLS
+  // files cannot be loaded.
   Status Start();
   // Stops accepting, closes connections, joins the serving thread. Idempotent.
   void Stop();
   // The bound port (useful with options.port == 0). Valid after Start().
   int port() const { return port_; }
+  bool tls() const { return tls_ != nullptr; }
+
+  // Re-reads the TLS certificate, key and CA files: connections accepted
+  // from now on use them, open ones keep theirs. On failure the current files
+  // stay in use and the error is returned. kInvalidArgument without TLS.
+  Status ReloadTls();
 
  private:
   std::shared_ptr<apache::thrift::TProcessor> processor_;
   ThriftServerOptions options_;
+  std::shared_ptr<TlsContext> tls_;  // null: plaintext
   std::shared_ptr<apache::thrift::server::TThreadedServer> server_;
   std::thread thread_;
   int port_ = 0;

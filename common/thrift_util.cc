@@ -222,6 +222,31 @@ Result<HostPort> ParseEndpoint(const std::string& endpoint) {
   return hp;
 }
 
+namespace {
+
+// A plain-language reading of OpenSSL's reasons a client sees most.
+std::string HandshakeHint(const std::string& reason) {
+  struct Hint {
+    const char* marker;
+    const char* text;
+  };
+  static const Hint kHints[] = {
+      {"wrong version number", " (the server does not speak TLS: is it plaintext?)"},
+      {"unexpected eof", " (the server closed the connection: is it plaintext?)"},
+      {"certificate required", " (the server requires a client certificate: set tls_cert/tls_key)"},
+      {"unknown ca", " (the server does not trust our certificate's CA)"},
+      {"certificate expired", " (a certificate has expired)"},
+      {"bad certificate", " (the server refused our certificate)"},
+      {"certificate verify failed", " (the server certificate does not verify against tls_ca)"},
+  };
+  for (const Hint& hint : kHints) {
+    if (reason.find(hint.marker) != std::string::npos) return hint.text;
+  }
+  return "";
+}
+
+}  // namespace
+
 // Thrift's messages go to glog as WARNINGs. A message repeated within
 // kThriftLogIntervalMs (the same text: the same endpoint and error) is logged
 // once, and the next one after the interval carries the count ("N more in the
@@ -244,7 +269,14 @@ Result<std::shared_ptr<apache::thrift::protocol::TProtocol>> OpenProtocol(
     const HostPort& endpoint, const ConnectOptions& options,
     std::shared_ptr<TTransport>* transport) {
   auto config = MakeThriftConfig(options.max_message_bytes);
-  auto socket = std::make_shared<TSocket>(endpoint.host, endpoint.port, config);
+  std::shared_ptr<TSocket> socket;
+  std::shared_ptr<TlsSocket> tls;
+  if (options.tls != nullptr) {
+    tls = options.tls->ClientSocket(endpoint.host, endpoint.port, config);
+    socket = tls;
+  } else {
+    socket = std::make_shared<PlainSocket>(endpoint.host, endpoint.port, config);
+  }
   socket->setConnTimeout(options.connect_timeout_ms);
   socket->setSendTimeout(options.rpc_timeout_ms);
   socket->setRecvTimeout(options.rpc_timeout_ms);
@@ -255,12 +287,25 @@ Result<std::shared_ptr<apache::thrift::protocol::TProtocol>> OpenProtocol(
   } catch (const TTransportException& e) {
     return Status::Unavailable("cannot connect to " + endpoint.ToString() + ": " + e.what());
   }
+  if (tls != nullptr) {
+    Status handshake = tls->Handshake();
+    if (!handshake.ok()) {
+      return Status(handshake.code(), "TLS handshake with " + endpoint.ToString() + " failed: " +
+                                          handshake.message() + HandshakeHint(handshake.message()));
+    }
+  }
   *transport = framed;
   // The same limits as a server's: a hostile peer's answer cannot exhaust memory.
   return MakeProtocolFactory(options.max_message_bytes)->getProtocol(framed);
 }
 
 Status TranslateThriftException(const std::exception& e, const std::string& endpoint) {
+  if (dynamic_cast<const apache::thrift::transport::TSSLException*>(&e) != nullptr) {
+    // Under TLS 1.3 the server checks our certificate after our handshake
+    // finished: its refusal arrives as an alert on the first read.
+    return Status::Unavailable("TLS error talking to " + endpoint + ": " + e.what() +
+                               HandshakeHint(e.what()));
+  }
   if (auto* t = dynamic_cast<const TTransportException*>(&e)) {
     if (t->getType() == TTransportException::TIMED_OUT) {
       return Status::Timeout("call to " + endpoint + " timed out: " + t->what());

@@ -28,6 +28,7 @@
 
 #include "common/backoff.h"
 #include "common/status.h"
+#include "common/tls.h"
 
 namespace txc {
 
@@ -95,6 +96,10 @@ struct ConnectOptions {
   // servers close idle connections (ThriftServerOptions::recv_timeout_ms), and
   // a reused connection the peer already closed would fail the call.
   int64_t max_idle_ms = 60000;
+  // TLS client credentials (TlsContext::Create(options, TlsRole::kClient));
+  // null: plaintext. The handshake runs when the connection opens, so a
+  // refused certificate or a server that does not speak TLS fails there.
+  std::shared_ptr<TlsContext> tls{};
 };
 
 // An open framed binary connection with a generated client on top.

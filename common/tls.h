@@ -1,0 +1,177 @@
+// TLS for our Thrift connections (server and client), over Thrift 0.17's
+// TSSLSocket / TSSLSocketFactory and OpenSSL 3. TLS 1.2 is the oldest version
+// either side accepts.
+//
+//   TlsOptions tls{"server.pem", "server.key", "ca.pem"};   // mutual TLS
+//   auto server_ctx = TlsContext::Create(tls, TlsRole::kServer);
+//   ThriftServerOptions options; options.tls = tls;          // ThriftServer builds its own
+//
+// Who checks what:
+// * Server: presents cert_file/key_file; with require_client_cert (mutual
+//   TLS) refuses a client without a certificate chaining to ca_file (also an
+//   expired one) during the handshake. Without require_client_cert but with a
+//   ca_file, a client certificate is optional but verified when presented.
+// * Client: verifies the server certificate against ca_file and then its
+//   name: the host it connected to (or TlsOptions::server_name) must match a
+//   DNS SAN (RFC 6125 wildcards allowed; the CN only when there is no DNS SAN)
+//   or, for an IP literal, an IP SAN. OpenSSL's X509_check_host /
+//   X509_check_ip_asc do the matching. Presents cert_file/key_file when set.
+//
+// Rotation: TlsContext::Reload() re-reads the files into a fresh SSL_CTX;
+// connections accepted or opened afterwards use it, open ones keep theirs.
+// A failed reload (missing file, key not matching) keeps the previous
+// credentials and returns the error.
+//
+// OpenSSL global state: TSSLSocketFactory initialises OpenSSL when the first
+// factory is made and, by default, *cleans it up* (EVP_cleanup, ERR_free_strings,
+// ...) when the last one is destroyed, which would break every other TLS user
+// in the process (the coordinator's Boost.Asio participant client) and any
+// factory made later (a reload). We switch that to manual mode once per
+// process and never clean up (OpenSSL 3 needs no cleanup).
+#pragma once
+
+#include <thrift/transport/TSSLSocket.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace txc {
+
+struct TlsOptions {
+  std::string cert_file{};  // PEM certificate (chain) this side presents
+  std::string key_file{};   // PEM private key of cert_file
+  std::string ca_file{};    // PEM CA bundle that verifies the other side
+  // Server only: the client must present a certificate that chains to
+  // ca_file (mutual TLS). Without it, a presented certificate is still
+  // verified (and becomes the caller's identity) when ca_file is set.
+  bool require_client_cert = true;
+  // Client only: the name the server certificate must carry; empty: the host
+  // of the endpoint connected to (an IP literal is matched against IP SANs).
+  std::string server_name{};
+
+  // TLS is on when any file is configured.
+  bool enabled() const { return !cert_file.empty() || !key_file.empty() || !ca_file.empty(); }
+  // kInvalidArgument naming what is missing for that role (a server needs a
+  // certificate and key, and a CA bundle for mutual TLS; a client needs a CA
+  // bundle, and a key exactly when it has a certificate).
+  Status ValidateForServer() const;
+  Status ValidateForClient() const;
+};
+
+enum class TlsRole { kServer, kClient };
+
+// A TLS socket that can run its handshake eagerly, remembers a failed one,
+// and records the peer certificate it verified. Made by TlsContext.
+class TlsSocket : public apache::thrift::transport::TSSLSocket {
+ public:
+  // Server side, over an accepted descriptor.
+  TlsSocket(std::shared_ptr<apache::thrift::transport::SSLContext> ctx, THRIFT_SOCKET fd,
+            std::shared_ptr<THRIFT_SOCKET> interrupt_listener,
+            std::shared_ptr<apache::thrift::TConfiguration> config);
+  // Client side; `verify_name` is the name the server certificate must match.
+  TlsSocket(std::shared_ptr<apache::thrift::transport::SSLContext> ctx, const std::string& host,
+            int port, std::shared_ptr<apache::thrift::TConfiguration> config,
+            std::string verify_name);
+
+  // Runs the handshake now (it otherwise runs on the first read or write),
+  // bounded by the receive/send timeouts. On failure the connection is closed,
+  // later reads report END_OF_FILE, and the OpenSSL reason is returned
+  // (kUnavailable, or kTimeout).
+  Status Handshake();
+
+  // After a successful handshake: whether the peer presented a certificate we
+  // verified, and its subject CN and DNS/URI/email SANs.
+  bool peer_verified() const { return peer_verified_; }
+  const std::string& peer_common_name() const { return peer_common_name_; }
+  const std::vector<std::string>& peer_sans() const { return peer_sans_; }
+
+  // Reads and writes remember a failed connection, so close() does not try
+  // a TLS shutdown on it. A failed write reads the alert the server may
+  // have sent first: under TLS 1.3 a refused client certificate is reported
+  // after our handshake finished, and our first request hits the closed
+  // connection ("Broken pipe") while the reason waits in the receive buffer.
+  uint32_t read(uint8_t* buf, uint32_t len) override;
+  void write(const uint8_t* buf, uint32_t len) override;
+  void flush() override;
+  void close() override;
+
+ protected:
+  // After the chain verified: the client checks the server's name; both
+  // sides record the peer certificate's names.
+  void authorize() override;
+
+ private:
+  std::string verify_name_;  // client: the expected server name
+  std::string PendingAlert();
+
+  bool handshake_failed_ = false;
+  bool broken_ = false;  // a read or write failed: close without a TLS shutdown
+  std::string handshake_error_;
+  bool peer_verified_ = false;
+  std::string peer_common_name_;
+  std::vector<std::string> peer_sans_;
+};
+
+// A plain TCP socket that recognises the other protocol: the first bytes a
+// peer sends being a TLS record (a ClientHello reaching a plaintext server, or
+// a TLS alert answering a plaintext client) end the connection with a
+// TTransportException that says so, instead of a confusing frame-size error.
+class PlainSocket : public apache::thrift::transport::TSocket {
+ public:
+  using TSocket::TSocket;
+  // The connection is a server's (the message names the client) or a
+  // client's (the message tells it the server wants TLS).
+  void set_server_side(bool server_side) { server_side_ = server_side; }
+  uint32_t read(uint8_t* buf, uint32_t len) override;
+
+ private:
+  bool server_side_ = false;
+  bool first_read_done_ = false;
+};
+
+// True when `data` (the first bytes a peer sent) starts like a TLS record.
+bool LooksLikeTlsRecord(const uint8_t* data, uint32_t len);
+
+// The loaded credentials of one side (server or client), swappable by
+// Reload(). Thread-safe: sockets may be made from any thread while another
+// reloads.
+class TlsContext {
+ public:
+  // Loads the files; kInvalidArgument when an option is missing or a file
+  // cannot be loaded (the message names the file and OpenSSL's reason).
+  static Result<std::shared_ptr<TlsContext>> Create(const TlsOptions& options, TlsRole role);
+  ~TlsContext();
+
+  // Re-reads the files named in the options. New sockets use the new
+  // credentials; on failure the current ones stay and the error is returned.
+  Status Reload();
+
+  // A server socket over an accepted descriptor (the handshake has not run yet).
+  std::shared_ptr<TlsSocket> ServerSocket(THRIFT_SOCKET fd,
+                                          std::shared_ptr<THRIFT_SOCKET> interrupt_listener,
+                                          std::shared_ptr<apache::thrift::TConfiguration> config);
+  // An unopened client socket to host:port.
+  std::shared_ptr<TlsSocket> ClientSocket(const std::string& host, int port,
+                                          std::shared_ptr<apache::thrift::TConfiguration> config);
+
+  const TlsOptions& options() const { return options_; }
+  TlsRole role() const { return role_; }
+  // "subject CN=..., expires ..." of the loaded certificate, for start-up logs.
+  std::string Describe() const;
+
+ private:
+  class Factory;
+  TlsContext(TlsOptions options, TlsRole role) : options_(std::move(options)), role_(role) {}
+  static Result<std::shared_ptr<Factory>> Load(const TlsOptions& options, TlsRole role);
+
+  const TlsOptions options_;
+  const TlsRole role_;
+  mutable std::mutex mu_;
+  std::shared_ptr<Factory> factory_;  // guarded by mu_; replaced whole by Reload()
+};
+
+}  // namespace txc

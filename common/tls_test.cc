@@ -1,0 +1,418 @@
+// ThriftServer and ClientPool over TLS, with certificates from a throwaway CA
+// (tests/harness/test_certs.h): mutual TLS and the identity a handler sees,
+// refusals (foreign CA, expired, missing client certificate, wrong server
+// name), the wrong protocol on either side, reload, volume through one TLS
+// connection, and the per-peer connection limit.
+#include "common/tls.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <mutex>
+
+#include "common/peer_identity.h"
+#include "common/thrift_server.h"
+#include "gen-cpp/Participant.h"
+#include "tests/harness/test_certs.h"
+
+namespace txc {
+namespace {
+
+using testing::TestCa;
+
+// Records the identity of the peer of each prepare; counts payload bytes.
+class RecordingParticipant : public wire::ParticipantNull {
+ public:
+  wire::Vote::type prepare(const wire::BranchRequest& req) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_identity_ = CurrentPeerIdentity();
+    bytes_ += static_cast<int64_t>(req.payload.size());
+    return wire::Vote::VOTE_PREPARED;
+  }
+  PeerIdentity last_identity() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_identity_;
+  }
+
+ private:
+  std::mutex mu_;
+  PeerIdentity last_identity_;
+  int64_t bytes_ = 0;
+};
+
+using Pool = ClientPool<wire::ParticipantClient>;
+
+Status Prepare(Pool& pool, const std::string& endpoint, const std::string& payload = "x") {
+  return pool.Call(endpoint, [&](wire::ParticipantClient& c) {
+    wire::BranchRequest req;
+    req.__set_gtid("g1");
+    req.__set_branch_id("b1");
+    req.__set_payload(payload);
+    if (c.prepare(req) != wire::Vote::VOTE_PREPARED) throw std::runtime_error("bad vote");
+  });
+}
+
+std::shared_ptr<TlsContext> ClientTls(const TlsOptions& options) {
+  auto tls = TlsContext::Create(options, TlsRole::kClient);
+  EXPECT_TRUE(tls.ok()) << tls.status();
+  return tls.ok() ? *tls : nullptr;
+}
+
+// Long timeouts: a refusal must come from the protocol, not from a timeout.
+ConnectOptions Connect(std::shared_ptr<TlsContext> tls) {
+  ConnectOptions o;
+  o.connect_timeout_ms = 5000;
+  o.rpc_timeout_ms = 30000;
+  o.tls = std::move(tls);
+  return o;
+}
+
+class TlsServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto ca = TestCa::Create("txc-test-ca");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = std::move(ca).value();
+    auto server = ca_->IssueLoopbackServer("server", "coordinator");
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_cert_ = *server;
+    auto client = ca_->Issue("client", "order-service",
+                             {"URI:spiffe://txc/order-service", "DNS:order.internal"});
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_cert_ = *client;
+  }
+
+  // Starts a participant server with `tls` (plaintext when not enabled).
+  void StartServer(const TlsOptions& tls, int64_t max_connections_per_peer = 512) {
+    ThriftServerOptions o{"127.0.0.1", 0};
+    o.tls = tls;
+    o.recv_timeout_ms = 30000;
+    o.max_connections_per_peer = max_connections_per_peer;
+    server_ =
+        std::make_unique<ThriftServer>(std::make_shared<wire::ParticipantProcessor>(handler_), o);
+    Status started = server_->Start();
+    ASSERT_TRUE(started.ok()) << started;
+    endpoint_ = "127.0.0.1:" + std::to_string(server_->port());
+  }
+
+  TlsOptions ServerTls() const { return ca_->Options(server_cert_); }
+  TlsOptions ClientTlsOptions() const { return ca_->Options(client_cert_); }
+
+  std::unique_ptr<TestCa> ca_;
+  TestCa::Issued server_cert_;
+  TestCa::Issued client_cert_;
+  std::shared_ptr<RecordingParticipant> handler_ = std::make_shared<RecordingParticipant>();
+  std::unique_ptr<ThriftServer> server_;
+  std::string endpoint_;
+};
+
+TEST_F(TlsServerTest, MutualTlsHappyPathShowsTheClientIdentityToTheHandler) {
+  StartServer(ServerTls());
+  ASSERT_TRUE(server_->tls());
+  Pool pool(Connect(ClientTls(ClientTlsOptions())));
+  Status s = Prepare(pool, endpoint_);
+  ASSERT_TRUE(s.ok()) << s;
+  PeerIdentity id = handler_->last_identity();
+  EXPECT_TRUE(id.authenticated);
+  EXPECT_EQ(id.common_name, "order-service");
+  EXPECT_EQ(id.sans, (std::vector<std::string>{"spiffe://txc/order-service", "order.internal"}));
+  EXPECT_EQ(id.address.rfind("127.0.0.1:", 0), 0u) << id.address;
+  // The second call on the pooled connection carries the same identity.
+  ASSERT_TRUE(Prepare(pool, endpoint_).ok());
+  EXPECT_EQ(handler_->last_identity().common_name, "order-service");
+}
+
+TEST_F(TlsServerTest, PlaintextServerIdentityIsTheAddressOnly) {
+  StartServer(TlsOptions{});
+  Pool pool(Connect(nullptr));
+  ASSERT_TRUE(Prepare(pool, endpoint_).ok());
+  PeerIdentity id = handler_->last_identity();
+  EXPECT_FALSE(id.authenticated);
+  EXPECT_TRUE(id.common_name.empty());
+  EXPECT_EQ(id.address.rfind("127.0.0.1:", 0), 0u) << id.address;
+}
+
+// A refused client fails with a readable status; a good client is served after.
+void ExpectRefusedThenOthersServed(Pool& refused, Pool& good, const std::string& endpoint,
+                                   const std::string& expected_reason) {
+  Status s = Prepare(refused, endpoint);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.code(), StatusCode::kTimeout) << s;
+  EXPECT_NE(s.message().find(expected_reason), std::string::npos) << s;
+  Status again = Prepare(good, endpoint);
+  EXPECT_TRUE(again.ok()) << again;
+}
+
+TEST_F(TlsServerTest, ClientCertificateFromAnotherCaIsRefused) {
+  StartServer(ServerTls());
+  auto other = TestCa::Create("unrelated-ca");
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto foreign = (*other)->Issue("foreign", "order-service");
+  ASSERT_TRUE(foreign.ok());
+  TlsOptions o = (*other)->Options(*foreign);
+  o.ca_file = ca_->ca_file();  // trusts the server; the server does not trust it
+  Pool refused(Connect(ClientTls(o)));
+  Pool good(Connect(ClientTls(ClientTlsOptions())));
+  ExpectRefusedThenOthersServed(refused, good, endpoint_, "unknown ca");
+}
+
+TEST_F(TlsServerTest, ExpiredClientCertificateIsRefused) {
+  StartServer(ServerTls());
+  auto expired = ca_->Issue("expired", "order-service", {}, /*expired=*/true);
+  ASSERT_TRUE(expired.ok());
+  Pool refused(Connect(ClientTls(ca_->Options(*expired))));
+  Pool good(Connect(ClientTls(ClientTlsOptions())));
+  ExpectRefusedThenOthersServed(refused, good, endpoint_, "certificate expired");
+}
+
+TEST_F(TlsServerTest, ClientWithoutCertificateIsRefusedUnderMutualTls) {
+  StartServer(ServerTls());
+  TlsOptions no_cert;
+  no_cert.ca_file = ca_->ca_file();
+  Pool refused(Connect(ClientTls(no_cert)));
+  Pool good(Connect(ClientTls(ClientTlsOptions())));
+  ExpectRefusedThenOthersServed(refused, good, endpoint_, "certificate required");
+}
+
+TEST_F(TlsServerTest, OptionalClientCertificateMakesAnUnauthenticatedPeer) {
+  TlsOptions tls = ServerTls();
+  tls.require_client_cert = false;
+  StartServer(tls);
+  TlsOptions no_cert;
+  no_cert.ca_file = ca_->ca_file();
+  Pool anonymous(Connect(ClientTls(no_cert)));
+  ASSERT_TRUE(Prepare(anonymous, endpoint_).ok());
+  EXPECT_FALSE(handler_->last_identity().authenticated);
+  Pool known(Connect(ClientTls(ClientTlsOptions())));
+  ASSERT_TRUE(Prepare(known, endpoint_).ok());
+  EXPECT_TRUE(handler_->last_identity().authenticated);
+  EXPECT_EQ(handler_->last_identity().common_name, "order-service");
+}
+
+TEST_F(TlsServerTest, ServerCertificateFromAnotherCaIsRefusedByTheClient) {
+  StartServer(ServerTls());
+  auto other = TestCa::Create("unrelated-ca");
+  ASSERT_TRUE(other.ok());
+  TlsOptions o = ClientTlsOptions();
+  o.ca_file = (*other)->ca_file();
+  Pool pool(Connect(ClientTls(o)));
+  Status s = Prepare(pool, endpoint_);
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("TLS handshake with " + endpoint_ + " failed"), std::string::npos)
+      << s;
+  EXPECT_NE(s.message().find("certificate verify failed"), std::string::npos) << s;
+}
+
+// The client checks the name it dialled (here the IP 127.0.0.1) against the
+// server certificate's SANs; TlsOptions::server_name overrides the name.
+TEST_F(TlsServerTest, ServerCertificateMustNameTheHostDialled) {
+  auto elsewhere = ca_->Issue("elsewhere", "db", {"DNS:db.example.org"});
+  ASSERT_TRUE(elsewhere.ok());
+  StartServer(ca_->Options(*elsewhere));
+  Pool by_ip(Connect(ClientTls(ClientTlsOptions())));
+  Status s = Prepare(by_ip, endpoint_);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("is not valid for '127.0.0.1'"), std::string::npos) << s;
+  TlsOptions named = ClientTlsOptions();
+  named.server_name = "db.example.org";
+  Pool by_name(Connect(ClientTls(named)));
+  Status ok = Prepare(by_name, endpoint_);
+  EXPECT_TRUE(ok.ok()) << ok;
+}
+
+TEST_F(TlsServerTest, PlaintextClientOnTlsPortFailsFastAndTheServerKeepsServing) {
+  StartServer(ServerTls());
+  Pool plain(Connect(nullptr));
+  Pool good(Connect(ClientTls(ClientTlsOptions())));
+  Status s = Prepare(plain, endpoint_);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.code(), StatusCode::kTimeout) << s;
+  EXPECT_NE(s.message().find("TLS"), std::string::npos) << s;
+  Status again = Prepare(good, endpoint_);
+  EXPECT_TRUE(again.ok()) << again;
+}
+
+TEST_F(TlsServerTest, TlsClientOnPlaintextPortFailsFastAndTheServerKeepsServing) {
+  StartServer(TlsOptions{});
+  Pool tls(Connect(ClientTls(ClientTlsOptions())));
+  Pool plain(Connect(nullptr));
+  Status s = Prepare(tls, endpoint_);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.code(), StatusCode::kTimeout) << s;
+  EXPECT_NE(s.message().find("TLS handshake with " + endpoint_ + " failed"), std::string::npos)
+      << s;
+  Status again = Prepare(plain, endpoint_);
+  EXPECT_TRUE(again.ok()) << again;
+}
+
+// Thrift 0.17's framed transport drops a connection after ~100 MiB unless its
+// budget is reset per message (ResettingFramedTransport): the fix must hold
+// when the bytes come through TLS.
+TEST_F(TlsServerTest, OneTlsConnectionCarriesMoreThan110MiB) {
+  StartServer(ServerTls());
+  ConnectOptions o = Connect(ClientTls(ClientTlsOptions()));
+  auto conn = OpenConnection<wire::ParticipantClient>(HostPort{"127.0.0.1", server_->port()}, o);
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  wire::BranchRequest req;
+  req.__set_gtid("g-volume");
+  req.__set_branch_id("b1");
+  req.__set_payload(std::string(1024 * 1024, 'v'));
+  constexpr int kCalls = 115;  // 115 MiB
+  int answered = 0;
+  std::string failure;
+  for (int i = 0; i < kCalls; ++i) {
+    try {
+      if ((*conn)->client->prepare(req) != wire::Vote::VOTE_PREPARED) break;
+      ++answered;
+    } catch (const std::exception& e) {
+      failure = e.what();
+      break;
+    }
+  }
+  EXPECT_EQ(answered, kCalls) << failure;
+}
+
+// New connections use re-read files; the ones already open keep theirs.
+TEST_F(TlsServerTest, ReloadPicksUpANewCertificateForNewConnections) {
+  const std::string cert = ca_->dir() + "/live.pem";
+  const std::string key = ca_->dir() + "/live.key";
+  namespace fs = std::filesystem;
+  fs::copy_file(server_cert_.cert_file, cert);
+  fs::copy_file(server_cert_.key_file, key);
+  TlsOptions tls = ServerTls();
+  tls.cert_file = cert;
+  tls.key_file = key;
+  StartServer(tls);
+
+  auto next_ca = TestCa::Create("next-ca");
+  ASSERT_TRUE(next_ca.ok());
+  auto next_server = (*next_ca)->IssueLoopbackServer("server", "coordinator-2027");
+  ASSERT_TRUE(next_server.ok());
+  TlsOptions trusts_next = ClientTlsOptions();
+  trusts_next.ca_file = (*next_ca)->ca_file();
+
+  Pool old_client(Connect(ClientTls(ClientTlsOptions())));
+  ASSERT_TRUE(Prepare(old_client, endpoint_).ok());  // a connection with the old certificate
+  Pool next_client(Connect(ClientTls(trusts_next)));
+  EXPECT_FALSE(Prepare(next_client, endpoint_).ok());
+
+  fs::copy_file(next_server->cert_file, cert, fs::copy_options::overwrite_existing);
+  fs::copy_file(next_server->key_file, key, fs::copy_options::overwrite_existing);
+  Status reloaded = server_->ReloadTls();
+  ASSERT_TRUE(reloaded.ok()) << reloaded;
+  Status s = Prepare(next_client, endpoint_);
+  EXPECT_TRUE(s.ok()) << s;
+  Status kept = Prepare(old_client, endpoint_);  // the pooled connection still works
+  EXPECT_TRUE(kept.ok()) << kept;
+
+  // A broken file keeps the current certificate in use.
+  fs::resize_file(key, 10);
+  EXPECT_EQ(server_->ReloadTls().code(), StatusCode::kInvalidArgument);
+  Pool fresh(Connect(ClientTls(trusts_next)));
+  EXPECT_TRUE(Prepare(fresh, endpoint_).ok());
+}
+
+TEST(TlsOptionsTest, ValidationNamesWhatIsMissing) {
+  TlsOptions o;
+  o.cert_file = "a.pem";
+  EXPECT_EQ(o.ValidateForServer().code(), StatusCode::kInvalidArgument);
+  o.key_file = "a.key";
+  EXPECT_NE(o.ValidateForServer().message().find("tls_ca"), std::string::npos);
+  o.require_client_cert = false;
+  EXPECT_TRUE(o.ValidateForServer().ok());
+  EXPECT_NE(o.ValidateForClient().message().find("tls_ca"), std::string::npos);
+  auto missing = TlsContext::Create(TlsOptions{"/nonexistent.pem", "/nonexistent.key", "", false},
+                                    TlsRole::kServer);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("/nonexistent.pem"), std::string::npos)
+      << missing.status();
+}
+
+TEST(LooksLikeTlsRecordTest, RecognisesHandshakesAndAlertsOnly) {
+  const uint8_t hello[] = {0x16, 0x03, 0x01};
+  const uint8_t alert[] = {0x15, 0x03, 0x03};
+  const uint8_t frame[] = {0x00, 0x00, 0x01, 0x00};
+  EXPECT_TRUE(LooksLikeTlsRecord(hello, sizeof(hello)));
+  EXPECT_TRUE(LooksLikeTlsRecord(alert, sizeof(alert)));
+  EXPECT_FALSE(LooksLikeTlsRecord(frame, sizeof(frame)));
+}
+
+// ---- per-peer connection limit ------------------------------------------------
+
+// A TCP connection to 127.0.0.1:port from the source address `source` (any
+// 127.x address is local on Linux): lets one test be several peers.
+int ConnectFrom(const std::string& source, int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  inet_pton(AF_INET, source.c_str(), &local.sin_addr);
+  sockaddr_in remote{};
+  remote.sin_family = AF_INET;
+  remote.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &remote.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&remote), sizeof(remote)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// A Thrift client over a connection from a chosen source address.
+class SourcedClient {
+ public:
+  SourcedClient(const std::string& source, int port) {
+    const int fd = ConnectFrom(source, port);
+    if (fd < 0) return;
+    auto socket = std::make_shared<apache::thrift::transport::TSocket>(fd);  // owns fd
+    socket->setRecvTimeout(10000);
+    transport_ = std::make_shared<ResettingFramedTransport>(socket, MakeThriftConfig(1 << 20));
+    client_ =
+        std::make_unique<wire::ParticipantClient>(MakeProtocolFactory()->getProtocol(transport_));
+  }
+  // One prepare call; false if the connection was refused or closed.
+  bool Call() {
+    if (client_ == nullptr) return false;
+    wire::BranchRequest req;
+    req.__set_gtid("g1");
+    try {
+      return client_->prepare(req) == wire::Vote::VOTE_PREPARED;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+
+ private:
+  std::shared_ptr<apache::thrift::transport::TTransport> transport_;
+  std::unique_ptr<wire::ParticipantClient> client_;
+};
+
+// (Thrift's listening socket uses TCP_DEFER_ACCEPT: a connection is accepted,
+// and counted, once its first bytes arrive, so each connection here calls.)
+TEST_F(TlsServerTest, PeerOverItsConnectionLimitIsRefusedWhileOthersAreServed) {
+  StartServer(TlsOptions{}, /*max_connections_per_peer=*/2);
+  const int port = server_->port();
+  // 127.0.0.2 takes its two connections (each served, then held open).
+  auto first = std::make_unique<SourcedClient>("127.0.0.2", port);
+  SourcedClient second("127.0.0.2", port);
+  ASSERT_TRUE(first->Call());
+  ASSERT_TRUE(second.Call());
+  // Its third is closed at accept; a different peer is served meanwhile.
+  SourcedClient third("127.0.0.2", port);
+  EXPECT_FALSE(third.Call());
+  SourcedClient other("127.0.0.3", port);
+  EXPECT_TRUE(other.Call());
+  // The held connections keep working; once one closes, 127.0.0.2 may connect again.
+  EXPECT_TRUE(second.Call());
+  first.reset();
+  EXPECT_TRUE(testing::WaitUntil([&] { return SourcedClient("127.0.0.2", port).Call(); }, 10000));
+}
+
+}  // namespace
+}  // namespace txc

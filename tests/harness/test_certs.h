@@ -1,0 +1,74 @@
+// TestCa: a throwaway certificate authority and certificates made with the
+// `openssl` CLI in a temporary directory that is removed with the object.
+//
+//   auto ca = txc::testing::TestCa::Create("test-ca");
+//   ASSERT_TRUE(ca.ok()) << ca.status();
+//   auto server = (*ca)->Issue("server", "coordinator", {"DNS:localhost", "IP:127.0.0.1"});
+//   auto client = (*ca)->Issue("client", "order-service");
+//   auto old = (*ca)->Issue("old", "order-service", {}, /*expired=*/true);
+//   TlsOptions tls = (*ca)->Options(*server);     // cert, key, ca_file = this CA
+//
+// A second TestCa is an unrelated CA (its certificates do not verify against
+// the first). Keys are EC P-256 (fast to make and to handshake). Certificates
+// are valid from now for two days, or (expired) ended a day before they
+// started. Thread-safety: one thread at a time.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/tls.h"
+#include "tests/harness/process.h"
+
+namespace txc {
+namespace testing {
+
+class TestCa {
+ public:
+  struct Issued {
+    std::string cert_file;  // PEM certificate
+    std::string key_file;   // PEM private key
+  };
+
+  // Makes the CA (subject CN=`name`). kInternal with openssl's output when it fails.
+  static Result<std::unique_ptr<TestCa>> Create(const std::string& name = "txc-test-ca");
+
+  // Issues a certificate with subject CN=`common_name` and the given SANs
+  // ("DNS:localhost", "IP:127.0.0.1", "URI:spiffe://txc/coordinator",
+  // "email:a@b"), good for both server and client authentication. Files are
+  // "<file_stem>.pem" and "<file_stem>.key" in dir().
+  Result<Issued> Issue(const std::string& file_stem, const std::string& common_name,
+                       const std::vector<std::string>& sans = {}, bool expired = false);
+
+  // A server certificate for this machine's loopback (SANs localhost and 127.0.0.1).
+  Result<Issued> IssueLoopbackServer(const std::string& file_stem,
+                                     const std::string& common_name = "localhost") {
+    return Issue(file_stem, common_name, {"DNS:localhost", "IP:127.0.0.1"});
+  }
+
+  // TlsOptions presenting `issued` and trusting this CA.
+  TlsOptions Options(const Issued& issued) const {
+    TlsOptions o;
+    o.cert_file = issued.cert_file;
+    o.key_file = issued.key_file;
+    o.ca_file = ca_file_;
+    return o;
+  }
+
+  const std::string& ca_file() const { return ca_file_; }
+  const std::string& dir() const { return dir_.path(); }
+
+ private:
+  TestCa() : dir_("txc-ca-") {}
+  Status Openssl(const std::vector<std::string>& args);
+
+  TempDir dir_;
+  std::string ca_file_;
+  std::string ca_key_;
+  int serial_ = 1;
+};
+
+}  // namespace testing
+}  // namespace txc
