@@ -74,5 +74,15 @@ std::function<void(const std::string&)> NotEmpty(const std::string& flag) {
   };
 }
 
+void AddTlsFlags(boost::program_options::options_description& flags, TlsFlags* tls) {
+  namespace po = boost::program_options;
+  flags.add_options()("tls_cert", po::value(&tls->cert_file),
+                      "PEM certificate this process presents (as a server and as a client); "
+                      "with --tls_key and --tls_ca turns mutual TLS on")(
+      "tls_key", po::value(&tls->key_file), "PEM private key of --tls_cert")(
+      "tls_ca", po::value(&tls->ca_file),
+      "PEM CA bundle that verifies the peers' certificates (servers and callers)");
+}
+
 }  // namespace cli
 }  // namespace txc

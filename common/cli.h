@@ -47,5 +47,18 @@ std::function<void(const int64_t&)> InRange64(const std::string& flag, int64_t l
 // Refuses an empty string ("--db must not be empty").
 std::function<void(const std::string&)> NotEmpty(const std::string& flag);
 
+// The TLS flags of the example and bench binaries: one certificate, key and
+// CA bundle per process, used both for the port it serves (mutual TLS: callers
+// need a certificate from the CA) and for the calls it makes (the CA verifies
+// the servers; the certificate is its client identity). Build a
+// txc::TlsOptions{cert_file, key_file, ca_file} from them (common/tls.h).
+struct TlsFlags {
+  std::string cert_file;  // --tls_cert
+  std::string key_file;   // --tls_key
+  std::string ca_file;    // --tls_ca
+  bool enabled() const { return !cert_file.empty() || !key_file.empty() || !ca_file.empty(); }
+};
+void AddTlsFlags(boost::program_options::options_description& flags, TlsFlags* tls);
+
 }  // namespace cli
 }  // namespace txc

@@ -6,7 +6,7 @@ TXC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # What building, testing and running the examples needs on Debian 12.
 TXC_PACKAGES=(
   build-essential cmake pkg-config
-  thrift-compiler libthrift-dev libevent-dev libssl-dev
+  thrift-compiler libthrift-dev libevent-dev libssl-dev openssl
   libpqxx-dev libpq-dev libsqlite3-dev
   libboost-program-options-dev libboost-dev
   libgoogle-glog-dev libgtest-dev libgmock-dev

@@ -5,12 +5,26 @@
 # is not there, a txcctl health/begin/status smoke instead. Everything started
 # here is stopped on exit.
 #
-#   ./scripts/run-example.sh     (as root; otherwise it uses sudo for apt-get)
+#   ./scripts/run-example.sh         (as root; otherwise it uses sudo for apt-get)
+#   ./scripts/run-example.sh --tls   the same over mutual TLS: a throwaway CA and
+#                                    certificates (scripts/make-certs.sh) for the
+#                                    coordinator, the three services, the client
+#                                    and txcctl; every connection is TLS 1.2+ with
+#                                    both sides verified
 #
 # Environment: BUILD_DIR (default <repo>/build), TXC_PORT (default 7400).
-# The example gets TXC_COORDINATOR (host:port), TXC_BUILD_DIR and TXC_ROOT.
+# The example gets TXC_COORDINATOR (host:port), TXC_BUILD_DIR, TXC_ROOT and,
+# with --tls, TXC_TLS_DIR (the certificates: ca.pem, <name>.pem, <name>.key).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TLS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tls) TLS=1 ;;
+    *) echo "usage: $0 [--tls]" >&2; exit 2 ;;
+  esac
+done
 
 BUILD_DIR="${BUILD_DIR:-$TXC_ROOT/build}"
 PORT="${TXC_PORT:-7400}"
@@ -42,9 +56,23 @@ trap cleanup EXIT INT TERM
 
 COORDINATOR="127.0.0.1:$PORT"
 TXCCTL=("$BUILD_DIR/coordinator/server/txcctl" --coordinator "$COORDINATOR")
-txc_log "starting the coordinator on $COORDINATOR (SQLite in $WORK/txc-data)"
+COORD_TLS=()
+TLS_DIR=""
+if [[ $TLS -eq 1 ]]; then
+  TLS_DIR="$WORK/tls"
+  txc_log "making a throwaway CA and certificates in $TLS_DIR"
+  "$TXC_ROOT/scripts/make-certs.sh" "$TLS_DIR" coordinator order-service payment-service \
+    inventory-service order-client txcctl
+  # The coordinator: mutual TLS on its port, and TLS (same identity) to participants.
+  COORD_TLS=(--tls_cert "$TLS_DIR/coordinator.pem" --tls_key "$TLS_DIR/coordinator.key"
+             --tls_ca "$TLS_DIR/ca.pem" --participant_tls)
+  TXCCTL+=(--tls_ca "$TLS_DIR/ca.pem" --tls_cert "$TLS_DIR/txcctl.pem"
+           --tls_key "$TLS_DIR/txcctl.key")
+fi
+txc_log "starting the coordinator on $COORDINATOR (SQLite in $WORK/txc-data$(
+  [[ $TLS -eq 1 ]] && echo ", mutual TLS"))"
 "$BUILD_DIR/coordinator/server/coordinator" --host 127.0.0.1 --port "$PORT" \
-  --data_dir "$WORK/txc-data" >"$WORK/coordinator.log" 2>&1 &
+  --data_dir "$WORK/txc-data" "${COORD_TLS[@]}" >"$WORK/coordinator.log" 2>&1 &
 COORD_PID=$!
 
 ready=0
@@ -61,7 +89,17 @@ fi
 
 if [[ -x "$EXAMPLE" ]]; then
   txc_log "running $EXAMPLE"
-  TXC_COORDINATOR="$COORDINATOR" TXC_BUILD_DIR="$BUILD_DIR" TXC_ROOT="$TXC_ROOT" "$EXAMPLE"
+  TXC_COORDINATOR="$COORDINATOR" TXC_BUILD_DIR="$BUILD_DIR" TXC_ROOT="$TXC_ROOT" \
+    TXC_TLS_DIR="$TLS_DIR" "$EXAMPLE"
+  if [[ $TLS -eq 1 ]]; then
+    # The coordinator refuses a client without a certificate from the CA.
+    if "$BUILD_DIR/coordinator/server/txcctl" --coordinator "$COORDINATOR" health \
+        >"$WORK/plaintext.out" 2>&1; then
+      txc_log "a plaintext txcctl was served by the TLS coordinator"
+      exit 1
+    fi
+    txc_log "a plaintext client is refused: $(tail -1 "$WORK/plaintext.out")"
+  fi
 else
   txc_log "examples/order-payment-saga/run.sh not there yet: txcctl smoke"
   "${TXCCTL[@]}" health

@@ -1,6 +1,9 @@
 #include "coordinator/driver/async_participant_client.h"
 
+#include <arpa/inet.h>
 #include <glog/logging.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <sys/socket.h>
 #include <thrift/TApplicationException.h>
 #include <thrift/protocol/TBinaryProtocol.h>
@@ -15,6 +18,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
@@ -90,6 +94,41 @@ bool IsFinishing(Method m) {
 // The generated client writes every request with sequence id 0 and one call
 // at a time runs on a connection, so every reply must carry 0 too.
 constexpr int32_t kSeqId = 0;
+
+// The TLS client context for participants (same rules as common/tls.h: TLS
+// 1.2+, the server verified against the CA bundle, our certificate if any).
+Result<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const TlsOptions& tls) {
+  Status valid = tls.ValidateForClient();
+  if (!valid.ok()) return valid;
+  std::string step;
+  try {
+    auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+    if (SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION) != 1) {
+      return Status::Internal("cannot require TLS 1.2 for participant calls");
+    }
+    step = "loading CA bundle " + tls.ca_file;
+    ctx->load_verify_file(tls.ca_file);
+    if (!tls.cert_file.empty()) {
+      step = "loading certificate " + tls.cert_file;
+      ctx->use_certificate_chain_file(tls.cert_file);
+      step = "loading key " + tls.key_file;
+      ctx->use_private_key_file(tls.key_file, asio::ssl::context::pem);
+      if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+        return Status::InvalidArgument("key " + tls.key_file + " does not match certificate " +
+                                       tls.cert_file);
+      }
+    }
+    ctx->set_verify_mode(asio::ssl::verify_peer);
+    return ctx;
+  } catch (const boost::system::system_error& e) {
+    return Status::InvalidArgument("participant TLS: " + step + ": " + e.what());
+  }
+}
+
+bool IsIpLiteral(const std::string& host) {
+  unsigned char buf[sizeof(in6_addr)];
+  return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
+}
 
 // As ParticipantClient's ToWire (coordinator/driver/participant_client.cc).
 wire::BranchRequest ToBranchRequest(const ParticipantCall& call) {
@@ -231,6 +270,7 @@ class AsyncParticipantClient::Impl {
             std::function<void(Result<T>)> done);
   void After(int64_t delay_ms, std::function<void()> fn);
   size_t PendingCalls() const;
+  Status ReloadTls();
 
  private:
   struct Endpoint;
@@ -303,6 +343,9 @@ class AsyncParticipantClient::Impl {
 
     asio::strand<asio::io_context::executor_type> strand;
     tcp::socket socket;
+    // With TLS: the session over `socket` and the context it was made from.
+    std::shared_ptr<asio::ssl::context> tls_context;
+    std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
     asio::steady_timer timer;                 // connect timeout, then each call's timeout
     std::unique_ptr<tcp::resolver> resolver;  // only for host names
     std::shared_ptr<CallState> current;       // the call on this connection, if any
@@ -335,6 +378,8 @@ class AsyncParticipantClient::Impl {
   void StartOnNewConnection(const std::shared_ptr<CallState>& call);
   // The rest run on the connection's strand.
   void Connect(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
+  // TLS: the handshake on a new connection, then Send.
+  void Handshake(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
   void Send(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
   void ReadReply(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
   void OnFirstBytes(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call,
@@ -351,6 +396,23 @@ class AsyncParticipantClient::Impl {
   // Frees the call's slot; `conn` (may be null) goes back to the idle list.
   void Release(const std::shared_ptr<CallState>& call, std::shared_ptr<Conn> conn);
   static void Close(Conn& conn);
+  // Reads and writes go through the TLS session when the connection has one.
+  template <typename Buffer, typename Handler>
+  static void AsyncWrite(Conn& conn, const Buffer& buffer, Handler&& handler) {
+    if (conn.tls != nullptr) {
+      asio::async_write(*conn.tls, buffer, std::forward<Handler>(handler));
+    } else {
+      asio::async_write(conn.socket, buffer, std::forward<Handler>(handler));
+    }
+  }
+  template <typename Buffer, typename Condition, typename Handler>
+  static void AsyncRead(Conn& conn, const Buffer& buffer, Condition condition, Handler&& handler) {
+    if (conn.tls != nullptr) {
+      asio::async_read(*conn.tls, buffer, condition, std::forward<Handler>(handler));
+    } else {
+      asio::async_read(conn.socket, buffer, condition, std::forward<Handler>(handler));
+    }
+  }
   // Asks the call's still_wanted (true when it has none, or when it throws).
   static bool StillWanted(const CallState& call);
   // True when an idle connection can still be used: the peer has not closed
@@ -365,6 +427,12 @@ class AsyncParticipantClient::Impl {
   asio::io_context io_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;
+
+  // TLS to participants: the context new connections use (null: plaintext),
+  // replaced whole by ReloadTls; tls_error_ is why it could not be made.
+  mutable std::mutex tls_mu_;
+  std::shared_ptr<asio::ssl::context> tls_context_;  // guarded by tls_mu_
+  Status tls_error_;                                 // guarded by tls_mu_
 
   // Set once, by the destructor; read without mu_ by After's timers.
   std::atomic<bool> stopping_{false};
@@ -387,6 +455,15 @@ AsyncParticipantClient::Impl::Impl(AsyncParticipantClientOptions options)
       }()),
       protocol_factory_(MakeProtocolFactory(options_.max_message_bytes)),
       io_(options_.io_threads) {
+  if (options_.tls.enabled()) {
+    auto ctx = MakeTlsContext(options_.tls);
+    if (ctx.ok()) {
+      tls_context_ = std::move(ctx).value();
+    } else {
+      tls_error_ = ctx.status();
+      LOG(ERROR) << "participant calls cannot use TLS, every call will fail: " << tls_error_;
+    }
+  }
   work_.emplace(asio::make_work_guard(io_));
   for (int i = 0; i < options_.io_threads; ++i) {
     threads_.emplace_back([this] {
@@ -565,6 +642,18 @@ void AsyncParticipantClient::Impl::Connect(const std::shared_ptr<Conn>& conn,
                                            const std::shared_ptr<CallState>& call) {
   if (call->Claimed()) return;  // the destructor completed it
   conn->current = call;
+  if (options_.tls.enabled()) {
+    Status error;
+    {
+      std::lock_guard<std::mutex> lock(tls_mu_);
+      conn->tls_context = tls_context_;
+      error = tls_error_;
+    }
+    if (conn->tls_context == nullptr) {
+      Fail(conn, call, Status::Unavailable("participant TLS is misconfigured: " + error.message()));
+      return;
+    }
+  }
   const HostPort& address = call->endpoint->address.value();
   conn->timer.expires_after(std::chrono::milliseconds(options_.connect_timeout_ms));
   conn->timer.async_wait([this, conn, call](const boost::system::error_code& ec) {
@@ -583,7 +672,11 @@ void AsyncParticipantClient::Impl::Connect(const std::shared_ptr<Conn>& conn,
     }
     boost::system::error_code ignored;
     conn->socket.set_option(tcp::no_delay(true), ignored);
-    Send(conn, call);
+    if (conn->tls_context != nullptr) {
+      Handshake(conn, call);
+    } else {
+      Send(conn, call);
+    }
   };
   boost::system::error_code parse_error;
   const asio::ip::address ip = asio::ip::make_address(address.host, parse_error);
@@ -611,6 +704,51 @@ void AsyncParticipantClient::Impl::Connect(const std::shared_ptr<Conn>& conn,
       });
 }
 
+void AsyncParticipantClient::Impl::Handshake(const std::shared_ptr<Conn>& conn,
+                                             const std::shared_ptr<CallState>& call) {
+  conn->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(conn->socket, *conn->tls_context);
+  SSL* ssl = conn->tls->native_handle();
+  const std::string& host = call->endpoint->address.value().host;
+  const std::string& name = options_.tls.server_name.empty() ? host : options_.tls.server_name;
+  // OpenSSL checks the name during the handshake: an IP literal against the
+  // certificate's IP SANs, a host name against its DNS SANs (RFC 6125).
+  bool name_set = false;
+  if (IsIpLiteral(name)) {
+    name_set = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str()) == 1;
+  } else {
+    SSL_set_tlsext_host_name(ssl, name.c_str());
+    name_set = SSL_set1_host(ssl, name.c_str()) == 1;
+  }
+  if (!name_set) {
+    Fail(conn, call,
+         Status::Unavailable("participant TLS: cannot check the name '" + name + "' of " +
+                             call->call.endpoint));
+    return;
+  }
+  // The connect timer (connect_timeout_ms) still runs: it bounds the handshake too.
+  conn->tls->async_handshake(
+      asio::ssl::stream_base::client,
+      [this, conn, call, name](const boost::system::error_code& ec) {
+        if (call->Claimed()) return;
+        if (ec) {
+          std::string reason = ec.message();
+          const long verify = SSL_get_verify_result(conn->tls->native_handle());
+          if (verify != X509_V_OK) {
+            reason += std::string(": ") + X509_verify_cert_error_string(verify);
+            if (verify == X509_V_ERR_HOSTNAME_MISMATCH ||
+                verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+              reason += " (the certificate does not name '" + name + "')";
+            }
+          }
+          Fail(conn, call,
+               Status::Unavailable("TLS handshake with participant " + call->call.endpoint +
+                                   " failed: " + reason));
+          return;
+        }
+        Send(conn, call);
+      });
+}
+
 void AsyncParticipantClient::Impl::Send(const std::shared_ptr<Conn>& conn,
                                         const std::shared_ptr<CallState>& call) {
   if (call->Claimed()) {  // the destructor completed it
@@ -627,34 +765,34 @@ void AsyncParticipantClient::Impl::Send(const std::shared_ptr<Conn>& conn,
                          call->call.endpoint + " timed out after " +
                          std::to_string(call->call.timeout_ms) + " ms"));
   });
-  asio::async_write(conn->socket, asio::buffer(call->frame),
-                    [this, conn, call](const boost::system::error_code& ec, size_t) {
-                      if (call->Claimed()) return;
-                      if (ec) {
-                        Fail(conn, call,
-                             Status::Unavailable("cannot send to participant " +
-                                                 call->call.endpoint + ": " + ec.message()));
-                        return;
-                      }
-                      ReadReply(conn, call);
-                    });
+  AsyncWrite(*conn, asio::buffer(call->frame),
+             [this, conn, call](const boost::system::error_code& ec, size_t) {
+               if (call->Claimed()) return;
+               if (ec) {
+                 Fail(conn, call,
+                      Status::Unavailable("cannot send to participant " + call->call.endpoint +
+                                          ": " + ec.message()));
+                 return;
+               }
+               ReadReply(conn, call);
+             });
 }
 
 void AsyncParticipantClient::Impl::ReadReply(const std::shared_ptr<Conn>& conn,
                                              const std::shared_ptr<CallState>& call) {
   // One read usually brings the whole reply (length and body).
   if (conn->in.size() < kReadChunkBytes) conn->in.resize(kReadChunkBytes);
-  asio::async_read(conn->socket, asio::buffer(conn->in), asio::transfer_at_least(4),
-                   [this, conn, call](const boost::system::error_code& ec, size_t n) {
-                     if (call->Claimed()) return;
-                     if (ec) {
-                       Fail(conn, call,
-                            Status::Unavailable("no reply from participant " + call->call.endpoint +
-                                                ": " + ec.message()));
-                       return;
-                     }
-                     OnFirstBytes(conn, call, n);
-                   });
+  AsyncRead(*conn, asio::buffer(conn->in), asio::transfer_at_least(4),
+            [this, conn, call](const boost::system::error_code& ec, size_t n) {
+              if (call->Claimed()) return;
+              if (ec) {
+                Fail(conn, call,
+                     Status::Unavailable("no reply from participant " + call->call.endpoint + ": " +
+                                         ec.message()));
+                return;
+              }
+              OnFirstBytes(conn, call, n);
+            });
 }
 
 void AsyncParticipantClient::Impl::OnFirstBytes(const std::shared_ptr<Conn>& conn,
@@ -685,17 +823,17 @@ void AsyncParticipantClient::Impl::OnFirstBytes(const std::shared_ptr<Conn>& con
     return;
   }
   if (conn->in.size() < total) conn->in.resize(total);
-  asio::async_read(conn->socket, asio::buffer(conn->in.data() + received, total - received),
-                   [this, conn, call](const boost::system::error_code& ec, size_t) {
-                     if (call->Claimed()) return;
-                     if (ec) {
-                       Fail(conn, call,
-                            Status::Unavailable("reply from participant " + call->call.endpoint +
-                                                " cut short: " + ec.message()));
-                       return;
-                     }
-                     OnBody(conn, call);
-                   });
+  AsyncRead(*conn, asio::buffer(conn->in.data() + received, total - received), asio::transfer_all(),
+            [this, conn, call](const boost::system::error_code& ec, size_t) {
+              if (call->Claimed()) return;
+              if (ec) {
+                Fail(conn, call,
+                     Status::Unavailable("reply from participant " + call->call.endpoint +
+                                         " cut short: " + ec.message()));
+                return;
+              }
+              OnBody(conn, call);
+            });
 }
 
 void AsyncParticipantClient::Impl::OnBody(const std::shared_ptr<Conn>& conn,
@@ -797,6 +935,8 @@ void AsyncParticipantClient::Impl::Release(const std::shared_ptr<CallState>& cal
 }
 
 void AsyncParticipantClient::Impl::Close(Conn& conn) {
+  // No TLS close_notify: it would need another round trip; the participant
+  // sees the end of the TCP stream (an ordinary end of connection for it).
   boost::system::error_code ignored;
   if (conn.resolver != nullptr) conn.resolver->cancel();
   conn.socket.shutdown(tcp::socket::shutdown_both, ignored);
@@ -832,6 +972,19 @@ void AsyncParticipantClient::Impl::After(int64_t delay_ms, std::function<void()>
     if (ec || stopping_) return;
     fn();
   });
+}
+
+Status AsyncParticipantClient::Impl::ReloadTls() {
+  if (!options_.tls.enabled()) return Status::InvalidArgument("participant calls do not use TLS");
+  auto ctx = MakeTlsContext(options_.tls);
+  if (!ctx.ok()) {
+    LOG(ERROR) << "participant TLS reload failed, keeping the current files: " << ctx.status();
+    return ctx.status();
+  }
+  std::lock_guard<std::mutex> lock(tls_mu_);
+  tls_context_ = std::move(ctx).value();
+  tls_error_ = Status::Ok();
+  return Status::Ok();
 }
 
 size_t AsyncParticipantClient::Impl::PendingCalls() const {
@@ -910,5 +1063,7 @@ void AsyncParticipantClient::After(int64_t delay_ms, std::function<void()> fn) {
 }
 
 size_t AsyncParticipantClient::PendingCalls() const { return impl_->PendingCalls(); }
+
+Status AsyncParticipantClient::ReloadTls() { return impl_->ReloadTls(); }
 
 }  // namespace txc

@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/tls.h"
 #include "coordinator/core/saga_machine.h"
 #include "coordinator/core/two_phase.h"
 
@@ -69,6 +70,14 @@ struct AsyncParticipantClientOptions {
   // An idle connection older than this is closed instead of reused (servers
   // close idle connections: ThriftServerOptions::recv_timeout_ms).
   int64_t max_idle_ms = 60000;
+  // TLS to participants when tls.enabled() (Boost.Asio ssl::stream, TLS 1.2+):
+  // the participant's certificate must chain to tls.ca_file and name the
+  // endpoint's host (or tls.server_name); tls.cert_file/key_file is the
+  // identity presented to participants that require client certificates.
+  // The handshake counts against connect_timeout_ms. Files that cannot be
+  // loaded make every call fail with kUnavailable naming them (callers
+  // validate first: TlsContext::Create(tls, TlsRole::kClient)).
+  TlsOptions tls{};
 };
 
 // Everything one call carries; owned (copied), so the caller's records may change.
@@ -112,6 +121,11 @@ class AsyncParticipantClient {
   // Runs `fn` on an I/O thread once `delay_ms` passed (retry backoff). Never
   // run after the destructor started: a pending `fn` is then dropped unrun.
   void After(int64_t delay_ms, std::function<void()> fn);
+
+  // Re-reads the TLS files: connections opened from now on use them, pooled
+  // ones keep theirs. On failure the current files stay. kInvalidArgument
+  // without TLS.
+  Status ReloadTls();
 
   // Calls outstanding or queued right now, over all endpoints (metrics, tests).
   // A call stops counting just before its callback runs.

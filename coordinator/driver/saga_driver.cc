@@ -119,6 +119,7 @@ SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
     client.io_threads = std::max(1, options_.io_threads);
     client.connect_timeout_ms = options_.connect_timeout_ms;
     client.max_calls_per_endpoint = std::max(1, options_.max_calls_per_endpoint);
+    client.tls = options_.participant_tls;
     participants_ = std::make_shared<AsyncParticipantClient>(client);
   }
   relay_ = std::make_shared<Relay>();

@@ -69,9 +69,12 @@ struct SagaDriverOptions {
   // threads, one per-endpoint limit). Null: the driver makes its own from
   // io_threads, max_calls_per_endpoint and connect_timeout_ms.
   std::shared_ptr<AsyncParticipantClient> participants;
-  int io_threads = 1;                // participant calls (event driven: no thread waits per call)
-  int max_calls_per_endpoint = 32;   // outstanding calls to one participant; more wait in line
-  int connect_timeout_ms = 1000;     // to a participant
+  int io_threads = 1;               // participant calls (event driven: no thread waits per call)
+  int max_calls_per_endpoint = 32;  // outstanding calls to one participant; more wait in line
+  int connect_timeout_ms = 1000;    // to a participant
+  // TLS to participants when the driver makes its own client
+  // (AsyncParticipantClientOptions::tls); off when not enabled().
+  TlsOptions participant_tls{};
   int call_timeout_ms = 5000;        // one action / compensate call
   int32_t park_after_attempts = 10;  // compensation deliveries before PARKED
   BackoffPolicy compensation_backoff{100, 5000, 2.0};
@@ -114,6 +117,9 @@ class SagaDriver : public SagaOps {
   // state, and later ones not wait (shutdown: the rpc server can then stop
   // without waiting out wait_timeout_ms). Sagas keep running.
   void StopWaiting();
+
+  // Re-reads the participant TLS files (AsyncParticipantClient::ReloadTls).
+  Status ReloadTls() { return participants_->ReloadTls(); }
 
   struct Stats {
     int64_t batches_written = 0;  // WriteBatches this driver logged

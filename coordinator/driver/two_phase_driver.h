@@ -91,7 +91,11 @@ struct TwoPhaseDriverOptions {
   std::shared_ptr<AsyncParticipantClient> participants;
   int io_threads = 1;               // participant calls (event driven: no thread per call)
   int max_calls_per_endpoint = 32;  // outstanding calls to one participant; more wait in line
-  int driver_threads = 2;           // "2pc-driver": store reads for recovery and re-reads
+  // TLS to participants when the driver makes its own client (also the
+  // coordinator's shared client unless CoordinatorServerOptions::participant_tls
+  // is set); AsyncParticipantClientOptions::tls, off when not enabled().
+  TlsOptions participant_tls{};
+  int driver_threads = 2;  // "2pc-driver": store reads for recovery and re-reads
   // Sends per branch inside one drive (phase 2, commitOnePhase) before the
   // branch is left to the sweeper (which redrives at the transaction's next_attempt_ms).
   int phase_two_attempts = 4;
@@ -142,6 +146,9 @@ class TwoPhaseDriver : public TwoPhaseOps {
   // phase 2 to redrive, PREPARING after a crash). Non-blocking; a no-op when
   // this process already drives it.
   void Resume(const TxnRecord& txn) override;
+
+  // Re-reads the participant TLS files (AsyncParticipantClient::ReloadTls).
+  Status ReloadTls() { return participants_->ReloadTls(); }
 
   // Number of transactions this process is driving right now.
   size_t InFlightCount();

@@ -170,6 +170,22 @@ TwoPhaseDriver* CoordinatorServer::two_phase_driver() {
 Sweeper* CoordinatorServer::sweeper() { return PartOf(Current(), &Incarnation::sweeper); }
 SagaDriver* CoordinatorServer::saga_driver() { return PartOf(Current(), &Incarnation::saga); }
 
+Status CoordinatorServer::ReloadTls() {
+  Status first_failure;
+  auto keep_first = [&first_failure](Status s) {
+    if (!s.ok() && first_failure.ok()) first_failure = std::move(s);
+  };
+  if (thrift_ != nullptr && thrift_->tls()) keep_first(thrift_->ReloadTls());
+  if (options_.participant_tls.enabled()) {
+    // Later incarnations read the files anew when they start.
+    std::shared_ptr<Incarnation> inc = Current();
+    // Both drivers share one participant client: reloading it once is enough.
+    if (inc != nullptr) keep_first(inc->two_phase->ReloadTls());
+  }
+  if (first_failure.ok()) LOG(INFO) << "TLS files reloaded";
+  return first_failure;
+}
+
 Status CoordinatorServer::Start() {
   CHECK(!started_) << "CoordinatorServer::Start called twice";
   const CoordinatorServerOptions& o = options_;
@@ -272,6 +288,15 @@ Status CoordinatorServer::Start() {
   thrift_options.host = o.host;
   thrift_options.port = port_;
   thrift_options.max_message_bytes = o.max_message_bytes;
+  thrift_options.max_connections_per_peer = o.max_connections_per_peer;
+  thrift_options.tls = o.tls;
+  if (o.participant_tls.enabled()) {
+    // Checked here so that a bad file stops the start, not every participant call.
+    auto client_tls = TlsContext::Create(o.participant_tls, TlsRole::kClient);
+    if (!client_tls.ok()) {
+      return fail(Status::InvalidArgument("participant TLS: " + client_tls.status().message()));
+    }
+  }
   thrift_ = std::make_unique<ThriftServer>(std::make_shared<wire::CoordinatorProcessor>(handler_),
                                            thrift_options);
   Status listening = thrift_->Start();
@@ -374,6 +399,7 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
     client.connect_timeout_ms = o.two_phase.connect_timeout_ms;
     client.max_calls_per_endpoint = std::max(1, o.two_phase.max_calls_per_endpoint);
     client.max_message_bytes = o.max_message_bytes;
+    client.tls = o.participant_tls.enabled() ? o.participant_tls : o.two_phase.participant_tls;
     participants = std::make_shared<AsyncParticipantClient>(client);
   }
   TwoPhaseDriverOptions two_phase_options = o.two_phase;

@@ -112,6 +112,17 @@ struct CoordinatorServerOptions {
   // lease expires). See StoreOpenOptions.
   int64_t store_call_timeout_ms = 0;
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
+  // Connections one peer IP may hold on the Thrift port (more are closed at
+  // accept, with a WARNING). 0: no limit.
+  int64_t max_connections_per_peer = ThriftServerOptions{}.max_connections_per_peer;
+  // TLS on the Thrift port when tls.enabled() (common/tls.h): certificate,
+  // key, CA bundle, require_client_cert (mutual TLS; the client certificate's
+  // CN/SANs become the caller's PeerIdentity).
+  TlsOptions tls{};
+  // TLS for the calls to participants when enabled(): the CA bundle that
+  // verifies participants and the certificate this coordinator presents to
+  // them (overrides two_phase.participant_tls and saga.participant_tls).
+  TlsOptions participant_tls{};
   GroupCommitOptions group_commit;
   TwoPhaseDriverOptions two_phase;  // 2PC driver: timeouts, participant I/O, retries
   // Recovery sweeper: interval, batch limits, retention of finished
@@ -153,6 +164,11 @@ class CoordinatorServer {
   int64_t lease_losses() const { return lease_losses_.load(std::memory_order_acquire); }
 
   int port() const { return port_; }
+  // Re-reads the TLS files of the Thrift port and of the participant calls
+  // (SIGHUP in the executable): new connections use them, open ones keep
+  // theirs. Returns the first failure (the files that failed stay as they
+  // were); OK when TLS is off.
+  Status ReloadTls();
   // The HTTP port serving /metrics, 0 when there is none.
   int http_port() const { return http_ != nullptr ? http_->port() : 0; }
   // OK when this replica is ready for traffic: started, holding a lease it

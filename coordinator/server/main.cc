@@ -3,6 +3,10 @@
 //   coordinator                                   # SQLite in ./txc-data, port 7400
 //   coordinator --store 'host=db1,db2 port=5432,5432 dbname=txc target_session_attrs=read-write'
 //   coordinator --config /etc/txc/coordinator.conf   # same keys, "key = value" lines
+//   coordinator --tls_cert c.pem --tls_key c.key --tls_ca ca.pem --participant_tls   # mutual TLS
+//
+// SIGHUP re-reads the TLS certificate, key and CA files (new connections use
+// them; a file that fails to load keeps the previous one, logged).
 //
 // Exit codes: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start
 // (store, port, data directory locked, the node already running), 2 for bad flags, 3 when the
@@ -45,6 +49,7 @@ int main(int argc, char** argv) {
   std::string crash_points;
   int verbose = 0;
   bool replace_node = false;
+  bool participant_tls = false;
 
   po::options_description settings("Settings (flags, or 'key = value' lines in --config)");
   settings.add_options()("host", po::value(&options.host)->default_value(options.host),
@@ -86,6 +91,28 @@ int main(int argc, char** argv) {
       "max_message_bytes",
       po::value(&options.max_message_bytes)->default_value(options.max_message_bytes),
       "largest Thrift message accepted (a larger frame closes the connection)")(
+      "max_connections_per_peer",
+      po::value(&options.max_connections_per_peer)->default_value(options.max_connections_per_peer),
+      "Thrift connections one peer IP may hold; more are closed at accept with a warning "
+      "(0: no limit)")(
+      "tls_cert", po::value(&options.tls.cert_file),
+      "PEM certificate (chain) of the Thrift port; with --tls_key turns TLS on (TLS 1.2+)")(
+      "tls_key", po::value(&options.tls.key_file), "PEM private key of --tls_cert")(
+      "tls_ca", po::value(&options.tls.ca_file),
+      "PEM CA bundle that verifies client certificates (and participants' with "
+      "--participant_tls)")(
+      "tls_require_client_cert", po::value(&options.tls.require_client_cert)->default_value(true),
+      "mutual TLS: refuse clients without a certificate from --tls_ca (false: a client "
+      "certificate is optional, verified when presented)")(
+      "participant_tls", po::bool_switch(&participant_tls),
+      "call participants over TLS: verify them with --participant_tls_ca and present "
+      "--participant_tls_cert (both default to the --tls_* files)")(
+      "participant_tls_cert", po::value(&options.participant_tls.cert_file),
+      "PEM certificate this coordinator presents to participants (default: --tls_cert)")(
+      "participant_tls_key", po::value(&options.participant_tls.key_file),
+      "PEM private key of --participant_tls_cert (default: --tls_key)")(
+      "participant_tls_ca", po::value(&options.participant_tls.ca_file),
+      "PEM CA bundle that verifies participants' certificates (default: --tls_ca)")(
       "prepare_timeout_ms",
       po::value(&options.two_phase.prepare_timeout_ms)
           ->default_value(options.two_phase.prepare_timeout_ms),
@@ -173,6 +200,21 @@ int main(int argc, char** argv) {
                  "'");
   }
   if (options.data_dir.empty()) return Usage("--data_dir must not be empty");
+  if (options.max_connections_per_peer < 0) return Usage("--max_connections_per_peer must be >= 0");
+  if (options.tls.enabled()) {
+    txc::Status tls = options.tls.ValidateForServer();
+    if (!tls.ok()) return Usage(tls.message());
+  }
+  if (participant_tls || options.participant_tls.enabled()) {
+    txc::TlsOptions& p = options.participant_tls;
+    if (p.cert_file.empty() && p.key_file.empty()) {
+      p.cert_file = options.tls.cert_file;
+      p.key_file = options.tls.key_file;
+    }
+    if (p.ca_file.empty()) p.ca_file = options.tls.ca_file;
+    txc::Status tls = p.ValidateForClient();
+    if (!tls.ok()) return Usage("participant TLS: " + tls.message());
+  }
   if (replace_node) options.lease_takeover = txc::LeaseTakeover::kAlways;
 
   FLAGS_logtostderr = true;
@@ -181,13 +223,15 @@ int main(int argc, char** argv) {
   txc::RouteThriftLogsToGlog();
   if (!crash_points.empty()) txc::ArmCrashPoints(crash_points);
 
-  // Signals: SIGTERM/SIGINT are taken by sigtimedwait below, in this thread
-  // only (blocked before any thread starts, so every thread inherits the mask).
+  // Signals: SIGTERM/SIGINT (stop) and SIGHUP (reload TLS files) are taken by
+  // sigtimedwait below, in this thread only (blocked before any thread starts,
+  // so every thread inherits the mask).
   signal(SIGPIPE, SIG_IGN);
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   txc::CoordinatorServer server(options);
@@ -200,6 +244,12 @@ int main(int argc, char** argv) {
   while (true) {
     timespec tick{0, 200 * 1000 * 1000};
     const int sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig == SIGHUP) {
+      LOG(INFO) << "SIGHUP: re-reading the TLS files";
+      txc::Status reloaded = server.ReloadTls();
+      if (!reloaded.ok()) LOG(ERROR) << "TLS reload failed (previous files stay): " << reloaded;
+      continue;
+    }
     if (sig == SIGTERM || sig == SIGINT) {
       LOG(INFO) << "signal " << sig << ": shutting down";
       server.Stop();

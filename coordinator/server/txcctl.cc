@@ -259,6 +259,12 @@ int EnumByName(const std::map<int, const char*>& names, std::string name,
   return -1;
 }
 
+// TLS credentials for every connection (null: plaintext); set once by main().
+std::shared_ptr<txc::TlsContext>& ClientTls() {
+  static std::shared_ptr<txc::TlsContext> tls;
+  return tls;
+}
+
 // Runs `call` against each coordinator in turn until one answers. Returns the
 // exit code; prints the refusal (typed exception) when there is one.
 int WithCoordinator(const std::vector<std::string>& coordinators, int timeout_ms,
@@ -266,6 +272,7 @@ int WithCoordinator(const std::vector<std::string>& coordinators, int timeout_ms
   txc::ConnectOptions connect;
   connect.connect_timeout_ms = std::min(timeout_ms, 2000);
   connect.rpc_timeout_ms = timeout_ms;
+  connect.tls = ClientTls();
   std::string last_error = "no coordinator given";
   std::vector<std::string> candidates = coordinators;  // grows by NotOwner.owner_endpoint
   for (size_t i = 0; i < candidates.size(); ++i) {
@@ -334,6 +341,7 @@ int main(int argc, char** argv) {
   std::string wait = "decision";
   int64_t wait_timeout_ms = 30000;
   int rpc_timeout_ms = 10000;
+  txc::TlsOptions tls;
   std::string resource, saga_gtid, reason, resolve_as, from, to;
   std::string states, kind, older_than, endpoint, owner, gtid_prefix, cursor, watch_timeout = "60s";
   int limit = 50;
@@ -352,7 +360,14 @@ int main(int argc, char** argv) {
       "wait_timeout_ms", po::value(&wait_timeout_ms)->default_value(wait_timeout_ms),
       "commit --wait completion, submit-saga --wait: answer with the current state after this")(
       "rpc_timeout_ms", po::value(&rpc_timeout_ms)->default_value(rpc_timeout_ms),
-      "per-call timeout")("resource", po::value(&resource), "enlist: the branch's resource name")(
+      "per-call timeout")("tls_ca", po::value(&tls.ca_file),
+                          "PEM CA bundle verifying the coordinator's certificate; turns TLS on")(
+      "tls_cert", po::value(&tls.cert_file),
+      "PEM client certificate (for a coordinator requiring client certificates)")(
+      "tls_key", po::value(&tls.key_file), "PEM private key of --tls_cert")(
+      "tls_server_name", po::value(&tls.server_name),
+      "name the coordinator's certificate must carry (default: the host dialled)")(
+      "resource", po::value(&resource), "enlist: the branch's resource name")(
       "gtid", po::value(&saga_gtid), "submit-saga: the saga's id (resubmission is idempotent)")(
       "reason", po::value(&reason), "retry, cancel, resolve, rebind: why (kept in the audit)")(
       "as", po::value(&resolve_as), "resolve: compensated, committed or aborted")(
@@ -393,6 +408,11 @@ int main(int argc, char** argv) {
   const std::vector<std::string> endpoints = txc::SplitList(coordinators);
   if (endpoints.empty()) return UsageError("--coordinator is empty");
   if (rpc_timeout_ms <= 0) return UsageError("--rpc_timeout_ms must be positive");
+  if (tls.enabled()) {
+    auto made = txc::TlsContext::Create(tls, txc::TlsRole::kClient);
+    if (!made.ok()) return UsageError(made.status().message());
+    ClientTls() = std::move(made).value();
+  }
   auto need_args = [&](size_t n) { return positional.size() == n + 1; };
   auto with = [&](const std::function<void(CoordinatorClient&)>& call) {
     return WithCoordinator(endpoints, rpc_timeout_ms, call);

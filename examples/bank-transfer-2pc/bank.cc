@@ -124,11 +124,20 @@ int main(int argc, char** argv) {
                                         po::value<std::string>(&port_file)->default_value(""),
                                         "write the bound port here once serving")(
       "v", po::value<int>(&FLAGS_v)->default_value(0), "glog verbosity");
+  txc::cli::TlsFlags tls;
+  txc::cli::AddTlsFlags(desc, &tls);
   if (int rc = txc::cli::Parse("bank", "Usage: bank --db=CONNINFO [flags]", argc, argv, desc);
       rc >= 0) {
     return rc;
   }
   txc::RouteThriftLogsToGlog();
+  // Blocked before any thread starts, so that only sigwait gets them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // re-read the TLS files
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   try {
     pqxx::connection conn(db);
@@ -173,6 +182,8 @@ int main(int argc, char** argv) {
   options.port = port;
   options.coordinators = txc::SplitList(coordinators);
   options.recovery_rescan_interval_ms = 10000;  // catches prepares an abort overtook
+  options.tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
+  options.coordinator_client.tls = options.tls;
   txc::participant::ParticipantServer server(bank, options);
   txc::Status started = server.Start();
   if (!started.ok()) {
@@ -190,13 +201,11 @@ int main(int argc, char** argv) {
     }
   }
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    txc::Status reloaded = server.ReloadTls();
+    if (!reloaded.ok()) LOG(ERROR) << "TLS reload failed (previous files stay): " << reloaded;
+  }
   LOG(INFO) << "bank " << name << ": signal " << sig << ", stopping";
   server.Stop();
   return 0;

@@ -60,6 +60,8 @@ int main(int argc, char** argv) {
           ->default_value(30000)
           ->notifier(txc::cli::InRange64("settle_timeout_ms", 0, 3600000)),
       "how long to wait for phase 2 to finish before checking the total");
+  txc::cli::TlsFlags tls;
+  txc::cli::AddTlsFlags(desc, &tls);
   if (int rc =
           txc::cli::Parse("transfer",
                           "Usage: transfer --coordinators=H:P,... "
@@ -71,6 +73,7 @@ int main(int argc, char** argv) {
   }
   txc::RouteThriftLogsToGlog();
   o.coordinators = txc::SplitList(coordinators);
+  o.tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
 
   auto before_a = bank::TotalBalance(db_a);
   auto before_b = bank::TotalBalance(db_b);

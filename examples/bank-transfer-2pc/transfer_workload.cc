@@ -31,6 +31,7 @@ txc::Result<TransferStats> RunTransfers(const TransferOptions& options) {
   co.endpoints = options.coordinators;
   co.rpc_timeout_ms = static_cast<int>(options.rpc_timeout_ms);
   co.call_deadline_ms = options.rpc_timeout_ms * 2;
+  co.tls = options.tls;
   TXC_ASSIGN_OR_RETURN(auto client, txc::participant::CoordinatorClient::Create(co));
 
   std::atomic<int> next{0};

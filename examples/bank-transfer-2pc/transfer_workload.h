@@ -11,11 +11,13 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/tls.h"
 
 namespace bank {
 
 struct TransferOptions {
   std::vector<std::string> coordinators;  // "host:port" of every coordinator replica
+  txc::TlsOptions tls{};                  // TLS to the coordinators when enabled()
   std::string bank_a;                     // endpoint of bank A's participant server
   std::string bank_b;
   int accounts = 100;        // accounts 0..accounts-1 in each bank

@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
                          "orders in flight at once")(
       "seed", po::value(&options.seed)->default_value(1), "random seed")(
       "prefix", po::value(&options.id_prefix), "gtid prefix (default order-<unix ms>)");
+  txc::cli::TlsFlags tls;
+  txc::cli::AddTlsFlags(flags, &tls);
   if (int rc = txc::cli::Parse("order_client",
                                "Usage: order_client --order=H:P --payment=H:P "
                                "--inventory=H:P [flags]",
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
       rc >= 0) {
     return rc;
   }
+  ep.tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
   google::InitGoogleLogging(argv[0]);
   txc::RouteThriftLogsToGlog();
 

@@ -9,7 +9,10 @@
 #
 # Environment: TXC_COORDINATOR (default 127.0.0.1:7400; the argument wins),
 # TXC_BUILD_DIR (default <repo>/build), ORDERS (default 200),
-# CONCURRENCY (default 16), KEEP_WORK=1 keeps the databases and logs.
+# CONCURRENCY (default 16), KEEP_WORK=1 keeps the databases and logs,
+# TXC_TLS_DIR: mutual TLS with the certificates there (ca.pem and
+# <name>.pem/.key for order-service, payment-service, inventory-service and
+# order-client, as scripts/make-certs.sh writes them).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,10 +46,17 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# TLS flags for the process whose certificate is NAME (none without TXC_TLS_DIR).
+tls_flags() {
+  [[ -n "${TXC_TLS_DIR:-}" ]] || return 0
+  echo "--tls_cert=$TXC_TLS_DIR/$1.pem --tls_key=$TXC_TLS_DIR/$1.key --tls_ca=$TXC_TLS_DIR/ca.pem"
+}
+
 declare -A EP
 for svc in order payment inventory; do
+  # shellcheck disable=SC2046  # tls_flags prints separate words on purpose
   "$BIN/${svc}_service" --db="$WORK/$svc.db" --port=0 --port_file="$WORK/$svc.port" \
-    --coordinator="$COORDINATOR" >"$WORK/$svc.log" 2>&1 &
+    --coordinator="$COORDINATOR" $(tls_flags "$svc-service") >"$WORK/$svc.log" 2>&1 &
   PIDS+=($!)
 done
 for svc in order payment inventory; do
@@ -57,10 +67,11 @@ for svc in order payment inventory; do
     exit 1
   fi
   EP[$svc]="127.0.0.1:$(cat "$WORK/$svc.port")"
-  echo "run.sh: $svc service on ${EP[$svc]} (database $WORK/$svc.db)"
+  echo "run.sh: $svc service on ${EP[$svc]} (database $WORK/$svc.db${TXC_TLS_DIR:+, mutual TLS})"
 done
 
-"$BIN/order_client" --coordinator="$COORDINATOR" \
+# shellcheck disable=SC2046
+"$BIN/order_client" --coordinator="$COORDINATOR" $(tls_flags order-client) \
   --order="${EP[order]}" --payment="${EP[payment]}" --inventory="${EP[inventory]}" \
   --order_db="$WORK/order.db" --payment_db="$WORK/payment.db" \
   --inventory_db="$WORK/inventory.db" --orders="$ORDERS" --concurrency="$CONCURRENCY"

@@ -169,7 +169,12 @@ int ParseFlags(const std::string& program, int argc, char** argv, ServiceFlags* 
           ->default_value(0)
           ->notifier(txc::cli::InRange64("action_delay_ms", 0, 600000)),
       "sleep this long inside every action (tests)");
-  return txc::cli::Parse(program, "Usage: " + program + " --db=FILE [flags]", argc, argv, flags);
+  txc::cli::TlsFlags tls;
+  txc::cli::AddTlsFlags(flags, &tls);
+  const int rc =
+      txc::cli::Parse(program, "Usage: " + program + " --db=FILE [flags]", argc, argv, flags);
+  f->tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
+  return rc;
 }
 
 std::vector<std::vector<std::string>> ParseSeed(const std::string& seed) {
@@ -196,6 +201,7 @@ int RunService(const std::string& name, const ServiceFlags& flags, const std::st
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGHUP);  // re-read the TLS files
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
   {
@@ -232,6 +238,8 @@ int RunService(const std::string& name, const ServiceFlags& flags, const std::st
   o.port = flags.port;
   o.coordinators = txc::SplitList(flags.coordinator);
   o.barrier = std::make_shared<txc::participant::SqliteBarrierStore>(flags.db);
+  o.tls = flags.tls;
+  o.coordinator_client.tls = flags.tls;
   txc::participant::ParticipantServer server(std::move(hooks), o);
   Status started = server.Start();
   if (!started.ok()) {
@@ -245,7 +253,14 @@ int RunService(const std::string& name, const ServiceFlags& flags, const std::st
   }
   LOG(INFO) << name << " service serving on " << server.endpoint() << " with " << flags.db;
   int sig = 0;
-  sigwait(&stop, &sig);
+  while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) {
+    Status reloaded = server.ReloadTls();
+    if (reloaded.ok()) {
+      LOG(INFO) << name << ": TLS files reloaded";
+    } else {
+      LOG(ERROR) << name << ": TLS reload failed (previous files stay): " << reloaded;
+    }
+  }
   LOG(INFO) << name << " service stopping (signal " << sig << ")";
   server.Stop();
   return 0;
@@ -333,6 +348,7 @@ Result<std::unique_ptr<txc::participant::CoordinatorClient>> MakeClient(
   co.call_deadline_ms = options.finish_timeout_ms;
   co.max_attempts = 1000;  // bounded by call_deadline_ms
   co.backoff = txc::BackoffPolicy{100, 1000, 2.0};
+  co.tls = endpoints.tls;
   return txc::participant::CoordinatorClient::Create(co);
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/tls.h"
 #include "gen-cpp/Coordinator.h"
 #include "txc/participant/participant.h"
 
@@ -57,6 +58,10 @@ struct ServiceFlags {
   std::string coordinator;      // --coordinator: host:port (comma-separated replicas)
   std::string seed;             // --seed: "name:number,..." initial rows if the db is new
   int64_t action_delay_ms = 0;  // --action_delay_ms: sleep inside every action (tests)
+  // --tls_cert/--tls_key/--tls_ca: mutual TLS on the service's port (callers,
+  // i.e. the coordinator, need a certificate from the CA) and for its
+  // recovery calls to the coordinator.
+  txc::TlsOptions tls{};
 };
 // Parses a service's command line (common/cli.h: --flag value or --flag=value,
 // --help). Returns -1 when main should go on, else its exit code (0 after
@@ -109,6 +114,7 @@ struct ShopEndpoints {
   std::string coordinator;                // host:port (comma-separated replicas)
   std::string order, payment, inventory;  // participant endpoints
   std::string order_db, payment_db, inventory_db;
+  txc::TlsOptions tls{};  // TLS to the coordinator when enabled() (--tls_cert/key/ca)
 };
 
 // What happened to one order.

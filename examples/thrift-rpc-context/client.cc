@@ -37,9 +37,13 @@ int main(int argc, char** argv) {
                       ->default_value(timeout_ms)
                       ->notifier(txc::cli::InRange64("timeout_ms", 1, 86400000)),
                   "transaction timeout");
+  txc::cli::TlsFlags tls_flags;
+  txc::cli::AddTlsFlags(flags, &tls_flags);
   if (int rc = rpc_context::StartMain("rpc_context_client", argc, argv, flags); rc >= 0) return rc;
 
+  const txc::TlsOptions tls{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file};
   txc::participant::CoordinatorClientOptions options;
+  options.tls = tls;
   std::stringstream list(coordinator);
   for (std::string e; std::getline(list, e, ',');) options.endpoints.push_back(e);
   auto client = txc::participant::CoordinatorClient::Create(options);
@@ -64,7 +68,16 @@ int main(int argc, char** argv) {
   req.item = item;
   req.quantity = quantity;
   txc::example::ReserveReply reply;
-  txc::ClientPool<txc::example::InventoryClient> pool(txc::ConnectOptions{});
+  txc::ConnectOptions inventory_connect;
+  if (tls.enabled()) {
+    auto made = txc::TlsContext::Create(tls, txc::TlsRole::kClient);
+    if (!made.ok()) {
+      std::cerr << "TLS: " << made.status() << "\n";
+      return 2;
+    }
+    inventory_connect.tls = std::move(made).value();
+  }
+  txc::ClientPool<txc::example::InventoryClient> pool(inventory_connect);
   txc::Status called = txc::Status::Ok();
   try {
     called = pool.Call(inventory, [&](txc::example::InventoryClient& c) { c.reserve(reply, req); });

@@ -116,8 +116,11 @@ class InventoryParticipant : public txc::participant::Participant {
 // The application side: the Inventory service.
 class InventoryHandler : public txc::example::InventoryIf {
  public:
-  InventoryHandler(std::shared_ptr<Stock> stock, std::string participant_endpoint)
-      : stock_(std::move(stock)), participant_endpoint_(std::move(participant_endpoint)) {}
+  InventoryHandler(std::shared_ptr<Stock> stock, std::string participant_endpoint,
+                   txc::TlsOptions tls)
+      : stock_(std::move(stock)),
+        participant_endpoint_(std::move(participant_endpoint)),
+        tls_(std::move(tls)) {}
 
   void reserve(txc::example::ReserveReply& reply,
                const txc::example::ReserveRequest& req) override {
@@ -167,6 +170,7 @@ class InventoryHandler : public txc::example::InventoryIf {
     if (it != clients_.end()) return it->second;
     txc::participant::CoordinatorClientOptions o;
     o.endpoints = endpoints;
+    o.tls = tls_;
     auto created = txc::participant::CoordinatorClient::Create(o);
     if (!created.ok()) return created.status();
     std::shared_ptr<txc::participant::CoordinatorClient> client = std::move(created).value();
@@ -176,6 +180,7 @@ class InventoryHandler : public txc::example::InventoryIf {
 
   std::shared_ptr<Stock> stock_;
   const std::string participant_endpoint_;
+  const txc::TlsOptions tls_;  // to the coordinator
   std::atomic<int64_t> branch_seq_{0};
   std::mutex mu_;  // guards clients_
   std::map<std::string, std::shared_ptr<txc::participant::CoordinatorClient>> clients_;
@@ -213,6 +218,8 @@ int main(int argc, char** argv) {
           ->notifier(txc::cli::InRange("participant_port", 0, 65535)),
       "txc Participant service port (0: any)")(
       "stock", po::value(&stock_text)->default_value(stock_text), "initial stock item=n,...");
+  txc::cli::TlsFlags tls_flags;
+  txc::cli::AddTlsFlags(flags, &tls_flags);
   if (int rc = rpc_context::StartMain("rpc_context_inventory", argc, argv, flags); rc >= 0) {
     return rc;
   }
@@ -228,6 +235,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  const txc::TlsOptions tls{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file};
   auto stock = std::make_shared<Stock>(*parsed_stock);
   txc::participant::ParticipantServerOptions options;
   options.host = host;
@@ -235,6 +243,8 @@ int main(int argc, char** argv) {
   // No coordinators configured: learned from the first request's context. The
   // in-memory state has nothing to recover.
   options.run_recovery = false;
+  options.tls = tls;
+  options.coordinator_client.tls = tls;
   txc::participant::ParticipantServer participant(std::make_shared<InventoryParticipant>(stock),
                                                   options);
   txc::Status s = participant.Start();
@@ -245,8 +255,9 @@ int main(int argc, char** argv) {
   txc::ThriftServerOptions app_options;
   app_options.host = host;
   app_options.port = port;
+  app_options.tls = tls;
   txc::ThriftServer app(std::make_shared<txc::example::InventoryProcessor>(
-                            std::make_shared<InventoryHandler>(stock, participant.endpoint())),
+                            std::make_shared<InventoryHandler>(stock, participant.endpoint(), tls)),
                         app_options);
   s = app.Start();
   if (!s.ok()) {

@@ -62,13 +62,32 @@ Result<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Create(
     if (!hp.ok()) return hp.status();
   }
   if (options.max_attempts < 1) options.max_attempts = 1;
-  return std::unique_ptr<CoordinatorClient>(new CoordinatorClient(std::move(options)));
+  std::shared_ptr<TlsContext> tls;
+  if (options.tls.enabled()) {
+    auto made = TlsContext::Create(options.tls, TlsRole::kClient);
+    if (!made.ok()) {
+      return Status::InvalidArgument("coordinator client TLS: " + made.status().message());
+    }
+    tls = std::move(made).value();
+  }
+  return std::unique_ptr<CoordinatorClient>(new CoordinatorClient(std::move(options), tls));
 }
 
-CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options)
-    : options_(std::move(options)),
-      pool_(ConnectOptions{options_.connect_timeout_ms, options_.rpc_timeout_ms,
-                           options_.max_message_bytes}) {}
+CoordinatorClient::CoordinatorClient(CoordinatorClientOptions options,
+                                     std::shared_ptr<TlsContext> tls)
+    : options_(std::move(options)), tls_(std::move(tls)), pool_([this] {
+        ConnectOptions o;
+        o.connect_timeout_ms = options_.connect_timeout_ms;
+        o.rpc_timeout_ms = options_.rpc_timeout_ms;
+        o.max_message_bytes = options_.max_message_bytes;
+        o.tls = tls_;
+        return o;
+      }()) {}
+
+Status CoordinatorClient::ReloadTls() {
+  if (tls_ == nullptr) return Status::InvalidArgument("the coordinator client does not use TLS");
+  return tls_->Reload();
+}
 
 Status CoordinatorClient::Invoke(const char* what, const std::string& gtid, bool retry_safe,
                                  const std::function<void(wire::CoordinatorClient&)>& fn,

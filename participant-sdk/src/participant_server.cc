@@ -207,6 +207,8 @@ Status ParticipantServer::Start() {
   sopts.host = options_.host;
   sopts.port = options_.port;
   sopts.max_message_bytes = options_.max_message_bytes;
+  sopts.tls = options_.tls;
+  sopts.max_connections_per_peer = options_.max_connections_per_peer;
   server_ =
       std::make_unique<ThriftServer>(std::make_shared<wire::ParticipantProcessor>(handler), sopts);
   Status s = server_->Start();
@@ -263,6 +265,17 @@ bool ParticipantServer::WaitForRecovery(int64_t timeout_ms) const {
 std::shared_ptr<CoordinatorClient> ParticipantServer::coordinator_client() const {
   std::lock_guard<std::mutex> lock(mu_);
   return client_;
+}
+
+Status ParticipantServer::ReloadTls() {
+  Status result;
+  if (server_ != nullptr && server_->tls()) result = server_->ReloadTls();
+  std::shared_ptr<CoordinatorClient> client = coordinator_client();
+  if (client != nullptr && options_.coordinator_client.tls.enabled()) {
+    Status reloaded = client->ReloadTls();
+    if (result.ok()) result = reloaded;
+  }
+  return result;
 }
 
 void ParticipantServer::NoteCoordinators(const std::vector<std::string>& endpoints) {

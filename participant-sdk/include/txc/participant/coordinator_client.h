@@ -60,11 +60,17 @@ struct CoordinatorClientOptions {
   BackoffPolicy backoff{50, 2000, 2.0};  // between rounds over all replicas
   bool auto_idempotency_key = true;      // Begin without a key gets a random one (retry-safe)
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
+  // TLS to the coordinators when tls.enabled(): tls.ca_file verifies their
+  // certificates (which must name the host of the endpoint dialled, or
+  // tls.server_name); tls.cert_file/key_file is this service's identity for
+  // coordinators that require client certificates (mutual TLS).
+  TlsOptions tls{};
 };
 
 class CoordinatorClient {
  public:
-  // kInvalidArgument when `endpoints` is empty or one is not "host:port".
+  // kInvalidArgument when `endpoints` is empty or one is not "host:port", or
+  // when the TLS files cannot be loaded.
   static Result<std::unique_ptr<CoordinatorClient>> Create(CoordinatorClientOptions options);
 
   // Starts a 2PC transaction. The response carries the gtid and the context to
@@ -93,8 +99,13 @@ class CoordinatorClient {
 
   const std::vector<std::string>& endpoints() const { return options_.endpoints; }
 
+  // Re-reads the TLS files (new connections use them; pooled ones keep
+  // theirs). kInvalidArgument without TLS or when a file cannot be loaded
+  // (the current ones stay).
+  Status ReloadTls();
+
  private:
-  explicit CoordinatorClient(CoordinatorClientOptions options);
+  CoordinatorClient(CoordinatorClientOptions options, std::shared_ptr<TlsContext> tls);
 
   // Runs `fn` against a replica with failover/retry as described above.
   // `what` and `gtid` only label log lines. call_timeout_ms > rpc_timeout_ms
@@ -104,6 +115,7 @@ class CoordinatorClient {
                 int64_t call_timeout_ms = 0);
 
   const CoordinatorClientOptions options_;
+  const std::shared_ptr<TlsContext> tls_;  // null: plaintext
   ClientPool<wire::CoordinatorClient> pool_;
   // Index into endpoints of the replica to try first: the last that answered.
   std::atomic<size_t> preferred_{0};

@@ -69,6 +69,14 @@ struct ParticipantServerOptions {
   BackoffPolicy recovery_backoff{100, 10000, 2.0};
   int64_t recovery_rescan_interval_ms = 60000;  // 0: Recover() only on start
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
+  // TLS on this participant's port when tls.enabled() (common/tls.h): its
+  // certificate and key, the CA bundle verifying callers, and
+  // require_client_cert (mutual TLS: only callers with a certificate from that
+  // CA, e.g. the coordinator, get through). The recovery client's TLS is
+  // coordinator_client.tls.
+  TlsOptions tls{};
+  // Connections one peer IP may hold (more are closed at accept). 0: no limit.
+  int64_t max_connections_per_peer = ThriftServerOptions{}.max_connections_per_peer;
 };
 
 // Counters of the recovery loop (for tests and metrics).
@@ -106,6 +114,11 @@ class ParticipantServer {
   // The coordinator client recovery uses (nullptr before the first coordinator
   // endpoint is known). Services may use it to enlist.
   std::shared_ptr<CoordinatorClient> coordinator_client() const;
+
+  // Re-reads the TLS files of the port and of the recovery client (call it on
+  // SIGHUP): new connections use them, open ones keep theirs. Returns the
+  // first failure (that side keeps its current files); OK without TLS.
+  Status ReloadTls();
 
   // Called by the handler: remembers coordinator endpoints seen in contexts.
   void NoteCoordinators(const std::vector<std::string>& endpoints);
