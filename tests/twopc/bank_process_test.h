@@ -92,6 +92,7 @@ class BankProcessTest : public ::testing::Test {
               std::string("--name=bank_") + which,
               "--accounts=" + std::to_string(bank_accounts_),
               "--initial_balance=" + std::to_string(bank_initial_balance_)};
+    o.argv.insert(o.argv.end(), bank_extra_flags_.begin(), bank_extra_flags_.end());
     o.log_path = dir_->Child(std::string("bank_") + which + ".log");
     auto child = ChildProcess::Start(o);
     ASSERT_TRUE(child.ok()) << child.status();
@@ -199,7 +200,8 @@ class BankProcessTest : public ::testing::Test {
   std::string db_a_, db_b_;
   int bank_a_port_ = 0, bank_b_port_ = 0;
   std::string bank_a_, bank_b_;
-  std::string bank_coordinators_;  // the banks' --coordinators
+  std::string bank_coordinators_;              // the banks' --coordinators
+  std::vector<std::string> bank_extra_flags_;  // appended to every bank's flags
   // The banks' --accounts and --initial_balance (ExpectSettledAndConserved
   // assumes the defaults), and how long a started process may take to serve.
   int bank_accounts_ = kAccounts;
