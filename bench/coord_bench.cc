@@ -4,7 +4,7 @@
 //   coord_bench [--stores=sqlite,postgresql] [--clients=1,8,64,256]
 //               [--workloads=2pc_begin,2pc_enlist,saga] [--duration_s=5] [--warmup_s=1]
 //               [--csv=FILE] [--json=FILE] [--md=FILE]
-//               [--steady_seconds=300] [--slow_participant] [--server_models=true]
+//               [--steady_seconds=300] [--slow_participant] [--server_models=true] [--tls]
 //
 // It starts, as separate processes: a throwaway PostgreSQL (tests/harness
 // PgCluster, when a PostgreSQL store is measured), two no-op participants
@@ -38,6 +38,12 @@
 // with the same fast clients alone.
 // --server_models: the echo ceiling on TThreadedServer (ours) against
 // TNonblockingServer (libevent), handler on the I/O threads or on a pool.
+// --tls: every store's workloads again, in the same run, with mutual TLS on
+// every connection (clients -> coordinator, coordinator -> participants;
+// certificates from a throwaway CA made with the openssl CLI): a second
+// coordinator per store with --tls_* --participant_tls and two more no-op
+// participants with --tls_*. Those rows' store is "<store>+tls"; each client
+// keeps one connection, so the handshake is paid once per client.
 //
 // Exit code 0; 3 when any transaction failed (an error, not an abort); 1 when
 // something could not be started; 2 for bad flags. Not a test: timing is only printed.
@@ -77,6 +83,7 @@
 #include "gen-cpp/Echo.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/test_certs.h"
 
 namespace po = boost::program_options;
 using txc::testing::ChildProcess;
@@ -272,7 +279,8 @@ struct LoadHooks {
 template <typename Client>
 std::vector<GroupResult> RunLoad(const std::string& endpoint, std::vector<Group<Client>> groups,
                                  double warmup_s, double duration_s, const std::string& label,
-                                 const LoadHooks& hooks, double* window_s) {
+                                 const LoadHooks& hooks, double* window_s,
+                                 const std::shared_ptr<txc::TlsContext>& tls = nullptr) {
   std::atomic<bool> stop{false}, measuring{false};
   std::atomic<int64_t> completed{0};
   std::atomic<int> ready{0};
@@ -284,6 +292,7 @@ std::vector<GroupResult> RunLoad(const std::string& endpoint, std::vector<Group<
   txc::ConnectOptions co;
   co.connect_timeout_ms = 5000;
   co.rpc_timeout_ms = 60000;
+  co.tls = tls;
   int total_clients = 0;
   for (size_t g = 0; g < groups.size(); ++g) {
     per_thread[g].resize(groups[g].clients);
@@ -588,7 +597,7 @@ int main(int argc, char** argv) {
   std::string stores_flag = "sqlite,postgresql", clients_flag = "1,8,64,256";
   std::string workloads_flag = "2pc_begin,2pc_enlist,saga";
   double duration_s = 5, warmup_s = 1, echo_s = 2, raw_s = 2;
-  bool server_models = true, slow_participant = false, table = true;
+  bool server_models = true, slow_participant = false, table = true, tls_rows = false;
   int steady_seconds = 0, steady_clients = 64, steady_sample_s = 10;
   int slow_delay_ms = 2000, slow_clients = 8, slow_total_clients = 64;
   double slow_seconds = 20;
@@ -616,8 +625,10 @@ int main(int argc, char** argv) {
       "clients of the steady run")("steady_sample_s",
                                    po::value(&steady_sample_s)->default_value(steady_sample_s),
                                    "RSS/threads sample interval of the steady run")(
-      "slow_participant", po::bool_switch(&slow_participant),
-      "after the table: the slow-participant run per store")(
+      "tls", po::bool_switch(&tls_rows),
+      "also run every store's workloads with mutual TLS on every connection (rows "
+      "'<store>+tls', same run)")("slow_participant", po::bool_switch(&slow_participant),
+                                  "after the table: the slow-participant run per store")(
       "slow_delay_ms", po::value(&slow_delay_ms)->default_value(slow_delay_ms),
       "the slow participant answers after this long")(
       "slow_clients", po::value(&slow_clients)->default_value(slow_clients),
@@ -689,6 +700,50 @@ int main(int argc, char** argv) {
     if (!child) return 1;
     participants.push_back(std::move(child));
     eps.push_back("127.0.0.1:" + std::to_string(port));
+  }
+
+  // With --tls: a throwaway CA, certificates, and two no-op participants
+  // serving mutual TLS.
+  std::unique_ptr<txc::testing::TestCa> ca;
+  std::map<std::string, txc::testing::TestCa::Issued> certs;
+  std::shared_ptr<txc::TlsContext> client_tls;
+  std::vector<std::string> tls_eps;
+  auto tls_flags = [&](const std::string& name) {
+    const auto& c = certs[name];
+    return std::vector<std::string>{"--tls_cert=" + c.cert_file, "--tls_key=" + c.key_file,
+                                    "--tls_ca=" + ca->ca_file()};
+  };
+  if (tls_rows) {
+    auto made = txc::testing::TestCa::Create("coord-bench-ca");
+    if (!made.ok()) {
+      fprintf(stderr, "certificates: %s\n", made.status().ToString().c_str());
+      return 1;
+    }
+    ca = std::move(made).value();
+    for (const char* name : {"coordinator", "participant", "client"}) {
+      auto issued = ca->IssueLoopbackServer(name, name);
+      if (!issued.ok()) {
+        fprintf(stderr, "certificates: %s\n", issued.status().ToString().c_str());
+        return 1;
+      }
+      certs[name] = *issued;
+    }
+    auto tls = txc::TlsContext::Create(ca->Options(certs["client"]), txc::TlsRole::kClient);
+    if (!tls.ok()) {
+      fprintf(stderr, "client TLS: %s\n", tls.status().ToString().c_str());
+      return 1;
+    }
+    client_tls = std::move(tls).value();
+    for (int i = 0; i < 2; ++i) {
+      const int port = txc::testing::FreeLoopbackPort();
+      std::vector<std::string> args = {participant_bin, "--port=" + std::to_string(port)};
+      for (const auto& f : tls_flags("participant")) args.push_back(f);
+      auto child =
+          StartChild(args, dir.Child("tls-participant" + std::to_string(i) + ".log"), port);
+      if (!child) return 1;
+      participants.push_back(std::move(child));
+      tls_eps.push_back("127.0.0.1:" + std::to_string(port));
+    }
   }
 
   // ---- the echo ceiling (and the server models) ----
@@ -772,180 +827,195 @@ int main(int argc, char** argv) {
       fprintf(stderr, "raw %s store: %.0f commits/s\n", store_kind.c_str(), raw_rates[store_kind]);
     }
 
-    const int port = txc::testing::FreeLoopbackPort();
-    const int http_port = txc::testing::FreeLoopbackPort();
-    std::vector<std::string> cargv = {coordinator_bin,
-                                      "--host=127.0.0.1",
-                                      "--port=" + std::to_string(port),
-                                      "--http_port=" + std::to_string(http_port),
-                                      "--data_dir=" + dir.Child("coordinator-" + store_kind),
-                                      "--node_id=bench-" + store_kind};
-    if (!location.empty()) cargv.push_back("--store=" + location);
-    auto coordinator = StartChild(cargv, dir.Child("coordinator-" + store_kind + ".log"), port);
-    if (!coordinator) return 1;
-    if (!txc::testing::WaitUntil([&] { return HttpGet(http_port, "/readyz").first == 200; },
-                                 60000)) {
-      fprintf(stderr, "coordinator (%s) not ready:\n%s\n", store_kind.c_str(),
-              coordinator->LogTail().c_str());
-      return 1;
-    }
-    const std::string coord_ep = "127.0.0.1:" + std::to_string(port);
-    const pid_t coord_pid = coordinator->pid();
+    // The plain coordinator, then (--tls) a second one with mutual TLS everywhere.
+    for (const bool tls : tls_rows ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+      const std::string store_label = store_kind + (tls ? "+tls" : "");
+      std::string variant_location = location;
+      if (tls && store_kind == "postgresql") {
+        variant_location = pg->ConnectionString(pg->CreateUniqueDatabase("coordinator_tls"));
+      }
+      const int port = txc::testing::FreeLoopbackPort();
+      const int http_port = txc::testing::FreeLoopbackPort();
+      std::vector<std::string> cargv = {coordinator_bin,
+                                        "--host=127.0.0.1",
+                                        "--port=" + std::to_string(port),
+                                        "--http_port=" + std::to_string(http_port),
+                                        "--data_dir=" + dir.Child("coordinator-" + store_label),
+                                        "--node_id=bench-" + store_label};
+      if (!location.empty()) cargv.push_back("--store=" + variant_location);
+      if (tls) {
+        for (const auto& f : tls_flags("coordinator")) cargv.push_back(f);
+        cargv.push_back("--participant_tls");
+      }
+      auto coordinator = StartChild(cargv, dir.Child("coordinator-" + store_label + ".log"), port);
+      if (!coordinator) return 1;
+      if (!txc::testing::WaitUntil([&] { return HttpGet(http_port, "/readyz").first == 200; },
+                                   60000)) {
+        fprintf(stderr, "coordinator (%s) not ready:\n%s\n", store_kind.c_str(),
+                coordinator->LogTail().c_str());
+        return 1;
+      }
+      const std::string coord_ep = "127.0.0.1:" + std::to_string(port);
+      const pid_t coord_pid = coordinator->pid();
 
-    for (const std::string& workload : table ? workloads : std::vector<std::string>{}) {
-      for (int clients : client_counts) {
-        TxnFn<CoordClient> fn = workload == "saga"
-                                    ? Saga({eps[0], eps[1], eps[0]}, payload)
-                                    : TwoPhase(eps[0], eps[1], workload == "2pc_enlist", payload);
-        MetricsSnapshot m0, m1;
-        ProcStats p0, p1;
-        CpuTimes c0, c1;
+      const std::vector<std::string>& peps = tls ? tls_eps : eps;  // the participants
+      const std::shared_ptr<txc::TlsContext> ctls = tls ? client_tls : nullptr;
+      for (const std::string& workload : table ? workloads : std::vector<std::string>{}) {
+        for (int clients : client_counts) {
+          TxnFn<CoordClient> fn =
+              workload == "saga" ? Saga({peps[0], peps[1], peps[0]}, payload)
+                                 : TwoPhase(peps[0], peps[1], workload == "2pc_enlist", payload);
+          MetricsSnapshot m0, m1;
+          ProcStats p0, p1;
+          CpuTimes c0, c1;
+          LoadHooks hooks;
+          hooks.at_start = [&] {
+            ResetPeakRss(coord_pid);
+            m0 = ScrapeMetrics(http_port);
+            p0 = ReadProc(coord_pid);
+            c0 = ReadMachineCpu();
+          };
+          hooks.at_end = [&] {
+            c1 = ReadMachineCpu();
+            p1 = ReadProc(coord_pid);
+            m1 = ScrapeMetrics(http_port);
+          };
+          double window = 0;
+          const std::string label =
+              store_label + " " + workload + " " + std::to_string(clients) + " clients";
+          auto res = RunLoad<CoordClient>(coord_ep, {{workload, clients, fn}}, warmup_s, duration_s,
+                                          label, hooks, &window, ctls);
+          GroupResult& g = res[0];
+          Row row;
+          row.store = store_label;
+          row.workload = workload;
+          row.clients = clients;
+          row.seconds = window;
+          row.ok = g.ok;
+          row.aborted = g.aborted;
+          row.failed = g.failed;
+          row.first_error = g.first_error;
+          const double done = static_cast<double>(g.done());
+          row.txn_per_s = done / window;
+          row.p50 = g.Percentile(50);
+          row.p95 = g.Percentile(95);
+          row.p99 = g.Percentile(99);
+          if (done > 0) {
+            row.client_rpcs = g.client_rpcs / done;
+            if (m0.ok && m1.ok) {
+              row.participant_rpcs = (m1.participant_calls - m0.participant_calls) / done;
+              row.store_txns = (m1.store_txns - m0.store_txns) / done;
+              row.participant_call_errors =
+                  static_cast<int64_t>(m1.participant_call_errors - m0.participant_call_errors);
+            }
+            row.cpu_s_per_1k = (p1.cpu_s - p0.cpu_s) / done * 1000;
+          }
+          row.threads = p1.threads;
+          row.peak_rss_mb = p1.hwm_kb / 1024.0;
+          row.rss_mb = p1.rss_kb / 1024.0;
+          row.echo_per_s = ceiling.count(clients) ? ceiling[clients] : 0;
+          row.share = row.echo_per_s > 0
+                          ? 100.0 * row.txn_per_s * (row.client_rpcs + row.participant_rpcs) /
+                                row.echo_per_s
+                          : 0;
+          row.raw_per_s = raw_rates[store_kind];
+          row.machine_busy = BusyPercent(c0, c1);
+          if (row.failed > 0 || row.aborted > 0) {
+            fprintf(stderr, "  %lld failed, %lld aborted; first: %s\n",
+                    static_cast<long long>(row.failed), static_cast<long long>(row.aborted),
+                    row.first_error.c_str());
+          }
+          if (row.failed > 0) any_failed = true;
+          rows.push_back(row);
+          if (!coordinator->IsRunning()) {
+            fprintf(stderr, "coordinator (%s) died:\n%s\n", store_kind.c_str(),
+                    coordinator->LogTail().c_str());
+            return 1;
+          }
+        }
+      }
+
+      if (slow_participant && !tls) {
+        const int fast = slow_total_clients - slow_clients;
+        for (bool with_slow : {false, true}) {
+          std::vector<Group<CoordClient>> groups = {
+              {"fast", fast, TwoPhase(eps[0], eps[1], false, payload)}};
+          if (with_slow) {
+            groups.push_back({"slow", slow_clients, TwoPhase(eps[0], eps[2], false, payload)});
+          }
+          double window = 0;
+          LoadHooks hooks;
+          int threads = 0;
+          hooks.at_end = [&] { threads = ReadProc(coord_pid).threads; };
+          auto res = RunLoad<CoordClient>(
+              coord_ep, groups, std::max(warmup_s, with_slow ? slow_delay_ms * 2 / 1000.0 : 0.0),
+              slow_seconds,
+              store_kind + (with_slow ? " fast+slow" : " fast only") + " participants", hooks,
+              &window);
+          SlowRow s{store_kind,
+                    with_slow ? "with slow" : "fast only",
+                    fast,
+                    with_slow ? slow_clients : 0,
+                    res[0].done() / window,
+                    res[0].Percentile(99),
+                    res[0].aborted,
+                    res[0].failed,
+                    with_slow ? res[1].done() / window : 0,
+                    with_slow ? res[1].Percentile(50) : 0,
+                    with_slow ? res[1].aborted : 0,
+                    with_slow ? res[1].failed : 0,
+                    threads};
+          if (s.fast_failed > 0 || s.fast_aborted > 0) {
+            fprintf(stderr, "  fast transactions: %lld failed, %lld aborted; first: %s\n",
+                    static_cast<long long>(s.fast_failed), static_cast<long long>(s.fast_aborted),
+                    res[0].first_error.c_str());
+          }
+          if (with_slow && (s.slow_failed > 0 || s.slow_aborted > 0)) {
+            fprintf(stderr, "  slow transactions: %lld failed, %lld aborted; first: %s\n",
+                    static_cast<long long>(s.slow_failed), static_cast<long long>(s.slow_aborted),
+                    res[1].first_error.c_str());
+          }
+          slow_rows.push_back(s);
+        }
+      }
+
+      if (steady_seconds > 0 && !tls) {
+        int64_t last_done = 0;
+        double last_t = 0;
+        // Throughput per sample interval from the coordinator's own counter of
+        // finished transactions (RunLoad's counter is internal to it).
+        auto finished = [&] {
+          auto [status, body] = HttpGet(http_port, "/metrics");
+          return status == 200 ? SumMetric(body, "txc_transactions_finished_total") : 0.0;
+        };
+        double base = 0;
         LoadHooks hooks;
         hooks.at_start = [&] {
-          ResetPeakRss(coord_pid);
-          m0 = ScrapeMetrics(http_port);
-          p0 = ReadProc(coord_pid);
-          c0 = ReadMachineCpu();
+          base = finished();
+          const ProcStats p = ReadProc(coord_pid);
+          steady.push_back({store_kind, 0, 0, p.rss_kb / 1024.0, p.threads});
         };
-        hooks.at_end = [&] {
-          c1 = ReadMachineCpu();
-          p1 = ReadProc(coord_pid);
-          m1 = ScrapeMetrics(http_port);
+        hooks.every_second = [&](double t) {
+          if (static_cast<int>(std::lround(t)) % steady_sample_s != 0) return;
+          const ProcStats p = ReadProc(coord_pid);
+          const int64_t now_done = static_cast<int64_t>(finished() - base);
+          steady.push_back(
+              {store_kind, t, (now_done - last_done) / (t - last_t), p.rss_kb / 1024.0, p.threads});
+          last_done = now_done;
+          last_t = t;
         };
         double window = 0;
-        const std::string label =
-            store_kind + " " + workload + " " + std::to_string(clients) + " clients";
-        auto res = RunLoad<CoordClient>(coord_ep, {{workload, clients, fn}}, warmup_s, duration_s,
-                                        label, hooks, &window);
-        GroupResult& g = res[0];
-        Row row;
-        row.store = store_kind;
-        row.workload = workload;
-        row.clients = clients;
-        row.seconds = window;
-        row.ok = g.ok;
-        row.aborted = g.aborted;
-        row.failed = g.failed;
-        row.first_error = g.first_error;
-        const double done = static_cast<double>(g.done());
-        row.txn_per_s = done / window;
-        row.p50 = g.Percentile(50);
-        row.p95 = g.Percentile(95);
-        row.p99 = g.Percentile(99);
-        if (done > 0) {
-          row.client_rpcs = g.client_rpcs / done;
-          if (m0.ok && m1.ok) {
-            row.participant_rpcs = (m1.participant_calls - m0.participant_calls) / done;
-            row.store_txns = (m1.store_txns - m0.store_txns) / done;
-            row.participant_call_errors =
-                static_cast<int64_t>(m1.participant_call_errors - m0.participant_call_errors);
-          }
-          row.cpu_s_per_1k = (p1.cpu_s - p0.cpu_s) / done * 1000;
-        }
-        row.threads = p1.threads;
-        row.peak_rss_mb = p1.hwm_kb / 1024.0;
-        row.rss_mb = p1.rss_kb / 1024.0;
-        row.echo_per_s = ceiling.count(clients) ? ceiling[clients] : 0;
-        row.share =
-            row.echo_per_s > 0
-                ? 100.0 * row.txn_per_s * (row.client_rpcs + row.participant_rpcs) / row.echo_per_s
-                : 0;
-        row.raw_per_s = raw_rates[store_kind];
-        row.machine_busy = BusyPercent(c0, c1);
-        if (row.failed > 0 || row.aborted > 0) {
-          fprintf(stderr, "  %lld failed, %lld aborted; first: %s\n",
-                  static_cast<long long>(row.failed), static_cast<long long>(row.aborted),
-                  row.first_error.c_str());
-        }
-        if (row.failed > 0) any_failed = true;
-        rows.push_back(row);
-        if (!coordinator->IsRunning()) {
-          fprintf(stderr, "coordinator (%s) died:\n%s\n", store_kind.c_str(),
-                  coordinator->LogTail().c_str());
-          return 1;
-        }
-      }
-    }
-
-    if (slow_participant) {
-      const int fast = slow_total_clients - slow_clients;
-      for (bool with_slow : {false, true}) {
-        std::vector<Group<CoordClient>> groups = {
-            {"fast", fast, TwoPhase(eps[0], eps[1], false, payload)}};
-        if (with_slow) {
-          groups.push_back({"slow", slow_clients, TwoPhase(eps[0], eps[2], false, payload)});
-        }
-        double window = 0;
-        LoadHooks hooks;
-        int threads = 0;
-        hooks.at_end = [&] { threads = ReadProc(coord_pid).threads; };
         auto res = RunLoad<CoordClient>(
-            coord_ep, groups, std::max(warmup_s, with_slow ? slow_delay_ms * 2 / 1000.0 : 0.0),
-            slow_seconds, store_kind + (with_slow ? " fast+slow" : " fast only") + " participants",
-            hooks, &window);
-        SlowRow s{store_kind,
-                  with_slow ? "with slow" : "fast only",
-                  fast,
-                  with_slow ? slow_clients : 0,
-                  res[0].done() / window,
-                  res[0].Percentile(99),
-                  res[0].aborted,
-                  res[0].failed,
-                  with_slow ? res[1].done() / window : 0,
-                  with_slow ? res[1].Percentile(50) : 0,
-                  with_slow ? res[1].aborted : 0,
-                  with_slow ? res[1].failed : 0,
-                  threads};
-        if (s.fast_failed > 0 || s.fast_aborted > 0) {
-          fprintf(stderr, "  fast transactions: %lld failed, %lld aborted; first: %s\n",
-                  static_cast<long long>(s.fast_failed), static_cast<long long>(s.fast_aborted),
-                  res[0].first_error.c_str());
-        }
-        if (with_slow && (s.slow_failed > 0 || s.slow_aborted > 0)) {
-          fprintf(stderr, "  slow transactions: %lld failed, %lld aborted; first: %s\n",
-                  static_cast<long long>(s.slow_failed), static_cast<long long>(s.slow_aborted),
-                  res[1].first_error.c_str());
-        }
-        slow_rows.push_back(s);
+            coord_ep, {{"steady", steady_clients, TwoPhase(eps[0], eps[1], false, payload)}},
+            warmup_s, steady_seconds, store_kind + " steady", hooks, &window);
+        if (res[0].failed > 0) any_failed = true;
+        fprintf(stderr, "steady %s: %lld committed, %lld aborted, %lld failed\n",
+                store_kind.c_str(), static_cast<long long>(res[0].ok),
+                static_cast<long long>(res[0].aborted), static_cast<long long>(res[0].failed));
       }
-    }
 
-    if (steady_seconds > 0) {
-      int64_t last_done = 0;
-      double last_t = 0;
-      // Throughput per sample interval from the coordinator's own counter of
-      // finished transactions (RunLoad's counter is internal to it).
-      auto finished = [&] {
-        auto [status, body] = HttpGet(http_port, "/metrics");
-        return status == 200 ? SumMetric(body, "txc_transactions_finished_total") : 0.0;
-      };
-      double base = 0;
-      LoadHooks hooks;
-      hooks.at_start = [&] {
-        base = finished();
-        const ProcStats p = ReadProc(coord_pid);
-        steady.push_back({store_kind, 0, 0, p.rss_kb / 1024.0, p.threads});
-      };
-      hooks.every_second = [&](double t) {
-        if (static_cast<int>(std::lround(t)) % steady_sample_s != 0) return;
-        const ProcStats p = ReadProc(coord_pid);
-        const int64_t now_done = static_cast<int64_t>(finished() - base);
-        steady.push_back(
-            {store_kind, t, (now_done - last_done) / (t - last_t), p.rss_kb / 1024.0, p.threads});
-        last_done = now_done;
-        last_t = t;
-      };
-      double window = 0;
-      auto res = RunLoad<CoordClient>(
-          coord_ep, {{"steady", steady_clients, TwoPhase(eps[0], eps[1], false, payload)}},
-          warmup_s, steady_seconds, store_kind + " steady", hooks, &window);
-      if (res[0].failed > 0) any_failed = true;
-      fprintf(stderr, "steady %s: %lld committed, %lld aborted, %lld failed\n", store_kind.c_str(),
-              static_cast<long long>(res[0].ok), static_cast<long long>(res[0].aborted),
-              static_cast<long long>(res[0].failed));
+      Stop(coordinator);
     }
-
-    Stop(coordinator);
   }
   for (auto& p : participants) Stop(p);
   const std::string load_end = LoadAvg();

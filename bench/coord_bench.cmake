@@ -31,7 +31,8 @@ target_link_libraries(noop_participant txc_participant txc_cli)
 
 if(TARGET txc_bench_util AND TARGET coordinator)
   add_executable(coord_bench coord_bench.cc)
-  target_link_libraries(coord_bench txc_bench_util txc_echo_wire txc_test_harness txc_cli)
+  target_link_libraries(coord_bench txc_bench_util txc_echo_wire txc_test_harness txc_test_certs
+                        txc_cli)
   add_dependencies(coord_bench coordinator noop_participant echo_server)
   target_compile_definitions(coord_bench PRIVATE
     TXC_COORDINATOR_BIN="$<TARGET_FILE:coordinator>"

@@ -68,6 +68,8 @@ int main(int argc, char** argv) {
       "host", po::value<std::string>(&host)->default_value(host), "address to listen on")(
       "delay_ms", po::value<int>(&delay_ms)->default_value(0),
       "every hook sleeps this long before answering (a slow participant)");
+  txc::cli::TlsFlags tls;
+  txc::cli::AddTlsFlags(desc, &tls);
   po::variables_map vm;
   if (int rc = txc::cli::Parse("noop_participant",
                                "Usage: noop_participant --port=N [--delay_ms=0]  (hooks that do "
@@ -88,6 +90,7 @@ int main(int argc, char** argv) {
   o.host = host;
   o.port = port;
   o.run_recovery = false;  // Recover() holds nothing
+  o.tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
   ParticipantServer server(std::make_shared<NoopParticipant>(delay_ms), o);
   txc::Status s = server.Start();
   if (!s.ok()) {
