@@ -732,6 +732,10 @@ void AsyncParticipantClient::Impl::Handshake(const std::shared_ptr<Conn>& conn,
         if (call->Claimed()) return;
         if (ec) {
           std::string reason = ec.message();
+          if (ec == asio::ssl::error::stream_truncated || ec == asio::error::eof) {
+            reason +=
+                " (the participant closed the connection in the handshake: does it serve TLS?)";
+          }
           const long verify = SSL_get_verify_result(conn->tls->native_handle());
           if (verify != X509_V_OK) {
             reason += std::string(": ") + X509_verify_cert_error_string(verify);

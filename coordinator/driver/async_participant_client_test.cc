@@ -17,9 +17,11 @@
 #include <thread>
 #include <vector>
 
+#include "common/thrift_server.h"
 #include "common/thrift_util.h"
 #include "gen-cpp/Participant.h"
 #include "tests/harness/process.h"
+#include "tests/harness/test_certs.h"
 
 namespace txc {
 namespace {
@@ -743,6 +745,112 @@ TEST(AsyncParticipantClientTest, DestructorCompletesQueuedAndOutstandingCalls) {
   ASSERT_TRUE(WaitUntil([&] { return server.closed() == 1; }, kWaitMs));
   for (int i = 0; i < kCalls; ++i) EXPECT_EQ(done->counts[i], 1) << i;
   EXPECT_FALSE(*after_ran);
+}
+
+// ---- TLS ----------------------------------------------------------------------
+
+// A participant ThriftServer with mutual TLS, certificates from a throwaway CA.
+class TlsParticipant {
+ public:
+  explicit TlsParticipant(const TlsOptions& tls) : handler(std::make_shared<TestParticipant>()) {
+    ThriftServerOptions o{"127.0.0.1", 0};
+    o.tls = tls;
+    server_ =
+        std::make_unique<ThriftServer>(std::make_shared<wire::ParticipantProcessor>(handler), o);
+    Status started = server_->Start();
+    EXPECT_TRUE(started.ok()) << started;
+  }
+  std::string endpoint() const { return "127.0.0.1:" + std::to_string(server_->port()); }
+  std::shared_ptr<TestParticipant> handler;
+
+ private:
+  std::unique_ptr<ThriftServer> server_;
+};
+
+class AsyncParticipantClientTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto ca = testing::TestCa::Create("async-client-ca");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = std::move(ca).value();
+    auto server = ca_->IssueLoopbackServer("participant");
+    auto coordinator = ca_->Issue("coordinator", "coordinator");
+    ASSERT_TRUE(server.ok() && coordinator.ok());
+    server_ = *server;
+    coordinator_ = *coordinator;
+  }
+  AsyncParticipantClientOptions ClientOptions(const TlsOptions& tls) {
+    AsyncParticipantClientOptions o;
+    o.tls = tls;
+    return o;
+  }
+  std::unique_ptr<testing::TestCa> ca_;
+  testing::TestCa::Issued server_, coordinator_;
+};
+
+TEST_F(AsyncParticipantClientTlsTest, CallsGoOverMutualTlsAndReuseTheConnection) {
+  TlsParticipant participant(ca_->Options(server_));
+  AsyncParticipantClient client(ClientOptions(ca_->Options(coordinator_)));
+  for (int i = 0; i < 3; ++i) {
+    Result<BranchVote> vote = PrepareSync(client, MakeCall(participant.endpoint(), "b1"));
+    ASSERT_TRUE(vote.ok()) << vote.status();
+    EXPECT_EQ(*vote, BranchVote::kPrepared);
+  }
+  Result<StepAnswer> answer = Sync<Result<StepAnswer>>(
+      [&](auto done) { client.Action(MakeCall(participant.endpoint(), "s1"), done); });
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->message, "did name-s1");
+  EXPECT_TRUE(client.ReloadTls().ok());
+  EXPECT_TRUE(PrepareSync(client, MakeCall(participant.endpoint(), "b2")).ok());
+}
+
+TEST_F(AsyncParticipantClientTlsTest, ParticipantFromAnotherCaIsRefusedInTheHandshake) {
+  TlsParticipant participant(ca_->Options(server_));
+  auto other = testing::TestCa::Create("other-ca");
+  ASSERT_TRUE(other.ok());
+  TlsOptions tls = ca_->Options(coordinator_);
+  tls.ca_file = (*other)->ca_file();
+  AsyncParticipantClient client(ClientOptions(tls));
+  Result<BranchVote> vote = PrepareSync(client, MakeCall(participant.endpoint(), "b1"));
+  ASSERT_FALSE(vote.ok());
+  EXPECT_EQ(vote.status().code(), StatusCode::kUnavailable) << vote.status();
+  EXPECT_NE(vote.status().message().find("TLS handshake with participant"), std::string::npos)
+      << vote.status();
+  EXPECT_EQ(participant.handler->entered.load(), 0);
+}
+
+TEST_F(AsyncParticipantClientTlsTest, ParticipantCertificateMustNameTheEndpointHost) {
+  auto elsewhere = ca_->Issue("elsewhere", "db", {"DNS:db.example.org"});
+  ASSERT_TRUE(elsewhere.ok());
+  TlsParticipant participant(ca_->Options(*elsewhere));
+  AsyncParticipantClient client(ClientOptions(ca_->Options(coordinator_)));
+  Result<BranchVote> vote = PrepareSync(client, MakeCall(participant.endpoint(), "b1"));
+  ASSERT_FALSE(vote.ok());
+  EXPECT_NE(vote.status().message().find("does not name '127.0.0.1'"), std::string::npos)
+      << vote.status();
+}
+
+TEST_F(AsyncParticipantClientTlsTest, PlaintextParticipantFailsFast) {
+  TlsParticipant participant(TlsOptions{});  // plaintext
+  AsyncParticipantClient client(ClientOptions(ca_->Options(coordinator_)));
+  ParticipantCall call = MakeCall(participant.endpoint(), "b1");
+  call.timeout_ms = 30000;
+  Result<BranchVote> vote = PrepareSync(client, call);
+  ASSERT_FALSE(vote.ok());
+  EXPECT_EQ(vote.status().code(), StatusCode::kUnavailable) << vote.status();
+  EXPECT_NE(vote.status().message().find("TLS handshake with participant"), std::string::npos)
+      << vote.status();
+}
+
+TEST_F(AsyncParticipantClientTlsTest, UnloadableFilesFailEveryCallNamingThem) {
+  TlsOptions tls = ca_->Options(coordinator_);
+  tls.cert_file = "/nonexistent/coordinator.pem";
+  AsyncParticipantClient client(ClientOptions(tls));
+  Result<BranchVote> vote = PrepareSync(client, MakeCall("127.0.0.1:1", "b1"));
+  ASSERT_FALSE(vote.ok());
+  EXPECT_NE(vote.status().message().find("/nonexistent/coordinator.pem"), std::string::npos)
+      << vote.status();
+  EXPECT_FALSE(client.ReloadTls().ok());
 }
 
 }  // namespace
