@@ -836,12 +836,12 @@ int main(int argc, char** argv) {
       }
       const int port = txc::testing::FreeLoopbackPort();
       const int http_port = txc::testing::FreeLoopbackPort();
-      std::vector<std::string> cargv = {coordinator_bin,
-                                        "--host=127.0.0.1",
-                                        "--port=" + std::to_string(port),
-                                        "--http_port=" + std::to_string(http_port),
-                                        "--data_dir=" + dir.Child("coordinator-" + store_label),
-                                        "--node_id=bench-" + store_label};
+      std::vector<std::string> cargv = {
+          coordinator_bin, "--host=127.0.0.1", "--port=" + std::to_string(port),
+          "--http_port=" + std::to_string(http_port),
+          "--data_dir=" + dir.Child("coordinator-" + store_label), "--node_id=bench-" + store_label,
+          // Every client comes from loopback (up to 2000).
+          "--max_connections_per_peer=0"};
       if (!location.empty()) cargv.push_back("--store=" + variant_location);
       if (tls) {
         for (const auto& f : tls_flags("coordinator")) cargv.push_back(f);

@@ -82,6 +82,7 @@ int main(int argc, char** argv) {
     txc::ThriftServerOptions o;
     o.host = host;
     o.port = port;
+    o.max_connections_per_peer = 0;  // every benchmark client comes from loopback
     threaded = std::make_unique<txc::ThriftServer>(processor, o);
     txc::Status s = threaded->Start();
     if (!s.ok()) {

@@ -15,6 +15,10 @@ bins=(
   examples/order-payment-saga/order_client
   examples/thrift-rpc-context/rpc_context_inventory
   examples/thrift-rpc-context/rpc_context_client
+  examples/thrift-rpc-integration/rpc_integration_shop
+  examples/thrift-rpc-integration/rpc_integration_inventory
+  examples/thrift-rpc-integration/rpc_integration_payment
+  examples/thrift-rpc-integration/rpc_integration_client
   bench/coord_bench
   bench/noop_participant
   bench/echo_server

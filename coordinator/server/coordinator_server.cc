@@ -439,6 +439,13 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
   Incarnation* raw = inc.get();
   GroupCommitOptions group_commit = o.group_commit;
   group_commit.may_write = [raw] { return MonotonicMs() < raw->lease_valid_until.load(); };
+  group_commit.on_batch_applied = [](const WriteBatch& batch) {
+    CoordinatorMetrics::Get().RecordCommittedBatch(batch);
+  };
+  group_commit.on_store_transaction = [](size_t batches, double seconds, bool ok) {
+    CoordinatorMetrics::Get().RecordStoreTransaction(batches, seconds, ok);
+  };
+  group_commit.on_overloaded = [] { CoordinatorMetrics::Get().group_commit_overloaded->Inc(); };
   inc->log = std::make_unique<GroupCommitter>(store_.get(), group_commit);
   inc->service = std::make_unique<CoordinatorService>(store_.get(), inc->log.get(), node);
   CoordinatorService* service = inc->service.get();

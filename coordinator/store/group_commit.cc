@@ -7,8 +7,6 @@
 #include <utility>
 #include <vector>
 
-#include "coordinator/metrics/coordinator_metrics.h"
-
 namespace txc {
 namespace {
 
@@ -72,6 +70,7 @@ void GroupCommitter::Pending::Finish(Status s) {
 std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(std::shared_ptr<Pending> pending,
                                                                  Status* refused) {
   pending->bytes = EstimateBytes(pending->batch);
+  bool overloaded = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) {
@@ -82,7 +81,7 @@ std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(std::shared_ptr
                (queue_.size() >= static_cast<size_t>(std::max(1, options_.max_queued_batches)) ||
                 queued_bytes_ + pending->bytes > options_.max_queued_bytes)) {
       stats_.overloaded += 1;
-      CoordinatorMetrics::Get().group_commit_overloaded->Inc();
+      overloaded = true;
       *refused = Status::Unavailable("overloaded: " + std::to_string(queue_.size()) + " writes (" +
                                      std::to_string(queued_bytes_) +
                                      " bytes) wait for the store; nothing written, retry later");
@@ -91,6 +90,7 @@ std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(std::shared_ptr
       queue_.push_back(pending);
     }
   }
+  if (overloaded && options_.on_overloaded) options_.on_overloaded();
   if (!refused->ok()) {
     pending->Finish(*refused);  // outside the lock: on_done may take other locks
     return nullptr;
@@ -249,17 +249,18 @@ void GroupCommitter::WriterLoop() {
       // A refused batch (conflict, not found, exists) is a normal answer; any
       // other error means the store transaction failed or its outcome is unknown.
       bool call_ok = true;
-      CoordinatorMetrics& metrics = CoordinatorMetrics::Get();
       for (size_t i = 0; i < results.size(); ++i) {
         if (results[i].ok()) {
-          metrics.RecordCommittedBatch(*batches[i]);
+          if (options_.on_batch_applied) options_.on_batch_applied(*batches[i]);
         } else if (results[i].code() != StatusCode::kConflict &&
                    results[i].code() != StatusCode::kNotFound &&
                    results[i].code() != StatusCode::kAlreadyExists) {
           call_ok = false;
         }
       }
-      metrics.RecordStoreTransaction(batches.size(), call_seconds, call_ok);
+      if (options_.on_store_transaction) {
+        options_.on_store_transaction(batches.size(), call_seconds, call_ok);
+      }
     }
     {
       // Counted before anyone is answered, so a caller sees its own write counted.

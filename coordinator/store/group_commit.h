@@ -44,6 +44,16 @@ struct GroupCommitOptions {
   // that was paused past its lease writes nothing once it runs again. Empty:
   // always allowed.
   std::function<bool()> may_write;
+  // Observers for metrics, called on the writer thread after each store
+  // transaction (they must be cheap and must not block): every batch the
+  // store applied, then the transaction itself (batches in it, seconds the
+  // store call took, false if it failed or its outcome is unknown). Empty:
+  // not observed. The coordinator points them at its metrics; the store
+  // layer itself knows nothing of metrics.
+  std::function<void(const WriteBatch&)> on_batch_applied;
+  std::function<void(size_t batches, double seconds, bool ok)> on_store_transaction;
+  // Called (on the writer's caller's thread) for each write refused as overloaded.
+  std::function<void()> on_overloaded;
 };
 
 class GroupCommitter {

@@ -31,8 +31,10 @@ CC=gcc
 if command -v ccache >/dev/null; then CC="ccache gcc"; fi
 
 # Every pan run is bounded: memory (MEMLIM, MB), search depth (-m) and time.
-MEMLIM=1024
-TIME_LIMIT=${TIME_LIMIT:-600}
+# --full: the larger saga bounds need ~1 GB of states and ~7 min on a busy
+# 2-core machine.
+if [[ $full == 1 ]]; then MEMLIM=${MEMLIM:-4096}; else MEMLIM=${MEMLIM:-1024}; fi
+TIME_LIMIT=${TIME_LIMIT:-$([[ $full == 1 ]] && echo 1200 || echo 600)}
 failures=0
 n=0
 

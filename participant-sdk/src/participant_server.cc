@@ -63,10 +63,10 @@ wire::Unavailable MakeUnavailable(const std::string& message) {
 class Handler : public wire::ParticipantIf {
  public:
   Handler(std::shared_ptr<Participant> participant, std::shared_ptr<BarrierStore> barrier,
-          std::vector<std::string> allowed_coordinators, ParticipantServer* server)
+          std::vector<std::string> allowed_coordinator_identities, ParticipantServer* server)
       : participant_(std::move(participant)),
         barrier_(std::move(barrier)),
-        allowed_coordinators_(std::move(allowed_coordinators)),
+        allowed_identities_(std::move(allowed_coordinator_identities)),
         server_(server) {}
 
   wire::Vote::type prepare(const wire::BranchRequest& req) override {
@@ -138,13 +138,13 @@ class Handler : public wire::ParticipantIf {
 
  private:
   // Throws PermissionDenied unless the caller may call this participant:
-  // anyone when allowed_coordinators is empty, else an authenticated peer one
+  // anyone when allowed_coordinator_identities is empty, else an authenticated peer one
   // of whose certificate names matches a pattern. Checked before anything of
   // the request is used (the coordinator endpoints in its context included).
   void Admit(const char* method, const std::string& gtid) {
-    if (allowed_coordinators_.empty()) return;
+    if (allowed_identities_.empty()) return;
     const PeerIdentity& caller = CurrentPeerIdentity();
-    if (IdentityMatchesAny(allowed_coordinators_, caller)) return;
+    if (IdentityMatchesAny(allowed_identities_, caller)) return;
     static LogRateLimiter limiter(10000);
     const std::string who = caller.Describe();
     // Keyed by CN or peer host (not its ephemeral port): reconnecting does
@@ -220,7 +220,7 @@ class Handler : public wire::ParticipantIf {
 
   std::shared_ptr<Participant> participant_;
   std::shared_ptr<BarrierStore> barrier_;
-  const std::vector<std::string> allowed_coordinators_;  // identity patterns; empty: anyone
+  const std::vector<std::string> allowed_identities_;  // identity patterns; empty: anyone
   ParticipantServer* server_;
 };
 
@@ -240,8 +240,8 @@ ParticipantServer::ParticipantServer(std::shared_ptr<Participant> participant,
 ParticipantServer::~ParticipantServer() { Stop(); }
 
 std::shared_ptr<wire::ParticipantIf> ParticipantServer::HandlerForTests() {
-  return std::make_shared<Handler>(participant_, options_.barrier, options_.allowed_coordinators,
-                                   this);
+  return std::make_shared<Handler>(participant_, options_.barrier,
+                                   options_.allowed_coordinator_identities, this);
 }
 
 Status ParticipantServer::Start() {
@@ -256,9 +256,9 @@ Status ParticipantServer::Start() {
   if (!IsLoopbackHost(options_.host) && !TlsConfigured(options_)) {
     LOG(WARNING) << "participant server listens on " << options_.host
                  << " without TLS: anyone who reaches it can call its hooks"
-                 << (options_.allowed_coordinators.empty()
+                 << (options_.allowed_coordinator_identities.empty()
                          ? ""
-                         : " (allowed_coordinators needs TLS client certificates: every "
+                         : " (allowed_coordinator_identities needs TLS client certificates: every "
                            "plaintext call is refused)");
   }
   auto handler = HandlerForTests();

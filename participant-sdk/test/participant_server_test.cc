@@ -269,7 +269,7 @@ TEST_F(ParticipantServerTest, BarrierStoreWrapsActionAndCompensate) {
 TEST_F(ParticipantServerTest, AllowedCoordinatorsRefuseOtherCallersBeforeAnyHook) {
   auto hooks = std::make_shared<ScriptedParticipant>();
   ParticipantServerOptions o = LoopbackOptions();
-  o.allowed_coordinators = {"coordinator", "coord-*.svc"};
+  o.allowed_coordinator_identities = {"coordinator", "coord-*.svc"};
   StartWith(hooks, o);
   // Over plaintext Thrift nobody is authenticated: every method is refused,
   // no hook runs, and the coordinators named in the context are not taken.

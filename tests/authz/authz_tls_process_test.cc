@@ -183,7 +183,7 @@ TEST_F(AuthzTlsProcessTest, ParticipantRefusesACallerThatIsNotACoordinator) {
   participant::ParticipantServerOptions po;
   po.run_recovery = false;
   po.tls = ca_->Options(participant_cert_);
-  po.allowed_coordinators = {"coordinator"};
+  po.allowed_coordinator_identities = {"coordinator"};
   participant::ParticipantServer server(hooks, po);
   ASSERT_TRUE(server.Start().ok());
 

@@ -29,7 +29,7 @@
 // decided locally. Recover() is called again every recovery_rescan_interval_ms
 // to catch branches prepared after an abort overtook their prepare.
 //
-// Authorization: with options.allowed_coordinators set, only callers whose
+// Authorization: with options.allowed_coordinator_identities set, only callers whose
 // verified client certificate names match one of those patterns reach the
 // hooks; others get the wire PermissionDenied (the coordinator retries such a
 // call like Unavailable, so fixing the list or the certificate lets the
@@ -75,7 +75,7 @@ struct ParticipantServerOptions {
   // anyone who can connect. Non-empty: every other caller, and every caller
   // without a verified certificate (plaintext), gets PermissionDenied and no
   // hook runs. Needs mutual TLS to be useful.
-  std::vector<std::string> allowed_coordinators;
+  std::vector<std::string> allowed_coordinator_identities;
   // Coordinator replicas "host:port", for recovery. Empty: recovery uses the
   // coordinators named in each incoming call's context, and does nothing until
   // one arrived.
