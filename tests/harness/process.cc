@@ -6,6 +6,7 @@
 #include <glog/logging.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,8 +20,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "common/backoff.h"
 
@@ -240,19 +243,64 @@ Status RunCommand(const ChildProcess::Options& options, int64_t timeout_ms) {
 
 // --- ports and waits ----------------------------------------------------------
 
-int FreeLoopbackPort() {
+namespace {
+
+// Binds 127.0.0.1:port (0: any) and returns the bound port, or 0.
+int TryBindLoopback(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   CHECK_GE(fd, 0) << "socket: " << strerror(errno);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  CHECK_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0)
-      << "bind: " << strerror(errno);
-  socklen_t len = sizeof(addr);
-  CHECK_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  int port = ntohs(addr.sin_port);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  int bound = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    socklen_t len = sizeof(addr);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      bound = ntohs(addr.sin_port);
+    }
+  }
   close(fd);
+  return bound;
+}
+
+}  // namespace
+
+// Ports come from 20000-31999, below Linux's ephemeral range (32768-60999),
+// so an outgoing connection of any process cannot be given one between the
+// pick and the child's bind. Each pick is reserved for the life of this test
+// process by an flock on /tmp/txc-test-ports/<port>: parallel test processes
+// never pick the same port (a coordinator and another test's participant
+// once did, and the test talked to the wrong server). The lock files stay;
+// the locks go with the process.
+int FreeLoopbackPort() {
+  static std::mutex mu;
+  static std::vector<int> held;  // lock fds, open until the process exits
+  std::lock_guard<std::mutex> lock(mu);
+  const std::string dir = "/tmp/txc-test-ports";
+  mkdir(dir.c_str(), 01777);
+  chmod(dir.c_str(), 01777);  // shared by the root and postgres test users
+  static uint32_t seed = static_cast<uint32_t>(getpid()) * 2654435761u;
+  for (int tries = 0; tries < 2000; ++tries) {
+    seed = seed * 1664525u + 1013904223u;
+    const int port = 20000 + static_cast<int>((seed >> 8) % 12000);
+    const std::string path = dir + "/" + std::to_string(port);
+    int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) continue;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      close(fd);
+      continue;
+    }
+    if (TryBindLoopback(port) != port) {
+      close(fd);
+      continue;
+    }
+    held.push_back(fd);
+    return port;
+  }
+  // Reservations unavailable (e.g. /tmp not writable): the kernel's pick.
+  const int port = TryBindLoopback(0);
+  CHECK_GT(port, 0) << "no free loopback port";
   return port;
 }
 

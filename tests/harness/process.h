@@ -109,7 +109,8 @@ class ChildProcess {
 // kInternal with the log tail when it does not exit 0.
 Status RunCommand(const ChildProcess::Options& options, int64_t timeout_ms);
 
-// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0).
+// A TCP port on 127.0.0.1 that was free a moment ago, reserved for this test
+// process (no parallel test process gets it; see process.cc).
 int FreeLoopbackPort();
 
 // Waits until something accepts TCP connections on 127.0.0.1:port.
