@@ -439,6 +439,8 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
   Incarnation* raw = inc.get();
   GroupCommitOptions group_commit = o.group_commit;
   group_commit.may_write = [raw] { return MonotonicMs() < raw->lease_valid_until.load(); };
+  group_commit.fence_node = node.node_id;
+  group_commit.fence_epoch = node.epoch;
   group_commit.on_batch_applied = [](const WriteBatch& batch) {
     CoordinatorMetrics::Get().RecordCommittedBatch(batch);
   };

@@ -238,7 +238,10 @@ void GroupCommitter::WriterLoop() {
     }
     // No lock held across the store call.
     const auto call_start = std::chrono::steady_clock::now();
-    std::vector<Status> results = store_->ApplyGroup(batches);
+    std::vector<Status> results =
+        options_.fence_node.empty()
+            ? store_->ApplyGroup(batches)
+            : store_->ApplyGroupFenced(batches, options_.fence_node, options_.fence_epoch);
     const double call_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - call_start).count();
     if (results.size() != batches.size()) {

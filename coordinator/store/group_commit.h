@@ -44,6 +44,12 @@ struct GroupCommitOptions {
   // that was paused past its lease writes nothing once it runs again. Empty:
   // always allowed.
   std::function<bool()> may_write;
+  // The lease this committer writes under: when fence_node is set, every
+  // group goes through TxnStore::ApplyGroupFenced(fence_node, fence_epoch),
+  // so a group delayed past may_write (the process paused between the check
+  // and the store call) cannot be written once the lease moved on.
+  std::string fence_node;
+  int64_t fence_epoch = 0;
   // Observers for metrics, called on the writer thread after each store
   // transaction (they must be cheap and must not block): every batch the
   // store applied, then the transaction itself (batches in it, seconds the

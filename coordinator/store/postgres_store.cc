@@ -812,6 +812,17 @@ Status PostgresStore::Migrate() {
 Status PostgresStore::Apply(const WriteBatch& batch) { return ApplyGroup({&batch})[0]; }
 
 std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch*>& batches) {
+  return ApplyGroupIn(batches, nullptr, 0);
+}
+
+std::vector<Status> PostgresStore::ApplyGroupFenced(const std::vector<const WriteBatch*>& batches,
+                                                    const std::string& node_id, int64_t epoch) {
+  return ApplyGroupIn(batches, &node_id, epoch);
+}
+
+std::vector<Status> PostgresStore::ApplyGroupIn(const std::vector<const WriteBatch*>& batches,
+                                                const std::string* fence_node,
+                                                int64_t fence_epoch) {
   if (batches.empty()) return {};
   const size_t max_rows = options_.max_rows_per_statement;
   auto result =
@@ -819,6 +830,19 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
         const int64_t now_ms = NowUnixMs();
         std::vector<Status> statuses(batches.size());
         const std::vector<Segment> segments = SplitGroup(batches);
+        // The writer's lease, locked for the transaction (see ApplyGroupFenced).
+        auto fenced = [&](pqxx::transaction_base& tx) {
+          if (fence_node == nullptr) return false;
+          return ExecPrepared(c, tx, "lease_fence",
+                              "SELECT 1 FROM leases WHERE node_id = $1 AND epoch = $2 FOR SHARE",
+                              Params().Text(*fence_node).Int(fence_epoch))
+              .empty();
+        };
+        auto fenced_answer = [&] {
+          const std::string why = "writes fenced: lease epoch " + std::to_string(fence_epoch) +
+                                  " of " + *fence_node + " is no longer current";
+          return std::vector<Status>(batches.size(), Status::Unavailable(why));
+        };
         auto write_segment = [&](pqxx::transaction_base& tx, const Segment& seg) {
           Rows rows;
           for (size_t i = seg.begin; i < seg.end; ++i) rows.Add(*batches[i]);
@@ -834,6 +858,7 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
         bool whole_group_failed = false;
         if (segments.size() == 1 && segments[0].together) {
           pqxx::work tx(*c.conn);
+          if (fenced(tx)) return fenced_answer();
           if (write_segment(tx, segments[0])) {
             // Tests pause the process here (SIGSTOP) while its updated rows are
             // locked: the session timeouts must free them for a takeover.
@@ -851,6 +876,7 @@ std::vector<Status> PostgresStore::ApplyGroup(const std::vector<const WriteBatch
         }
         savepoint_groups_ += 1;
         pqxx::work tx(*c.conn);
+        if (fenced(tx)) return fenced_answer();
         const bool single = batches.size() == 1;
         bool any_applied = false;
         for (const Segment& seg : segments) {

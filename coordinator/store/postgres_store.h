@@ -75,6 +75,11 @@ class PostgresStore final : public TxnStore {
 
   Status Apply(const WriteBatch& batch) override;
   std::vector<Status> ApplyGroup(const std::vector<const WriteBatch*>& batches) override;
+  // Locks the node's lease row (FOR SHARE) first in the group's transaction:
+  // a lease re-acquire (epoch + 1) waits for the group, and a group whose
+  // epoch is gone is refused.
+  std::vector<Status> ApplyGroupFenced(const std::vector<const WriteBatch*>& batches,
+                                       const std::string& node_id, int64_t epoch) override;
 
   Result<TxnRecord> GetTxn(const std::string& gtid) override;
   Result<TxnRecord> FindByIdempotencyKey(const std::string& key) override;
@@ -110,6 +115,9 @@ class PostgresStore final : public TxnStore {
 
  private:
   PostgresStore(std::string connection_string, PostgresStoreOptions options);
+  // ApplyGroup, fenced by (fence_node, fence_epoch) unless fence_node is null.
+  std::vector<Status> ApplyGroupIn(const std::vector<const WriteBatch*>& batches,
+                                   const std::string* fence_node, int64_t fence_epoch);
 
   Result<std::unique_ptr<Conn>> Acquire();
   void Release(std::unique_ptr<Conn> conn);

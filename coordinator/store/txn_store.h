@@ -106,6 +106,21 @@ class TxnStore {
   // that failure.
   virtual std::vector<Status> ApplyGroup(const std::vector<const WriteBatch*>& batches) = 0;
 
+  // ApplyGroup by the holder of lease (node_id, epoch): a store shared by
+  // replicas applies the group only while that is still the node's lease
+  // epoch, and keeps the lease from moving on until the group's transaction
+  // ends (otherwise every status is kUnavailable "fenced" and nothing is
+  // written). This closes the window between the writer's own "is my lease
+  // still live" check and its store transaction (a process paused in
+  // between). A single-process store has no one to fence: the default is
+  // ApplyGroup.
+  virtual std::vector<Status> ApplyGroupFenced(const std::vector<const WriteBatch*>& batches,
+                                               const std::string& node_id, int64_t epoch) {
+    (void)node_id;
+    (void)epoch;
+    return ApplyGroup(batches);
+  }
+
   // --- reads ----------------------------------------------------------------
   virtual Result<TxnRecord> GetTxn(const std::string& gtid) = 0;
   virtual Result<TxnRecord> FindByIdempotencyKey(const std::string& key) = 0;

@@ -169,6 +169,33 @@ TEST_P(TxnStoreConformanceTest, DuplicateInsertIsRefusedAndAppliesNothing) {
   EXPECT_EQ(store_->GetBranches("dup")->size(), 2u);
 }
 
+// A group written under a lease epoch that is gone is refused whole on a
+// shared (PostgreSQL) store; SQLite has no one to fence and applies it.
+TEST_P(TxnStoreConformanceTest, FencedGroupIsRefusedOnceTheLeaseEpochMovedOn) {
+  auto first = store_->AcquireLease("node-f", "127.0.0.1:7100", 1000, 10000);
+  ASSERT_TRUE(first.ok()) << first.status();
+  WriteBatch current;
+  current.insert_txns = {MakeTxn("fenced-1", "node-f", first->epoch)};
+  std::vector<Status> ok = store_->ApplyGroupFenced({&current}, "node-f", first->epoch);
+  ASSERT_EQ(ok.size(), 1u);
+  EXPECT_TRUE(ok[0].ok()) << ok[0];
+
+  auto second = store_->AcquireLease("node-f", "127.0.0.1:7100", 1000, 20000);
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_GT(second->epoch, first->epoch);
+  WriteBatch stale;
+  stale.insert_txns = {MakeTxn("fenced-2", "node-f", first->epoch)};
+  std::vector<Status> refused = store_->ApplyGroupFenced({&stale}, "node-f", first->epoch);
+  ASSERT_EQ(refused.size(), 1u);
+  if (GetParam() == "sqlite") {
+    EXPECT_TRUE(refused[0].ok()) << refused[0];
+    return;
+  }
+  EXPECT_EQ(refused[0].code(), StatusCode::kUnavailable) << refused[0];
+  EXPECT_EQ(store_->GetTxn("fenced-2").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetTxn("fenced-1").ok());
+}
+
 TEST_P(TxnStoreConformanceTest, IdempotencyKeyIsUniqueWhenSet) {
   TxnRecord a = MakeTxn("key-a", "node-a", 1);
   a.idempotency_key = "order-42";
