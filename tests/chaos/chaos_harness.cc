@@ -613,12 +613,14 @@ ChaosTest::Settling ChaosTest::RunFaultsAndSettle(std::vector<std::thread>* clie
   out.settled = testing::WaitUntil(
       [&] {
         faults_->Tick();
+        // Read whether the clients are done *before* the store: a submit
+        // accepted after the store was read (a client's last retry) would
+        // otherwise count as settled while its saga still runs.
+        const bool clients = clients_done.load() != 0;
         const bool done = resolved();
         if (done && out.resolve_ms < 0) out.resolve_ms = MonotonicMs() - out.healed_ms;
-        if (clients_done.load() != 0 && out.clients_ms < 0) {
-          out.clients_ms = MonotonicMs() - out.healed_ms;
-        }
-        return done && clients_done.load() != 0;
+        if (clients && out.clients_ms < 0) out.clients_ms = MonotonicMs() - out.healed_ms;
+        return done && clients;
       },
       timeout_ms);
   out.settle_ms = MonotonicMs() - out.healed_ms;
