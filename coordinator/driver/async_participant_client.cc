@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <glog/logging.h>
+#include <pthread.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 #include <sys/socket.h>
@@ -477,6 +478,7 @@ AsyncParticipantClient::Impl::Impl(AsyncParticipantClientOptions options)
         }
       }
     });
+    pthread_setname_np(threads_.back().native_handle(), "participant-io");
   }
 }
 

@@ -1,6 +1,7 @@
 #include "coordinator/store/group_commit.h"
 
 #include <glog/logging.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <chrono>
@@ -47,7 +48,10 @@ int64_t GroupCommitter::EstimateBytes(const WriteBatch& batch) {
 
 GroupCommitter::GroupCommitter(TxnStore* store, GroupCommitOptions options)
     : store_(store), options_(std::move(options)) {
+  answerer_ = std::thread([this] { AnswerLoop(); });
+  pthread_setname_np(answerer_.native_handle(), "group-done");
   writer_ = std::thread([this] { WriterLoop(); });
+  pthread_setname_np(writer_.native_handle(), "group-commit");
 }
 
 GroupCommitter::~GroupCommitter() {
@@ -57,6 +61,26 @@ GroupCommitter::~GroupCommitter() {
   }
   work_cv_.notify_all();
   writer_.join();
+  {
+    std::lock_guard<std::mutex> lock(answers_mu_);
+    answers_stop_ = true;
+  }
+  answers_cv_.notify_all();
+  answerer_.join();
+}
+
+void GroupCommitter::AnswerLoop() {
+  std::vector<Answer> batch;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(answers_mu_);
+      answers_cv_.wait(lock, [this] { return answers_stop_ || !answers_.empty(); });
+      if (answers_.empty()) return;  // stopped, and everything was answered
+      batch.swap(answers_);
+    }
+    for (Answer& a : batch) a.first->Finish(std::move(a.second));
+    batch.clear();
+  }
 }
 
 void GroupCommitter::Pending::Finish(Status s) {
@@ -176,7 +200,7 @@ GroupCommitter::Stats GroupCommitter::GetStats() const {
 void GroupCommitter::WriterLoop() {
   std::vector<std::shared_ptr<Pending>> group;
   std::vector<const WriteBatch*> batches;
-  std::vector<Pending*> waiting;
+  std::vector<std::shared_ptr<Pending>> waiting;
   const size_t max_group = static_cast<size_t>(std::max(1, options_.max_batches_per_group));
   while (true) {
     group.clear();
@@ -194,8 +218,24 @@ void GroupCommitter::WriterLoop() {
         queue_.pop_front();
       }
       refused = fenced_;
-      in_store_call_ = true;  // until this group is answered: Fence() waits for it
+      in_store_call_ = true;  // until this group is handed to the answer thread: Fence() waits
     }
+    // Every answer of this round goes to the answer thread, in order after
+    // the answers of earlier groups.
+    std::vector<Answer> out;
+    auto hand_over = [this, &out] {
+      if (out.empty()) return;
+      {
+        std::lock_guard<std::mutex> lock(answers_mu_);
+        if (answers_.empty()) {
+          answers_.swap(out);
+        } else {
+          for (Answer& a : out) answers_.push_back(std::move(a));
+        }
+      }
+      out.clear();
+      answers_cv_.notify_one();
+    };
     // Fence() may have come while the group was formed: it must not reach the store.
     auto finish_call = [this] {
       {
@@ -213,17 +253,18 @@ void GroupCommitter::WriterLoop() {
       int queued = Pending::kQueued;
       if (!p->phase.compare_exchange_strong(queued, Pending::kTaken)) {
         // Its caller gave up and was told nothing was written.
-        p->Finish(Status::Unavailable("taken back by its caller"));
+        out.emplace_back(p, Status::Unavailable("taken back by its caller"));
         continue;
       }
       if (!refused.ok() || p->batch.empty()) {
-        p->Finish(refused);  // OK for an empty batch: nothing to do
+        out.emplace_back(p, refused);  // OK for an empty batch: nothing to do
         continue;
       }
       batches.push_back(&p->batch);
-      waiting.push_back(p.get());
+      waiting.push_back(p);
     }
     if (batches.empty()) {
+      hand_over();
       finish_call();
       continue;
     }
@@ -232,7 +273,8 @@ void GroupCommitter::WriterLoop() {
       refused = fenced_;
     }
     if (!refused.ok()) {
-      for (Pending* p : waiting) p->Finish(refused);
+      for (auto& p : waiting) out.emplace_back(std::move(p), refused);
+      hand_over();
       finish_call();
       continue;
     }
@@ -277,8 +319,9 @@ void GroupCommitter::WriterLoop() {
           results[i].code() != StatusCode::kAlreadyExists) {
         LOG(ERROR) << "group write failed: " << results[i];
       }
-      waiting[i]->Finish(std::move(results[i]));
+      out.emplace_back(std::move(waiting[i]), std::move(results[i]));
     }
+    hand_over();
     finish_call();
   }
 }

@@ -14,6 +14,11 @@
 //    (kUnavailable, nothing written). Only a batch already inside a store
 //    transaction when the wait ran out is answered kTimeout (outcome unknown).
 //
+// The writer thread only writes: the answers of a committed group (waiters
+// woken, WriteLater callbacks run, in queue order) are handed as a whole to a
+// second thread, "group-done", so the next group's store transaction starts
+// while the last one's callbacks run.
+//
 // Thread-safety: all public methods may be called from any thread.
 #pragma once
 
@@ -26,6 +31,8 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/status.h"
 #include "coordinator/store/txn_store.h"
@@ -123,6 +130,10 @@ class GroupCommitter {
   // cannot be queued.
   std::shared_ptr<Pending> Enqueue(std::shared_ptr<Pending> pending, Status* refused);
   void WriterLoop();
+  // Answers what the writer handed over, in order, until stopped and drained.
+  void AnswerLoop();
+
+  using Answer = std::pair<std::shared_ptr<Pending>, Status>;
 
   TxnStore* const store_;
   const GroupCommitOptions options_;
@@ -137,7 +148,13 @@ class GroupCommitter {
   Status fenced_;  // not OK once Fence() was called
   Stats stats_;
 
-  std::thread writer_;  // started last in the constructor
+  std::mutex answers_mu_;  // guards the three fields below (never taken with mu_ held)
+  std::condition_variable answers_cv_;
+  std::vector<Answer> answers_;  // answers of committed groups, oldest first
+  bool answers_stop_ = false;    // the writer stopped: answer what is left, then end
+
+  std::thread answerer_;  // runs AnswerLoop
+  std::thread writer_;    // started last in the constructor
 };
 
 }  // namespace txc

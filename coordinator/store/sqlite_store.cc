@@ -1,6 +1,7 @@
 #include "coordinator/store/sqlite_store.h"
 
 #include <glog/logging.h>
+#include <pthread.h>
 
 #include <functional>
 #include <unordered_map>
@@ -234,13 +235,66 @@ Result<bool> Exists(SqliteStore::Conn& conn, const std::string& sql, const std::
 SqliteStore::SqliteStore(std::string path, SqliteStoreOptions options)
     : path_(std::move(path)), options_(options) {}
 
-SqliteStore::~SqliteStore() = default;
+SqliteStore::~SqliteStore() {
+  if (checkpointer_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(checkpoint_mu_);
+      checkpoint_stop_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    checkpointer_.join();
+  }
+}
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
                                                        SqliteStoreOptions options) {
   std::unique_ptr<SqliteStore> store(new SqliteStore(path, options));
   TXC_ASSIGN_OR_RETURN(store->writer_, Conn::Open(path, false, options.busy_timeout_ms));
+  if (path != ":memory:" && !path.empty()) {
+    TXC_ASSIGN_OR_RETURN(std::unique_ptr<Conn> conn,
+                         Conn::Open(path, false, options.busy_timeout_ms));
+    // Replaces SQLite's auto-checkpoint (itself a WAL hook) on the writer.
+    sqlite3_wal_hook(store->writer_->db(), &SqliteStore::WalCommitted, store.get());
+    store->checkpointer_ = std::thread(
+        [self = store.get(), c = std::move(conn)]() mutable { self->CheckpointLoop(std::move(c)); });
+    pthread_setname_np(store->checkpointer_.native_handle(), "sqlite-ckpt");
+  }
   return store;
+}
+
+int SqliteStore::WalCommitted(void* self, sqlite3* /*db*/, const char* /*name*/, int pages) {
+  auto* store = static_cast<SqliteStore*>(self);
+  if (pages < store->options_.checkpoint_pages) return SQLITE_OK;
+  {
+    std::lock_guard<std::mutex> lock(store->checkpoint_mu_);
+    if (store->checkpoint_due_) return SQLITE_OK;
+    store->checkpoint_due_ = true;
+  }
+  store->checkpoint_cv_.notify_one();
+  return SQLITE_OK;
+}
+
+void SqliteStore::CheckpointLoop(std::unique_ptr<Conn> conn) {
+  std::unique_lock<std::mutex> lock(checkpoint_mu_);
+  for (;;) {
+    checkpoint_cv_.wait(lock, [this] { return checkpoint_due_ || checkpoint_stop_; });
+    if (checkpoint_stop_) return;
+    checkpoint_due_ = false;
+    lock.unlock();
+    // PASSIVE: copies what no reader still needs, never waits for the writer
+    // or readers; the WAL is reused from its start by the next commit once
+    // all of it was copied.
+    int wal_pages = 0;
+    int copied = 0;
+    const int rc = sqlite3_wal_checkpoint_v2(conn->db(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                             &wal_pages, &copied);
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
+      LOG_EVERY_N(ERROR, 100) << "sqlite checkpoint of " << path_
+                              << " failed: " << sqlite3_errmsg(conn->db());
+    }
+    VLOG(2) << "sqlite checkpoint: " << copied << " of " << wal_pages << " WAL pages copied";
+    lock.lock();
+  }
 }
 
 template <typename Fn>

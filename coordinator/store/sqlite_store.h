@@ -3,7 +3,10 @@
 // WAL journal with synchronous=FULL: a commit is durable when it returns. One
 // write connection (writes serialise on write_mu_, each in BEGIN IMMEDIATE);
 // reads use a small pool of read-only connections, which in WAL mode never
-// wait for the writer. Several processes may open the same file (busy_timeout
+// wait for the writer. WAL checkpoints run on a thread of their own (a
+// PASSIVE checkpoint once the WAL holds checkpoint_pages pages), not inside a
+// commit, so the writer's commits never wait for the database file's fsync.
+// Several processes may open the same file (busy_timeout
 // arbitrates), though one coordinator per file is the intended use.
 //
 // Thread-safety: every method may be called from any thread.
@@ -12,10 +15,12 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "coordinator/store/store_util.h"
@@ -26,6 +31,9 @@ namespace txc {
 struct SqliteStoreOptions {
   int busy_timeout_ms = 10000;  // how long a statement waits for another process's lock
   size_t max_idle_readers = 8;  // read connections kept open
+  // WAL size (pages) past which the checkpoint thread copies the WAL into the
+  // database file (SQLite's own auto-checkpoint, inside a commit, is off).
+  int checkpoint_pages = 1000;
 };
 
 class SqliteStore final : public TxnStore {
@@ -79,6 +87,10 @@ class SqliteStore final : public TxnStore {
   // to roll back; other errors mean the transaction must be abandoned.
   Status ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms);
   std::vector<Status> ApplyGroupLocked(const std::vector<const WriteBatch*>& batches);
+  // The checkpoint thread's loop (on its own connection), woken by WalCommitted.
+  void CheckpointLoop(std::unique_ptr<Conn> conn);
+  // sqlite3_wal_hook of the writer: called after each commit with the WAL's size.
+  static int WalCommitted(void* self, sqlite3* db, const char* name, int pages);
 
   const std::string path_;
   const SqliteStoreOptions options_;
@@ -90,6 +102,12 @@ class SqliteStore final : public TxnStore {
   std::vector<std::unique_ptr<Conn>> idle_readers_;
 
   store_internal::StoreCounters counters_;
+
+  std::mutex checkpoint_mu_;               // guards the two fields below
+  std::condition_variable checkpoint_cv_;  // WAL past checkpoint_pages, or stopping
+  bool checkpoint_due_ = false;
+  bool checkpoint_stop_ = false;
+  std::thread checkpointer_;  // runs CheckpointLoop; none for an in-memory database
 };
 
 }  // namespace txc

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <filesystem>
+
 #include "common/backoff.h"
 #include "tests/harness/process.h"
 
@@ -78,6 +80,35 @@ TEST(SqliteStoreTest, ReadsDoNotWaitForAnotherWriter) {
   sqlite3_close(other);
   EXPECT_TRUE((*store)->Apply(blocked).ok());
   EXPECT_TRUE((*store)->GetTxn("visible").ok());
+}
+
+// Checkpoints run on the store's own thread, not inside a commit (SQLite's
+// auto-checkpoint is replaced): the WAL's pages still reach the database file,
+// which only a checkpoint writes to.
+TEST(SqliteStoreTest, CheckpointThreadCopiesTheWalIntoTheDatabaseFile) {
+  testing::TempDir dir;
+  const std::string path = dir.Child("txc.db");
+  SqliteStoreOptions options;
+  options.checkpoint_pages = 8;
+  auto store = SqliteStore::Open(path, options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->Migrate().ok());
+  auto file_size = [&] {
+    std::error_code ec;
+    const auto n = std::filesystem::file_size(path, ec);
+    return ec ? uintmax_t{0} : n;
+  };
+  const uintmax_t before = file_size();
+  for (int i = 0; i < 300; ++i) {
+    WriteBatch b;
+    b.insert_txns = {Txn("t-" + std::to_string(i))};
+    b.insert_txns[0].payload = std::string(2000, 'x');
+    ASSERT_TRUE((*store)->Apply(b).ok());
+  }
+  // 300 x 2 kB of payload: well past 8 pages of WAL many times over.
+  EXPECT_TRUE(testing::WaitUntil([&] { return file_size() > before + 300 * 1000; }, 20000))
+      << "database file " << file_size() << " bytes, " << before << " before the writes";
+  EXPECT_TRUE((*store)->GetTxn("t-299").ok());
 }
 
 TEST(SqliteStoreTest, InMemoryDatabaseWorks) {
