@@ -74,7 +74,36 @@ class SqliteStore::Conn {
 
   ~Conn() {
     for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+    for (auto& [key, stmt] : keyed_) sqlite3_finalize(stmt);
     sqlite3_close(db_);
+  }
+
+  // One SQL statement without parameters or rows (BEGIN, SAVEPOINT, COMMIT)
+  // from the statement cache: parsed once per connection, not per call.
+  Status RunCached(const std::string& sql) {
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * stmt, Prepare(sql));
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return SqliteStatus(db_, rc, sql);
+    return Status::Ok();
+  }
+
+  // A cached statement whose text depends on `key` (e.g. which columns an
+  // UPDATE sets); `sql` builds the text the first time a key is seen.
+  template <typename BuildSql>
+  Result<sqlite3_stmt*> PrepareKeyed(uint64_t key, BuildSql&& sql) {
+    auto it = keyed_.find(key);
+    if (it != keyed_.end()) {
+      sqlite3_reset(it->second);
+      sqlite3_clear_bindings(it->second);
+      return it->second;
+    }
+    const std::string text = sql();
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v3(db_, text.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+    if (rc != SQLITE_OK) return SqliteStatus(db_, rc, "prepare " + text);
+    keyed_.emplace(key, stmt);
+    return stmt;
   }
 
   sqlite3* db() const { return db_; }
@@ -109,6 +138,7 @@ class SqliteStore::Conn {
   explicit Conn(sqlite3* db) : db_(db) {}
   sqlite3* db_;
   std::unordered_map<std::string, sqlite3_stmt*> statements_;
+  std::unordered_map<uint64_t, sqlite3_stmt*> keyed_;
 };
 
 namespace {
@@ -390,33 +420,44 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
     }
   }
   for (const TxnUpdate& u : batch.txn_updates) {
-    TXC_ASSIGN_OR_RETURN(
-        sqlite3_stmt * raw,
-        c.Prepare("UPDATE txns SET state = COALESCE(?1, state), owner = COALESCE(?2, owner), "
-                  "epoch = COALESCE(?3, epoch), next_attempt_ms = COALESCE(?4, next_attempt_ms), "
-                  "attempts = COALESCE(?5, attempts), deadline_ms = COALESCE(?6, deadline_ms), "
-                  "flags = COALESCE(?7, flags), updated_ms = ?8 "
-                  "WHERE gtid = ?9 AND owner = ?10 AND epoch = ?11 "
-                  "AND (?12 = 0 OR ((?12 >> state) & 1) = 1) "
-                  "AND (?13 IS NULL OR (SELECT count(*) FROM branches WHERE gtid = ?9) = ?13)"));
+    // Only the columns the update sets are in the statement (one cached
+    // statement per combination): an index on a column is rewritten only
+    // when that column is assigned, even to its own value.
+    const uint64_t key = (uint64_t{1} << 32) | (u.state ? 1u : 0u) | (u.owner ? 2u : 0u) |
+                         (u.epoch ? 4u : 0u) | (u.next_attempt_ms ? 8u : 0u) |
+                         (u.attempts ? 16u : 0u) | (u.deadline_ms ? 32u : 0u) |
+                         (u.flags ? 64u : 0u) | (u.expected_branch_count ? 128u : 0u);
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.PrepareKeyed(key, [&] {
+      std::string sql = "UPDATE txns SET updated_ms = ?8";
+      if (u.state) sql += ", state = ?1";
+      if (u.owner) sql += ", owner = ?2";
+      if (u.epoch) sql += ", epoch = ?3";
+      if (u.next_attempt_ms) sql += ", next_attempt_ms = ?4";
+      if (u.attempts) sql += ", attempts = ?5";
+      if (u.deadline_ms) sql += ", deadline_ms = ?6";
+      if (u.flags) sql += ", flags = ?7";
+      sql +=
+          " WHERE gtid = ?9 AND owner = ?10 AND epoch = ?11 "
+          "AND (?12 = 0 OR ((?12 >> state) & 1) = 1)";
+      if (u.expected_branch_count) {
+        sql += " AND (SELECT count(*) FROM branches WHERE gtid = ?9) = ?13";
+      }
+      return sql;
+    }));
     Stmt s(c, raw);
-    s.OptInt(1, u.state);
-    if (u.owner.has_value()) {
-      s.Text(2, *u.owner);
-    } else {
-      s.Null(2);
-    }
-    s.OptInt(3, u.epoch)
-        .OptInt(4, u.next_attempt_ms)
-        .OptInt(5, u.attempts)
-        .OptInt(6, u.deadline_ms)
-        .OptInt(7, u.flags)
-        .Int(8, now_ms)
+    if (u.state) s.Int(1, static_cast<int64_t>(*u.state));
+    if (u.owner) s.Text(2, *u.owner);
+    if (u.epoch) s.Int(3, *u.epoch);
+    if (u.next_attempt_ms) s.Int(4, *u.next_attempt_ms);
+    if (u.attempts) s.Int(5, *u.attempts);
+    if (u.deadline_ms) s.Int(6, *u.deadline_ms);
+    if (u.flags) s.Int(7, *u.flags);
+    s.Int(8, now_ms)
         .Text(9, u.gtid)
         .Text(10, u.expected_owner)
         .Int(11, u.expected_epoch)
-        .Int(12, StateMask(u.expected_states))
-        .OptInt(13, u.expected_branch_count);
+        .Int(12, StateMask(u.expected_states));
+    if (u.expected_branch_count) s.Int(13, *u.expected_branch_count);
     TXC_RETURN_IF_ERROR(s.Run("update txn " + u.gtid));
     if (s.Changes() != 1) {
       TXC_ASSIGN_OR_RETURN(bool exists, Exists(c, "SELECT 1 FROM txns WHERE gtid = ?1", u.gtid));
@@ -426,36 +467,47 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
     }
   }
   for (const BranchUpdate& u : batch.branch_updates) {
-    TXC_ASSIGN_OR_RETURN(
-        sqlite3_stmt * raw,
-        c.Prepare("UPDATE branches SET state = COALESCE(?1, state), "
-                  "attempts = COALESCE(?2, attempts), "
-                  "next_attempt_ms = COALESCE(?3, next_attempt_ms), "
-                  "last_error = COALESCE(?4, last_error), "
-                  "started_ms = CASE WHEN ?1 IS NOT NULL AND ?1 <> state AND started_ms = 0 "
-                  "THEN ?10 ELSE started_ms END, "
-                  "finished_ms = CASE WHEN ?1 IS NOT NULL AND ?1 <> state THEN ?11 "
-                  "ELSE finished_ms END, "
-                  "endpoint = COALESCE(?12, endpoint) "
-                  "WHERE gtid = ?5 AND branch_id = ?6 AND (?7 = 0 OR ((?7 >> state) & 1) = 1) "
-                  "AND EXISTS (SELECT 1 FROM txns WHERE gtid = ?5 AND owner = ?8 AND epoch = ?9)"));
+    // As for transactions: only the columns set (the endpoint, indexed, only
+    // on an operator's rebind).
+    const uint64_t key = (uint64_t{2} << 32) | (u.state ? 1u : 0u) | (u.attempts ? 2u : 0u) |
+                         (u.next_attempt_ms ? 4u : 0u) | (u.last_error ? 8u : 0u) |
+                         (u.endpoint ? 16u : 0u);
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.PrepareKeyed(key, [&] {
+      std::vector<std::string> set;
+      if (u.state) {
+        set.push_back("state = ?1");
+        set.push_back("started_ms = CASE WHEN ?1 <> state AND started_ms = 0 THEN ?10 "
+                      "ELSE started_ms END");
+        set.push_back("finished_ms = CASE WHEN ?1 <> state THEN ?11 ELSE finished_ms END");
+      }
+      if (u.attempts) set.push_back("attempts = ?2");
+      if (u.next_attempt_ms) set.push_back("next_attempt_ms = ?3");
+      if (u.last_error) set.push_back("last_error = ?4");
+      if (u.endpoint) set.push_back("endpoint = ?12");
+      // Nothing set: still a fenced no-op write (it must match to succeed).
+      if (set.empty()) set.push_back("state = state");
+      std::string sql = "UPDATE branches SET ";
+      for (size_t i = 0; i < set.size(); ++i) sql += (i == 0 ? "" : ", ") + set[i];
+      sql +=
+          " WHERE gtid = ?5 AND branch_id = ?6 AND (?7 = 0 OR ((?7 >> state) & 1) = 1) "
+          "AND EXISTS (SELECT 1 FROM txns WHERE gtid = ?5 AND owner = ?8 AND epoch = ?9)";
+      return sql;
+    }));
     Stmt s(c, raw);
-    s.OptInt(1, u.state).OptInt(2, u.attempts).OptInt(3, u.next_attempt_ms);
-    if (u.last_error.has_value()) {
-      s.Blob(4, *u.last_error);
-    } else {
-      s.Null(4);
+    if (u.state) {
+      s.Int(1, static_cast<int64_t>(*u.state))
+          .Int(10, store_internal::BranchStartedMs(*u.state, now_ms))
+          .Int(11, store_internal::BranchFinishedMs(*u.state, now_ms));
     }
+    if (u.attempts) s.Int(2, *u.attempts);
+    if (u.next_attempt_ms) s.Int(3, *u.next_attempt_ms);
+    if (u.last_error) s.Blob(4, *u.last_error);
+    if (u.endpoint) s.Text(12, *u.endpoint);
     s.Text(5, u.gtid)
         .Text(6, u.branch_id)
         .Int(7, StateMask(u.expected_states))
         .Text(8, u.expected_owner)
         .Int(9, u.expected_epoch);
-    if (u.state.has_value()) {
-      s.Int(10, store_internal::BranchStartedMs(*u.state, now_ms))
-          .Int(11, store_internal::BranchFinishedMs(*u.state, now_ms));
-    }
-    if (u.endpoint.has_value()) s.Text(12, *u.endpoint);
     TXC_RETURN_IF_ERROR(s.Run("update branch " + u.gtid + "/" + u.branch_id));
     if (s.Changes() != 1) {
       TXC_ASSIGN_OR_RETURN(bool txn, Exists(c, "SELECT 1 FROM txns WHERE gtid = ?1", u.gtid));
@@ -505,14 +557,14 @@ std::vector<Status> SqliteStore::ApplyGroupLocked(const std::vector<const WriteB
     for (auto& r : results) r = s;
     return results;
   };
-  Status begin = writer_->Exec("BEGIN IMMEDIATE");
+  Status begin = writer_->RunCached("BEGIN IMMEDIATE");
   if (!begin.ok()) return fail_all(Status::Unavailable(begin.message()));
   const int64_t now_ms = NowUnixMs();
   const bool single = batches.size() == 1;
   for (size_t i = 0; i < batches.size(); ++i) {
     // One batch needs no savepoint: the transaction is rolled back on refusal.
     if (!single) {
-      Status sp = writer_->Exec("SAVEPOINT batch");
+      Status sp = writer_->RunCached("SAVEPOINT batch");
       if (!sp.ok()) {
         writer_->Exec("ROLLBACK").IgnoreError();
         return fail_all(sp);
@@ -538,14 +590,14 @@ std::vector<Status> SqliteStore::ApplyGroupLocked(const std::vector<const WriteB
         return results;
       }
     } else if (!single) {
-      Status rel = writer_->Exec("RELEASE SAVEPOINT batch");
+      Status rel = writer_->RunCached("RELEASE SAVEPOINT batch");
       if (!rel.ok()) {
         writer_->Exec("ROLLBACK").IgnoreError();
         return fail_all(rel);
       }
     }
   }
-  Status commit = writer_->Exec("COMMIT");
+  Status commit = writer_->RunCached("COMMIT");
   if (!commit.ok()) {
     // The outcome of a failed COMMIT is not reported reliably: re-read.
     writer_->Exec("ROLLBACK").IgnoreError();
