@@ -33,6 +33,7 @@ struct SqliteStoreOptions {
   size_t max_idle_readers = 8;  // read connections kept open
   // WAL size (pages) past which the checkpoint thread copies the WAL into the
   // database file (SQLite's own auto-checkpoint, inside a commit, is off).
+  // Past 4x this, the writer finishes the copy itself so that the WAL restarts.
   int checkpoint_pages = 1000;
 };
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "common/backoff.h"
@@ -109,6 +110,30 @@ TEST(SqliteStoreTest, CheckpointThreadCopiesTheWalIntoTheDatabaseFile) {
   EXPECT_TRUE(testing::WaitUntil([&] { return file_size() > before + 300 * 1000; }, 20000))
       << "database file " << file_size() << " bytes, " << before << " before the writes";
   EXPECT_TRUE((*store)->GetTxn("t-299").ok());
+}
+
+// A checkpoint beside a writer that never pauses never sees the whole WAL
+// copied, so the WAL would never restart: the writer finishes the copy past
+// 4 x checkpoint_pages and the WAL file stays small.
+TEST(SqliteStoreTest, WalStaysBoundedUnderContinuousWrites) {
+  testing::TempDir dir;
+  const std::string path = dir.Child("txc.db");
+  SqliteStoreOptions options;
+  options.checkpoint_pages = 16;
+  auto store = SqliteStore::Open(path, options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->Migrate().ok());
+  uintmax_t largest = 0;
+  for (int i = 0; i < 1500; ++i) {
+    WriteBatch b;
+    b.insert_txns = {Txn("t-" + std::to_string(i))};
+    b.insert_txns[0].payload = std::string(3000, 'x');
+    ASSERT_TRUE((*store)->Apply(b).ok());
+    std::error_code ec;
+    largest = std::max(largest, std::filesystem::file_size(path + "-wal", ec));
+  }
+  // 1500 x 3 kB written; the WAL holds at most ~4 x 16 pages plus one commit.
+  EXPECT_LT(largest, uintmax_t{1} << 20) << "WAL grew to " << largest << " bytes";
 }
 
 TEST(SqliteStoreTest, InMemoryDatabaseWorks) {
