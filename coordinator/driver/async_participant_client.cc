@@ -2,9 +2,9 @@
 
 #include <arpa/inet.h>
 #include <glog/logging.h>
-#include <pthread.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <thrift/TApplicationException.h>
 #include <thrift/protocol/TBinaryProtocol.h>

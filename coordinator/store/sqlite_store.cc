@@ -285,8 +285,9 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
                          Conn::Open(path, false, options.busy_timeout_ms));
     // Replaces SQLite's auto-checkpoint (itself a WAL hook) on the writer.
     sqlite3_wal_hook(store->writer_->db(), &SqliteStore::WalCommitted, store.get());
-    store->checkpointer_ = std::thread(
-        [self = store.get(), c = std::move(conn)]() mutable { self->CheckpointLoop(std::move(c)); });
+    store->checkpointer_ = std::thread([self = store.get(), c = std::move(conn)]() mutable {
+      self->CheckpointLoop(std::move(c));
+    });
     pthread_setname_np(store->checkpointer_.native_handle(), "sqlite-ckpt");
   }
   return store;
@@ -487,8 +488,9 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
       std::vector<std::string> set;
       if (u.state) {
         set.push_back("state = ?1");
-        set.push_back("started_ms = CASE WHEN ?1 <> state AND started_ms = 0 THEN ?10 "
-                      "ELSE started_ms END");
+        set.push_back(
+            "started_ms = CASE WHEN ?1 <> state AND started_ms = 0 THEN ?10 "
+            "ELSE started_ms END");
         set.push_back("finished_ms = CASE WHEN ?1 <> state THEN ?11 ELSE finished_ms END");
       }
       if (u.attempts) set.push_back("attempts = ?2");
