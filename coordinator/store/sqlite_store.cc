@@ -295,8 +295,9 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
 
 int SqliteStore::WalCommitted(void* self, sqlite3* db, const char* /*name*/, int pages) {
   auto* store = static_cast<SqliteStore*>(self);
-  if (pages < store->options_.checkpoint_pages) return SQLITE_OK;
-  if (pages >= 4 * store->options_.checkpoint_pages) {
+  const int step = store->options_.checkpoint_pages;
+  if (pages < store->wal_pages_signalled_) store->wal_pages_signalled_ = 0;  // the WAL restarted
+  if (pages >= 4 * step) {
     // The WAL is reused from its start only when a write transaction begins
     // with all of it copied, which a checkpoint running beside a busy writer
     // never sees: here, on the writer, between two of its transactions, the
@@ -305,11 +306,15 @@ int SqliteStore::WalCommitted(void* self, sqlite3* db, const char* /*name*/, int
     int wal_pages = 0;
     int copied = 0;
     sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &wal_pages, &copied);
+    store->wal_pages_signalled_ = 0;
     return SQLITE_OK;
   }
+  // One background pass per checkpoint_pages new pages: each pass walks the
+  // WAL's whole index, so a pass per commit would cost more than it copies.
+  if (pages - store->wal_pages_signalled_ < step) return SQLITE_OK;
+  store->wal_pages_signalled_ = pages;
   {
     std::lock_guard<std::mutex> lock(store->checkpoint_mu_);
-    if (store->checkpoint_due_) return SQLITE_OK;
     store->checkpoint_due_ = true;
   }
   store->checkpoint_cv_.notify_one();

@@ -108,7 +108,8 @@ class SqliteStore final : public TxnStore {
   std::condition_variable checkpoint_cv_;  // WAL past checkpoint_pages, or stopping
   bool checkpoint_due_ = false;
   bool checkpoint_stop_ = false;
-  std::thread checkpointer_;  // runs CheckpointLoop; none for an in-memory database
+  int wal_pages_signalled_ = 0;  // WAL size at the last pass asked for; writer thread only
+  std::thread checkpointer_;     // runs CheckpointLoop; none for an in-memory database
 };
 
 }  // namespace txc
