@@ -26,7 +26,7 @@ struct SagaDriver::Run {
   bool gone = false;  // released: later events are dropped
 };
 
-// The GroupCommitter calls back on its writer thread, possibly after this
+// The GroupCommitter calls back on its group-done thread, possibly after this
 // driver is gone (it drains its queue when destroyed): the callback reaches
 // the driver only through here, and the destructor cuts the link first.
 struct SagaDriver::Relay {

@@ -92,9 +92,9 @@ class GroupCommitter {
   void WriteLater(WriteBatch batch);
   // The same, and `on_done` is called with what Write() would return once the
   // batch's store transaction committed or failed (also kUnavailable when the
-  // committer is stopping, fenced or overloaded). It runs on the writer thread
-  // (or on the thread of WriteLater / Fence when refused there): it must be
-  // short and must not call Write().
+  // committer is stopping, fenced or overloaded). It runs on the group-done
+  // thread, in queue order (or on the thread of WriteLater / Fence when
+  // refused there): it must be short and must not call Write().
   void WriteLater(WriteBatch batch, std::function<void(const Status&)> on_done);
 
   // From now on every queued and every new write is refused with `reason`
