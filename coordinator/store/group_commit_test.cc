@@ -9,7 +9,9 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "coordinator/store/faulty_store.h"
 #include "coordinator/store/sqlite_store.h"
@@ -269,6 +271,40 @@ TEST_F(GroupCommitTest, WriteLaterCallbackRunsOnceTheWriteIsDurable) {
     EXPECT_TRUE(visible);
     EXPECT_EQ(refused.get_future().get().code(), StatusCode::kAlreadyExists);
   }
+}
+
+// The writer only writes: while a callback of one group still runs, the next
+// group's store transaction commits; answers still come in queue order.
+TEST_F(GroupCommitTest, ASlowCallbackDoesNotHoldTheNextStoreTransaction) {
+  GroupCommitter committer(store_.get(), GroupCommitOptions{});
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> first_running;
+  std::vector<std::string> order;  // appended by callbacks, all on the one answer thread
+  WriteBatch first;
+  first.insert_txns = {Txn("first")};
+  committer.WriteLater(first, [&](const Status& s) {
+    EXPECT_TRUE(s.ok()) << s;
+    order.push_back("first");
+    first_running.set_value();
+    released.wait();
+  });
+  first_running.get_future().wait();
+  WriteBatch second;
+  second.insert_txns = {Txn("second")};
+  std::promise<Status> second_done;
+  committer.WriteLater(second, [&](const Status& s) {
+    order.push_back("second");
+    second_done.set_value(s);
+  });
+  // The second batch is durable while the first callback still blocks...
+  EXPECT_TRUE(testing::WaitUntil([&] { return store_->GetTxn("second").ok(); }, 10000));
+  auto answered = second_done.get_future();
+  // ...but its answer waits for the first callback: answers keep queue order.
+  EXPECT_EQ(answered.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout);
+  release.set_value();
+  EXPECT_TRUE(answered.get().ok());
+  EXPECT_EQ(order, (std::vector<std::string>{"first", "second"}));
 }
 
 }  // namespace
