@@ -2,7 +2,6 @@
 
 #include <sys/random.h>
 
-#include <cstdio>
 #include <random>
 
 namespace txc {
@@ -27,9 +26,11 @@ void RandomBytes(unsigned char* buf, size_t n) {
 std::string RandomHex128() {
   unsigned char bits[16];
   RandomBytes(bits, sizeof(bits));
-  char hex[2 * sizeof(bits) + 1];
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex(2 * sizeof(bits), '0');
   for (size_t i = 0; i < sizeof(bits); ++i) {
-    std::snprintf(hex + 2 * i, 3, "%02x", bits[i]);
+    hex[2 * i] = kDigits[bits[i] >> 4];
+    hex[2 * i + 1] = kDigits[bits[i] & 0xf];
   }
   return hex;
 }
