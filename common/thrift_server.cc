@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "common/backoff.h"
+#include "common/header_protocol.h"
 #include "common/log_rate_limiter.h"
 #include "common/peer_identity.h"
 
@@ -135,9 +136,13 @@ class ServerSocket : public TServerSocket {
   std::shared_ptr<TConfiguration> config_;
 };
 
-// The accepted socket under a server transport (our framed transport over it).
+// The accepted socket under a server protocol (our framed transport over
+// it, or a header protocol's connection).
 TSocket* SocketOf(const std::shared_ptr<TProtocol>& protocol) {
   if (protocol == nullptr) return nullptr;
+  if (auto* header = dynamic_cast<LimitedHeaderProtocol*>(protocol.get())) {
+    return dynamic_cast<TSocket*>(header->connection().get());
+  }
   std::shared_ptr<TTransport> transport = protocol->getTransport();
   if (auto* framed = dynamic_cast<TFramedTransport*>(transport.get())) {
     transport = framed->getUnderlyingTransport();
@@ -249,9 +254,20 @@ Status ThriftServer::Start() {
   }
   auto socket = std::make_shared<ServerSocket>(options_.host, options_.port, tls_, counts, config);
   if (options_.recv_timeout_ms > 0) socket->setRecvTimeout(options_.recv_timeout_ms);
-  auto transport_factory = std::make_shared<ResettingFramedTransportFactory>(config);
-  server_ = std::make_shared<TThreadedServer>(processor_, socket, transport_factory,
-                                              MakeProtocolFactory(options_.max_message_bytes));
+  if (options_.wire == ThriftWire::kHeader) {
+    // The header protocol frames by itself, over the raw socket.
+    server_ = std::make_shared<TThreadedServer>(
+        processor_, socket, std::make_shared<apache::thrift::transport::TTransportFactory>(),
+        std::make_shared<LimitedHeaderProtocolFactory>(options_.max_message_bytes));
+    // No output factory: TServerFramework then makes one protocol per
+    // connection for both directions, so a reply goes out through the same
+    // header transport, in the format the client used.
+    server_->setOutputProtocolFactory(nullptr);
+  } else {
+    server_ = std::make_shared<TThreadedServer>(
+        processor_, socket, std::make_shared<ResettingFramedTransportFactory>(config),
+        MakeProtocolFactory(options_.max_message_bytes));
+  }
   server_->setConcurrentClientLimit(options_.max_connections);
   auto ready = std::make_shared<std::promise<Status>>();
   auto ready_future = ready->get_future();

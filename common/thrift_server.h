@@ -1,9 +1,19 @@
-// ThriftServer: the one way we serve Thrift, for the coordinator and for
-// participants. A TThreadedServer (a thread per connection: measured fastest
-// here for small calls) with framed binary protocol, our message limits applied
-// to every accepted connection, and the long-lived-connection fix of
-// ResettingFramedTransport. A malformed or oversized frame closes that one
-// connection; the server keeps serving.
+// ThriftServer: the one way we serve Thrift, for the coordinator, for
+// participants and for users' own services. A TThreadedServer (a thread per
+// connection: measured fastest here for small calls) with our message limits
+// applied to every accepted connection and the long-lived-connection fix (the
+// consumed-bytes budget reset per message). A malformed or oversized frame
+// closes that one connection; the server keeps serving.
+//
+// Wire (options.wire):
+// * kFramedBinary (the coordinator, participants): framed binary protocol
+//   (ResettingFramedTransport + MakeProtocolFactory).
+// * kHeader (the SDK's TxnHeaderServer, for headers such as the transaction
+//   context): THeader with binary payload, and, detected per connection,
+//   plain framed or unframed binary and compact clients, each answered in its
+//   own format (LimitedHeaderProtocol, common/header_protocol.h: the same
+//   frame, message, string and container limits and the per-message reset).
+// TLS, peer identity and the per-peer limit below apply to both.
 //
 // TLS (options.tls): every accepted connection runs its handshake first, on
 // its own thread, bounded by recv_timeout_ms; a failed handshake (no, expired
@@ -34,6 +44,12 @@
 
 namespace txc {
 
+// What a ThriftServer speaks on its port (see above).
+enum class ThriftWire {
+  kFramedBinary,  // framed binary protocol only
+  kHeader,        // THeader; also framed/unframed binary and compact clients
+};
+
 struct ThriftServerOptions {
   std::string host = "0.0.0.0";
   int port = 0;  // 0: any free port (see port())
@@ -48,6 +64,7 @@ struct ThriftServerOptions {
   int64_t max_connections_per_peer = 512;
   // TLS on this port when tls.enabled() (see common/tls.h); plaintext otherwise.
   TlsOptions tls{};
+  ThriftWire wire = ThriftWire::kFramedBinary;
 };
 
 // The peer ("host:port") of the connection whose call this thread is serving

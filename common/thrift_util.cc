@@ -184,11 +184,21 @@ class CheckedBinaryProtocolFactory : public apache::thrift::protocol::TProtocolF
 
 }  // namespace
 
+int32_t StringLimitFor(int64_t max_message_bytes) {
+  return static_cast<int32_t>(
+      std::max<int64_t>(1, std::min<int64_t>(max_message_bytes, INT32_MAX)));
+}
+
 std::shared_ptr<apache::thrift::protocol::TProtocolFactory> MakeProtocolFactory(
     int64_t max_message_bytes) {
-  const int32_t string_limit =
-      static_cast<int32_t>(std::max<int64_t>(1, std::min<int64_t>(max_message_bytes, INT32_MAX)));
-  return std::make_shared<CheckedBinaryProtocolFactory>(string_limit, kMaxContainerElements);
+  return std::make_shared<CheckedBinaryProtocolFactory>(StringLimitFor(max_message_bytes),
+                                                        kMaxContainerElements);
+}
+
+std::shared_ptr<apache::thrift::protocol::TProtocol> MakeCheckedBinaryProtocol(
+    std::shared_ptr<TTransport> transport, int64_t max_message_bytes) {
+  return std::make_shared<CheckedBinaryProtocol>(
+      std::move(transport), StringLimitFor(max_message_bytes), kMaxContainerElements);
 }
 
 Result<HostPort> ParseEndpoint(const std::string& endpoint) {
@@ -235,6 +245,10 @@ std::string HandshakeHint(const std::string& reason) {
       {"unexpected eof", " (the server closed the connection: is it plaintext?)"},
       {"certificate required", " (the server requires a client certificate: set tls_cert/tls_key)"},
       {"unknown ca", " (the server does not trust our certificate's CA)"},
+      {"alert certificate revoked", " (the server's CRL lists our certificate: it was revoked)"},
+      {"(certificate revoked)", " (tls_crl lists the server's certificate: it was revoked)"},
+      {"unable to get certificate CRL", " (tls_crl has no CRL from the server certificate's CA)"},
+      {"CRL has expired", " (the CRL in tls_crl is past its nextUpdate: load a current one)"},
       {"certificate expired", " (a certificate has expired)"},
       {"bad certificate", " (the server refused our certificate)"},
       {"certificate verify failed", " (the server certificate does not verify against tls_ca)"},
@@ -265,9 +279,8 @@ void RouteThriftLogsToGlog() {
   });
 }
 
-Result<std::shared_ptr<apache::thrift::protocol::TProtocol>> OpenProtocol(
-    const HostPort& endpoint, const ConnectOptions& options,
-    std::shared_ptr<TTransport>* transport) {
+Result<std::shared_ptr<TSocket>> OpenSocket(const HostPort& endpoint,
+                                            const ConnectOptions& options) {
   auto config = MakeThriftConfig(options.max_message_bytes);
   std::shared_ptr<TSocket> socket;
   std::shared_ptr<TlsSocket> tls;
@@ -281,9 +294,8 @@ Result<std::shared_ptr<apache::thrift::protocol::TProtocol>> OpenProtocol(
   socket->setSendTimeout(options.rpc_timeout_ms);
   socket->setRecvTimeout(options.rpc_timeout_ms);
   socket->setNoDelay(true);
-  auto framed = std::make_shared<ResettingFramedTransport>(socket, config);
   try {
-    framed->open();
+    socket->open();
   } catch (const TTransportException& e) {
     return Status::Unavailable("cannot connect to " + endpoint.ToString() + ": " + e.what());
   }
@@ -294,6 +306,15 @@ Result<std::shared_ptr<apache::thrift::protocol::TProtocol>> OpenProtocol(
                                           handshake.message() + HandshakeHint(handshake.message()));
     }
   }
+  return socket;
+}
+
+Result<std::shared_ptr<apache::thrift::protocol::TProtocol>> OpenProtocol(
+    const HostPort& endpoint, const ConnectOptions& options,
+    std::shared_ptr<TTransport>* transport) {
+  TXC_ASSIGN_OR_RETURN(std::shared_ptr<TSocket> socket, OpenSocket(endpoint, options));
+  auto framed = std::make_shared<ResettingFramedTransport>(
+      std::move(socket), MakeThriftConfig(options.max_message_bytes));
   *transport = framed;
   // The same limits as a server's: a hostile peer's answer cannot exhaust memory.
   return MakeProtocolFactory(options.max_message_bytes)->getProtocol(framed);

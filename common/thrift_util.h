@@ -73,6 +73,14 @@ constexpr int32_t kMaxContainerElements = 64 * 1024;
 std::shared_ptr<apache::thrift::protocol::TProtocolFactory> MakeProtocolFactory(
     int64_t max_message_bytes = kDefaultMaxMessageBytes);
 
+// One protocol of that factory's kind over `transport` (the THeader server
+// reads binary payloads with it: common/header_protocol.h).
+std::shared_ptr<apache::thrift::protocol::TProtocol> MakeCheckedBinaryProtocol(
+    std::shared_ptr<apache::thrift::transport::TTransport> transport, int64_t max_message_bytes);
+
+// The string limit MakeProtocolFactory applies for max_message_bytes.
+int32_t StringLimitFor(int64_t max_message_bytes);
+
 struct HostPort {
   std::string host;
   int port = 0;
@@ -139,6 +147,12 @@ class ClientPool {
   std::mutex mu_;  // guards idle_
   std::map<std::string, std::deque<std::unique_ptr<Conn>>> idle_;
 };
+
+// Opens a TCP connection (PlainSocket) or, with options.tls, a TLS one whose
+// handshake has run (TlsSocket), with the options' timeouts. kUnavailable (or
+// kTimeout) naming the endpoint, with a hint for the usual TLS refusals.
+Result<std::shared_ptr<apache::thrift::transport::TSocket>> OpenSocket(
+    const HostPort& endpoint, const ConnectOptions& options);
 
 // ---- implementation of the templates ----------------------------------------
 

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <glog/logging.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -129,6 +130,10 @@ Status TlsOptions::ValidateForServer() const {
     return Status::InvalidArgument(
         "mutual TLS (tls_require_client_cert) needs a CA bundle to verify clients (tls_ca)");
   }
+  if (!crl_file.empty() && ca_file.empty()) {
+    return Status::InvalidArgument(
+        "a CRL (tls_crl) needs the CA bundle that verifies client certificates (tls_ca)");
+  }
   return Status::Ok();
 }
 
@@ -139,6 +144,46 @@ Status TlsOptions::ValidateForClient() const {
   if (cert_file.empty() != key_file.empty()) {
     return Status::InvalidArgument(
         "TLS client certificate and key go together (tls_cert, tls_key)");
+  }
+  return Status::Ok();
+}
+
+// ---- CRL -----------------------------------------------------------------------
+
+Status LoadCrlFile(SSL_CTX* ctx, const std::string& crl_file) {
+  ERR_clear_error();
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(crl_file.c_str(), "r"), BIO_free);
+  if (bio == nullptr) {
+    const std::string reason = OpenSslErrors();
+    return Status::InvalidArgument("cannot read CRL file " + crl_file + ": " + reason);
+  }
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+  int loaded = 0;
+  while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
+    std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> holder(crl, X509_CRL_free);
+    const ASN1_TIME* next_update = X509_CRL_get0_nextUpdate(crl);
+    if (next_update != nullptr && X509_cmp_current_time(next_update) < 0) {
+      LOG(WARNING) << "CRL " << loaded + 1 << " in " << crl_file
+                   << " is past its nextUpdate: every certificate of its CA is refused until a "
+                      "current CRL is loaded";
+    }
+    if (X509_STORE_add_crl(store, crl) != 1) {
+      const std::string reason = OpenSslErrors();
+      return Status::InvalidArgument("cannot use a CRL of " + crl_file + ": " + reason);
+    }
+    ++loaded;
+  }
+  // The loop ends on "no more PEM blocks" (expected) or on a broken one.
+  const unsigned long last = ERR_peek_last_error();
+  if (loaded > 0 && ERR_GET_REASON(last) == PEM_R_NO_START_LINE) {
+    ERR_clear_error();
+  } else if (loaded == 0 || last != 0) {
+    const std::string reason =
+        loaded == 0 ? "no PEM CRL (BEGIN X509 CRL) in it: " + OpenSslErrors() : OpenSslErrors();
+    return Status::InvalidArgument("cannot load CRL file " + crl_file + ": " + reason);
+  }
+  if (X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK) != 1) {
+    return Status::Internal("cannot turn on the CRL check: " + OpenSslErrors());
   }
   return Status::Ok();
 }
@@ -167,6 +212,14 @@ Status TlsSocket::Handshake() {
   } catch (const TTransportException& e) {
     handshake_failed_ = true;
     handshake_error_ = e.what();
+    // "certificate verify failed" alone does not say why: add the reason
+    // (revoked, no CRL, expired, unknown issuer ...).
+    if (ssl_ != nullptr) {
+      const long verify = SSL_get_verify_result(ssl_);
+      if (verify != X509_V_OK) {
+        handshake_error_ += std::string(" (") + X509_verify_cert_error_string(verify) + ")";
+      }
+    }
     ERR_clear_error();
     // No SSL_shutdown after a failed handshake: OpenSSL already sent its alert.
     if (ssl_ != nullptr) {
@@ -349,6 +402,10 @@ Result<std::shared_ptr<TlsContext::Factory>> TlsContext::Load(const TlsOptions& 
       step = "loading CA bundle " + options.ca_file;
       factory->loadTrustedCertificates(options.ca_file.c_str());
     }
+    if (!options.crl_file.empty()) {
+      Status crl = LoadCrlFile(ctx, options.crl_file);
+      if (!crl.ok()) return crl;
+    }
     int mode = SSL_VERIFY_PEER;  // a client always verifies the server
     if (role == TlsRole::kServer) {
       if (options.require_client_cert) {
@@ -437,6 +494,7 @@ std::string TlsContext::Describe() const {
     BIO_free(bio);
   }
   if (!options_.ca_file.empty()) out += ", CA bundle " + options_.ca_file;
+  if (!options_.crl_file.empty()) out += ", CRL " + options_.crl_file;
   if (role_ == TlsRole::kServer) {
     out += options_.require_client_cert ? ", client certificates required"
                                         : ", client certificates optional";

@@ -17,10 +17,21 @@
 //   or, for an IP literal, an IP SAN. OpenSSL's X509_check_host /
 //   X509_check_ip_asc do the matching. Presents cert_file/key_file when set.
 //
-// Rotation: TlsContext::Reload() re-reads the files into a fresh SSL_CTX;
-// connections accepted or opened afterwards use it, open ones keep theirs.
-// A failed reload (missing file, key not matching) keeps the previous
-// credentials and returns the error.
+// Revocation (crl_file, either side): a PEM file of certificate revocation
+// lists, one per CA of ca_file whose certificates this side accepts. Every
+// handshake checks the peer's own certificate against it
+// (X509_V_FLAG_CRL_CHECK): a revoked certificate is refused ("certificate
+// revoked"), and so is one whose issuer has no CRL in the file ("unable to get
+// certificate CRL") or when that CRL is past its nextUpdate ("CRL has
+// expired"): without a current CRL nothing from that CA gets through, so
+// publish new CRLs before the old ones expire. Intermediate CAs are not
+// checked against CRLs.
+//
+// Rotation: TlsContext::Reload() re-reads the files (CRL included) into a
+// fresh SSL_CTX; connections accepted or opened afterwards use it, open ones
+// keep theirs (a connection made before a certificate was revoked stays up
+// until it closes). A failed reload (missing file, key not matching, a CRL
+// file without a CRL) keeps the previous credentials and returns the error.
 //
 // OpenSSL global state: TSSLSocketFactory initialises OpenSSL when the first
 // factory is made and, by default, *cleans it up* (EVP_cleanup, ERR_free_strings,
@@ -52,12 +63,16 @@ struct TlsOptions {
   // Client only: the name the server certificate must carry; empty: the host
   // of the endpoint connected to (an IP literal is matched against IP SANs).
   std::string server_name{};
+  // PEM certificate revocation list(s) for the CAs of ca_file; empty: no
+  // revocation check. Needs ca_file (see "Revocation" above).
+  std::string crl_file{};
 
   // TLS is on when any file is configured.
   bool enabled() const { return !cert_file.empty() || !key_file.empty() || !ca_file.empty(); }
   // kInvalidArgument naming what is missing for that role (a server needs a
   // certificate and key, and a CA bundle for mutual TLS; a client needs a CA
-  // bundle, and a key exactly when it has a certificate).
+  // bundle, and a key exactly when it has a certificate; a CRL needs a CA
+  // bundle).
   Status ValidateForServer() const;
   Status ValidateForClient() const;
 };
@@ -132,6 +147,14 @@ class PlainSocket : public apache::thrift::transport::TSocket {
   bool server_side_ = false;
   bool first_read_done_ = false;
 };
+
+// Loads every CRL in the PEM file `crl_file` into `ctx`'s certificate store
+// and turns on the check of the peer's certificate against them
+// (X509_V_FLAG_CRL_CHECK). kInvalidArgument naming the file when it cannot be
+// read or holds no CRL. Logs a WARNING for a CRL already past its nextUpdate
+// (every certificate of that CA is then refused). Used by TlsContext and by
+// the coordinator's participant client (Boost.Asio, same OpenSSL).
+Status LoadCrlFile(SSL_CTX* ctx, const std::string& crl_file);
 
 // True when `data` (the first bytes a peer sent) starts like a TLS record.
 bool LooksLikeTlsRecord(const uint8_t* data, uint32_t len);

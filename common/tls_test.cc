@@ -1,8 +1,8 @@
 // ThriftServer and ClientPool over TLS, with certificates from a throwaway CA
 // (tests/harness/test_certs.h): mutual TLS and the identity a handler sees,
 // refusals (foreign CA, expired, missing client certificate, wrong server
-// name), the wrong protocol on either side, reload, volume through one TLS
-// connection, and the per-peer connection limit.
+// name, revoked certificates), the wrong protocol on either side, reload, volume
+// through one TLS connection, and the per-peer connection limit.
 #include "common/tls.h"
 
 #include <arpa/inet.h>
@@ -315,6 +315,102 @@ TEST_F(TlsServerTest, ReloadPicksUpANewCertificateForNewConnections) {
   EXPECT_EQ(server_->ReloadTls().code(), StatusCode::kInvalidArgument);
   Pool fresh(Connect(ClientTls(trusts_next)));
   EXPECT_TRUE(Prepare(fresh, endpoint_).ok());
+}
+
+// ---- Certificate revocation lists ----------------------------------------------
+
+// Every handshake checks the client certificate against the CRL; a reload
+// reads a new CRL, and new connections of a newly revoked client are refused
+// while others are served.
+TEST_F(TlsServerTest, RevokedClientCertificateIsRefusedAndReloadReadsANewCrl) {
+  auto revoked = ca_->Issue("revoked", "order-service");
+  auto later = ca_->Issue("later", "payment-service");
+  ASSERT_TRUE(revoked.ok() && later.ok());
+  ASSERT_TRUE(ca_->Revoke(*revoked).ok());
+  const std::string crl = ca_->dir() + "/live-crl.pem";
+  ASSERT_TRUE(ca_->WriteCrl(crl).ok());
+  TlsOptions tls = ServerTls();
+  tls.crl_file = crl;
+  StartServer(tls);
+
+  Pool refused(Connect(ClientTls(ca_->Options(*revoked))));
+  Pool good(Connect(ClientTls(ClientTlsOptions())));
+  ExpectRefusedThenOthersServed(refused, good, endpoint_, "certificate revoked");
+  Pool later_client(Connect(ClientTls(ca_->Options(*later))));
+  ASSERT_TRUE(Prepare(later_client, endpoint_).ok());
+
+  ASSERT_TRUE(ca_->Revoke(*later).ok());
+  ASSERT_TRUE(ca_->WriteCrl(crl).ok());
+  Status reloaded = server_->ReloadTls();
+  ASSERT_TRUE(reloaded.ok()) << reloaded;
+  Pool later_again(Connect(ClientTls(ca_->Options(*later))));
+  ExpectRefusedThenOthersServed(later_again, good, endpoint_, "certificate revoked");
+
+  // A file without a CRL keeps the current one in use.
+  std::filesystem::copy_file(ca_->ca_file(), crl,
+                             std::filesystem::copy_options::overwrite_existing);
+  Status bad = server_->ReloadTls();
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument) << bad;
+  EXPECT_NE(bad.message().find(crl), std::string::npos) << bad;
+  Pool still_refused(Connect(ClientTls(ca_->Options(*revoked))));
+  ExpectRefusedThenOthersServed(still_refused, good, endpoint_, "certificate revoked");
+}
+
+// The client side (txcctl, the SDK's coordinator client): a revoked server
+// certificate is refused during the handshake.
+TEST_F(TlsServerTest, ClientWithACrlRefusesARevokedServerCertificate) {
+  StartServer(ServerTls());
+  ASSERT_TRUE(ca_->Revoke(server_cert_).ok());
+  const std::string crl = ca_->dir() + "/crl.pem";
+  ASSERT_TRUE(ca_->WriteCrl(crl).ok());
+  TlsOptions checking = ClientTlsOptions();
+  checking.crl_file = crl;
+  Pool refused(Connect(ClientTls(checking)));
+  Pool unaware(Connect(ClientTls(ClientTlsOptions())));
+  ExpectRefusedThenOthersServed(refused, unaware, endpoint_, "certificate revoked");
+}
+
+// Without a CRL from the peer's CA nothing from that CA gets through.
+TEST_F(TlsServerTest, CrlOfAnotherCaRefusesEveryCertificate) {
+  auto other = TestCa::Create("other-ca");
+  ASSERT_TRUE(other.ok());
+  const std::string crl = ca_->dir() + "/other-crl.pem";
+  ASSERT_TRUE((*other)->WriteCrl(crl).ok());
+  TlsOptions tls = ServerTls();
+  tls.crl_file = crl;
+  StartServer(tls);
+  Pool pool(Connect(ClientTls(ClientTlsOptions())));
+  Status s = Prepare(pool, endpoint_);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.code(), StatusCode::kTimeout) << s;
+}
+
+TEST(TlsCrlTest, UnusableCrlFilesAreInvalidArgument) {
+  auto ca = TestCa::Create("crl-ca");
+  ASSERT_TRUE(ca.ok());
+  auto server = (*ca)->IssueLoopbackServer("server");
+  ASSERT_TRUE(server.ok());
+  TlsOptions tls = (*ca)->Options(*server);
+  tls.crl_file = "/nonexistent-crl.pem";
+  auto missing = TlsContext::Create(tls, TlsRole::kServer);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(missing.status().message().find("/nonexistent-crl.pem"), std::string::npos)
+      << missing.status();
+  tls.crl_file = (*ca)->ca_file();  // PEM, but no CRL in it
+  auto not_a_crl = TlsContext::Create(tls, TlsRole::kClient);
+  ASSERT_FALSE(not_a_crl.ok());
+  EXPECT_NE(not_a_crl.status().message().find("CRL"), std::string::npos) << not_a_crl.status();
+  TlsOptions no_ca = tls;
+  no_ca.ca_file.clear();
+  no_ca.require_client_cert = false;
+  EXPECT_NE(no_ca.ValidateForServer().message().find("tls_ca"), std::string::npos);
+  const std::string crl = (*ca)->dir() + "/crl.pem";
+  ASSERT_TRUE((*ca)->WriteCrl(crl).ok());
+  tls.crl_file = crl;
+  auto good = TlsContext::Create(tls, TlsRole::kServer);
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_NE((*good)->Describe().find("CRL " + crl), std::string::npos) << (*good)->Describe();
 }
 
 TEST(TlsOptionsTest, ValidationNamesWhatIsMissing) {

@@ -97,7 +97,8 @@ bool IsFinishing(Method m) {
 constexpr int32_t kSeqId = 0;
 
 // The TLS client context for participants (same rules as common/tls.h: TLS
-// 1.2+, the server verified against the CA bundle, our certificate if any).
+// 1.2+, the server verified against the CA bundle and the CRL if any, our
+// certificate if any).
 Result<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const TlsOptions& tls) {
   Status valid = tls.ValidateForClient();
   if (!valid.ok()) return valid;
@@ -118,6 +119,11 @@ Result<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const TlsOptions& tls
         return Status::InvalidArgument("key " + tls.key_file + " does not match certificate " +
                                        tls.cert_file);
       }
+    }
+    if (!tls.crl_file.empty()) {
+      // Every handshake checks the participant's certificate against it.
+      Status crl = LoadCrlFile(ctx->native_handle(), tls.crl_file);
+      if (!crl.ok()) return Status::InvalidArgument("participant TLS: " + crl.message());
     }
     ctx->set_verify_mode(asio::ssl::verify_peer);
     return ctx;

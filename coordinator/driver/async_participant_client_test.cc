@@ -842,6 +842,28 @@ TEST_F(AsyncParticipantClientTlsTest, PlaintextParticipantFailsFast) {
       << vote.status();
 }
 
+// --participant_tls_crl: a revoked participant certificate is refused in the
+// handshake; ReloadTls reads a new CRL for new connections.
+TEST_F(AsyncParticipantClientTlsTest, RevokedParticipantIsRefusedAfterReload) {
+  TlsParticipant participant(ca_->Options(server_));
+  TlsOptions tls = ca_->Options(coordinator_);
+  tls.crl_file = ca_->dir() + "/crl.pem";
+  ASSERT_TRUE(ca_->WriteCrl(tls.crl_file).ok());  // nothing revoked yet
+  AsyncParticipantClientOptions options = ClientOptions(tls);
+  options.max_idle_per_endpoint = 0;  // every call opens a connection (and runs a handshake)
+  AsyncParticipantClient client(options);
+  Result<BranchVote> vote = PrepareSync(client, MakeCall(participant.endpoint(), "b1"));
+  ASSERT_TRUE(vote.ok()) << vote.status();
+  ASSERT_TRUE(ca_->Revoke(server_).ok());
+  ASSERT_TRUE(ca_->WriteCrl(tls.crl_file).ok());
+  ASSERT_TRUE(client.ReloadTls().ok());
+  vote = PrepareSync(client, MakeCall(participant.endpoint(), "b2"));
+  ASSERT_FALSE(vote.ok());
+  EXPECT_NE(vote.status().message().find("certificate revoked"), std::string::npos)
+      << vote.status();
+  EXPECT_EQ(participant.handler->entered.load(), 1);
+}
+
 TEST_F(AsyncParticipantClientTlsTest, UnloadableFilesFailEveryCallNamingThem) {
   TlsOptions tls = ca_->Options(coordinator_);
   tls.cert_file = "/nonexistent/coordinator.pem";

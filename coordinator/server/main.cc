@@ -5,8 +5,8 @@
 //   coordinator --config /etc/txc/coordinator.conf   # same keys, "key = value" lines
 //   coordinator --tls_cert c.pem --tls_key c.key --tls_ca ca.pem --participant_tls   # mutual TLS
 //
-// SIGHUP re-reads the TLS certificate, key and CA files (new connections use
-// them; a file that fails to load keeps the previous one, logged).
+// SIGHUP re-reads the TLS certificate, key, CA and CRL files (new connections
+// use them; a file that fails to load keeps the previous one, logged).
 //
 // SIGHUP re-reads --auth_policy (a bad file keeps the previous policy).
 //
@@ -115,6 +115,10 @@ int main(int argc, char** argv) {
       "tls_ca", po::value(&options.tls.ca_file),
       "PEM CA bundle that verifies client certificates (and participants' with "
       "--participant_tls)")(
+      "tls_crl", po::value(&options.tls.crl_file),
+      "PEM certificate revocation list(s) of the --tls_ca CA(s): every TLS handshake refuses a "
+      "revoked client certificate (and every certificate of a CA without a current CRL in the "
+      "file); re-read on SIGHUP")(
       "tls_require_client_cert", po::value(&options.tls.require_client_cert)->default_value(true),
       "mutual TLS: refuse clients without a certificate from --tls_ca (false: a client "
       "certificate is optional, verified when presented)")(
@@ -127,6 +131,9 @@ int main(int argc, char** argv) {
       "PEM private key of --participant_tls_cert (default: --tls_key)")(
       "participant_tls_ca", po::value(&options.participant_tls.ca_file),
       "PEM CA bundle that verifies participants' certificates (default: --tls_ca)")(
+      "participant_tls_crl", po::value(&options.participant_tls.crl_file),
+      "PEM CRL(s) checked against participants' certificates (default: --tls_crl when "
+      "--participant_tls_ca is not set)")(
       "prepare_timeout_ms",
       po::value(&options.two_phase.prepare_timeout_ms)
           ->default_value(options.two_phase.prepare_timeout_ms),
@@ -218,6 +225,12 @@ int main(int argc, char** argv) {
   if (options.tls.enabled()) {
     txc::Status tls = options.tls.ValidateForServer();
     if (!tls.ok()) return Usage(tls.message());
+  } else if (!options.tls.crl_file.empty()) {
+    return Usage("--tls_crl needs TLS on the port (--tls_cert, --tls_key, --tls_ca)");
+  }
+  if (!participant_tls && !options.participant_tls.enabled() &&
+      !options.participant_tls.crl_file.empty()) {
+    return Usage("--participant_tls_crl needs --participant_tls");
   }
   if (participant_tls || options.participant_tls.enabled()) {
     txc::TlsOptions& p = options.participant_tls;
@@ -225,7 +238,11 @@ int main(int argc, char** argv) {
       p.cert_file = options.tls.cert_file;
       p.key_file = options.tls.key_file;
     }
-    if (p.ca_file.empty()) p.ca_file = options.tls.ca_file;
+    if (p.ca_file.empty()) {
+      p.ca_file = options.tls.ca_file;
+      // The same CA bundle, the same revocation list.
+      if (p.crl_file.empty()) p.crl_file = options.tls.crl_file;
+    }
     txc::Status tls = p.ValidateForClient();
     if (!tls.ok()) return Usage("participant TLS: " + tls.message());
   }

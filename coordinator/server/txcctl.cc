@@ -372,7 +372,10 @@ int main(int argc, char** argv) {
       "tls_key", po::value(&tls.key_file), "PEM private key of --tls_cert")(
       "tls_server_name", po::value(&tls.server_name),
       "name the coordinator's certificate must carry (default: the host dialled)")(
-      "resource", po::value(&resource), "enlist: the branch's resource name")(
+      "tls_crl", po::value(&tls.crl_file),
+      "PEM certificate revocation list(s) of the --tls_ca CA(s): a revoked coordinator "
+      "certificate is refused")("resource", po::value(&resource),
+                                "enlist: the branch's resource name")(
       "gtid", po::value(&saga_gtid), "submit-saga: the saga's id (resubmission is idempotent)")(
       "reason", po::value(&reason), "retry, cancel, resolve, rebind: why (kept in the audit)")(
       "as", po::value(&resolve_as), "resolve: compensated, committed or aborted")(
@@ -413,6 +416,9 @@ int main(int argc, char** argv) {
   const std::vector<std::string> endpoints = txc::SplitList(coordinators);
   if (endpoints.empty()) return UsageError("--coordinator is empty");
   if (rpc_timeout_ms <= 0) return UsageError("--rpc_timeout_ms must be positive");
+  if (!tls.crl_file.empty() && tls.ca_file.empty()) {
+    return UsageError("--tls_crl needs --tls_ca");
+  }
   if (tls.enabled()) {
     auto made = txc::TlsContext::Create(tls, txc::TlsRole::kClient);
     if (!made.ok()) return UsageError(made.status().message());

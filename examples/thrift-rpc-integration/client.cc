@@ -2,7 +2,7 @@
 // framed binary: it knows nothing of transactions or headers).
 //
 //   rpc_integration_client --shop 127.0.0.1:7601 --account alice --item apple
-//       --quantity 3 --price 30
+//       --quantity 3 --price 30 [--tls_cert client.pem --tls_key client.key --tls_ca ca.pem]
 //
 // Prints "committed gtid=<id>" and exits 0, or "rejected: <why>" and exits 3;
 // 1 on other errors.
@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
                   po::value(&price)->default_value(price)->notifier(
                       txc::cli::InRange64("price", 0, 1000000000)),
                   "total price");
+  txc::cli::TlsFlags tls_flags;
+  txc::cli::AddTlsFlags(flags, &tls_flags);
   if (int rc = txc::cli::Parse("rpc_integration_client", "Usage: rpc_integration_client [flags]",
                                argc, argv, flags);
       rc >= 0) {
@@ -43,6 +45,13 @@ int main(int argc, char** argv) {
   if (!endpoint.ok()) return txc::cli::UsageError("rpc_integration_client", "bad --shop");
   txc::ConnectOptions options;
   options.rpc_timeout_ms = 60000;
+  if (tls_flags.enabled()) {
+    auto tls = txc::TlsContext::Create(
+        txc::TlsOptions{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file},
+        txc::TlsRole::kClient);
+    if (!tls.ok()) return txc::cli::UsageError("rpc_integration_client", tls.status().message());
+    options.tls = std::move(tls).value();
+  }
   auto conn = txc::OpenConnection<txc::shop::ShopClient>(*endpoint, options);
   if (!conn.ok()) {
     std::cerr << conn.status() << "\n";

@@ -1,5 +1,6 @@
 // What both downstream services of this example share: flags, their database,
-// the auto-enlisted resource, the participant server and the header server.
+// the auto-enlisted resource, the participant server and the header server,
+// all over mutual TLS with --tls_cert/--tls_key/--tls_ca (SIGHUP re-reads them).
 #pragma once
 
 #include <glog/logging.h>
@@ -47,6 +48,8 @@ inline int RunDownstream(const std::string& program, const std::string& resource
       "coordinators", po::value(&coordinators)->default_value(coordinators),
       "coordinator replicas host:port,... (recovery; the only ones a context may name)")(
       "seed", po::value(&seed)->default_value(""), "initial rows key=value,...");
+  txc::cli::TlsFlags tls_flags;
+  txc::cli::AddTlsFlags(flags, &tls_flags);
   if (int rc = txc::cli::Parse(program, "Usage: " + program + " [flags]", argc, argv, flags);
       rc >= 0) {
     return rc;
@@ -59,7 +62,11 @@ inline int RunDownstream(const std::string& program, const std::string& resource
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // re-read the TLS files
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // One identity for everything this service serves and calls (mutual TLS
+  // when the flags are given; plaintext otherwise).
+  const txc::TlsOptions tls{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file};
 
   try {
     pqxx::connection conn(db);
@@ -89,6 +96,7 @@ inline int RunDownstream(const std::string& program, const std::string& resource
   // this service enlist somewhere else.
   txc::participant::TxnResourcesOptions ro;
   ro.allowed_coordinators = txc::SplitList(coordinators);
+  ro.coordinator_client.tls = tls;  // enlisting
   auto resources = std::make_shared<txc::participant::TxnResources>(ro);
   txc::participant::PgTxnResourceOptions pg;
   pg.xa.conninfo = db;
@@ -103,6 +111,8 @@ inline int RunDownstream(const std::string& program, const std::string& resource
   po_options.host = host;
   po_options.port = participant_port;
   po_options.coordinators = txc::SplitList(coordinators);
+  po_options.tls = tls;                     // the coordinator's calls
+  po_options.coordinator_client.tls = tls;  // recovery
   txc::participant::ParticipantServer participant(resources->participant(), po_options);
   txc::Status s = participant.Start();
   if (s.ok()) s = resources->SetEndpoint(participant.endpoint());
@@ -110,10 +120,12 @@ inline int RunDownstream(const std::string& program, const std::string& resource
     LOG(ERROR) << "participant server: " << s;
     return 1;
   }
-  // 3. The service itself: its generated processor, wrapped, on a header server.
+  // 3. The service itself: its generated processor, wrapped, on a header server
+  // (with --tls_*: mutual TLS; callers need a certificate from --tls_ca).
   txc::ThriftServerOptions so;
   so.host = host;
   so.port = port;
+  so.tls = tls;
   txc::participant::TxnHeaderServer server(
       txc::participant::WrapTxnContextProcessor(make_processor(*database)), so);
   s = server.Start();
@@ -121,10 +133,20 @@ inline int RunDownstream(const std::string& program, const std::string& resource
     LOG(ERROR) << program << ": " << s;
     return 1;
   }
-  LOG(INFO) << program << " on " << host << ":" << server.port() << ", participant on "
+  LOG(INFO) << program << " on " << host << ":" << server.port()
+            << (server.tls() ? " (mutual TLS)" : "") << ", participant on "
             << participant.endpoint();
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    if (!tls.enabled()) continue;
+    txc::Status reloaded = server.ReloadTls();
+    if (reloaded.ok()) reloaded = participant.ReloadTls();
+    if (reloaded.ok()) {
+      LOG(INFO) << program << ": TLS files reloaded";
+    } else {
+      LOG(ERROR) << program << ": TLS reload failed (previous files stay): " << reloaded;
+    }
+  }
   LOG(INFO) << "signal " << sig << ", stopping";
   server.Stop();
   participant.Stop();

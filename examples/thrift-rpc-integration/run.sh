@@ -9,11 +9,24 @@
 #   3. alice buys 5 pears for 10    -> Inventory refuses (3 in stock): rolled back
 # and checks both databases after each. Everything it starts is stopped on exit.
 #
-#   BUILD_DIR=build examples/thrift-rpc-integration/run.sh
+#   BUILD_DIR=build examples/thrift-rpc-integration/run.sh [--tls]
+#
+# --tls: the same over mutual TLS on every connection (client -> shop -> inventory
+# and payment with the context header, services -> coordinator, coordinator ->
+# the services' participant ports), with a throwaway CA and one certificate per
+# process from scripts/make-certs.sh; then checks that a client without a
+# certificate is refused by the shop.
 #
 # Environment: BUILD_DIR (default <repo>/build; the binaries are built there if
 # missing), PG_BIN (default /usr/lib/postgresql/15/bin).
 set -euo pipefail
+TLS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tls) TLS=1 ;;
+    *) echo "usage: $0 [--tls]" >&2; exit 2 ;;
+  esac
+done
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
@@ -51,6 +64,18 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# TLS flags for the process whose certificate is NAME (none without --tls).
+# Used unquoted on purpose (separate words), hence the SC2046 directives below.
+TLS_DIR="$WORK/tls"
+tls_flags() {
+  [[ $TLS -eq 1 ]] || return 0
+  echo "--tls_cert=$TLS_DIR/$1.pem --tls_key=$TLS_DIR/$1.key --tls_ca=$TLS_DIR/ca.pem"
+}
+if [[ $TLS -eq 1 ]]; then
+  echo "== a throwaway CA and certificates in $TLS_DIR (mutual TLS everywhere)"
+  "$ROOT/scripts/make-certs.sh" "$TLS_DIR" coordinator inventory payment shop client
+fi
+
 PG_PORT=$(free_port)
 mkdir -p "$WORK/pg"
 [[ $(id -u) -eq 0 ]] && chown postgres "$WORK" "$WORK/pg"
@@ -69,35 +94,45 @@ sql() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "$2" "$1"; }
 
 COORD_PORT=$(free_port)
 echo "== coordinator on 127.0.0.1:$COORD_PORT"
+COORD_TLS=()
+if [[ $TLS -eq 1 ]]; then
+  # The coordinator: mutual TLS on its port, TLS (same identity) to participants.
+  read -r -a COORD_TLS <<<"$(tls_flags coordinator) --participant_tls"
+fi
 "$COORD_BIN" --host 127.0.0.1 --port "$COORD_PORT" --data_dir "$WORK/coordinator" \
-  --node_id coordinator-1 >"$WORK/coordinator.log" 2>&1 &
+  --node_id coordinator-1 "${COORD_TLS[@]}" >"$WORK/coordinator.log" 2>&1 &
 PIDS+=($!)
 wait_port "$COORD_PORT" 30 "${PIDS[-1]}" coordinator "$WORK/coordinator.log"
 
 INV_PORT=$(free_port); INV_PPORT=$(free_port); PAY_PORT=$(free_port); PAY_PPORT=$(free_port)
 SHOP_PORT=$(free_port)
 echo "== inventory on 127.0.0.1:$INV_PORT, payment on 127.0.0.1:$PAY_PORT"
+# shellcheck disable=SC2046
 "$BIN/rpc_integration_inventory" --port "$INV_PORT" --participant_port "$INV_PPORT" \
   --db "$DB_INVENTORY" --coordinators "127.0.0.1:$COORD_PORT" --seed apple=10,pear=3 \
-  >"$WORK/inventory.log" 2>&1 &
+  $(tls_flags inventory) >"$WORK/inventory.log" 2>&1 &
 PIDS+=($!)
 wait_port "$INV_PORT" 30 "${PIDS[-1]}" inventory "$WORK/inventory.log"
+# shellcheck disable=SC2046
 "$BIN/rpc_integration_payment" --port "$PAY_PORT" --participant_port "$PAY_PPORT" \
   --db "$DB_PAYMENT" --coordinators "127.0.0.1:$COORD_PORT" --seed alice=100,bob=5 \
-  >"$WORK/payment.log" 2>&1 &
+  $(tls_flags payment) >"$WORK/payment.log" 2>&1 &
 PIDS+=($!)
 wait_port "$PAY_PORT" 30 "${PIDS[-1]}" payment "$WORK/payment.log"
 echo "== shop on 127.0.0.1:$SHOP_PORT"
+# shellcheck disable=SC2046
 "$BIN/rpc_integration_shop" --port "$SHOP_PORT" --coordinators "127.0.0.1:$COORD_PORT" \
-  --inventory "127.0.0.1:$INV_PORT" --payment "127.0.0.1:$PAY_PORT" >"$WORK/shop.log" 2>&1 &
+  --inventory "127.0.0.1:$INV_PORT" --payment "127.0.0.1:$PAY_PORT" $(tls_flags shop) \
+  >"$WORK/shop.log" 2>&1 &
 PIDS+=($!)
 wait_port "$SHOP_PORT" 30 "${PIDS[-1]}" shop "$WORK/shop.log"
 
 buy() {  # buy EXPECTED_EXIT account item quantity price
   local expected=$1 rc=0
   shift
+  # shellcheck disable=SC2046
   "$BIN/rpc_integration_client" --shop "127.0.0.1:$SHOP_PORT" --account "$1" --item "$2" \
-    --quantity "$3" --price "$4" || rc=$?
+    --quantity "$3" --price "$4" $(tls_flags client) || rc=$?
   if [[ $rc -ne $expected ]]; then
     echo "expected exit $expected from buying $3 x $2 for $1, got $rc" >&2
     exit 1
@@ -137,4 +172,23 @@ buy 3 alice pear 5 10
 settled
 expect inventory "SELECT qty FROM stock WHERE item = 'pear'" 3
 expect payment "SELECT balance FROM account WHERE id = 'alice'" 70
-echo "thrift-rpc-integration example: OK"
+if [[ $TLS -eq 1 ]]; then
+  echo "== a client without a certificate (expect refused by the shop, nothing bought)"
+  rc=0
+  "$BIN/rpc_integration_client" --shop "127.0.0.1:$SHOP_PORT" --account alice --item apple \
+    --quantity 1 --price 10 --tls_ca "$TLS_DIR/ca.pem" >"$WORK/anonymous.out" 2>&1 || rc=$?
+  if [[ $rc -ne 1 ]]; then
+    echo "a client without a certificate got exit $rc (expected 1):" >&2
+    cat "$WORK/anonymous.out" >&2
+    exit 1
+  fi
+  grep -h "certificate required" "$WORK/anonymous.out" || {
+    echo "the refusal does not say why:" >&2; cat "$WORK/anonymous.out" >&2; exit 1; }
+  expect inventory "SELECT qty FROM stock WHERE item = 'apple'" 7
+  expect payment "SELECT balance FROM account WHERE id = 'alice'" 70
+fi
+if [[ $TLS -eq 1 ]]; then
+  echo "thrift-rpc-integration example over mutual TLS: OK"
+else
+  echo "thrift-rpc-integration example: OK"
+fi

@@ -6,6 +6,7 @@
 //
 //   rpc_integration_shop --port 7601 --coordinators 127.0.0.1:7400
 //       --inventory 127.0.0.1:7611 --payment 127.0.0.1:7621
+//       [--tls_cert shop.pem --tls_key shop.key --tls_ca ca.pem]   # mutual TLS everywhere
 #include "gen-cpp/Shop.h"
 
 #include <glog/logging.h>
@@ -28,11 +29,14 @@ using txc::participant::TxnHeaderClient;
 
 class ShopHandler : public txc::shop::ShopIf {
  public:
+  // `downstream`: how the downstream services are reached (its tls, when set,
+  // is this service's client identity for their mutual-TLS ports).
   ShopHandler(std::shared_ptr<txc::participant::CoordinatorClient> coordinator,
-              std::string inventory, std::string payment)
+              std::string inventory, std::string payment, txc::ConnectOptions downstream)
       : coordinator_(std::move(coordinator)),
         inventory_(std::move(inventory)),
-        payment_(std::move(payment)) {}
+        payment_(std::move(payment)),
+        downstream_(std::move(downstream)) {}
 
   void buy(std::string& gtid, const std::string& account, const std::string& item, int32_t quantity,
            int64_t price) override {
@@ -47,10 +51,10 @@ class ShopHandler : public txc::shop::ShopIf {
       // Every call made by this thread inside the scope carries the context.
       ScopedTxnContext scope(begun->context);
       try {
-        auto inventory = TxnHeaderClient<txc::shop::InventoryClient>::Open(inventory_);
+        auto inventory = TxnHeaderClient<txc::shop::InventoryClient>::Open(inventory_, downstream_);
         if (!inventory.ok()) throw std::runtime_error(inventory.status().ToString());
         (**inventory)->reserve(item, quantity);
-        auto payment = TxnHeaderClient<txc::shop::PaymentClient>::Open(payment_);
+        auto payment = TxnHeaderClient<txc::shop::PaymentClient>::Open(payment_, downstream_);
         if (!payment.ok()) throw std::runtime_error(payment.status().ToString());
         (**payment)->charge(account, price);
       } catch (const txc::shop::OutOfStock& e) {
@@ -88,6 +92,7 @@ class ShopHandler : public txc::shop::ShopIf {
   }
   std::shared_ptr<txc::participant::CoordinatorClient> coordinator_;
   const std::string inventory_, payment_;
+  const txc::ConnectOptions downstream_;
 };
 
 }  // namespace
@@ -99,11 +104,13 @@ int main(int argc, char** argv) {
   po::options_description flags("rpc_integration_shop");
   flags.add_options()("host", po::value(&host)->default_value(host), "address to listen on")(
       "port", po::value(&port)->notifier(txc::cli::InRange("port", 1, 65535))->required(),
-      "Shop port (plain framed binary)")("coordinators",
-                                         po::value(&coordinators)->default_value(coordinators),
-                                         "coordinator replicas host:port,...")(
-      "inventory", po::value(&inventory)->required(), "Inventory service host:port")(
+      "Shop port (framed binary; mutual TLS with --tls_*)")(
+      "coordinators", po::value(&coordinators)->default_value(coordinators),
+      "coordinator replicas host:port,...")("inventory", po::value(&inventory)->required(),
+                                            "Inventory service host:port")(
       "payment", po::value(&payment)->required(), "Payment service host:port");
+  txc::cli::TlsFlags tls_flags;
+  txc::cli::AddTlsFlags(flags, &tls_flags);
   if (int rc = txc::cli::Parse("rpc_integration_shop", "Usage: rpc_integration_shop [flags]", argc,
                                argv, flags);
       rc >= 0) {
@@ -116,29 +123,49 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // re-read the TLS files
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const txc::TlsOptions tls{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file};
 
   txc::participant::CoordinatorClientOptions co;
   co.endpoints = txc::SplitList(coordinators);
-  auto coordinator = txc::participant::CoordinatorClient::Create(co);
-  if (!coordinator.ok())
-    return txc::cli::UsageError("rpc_integration_shop", coordinator.status().message());
+  co.tls = tls;
+  auto made = txc::participant::CoordinatorClient::Create(co);
+  if (!made.ok()) return txc::cli::UsageError("rpc_integration_shop", made.status().message());
+  std::shared_ptr<txc::participant::CoordinatorClient> coordinator = std::move(made).value();
+  txc::ConnectOptions downstream;
+  if (tls.enabled()) {
+    auto client_tls = txc::TlsContext::Create(tls, txc::TlsRole::kClient);
+    if (!client_tls.ok()) {
+      return txc::cli::UsageError("rpc_integration_shop", client_tls.status().message());
+    }
+    downstream.tls = std::move(client_tls).value();
+  }
   txc::ThriftServerOptions so;
   so.host = host;
   so.port = port;
-  txc::ThriftServer server(
-      std::make_shared<txc::shop::ShopProcessor>(std::make_shared<ShopHandler>(
-          std::shared_ptr<txc::participant::CoordinatorClient>(std::move(coordinator).value()),
-          inventory, payment)),
-      so);
+  so.tls = tls;
+  txc::ThriftServer server(std::make_shared<txc::shop::ShopProcessor>(std::make_shared<ShopHandler>(
+                               coordinator, inventory, payment, downstream)),
+                           so);
   txc::Status s = server.Start();
   if (!s.ok()) {
     LOG(ERROR) << "shop: " << s;
     return 1;
   }
-  LOG(INFO) << "shop on " << host << ":" << server.port();
+  LOG(INFO) << "shop on " << host << ":" << server.port() << (server.tls() ? " (mutual TLS)" : "");
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    if (!tls.enabled()) continue;
+    txc::Status reloaded = server.ReloadTls();
+    if (reloaded.ok()) reloaded = coordinator->ReloadTls();
+    if (reloaded.ok()) reloaded = downstream.tls->Reload();
+    if (reloaded.ok()) {
+      LOG(INFO) << "shop: TLS files reloaded";
+    } else {
+      LOG(ERROR) << "shop: TLS reload failed (previous files stay): " << reloaded;
+    }
+  }
   server.Stop();
   return 0;
 }

@@ -22,4 +22,7 @@ service Echo {
   // (a NOT NULL violation) and throws Refused: only this call's work is undone.
   void bad_sql() throws (1: Refused refused),
   oneway void ping(),
+  // Who the server says is calling: PeerIdentity::Describe() of the
+  // connection ("CN=<cn> from <address>" under mutual TLS).
+  string caller(),
 }

@@ -7,10 +7,13 @@
 #include <thrift/transport/TSocket.h>
 
 #include <atomic>
+#include <map>
 #include <random>
 
 #include "common/backoff.h"
+#include "common/peer_identity.h"
 #include "gen-cpp/Echo.h"
+#include "tests/harness/test_certs.h"
 #include "txc/participant/txn_resources.h"
 
 namespace txc {
@@ -113,7 +116,7 @@ class EchoHandler : public headertest::EchoIf {
     out = c == nullptr ? "" : c->gtid;
     out += "|";
     if (!next_hop.empty()) {
-      auto client = TxnHeaderClient<EchoClient>::Open(next_hop);
+      auto client = TxnHeaderClient<EchoClient>::Open(next_hop, hop_options);
       if (!client.ok()) throw std::runtime_error(client.status().ToString());
       std::string downstream;
       (**client)->whoami(downstream, "");
@@ -132,7 +135,12 @@ class EchoHandler : public headertest::EchoIf {
   }
   void bad_sql() override { ++calls; }
   void ping() override { ++calls; }
+  void caller(std::string& out) override {
+    ++calls;
+    out = CurrentPeerIdentity().Describe();
+  }
   std::atomic<int> calls{0};
+  ConnectOptions hop_options;  // how whoami reaches its next hop (set before serving)
 };
 
 class HeaderServerTest : public ::testing::Test {
@@ -344,6 +352,206 @@ TEST_F(HeaderServerTest, ManyMessagesOnOneConnection) {
   for (int i = 0; i < 6000; ++i) {
     (*client)->whoami(out, std::string());
     ASSERT_EQ(out, "g-many|");
+  }
+}
+
+// ---- TLS: the header server is a ThriftServer ------------------------------------
+
+class HeaderServerTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto ca = testing::TestCa::Create("header-test-ca");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = std::move(ca).value();
+    for (const char* name : {"inventory", "payment"}) {
+      auto cert = ca_->IssueLoopbackServer(name, name);
+      ASSERT_TRUE(cert.ok()) << cert.status();
+      servers_[name] = *cert;
+    }
+    auto client = ca_->Issue("shop", "shop", {"URI:spiffe://txc/shop"});
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_cert_ = *client;
+  }
+
+  std::shared_ptr<TlsContext> ClientContext(const TlsOptions& options) {
+    auto tls = TlsContext::Create(options, TlsRole::kClient);
+    EXPECT_TRUE(tls.ok()) << tls.status();
+    return tls.ok() ? *tls : nullptr;
+  }
+
+  // A mutual-TLS header server presenting `name`'s certificate; its handler
+  // reaches next hops as `name` too.
+  std::unique_ptr<TxnHeaderServer> Start(const std::string& name,
+                                         std::shared_ptr<EchoHandler> handler,
+                                         int64_t max_connections_per_peer = 512) {
+    handler->hop_options.tls = ClientContext(ca_->Options(servers_[name]));
+    ThriftServerOptions o;
+    o.host = "127.0.0.1";
+    o.max_message_bytes = 1024 * 1024;
+    o.tls = ca_->Options(servers_[name]);
+    o.max_connections_per_peer = max_connections_per_peer;
+    auto server = std::make_unique<TxnHeaderServer>(
+        WrapTxnContextProcessor(std::make_shared<headertest::EchoProcessor>(handler)), o);
+    Status started = server->Start();
+    EXPECT_TRUE(started.ok()) << started;
+    EXPECT_TRUE(server->tls());
+    return server;
+  }
+
+  ConnectOptions ClientOptions(const TlsOptions& tls) {
+    ConnectOptions co;
+    co.rpc_timeout_ms = 30000;  // a refusal must come from TLS, not a timeout
+    co.tls = ClientContext(tls);
+    return co;
+  }
+
+  static std::string Endpoint(const TxnHeaderServer& server) {
+    return "127.0.0.1:" + std::to_string(server.port());
+  }
+
+  std::unique_ptr<testing::TestCa> ca_;
+  std::map<std::string, testing::TestCa::Issued> servers_;
+  testing::TestCa::Issued client_cert_;
+};
+
+TEST_F(HeaderServerTlsTest, ContextPropagatesOverMutualTlsAndTheCallerIsKnown) {
+  auto inventory_handler = std::make_shared<EchoHandler>();
+  auto payment_handler = std::make_shared<EchoHandler>();
+  auto inventory = Start("inventory", inventory_handler);
+  auto payment = Start("payment", payment_handler);
+  auto client = TxnHeaderClient<EchoClient>::Open(Endpoint(*inventory),
+                                                  ClientOptions(ca_->Options(client_cert_)));
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::string out;
+  {
+    ScopedTxnContext scope(Context("g-tls", Later()));
+    (**client)->whoami(out, Endpoint(*payment));  // shop -> inventory -> payment, all mTLS
+  }
+  EXPECT_EQ(out, "g-tls|g-tls|");
+  (**client)->caller(out);
+  EXPECT_EQ(out.rfind("CN=shop from 127.0.0.1:", 0), 0u) << out;
+  // Outside a context nothing is carried, over TLS as in plaintext.
+  (**client)->whoami(out, Endpoint(*payment));
+  EXPECT_EQ(out, "||");
+  EXPECT_EQ(payment_handler->calls.load(), 2);
+}
+
+TEST_F(HeaderServerTlsTest, ClientWithoutCertificateOrPlaintextIsRefused) {
+  auto handler = std::make_shared<EchoHandler>();
+  auto server = Start("inventory", handler);
+  // Trusts the server but has no certificate of its own: under TLS 1.3 the
+  // server's refusal may arrive after the client's handshake, at the first call.
+  TlsOptions no_cert;
+  no_cert.ca_file = ca_->ca_file();
+  auto anonymous = TxnHeaderClient<EchoClient>::Open(Endpoint(*server), ClientOptions(no_cert));
+  if (anonymous.ok()) {
+    ScopedTxnContext scope(Context("g-anonymous", Later()));
+    std::string out;
+    try {
+      (**anonymous)->whoami(out, "");
+      ADD_FAILURE() << "a client without a certificate was served: " << out;
+    } catch (const apache::thrift::transport::TTransportException& e) {
+      EXPECT_NE(std::string(e.what()).find("certificate required"), std::string::npos) << e.what();
+    }
+  } else {
+    EXPECT_NE(anonymous.status().message().find("certificate required"), std::string::npos)
+        << anonymous.status();
+  }
+  ConnectOptions plain;
+  plain.rpc_timeout_ms = 30000;
+  auto plaintext = TxnHeaderClient<EchoClient>::Open(Endpoint(*server), plain);
+  ASSERT_TRUE(plaintext.ok()) << plaintext.status();  // TCP only: TLS is not tried
+  std::string out;
+  EXPECT_THROW((**plaintext)->whoami(out, ""), apache::thrift::transport::TTransportException);
+  EXPECT_EQ(handler->calls.load(), 0);
+  // Good clients are served meanwhile.
+  auto good = TxnHeaderClient<EchoClient>::Open(Endpoint(*server),
+                                                ClientOptions(ca_->Options(client_cert_)));
+  ASSERT_TRUE(good.ok()) << good.status();
+  (**good)->current(out);
+  EXPECT_EQ(handler->calls.load(), 1);
+}
+
+TEST_F(HeaderServerTlsTest, RevokedClientIsRefusedAfterReload) {
+  auto handler = std::make_shared<EchoHandler>();
+  ThriftServerOptions o;
+  o.host = "127.0.0.1";
+  o.tls = ca_->Options(servers_["inventory"]);
+  o.tls.crl_file = ca_->dir() + "/crl.pem";
+  ASSERT_TRUE(ca_->WriteCrl(o.tls.crl_file).ok());  // nothing revoked yet
+  TxnHeaderServer server(
+      WrapTxnContextProcessor(std::make_shared<headertest::EchoProcessor>(handler)), o);
+  ASSERT_TRUE(server.Start().ok());
+  std::string out;
+  {
+    auto client = TxnHeaderClient<EchoClient>::Open(Endpoint(server),
+                                                    ClientOptions(ca_->Options(client_cert_)));
+    ASSERT_TRUE(client.ok()) << client.status();
+    (**client)->current(out);
+  }
+  ASSERT_TRUE(ca_->Revoke(client_cert_).ok());
+  ASSERT_TRUE(ca_->WriteCrl(o.tls.crl_file).ok());
+  ASSERT_TRUE(server.ReloadTls().ok());
+  auto revoked = TxnHeaderClient<EchoClient>::Open(Endpoint(server),
+                                                   ClientOptions(ca_->Options(client_cert_)));
+  if (revoked.ok()) {
+    try {
+      (**revoked)->current(out);
+      ADD_FAILURE() << "a revoked client was served";
+    } catch (const apache::thrift::transport::TTransportException& e) {
+      EXPECT_NE(std::string(e.what()).find("certificate revoked"), std::string::npos) << e.what();
+    }
+  } else {
+    EXPECT_NE(revoked.status().message().find("certificate revoked"), std::string::npos)
+        << revoked.status();
+  }
+  EXPECT_EQ(handler->calls.load(), 1);
+}
+
+TEST_F(HeaderServerTlsTest, PerPeerConnectionLimitApplies) {
+  auto handler = std::make_shared<EchoHandler>();
+  auto server = Start("inventory", handler, /*max_connections_per_peer=*/1);
+  const ConnectOptions co = ClientOptions(ca_->Options(client_cert_));
+  std::string out;
+  auto first = TxnHeaderClient<EchoClient>::Open(Endpoint(*server), co);
+  ASSERT_TRUE(first.ok()) << first.status();
+  (**first)->current(out);
+  // The second connection from 127.0.0.1 is closed at accept (its handshake
+  // or its first call fails); the first keeps working.
+  auto second = TxnHeaderClient<EchoClient>::Open(Endpoint(*server), co);
+  if (second.ok()) {
+    EXPECT_ANY_THROW((**second)->current(out));
+  }
+  (**first)->current(out);
+  EXPECT_EQ(handler->calls.load(), 2);
+  (*first)->Close();
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        auto again = TxnHeaderClient<EchoClient>::Open(Endpoint(*server), co);
+        if (!again.ok()) return false;
+        try {
+          (**again)->current(out);
+          return true;
+        } catch (const std::exception&) {
+          return false;
+        }
+      },
+      10000));
+}
+
+// The per-message budget reset through TLS: more bytes than the 1 MiB message
+// limit through one connection.
+TEST_F(HeaderServerTlsTest, ManyMessagesOnOneTlsConnection) {
+  auto handler = std::make_shared<EchoHandler>();
+  auto server = Start("inventory", handler);
+  auto client = TxnHeaderClient<EchoClient>::Open(Endpoint(*server),
+                                                  ClientOptions(ca_->Options(client_cert_)));
+  ASSERT_TRUE(client.ok()) << client.status();
+  ScopedTxnContext scope(Context("g-many-tls", Later()));
+  std::string out;
+  for (int i = 0; i < 6000; ++i) {
+    (**client)->whoami(out, std::string());
+    ASSERT_EQ(out, "g-many-tls|") << i;
   }
 }
 

@@ -1,5 +1,6 @@
 #include "tests/harness/test_certs.h"
 
+#include <filesystem>
 #include <fstream>
 
 namespace txc {
@@ -61,6 +62,44 @@ Result<TestCa::Issued> TestCa::Issue(const std::string& file_stem, const std::st
                "-extfile", ext});
   if (!s.ok()) return s;
   return issued;
+}
+
+Result<std::string> TestCa::CaConfig() {
+  if (!ca_config_.empty()) return ca_config_;
+  const std::string config = dir_.Child("ca.cnf");
+  {
+    std::ofstream index(dir_.Child("index.txt"));  // the CA database: empty
+    std::ofstream number(dir_.Child("crlnumber"));
+    number << "01\n";
+    std::ofstream out(config);
+    // unique_subject = no: tests issue several certificates with one CN.
+    out << "[ ca ]\ndefault_ca = test_ca\n[ test_ca ]\n"
+        << "database = " << dir_.Child("index.txt") << "\n"
+        << "crlnumber = " << dir_.Child("crlnumber") << "\n"
+        << "certificate = " << ca_file_ << "\n"
+        << "private_key = " << ca_key_ << "\n"
+        << "default_md = sha256\nunique_subject = no\n";
+    if (!index || !number || !out) return Status::Internal("cannot write the CA database files");
+  }
+  ca_config_ = config;
+  return ca_config_;
+}
+
+Status TestCa::Revoke(const Issued& issued) {
+  TXC_ASSIGN_OR_RETURN(const std::string config, CaConfig());
+  return Openssl({"ca", "-config", config, "-revoke", issued.cert_file});
+}
+
+Status TestCa::WriteCrl(const std::string& path) {
+  TXC_ASSIGN_OR_RETURN(const std::string config, CaConfig());
+  const std::string temporary = path + ".tmp" + std::to_string(++crl_serial_);
+  Status s = Openssl({"ca", "-config", config, "-gencrl", "-crldays", "2", "-out", temporary});
+  if (!s.ok()) return s;
+  std::error_code ec;
+  std::filesystem::rename(temporary, path, ec);
+  if (ec)
+    return Status::Internal("cannot rename " + temporary + " to " + path + ": " + ec.message());
+  return Status::Ok();
 }
 
 }  // namespace testing

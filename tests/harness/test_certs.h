@@ -7,6 +7,8 @@
 //   auto client = (*ca)->Issue("client", "order-service");
 //   auto old = (*ca)->Issue("old", "order-service", {}, /*expired=*/true);
 //   TlsOptions tls = (*ca)->Options(*server);     // cert, key, ca_file = this CA
+//   (*ca)->Revoke(*client);                        // openssl ca -revoke
+//   (*ca)->WriteCrl(dir + "/crl.pem");             // openssl ca -gencrl: lists client
 //
 // A second TestCa is an unrelated CA (its certificates do not verify against
 // the first). Keys are EC P-256 (fast to make and to handshake). Certificates
@@ -48,6 +50,15 @@ class TestCa {
     return Issue(file_stem, common_name, {"DNS:localhost", "IP:127.0.0.1"});
   }
 
+  // Marks `issued` (a certificate of this CA) revoked in the CA's database
+  // (`openssl ca -revoke`); the next WriteCrl lists it. kInternal with
+  // openssl's output when it fails.
+  Status Revoke(const Issued& issued);
+  // Writes a PEM CRL of this CA listing every certificate revoked so far
+  // (`openssl ca -gencrl`, valid for two days) to `path`: written next to it
+  // first, then renamed over it, so a reader never sees half a file.
+  Status WriteCrl(const std::string& path);
+
   // TlsOptions presenting `issued` and trusting this CA.
   TlsOptions Options(const Issued& issued) const {
     TlsOptions o;
@@ -63,11 +74,15 @@ class TestCa {
  private:
   TestCa() : dir_("txc-ca-") {}
   Status Openssl(const std::vector<std::string>& args);
+  // The `openssl ca` configuration and database (made on first use).
+  Result<std::string> CaConfig();
 
   TempDir dir_;
   std::string ca_file_;
   std::string ca_key_;
   int serial_ = 1;
+  std::string ca_config_;  // empty until CaConfig() made it
+  int crl_serial_ = 0;     // names the temporary file of each WriteCrl
 };
 
 }  // namespace testing

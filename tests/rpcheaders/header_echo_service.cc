@@ -4,7 +4,11 @@
 // For rpc_headers_process_test.
 //
 //   header_echo_service <port> <participant_port> <conninfo> <name> <coordinator host:port>
-//                       [idle_timeout_ms]
+//                       [idle_timeout_ms] [--tls_cert=F --tls_key=F --tls_ca=F]
+//
+// With the --tls_* flags the service's own port serves mutual TLS and its
+// calls to the next hop present that certificate (the participant port and
+// the coordinator stay plaintext).
 //
 // whoami(next_hop): inserts (gtid, name) into echo_calls through PgTxnResource
 // (in the caller's transaction when a context is current, committed at once
@@ -12,13 +16,17 @@
 // with the rest, and answers "<gtid>|<downstream answer>".
 // fail(): the same insert, then throws Refused (a business refusal).
 // current(): the gtid current in the handler ("" when none).
+// caller(): the caller's identity as this service sees it.
 // bad_sql(): a statement that fails (NOT NULL) through the resource; throws Refused.
 // Crash points come from TXC_CRASH_POINTS (participant.after_prepare).
 #include <glog/logging.h>
 #include <signal.h>
 
 #include <pqxx/pqxx>
+#include <string>
+#include <vector>
 
+#include "common/peer_identity.h"
 #include "gen-cpp/Echo.h"
 #include "migrations/migrator.h"
 #include "txc/participant/participant_server.h"
@@ -31,8 +39,9 @@ using txc::participant::CurrentTxnContext;
 
 class EchoService : public txc::headertest::EchoIf {
  public:
-  EchoService(std::shared_ptr<txc::participant::PgTxnResource> db, std::string name)
-      : db_(std::move(db)), name_(std::move(name)) {}
+  EchoService(std::shared_ptr<txc::participant::PgTxnResource> db, std::string name,
+              txc::ConnectOptions hop_options)
+      : db_(std::move(db)), name_(std::move(name)), hop_options_(std::move(hop_options)) {}
 
   void whoami(std::string& out, const std::string& next_hop) override {
     Record();
@@ -42,7 +51,8 @@ class EchoService : public txc::headertest::EchoIf {
     const auto comma = next_hop.find(',');
     const std::string first = next_hop.substr(0, comma);
     const std::string rest = comma == std::string::npos ? "" : next_hop.substr(comma + 1);
-    auto client = txc::participant::TxnHeaderClient<txc::headertest::EchoClient>::Open(first);
+    auto client =
+        txc::participant::TxnHeaderClient<txc::headertest::EchoClient>::Open(first, hop_options_);
     if (!client.ok()) Refuse(client.status().ToString());
     std::string downstream;
     (**client)->whoami(downstream, rest);
@@ -63,6 +73,7 @@ class EchoService : public txc::headertest::EchoIf {
     Refuse(name_ + ": " + s.ToString());
   }
   void ping() override {}
+  void caller(std::string& out) override { out = txc::CurrentPeerIdentity().Describe(); }
 
  private:
   [[noreturn]] static void Refuse(const std::string& message) {
@@ -80,6 +91,7 @@ class EchoService : public txc::headertest::EchoIf {
   }
   std::shared_ptr<txc::participant::PgTxnResource> db_;
   const std::string name_;
+  const txc::ConnectOptions hop_options_;
 };
 
 }  // namespace
@@ -87,17 +99,43 @@ class EchoService : public txc::headertest::EchoIf {
 int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
-  if (argc != 6 && argc != 7) {
+  std::vector<std::string> args;
+  txc::TlsOptions tls;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const auto value = [&](const std::string& flag) {
+      return arg.rfind(flag + "=", 0) == 0 ? arg.substr(flag.size() + 1) : std::string();
+    };
+    if (!value("--tls_cert").empty()) {
+      tls.cert_file = value("--tls_cert");
+    } else if (!value("--tls_key").empty()) {
+      tls.key_file = value("--tls_key");
+    } else if (!value("--tls_ca").empty()) {
+      tls.ca_file = value("--tls_ca");
+    } else {
+      args.push_back(arg);
+    }
+  }
+  if (args.size() != 5 && args.size() != 6) {
     LOG(ERROR) << "usage: header_echo_service <port> <participant_port> <conninfo> <name> "
-                  "<coordinator> [idle_timeout_ms]";
+                  "<coordinator> [idle_timeout_ms] [--tls_cert=F --tls_key=F --tls_ca=F]";
     return 2;
+  }
+  txc::ConnectOptions hop_options;
+  if (tls.enabled()) {
+    auto client_tls = txc::TlsContext::Create(tls, txc::TlsRole::kClient);
+    if (!client_tls.ok()) {
+      LOG(ERROR) << "TLS: " << client_tls.status();
+      return 2;
+    }
+    hop_options.tls = std::move(client_tls).value();
   }
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  const std::string conninfo = argv[3], name = argv[4];
+  const std::string conninfo = args[2], name = args[3];
   try {
     pqxx::connection conn(conninfo);
     txc::Status migrated = txc::MigratePostgres(conn, "participant");
@@ -116,12 +154,12 @@ int main(int argc, char** argv) {
   }
 
   txc::participant::TxnResourcesOptions ro;
-  ro.allowed_coordinators = {argv[5]};
+  ro.allowed_coordinators = {args[4]};
   auto resources = std::make_shared<txc::participant::TxnResources>(ro);
   txc::participant::PgTxnResourceOptions pg;
   pg.xa.conninfo = conninfo;
   pg.xa.prefix = name;
-  if (argc == 7) pg.idle_timeout_ms = std::atoll(argv[6]);
+  if (args.size() == 6) pg.idle_timeout_ms = std::atoll(args[5].c_str());
   auto db = txc::participant::PgTxnResource::Create(resources, name + "-db", pg);
   if (!db.ok()) {
     LOG(ERROR) << db.status();
@@ -129,8 +167,8 @@ int main(int argc, char** argv) {
   }
   txc::participant::ParticipantServerOptions po;
   po.host = "127.0.0.1";
-  po.port = std::atoi(argv[2]);
-  po.coordinators = {argv[5]};
+  po.port = std::atoi(args[1].c_str());
+  po.coordinators = {args[4]};
   po.recovery_backoff = txc::BackoffPolicy{20, 500, 2.0};
   txc::participant::ParticipantServer participant(resources->participant(), po);
   txc::Status s = participant.Start();
@@ -145,17 +183,19 @@ int main(int argc, char** argv) {
   }
   txc::ThriftServerOptions so;
   so.host = "127.0.0.1";
-  so.port = std::atoi(argv[1]);
+  so.port = std::atoi(args[0].c_str());
+  so.tls = tls;
   txc::participant::TxnHeaderServer server(
       txc::participant::WrapTxnContextProcessor(std::make_shared<txc::headertest::EchoProcessor>(
-          std::make_shared<EchoService>(*db, name))),
+          std::make_shared<EchoService>(*db, name, hop_options))),
       so);
   s = server.Start();
   if (!s.ok()) {
     LOG(ERROR) << "echo server: " << s;
     return 1;
   }
-  LOG(INFO) << name << ": echo on 127.0.0.1:" << server.port() << ", participant on "
+  LOG(INFO) << name << ": echo on 127.0.0.1:" << server.port()
+            << (server.tls() ? " (mutual TLS)" : "") << ", participant on "
             << participant.endpoint();
   int sig = 0;
   sigwait(&signals, &sig);

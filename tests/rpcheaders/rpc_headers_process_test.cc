@@ -22,6 +22,7 @@
 #include "gen-cpp/Echo.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/test_certs.h"
 #include "txc/participant/coordinator_client.h"
 #include "txc/participant/thrift_headers.h"
 
@@ -90,7 +91,8 @@ class RpcHeadersProcessTest : public ::testing::Test {
     std::unique_ptr<ChildProcess> proc;
   };
 
-  void StartService(int i, const std::string& crash_points, int64_t idle_timeout_ms = 0) {
+  void StartService(int i, const std::string& crash_points, int64_t idle_timeout_ms = 0,
+                    const std::vector<std::string>& flags = {}) {
     Service& s = services_[i];
     ChildProcess::Options o;
     o.argv = {TXC_ECHO_SERVICE_BIN,
@@ -100,6 +102,7 @@ class RpcHeadersProcessTest : public ::testing::Test {
               s.name,
               coordinator_};
     if (idle_timeout_ms > 0) o.argv.push_back(std::to_string(idle_timeout_ms));
+    o.argv.insert(o.argv.end(), flags.begin(), flags.end());
     if (!crash_points.empty()) o.env = {{"TXC_CRASH_POINTS", crash_points}};
     o.log_path = dir_->Child("service_" + s.name + ".log");
     auto child = ChildProcess::Start(o);
@@ -124,8 +127,8 @@ class RpcHeadersProcessTest : public ::testing::Test {
     return coordinator_client_->Commit(request);
   }
 
-  std::unique_ptr<TxnHeaderClient<EchoClient>> Open(int i) {
-    auto client = TxnHeaderClient<EchoClient>::Open(services_[i].endpoint);
+  std::unique_ptr<TxnHeaderClient<EchoClient>> Open(int i, const ConnectOptions& options = {}) {
+    auto client = TxnHeaderClient<EchoClient>::Open(services_[i].endpoint, options);
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? std::move(client).value() : nullptr;
   }
@@ -157,9 +160,10 @@ class RpcHeadersProcessTest : public ::testing::Test {
   }
 
   // A -> B -> C, twice, inside the transaction; returns the answers.
-  std::vector<std::string> CallChainTwice(const wire::TxnContext& context) {
+  std::vector<std::string> CallChainTwice(const wire::TxnContext& context,
+                                          const ConnectOptions& options = {}) {
     std::vector<std::string> answers;
-    auto a = Open(0);
+    auto a = Open(0, options);
     if (a == nullptr) return answers;
     ScopedTxnContext scope(context);
     for (int k = 0; k < 2; ++k) {
@@ -456,6 +460,98 @@ TEST_F(RpcHeadersProcessTest, DownstreamCrashInPhaseTwoCommitsOnRestart) {
         << services_[i].name << " " << Rows(i, begun.gtid);
   }
   EXPECT_TRUE(testing::WaitUntil([&] { return PreparedXacts(2) == 0; }, kWaitMs));
+}
+
+// The services' own ports serve mutual TLS (certificates from a throwaway CA):
+// the context still travels A -> B -> C, every hop presenting its service's
+// certificate, the branches enlist and commit; the caller's certificate is
+// its identity on the server; a client without a certificate, and a
+// plaintext one, are refused before any handler runs.
+TEST_F(RpcHeadersProcessTest, HeadersPropagateOverMutualTls) {
+  auto ca = testing::TestCa::Create("rpcheaders-ca");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  for (int i = 0; i < 3; ++i) {
+    auto cert =
+        (*ca)->IssueLoopbackServer("echo-" + services_[i].name, "echo-" + services_[i].name);
+    ASSERT_TRUE(cert.ok()) << cert.status();
+    services_[i].proc.reset();
+    ASSERT_NO_FATAL_FAILURE(
+        StartService(i, "", 0,
+                     {"--tls_cert=" + cert->cert_file, "--tls_key=" + cert->key_file,
+                      "--tls_ca=" + (*ca)->ca_file()}));
+  }
+  auto front = (*ca)->Issue("front", "front", {"URI:spiffe://txc/front"});
+  ASSERT_TRUE(front.ok()) << front.status();
+  auto client_tls = TlsContext::Create((*ca)->Options(*front), TlsRole::kClient);
+  ASSERT_TRUE(client_tls.ok()) << client_tls.status();
+  ConnectOptions tls;
+  tls.rpc_timeout_ms = 30000;
+  tls.tls = *client_tls;
+
+  const wire::BeginResponse begun = Begin();
+  auto answers = CallChainTwice(begun.context, tls);
+  ASSERT_EQ(answers.size(), 2u);
+  for (const auto& answer : answers) {
+    EXPECT_EQ(answer, begun.gtid + "|" + begun.gtid + "|" + begun.gtid + "|");
+  }
+  EXPECT_EQ(Branches(begun.gtid).size(), 3u);
+  auto a = Open(0, tls);
+  ASSERT_NE(a, nullptr);
+  std::string caller;
+  (*a)->caller(caller);
+  EXPECT_EQ(caller.rfind("CN=front from 127.0.0.1:", 0), 0u) << caller;
+  auto committed = Commit(begun.gtid);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(committed->state, wire::TxnState::COMMITTED) << committed->state;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(testing::WaitUntil([&] { return Rows(i, begun.gtid) == 2; }, kWaitMs))
+        << services_[i].name << " has " << Rows(i, begun.gtid);
+  }
+
+  // No client certificate: refused in the handshake (under TLS 1.3 the
+  // refusal reaches the client at its first call).
+  const wire::BeginResponse second = Begin();
+  const int64_t rows_before = AllRows(0);
+  TlsOptions no_cert;
+  no_cert.ca_file = (*ca)->ca_file();
+  auto anonymous_tls = TlsContext::Create(no_cert, TlsRole::kClient);
+  ASSERT_TRUE(anonymous_tls.ok());
+  ConnectOptions anonymous_options = tls;
+  anonymous_options.tls = *anonymous_tls;
+  auto anonymous = TxnHeaderClient<EchoClient>::Open(services_[0].endpoint, anonymous_options);
+  if (anonymous.ok()) {
+    ScopedTxnContext scope(second.context);
+    std::string out;
+    try {
+      (**anonymous)->whoami(out, "");
+      ADD_FAILURE() << "a client without a certificate was served: " << out;
+    } catch (const apache::thrift::transport::TTransportException& e) {
+      EXPECT_NE(std::string(e.what()).find("certificate required"), std::string::npos) << e.what();
+    }
+  } else {
+    EXPECT_NE(anonymous.status().message().find("certificate required"), std::string::npos)
+        << anonymous.status();
+  }
+  // A plaintext header client: refused too.
+  auto plaintext = Open(0);
+  ASSERT_NE(plaintext, nullptr);
+  {
+    ScopedTxnContext scope(second.context);
+    std::string out;
+    EXPECT_THROW((*plaintext)->whoami(out, ""), apache::thrift::transport::TTransportException);
+  }
+  EXPECT_EQ(AllRows(0), rows_before);
+  EXPECT_TRUE(Branches(second.gtid).empty());
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        return services_[0].proc->LogTail(100000).find("TLS handshake with") != std::string::npos;
+      },
+      kWaitMs))
+      << services_[0].proc->LogTail(3000);
+  // The good client is still served.
+  std::string out;
+  (*a)->current(out);
+  EXPECT_EQ(out, "");
 }
 
 TEST_F(RpcHeadersProcessTest, PlainClientsAgainstHeaderServer) {

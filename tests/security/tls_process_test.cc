@@ -11,6 +11,8 @@
 //   keeps serving good clients.
 // * Rotation: new files + SIGHUP, and new connections present the new
 //   certificate.
+// * Revocation: --tls_crl refuses a revoked client certificate; SIGHUP
+//   re-reads the CRL.
 #include <glog/logging.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -267,6 +269,44 @@ TEST_F(TlsProcessTest, SighupRotatesTheCoordinatorCertificate) {
   ASSERT_TRUE(client);
   auto health = client->Health();
   EXPECT_TRUE(health.ok()) << health.status();
+  EXPECT_TRUE(coordinator_proc_->IsRunning());
+}
+
+// Revocation: the coordinator checks client certificates against --tls_crl
+// on every handshake; SIGHUP re-reads the CRL, and a certificate revoked
+// since is refused on its next connection while good clients are served.
+TEST_F(TlsProcessTest, RevokedClientCertificateIsRefusedAndSighupReadsANewCrl) {
+  auto revoked = ca_->Issue("revoked", "order-service");
+  auto later = ca_->Issue("later", "payment-service");
+  ASSERT_TRUE(revoked.ok() && later.ok());
+  ASSERT_TRUE(ca_->Revoke(*revoked).ok());
+  // The coordinator reads a file the test then replaces (written aside, renamed).
+  const std::string crl = ca_->dir() + "/live-crl.pem";
+  ASSERT_TRUE(ca_->WriteCrl(crl).ok());
+  dir_ = std::make_unique<testing::TempDir>("txc-tls-crl-");
+  coordinator_port_ = testing::FreeLoopbackPort();
+  coordinator_ = "127.0.0.1:" + std::to_string(coordinator_port_);
+  std::vector<std::string> flags = TlsFlags(*ca_, certs_["coordinator"]);
+  flags.push_back("--tls_crl=" + crl);
+  flags.push_back("--node_id=coordinator-crl");
+  ASSERT_NO_FATAL_FAILURE(
+      StartCoordinatorProcess(coordinator_port_, "coordinator", flags, {}, &coordinator_proc_));
+
+  ExpectRefused(ClientTls(*revoked), "certificate revoked");
+  ExpectGoodClientServed();
+  EXPECT_TRUE(CoordinatorLogHas("certificate revoked"));
+  auto later_client = Client(ClientTls(*later));
+  ASSERT_TRUE(later_client);
+  auto health = later_client->Health();
+  ASSERT_TRUE(health.ok()) << health.status();
+
+  ASSERT_TRUE(ca_->Revoke(*later).ok());
+  ASSERT_TRUE(ca_->WriteCrl(crl).ok());
+  ASSERT_TRUE(coordinator_proc_->Kill(SIGHUP).ok());
+  ASSERT_TRUE(CoordinatorLogHas("TLS files reloaded"));
+  ExpectRefused(ClientTls(*later), "certificate revoked");
+  ExpectRefused(ClientTls(*revoked), "certificate revoked");
+  ExpectGoodClientServed();
   EXPECT_TRUE(coordinator_proc_->IsRunning());
 }
 

@@ -63,7 +63,8 @@ struct CoordinatorClientOptions {
   // TLS to the coordinators when tls.enabled(): tls.ca_file verifies their
   // certificates (which must name the host of the endpoint dialled, or
   // tls.server_name); tls.cert_file/key_file is this service's identity for
-  // coordinators that require client certificates (mutual TLS).
+  // coordinators that require client certificates (mutual TLS);
+  // tls.crl_file, when set, refuses a revoked coordinator certificate.
   TlsOptions tls{};
 };
 

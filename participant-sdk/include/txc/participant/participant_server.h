@@ -90,8 +90,10 @@ struct ParticipantServerOptions {
   // TLS on this participant's port when tls.enabled() (common/tls.h): its
   // certificate and key, the CA bundle verifying callers, and
   // require_client_cert (mutual TLS: only callers with a certificate from that
-  // CA, e.g. the coordinator, get through). The recovery client's TLS is
-  // coordinator_client.tls.
+  // CA, e.g. the coordinator, get through). tls.crl_file: a PEM CRL of that CA,
+  // checked on every handshake (a revoked caller certificate is refused) and
+  // re-read by ReloadTls(). The recovery client's TLS is coordinator_client.tls
+  // (its own crl_file checks the coordinators' certificates).
   TlsOptions tls{};
   // Connections one peer IP may hold (more are closed at accept). 0: no limit.
   int64_t max_connections_per_peer = ThriftServerOptions{}.max_connections_per_peer;

@@ -18,11 +18,36 @@
 // Callee side: decorate your generated processor and serve it with THeader.
 //   TxnHeaderServer server(WrapTxnContextProcessor(
 //       std::make_shared<InventoryProcessor>(handler)), options);
+//   server.Start();
 // Inside the handler CurrentTxnContext() is the caller's context (nullptr for
 // a call without one); it is cleared when the handler returns or throws. A
 // call from a service handler through a TxnHeaderClient passes the context on
 // (A -> B -> C). Resources registered with TxnResources (txn_resources.h)
 // enlist themselves when used under that context.
+//
+// TLS (mutual TLS recommended between services): TxnHeaderServer is a
+// ThriftServer (common/thrift_server.h) speaking THeader, so it takes the same
+// options as the coordinator's and the participants' ports:
+//   ThriftServerOptions options;
+//   options.tls = TlsOptions{"inventory.pem", "inventory.key", "ca.pem"};  // + crl_file
+//   TxnHeaderServer server(WrapTxnContextProcessor(...), options);
+//   ... server.ReloadTls();          // e.g. on SIGHUP: re-reads the files
+// A client without a certificate from ca.pem (or a revoked one, with a CRL)
+// is refused during the handshake: Open() fails, or under TLS 1.3 its first
+// call throws TTransportException naming the reason ("certificate required",
+// "certificate revoked"); a plaintext client's first call fails likewise. In
+// the handler, CurrentPeerIdentity()
+// (common/peer_identity.h) is the caller's verified certificate (CN, SANs)
+// for authorization. options.max_connections_per_peer bounds the connections
+// one peer IP may hold. The client side takes a TLS context in its
+// ConnectOptions, loaded once and shared by every connection:
+//   auto tls = TlsContext::Create(TlsOptions{"shop.pem", "shop.key", "ca.pem"},
+//                                 TlsRole::kClient);           // check tls.ok()
+//   ConnectOptions co;
+//   co.tls = *tls;                                  // null: plaintext
+//   auto inv = TxnHeaderClient<InventoryClient>::Open("inventory.internal:7601", co);
+// The client verifies the server's certificate and its name (the host
+// dialled, or TlsOptions::server_name), and presents its own certificate.
 //
 // Refusals (the handler is not reached; the caller's generated client throws
 // TApplicationException, connection stays usable):
@@ -38,10 +63,12 @@
 // stock-compiler clients in other languages, keep working unchanged. Their
 // calls run without a context.
 //
-// Limits: every frame is checked against max_message_bytes before a byte of
-// it is buffered (libthrift 0.17's THeaderTransport only checks 1 GiB), the
-// message budget is reset per message (the long-lived connection bug of
-// STACK-NOTES), and the context header is at most kMaxTxnHeaderBytes.
+// Limits (both sides, common/header_protocol.h): every frame is checked
+// against max_message_bytes before a byte of it is buffered (libthrift 0.17's
+// THeaderTransport only checks 1 GiB), the message budget is reset per
+// message (the long-lived connection bug of STACK-NOTES), payloads are read
+// with string and container limits, and the context header is at most
+// kMaxTxnHeaderBytes.
 //
 // Thread-safety: a TxnHeaderClient/TxnHeaderProtocol is used by one thread at
 // a time (like any generated client). The processor decorator and the server
@@ -51,13 +78,12 @@
 #include <thrift/TApplicationException.h>
 #include <thrift/TProcessor.h>
 #include <thrift/protocol/THeaderProtocol.h>
-#include <thrift/server/TThreadedServer.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 
+#include "common/header_protocol.h"
 #include "common/status.h"
 #include "common/thrift_server.h"
 #include "common/thrift_util.h"
@@ -89,12 +115,12 @@ Result<wire::TxnContext> DecodeTxnHeader(const std::string& value, int64_t now_u
 // Whether `e` is a header refusal of a TxnContextProcessor.
 bool IsTxnContextRefusal(const apache::thrift::TApplicationException& e);
 
-// A THeaderProtocol (binary payload) with our limits over a raw connection
-// (normally a TSocket). With attach_context, every message it writes carries
-// the calling thread's current context as the kTxnHeaderKey header, and none
-// when there is no current context (other headers are left alone). Servers
-// use attach_context = false.
-class TxnHeaderProtocol : public apache::thrift::protocol::THeaderProtocol {
+// A THeaderProtocol (binary payload) with our limits (LimitedHeaderProtocol)
+// over a raw connection (normally a TSocket or TLS socket). With
+// attach_context, every message it writes carries the calling thread's
+// current context as the kTxnHeaderKey header, and none when there is no
+// current context (other headers are left alone).
+class TxnHeaderProtocol : public LimitedHeaderProtocol {
  public:
   TxnHeaderProtocol(std::shared_ptr<apache::thrift::transport::TTransport> connection,
                     int64_t max_message_bytes, bool attach_context);
@@ -107,26 +133,10 @@ class TxnHeaderProtocol : public apache::thrift::protocol::THeaderProtocol {
   const bool attach_context_;
 };
 
-// Builds TxnHeaderProtocols (attach_context = false) for a server. Give it to
-// a TServer as input protocol factory with a null output factory, so a
-// connection's reply goes out through the same header transport (in the
-// format the client used).
-class TxnHeaderProtocolFactory : public apache::thrift::protocol::TProtocolFactory {
- public:
-  explicit TxnHeaderProtocolFactory(int64_t max_message_bytes)
-      : max_message_bytes_(max_message_bytes) {}
-  std::shared_ptr<apache::thrift::protocol::TProtocol> getProtocol(
-      std::shared_ptr<apache::thrift::transport::TTransport> trans) override;
-  std::shared_ptr<apache::thrift::protocol::TProtocol> getProtocol(
-      std::shared_ptr<apache::thrift::transport::TTransport> in,
-      std::shared_ptr<apache::thrift::transport::TTransport> out) override;
-
- private:
-  const int64_t max_message_bytes_;
-};
-
-// Opens a connection and a client-side TxnHeaderProtocol over it.
-// kUnavailable if the peer cannot be reached; kInvalidArgument for a bad endpoint.
+// Opens a connection (TLS when options.tls is set: the handshake runs here)
+// and a client-side TxnHeaderProtocol over it. kUnavailable if the peer cannot
+// be reached or refuses the handshake (the message says why);
+// kInvalidArgument for a bad endpoint.
 Result<std::shared_ptr<TxnHeaderProtocol>> OpenTxnHeaderProtocol(const std::string& endpoint,
                                                                  const ConnectOptions& options);
 
@@ -181,26 +191,25 @@ inline std::shared_ptr<TxnContextProcessor> WrapTxnContextProcessor(
   return std::make_shared<TxnContextProcessor>(std::move(inner));
 }
 
-// ThriftServer's twin for the user's own services: a TThreadedServer speaking
-// THeader (and, detected per connection, plain framed/unframed binary and
-// compact), with our frame and message limits and idle timeout. Pass the
-// processor through WrapTxnContextProcessor. Start/Stop from one thread.
-class TxnHeaderServer {
+// The user's own service on a ThriftServer in THeader mode
+// (ThriftWire::kHeader): THeader and, detected per connection, plain
+// framed/unframed binary and compact clients; our frame and message limits
+// and idle timeout; TLS / mutual TLS, the caller's PeerIdentity and the
+// per-peer connection limit from `options` as on every ThriftServer. Pass the
+// processor through WrapTxnContextProcessor. Start() returns kUnavailable if
+// the port cannot be bound, kInvalidArgument if the TLS files cannot be
+// loaded. Start/Stop from one thread; ReloadTls from any.
+class TxnHeaderServer : public ThriftServer {
  public:
   TxnHeaderServer(std::shared_ptr<apache::thrift::TProcessor> processor,
-                  ThriftServerOptions options);
-  ~TxnHeaderServer();  // Stop()s
-  // kUnavailable if the port cannot be bound.
-  Status Start();
-  void Stop();  // idempotent
-  int port() const { return port_; }
+                  ThriftServerOptions options)
+      : ThriftServer(std::move(processor), HeaderWire(std::move(options))) {}
 
  private:
-  std::shared_ptr<apache::thrift::TProcessor> processor_;
-  ThriftServerOptions options_;
-  std::shared_ptr<apache::thrift::server::TThreadedServer> server_;
-  std::thread thread_;
-  int port_ = 0;
+  static ThriftServerOptions HeaderWire(ThriftServerOptions options) {
+    options.wire = ThriftWire::kHeader;
+    return options;
+  }
 };
 
 }  // namespace participant
