@@ -1,23 +1,89 @@
 #include "common/http_server.h"
 
 #include <glog/logging.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
+
+#include "common/backoff.h"
+#include "common/log_rate_limiter.h"
 
 namespace txc {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
+
+namespace {
+
+// The server context of the HTTPS port: the rules of common/tls.h (TLS 1.2+,
+// client certificates verified against ca_file, required with
+// require_client_cert), built for Boost.Asio.
+Result<std::shared_ptr<ssl::context>> MakeServerSslContext(const TlsOptions& tls) {
+  Status valid = tls.ValidateForServer();
+  if (!valid.ok()) return valid;
+  std::string step = "creating the TLS context";
+  try {
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+    SSL_CTX* native = ctx->native_handle();
+    if (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1) {
+      return Status::Internal("cannot require TLS 1.2 on the HTTP port");
+    }
+    step = "loading certificate " + tls.cert_file;
+    ctx->use_certificate_chain_file(tls.cert_file);
+    step = "loading key " + tls.key_file;
+    ctx->use_private_key_file(tls.key_file, ssl::context::pem);
+    if (SSL_CTX_check_private_key(native) != 1) {
+      return Status::InvalidArgument("key " + tls.key_file + " does not match certificate " +
+                                     tls.cert_file);
+    }
+    ssl::verify_mode mode = ssl::verify_none;
+    if (!tls.ca_file.empty()) {
+      step = "loading CA bundle " + tls.ca_file;
+      ctx->load_verify_file(tls.ca_file);
+      // Tells clients which CAs we accept (helps them pick a certificate).
+      STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tls.ca_file.c_str());
+      if (names != nullptr) SSL_CTX_set_client_CA_list(native, names);
+      mode = ssl::verify_peer;
+    }
+    if (tls.require_client_cert) mode = ssl::verify_peer | ssl::verify_fail_if_no_peer_cert;
+    ctx->set_verify_mode(mode);
+    SSL_CTX_set_num_tickets(native, 0);  // nobody resumes sessions here
+    return ctx;
+  } catch (const boost::system::system_error& e) {
+    return Status::InvalidArgument("HTTPS: " + step + ": " + e.what());
+  }
+}
+
+std::string PeerAddress(const tcp::socket& socket) {
+  beast::error_code ec;
+  auto ep = socket.remote_endpoint(ec);
+  if (ec) return "?";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+std::string PeerHost(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  return colon == std::string::npos ? address : address.substr(0, colon);
+}
+
+}  // namespace
 
 struct HttpServer::Impl {
   Impl(HttpServerOptions o, std::map<std::string, HttpHandler> r)
@@ -27,47 +93,152 @@ struct HttpServer::Impl {
   // destroyed) goes before everything a session's destructor touches.
   const HttpServerOptions options;
   const std::map<std::string, HttpHandler> routes;
-  std::atomic<int> connections{0};  // open sessions
+  std::atomic<int> connections{0};  // open connections (ConnectionSlot)
   std::atomic<int64_t> refused{0};  // connections closed at once (over max_connections)
+  // One line per peer and reason every few seconds for refused callers.
+  LogRateLimiter refusal_log{5000};
+  mutable std::mutex tls_mu;
+  std::shared_ptr<ssl::context> tls_context;  // guarded by tls_mu; nullptr: plaintext
   asio::io_context io;
   tcp::acceptor acceptor;
   std::thread thread;
 
+  std::shared_ptr<ssl::context> CurrentTlsContext() const {
+    std::lock_guard<std::mutex> lock(tls_mu);
+    return tls_context;
+  }
   void Accept();
-  http::response<http::string_body> Answer(const http::request<http::empty_body>& req) const;
+  http::response<http::string_body> Answer(const http::request<http::empty_body>& req,
+                                           const PeerIdentity& peer);
 };
 
 namespace {
 
-// One connection: read a request, answer it, repeat while keep-alive.
-class Session : public std::enable_shared_from_this<Session> {
+// One of the server's max_connections, held by every stage of a connection
+// (TLS detection, then the session) and given back when the last one ends.
+class ConnectionSlot {
  public:
-  Session(tcp::socket socket, HttpServer::Impl* server)
-      : stream_(std::move(socket)), server_(server) {}
-  ~Session() { server_->connections.fetch_sub(1, std::memory_order_relaxed); }
+  explicit ConnectionSlot(HttpServer::Impl* server) : server_(server) {}
+  ~ConnectionSlot() { server_->connections.fetch_sub(1, std::memory_order_relaxed); }
+  ConnectionSlot(const ConnectionSlot&) = delete;
+  ConnectionSlot& operator=(const ConnectionSlot&) = delete;
+
+ private:
+  HttpServer::Impl* const server_;
+};
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// One connection: (TLS handshake,) read a request, answer it, repeat while
+// keep-alive. Stream is beast::tcp_stream (plaintext) or TlsStream.
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+ public:
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+
+  // `buffer` holds what was read before (the bytes TLS detection looked at);
+  // `tls_context` keeps the context of a TLS stream alive with it.
+  template <class... StreamArgs>
+  Session(HttpServer::Impl* server, std::shared_ptr<ConnectionSlot> slot, PeerIdentity peer,
+          beast::flat_buffer buffer, std::shared_ptr<ssl::context> tls_context,
+          StreamArgs&&... stream_args)
+      : tls_context_(std::move(tls_context)),
+        stream_(std::forward<StreamArgs>(stream_args)...),
+        server_(server),
+        slot_(std::move(slot)),
+        peer_(std::move(peer)),
+        buffer_(std::move(buffer)) {}
 
   void Read() {
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(server_->options.max_header_bytes));
     parser_->body_limit(0);
-    stream_.expires_after(std::chrono::milliseconds(server_->options.request_timeout_ms));
+    Lowest().expires_after(Timeout());
     http::async_read(
         stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
+        [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
+  }
+
+  // TLS: runs the handshake over what detection buffered, then serves.
+  void Handshake() {
+    static_assert(kTls, "Handshake() is for TLS sessions");
+    // Remembers why a presented certificate failed (the handshake error alone
+    // says "certificate verify failed"). The stream is ours: `this` outlives it.
+    stream_.set_verify_callback([this](bool preverified, ssl::verify_context& vc) {
+      if (!preverified && refused_certificate_.empty()) {
+        X509_STORE_CTX* store = vc.native_handle();
+        X509* cert = X509_STORE_CTX_get_current_cert(store);
+        char subject[256] = "?";
+        if (cert != nullptr)
+          X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+        refused_certificate_ = std::string(subject) + ": " +
+                               X509_verify_cert_error_string(X509_STORE_CTX_get_error(store));
+      }
+      return preverified;
+    });
+    Lowest().expires_after(Timeout());
+    stream_.async_handshake(
+        ssl::stream_base::server, buffer_.data(),
+        [self = this->shared_from_this()](beast::error_code ec, std::size_t used) {
+          self->buffer_.consume(used);
+          self->OnHandshake(ec);
+        });
+  }
+
+  // Plaintext on the HTTPS port: reads the request (so that closing after
+  // the answer does not reset the connection under it), answers 400 saying
+  // so, closes.
+  void RefusePlaintext() {
+    refuse_plaintext_ = true;
+    Read();
   }
 
  private:
+  std::chrono::milliseconds Timeout() const {
+    return std::chrono::milliseconds(server_->options.request_timeout_ms);
+  }
+  beast::tcp_stream& Lowest() { return beast::get_lowest_layer(stream_); }
+
+  void OnHandshake(beast::error_code ec) {
+    if (ec) {
+      std::string reason = ec.message();
+      if (!refused_certificate_.empty()) reason += " (certificate " + refused_certificate_ + ")";
+      const auto d = server_->refusal_log.Admit("tls " + PeerHost(peer_.address) + " " + reason,
+                                                MonotonicMs());
+      if (d.log) {
+        LOG(WARNING) << "http: refused " << peer_.address << ": TLS handshake failed: " << reason
+                     << d.Suffix();
+      }
+      CloseSocket();
+      return;
+    }
+    if constexpr (kTls) {
+      peer_.authenticated =
+          VerifiedPeerNames(stream_.native_handle(), &peer_.common_name, &peer_.sans);
+    }
+    handshake_done_ = true;
+    VLOG(1) << "http: TLS connection from " << peer_.Describe();
+    Read();
+  }
+
   void OnRead(beast::error_code ec) {
     if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
         ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
-        ec == asio::error::eof) {
+        ec == asio::error::eof || ec == ssl::error::stream_truncated) {
       Close();
+      return;
+    }
+    if (refuse_plaintext_) {
+      Reply(
+          Plain(http::status::bad_request,
+                "this port serves HTTPS (TLS with client certificates): use https://\n", 11, false),
+          /*close=*/true);
       return;
     }
     if (ec) {
       // Malformed, too large, or a body we do not take: answer and close.
       const bool too_large = ec == http::error::header_limit || ec == http::error::body_limit;
-      VLOG(1) << "http: bad request from " << Peer() << ": " << ec.message();
+      VLOG(1) << "http: bad request from " << peer_.address << ": " << ec.message();
       Reply(Plain(too_large ? http::status::payload_too_large : http::status::bad_request,
                   std::string(too_large ? "request too large" : "bad request") + ": " +
                       ec.message() + "\n",
@@ -76,7 +247,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     const http::request<http::empty_body>& req = parser_->get();
-    auto res = server_->Answer(req);
+    auto res = server_->Answer(req, peer_);
     Reply(std::move(res), !req.keep_alive());
   }
 
@@ -93,9 +264,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void Reply(http::response<http::string_body> res, bool close) {
     if (close) res.keep_alive(false);
     res_ = std::make_shared<http::response<http::string_body>>(std::move(res));
-    stream_.expires_after(std::chrono::milliseconds(server_->options.request_timeout_ms));
+    Lowest().expires_after(Timeout());
     http::async_write(stream_, *res_,
-                      [self = shared_from_this(), close](beast::error_code ec, std::size_t) {
+                      [self = this->shared_from_this(), close](beast::error_code ec, std::size_t) {
                         self->res_.reset();
                         if (ec || close) {
                           self->Close();
@@ -105,46 +276,124 @@ class Session : public std::enable_shared_from_this<Session> {
                       });
   }
 
+  // TLS: a close_notify first (bounded by the timeout), then the socket.
   void Close() {
+    if constexpr (kTls) {
+      if (handshake_done_ && !shutting_down_ && Lowest().socket().is_open()) {
+        shutting_down_ = true;
+        Lowest().expires_after(Timeout());
+        stream_.async_shutdown(
+            [self = this->shared_from_this()](beast::error_code) { self->CloseSocket(); });
+        return;
+      }
+    }
+    CloseSocket();
+  }
+
+  void CloseSocket() {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.socket().close(ignored);
+    Lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    Lowest().socket().close(ignored);
   }
 
-  std::string Peer() {
-    beast::error_code ec;
-    auto ep = stream_.socket().remote_endpoint(ec);
-    if (ec) return "?";
-    return ep.address().to_string() + ":" + std::to_string(ep.port());
-  }
-
-  beast::tcp_stream stream_;
+  const std::shared_ptr<ssl::context> tls_context_;  // before stream_, which refers to it
+  Stream stream_;
   HttpServer::Impl* const server_;
+  const std::shared_ptr<ConnectionSlot> slot_;
+  PeerIdentity peer_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::empty_body>> parser_;
   std::shared_ptr<http::response<http::string_body>> res_;
+  bool handshake_done_ = false;
+  bool shutting_down_ = false;
+  bool refuse_plaintext_ = false;    // plaintext on an HTTPS port: every request gets a 400
+  std::string refused_certificate_;  // TLS: subject and reason of a certificate that failed
+};
+
+// The first stage of a connection on an HTTPS port: looks at the first bytes
+// (Beast's detect_ssl) and hands the connection to a TLS session, or to a
+// plaintext one that only says "use https".
+class TlsDetector : public std::enable_shared_from_this<TlsDetector> {
+ public:
+  TlsDetector(HttpServer::Impl* server, std::shared_ptr<ConnectionSlot> slot, tcp::socket socket,
+              std::shared_ptr<ssl::context> tls_context)
+      : server_(server),
+        slot_(std::move(slot)),
+        stream_(std::move(socket)),
+        tls_context_(std::move(tls_context)) {}
+
+  void Run() {
+    stream_.expires_after(std::chrono::milliseconds(server_->options.request_timeout_ms));
+    beast::async_detect_ssl(stream_, buffer_,
+                            [self = shared_from_this()](beast::error_code ec, bool is_tls) {
+                              self->OnDetect(ec, is_tls);
+                            });
+  }
+
+ private:
+  void OnDetect(beast::error_code ec, bool is_tls) {
+    PeerIdentity peer;
+    peer.address = PeerAddress(stream_.socket());
+    if (ec) {  // closed or silent before a first byte
+      VLOG(1) << "http: " << peer.address << " sent nothing usable: " << ec.message();
+      beast::error_code ignored;
+      stream_.socket().close(ignored);
+      return;
+    }
+    if (!is_tls) {
+      const auto d =
+          server_->refusal_log.Admit("plaintext " + PeerHost(peer.address), MonotonicMs());
+      if (d.log) {
+        LOG(WARNING) << "http: refused " << peer.address
+                     << ": plaintext HTTP on the HTTPS port (answered 400)" << d.Suffix();
+      }
+      std::make_shared<Session<beast::tcp_stream>>(server_, std::move(slot_), std::move(peer),
+                                                   std::move(buffer_), nullptr, std::move(stream_))
+          ->RefusePlaintext();
+      return;
+    }
+    ssl::context& ctx = *tls_context_;
+    std::make_shared<Session<TlsStream>>(server_, std::move(slot_), std::move(peer),
+                                         std::move(buffer_), std::move(tls_context_),
+                                         std::move(stream_), ctx)
+        ->Handshake();
+  }
+
+  HttpServer::Impl* const server_;
+  std::shared_ptr<ConnectionSlot> slot_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::shared_ptr<ssl::context> tls_context_;
 };
 
 }  // namespace
 
 http::response<http::string_body> HttpServer::Impl::Answer(
-    const http::request<http::empty_body>& req) const {
+    const http::request<http::empty_body>& req, const PeerIdentity& peer) {
   http::response<http::string_body> res;
   res.version(req.version());
   res.keep_alive(req.keep_alive());
+  res.set(http::field::content_type, "text/plain; charset=utf-8");
   std::string target(req.target());
   const size_t query = target.find('?');
   if (query != std::string::npos) target.resize(query);
   auto route = routes.find(target);
+  Status allowed;
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
     res.result(http::status::method_not_allowed);
     res.set(http::field::allow, "GET, HEAD");
-    res.set(http::field::content_type, "text/plain; charset=utf-8");
     res.body() = "method not allowed\n";
   } else if (route == routes.end()) {
     res.result(http::status::not_found);
-    res.set(http::field::content_type, "text/plain; charset=utf-8");
     res.body() = "not found\n";
+  } else if (options.authorize && !(allowed = options.authorize(target, peer)).ok()) {
+    const auto d = refusal_log.Admit("403 " + peer.Describe() + " " + target, MonotonicMs());
+    if (d.log) {
+      LOG(WARNING) << "http: refused " << req.method_string() << " " << target << " to "
+                   << peer.Describe() << ": " << allowed.message() << d.Suffix();
+    }
+    res.result(http::status::forbidden);
+    res.body() = "forbidden: " + allowed.message() + "\n";
   } else {
     HttpResponse answer = route->second();
     res.result(static_cast<unsigned>(answer.status));
@@ -169,7 +418,18 @@ void HttpServer::Impl::Accept() {
         beast::error_code ignored;
         socket.close(ignored);
       } else {
-        std::make_shared<Session>(std::move(socket), this)->Read();
+        auto slot = std::make_shared<ConnectionSlot>(this);
+        if (std::shared_ptr<ssl::context> tls = CurrentTlsContext()) {
+          std::make_shared<TlsDetector>(this, std::move(slot), std::move(socket), std::move(tls))
+              ->Run();
+        } else {
+          PeerIdentity peer;
+          peer.address = PeerAddress(socket);
+          std::make_shared<Session<beast::tcp_stream>>(this, std::move(slot), std::move(peer),
+                                                       beast::flat_buffer(), nullptr,
+                                                       std::move(socket))
+              ->Read();
+        }
       }
     } else {
       LOG(WARNING) << "http: accept failed: " << ec.message();
@@ -183,10 +443,27 @@ HttpServer::HttpServer(HttpServerOptions options, std::map<std::string, HttpHand
 
 HttpServer::~HttpServer() { Stop(); }
 
+bool HttpServer::tls() const { return impl_->options.tls.enabled(); }
+
+Status HttpServer::ReloadTls() {
+  if (!tls()) return Status::Ok();
+  auto ctx = MakeServerSslContext(impl_->options.tls);
+  if (!ctx.ok()) return ctx.status();
+  std::lock_guard<std::mutex> lock(impl_->tls_mu);
+  impl_->tls_context = std::move(ctx).value();
+  return Status::Ok();
+}
+
 Status HttpServer::Start() {
   const HttpServerOptions& o = impl_->options;
   if (o.port < 0 || o.port > 65535) {
     return Status::InvalidArgument("http port must be 0..65535, got " + std::to_string(o.port));
+  }
+  if (o.tls.enabled()) {
+    auto ctx = MakeServerSslContext(o.tls);
+    if (!ctx.ok()) return ctx.status();
+    std::lock_guard<std::mutex> lock(impl_->tls_mu);
+    impl_->tls_context = std::move(ctx).value();
   }
   beast::error_code ec;
   tcp::resolver resolver(impl_->io);

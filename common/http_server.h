@@ -22,7 +22,21 @@
 // never the caller's other work. Handlers must be quick and must not block
 // (no store or network calls): they read what others computed.
 //
-// Thread-safety: Start/Stop from one owning thread; port() from any thread.
+// HTTPS (options.tls.enabled()): the same port serves TLS 1.2+ with the
+// certificate and key of options.tls, Boost.Asio's ssl::stream under Beast.
+// With tls.require_client_cert (mutual TLS), a client that presents no
+// certificate, or one that does not chain to tls.ca_file (or expired), fails
+// the TLS handshake; that is logged (rate-limited) with the peer's address,
+// OpenSSL's reason and the refused certificate's subject. A client that sends
+// plaintext HTTP to the HTTPS port gets a plaintext 400 saying so and the
+// connection is closed. The verified certificate's CN and SANs are the
+// caller's PeerIdentity; options.authorize decides per path (403 with the
+// reason as the body, logged with the identity). ReloadTls() re-reads the
+// files for new connections (SIGHUP in the coordinator). The limits below
+// hold for the TLS handshake too (request_timeout_ms bounds it).
+//
+// Thread-safety: Start/Stop from one owning thread; port(), tls() and
+// ReloadTls() from any thread.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +45,9 @@
 #include <memory>
 #include <string>
 
+#include "common/peer_identity.h"
 #include "common/status.h"
+#include "common/tls.h"
 
 namespace txc {
 
@@ -41,6 +57,14 @@ struct HttpServerOptions {
   int max_connections = 64;
   int64_t request_timeout_ms = 10000;
   size_t max_header_bytes = 8192;
+  // HTTPS when tls.enabled() (see the file comment; common/tls.h for the
+  // options: cert_file/key_file required, ca_file for client certificates).
+  TlsOptions tls{};
+  // When set, asked before the handler of every GET/HEAD of a registered path
+  // with the caller's identity (unauthenticated on a plaintext port); a non-OK
+  // status is answered 403 with its message. Runs on the server's thread:
+  // must be quick and must not block.
+  std::function<Status(const std::string& path, const PeerIdentity& peer)> authorize;
 };
 
 struct HttpResponse {
@@ -59,12 +83,19 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   // Binds and starts serving. kUnavailable when the address cannot be bound,
-  // kInvalidArgument for a host that is not an IP address.
+  // kInvalidArgument for a host that is not an IP address or TLS files that
+  // cannot be loaded (the message names the file and OpenSSL's reason).
   Status Start();
   // Closes the listener and every connection and joins the thread. Idempotent.
   void Stop();
 
+  // Re-reads the TLS files: connections accepted afterwards use them, open
+  // ones keep theirs. On failure (kInvalidArgument naming the file) the
+  // current credentials stay. OK and nothing done when TLS is off.
+  Status ReloadTls();
+
   int port() const { return port_; }
+  bool tls() const;
 
   struct Impl;  // public so that the connection sessions in the .cc can reach it
 

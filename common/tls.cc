@@ -364,6 +364,19 @@ uint32_t PlainSocket::read(uint8_t* buf, uint32_t len) {
   return n;
 }
 
+bool VerifiedPeerNames(SSL* ssl, std::string* common_name, std::vector<std::string>* sans) {
+  if (ssl == nullptr || (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER) == 0 ||
+      SSL_get_verify_result(ssl) != X509_V_OK) {
+    return false;
+  }
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (cert == nullptr) return false;
+  std::unique_ptr<X509, decltype(&X509_free)> holder(cert, X509_free);
+  *common_name = CommonName(cert);
+  *sans = SubjectAltNames(cert);
+  return true;
+}
+
 // ---- TlsContext ----------------------------------------------------------------
 
 // Owns one SSL_CTX through Thrift's factory (which also counts OpenSSL users).

@@ -159,6 +159,12 @@ Status LoadCrlFile(SSL_CTX* ctx, const std::string& crl_file);
 // True when `data` (the first bytes a peer sent) starts like a TLS record.
 bool LooksLikeTlsRecord(const uint8_t* data, uint32_t len);
 
+// After a completed handshake on `ssl`: true when the peer presented a
+// certificate that verified (SSL_VERIFY_PEER on and X509_V_OK); then
+// *common_name and *sans hold its subject CN and DNS/URI/email SANs. For
+// servers that run their own TLS stream (the HTTP port, Boost.Asio).
+bool VerifiedPeerNames(SSL* ssl, std::string* common_name, std::vector<std::string>* sans);
+
 // The loaded credentials of one side (server or client), swappable by
 // Reload(). Thread-safe: sockets may be made from any thread while another
 // reloads.

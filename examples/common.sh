@@ -8,6 +8,19 @@
 #                             127.0.0.1:PORT; with PID, gives up at once when
 #                             that process died (printing LOG). Returns 1 on
 #                             failure.
+#
+# Mutual TLS (every example's run.sh takes --tls):
+#   take_tls_arg ARGS...      sets TLS=1 when ARGS holds --tls (or TXC_TLS_DIR is
+#                             set: scripts/run-example.sh --tls made certificates),
+#                             else TLS=0; ARGS=(the other arguments).
+#   tls_setup DIR NAME...     with TLS=1: TXC_TLS_DIR (default DIR) gets ca.pem
+#                             and NAME.pem/NAME.key for every NAME it lacks
+#                             (scripts/make-certs.sh; an existing CA is reused).
+#   tls_flags NAME            prints --tls_cert/--tls_key/--tls_ca for NAME's
+#                             certificate; nothing without TXC_TLS_DIR.
+#   coordinator_tls_flags     tls_flags coordinator, plus --participant_tls (the
+#                             coordinator calls participants over TLS with the
+#                             same identity).
 
 PIDS=()
 
@@ -38,4 +51,37 @@ wait_port() {
   done
   echo "$name did not come up (nothing listens on port $port)" >&2
   return 1
+}
+
+take_tls_arg() {
+  TLS=0
+  [[ -n "${TXC_TLS_DIR:-}" ]] && TLS=1
+  ARGS=()
+  local arg
+  for arg in "$@"; do
+    if [[ "$arg" == "--tls" ]]; then TLS=1; else ARGS+=("$arg"); fi
+  done
+}
+
+tls_setup() {
+  [[ "${TLS:-0}" == "1" ]] || return 0
+  local dir="$1" name missing=()
+  shift
+  TXC_TLS_DIR="${TXC_TLS_DIR:-$dir}"
+  for name in "$@"; do [[ -s "$TXC_TLS_DIR/$name.pem" ]] || missing+=("$name"); done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/scripts/make-certs.sh" "$TXC_TLS_DIR" \
+      "${missing[@]}"
+  fi
+  export TXC_TLS_DIR
+}
+
+tls_flags() {
+  [[ -n "${TXC_TLS_DIR:-}" ]] || return 0
+  echo "--tls_cert=$TXC_TLS_DIR/$1.pem --tls_key=$TXC_TLS_DIR/$1.key --tls_ca=$TXC_TLS_DIR/ca.pem"
+}
+
+coordinator_tls_flags() {
+  [[ -n "${TXC_TLS_DIR:-}" ]] || return 0
+  echo "$(tls_flags coordinator) --participant_tls"
 }

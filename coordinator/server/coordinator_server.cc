@@ -192,6 +192,17 @@ Status CheckListenSecurity(const CoordinatorServerOptions& o) {
       "pass --insecure (insecure = true) to accept that (docs/security.md)");
 }
 
+Status AuthorizeHttpPath(const AuthPolicy& policy, const std::string& path,
+                         const PeerIdentity& peer) {
+  const bool metrics = path == "/metrics";
+  const RoleSet needed = metrics ? (roles::kReader | roles::kAdmin) : roles::kAll;
+  const RoleSet held = policy.RolesOf(peer);
+  if ((held & needed) != 0) return Status::Ok();
+  return Status::PermissionDenied(
+      path + " needs " + (metrics ? "the reader or admin role" : "a role (any)") + "; " +
+      peer.Describe() + " holds " + RoleSetNames(held) + " (--auth_policy, docs/security.md)");
+}
+
 Status CoordinatorServer::ReloadAuthPolicy() {
   if (options_.auth_policy_file.empty() || handler_ == nullptr) return Status::Ok();
   Result<AuthPolicy> policy = AuthPolicy::LoadFile(options_.auth_policy_file);
@@ -201,7 +212,9 @@ Status CoordinatorServer::ReloadAuthPolicy() {
   }
   LOG(INFO) << "auth policy reloaded from " << options_.auth_policy_file << " (" << policy->rules()
             << " rules)";
-  handler_->SetAuthPolicy(std::make_shared<const AuthPolicy>(std::move(policy).value()));
+  auto shared = std::make_shared<const AuthPolicy>(std::move(policy).value());
+  std::atomic_store(&http_policy_, std::shared_ptr<const AuthPolicy>(shared));
+  handler_->SetAuthPolicy(std::move(shared));
   return Status::Ok();
 }
 
@@ -211,6 +224,7 @@ Status CoordinatorServer::ReloadTls() {
     if (!s.ok() && first_failure.ok()) first_failure = std::move(s);
   };
   if (thrift_ != nullptr && thrift_->tls()) keep_first(thrift_->ReloadTls());
+  if (http_ != nullptr && http_->tls()) keep_first(http_->ReloadTls());
   if (options_.participant_tls.enabled()) {
     // Later incarnations read the files anew when they start.
     std::shared_ptr<Incarnation> inc = Current();
@@ -230,6 +244,10 @@ Status CoordinatorServer::Start() {
   if (o.http_port < -1 || o.http_port > 65535) {
     return Status::InvalidArgument("http_port must be -1..65535, got " +
                                    std::to_string(o.http_port));
+  }
+  if (o.http_probe_port < -1 || o.http_probe_port > 65535) {
+    return Status::InvalidArgument("http_probe_port must be -1..65535, got " +
+                                   std::to_string(o.http_probe_port));
   }
   if (o.lease_ttl_ms < 100) {
     return Status::InvalidArgument("lease_ttl_ms must be at least 100, got " +
@@ -342,6 +360,7 @@ Status CoordinatorServer::Start() {
   // installed every call answers Unavailable.
   replica_ = std::make_shared<ReplicaService>(node_id_, store_->Kind());
   handler_ = std::make_shared<CoordinatorHandler>(replica_.get());
+  std::atomic_store(&http_policy_, policy);
   handler_->SetAuthPolicy(std::move(policy));
   handler_->SetParticipantAllowList(std::move(allow).value());
   ThriftServerOptions thrift_options;
@@ -494,6 +513,8 @@ void CoordinatorServer::Stop() {
   // must not run while the parts below are torn down.
   if (http_ != nullptr) http_->Stop();
   http_.reset();
+  if (probe_http_ != nullptr) probe_http_->Stop();
+  probe_http_.reset();
   {
     std::lock_guard<std::mutex> lock(store_gauge_mu_);
     store_gauge_stop_ = true;
@@ -739,31 +760,67 @@ Status CoordinatorServer::Ready() {
 
 void CoordinatorServer::StartHttp() {
   const CoordinatorServerOptions& o = options_;
-  if (o.http_port == 0) return;
-  HttpServerOptions http_options;
-  http_options.host = o.http_host.empty() ? o.host : o.http_host;
-  if (http_options.host.empty()) http_options.host = "0.0.0.0";
-  http_options.port = o.http_port < 0 ? 0 : o.http_port;
-  std::map<std::string, HttpHandler> routes;
-  routes["/metrics"] = [] {
-    return HttpResponse{200, kPrometheusTextContentType, DefaultMetricsRegistry().Render()};
+  std::string host = o.http_host.empty() ? o.host : o.http_host;
+  if (host.empty()) host = "0.0.0.0";
+  auto readyz = [this](bool with_reason) {
+    return [this, with_reason] {
+      Status ready = Ready();
+      if (ready.ok()) return HttpResponse{200, "text/plain; charset=utf-8", "ready\n"};
+      return HttpResponse{503, "text/plain; charset=utf-8",
+                          with_reason ? "not ready: " + ready.message() + "\n" : "not ready\n"};
+    };
   };
-  routes["/healthz"] = [] { return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"}; };
-  routes["/readyz"] = [this] {
-    Status ready = Ready();
-    if (ready.ok()) return HttpResponse{200, "text/plain; charset=utf-8", "ready\n"};
-    return HttpResponse{503, "text/plain; charset=utf-8", "not ready: " + ready.message() + "\n"};
-  };
-  auto http = std::make_unique<HttpServer>(http_options, std::move(routes));
-  Status listening = http->Start();
-  if (!listening.ok()) {
-    LOG(ERROR) << "no /metrics, /healthz, /readyz: " << listening
-               << " (the coordinator serves transactions without them; set --http_port)";
-    return;
+  auto healthz = [] { return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"}; };
+  if (o.http_port != 0) {
+    HttpServerOptions http_options;
+    http_options.host = host;
+    http_options.port = o.http_port < 0 ? 0 : o.http_port;
+    http_options.tls = o.tls;
+    if (o.tls.enabled() && !o.auth_policy_file.empty()) {
+      http_options.authorize = [this](const std::string& path, const PeerIdentity& peer) {
+        const std::shared_ptr<const AuthPolicy> policy = std::atomic_load(&http_policy_);
+        return policy == nullptr ? Status::Ok() : AuthorizeHttpPath(*policy, path, peer);
+      };
+    }
+    std::map<std::string, HttpHandler> routes;
+    routes["/metrics"] = [] {
+      return HttpResponse{200, kPrometheusTextContentType, DefaultMetricsRegistry().Render()};
+    };
+    routes["/healthz"] = healthz;
+    routes["/readyz"] = readyz(/*with_reason=*/true);
+    auto http = std::make_unique<HttpServer>(http_options, std::move(routes));
+    Status listening = http->Start();
+    if (!listening.ok()) {
+      LOG(ERROR) << "no /metrics, /healthz, /readyz: " << listening
+                 << " (the coordinator serves transactions without them; set --http_port)";
+    } else {
+      LOG(INFO) << "metrics and probes on " << (o.tls.enabled() ? "https://" : "http://")
+                << http_options.host << ":" << http->port() << "/metrics, /healthz, /readyz"
+                << (!o.tls.enabled() ? ""
+                    : o.auth_policy_file.empty()
+                        ? " (TLS as the Thrift port; no --auth_policy: any client that passes "
+                          "the handshake)"
+                        : " (TLS as the Thrift port; /metrics needs reader or admin)");
+      http_ = std::move(http);
+    }
   }
-  LOG(INFO) << "metrics and probes on http://" << http_options.host << ":" << http->port()
-            << "/metrics, /healthz, /readyz";
-  http_ = std::move(http);
+  if (o.http_probe_port != 0) {
+    HttpServerOptions probe_options;
+    probe_options.host = host;
+    probe_options.port = o.http_probe_port < 0 ? 0 : o.http_probe_port;
+    std::map<std::string, HttpHandler> routes;
+    routes["/healthz"] = healthz;
+    routes["/readyz"] = readyz(/*with_reason=*/false);
+    auto probe = std::make_unique<HttpServer>(probe_options, std::move(routes));
+    Status listening = probe->Start();
+    if (!listening.ok()) {
+      LOG(ERROR) << "no plaintext probe port: " << listening;
+    } else {
+      LOG(INFO) << "plaintext probes (no authentication) on http://" << probe_options.host << ":"
+                << probe->port() << "/healthz, /readyz";
+      probe_http_ = std::move(probe);
+    }
+  }
 }
 
 void CoordinatorServer::RefreshStoreGauges() {

@@ -46,6 +46,14 @@
 // coordinator serves Thrift without it (observability must not take the
 // transaction path down; the scrape target shows as down).
 //
+// With TLS (options.tls.enabled()) the HTTP port serves HTTPS with the same
+// certificate, key and CA bundle as the Thrift port and the same client
+// certificate rule (mutual TLS unless tls.require_client_cert is off); with
+// an auth policy, AuthorizeHttpPath() decides per path. ReloadTls() re-reads
+// its files with the Thrift port's. options.http_probe_port adds a plaintext
+// listener with /healthz and /readyz only, for probes that cannot present a
+// client certificate (kubelet); docs/security.md.
+//
 // Stop(): stops accepting and closes connections (in-flight calls finish), stops
 // the drivers, stops the lease thread, drains the group commit. Idempotent.
 //
@@ -64,8 +72,10 @@
 #include <thread>
 #include <vector>
 
+#include "common/auth_policy.h"
 #include "common/backoff.h"
 #include "common/http_server.h"
+#include "common/peer_identity.h"
 #include "common/status.h"
 #include "common/thrift_server.h"
 #include "common/thrift_util.h"
@@ -135,6 +145,11 @@ struct CoordinatorServerOptions {
   // port (tests; see http_port()). http_host empty: the same address as host.
   int http_port = 0;
   std::string http_host;
+  // A plaintext listener on http_host serving only /healthz and /readyz
+  // (a terse readyz body: no store error text), for probes that cannot
+  // present a client certificate while the HTTP port is HTTPS. 0: none; -1:
+  // any free port (tests; see http_probe_port()).
+  int http_probe_port = 0;
   // How often the store-derived gauges (unfinished transactions by state,
   // PARKED, oldest unfinished age) are read from the store; 0: never.
   int64_t metrics_store_refresh_ms = 5000;
@@ -155,6 +170,13 @@ struct CoordinatorServerOptions {
 
 // Whether the Thrift port is served over TLS with these options (tls.enabled()).
 bool TransportSecurityConfigured(const CoordinatorServerOptions& options);
+
+// Who may GET a path of the HTTP port under `policy` (with TLS; without a
+// policy every caller that passed the TLS handshake may): /metrics needs the
+// reader or admin role, /healthz and /readyz any role. kPermissionDenied
+// naming the path, the roles needed and the caller otherwise.
+Status AuthorizeHttpPath(const AuthPolicy& policy, const std::string& path,
+                         const PeerIdentity& peer);
 
 // OK when options.host may be bound: a loopback address, or TLS configured, or
 // options.insecure (then a warning is logged). kInvalidArgument otherwise,
@@ -197,6 +219,8 @@ class CoordinatorServer {
   Status ReloadTls();
   // The HTTP port serving /metrics, 0 when there is none.
   int http_port() const { return http_ != nullptr ? http_->port() : 0; }
+  // The plaintext probe port (options.http_probe_port), 0 when there is none.
+  int http_probe_port() const { return probe_http_ != nullptr ? probe_http_->port() : 0; }
   // OK when this replica is ready for traffic: started, holding a lease it
   // knows to be live (not re-acquiring it after a loss) and the store
   // answering (TxnStore::HealthCheck, no I/O). Otherwise kUnavailable naming
@@ -269,7 +293,11 @@ class CoordinatorServer {
   std::atomic<int64_t> lease_losses_{0};
 
   // Metrics and probes.
-  std::unique_ptr<HttpServer> http_;  // nullptr: none (off, or the port was busy)
+  std::unique_ptr<HttpServer> http_;        // nullptr: none (off, or the port was busy)
+  std::unique_ptr<HttpServer> probe_http_;  // plaintext /healthz, /readyz; nullptr: none
+  // The policy the HTTP port authorizes with (the handler's, shared); read
+  // with std::atomic_load, replaced with std::atomic_store. nullptr: none.
+  std::shared_ptr<const AuthPolicy> http_policy_;
   std::thread store_gauge_thread_;
   std::mutex store_gauge_mu_;  // guards store_gauge_stop_
   std::condition_variable store_gauge_cv_;

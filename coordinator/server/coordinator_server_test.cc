@@ -52,6 +52,40 @@ class CoordinatorServerTest : public ::testing::Test {
   std::string dir_;
 };
 
+TEST(AuthorizeHttpPathTest, MetricsNeedReaderOrAdminProbesAnyRole) {
+  auto policy = AuthPolicy::Parse(
+      "prometheus = reader\nops = admin\norders = client\nnobody-* = client\n", "test");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  auto peer = [](const std::string& cn) {
+    PeerIdentity p;
+    p.address = "127.0.0.1:5000";
+    p.authenticated = true;
+    p.common_name = cn;
+    return p;
+  };
+  EXPECT_TRUE(AuthorizeHttpPath(*policy, "/metrics", peer("prometheus")).ok());
+  EXPECT_TRUE(AuthorizeHttpPath(*policy, "/metrics", peer("ops")).ok());
+  Status denied = AuthorizeHttpPath(*policy, "/metrics", peer("orders"));
+  EXPECT_EQ(denied.code(), StatusCode::kPermissionDenied) << denied;
+  EXPECT_NE(denied.message().find("/metrics needs the reader or admin role; CN=orders"),
+            std::string::npos)
+      << denied;
+  EXPECT_NE(denied.message().find("holds client"), std::string::npos) << denied;
+  // Probes: any role, so a client service may check the coordinator's health.
+  EXPECT_TRUE(AuthorizeHttpPath(*policy, "/readyz", peer("orders")).ok());
+  EXPECT_TRUE(AuthorizeHttpPath(*policy, "/healthz", peer("prometheus")).ok());
+  // A verified certificate the policy gives no role, and an unauthenticated peer.
+  EXPECT_EQ(AuthorizeHttpPath(*policy, "/healthz", peer("stranger")).code(),
+            StatusCode::kPermissionDenied);
+  PeerIdentity anonymous;
+  EXPECT_EQ(AuthorizeHttpPath(*policy, "/metrics", anonymous).code(),
+            StatusCode::kPermissionDenied);
+  // @anyone grants its roles to callers without a certificate too.
+  auto open = AuthPolicy::Parse("@anyone = reader\n", "test");
+  ASSERT_TRUE(open.ok());
+  EXPECT_TRUE(AuthorizeHttpPath(*open, "/metrics", anonymous).ok());
+}
+
 TEST(CheckListenSecurityTest, NonLoopbackWithoutTlsNeedsInsecure) {
   CoordinatorServerOptions o;
   EXPECT_EQ(o.host, "127.0.0.1");  // the default serves this machine only
@@ -267,6 +301,21 @@ TEST_F(CoordinatorServerTest, ServesMetricsAndProbesOverHttp) {
   const int http_port = server.http_port();
   server.Stop();
   EXPECT_EQ(Get(http_port, "/healthz").first, 0);  // the listener is gone
+}
+
+TEST_F(CoordinatorServerTest, ProbePortServesOnlyTheProbes) {
+  CoordinatorServerOptions o = Options();
+  o.http_probe_port = -1;  // any free port; no --http_port
+  CoordinatorServer server(o);
+  ASSERT_TRUE(server.Start().ok());
+  EXPECT_EQ(server.http_port(), 0);
+  ASSERT_GT(server.http_probe_port(), 0);
+  EXPECT_EQ(Get(server.http_probe_port(), "/healthz"), std::make_pair(200, std::string("ok\n")));
+  EXPECT_EQ(Get(server.http_probe_port(), "/readyz"), std::make_pair(200, std::string("ready\n")));
+  EXPECT_EQ(Get(server.http_probe_port(), "/metrics").first, 404);
+  const int probe_port = server.http_probe_port();
+  server.Stop();
+  EXPECT_EQ(Get(probe_port, "/healthz").first, 0);
 }
 
 TEST_F(CoordinatorServerTest, NoHttpListenerByDefaultInProcess) {

@@ -71,9 +71,15 @@ int main(int argc, char** argv) {
       "port", po::value(&options.port)->default_value(txc::kDefaultCoordinatorPort),
       "port to listen on (0: any free port)")(
       "http_port", po::value(&options.http_port)->default_value(txc::kDefaultCoordinatorHttpPort),
-      "HTTP port for /metrics (Prometheus), /healthz and /readyz (0: no HTTP listener)")(
+      "HTTP port for /metrics (Prometheus), /healthz and /readyz (0: no HTTP listener); HTTPS "
+      "with the --tls_* files and client-certificate rule when TLS is on, and with "
+      "--auth_policy /metrics needs the reader or admin role")(
       "http_host", po::value(&options.http_host),
       "address the HTTP listener binds (default: the same as --host)")(
+      "http_probe_port", po::value(&options.http_probe_port)->default_value(0),
+      "plaintext port on --http_host serving only /healthz and /readyz, without authentication, "
+      "for probes that cannot present a client certificate while TLS makes --http_port HTTPS "
+      "(kubelet); 0: none")(
       "metrics_store_refresh_ms",
       po::value(&options.metrics_store_refresh_ms)->default_value(options.metrics_store_refresh_ms),
       "how often the store-derived gauges (unfinished transactions by state, PARKED, oldest "
@@ -110,7 +116,8 @@ int main(int argc, char** argv) {
       "Thrift connections one peer IP may hold; more are closed at accept with a warning "
       "(0: no limit)")(
       "tls_cert", po::value(&options.tls.cert_file),
-      "PEM certificate (chain) of the Thrift port; with --tls_key turns TLS on (TLS 1.2+)")(
+      "PEM certificate (chain) of the Thrift port and the HTTP port; with --tls_key turns TLS "
+      "on for both (TLS 1.2+; the HTTP port becomes HTTPS)")(
       "tls_key", po::value(&options.tls.key_file), "PEM private key of --tls_cert")(
       "tls_ca", po::value(&options.tls.ca_file),
       "PEM CA bundle that verifies client certificates (and participants' with "
@@ -210,6 +217,10 @@ int main(int argc, char** argv) {
   }
   if (options.http_port < 0 || options.http_port > 65535) {
     return Usage("--http_port must be 0..65535, got " + std::to_string(options.http_port));
+  }
+  if (options.http_probe_port < 0 || options.http_probe_port > 65535) {
+    return Usage("--http_probe_port must be 0..65535, got " +
+                 std::to_string(options.http_probe_port));
   }
   if (options.metrics_store_refresh_ms < 0) return Usage("--metrics_store_refresh_ms must be >= 0");
   if (options.lease_ttl_ms < 100) return Usage("--lease_ttl_ms must be at least 100");

@@ -4,17 +4,23 @@
 # two bank processes on their own databases, then the transfer client.
 # Everything started here is stopped and removed on exit.
 #
-#   examples/bank-transfer-2pc/run.sh [transfer flags, e.g. --transfers=2000 --clients=16]
+#   examples/bank-transfer-2pc/run.sh [--tls] [transfer flags, e.g. --transfers=2000 --clients=16]
 #   (no flags: --transfers=500 with 4 clients)
 #
+# --tls: mutual TLS on every Thrift connection (transfer -> coordinator,
+# coordinator <-> banks) with a throwaway CA and certificates
+# (scripts/make-certs.sh: coordinator, bank_a, bank_b, transfer).
+#
 # Environment: BUILD_DIR (default <repo>/build; built here if the binaries are
-# missing), PG_BIN (default /usr/lib/postgresql/15/bin).
+# missing), PG_BIN (default /usr/lib/postgresql/15/bin), TXC_TLS_DIR (--tls
+# implied: the certificates there, missing ones are made).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 # shellcheck source=../common.sh
 source "$ROOT/examples/common.sh"
+take_tls_arg "$@"
 
 if [[ ! -x "$BUILD_DIR/coordinator/server/coordinator" || ! -x "$BUILD_DIR/examples/bank-transfer-2pc/bank" ||
       ! -x "$BUILD_DIR/examples/bank-transfer-2pc/transfer" ]]; then
@@ -33,7 +39,7 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT INT TERM
-
+tls_setup "$WORK/tls" coordinator bank_a bank_b transfer
 
 PG_PORT=$(free_port)
 mkdir -p "$WORK/pg"
@@ -51,9 +57,11 @@ DB_A="host=127.0.0.1 port=$PG_PORT user=postgres dbname=bank_a"
 DB_B="host=127.0.0.1 port=$PG_PORT user=postgres dbname=bank_b"
 
 COORD_PORT=$(free_port)
-echo "== coordinator on 127.0.0.1:$COORD_PORT (SQLite in $WORK/coordinator)"
+echo "== coordinator on 127.0.0.1:$COORD_PORT (SQLite in $WORK/coordinator${TXC_TLS_DIR:+, mutual TLS})"
+# shellcheck disable=SC2046  # the tls flags are separate words on purpose
 "$BUILD_DIR/coordinator/server/coordinator" --host 127.0.0.1 --port "$COORD_PORT" \
-  --data_dir "$WORK/coordinator" --node_id coordinator-1 >"$WORK/coordinator.log" 2>&1 &
+  --data_dir "$WORK/coordinator" --node_id coordinator-1 \
+  $(coordinator_tls_flags) >"$WORK/coordinator.log" 2>&1 &
 PIDS+=($!)
 wait_port "$COORD_PORT" 30 "${PIDS[-1]}" coordinator "$WORK/coordinator.log"
 
@@ -62,14 +70,17 @@ BANK_B_PORT=$(free_port)
 for bank in a b; do
   port_var="BANK_${bank^^}_PORT"; db_var="DB_${bank^^}"
   echo "== bank $bank on 127.0.0.1:${!port_var}"
+  # shellcheck disable=SC2046
   "$BUILD_DIR/examples/bank-transfer-2pc/bank" --port "${!port_var}" --db "${!db_var}" \
     --coordinators "127.0.0.1:$COORD_PORT" --name "bank_$bank" --accounts 100 \
-    --initial_balance 1000 >"$WORK/bank_$bank.log" 2>&1 &
+    --initial_balance 1000 $(tls_flags "bank_$bank") >"$WORK/bank_$bank.log" 2>&1 &
   PIDS+=($!)
   wait_port "${!port_var}" 30 "${PIDS[-1]}" "bank_$bank" "$WORK/bank_$bank.log"
 done
 
 echo "== transfers"
+[[ ${#ARGS[@]} -gt 0 ]] || ARGS=(--transfers=500)
+# shellcheck disable=SC2046
 "$BUILD_DIR/examples/bank-transfer-2pc/transfer" --coordinators "127.0.0.1:$COORD_PORT" \
   --bank_a "127.0.0.1:$BANK_A_PORT" --bank_b "127.0.0.1:$BANK_B_PORT" \
-  --bank_a_db "$DB_A" --bank_b_db "$DB_B" --accounts 100 "${@:---transfers=500}"
+  --bank_a_db "$DB_A" --bank_b_db "$DB_B" --accounts 100 $(tls_flags transfer) "${ARGS[@]}"

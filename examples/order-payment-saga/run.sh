@@ -46,12 +46,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# TLS flags for the process whose certificate is NAME (none without TXC_TLS_DIR).
-tls_flags() {
-  [[ -n "${TXC_TLS_DIR:-}" ]] || return 0
-  echo "--tls_cert=$TXC_TLS_DIR/$1.pem --tls_key=$TXC_TLS_DIR/$1.key --tls_ca=$TXC_TLS_DIR/ca.pem"
-}
-
 declare -A EP
 for svc in order payment inventory; do
   # shellcheck disable=SC2046  # tls_flags prints separate words on purpose

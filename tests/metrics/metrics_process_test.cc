@@ -11,17 +11,19 @@
 //    rules` the alert rules;
 //  * /readyz turns 503 while the store is down (the lease cannot be renewed,
 //    then not re-acquired) and 200 again once it is back, with a new lease
-//    epoch and a counted lease loss; /healthz stays 200 throughout.
+//    epoch and a counted lease loss; /healthz stays 200 throughout;
+//  * with TLS (MetricsTlsProcessTest): the HTTP port is HTTPS with mutual TLS
+//    and --auth_policy; Prometheus scrapes it with tls_config (up 1), a scrape
+//    job whose certificate lacks the reader role is refused 403 (up 0); no
+//    certificate, another CA's and plaintext are refused; the plaintext probe
+//    port (--http_probe_port) serves /healthz and /readyz only; SIGHUP
+//    switches the HTTPS port to new certificate files.
 //
 // Every wait has a deadline; nothing is asserted about time.
 #include <glog/logging.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -33,8 +35,10 @@
 #include <vector>
 
 #include "common/backoff.h"
+#include "tests/harness/http_client.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/test_certs.h"
 #include "txc/participant/coordinator_client.h"
 #include "txc/participant/participant.h"
 #include "txc/participant/participant_server.h"
@@ -47,35 +51,9 @@ using testing::ChildProcess;
 constexpr int64_t kWaitMs = 60000;
 constexpr int kLeaseTtlMs = 1000;
 
-struct HttpResult {
-  int status = 0;  // 0: no answer
-  std::string body;
-};
-
-// GET http://127.0.0.1:port/target with a 5 s deadline.
-HttpResult HttpGet(int port, const std::string& target) {
-  namespace beast = boost::beast;
-  namespace http = beast::http;
-  boost::asio::io_context io;
-  beast::tcp_stream stream(io);
-  stream.expires_after(std::chrono::seconds(5));
-  beast::error_code ec;
-  stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"),
-                                                static_cast<unsigned short>(port)),
-                 ec);
-  if (ec) return {};
-  http::request<http::empty_body> req{http::verb::get, target, 11};
-  req.set(http::field::host, "127.0.0.1");
-  req.keep_alive(false);
-  http::write(stream, req, ec);
-  if (ec) return {};
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(64 << 20);
-  http::read(stream, buffer, parser, ec);
-  if (ec) return {};
-  return {static_cast<int>(parser.get().result_int()), parser.get().body()};
-}
+using testing::HttpGet;
+using testing::HttpResult;
+using testing::TestCa;
 
 std::string UrlEncode(const std::string& s) {
   std::string out;
@@ -107,6 +85,7 @@ class MetricsProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = std::make_unique<testing::TempDir>("txc-metrics-");
+    if (tls_) MakeCertificates();
     auto pg = testing::PgCluster::Start({});
     ASSERT_TRUE(pg.ok()) << pg.status();
     pg_ = std::move(pg).value();
@@ -125,18 +104,27 @@ class MetricsProcessTest : public ::testing::Test {
               "--lease_ttl_ms=" + std::to_string(kLeaseTtlMs),
               "--metrics_store_refresh_ms=200",
               "--sweep_interval_ms=100"};
+    if (tls_) {
+      probe_port_ = testing::FreeLoopbackPort();
+      o.argv.insert(
+          o.argv.end(),
+          {"--tls_cert=" + server_tls_.cert_file, "--tls_key=" + server_tls_.key_file,
+           "--tls_ca=" + server_tls_.ca_file, "--auth_policy=" + dir_->Child("policy.conf"),
+           "--http_probe_port=" + std::to_string(probe_port_)});
+    }
     o.log_path = dir_->Child("coordinator.log");
     auto child = ChildProcess::Start(o);
     ASSERT_TRUE(child.ok()) << child.status();
     coordinator_ = std::move(child).value();
     ASSERT_TRUE(testing::WaitForPort(coordinator_port_, kWaitMs).ok()) << coordinator_->LogTail();
-    ASSERT_TRUE(
-        testing::WaitUntil([&] { return HttpGet(http_port_, "/readyz").status == 200; }, kWaitMs))
+    ASSERT_TRUE(testing::WaitUntil(
+        [&] { return HttpGet(http_port_, "/readyz", scrape_tls_).status == 200; }, kWaitMs))
         << coordinator_->LogTail();
 
     participant::ParticipantServerOptions po;
     po.host = "127.0.0.1";
     po.coordinators = {Endpoint()};
+    po.coordinator_client.tls = client_tls_;
     participant_ =
         std::make_unique<participant::ParticipantServer>(std::make_shared<AlwaysPrepared>(), po);
     ASSERT_TRUE(participant_->Start().ok());
@@ -144,6 +132,7 @@ class MetricsProcessTest : public ::testing::Test {
     participant::CoordinatorClientOptions co;
     co.endpoints = {Endpoint()};
     co.rpc_timeout_ms = 5000;
+    co.tls = client_tls_;
     auto client = participant::CoordinatorClient::Create(co);
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = std::move(client).value();
@@ -161,6 +150,41 @@ class MetricsProcessTest : public ::testing::Test {
   }
 
   std::string Endpoint() const { return "127.0.0.1:" + std::to_string(coordinator_port_); }
+
+  // TLS: a CA and the coordinator's certificate (copied to files SIGHUP
+  // re-reads), certificates for Prometheus (reader), the test's client
+  // (client, participant), a service with the client role only ("orders"),
+  // and the policy file.
+  void MakeCertificates() {
+    auto ca = TestCa::Create("metrics-test-ca");
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = std::move(ca).value();
+    auto server = ca_->IssueLoopbackServer("coordinator", "coordinator");
+    auto prometheus = ca_->Issue("prometheus", "prometheus");
+    auto client = ca_->Issue("test-client", "test-client");
+    auto orders = ca_->Issue("orders", "orders");
+    ASSERT_TRUE(server.ok() && prometheus.ok() && client.ok() && orders.ok());
+    server_tls_.cert_file = dir_->Child("coordinator.pem");
+    server_tls_.key_file = dir_->Child("coordinator.key");
+    server_tls_.ca_file = dir_->Child("ca.pem");
+    InstallServerCertificate(ca_->Options(*server));
+    scrape_tls_ = ca_->Options(*prometheus);
+    client_tls_ = ca_->Options(*client);
+    orders_tls_ = ca_->Options(*orders);
+    std::ofstream(dir_->Child("policy.conf")) << "prometheus = reader\n"
+                                                 "test-client = client, participant\n"
+                                                 "orders = client\n";
+  }
+
+  // Copies a certificate, its key and its CA bundle to the files the
+  // coordinator was started with.
+  void InstallServerCertificate(const TlsOptions& from) {
+    for (const auto& [src, dst] : {std::make_pair(from.cert_file, server_tls_.cert_file),
+                                   std::make_pair(from.key_file, server_tls_.key_file),
+                                   std::make_pair(from.ca_file, server_tls_.ca_file)}) {
+      std::ofstream(dst, std::ios::trunc) << testing::ReadFileOrEmpty(src);
+    }
+  }
 
   // begin + two branches + commit (waiting for phase 2), or rollback.
   void RunTransaction(bool commit) {
@@ -195,6 +219,21 @@ class MetricsProcessTest : public ::testing::Test {
   void StartPrometheus() {
     prometheus_port_ = testing::FreeLoopbackPort();
     const std::string config = dir_->Child("prometheus.yml");
+    // With TLS, one job scrapes with Prometheus's certificate (reader), and
+    // one with a certificate that has the client role only.
+    auto tls_job = [&](const std::string& job, const TlsOptions& tls) {
+      return "  - job_name: " + job +
+             "\n"
+             "    scheme: https\n"
+             "    tls_config:\n"
+             "      ca_file: " +
+             tls.ca_file + "\n      cert_file: " + tls.cert_file +
+             "\n      key_file: " + tls.key_file +
+             "\n"
+             "    static_configs:\n"
+             "      - targets: ['127.0.0.1:" +
+             std::to_string(http_port_) + "']\n";
+    };
     std::ofstream(config) << "global:\n"
                              "  scrape_interval: 250ms\n"
                              "  evaluation_interval: 250ms\n"
@@ -203,10 +242,12 @@ class MetricsProcessTest : public ::testing::Test {
                           << TXC_ALERT_RULES
                           << "\n"
                              "scrape_configs:\n"
-                             "  - job_name: txc-coordinator\n"
-                             "    static_configs:\n"
-                             "      - targets: ['127.0.0.1:"
-                          << http_port_ << "']\n";
+                          << (tls_ ? tls_job("txc-coordinator", scrape_tls_) +
+                                         tls_job("txc-orders", orders_tls_)
+                                   : "  - job_name: txc-coordinator\n"
+                                     "    static_configs:\n"
+                                     "      - targets: ['127.0.0.1:" +
+                                         std::to_string(http_port_) + "']\n");
     ChildProcess::Options o;
     o.argv = {"prometheus", "--config.file=" + config,
               "--storage.tsdb.path=" + dir_->Child("prometheus-data"),
@@ -245,9 +286,15 @@ class MetricsProcessTest : public ::testing::Test {
     return last;
   }
 
+  bool tls_ = false;  // set by MetricsTlsProcessTest's constructor
   std::unique_ptr<testing::TempDir> dir_;
+  std::unique_ptr<TestCa> ca_;
+  // TLS only: the coordinator's files; the certificates of Prometheus
+  // (reader), of this test's clients (client, participant) and of "orders"
+  // (client). Empty without TLS (plaintext).
+  TlsOptions server_tls_, scrape_tls_, client_tls_, orders_tls_;
   std::unique_ptr<testing::PgCluster> pg_;
-  int coordinator_port_ = 0, http_port_ = 0, prometheus_port_ = 0;
+  int coordinator_port_ = 0, http_port_ = 0, prometheus_port_ = 0, probe_port_ = 0;
   std::unique_ptr<ChildProcess> coordinator_, prometheus_;
   std::unique_ptr<participant::ParticipantServer> participant_;
   std::unique_ptr<participant::CoordinatorClient> client_;
@@ -388,6 +435,117 @@ TEST_F(MetricsProcessTest, BadHttpRequestsGet4xxAndThriftKeepsServing) {
   EXPECT_EQ(HttpGet(http_port_, "/nope").status, 404);
   EXPECT_EQ(HttpGet(http_port_, "/metrics?x=1").status, 200);
   RunTransaction(true);
+}
+
+class MetricsTlsProcessTest : public MetricsProcessTest {
+ protected:
+  MetricsTlsProcessTest() { tls_ = true; }
+};
+
+TEST_F(MetricsTlsProcessTest, PrometheusScrapesOverMutualTlsAndAReaderRoleIsNeeded) {
+  StartPrometheus();
+  constexpr int kCommits = 5;
+  for (int i = 0; i < kCommits; ++i) RunTransaction(true);
+  if (HasFailure()) return;
+  EXPECT_GE(WaitForAtLeast(
+                R"(sum(txc_transactions_finished_total{kind="two_phase",outcome="committed"}))",
+                kCommits),
+            kCommits);
+  EXPECT_EQ(Query(R"(up{job="txc-coordinator"})"), 1);
+  // The job whose certificate holds only the client role: scraped, refused.
+  double orders_up = std::nan("");
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        orders_up = Query(R"(up{job="txc-orders"})");
+        return !std::isnan(orders_up);
+      },
+      kWaitMs));
+  EXPECT_EQ(orders_up, 0);
+  HttpResult targets = HttpGet(prometheus_port_, "/api/v1/targets");
+  EXPECT_NE(targets.body.find("403 Forbidden"), std::string::npos) << targets.body;
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        return testing::ReadFileOrEmpty(dir_->Child("coordinator.log"))
+                   .find("http: refused GET /metrics to CN=orders") != std::string::npos;
+      },
+      kWaitMs))
+      << coordinator_->LogTail();
+
+  // promtool accepts the exposition as served over mutual TLS.
+  HttpResult metrics = HttpGet(http_port_, "/metrics", scrape_tls_);
+  ASSERT_EQ(metrics.status, 200) << metrics.error;
+  const std::string metrics_file = dir_->Child("metrics.txt");
+  std::ofstream(metrics_file) << metrics.body;
+  ChildProcess::Options check;
+  check.argv = {"sh", "-c", "promtool check metrics < " + metrics_file};
+  check.log_path = dir_->Child("promtool-metrics.log");
+  Status checked = testing::RunCommand(check, kWaitMs);
+  EXPECT_TRUE(checked.ok()) << checked << "\n" << testing::ReadFileOrEmpty(check.log_path);
+}
+
+TEST_F(MetricsTlsProcessTest, HttpsPortRefusesCallersWithoutTheRightCertificate) {
+  // No certificate: the handshake fails (under TLS 1.3 the client sees it on
+  // its first read).
+  TlsOptions no_cert;
+  no_cert.ca_file = ca_->ca_file();
+  HttpResult r = HttpGet(http_port_, "/healthz", no_cert);
+  EXPECT_EQ(r.status, 0) << r.body;
+  // A certificate from another CA.
+  auto other = TestCa::Create("other-ca");
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto stranger = (*other)->Issue("prometheus", "prometheus");
+  ASSERT_TRUE(stranger.ok());
+  TlsOptions stranger_tls = (*other)->Options(*stranger);
+  stranger_tls.ca_file = ca_->ca_file();
+  r = HttpGet(http_port_, "/metrics", stranger_tls);
+  EXPECT_EQ(r.status, 0) << r.body;
+  // Plaintext: a 400 saying what the port wants.
+  r = HttpGet(http_port_, "/metrics");
+  EXPECT_EQ(r.status, 400) << r.error;
+  EXPECT_NE(r.body.find("HTTPS"), std::string::npos) << r.body;
+  // A verified certificate without reader or admin: 403 for /metrics, the
+  // probes for any role.
+  r = HttpGet(http_port_, "/metrics", orders_tls_);
+  EXPECT_EQ(r.status, 403) << r.error;
+  EXPECT_NE(r.body.find("needs the reader or admin role; CN=orders"), std::string::npos) << r.body;
+  EXPECT_EQ(HttpGet(http_port_, "/readyz", orders_tls_).status, 200);
+  EXPECT_EQ(HttpGet(http_port_, "/metrics", scrape_tls_).status, 200);
+  // The plaintext probe port: the probes only, no reason text.
+  EXPECT_EQ(HttpGet(probe_port_, "/healthz").status, 200);
+  r = HttpGet(probe_port_, "/readyz");
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(r.body, "ready\n");
+  EXPECT_EQ(HttpGet(probe_port_, "/metrics").status, 404);
+  const std::string log = testing::ReadFileOrEmpty(dir_->Child("coordinator.log"));
+  EXPECT_NE(log.find("TLS handshake failed"), std::string::npos) << log;
+  EXPECT_NE(log.find("plaintext HTTP on the HTTPS port"), std::string::npos) << log;
+  // And the Thrift port serves on.
+  RunTransaction(true);
+}
+
+TEST_F(MetricsTlsProcessTest, SighupSwitchesTheHttpsPortToNewCertificateFiles) {
+  ASSERT_EQ(HttpGet(http_port_, "/metrics", scrape_tls_).status, 200);
+  auto next = TestCa::Create("next-ca");
+  ASSERT_TRUE(next.ok()) << next.status();
+  auto server = (*next)->IssueLoopbackServer("coordinator", "coordinator");
+  auto prometheus = (*next)->Issue("prometheus", "prometheus");
+  ASSERT_TRUE(server.ok() && prometheus.ok());
+  InstallServerCertificate((*next)->Options(*server));
+  const TlsOptions next_scrape = (*next)->Options(*prometheus);
+  // Not re-read before the signal.
+  EXPECT_EQ(HttpGet(http_port_, "/metrics", next_scrape).status, 0);
+  ASSERT_TRUE(coordinator_->Kill(SIGHUP).ok());
+  HttpResult r;
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        r = HttpGet(http_port_, "/metrics", next_scrape);
+        return r.status == 200;
+      },
+      kWaitMs))
+      << r.status << " " << r.error << "\n"
+      << coordinator_->LogTail();
+  // Certificates of the old CA no longer pass.
+  EXPECT_EQ(HttpGet(http_port_, "/metrics", scrape_tls_).status, 0);
 }
 
 }  // namespace
