@@ -62,6 +62,11 @@ Result<std::shared_ptr<ssl::context>> MakeServerSslContext(const TlsOptions& tls
       if (names != nullptr) SSL_CTX_set_client_CA_list(native, names);
       mode = ssl::verify_peer;
     }
+    if (!tls.crl_file.empty()) {
+      // Revoked client certificates are refused here as on the Thrift port.
+      Status crl = LoadCrlFile(native, tls.crl_file);
+      if (!crl.ok()) return crl;
+    }
     if (tls.require_client_cert) mode = ssl::verify_peer | ssl::verify_fail_if_no_peer_cert;
     ctx->set_verify_mode(mode);
     SSL_CTX_set_num_tickets(native, 0);  // nobody resumes sessions here

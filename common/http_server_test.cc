@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "tests/harness/http_client.h"
+#include "tests/harness/process.h"
 #include "tests/harness/test_certs.h"
 
 namespace txc {
@@ -266,6 +267,24 @@ TEST_F(HttpsServerTest, CertificateFromAnotherCaIsRefusedByTheHandshake) {
   EXPECT_FALSE(r.error.empty());
   LOG(INFO) << "foreign CA: " << r.error;
   // The authorizer never saw it.
+  EXPECT_EQ(last_peer().common_name, "");
+  EXPECT_EQ(HttpGet(server_->port(), "/metrics", prometheus_).status, 200);
+}
+
+// --tls_crl holds on the HTTPS port as on the Thrift port.
+TEST_F(HttpsServerTest, RevokedClientCertificateIsRefusedByTheHandshake) {
+  auto revoked = ca_->Issue("revoked-prometheus", "prometheus");
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  ASSERT_TRUE(ca_->Revoke(*revoked).ok());
+  testing::TempDir dir;
+  const std::string crl = dir.Child("crl.pem");
+  ASSERT_TRUE(ca_->WriteCrl(crl).ok());
+  TlsOptions tls = server_tls_;
+  tls.crl_file = crl;
+  StartServer(&tls);
+  HttpResult r = HttpGet(server_->port(), "/metrics", ca_->Options(*revoked));
+  EXPECT_EQ(r.status, 0) << r.body;
+  EXPECT_NE(r.error.find("revoked"), std::string::npos) << r.error;
   EXPECT_EQ(last_peer().common_name, "");
   EXPECT_EQ(HttpGet(server_->port(), "/metrics", prometheus_).status, 200);
 }
