@@ -99,7 +99,8 @@ class GroupCommitter {
 
   // From now on every queued and every new write is refused with `reason`
   // (kUnavailable) without touching the store; a group already inside the
-  // store call finishes before Fence() returns (at most write_timeout_ms).
+  // store call finishes before Fence() returns (at most write_timeout_ms; its
+  // callers are answered on the answer thread, possibly just after).
   // Used when the lease is lost. Idempotent.
   void Fence(const Status& reason);
 
