@@ -1,7 +1,8 @@
 // Participant recovery against the real `coordinator` process: a branch left
 // prepared in PostgreSQL by a participant that went away is resolved by the
 // next participant's start-up recovery -- only once the coordinator answers,
-// and never locally.
+// and never locally. Every process and connection uses the suite's transport
+// (tests/harness/suite_tls.h: mutual TLS under TXC_TEST_TLS=1).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -12,6 +13,7 @@
 #include "participant-sdk/test/ledger_participant.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 #include "txc/participant/coordinator_client.h"
 #include "txc/participant/participant_server.h"
 #include "txc/participant/pg_resource.h"
@@ -36,6 +38,7 @@ class RecoveryProcessTest : public ::testing::Test {
     CoordinatorClientOptions o;
     o.endpoints = {coord_endpoint_};
     o.call_deadline_ms = 10000;
+    o.tls = testing::SuiteTls::Get().ClientTls();
     client_ = std::move(CoordinatorClient::Create(o)).value();
   }
   void TearDown() override {
@@ -59,6 +62,7 @@ class RecoveryProcessTest : public ::testing::Test {
               "--data_dir=" + dir_.Child("coord"),
               "--lease_ttl_ms=1000",
               "--sweep_interval_ms=200"};
+    testing::SuiteTls::Get().AppendCoordinatorFlags(&o.argv);
     o.log_path = dir_.Child("coordinator.log");
     auto child = testing::ChildProcess::Start(o);
     ASSERT_TRUE(child.ok()) << child.status();
@@ -81,6 +85,8 @@ class RecoveryProcessTest : public ::testing::Test {
     o.coordinator_client.rpc_timeout_ms = 2000;
     o.recovery_backoff = BackoffPolicy{20, 200, 2.0};
     o.recovery_rescan_interval_ms = 0;
+    o.tls = testing::SuiteTls::Get().ServiceTls();
+    o.coordinator_client.tls = o.tls;
     return o;
   }
   int64_t Balance() {
@@ -227,6 +233,7 @@ TEST_F(RecoveryProcessTest, ParticipantKilledAfterPrepareRollsBackOnRestart) {
   auto start = [&](const std::string& crash_points) {
     testing::ChildProcess::Options o;
     o.argv = {TXC_LEDGER_PARTICIPANT_BIN, conninfo_, std::to_string(port), coord_endpoint_};
+    testing::SuiteTls::Get().AppendServiceFlags(&o.argv);
     if (!crash_points.empty()) o.env = {{"TXC_CRASH_POINTS", crash_points}};
     o.log_path = dir_.Child("ledger.log");
     auto child = testing::ChildProcess::Start(o);
@@ -268,6 +275,7 @@ TEST_F(RecoveryProcessTest, ParticipantKilledBeforeCommitPreparedCommitsOnRestar
   const int port = testing::FreeLoopbackPort();
   testing::ChildProcess::Options o;
   o.argv = {TXC_LEDGER_PARTICIPANT_BIN, conninfo_, std::to_string(port), coord_endpoint_};
+  testing::SuiteTls::Get().AppendServiceFlags(&o.argv);
   o.env = {{"TXC_CRASH_POINTS", "participant.before_commit_prepared"}};
   o.log_path = dir_.Child("ledger1.log");
   auto participant = testing::ChildProcess::Start(o);
@@ -295,6 +303,7 @@ TEST_F(RecoveryProcessTest, ParticipantKilledBeforeCommitPreparedCommitsOnRestar
 
   const int new_port = testing::FreeLoopbackPort();
   o.argv = {TXC_LEDGER_PARTICIPANT_BIN, conninfo_, std::to_string(new_port), coord_endpoint_};
+  testing::SuiteTls::Get().AppendServiceFlags(&o.argv);
   o.env.clear();
   o.log_path = dir_.Child("ledger2.log");
   auto restarted = testing::ChildProcess::Start(o);

@@ -3,7 +3,8 @@
 // operator's only tool. A saga parked because a participant is down is found
 // with `txcctl list --state PARKED` and brought to an end with retry, resolve
 // or rebind; a running saga is cancelled; illegal actions are typed errors
-// that change nothing; list pages and filters.
+// that change nothing; list pages and filters. Every process and txcctl use
+// the suite's transport (suite_tls.h: mutual TLS under TXC_TEST_TLS=1).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -16,6 +17,7 @@
 #include "examples/order-payment-saga/shop.h"
 #include "gen-cpp/Coordinator.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 #include "tests/saga/shop_processes.h"
 
 namespace txc {
@@ -40,6 +42,7 @@ class AdminProcessTest : public ::testing::Test {
     ep_.order_db = dir_.Child("order.db");
     ep_.payment_db = dir_.Child("payment.db");
     ep_.inventory_db = dir_.Child("inventory.db");
+    ep_.tls = testing::SuiteTls::Get().ClientTls();
   }
 
   void StartCoordinator() {
@@ -54,6 +57,7 @@ class AdminProcessTest : public ::testing::Test {
               "--saga_park_after_attempts=2",
               "--saga_parked_retry_ms=3600000",
               "-v"};
+    testing::SuiteTls::Get().AppendCoordinatorFlags(&o.argv);
     o.log_path = dir_.Child("coordinator.log");
     auto child = ChildProcess::Start(o);
     ASSERT_TRUE(child.ok()) << child.status();
@@ -79,8 +83,8 @@ class AdminProcessTest : public ::testing::Test {
     options.max_backoff_ms = 50;
     wire::SubmitSagaRequest req = shop::MakeOrderSagaRequest(ep_, order, options);
     req.__set_wait_for_completion(false);
-    auto conn =
-        OpenConnection<wire::CoordinatorClient>(HostPort{"127.0.0.1", coordinator_port_}, {});
+    auto conn = OpenConnection<wire::CoordinatorClient>(HostPort{"127.0.0.1", coordinator_port_},
+                                                        testing::SuiteTls::Get().Connect());
     ASSERT_TRUE(conn.ok()) << conn.status();
     wire::SubmitSagaResponse r;
     (*conn)->client->submitSaga(r, req);
@@ -90,6 +94,7 @@ class AdminProcessTest : public ::testing::Test {
   Cli Txcctl(std::vector<std::string> args) {
     ChildProcess::Options o;
     o.argv = {TXC_TXCCTL_BIN, "--coordinator=" + ep_.coordinator};
+    testing::SuiteTls::Get().AppendTxcctlFlags(&o.argv);
     o.argv.insert(o.argv.end(), args.begin(), args.end());
     o.stdout_path = dir_.Child("txcctl.out");
     o.log_path = dir_.Child("txcctl.err");

@@ -5,9 +5,11 @@
 // stored, and the loopback default (a non-loopback --host without TLS needs
 // --insecure).
 //
-// Callers here speak plaintext, so they are unauthenticated: what a policy
-// grants them comes from its @anyone line. Certificate-based cases (a reader
-// certificate refused commit) need the TLS transport (tests on the tls branch).
+// Transport: the allow-list test runs over the suite's transport
+// (suite_tls.h: mutual TLS under TXC_TEST_TLS=1). The policy and loopback
+// tests are about plaintext callers on purpose (unauthenticated: what a
+// policy grants them comes from its @anyone line; --host=0.0.0.0 without TLS)
+// and stay plaintext in every run. Certificate-based roles: authz_tls_process_test.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -20,6 +22,7 @@
 #include "common/thrift_util.h"
 #include "gen-cpp/Coordinator.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 
 namespace txc {
 namespace {
@@ -36,12 +39,21 @@ void WriteFile(const std::string& path, const std::string& text) {
   out << text;
 }
 
+// Which transport a test's coordinator and callers use.
+enum class Transport {
+  kSuite,      // the suite's (plaintext, or mutual TLS under TXC_TEST_TLS=1)
+  kPlaintext,  // plaintext on purpose (unauthenticated callers, the loopback default)
+};
+
 class Coordinator {
  public:
-  Coordinator(const TempDir& dir, std::vector<std::string> flags)
-      : dir_(dir), port_(testing::FreeLoopbackPort()) {
+  Coordinator(const TempDir& dir, std::vector<std::string> flags, Transport transport)
+      : dir_(dir), port_(testing::FreeLoopbackPort()), transport_(transport) {
     options_.argv = {TXC_COORDINATOR_BIN, "--port=" + std::to_string(port_),
                      "--data_dir=" + dir.Child("data"), "--node_id=authz-1", "--lease_ttl_ms=3000"};
+    if (transport_ == Transport::kSuite) {
+      testing::SuiteTls::Get().AppendCoordinatorFlags(&options_.argv);
+    }
     options_.argv.insert(options_.argv.end(), flags.begin(), flags.end());
     options_.log_path = dir.Child("coordinator.log");
   }
@@ -73,18 +85,22 @@ class Coordinator {
   }
 
   std::unique_ptr<Conn> Connect() const {
-    auto conn = OpenConnection<Client>(HostPort{"127.0.0.1", port_}, ConnectOptions{1000, 20000});
+    ConnectOptions options{1000, 20000};
+    if (transport_ == Transport::kSuite) options = testing::SuiteTls::Get().Connect(options);
+    auto conn = OpenConnection<Client>(HostPort{"127.0.0.1", port_}, options);
     EXPECT_TRUE(conn.ok()) << conn.status();
     return conn.ok() ? std::move(conn).value() : nullptr;
   }
 
   std::string endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
+  Transport transport() const { return transport_; }
   ChildProcess* child() { return child_.get(); }
   std::string LogTail() const { return child_ ? child_->LogTail(20000) : ""; }
 
  private:
   const TempDir& dir_;
   int port_;
+  const Transport transport_;
   ChildProcess::Options options_;
   std::unique_ptr<ChildProcess> child_;
 };
@@ -105,11 +121,12 @@ int CountTxns(Client& c) {
   return static_cast<int>(resp.txns.size());
 }
 
-// Runs txcctl against `endpoint`; returns its exit code and output.
-int RunTxcctl(const TempDir& dir, const std::string& endpoint, std::vector<std::string> args,
+// Runs txcctl against `coord`, over its transport; returns its exit code and output.
+int RunTxcctl(const TempDir& dir, const Coordinator& coord, std::vector<std::string> args,
               std::string* output) {
   ChildProcess::Options o;
-  o.argv = {TXC_TXCCTL_BIN, "--coordinator=" + endpoint};
+  o.argv = {TXC_TXCCTL_BIN, "--coordinator=" + coord.endpoint()};
+  if (coord.transport() == Transport::kSuite) testing::SuiteTls::Get().AppendTxcctlFlags(&o.argv);
   o.argv.insert(o.argv.end(), args.begin(), args.end());
   o.log_path = dir.Child("txcctl.log");
   auto child = ChildProcess::Start(o);
@@ -121,7 +138,8 @@ int RunTxcctl(const TempDir& dir, const std::string& endpoint, std::vector<std::
 
 TEST(AuthzProcessTest, AllowListRefusesOutsideEndpointsAndStoresNothing) {
   TempDir dir("txc-authz-test-");
-  Coordinator coord(dir, {"--participant_allow=127.0.0.1:9100-9199", "--participant_allow=*.ok"});
+  Coordinator coord(dir, {"--participant_allow=127.0.0.1:9100-9199", "--participant_allow=*.ok"},
+                    Transport::kSuite);
   ASSERT_TRUE(coord.Start().ok()) << coord.LogTail();
   auto conn = coord.Connect();
   ASSERT_NE(conn, nullptr);
@@ -181,7 +199,7 @@ TEST(AuthzProcessTest, AllowListRefusesOutsideEndpointsAndStoresNothing) {
   // The operator's rebind respects the list too.
   std::string out;
   EXPECT_EQ(
-      RunTxcctl(dir, coord.endpoint(),
+      RunTxcctl(dir, coord,
                 {"rebind", begun.gtid, "--from", "127.0.0.1:9100", "--to", "10.0.0.1:9100"}, &out),
       1)
       << out;
@@ -195,7 +213,8 @@ TEST(AuthzProcessTest, PolicyRefusesCallerAndReloadsOnSighup) {
   TempDir dir("txc-authz-test-");
   const std::string policy = dir.Child("policy.conf");
   WriteFile(policy, "# plaintext callers may only look\n@anyone = reader\nops = admin\n");
-  Coordinator coord(dir, {"--auth_policy=" + policy});
+  // Plaintext on purpose: the policy's @anyone line is what applies to it.
+  Coordinator coord(dir, {"--auth_policy=" + policy}, Transport::kPlaintext);
   ASSERT_TRUE(coord.Start().ok()) << coord.LogTail();
   auto conn = coord.Connect();
   ASSERT_NE(conn, nullptr);
@@ -224,7 +243,7 @@ TEST(AuthzProcessTest, PolicyRefusesCallerAndReloadsOnSighup) {
   EXPECT_EQ(CountTxns(c), 0);  // nothing changed
 
   std::string out;
-  EXPECT_EQ(RunTxcctl(dir, coord.endpoint(), {"retry", "nope"}, &out), 7) << out;
+  EXPECT_EQ(RunTxcctl(dir, coord, {"retry", "nope"}, &out), 7) << out;
   EXPECT_NE(out.find("PermissionDenied"), std::string::npos) << out;
   EXPECT_NE(coord.LogTail().find("permission denied: beginTxn by unauthenticated peer"),
             std::string::npos)
@@ -273,7 +292,8 @@ TEST(AuthzProcessTest, StartUpRefusals) {
       {{"--host=0.0.0.0"}, "--insecure"},
   };
   for (const Case& c : cases) {
-    Coordinator coord(dir, c.flags);
+    // Plaintext on purpose: --host=0.0.0.0 is refused only without TLS.
+    Coordinator coord(dir, c.flags, Transport::kPlaintext);
     Result<int> code = coord.StartExpectingExit();
     ASSERT_TRUE(code.ok()) << c.flags[0] << ": " << code.status();
     EXPECT_EQ(*code, 2) << c.flags[0] << "\n" << coord.LogTail();
@@ -284,7 +304,7 @@ TEST(AuthzProcessTest, StartUpRefusals) {
 
 TEST(AuthzProcessTest, NonLoopbackWithInsecureStartsWithAWarning) {
   TempDir dir("txc-authz-test-");
-  Coordinator coord(dir, {"--host=0.0.0.0", "--insecure"});
+  Coordinator coord(dir, {"--host=0.0.0.0", "--insecure"}, Transport::kPlaintext);  // on purpose
   ASSERT_TRUE(coord.Start().ok()) << coord.LogTail();
   auto conn = coord.Connect();
   ASSERT_NE(conn, nullptr);

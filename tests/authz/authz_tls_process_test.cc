@@ -10,6 +10,9 @@
 //   identity: the coordinator's calls reach its hooks and the transaction
 //   commits; another service's certificate calling it directly gets
 //   PermissionDenied and no hook runs.
+//
+// Certificates and policies of its own: the suite's transport (suite_tls.h)
+// is not used, the same in plaintext and TXC_TEST_TLS=1 runs.
 #include <gtest/gtest.h>
 
 #include <atomic>

@@ -14,6 +14,7 @@
 #include "common/backoff.h"
 #include "common/strings.h"
 #include "common/thrift_util.h"
+#include "tests/harness/suite_tls.h"
 
 namespace txc {
 namespace chaos {
@@ -58,6 +59,7 @@ Result<std::unique_ptr<participant::CoordinatorClient>> MakeClient(
   co.rpc_timeout_ms = 3000;
   co.call_deadline_ms = 8000;
   co.max_attempts = 10;
+  co.tls = testing::SuiteTls::Get().ClientTls();
   return participant::CoordinatorClient::Create(co);
 }
 
@@ -535,6 +537,7 @@ void ChaosTest::SetUpReplicas(const std::string& label, int64_t default_seconds,
                                      "--lease_ttl_ms=" + std::to_string(lease_ttl_ms),
                                      "--sweep_interval_ms=100",
                                      "--verbose=1"};
+    testing::SuiteTls::Get().AppendCoordinatorFlags(&argv);
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
     replicas_.push_back(std::make_unique<ManagedProcess>(node, ManagedProcess::Kind::kReplica,
                                                          replica_ports[i], std::move(argv),
@@ -546,6 +549,7 @@ std::string ChaosTest::AllReplicas() const { return Join(replica_endpoints_, ","
 
 ManagedProcess* ChaosTest::AddParticipant(const std::string& name, int port,
                                           std::vector<std::string> argv) {
+  testing::SuiteTls::Get().AppendServiceFlags(&argv);
   participants_.push_back(std::make_unique<ManagedProcess>(
       name, ManagedProcess::Kind::kParticipant, port, std::move(argv), dir_->Child(name + ".log")));
   return participants_.back().get();

@@ -169,7 +169,8 @@ class FaultLoop {
   std::vector<KillProbe> probes_;
 };
 
-// A client of the coordinator replicas `endpoints` with short timeouts.
+// A client of the coordinator replicas `endpoints` with short timeouts, over
+// the suite's transport.
 Result<std::unique_ptr<participant::CoordinatorClient>> MakeClient(
     std::vector<std::string> endpoints);
 
@@ -226,7 +227,7 @@ class ChaosTest : public ::testing::Test {
   // `default_seconds`) and prints the seed line headed `label`; makes the temp
   // dir, the store database `store_name` and `replicas` coordinator replicas
   // "replica-<i>" on it (not started): `coordinator_bin` with the flags every
-  // chaos test gives it, then `extra_flags`.
+  // chaos test gives it, the suite's TLS flags (suite_tls.h), then `extra_flags`.
   void SetUpReplicas(const std::string& label, int64_t default_seconds,
                      const std::string& dir_prefix, const std::string& store_name,
                      const std::string& coordinator_bin, int replicas, int64_t lease_ttl_ms,
@@ -234,7 +235,7 @@ class ChaosTest : public ::testing::Test {
   // The replicas' endpoints, comma-separated.
   std::string AllReplicas() const;
   // Adds a participant service (not started) on `port`, logging to
-  // "<name>.log" in the temp dir.
+  // "<name>.log" in the temp dir; `argv` gets the suite's service TLS flags.
   ManagedProcess* AddParticipant(const std::string& name, int port, std::vector<std::string> argv);
   // Starts the first replica (it applies the store's migrations), installs the
   // audit, then starts the other replicas and the participants.

@@ -33,6 +33,7 @@
 #include "tests/chaos/chaos_harness.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 
 namespace txc {
 namespace {
@@ -65,6 +66,7 @@ class SagaChaosTest : public chaos::ChaosTest {
     ep_.order_db = dir_->Child("order.db");
     ep_.payment_db = dir_->Child("payment.db");
     ep_.inventory_db = dir_->Child("inventory.db");
+    ep_.tls = testing::SuiteTls::Get().ClientTls();  // the processes' get theirs in the harness
     for (const std::string name : {"order", "payment", "inventory"}) {
       const int port = testing::FreeLoopbackPort();
       std::vector<std::string> argv = {name == "order"     ? TXC_ORDER_SERVICE_BIN

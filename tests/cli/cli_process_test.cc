@@ -2,6 +2,8 @@
 // `--flag=value`, and refuses an unknown flag or a bad value with one clear
 // line and exit code 2 (common/cli.h) -- instead of an uncaught std::stoi
 // exception (order_service --port 7000 used to abort) or silently ignoring it.
+// Only ServicesTakeFlagSpaceValue serves anything; its services get the
+// suite's transport (suite_tls.h: mutual TLS under TXC_TEST_TLS=1).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 
 namespace txc {
 namespace {
@@ -127,6 +130,7 @@ TEST(CliProcessTest, ServicesTakeFlagSpaceValue) {
       std::vector<std::string> argv =
           spaced ? std::vector<std::string>{b.path, "--port", std::to_string(port), "--db", db}
                  : std::vector<std::string>{b.path, "--port=" + std::to_string(port), "--db=" + db};
+      testing::SuiteTls::Get().AppendServiceFlags(&argv);
       ChildProcess::Options o;
       o.argv = argv;
       o.log_path = dir.Child(name + ".log");

@@ -126,6 +126,7 @@ class StoreFailoverTest : public testing::BankProcessTest {
     co.max_attempts = max_attempts;
     co.rpc_timeout_ms = rpc_timeout_ms;
     co.call_deadline_ms = 2 * rpc_timeout_ms;
+    co.tls = testing::SuiteTls::Get().ClientTls();
     auto client = participant::CoordinatorClient::Create(co);
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? std::move(client).value() : nullptr;

@@ -28,6 +28,7 @@
 #include "coordinator/core/states.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 #include "txc/participant/coordinator_client.h"
 
 namespace txc {
@@ -86,6 +87,7 @@ class ReplicaLifecycleTest : public ::testing::Test {
               "--node_id=" + node_id,
               "--sweep_interval_ms=100",
               "--verbose=1"};
+    testing::SuiteTls::Get().AppendCoordinatorFlags(&o.argv);
     if (!store.empty()) o.argv.push_back("--store=" + store);
     bool ttl_given = false;
     for (auto& e : extra) {
@@ -107,6 +109,7 @@ class ReplicaLifecycleTest : public ::testing::Test {
     co.endpoints = {endpoint};
     co.rpc_timeout_ms = rpc_timeout_ms;
     co.call_deadline_ms = 2 * rpc_timeout_ms;
+    co.tls = testing::SuiteTls::Get().ClientTls();
     auto client = participant::CoordinatorClient::Create(co);
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? std::move(client).value() : nullptr;

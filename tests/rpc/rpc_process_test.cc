@@ -2,6 +2,11 @@
 // on SQLite and PostgreSQL, durability across SIGKILL, idempotent begin, bad
 // input, malformed and oversized frames, a long-lived connection carrying more
 // than 110 MiB, clean shutdown on SIGTERM, flag errors, txcctl.
+//
+// Transport: the suite's (suite_tls.h): every coordinator, connection, raw
+// frame and txcctl run goes over mutual TLS under TXC_TEST_TLS=1, plaintext
+// otherwise. StockFramedTransportTest's in-process server is plaintext on
+// purpose (it shows a Thrift bug, not our server).
 #include <arpa/inet.h>
 #include <glog/logging.h>
 #include <gtest/gtest.h>
@@ -23,12 +28,14 @@
 
 #include "common/backoff.h"
 #include "common/thrift_util.h"
+#include "common/tls.h"
 #include "coordinator/core/validation.h"
 #include "coordinator/rpc/coordinator_handler.h"
 #include "coordinator/service/coordinator_service.h"
 #include "gen-cpp/Coordinator.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 
 namespace txc {
 namespace {
@@ -56,6 +63,7 @@ class CoordinatorProcess {
     o.argv = {TXC_COORDINATOR_BIN,       "--host=127.0.0.1",      "--port=" + std::to_string(port_),
               "--data_dir=" + data_dir_, "--node_id=" + node_id_, "--lease_ttl_ms=3000"};
     if (!store_.empty()) o.argv.push_back("--store=" + store_);
+    testing::SuiteTls::Get().AppendCoordinatorFlags(&o.argv);
     for (const auto& f : extra_flags_) o.argv.push_back(f);
     o.log_path = data_dir_ + "/coordinator-" + node_id_ + ".log";
     TXC_ASSIGN_OR_RETURN(child_, ChildProcess::Start(o));
@@ -65,7 +73,8 @@ class CoordinatorProcess {
   }
 
   std::unique_ptr<Conn> Connect() const {
-    auto conn = OpenConnection<Client>(HostPort{"127.0.0.1", port_}, ConnectOptions{1000, 20000});
+    auto conn = OpenConnection<Client>(HostPort{"127.0.0.1", port_},
+                                       testing::SuiteTls::Get().Connect({1000, 20000}));
     EXPECT_TRUE(conn.ok()) << conn.status();
     return conn.ok() ? std::move(conn).value() : nullptr;
   }
@@ -317,9 +326,43 @@ int RawConnect(int port) {
   return fd;
 }
 
+// The same over a mutual-TLS connection of the suite's client identity: the
+// bytes reach the framed transport behind the handshake.
+bool TlsServerClosesAfter(int port, const std::string& bytes) {
+  auto context = TlsContext::Create(testing::SuiteTls::Get().ClientTls(), TlsRole::kClient);
+  EXPECT_TRUE(context.ok()) << context.status();
+  if (!context.ok()) return false;
+  auto socket =
+      (*context)->ClientSocket("127.0.0.1", port, MakeThriftConfig(kDefaultMaxMessageBytes));
+  socket->setRecvTimeout(10000);
+  try {
+    socket->open();
+    Status handshake = socket->Handshake();
+    EXPECT_TRUE(handshake.ok()) << handshake;
+    if (!handshake.ok()) return false;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "TLS connect: " << e.what();
+    return false;
+  }
+  try {
+    socket->write(reinterpret_cast<const uint8_t*>(bytes.data()),
+                  static_cast<uint32_t>(bytes.size()));
+    socket->flush();
+    uint8_t buf[256];
+    while (socket->read(buf, sizeof(buf)) > 0) {
+    }
+    return true;  // EOF
+  } catch (const apache::thrift::transport::TTransportException& e) {
+    LOG(INFO) << "TLS connection after " << bytes.size() << " raw bytes: " << e.what();
+    return e.getType() != apache::thrift::transport::TTransportException::TIMED_OUT;
+  }
+}
+
 // Sends `bytes` and reports whether the server then closed the connection
-// (EOF or reset) rather than answering or leaving it open.
+// (EOF or reset) rather than answering or leaving it open. Over the suite's
+// transport: plain TCP, or TLS under TXC_TEST_TLS=1.
 bool ServerClosesAfter(int port, const std::string& bytes) {
+  if (testing::SuiteTls::Get().enabled()) return TlsServerClosesAfter(port, bytes);
   const int fd = RawConnect(port);
   if (fd < 0) return false;
   send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
@@ -479,6 +522,12 @@ TEST(RpcProcessTest, ConfigFileSetsTheSameKeys) {
     std::ofstream conf(dir.Child("coordinator.conf"));
     conf << "# comment\nhost = 127.0.0.1\nport = " << port << "\nnode_id = from-config\n"
          << "data_dir = " << dir.Child("data") << "\n";
+    // The suite's TLS settings as config keys ("--participant_tls" is a switch).
+    for (const std::string& flag : testing::SuiteTls::Get().CoordinatorFlags()) {
+      const size_t eq = flag.find('=');
+      conf << flag.substr(2, eq == std::string::npos ? std::string::npos : eq - 2) << " = "
+           << (eq == std::string::npos ? "true" : flag.substr(eq + 1)) << "\n";
+    }
   }
   ChildProcess::Options o;
   o.argv = {TXC_COORDINATOR_BIN, "--config=" + dir.Child("coordinator.conf")};
@@ -486,7 +535,8 @@ TEST(RpcProcessTest, ConfigFileSetsTheSameKeys) {
   auto child = ChildProcess::Start(o);
   ASSERT_TRUE(child.ok());
   ASSERT_TRUE(testing::WaitForPort(port, kStartTimeoutMs).ok()) << (*child)->LogTail();
-  auto conn = OpenConnection<Client>(HostPort{"127.0.0.1", port}, ConnectOptions{});
+  auto conn =
+      OpenConnection<Client>(HostPort{"127.0.0.1", port}, testing::SuiteTls::Get().Connect());
   ASSERT_TRUE(conn.ok());
   wire::HealthResponse h;
   (*conn)->client->health(h);
@@ -498,6 +548,7 @@ TEST_F(SqliteCoordinatorTest, TxcctlBeginStatusHealth) {
   auto run = [&](std::vector<std::string> args, std::string* out) {
     ChildProcess::Options o;
     o.argv = {TXC_TXCCTL_BIN, "--coordinator=127.0.0.1:1," + coord_->endpoint()};
+    testing::SuiteTls::Get().AppendTxcctlFlags(&o.argv);
     o.argv.insert(o.argv.end(), args.begin(), args.end());
     o.stdout_path = dir_.Child("txcctl.out");
     o.log_path = dir_.Child("txcctl.err");

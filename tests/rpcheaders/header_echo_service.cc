@@ -5,10 +5,13 @@
 //
 //   header_echo_service <port> <participant_port> <conninfo> <name> <coordinator host:port>
 //                       [idle_timeout_ms] [--tls_cert=F --tls_key=F --tls_ca=F]
+//                       [--participant_tls] [--plain_echo]
 //
 // With the --tls_* flags the service's own port serves mutual TLS and its
-// calls to the next hop present that certificate (the participant port and
-// the coordinator stay plaintext).
+// calls to the next hop present that certificate; the participant port and
+// the calls to the coordinator stay plaintext unless --participant_tls (the
+// suite's mutual-TLS mode, tests/harness/suite_tls.h). --plain_echo keeps the
+// service's own port plaintext (stock clients) while the rest uses TLS.
 //
 // whoami(next_hop): inserts (gtid, name) into echo_calls through PgTxnResource
 // (in the caller's transaction when a context is current, committed at once
@@ -101,8 +104,13 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   std::vector<std::string> args;
   txc::TlsOptions tls;
+  bool participant_tls = false, plain_echo = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg == "--participant_tls" || arg == "--plain_echo") {
+      (arg == "--plain_echo" ? plain_echo : participant_tls) = true;
+      continue;
+    }
     const auto value = [&](const std::string& flag) {
       return arg.rfind(flag + "=", 0) == 0 ? arg.substr(flag.size() + 1) : std::string();
     };
@@ -118,7 +126,8 @@ int main(int argc, char** argv) {
   }
   if (args.size() != 5 && args.size() != 6) {
     LOG(ERROR) << "usage: header_echo_service <port> <participant_port> <conninfo> <name> "
-                  "<coordinator> [idle_timeout_ms] [--tls_cert=F --tls_key=F --tls_ca=F]";
+                  "<coordinator> [idle_timeout_ms] [--tls_cert=F --tls_key=F --tls_ca=F] "
+                  "[--participant_tls] [--plain_echo]";
     return 2;
   }
   txc::ConnectOptions hop_options;
@@ -155,6 +164,7 @@ int main(int argc, char** argv) {
 
   txc::participant::TxnResourcesOptions ro;
   ro.allowed_coordinators = {args[4]};
+  if (participant_tls) ro.coordinator_client.tls = tls;
   auto resources = std::make_shared<txc::participant::TxnResources>(ro);
   txc::participant::PgTxnResourceOptions pg;
   pg.xa.conninfo = conninfo;
@@ -170,6 +180,10 @@ int main(int argc, char** argv) {
   po.port = std::atoi(args[1].c_str());
   po.coordinators = {args[4]};
   po.recovery_backoff = txc::BackoffPolicy{20, 500, 2.0};
+  if (participant_tls) {
+    po.tls = tls;
+    po.coordinator_client.tls = tls;
+  }
   txc::participant::ParticipantServer participant(resources->participant(), po);
   txc::Status s = participant.Start();
   if (!s.ok()) {
@@ -184,7 +198,7 @@ int main(int argc, char** argv) {
   txc::ThriftServerOptions so;
   so.host = "127.0.0.1";
   so.port = std::atoi(args[0].c_str());
-  so.tls = tls;
+  if (!plain_echo) so.tls = tls;
   txc::participant::TxnHeaderServer server(
       txc::participant::WrapTxnContextProcessor(std::make_shared<txc::headertest::EchoProcessor>(
           std::make_shared<EchoService>(*db, name, hop_options))),

@@ -4,6 +4,13 @@
 // the harness's shared cluster as an auto-enlisted PgTxnResource), real
 // crashes (crash point) and the stock Python Thrift client. Every wait has a
 // deadline.
+//
+// Transport: the suite's (suite_tls.h): under TXC_TEST_TLS=1 the coordinator,
+// each service's participant and own ports, its calls and the test's clients
+// are mutual TLS. PlainClientsAgainstHeaderServer is about stock plaintext
+// clients (C++ and Python) on purpose: service A's own port is plaintext there
+// (--plain_echo). HeadersPropagateOverMutualTls brings its own CA
+// (RpcHeadersOwnCertsTest: the rest plaintext in every run).
 #include <glog/logging.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -22,6 +29,7 @@
 #include "gen-cpp/Echo.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 #include "tests/harness/test_certs.h"
 #include "txc/participant/coordinator_client.h"
 #include "txc/participant/thrift_headers.h"
@@ -52,6 +60,7 @@ class RpcHeadersProcessTest : public ::testing::Test {
               "--prepare_timeout_ms=2000",
               "--sweep_interval_ms=100",
               "--node_id=coordinator-1"};
+    if (suite_tls_) testing::SuiteTls::Get().AppendCoordinatorFlags(&o.argv);
     o.log_path = dir_->Child("coordinator.log");
     auto child = ChildProcess::Start(o);
     ASSERT_TRUE(child.ok()) << child.status();
@@ -69,6 +78,7 @@ class RpcHeadersProcessTest : public ::testing::Test {
     }
     participant::CoordinatorClientOptions co;
     co.endpoints = {coordinator_};
+    if (suite_tls_) co.tls = testing::SuiteTls::Get().ClientTls();
     auto client = participant::CoordinatorClient::Create(co);
     ASSERT_TRUE(client.ok()) << client.status();
     coordinator_client_ = std::move(client).value();
@@ -102,6 +112,10 @@ class RpcHeadersProcessTest : public ::testing::Test {
               s.name,
               coordinator_};
     if (idle_timeout_ms > 0) o.argv.push_back(std::to_string(idle_timeout_ms));
+    if (suite_tls_ && testing::SuiteTls::Get().enabled()) {
+      testing::SuiteTls::Get().AppendServiceFlags(&o.argv);
+      o.argv.push_back("--participant_tls");  // its participant port and coordinator calls too
+    }
     o.argv.insert(o.argv.end(), flags.begin(), flags.end());
     if (!crash_points.empty()) o.env = {{"TXC_CRASH_POINTS", crash_points}};
     o.log_path = dir_->Child("service_" + s.name + ".log");
@@ -127,7 +141,13 @@ class RpcHeadersProcessTest : public ::testing::Test {
     return coordinator_client_->Commit(request);
   }
 
-  std::unique_ptr<TxnHeaderClient<EchoClient>> Open(int i, const ConnectOptions& options = {}) {
+  // How the test reaches the services' own ports: the suite's transport, or
+  // plaintext in a test that brings its own certificates.
+  ConnectOptions Transport() const {
+    return suite_tls_ ? testing::SuiteTls::Get().Connect() : ConnectOptions{};
+  }
+  std::unique_ptr<TxnHeaderClient<EchoClient>> Open(int i) { return Open(i, Transport()); }
+  std::unique_ptr<TxnHeaderClient<EchoClient>> Open(int i, const ConnectOptions& options) {
     auto client = TxnHeaderClient<EchoClient>::Open(services_[i].endpoint, options);
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? std::move(client).value() : nullptr;
@@ -160,8 +180,11 @@ class RpcHeadersProcessTest : public ::testing::Test {
   }
 
   // A -> B -> C, twice, inside the transaction; returns the answers.
+  std::vector<std::string> CallChainTwice(const wire::TxnContext& context) {
+    return CallChainTwice(context, Transport());
+  }
   std::vector<std::string> CallChainTwice(const wire::TxnContext& context,
-                                          const ConnectOptions& options = {}) {
+                                          const ConnectOptions& options) {
     std::vector<std::string> answers;
     auto a = Open(0, options);
     if (a == nullptr) return answers;
@@ -181,6 +204,16 @@ class RpcHeadersProcessTest : public ::testing::Test {
   std::unique_ptr<ChildProcess> coordinator_proc_;
   Service services_[3];
   std::unique_ptr<participant::CoordinatorClient> coordinator_client_;
+  // The coordinator, the services (their participant ports, their calls to
+  // the coordinator and their own ports) and the test's clients use the
+  // suite's transport (suite_tls.h); false in tests with their own certificates.
+  bool suite_tls_ = true;
+};
+
+// A test that brings its own CA for the services' own ports: the rest plaintext.
+class RpcHeadersOwnCertsTest : public RpcHeadersProcessTest {
+ protected:
+  RpcHeadersOwnCertsTest() { suite_tls_ = false; }
 };
 
 TEST_F(RpcHeadersProcessTest, TwoHopsEnlistOncePerResourceAndCommit) {
@@ -215,7 +248,7 @@ TEST_F(RpcHeadersProcessTest, ConcurrentFirstCallsEnlistOnce) {
   std::atomic<int> ok{0};
   for (int t = 0; t < 6; ++t) {
     threads.emplace_back([&] {
-      auto b = TxnHeaderClient<EchoClient>::Open(services_[1].endpoint);
+      auto b = TxnHeaderClient<EchoClient>::Open(services_[1].endpoint, Transport());
       if (!b.ok()) return;
       ScopedTxnContext scope(begun.context);
       std::string out;
@@ -382,10 +415,16 @@ TEST_F(RpcHeadersProcessTest, ExpiredDeadlineRefusedBeforeHandler) {
 }
 
 TEST_F(RpcHeadersProcessTest, MalformedHeaderRefusedBeforeHandler) {
-  // A raw client that sends a bad header value by hand.
-  auto raw = std::make_shared<participant::TxnHeaderProtocol>(
-      std::make_shared<apache::thrift::transport::TSocket>("127.0.0.1", services_[0].port),
-      kDefaultMaxMessageBytes, /*attach_context=*/false);
+  // A raw client that sends a bad header value by hand, over the suite's transport.
+  std::shared_ptr<apache::thrift::transport::TTransport> socket;
+  if (auto tls = Transport().tls) {
+    socket = tls->ClientSocket("127.0.0.1", services_[0].port,
+                               MakeThriftConfig(kDefaultMaxMessageBytes));
+  } else {
+    socket = std::make_shared<apache::thrift::transport::TSocket>("127.0.0.1", services_[0].port);
+  }
+  auto raw = std::make_shared<participant::TxnHeaderProtocol>(socket, kDefaultMaxMessageBytes,
+                                                              /*attach_context=*/false);
   raw->getTransport()->open();
   EchoClient client(raw);
   const int64_t before = AllRows(0);
@@ -467,7 +506,7 @@ TEST_F(RpcHeadersProcessTest, DownstreamCrashInPhaseTwoCommitsOnRestart) {
 // certificate, the branches enlist and commit; the caller's certificate is
 // its identity on the server; a client without a certificate, and a
 // plaintext one, are refused before any handler runs.
-TEST_F(RpcHeadersProcessTest, HeadersPropagateOverMutualTls) {
+TEST_F(RpcHeadersOwnCertsTest, HeadersPropagateOverMutualTls) {
   auto ca = testing::TestCa::Create("rpcheaders-ca");
   ASSERT_TRUE(ca.ok()) << ca.status();
   for (int i = 0; i < 3; ++i) {
@@ -555,6 +594,10 @@ TEST_F(RpcHeadersProcessTest, HeadersPropagateOverMutualTls) {
 }
 
 TEST_F(RpcHeadersProcessTest, PlainClientsAgainstHeaderServer) {
+  // Stock plaintext clients on purpose: A's own port plaintext in every run
+  // (its participant port and calls stay on the suite's transport).
+  services_[0].proc.reset();
+  ASSERT_NO_FATAL_FAILURE(StartService(0, "", 0, {"--plain_echo"}));
   // C++: stock framed binary transport, no headers.
   auto socket =
       std::make_shared<apache::thrift::transport::TSocket>("127.0.0.1", services_[0].port);

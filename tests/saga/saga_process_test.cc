@@ -3,7 +3,8 @@
 // process and SQLite database, on the participant SDK with its barrier). The
 // test places orders through the wire API and checks the invariant over the
 // three databases: every order confirmed with stock reserved and payment taken,
-// or cancelled with stock and money restored.
+// or cancelled with stock and money restored. Every connection uses the
+// suite's transport (suite_tls.h: mutual TLS under TXC_TEST_TLS=1).
 #include <glog/logging.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include "common/crash_point.h"
 #include "examples/order-payment-saga/shop.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 #include "tests/saga/shop_processes.h"
 #include "txc/participant/coordinator_client.h"
 
@@ -37,6 +39,7 @@ class SagaProcessTest : public ::testing::Test {
     ep_.order_db = dir_.Child("order.db");
     ep_.payment_db = dir_.Child("payment.db");
     ep_.inventory_db = dir_.Child("inventory.db");
+    ep_.tls = testing::SuiteTls::Get().ClientTls();
   }
 
   void StartCoordinator(const std::string& crash_point = "") {
@@ -47,6 +50,7 @@ class SagaProcessTest : public ::testing::Test {
               "--data_dir=" + dir_.Child("coord"),
               "--sweep_interval_ms=100",
               "-v"};
+    testing::SuiteTls::Get().AppendCoordinatorFlags(&o.argv);
     if (!crash_point.empty()) o.env = {{"TXC_CRASH_POINTS", crash_point}};
     o.log_path = dir_.Child("coordinator.log");
     auto child = ChildProcess::Start(o);
@@ -78,6 +82,7 @@ class SagaProcessTest : public ::testing::Test {
   std::unique_ptr<participant::CoordinatorClient> Client() {
     participant::CoordinatorClientOptions o;
     o.endpoints = {ep_.coordinator};
+    o.tls = testing::SuiteTls::Get().ClientTls();
     auto c = participant::CoordinatorClient::Create(o);
     EXPECT_TRUE(c.ok());
     return std::move(c).value();

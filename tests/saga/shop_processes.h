@@ -3,7 +3,8 @@
 // database under the test's directory, restartable on the same port and
 // database, or moved to a new port (a participant that moved). The including
 // target defines TXC_ORDER_SERVICE_BIN, TXC_PAYMENT_SERVICE_BIN and
-// TXC_INVENTORY_SERVICE_BIN.
+// TXC_INVENTORY_SERVICE_BIN. The services get the suite's transport
+// (tests/harness/suite_tls.h) unless built with suite_tls = false.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -16,6 +17,7 @@
 
 #include "examples/order-payment-saga/shop.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 
 namespace txc {
 namespace testing {
@@ -23,12 +25,15 @@ namespace testing {
 class ShopProcesses {
  public:
   // `dir` and `ep` outlive this; Start fills ep's service endpoints.
+  // suite_tls: each service gets the suite's TLS flags (plaintext: none)
+  // before `extra`; false for a test that brings its own certificates.
   ShopProcesses(TempDir* dir, shop::ShopEndpoints* ep, std::string inventory_seed,
-                std::string payment_seed)
+                std::string payment_seed, bool suite_tls = true)
       : dir_(dir),
         ep_(ep),
         inventory_seed_(std::move(inventory_seed)),
-        payment_seed_(std::move(payment_seed)) {}
+        payment_seed_(std::move(payment_seed)),
+        suite_tls_(suite_tls) {}
 
   // Starts (or restarts, on the same port and database) one service of
   // "order", "payment", "inventory"; new_port: on a port it never had.
@@ -43,6 +48,7 @@ class ShopProcesses {
               "--coordinator=" + ep_->coordinator};
     if (name == "inventory") o.argv.push_back("--seed=" + inventory_seed_);
     if (name == "payment") o.argv.push_back("--seed=" + payment_seed_);
+    if (suite_tls_) SuiteTls::Get().AppendServiceFlags(&o.argv);
     for (auto& e : extra) o.argv.push_back(e);
     o.log_path = dir_->Child(name + ".log");
     auto child = ChildProcess::Start(o);
@@ -75,6 +81,7 @@ class ShopProcesses {
   shop::ShopEndpoints* const ep_;
   const std::string inventory_seed_;
   const std::string payment_seed_;
+  const bool suite_tls_;
   std::map<std::string, int> ports_;
   std::map<std::string, std::unique_ptr<ChildProcess>> services_;
 };

@@ -13,6 +13,10 @@
 //   certificate.
 // * Revocation: --tls_crl refuses a revoked client certificate; SIGHUP
 //   re-reads the CRL.
+//
+// These tests bring their own CA and certificates (and plaintext peers on
+// purpose), so they do not use the suite's transport (suite_tls.h): the same
+// in plaintext and TXC_TEST_TLS=1 runs.
 #include <glog/logging.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -46,6 +50,8 @@ std::vector<std::string> TlsFlags(const TestCa& ca, const TestCa::Issued& cert) 
 
 class TlsProcessTest : public testing::BankProcessTest {
  protected:
+  TlsProcessTest() { suite_tls_ = false; }  // our own certificates, see the top
+
   void SetUp() override {
     auto ca = TestCa::Create("txc-process-test-ca");
     ASSERT_TRUE(ca.ok()) << ca.status();
@@ -323,7 +329,8 @@ TEST_F(TlsProcessTest, SagaOverMutualTls) {
   ep.inventory_db = dir_->Child("inventory.db");
   ASSERT_NO_FATAL_FAILURE(StartTlsCoordinator());
   ep.coordinator = coordinator_;
-  testing::ShopProcesses shop(dir_.get(), &ep, kInventorySeed, kPaymentSeed);
+  testing::ShopProcesses shop(dir_.get(), &ep, kInventorySeed, kPaymentSeed,
+                              /*suite_tls=*/false);
   for (const char* name : {"order", "payment", "inventory"}) {
     auto cert = ca_->IssueLoopbackServer(std::string(name) + "-service");
     ASSERT_TRUE(cert.ok()) << cert.status();

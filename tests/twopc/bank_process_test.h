@@ -5,6 +5,10 @@
 // conserved). Header-only: the including test defines TXC_COORDINATOR_BIN and
 // TXC_BANK_BIN and links bank_transfer_workload and txc_test_harness.
 //
+// Transport: the suite's (tests/harness/suite_tls.h): plaintext, or mutual TLS
+// for every coordinator, bank and client under TXC_TEST_TLS=1. A test that
+// brings its own certificates sets suite_tls_ = false.
+//
 // Called from the test's main thread only (children are killed with the
 // thread that started them). Every wait has a deadline (kWaitMs,
 // start_timeout_ms_).
@@ -24,6 +28,7 @@
 #include "examples/bank-transfer-2pc/transfer_workload.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
+#include "tests/harness/suite_tls.h"
 #include "txc/participant/coordinator_client.h"
 
 #ifndef TXC_COORDINATOR_BIN
@@ -71,6 +76,7 @@ class BankProcessTest : public ::testing::Test {
               "--prepare_timeout_ms=2000",
               "--sweep_interval_ms=100",
               "--verbose=1"};
+    if (suite_tls_) SuiteTls::Get().AppendCoordinatorFlags(&o.argv);
     o.argv.insert(o.argv.end(), flags.begin(), flags.end());
     o.env = std::move(env);
     o.log_path = dir_->Child(name + ".log");
@@ -92,6 +98,7 @@ class BankProcessTest : public ::testing::Test {
               std::string("--name=bank_") + which,
               "--accounts=" + std::to_string(bank_accounts_),
               "--initial_balance=" + std::to_string(bank_initial_balance_)};
+    if (suite_tls_) SuiteTls::Get().AppendServiceFlags(&o.argv);
     o.argv.insert(o.argv.end(), bank_extra_flags_.begin(), bank_extra_flags_.end());
     o.log_path = dir_->Child(std::string("bank_") + which + ".log");
     auto child = ChildProcess::Start(o);
@@ -108,13 +115,15 @@ class BankProcessTest : public ::testing::Test {
     return child->IsRunning() && WaitForPort(port, 100).ok();
   }
 
-  // A client that knows `endpoints` (comma-separated endpoints are not split).
+  // A client that knows `endpoints` (comma-separated endpoints are not split),
+  // over the suite's transport.
   static std::unique_ptr<participant::CoordinatorClient> MakeClient(
       std::vector<std::string> endpoints, int64_t rpc_timeout_ms, int64_t call_deadline_ms) {
     participant::CoordinatorClientOptions co;
     co.endpoints = std::move(endpoints);
     co.rpc_timeout_ms = rpc_timeout_ms;
     co.call_deadline_ms = call_deadline_ms;
+    co.tls = SuiteTls::Get().ClientTls();
     auto client = participant::CoordinatorClient::Create(co);
     EXPECT_TRUE(client.ok()) << client.status();
     return client.ok() ? std::move(client).value() : nullptr;
@@ -207,6 +216,9 @@ class BankProcessTest : public ::testing::Test {
   int bank_accounts_ = kAccounts;
   int64_t bank_initial_balance_ = kInitialBalance;
   int64_t start_timeout_ms_ = kWaitMs;
+  // Coordinators and banks get the suite's TLS flags (plaintext: none) before
+  // their own; false for a test that brings its own certificates.
+  bool suite_tls_ = true;
   std::unique_ptr<ChildProcess> bank_a_proc_, bank_b_proc_;
 };
 

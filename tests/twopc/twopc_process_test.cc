@@ -113,6 +113,7 @@ TEST_F(TwoPcProcessTest, HappyPathMovesMoney) {
   o.accounts = kAccounts;
   o.transfers = 60;
   o.clients = 4;
+  o.tls = testing::SuiteTls::Get().ClientTls();
   auto stats = bank::RunTransfers(o);
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->failed, 0) << stats->first_error;
@@ -277,6 +278,7 @@ TEST_P(TwoPcCrashPointTest, EveryTransactionReachesOneOutcome) {
   o.clients = 3;
   o.rpc_timeout_ms = 1000;
   o.txn_timeout_ms = 5000;
+  o.tls = testing::SuiteTls::Get().ClientTls();
   auto stats = bank::RunTransfers(o);  // runs until the crash, then fails fast
   ASSERT_TRUE(stats.ok()) << stats.status();
   auto exit = EndCoordinator();
