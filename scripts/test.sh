@@ -35,8 +35,7 @@ txc_log "ctest -L unit"
 ctest -L unit --output-on-failure --timeout "$TIMEOUT" -j"$JOBS" --no-tests=error || status=1
 for transport in "${TRANSPORTS[@]}"; do
   # The tests that are plaintext on purpose stay so (docs/testing.md).
-  tls=0
-  [[ $transport == tls ]] && tls=1
+  if [[ $transport == tls ]]; then tls=1; else tls=0; fi
   txc_log "ctest -L process ($transport: TXC_TEST_TLS=$tls)"
   TXC_TEST_TLS=$tls ctest -L process --output-on-failure --timeout "$TIMEOUT" -j"$JOBS" \
     --no-tests=error || status=1
