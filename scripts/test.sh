@@ -9,8 +9,8 @@
 # test, default 300), TXC_TEST_JOBS (parallel tests, default nproc),
 # TXC_TEST_TRANSPORT (how the process tests talk, docs/testing.md): "tls"
 # (default: every coordinator, participant, client and txcctl over mutual TLS,
-# TXC_TEST_TLS=1), "plain", or "both" (the process label twice, ~24 min on 2
-# cores instead of ~13).
+# TXC_TEST_TLS=1), "plain", or "both" (the process label twice: 13.5 min on
+# a quiet 2-core machine, ~24 min on a busy one, instead of 7 to 13).
 # Exits non-zero when anything fails.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
