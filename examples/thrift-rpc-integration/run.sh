@@ -20,18 +20,16 @@
 # Environment: BUILD_DIR (default <repo>/build; the binaries are built there if
 # missing), PG_BIN (default /usr/lib/postgresql/15/bin).
 set -euo pipefail
-TLS=0
-for arg in "$@"; do
-  case "$arg" in
-    --tls) TLS=1 ;;
-    *) echo "usage: $0 [--tls]" >&2; exit 2 ;;
-  esac
-done
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 # shellcheck source=../common.sh
 source "$ROOT/examples/common.sh"
+take_tls_arg "$@"
+if [[ ${#ARGS[@]} -gt 0 ]]; then
+  echo "usage: $0 [--tls]" >&2
+  exit 2
+fi
 BIN="$BUILD_DIR/examples/thrift-rpc-integration"
 COORD_BIN="$BUILD_DIR/coordinator/server/coordinator"
 TARGETS=(coordinator rpc_integration_shop rpc_integration_inventory rpc_integration_payment
@@ -64,16 +62,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# TLS flags for the process whose certificate is NAME (none without --tls).
-# Used unquoted on purpose (separate words), hence the SC2046 directives below.
-TLS_DIR="$WORK/tls"
-tls_flags() {
-  [[ $TLS -eq 1 ]] || return 0
-  echo "--tls_cert=$TLS_DIR/$1.pem --tls_key=$TLS_DIR/$1.key --tls_ca=$TLS_DIR/ca.pem"
-}
+# With --tls: a throwaway CA and a certificate per process (examples/common.sh);
+# tls_flags NAME prints that process's flags (none without --tls), used
+# unquoted on purpose (separate words), hence the SC2046 directives below.
 if [[ $TLS -eq 1 ]]; then
-  echo "== a throwaway CA and certificates in $TLS_DIR (mutual TLS everywhere)"
-  "$ROOT/scripts/make-certs.sh" "$TLS_DIR" coordinator inventory payment shop client
+  echo "== a throwaway CA and certificates (mutual TLS everywhere)"
+  tls_setup "$WORK/tls" coordinator inventory payment shop client
 fi
 
 PG_PORT=$(free_port)
@@ -94,11 +88,9 @@ sql() { psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "$2" "$1"; }
 
 COORD_PORT=$(free_port)
 echo "== coordinator on 127.0.0.1:$COORD_PORT"
+# The coordinator: mutual TLS on its port, TLS (same identity) to participants.
 COORD_TLS=()
-if [[ $TLS -eq 1 ]]; then
-  # The coordinator: mutual TLS on its port, TLS (same identity) to participants.
-  read -r -a COORD_TLS <<<"$(tls_flags coordinator) --participant_tls"
-fi
+read -r -a COORD_TLS <<<"$(coordinator_tls_flags)"
 "$COORD_BIN" --host 127.0.0.1 --port "$COORD_PORT" --data_dir "$WORK/coordinator" \
   --node_id coordinator-1 "${COORD_TLS[@]}" >"$WORK/coordinator.log" 2>&1 &
 PIDS+=($!)
@@ -176,7 +168,7 @@ if [[ $TLS -eq 1 ]]; then
   echo "== a client without a certificate (expect refused by the shop, nothing bought)"
   rc=0
   "$BIN/rpc_integration_client" --shop "127.0.0.1:$SHOP_PORT" --account alice --item apple \
-    --quantity 1 --price 10 --tls_ca "$TLS_DIR/ca.pem" >"$WORK/anonymous.out" 2>&1 || rc=$?
+    --quantity 1 --price 10 --tls_ca "$TXC_TLS_DIR/ca.pem" >"$WORK/anonymous.out" 2>&1 || rc=$?
   if [[ $rc -ne 1 ]]; then
     echo "a client without a certificate got exit $rc (expected 1):" >&2
     cat "$WORK/anonymous.out" >&2
