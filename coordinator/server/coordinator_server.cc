@@ -10,9 +10,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <thread>
 
 #include "common/auth_policy.h"
 #include "common/backoff.h"
@@ -384,9 +386,33 @@ Status CoordinatorServer::Start() {
   // The lease: a new epoch fences off everything an earlier incarnation of this
   // node id might still try to write. The lease is ours until `before` + ttl:
   // the store computes its expiry from a clock read after that.
+  // A store that is slow or failing over at this moment (a call cut at its
+  // deadline, a broken connection) is retried with backoff and jitter for a
+  // bounded time instead of ending the start: a replica restarted under load
+  // must come back. An indeterminate acquire that did land shows up as our own
+  // live lease below and is taken over.
   int64_t before = MonotonicMs();
   auto lease =
       store_->AcquireLease(node_id_, endpoint_, o.lease_ttl_ms, NowUnixMs(), o.lease_takeover);
+  {
+    const BackoffPolicy retry{100, 2000, 2.0};
+    const int64_t give_up_at =
+        MonotonicMs() + std::clamp<int64_t>(4 * o.lease_ttl_ms, 10000, 30000);
+    for (int attempt = 1; !lease.ok() && MonotonicMs() < give_up_at; ++attempt) {
+      const StatusCode code = lease.status().code();
+      if (code != StatusCode::kUnavailable && code != StatusCode::kTimeout &&
+          code != StatusCode::kIndeterminate) {
+        break;
+      }
+      const int64_t delay = BackoffDelayMs(retry, attempt, RandomUnit());
+      LOG(WARNING) << "acquiring the lease of node " << node_id_ << " failed (" << lease.status()
+                   << "); retrying in " << delay << " ms";
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+      before = MonotonicMs();
+      lease =
+          store_->AcquireLease(node_id_, endpoint_, o.lease_ttl_ms, NowUnixMs(), o.lease_takeover);
+    }
+  }
   if (!lease.ok() && lease.status().code() == StatusCode::kAlreadyExists) {
     // A live lease advertised at our own endpoint: we just bound that port, so
     // the process that held it no longer listens there (it crashed or was
