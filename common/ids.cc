@@ -2,6 +2,8 @@
 
 #include <sys/random.h>
 
+#include <chrono>
+#include <cstdint>
 #include <random>
 
 namespace txc {
@@ -21,18 +23,32 @@ void RandomBytes(unsigned char* buf, size_t n) {
   }
 }
 
+std::string Hex(const unsigned char* bits, size_t n) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex(2 * n, '0');
+  for (size_t i = 0; i < n; ++i) {
+    hex[2 * i] = kDigits[bits[i] >> 4];
+    hex[2 * i + 1] = kDigits[bits[i] & 0xf];
+  }
+  return hex;
+}
+
 }  // namespace
 
 std::string RandomHex128() {
   unsigned char bits[16];
   RandomBytes(bits, sizeof(bits));
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex(2 * sizeof(bits), '0');
-  for (size_t i = 0; i < sizeof(bits); ++i) {
-    hex[2 * i] = kDigits[bits[i] >> 4];
-    hex[2 * i + 1] = kDigits[bits[i] & 0xf];
-  }
-  return hex;
+  return Hex(bits, sizeof(bits));
+}
+
+std::string TimeOrderedHex128() {
+  unsigned char bits[16];
+  const uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+  for (int i = 0; i < 6; ++i) bits[i] = static_cast<unsigned char>(ms >> (8 * (5 - i)));
+  RandomBytes(bits + 6, sizeof(bits) - 6);
+  return Hex(bits, sizeof(bits));
 }
 
 std::string IdPrefix(const std::string& name) {
@@ -46,6 +62,6 @@ std::string IdPrefix(const std::string& name) {
   return out.empty() ? "txc" : out;
 }
 
-std::string NewId(const std::string& prefix) { return prefix + "-" + RandomHex128(); }
+std::string NewId(const std::string& prefix) { return prefix + "-" + TimeOrderedHex128(); }
 
 }  // namespace txc
