@@ -172,6 +172,9 @@ wire::StepRequest ToStepRequest(const ParticipantCall& call) {
 // request encoder) keeps a larger buffer only up to kKeepReadBufferBytes.
 constexpr size_t kReadChunkBytes = 4096;
 constexpr size_t kKeepReadBufferBytes = 64 * 1024;
+// An idle connection is peeked for a close by the peer once it has been idle
+// this long.
+constexpr int64_t kPeekIdleAfterMs = 20;
 
 // Encodes requests with the generated client's send_* into memory; one per
 // thread, reused.
@@ -592,6 +595,7 @@ void AsyncParticipantClient::Impl::Pump(Endpoint& ep) {
     std::shared_ptr<CallState> call;
     std::shared_ptr<Conn> conn;
     std::vector<std::shared_ptr<Conn>> expired;
+    int64_t idle_ms = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_ || ep.active >= options_.max_calls_per_endpoint) return;
@@ -607,11 +611,16 @@ void AsyncParticipantClient::Impl::Pump(Endpoint& ep) {
       if (!ep.idle.empty()) {
         conn = std::move(ep.idle.back());  // the most recently used: least likely closed
         ep.idle.pop_back();
+        idle_ms = now - conn->idle_since_ms;
       }
     }
     // Idle connections have no operation pending: any thread may close them.
     for (auto& old : expired) Close(*old);
-    if (conn != nullptr && !StillUsable(*conn)) {
+    // A connection back from a call moments ago is used without the peek (a
+    // system call per participant call under load, expensive on this
+    // virtualised kernel); a peer that closed it in that moment fails this
+    // one call as unavailable, like a peer that closes it after the peek.
+    if (conn != nullptr && idle_ms >= kPeekIdleAfterMs && !StillUsable(*conn)) {
       VLOG(2) << "idle connection to " << ep.name << " was closed by the peer; opening another";
       Close(*conn);
       conn.reset();
