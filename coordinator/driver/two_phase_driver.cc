@@ -123,12 +123,14 @@ void TwoPhaseDriver::Release(const std::shared_ptr<Flight>& flight,
       }
     }
   }
-  std::lock_guard<std::mutex> lock(flight->mu);
-  if (flight->released) return;
-  if (final_state.has_value()) flight->published = *final_state;
-  flight->failure = std::move(failure);
-  flight->released = true;
-  flight->cv.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(flight->mu);
+    if (flight->released) return;
+    if (final_state.has_value()) flight->published = *final_state;
+    flight->failure = std::move(failure);
+    flight->released = true;
+  }
+  flight->cv.notify_all();  // the flight is held by our caller's shared_ptr
 }
 
 void TwoPhaseDriver::WaitOnFlight(Flight& flight, bool completion, int64_t deadline_ms) {
@@ -232,9 +234,14 @@ void TwoPhaseDriver::Execute(const std::shared_ptr<Flight>& flight, TxnState bef
       TXC_CRASH_POINT("2pc.after_abort_logged");
     }
     if (!IsFinal(after)) {
-      std::lock_guard<std::mutex> lock(flight->mu);
-      flight->published = after;
-      flight->cv.notify_all();
+      {
+        std::lock_guard<std::mutex> lock(flight->mu);
+        flight->published = after;
+      }
+      // WaitOnFlight waits for a decision or a final state: PREPARING wakes
+      // nobody (a needless wake-up per commit otherwise). Notified after the
+      // unlock so the woken thread does not block on the mutex at once.
+      if (DecisionOf(after).has_value()) flight->cv.notify_all();
     }
   }
   for (const TwoPhaseEffect& fx : effects) {
