@@ -1,6 +1,8 @@
 #include "common/ids.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <set>
 
@@ -50,6 +52,33 @@ TEST(IdsTest, TimeOrderedIdsSortByMillisecondAndDoNotRepeat) {
   // Ids of one millisecond still differ in their 80 random bits.
   const std::string a = TimeOrderedHex128(), b = TimeOrderedHex128();
   EXPECT_NE(a.substr(12), b.substr(12));
+}
+
+TEST(IdsTest, ForkedChildDoesNotRepeatTheParentsIds) {
+  // The parent draws once so its thread has buffered random bytes; the child
+  // must not hand out the same ones.
+  (void)NewId("p");
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const std::string id = NewId("c");
+    const ssize_t w = write(fds[1], id.data(), id.size());
+    _exit(w == static_cast<ssize_t>(id.size()) ? 0 : 1);
+  }
+  close(fds[1]);
+  const std::string parent_id = NewId("c");
+  char buf[128];
+  const ssize_t n = read(fds[0], buf, sizeof(buf));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_GT(n, 0);
+  const std::string child_id(buf, static_cast<size_t>(n));
+  // Same prefix and (likely) the same millisecond: the random part differs.
+  EXPECT_NE(child_id.substr(child_id.size() - 20), parent_id.substr(parent_id.size() - 20));
 }
 
 }  // namespace
