@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "common/backoff.h"
+#include "coordinator/store/sqlite_wal_vfs.h"
 #include "coordinator/store/store_util.h"
 #include "migrations/migrator.h"
 
@@ -59,7 +60,7 @@ class SqliteStore::Conn {
     sqlite3* db = nullptr;
     int flags = (read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) |
                 SQLITE_OPEN_NOMUTEX;
-    int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+    int rc = sqlite3_open_v2(path.c_str(), &db, flags, CoalescingWalVfsName());
     if (rc != SQLITE_OK) {
       std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
       sqlite3_close(db);
