@@ -10,6 +10,7 @@ TXC_PACKAGES=(
   libpqxx-dev libpq-dev libsqlite3-dev
   libboost-program-options-dev libboost-dev
   libgoogle-glog-dev libgtest-dev libgmock-dev
+  libtcmalloc-minimal4  # the coordinator's allocator (coordinator/server/CMakeLists.txt)
   postgresql-15
   python3-thrift  # tests/rpc/probe: a Python client generated from idl/
   patroni etcd-server python3-etcd python3-psycopg2  # tests/failover: store under Patroni
