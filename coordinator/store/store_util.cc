@@ -1,5 +1,8 @@
 #include "coordinator/store/store_util.h"
 
+#include <cstdint>
+#include <cstring>
+
 #include "coordinator/store/txn_store.h"
 
 namespace txc {
@@ -89,6 +92,18 @@ Result<std::vector<std::string>> DecodeStringList(const std::string& encoded) {
 bool IsStorableText(const std::string& s) {
   size_t i = 0;
   while (i < s.size()) {
+    // ASCII runs (ids, endpoints, names) 8 bytes at a time: no byte with the
+    // high bit, and no zero byte ((w - 0x01..) & ~w & 0x80.. is non-zero
+    // exactly when some byte of w is zero). This check runs on the store's
+    // one writer thread for every text field of every write.
+    while (i + 8 <= s.size()) {
+      uint64_t w;
+      std::memcpy(&w, s.data() + i, sizeof(w));
+      if ((w & 0x8080808080808080ULL) != 0) break;
+      if (((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL) != 0) return false;
+      i += 8;
+    }
+    if (i >= s.size()) break;
     unsigned char c = static_cast<unsigned char>(s[i]);
     if (c == 0) return false;
     size_t len = c < 0x80           ? 1
