@@ -81,6 +81,15 @@ class PeerConnectionCounts {
 
 // The listening socket: refuses peers over their connection limit and makes
 // each accepted connection a TlsSocket (TLS) or a PlainSocket.
+//
+// Stopping: TServerFramework::stop() calls interruptChildren(). A TlsSocket
+// keeps Thrift's child interrupt socket, polled before every read (TLS is
+// left as it was: OpenSSL buffers records itself). A PlainSocket gets
+// no interrupt socket, so its reads are one recv(2) each, not a poll(2) and a
+// recv(2); interruptChildren() reaches it through interrupter_, which shuts
+// down the receive side of every open plaintext connection: an idle one's
+// blocked recv() returns end of stream at once, a busy one sends its answer
+// and ends at its next read (see ConnectionInterrupter).
 class ServerSocket : public TServerSocket {
  public:
   ServerSocket(const std::string& host, int port, std::shared_ptr<TlsContext> tls,
@@ -89,6 +98,11 @@ class ServerSocket : public TServerSocket {
         tls_(std::move(tls)),
         counts_(std::move(counts)),
         config_(std::move(config)) {}
+
+  void interruptChildren() override {
+    TServerSocket::interruptChildren();
+    interrupter_->Stop();
+  }
 
  protected:
   std::shared_ptr<TSocket> createSocket(THRIFT_SOCKET fd) override {
@@ -109,14 +123,15 @@ class ServerSocket : public TServerSocket {
                                   "per-peer connection limit");
       }
     }
-    std::shared_ptr<THRIFT_SOCKET> interrupt =
-        interruptableChildren_ ? pChildInterruptSockReader_ : nullptr;
     std::shared_ptr<TSocket> socket;
     if (tls_ != nullptr) {
+      std::shared_ptr<THRIFT_SOCKET> interrupt =
+          interruptableChildren_ ? pChildInterruptSockReader_ : nullptr;
       socket = tls_->ServerSocket(fd, interrupt, config_);
     } else {
-      auto plain = std::make_shared<PlainSocket>(fd, interrupt, config_);
+      auto plain = std::make_shared<PlainSocket>(fd, config_);
       plain->set_server_side(true);
+      plain->set_interrupter(interrupter_);
       socket = plain;
     }
     if (counts_ == nullptr) return socket;
@@ -134,6 +149,9 @@ class ServerSocket : public TServerSocket {
   std::shared_ptr<TlsContext> tls_;
   std::shared_ptr<PeerConnectionCounts> counts_;
   std::shared_ptr<TConfiguration> config_;
+  // Ends the reads of the plaintext connections at stop (see above).
+  const std::shared_ptr<ConnectionInterrupter> interrupter_ =
+      std::make_shared<ConnectionInterrupter>();
 };
 
 // The accepted socket under a server protocol (our framed transport over

@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 #include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TSocket.h>
 
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include "gen-cpp/Coordinator.h"
@@ -92,6 +94,91 @@ TEST(ThriftServerTest, PoolDropsConnectionsTheServerClosedForIdleness) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   Status again = pool.Call(endpoint, health);
   EXPECT_TRUE(again.ok()) << again;
+}
+
+// health() blocks until the test releases it.
+class BlockingHealth : public HealthOnly {
+ public:
+  void health(wire::HealthResponse& out) override {
+    entered_.set_value();
+    release_.get_future().wait();
+    out.node_id = "n1";
+  }
+  std::promise<void> entered_;
+  std::promise<void> release_;
+};
+
+// Stop() ends every connection thread without waiting for its receive
+// timeout (here: none at all): a connection idle after a call and one stopped
+// halfway through its first frame are closed at once, while a call already
+// in its handler still gets its answer. (A connection that never sent a byte
+// is not accepted at all: TServerSocket sets TCP_DEFER_ACCEPT.)
+TEST(ThriftServerTest, StopEndsIdleConnectionsAndLetsABusyCallAnswer) {
+  using apache::thrift::protocol::TBinaryProtocol;
+  using apache::thrift::transport::TFramedTransport;
+  using apache::thrift::transport::TSocket;
+  ThriftServerOptions options{"127.0.0.1", 0};
+  options.recv_timeout_ms = 0;  // only Stop() can end a connection
+  auto handler = std::make_shared<BlockingHealth>();
+  ThriftServer server(std::make_shared<wire::CoordinatorProcessor>(handler), options);
+  ASSERT_TRUE(server.Start().ok());
+  auto connect = [&] {
+    auto socket = std::make_shared<TSocket>("127.0.0.1", server.port());
+    socket->setRecvTimeout(10000);  // a read that sees no end of stream fails, not hangs
+    socket->open();
+    return socket;
+  };
+
+  // A connection that made a call and then sent nothing.
+  auto idle = connect();
+  auto idle_framed = std::make_shared<TFramedTransport>(idle);
+  wire::CoordinatorClient idle_client(std::make_shared<TBinaryProtocol>(idle_framed));
+  std::thread first_call([&] {
+    wire::HealthResponse h;
+    idle_client.health(h);
+  });
+  handler->entered_.get_future().wait();
+  handler->release_.set_value();
+  first_call.join();
+  auto half_frame = connect();
+  const uint8_t half_frame_header[2] = {0, 0};
+  half_frame->write(half_frame_header, sizeof(half_frame_header));
+
+  // A call in its handler while the server stops.
+  handler->entered_ = std::promise<void>();
+  handler->release_ = std::promise<void>();
+  auto busy = connect();
+  auto busy_framed = std::make_shared<TFramedTransport>(busy);
+  wire::CoordinatorClient busy_client(std::make_shared<TBinaryProtocol>(busy_framed));
+  std::string busy_answer;
+  std::thread busy_call([&] {
+    wire::HealthResponse h;
+    try {
+      busy_client.health(h);
+      busy_answer = h.node_id;
+    } catch (const std::exception& e) {
+      busy_answer = std::string("error: ") + e.what();
+    }
+  });
+  handler->entered_.get_future().wait();
+
+  std::thread stopper([&] { server.Stop(); });
+  // Each idle connection is closed while the busy call is still running:
+  // its read sees end of stream, not our 10 s timeout.
+  for (auto* socket : {&idle, &half_frame}) {
+    uint8_t byte = 0;
+    try {
+      EXPECT_EQ((*socket)->read(&byte, 1), 0u);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "the server did not close an idle connection at stop: " << e.what();
+    }
+  }
+  handler->release_.set_value();
+  busy_call.join();
+  EXPECT_EQ(busy_answer, "n1");
+  // Should the server have missed a connection, closing ours lets Stop() return.
+  for (auto* socket : {&idle, &half_frame, &busy}) (*socket)->close();
+  stopper.join();
 }
 
 }  // namespace

@@ -7,7 +7,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 
@@ -335,7 +337,74 @@ bool LooksLikeTlsRecord(const uint8_t* data, uint32_t len) {
   return len < 2 || data[1] == 0x03;
 }
 
+void ConnectionInterrupter::Track(THRIFT_SOCKET fd) {
+  std::lock_guard<std::mutex> lock(mu_);
+  fds_.insert(fd);
+  // Accepted while the server stopped: its first read ends at once.
+  if (stopped()) ::shutdown(fd, SHUT_RD);
+}
+
+void ConnectionInterrupter::CloseTracked(THRIFT_SOCKET fd, const std::function<void()>& close) {
+  std::lock_guard<std::mutex> lock(mu_);
+  fds_.erase(fd);
+  close();
+}
+
+void ConnectionInterrupter::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopped_.store(true, std::memory_order_release);
+  // SHUT_RD only: a blocked recv() returns 0 (end of stream), and a handler
+  // still running can send its answer, as under Thrift's interrupt.
+  for (THRIFT_SOCKET fd : fds_) ::shutdown(fd, SHUT_RD);
+}
+
+PlainSocket::~PlainSocket() {
+  // ~TSocket would close without untracking (no virtual dispatch there).
+  close();
+}
+
+void PlainSocket::set_interrupter(std::shared_ptr<ConnectionInterrupter> interrupter) {
+  interrupter_ = std::move(interrupter);
+  if (interrupter_ != nullptr && socket_ != THRIFT_INVALID_SOCKET) interrupter_->Track(socket_);
+}
+
+void PlainSocket::close() {
+  buffer_pos_ = buffer_end_ = 0;
+  if (interrupter_ != nullptr && socket_ != THRIFT_INVALID_SOCKET) {
+    interrupter_->CloseTracked(socket_, [this] { TSocket::close(); });
+    return;
+  }
+  TSocket::close();
+}
+
+bool PlainSocket::peek() { return buffer_pos_ < buffer_end_ || TSocket::peek(); }
+
+bool PlainSocket::hasPendingDataToRead() {
+  return buffer_pos_ < buffer_end_ || TSocket::hasPendingDataToRead();
+}
+
 uint32_t PlainSocket::read(uint8_t* buf, uint32_t len) {
+  if (len == 0) return 0;
+  if (buffer_pos_ < buffer_end_) {
+    const uint32_t n = std::min(len, buffer_end_ - buffer_pos_);
+    std::memcpy(buf, buffer_.get() + buffer_pos_, n);
+    buffer_pos_ += n;
+    return n;
+  }
+  if (interrupter_ != nullptr && interrupter_->stopped()) {
+    throw TTransportException(TTransportException::INTERRUPTED, "Interrupted");
+  }
+  if (len >= kReadBufferBytes) return ReadFromKernel(buf, len);
+  if (buffer_ == nullptr) buffer_ = std::make_unique<uint8_t[]>(kReadBufferBytes);
+  const uint32_t got = ReadFromKernel(buffer_.get(), kReadBufferBytes);
+  const uint32_t n = std::min(len, got);
+  std::memcpy(buf, buffer_.get(), n);
+  buffer_pos_ = n;
+  buffer_end_ = got;
+  return n;
+}
+
+uint32_t PlainSocket::ReadFromKernel(uint8_t* buf, uint32_t len) {
   const uint32_t n = TSocket::read(buf, len);
   if (first_read_done_) return n;
   first_read_done_ = true;

@@ -43,9 +43,12 @@
 
 #include <thrift/transport/TSSLSocket.h>
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "common/status.h"
@@ -131,21 +134,72 @@ class TlsSocket : public apache::thrift::transport::TSSLSocket {
   std::vector<std::string> peer_sans_;
 };
 
+// Ends the blocked reads of a server's plaintext connections when the server
+// stops. Thrift's way (TServerSocket::interruptChildren) makes every read
+// poll(2) the socket and an interrupt socket first: two syscalls per read
+// where one recv(2) would do, and syscalls are what a call costs most here.
+// Instead each connection's descriptor is tracked, and Stop() shuts down the
+// receive side of every one: a blocked recv() returns end of stream at once
+// and a thread busy in a handler still sends its answer, then finds
+// stopped() at its next read. Thread-safe.
+class ConnectionInterrupter {
+ public:
+  // Tracks an accepted descriptor; after Stop() it is shut down at once.
+  void Track(THRIFT_SOCKET fd);
+  // Untracks `fd` and runs `close` (which closes it) under the lock, so that
+  // Stop() never shuts down a descriptor number the kernel reused.
+  void CloseTracked(THRIFT_SOCKET fd, const std::function<void()>& close);
+  // stopped() from now on; shutdown(SHUT_RD) of every tracked descriptor.
+  void Stop();
+  bool stopped() const { return stopped_.load(std::memory_order_acquire); }
+
+ private:
+  std::atomic<bool> stopped_{false};
+  std::mutex mu_;
+  std::unordered_set<THRIFT_SOCKET> fds_;  // guarded by mu_
+};
+
 // A plain TCP socket that recognises the other protocol: the first bytes a
 // peer sends being a TLS record (a ClientHello reaching a plaintext server, or
 // a TLS alert answering a plaintext client) end the connection with a
 // TTransportException that says so, instead of a confusing frame-size error.
+//
+// Reads are buffered: one recv(2) of up to kReadBufferBytes serves the frame
+// size and the frame that follow it (TFramedTransport and THeaderTransport
+// read them separately); a read of at least that much goes straight to the
+// caller. A server connection is made without Thrift's interrupt listener
+// (no poll(2) per read) and with a ConnectionInterrupter instead: once it
+// stopped, a read that needs the kernel throws INTERRUPTED, as Thrift's
+// interrupt does. The receive timeout stays SO_RCVTIMEO (setRecvTimeout):
+// TIMED_OUT as before. One thread at a time, like any TSocket.
 class PlainSocket : public apache::thrift::transport::TSocket {
  public:
+  static constexpr uint32_t kReadBufferBytes = 16 * 1024;
+
   using TSocket::TSocket;
+  ~PlainSocket() override;
   // The connection is a server's (the message names the client) or a
   // client's (the message tells it the server wants TLS).
   void set_server_side(bool server_side) { server_side_ = server_side; }
+  // Server side, before the first read: tracks this descriptor in
+  // `interrupter` until close().
+  void set_interrupter(std::shared_ptr<ConnectionInterrupter> interrupter);
+
   uint32_t read(uint8_t* buf, uint32_t len) override;
+  bool peek() override;
+  bool hasPendingDataToRead() override;
+  void close() override;
 
  private:
+  // TSocket::read into `buf`, then the check of the connection's first bytes.
+  uint32_t ReadFromKernel(uint8_t* buf, uint32_t len);
+
   bool server_side_ = false;
   bool first_read_done_ = false;
+  std::shared_ptr<ConnectionInterrupter> interrupter_;
+  std::unique_ptr<uint8_t[]> buffer_;  // kReadBufferBytes, allocated at the first read
+  uint32_t buffer_pos_ = 0;            // next unread byte of buffer_
+  uint32_t buffer_end_ = 0;            // end of the received bytes in buffer_
 };
 
 // Loads every CRL in the PEM file `crl_file` into `ctx`'s certificate store

@@ -1,0 +1,132 @@
+// How many syscalls a ThriftServer spends reading each request on a
+// plaintext connection. The libc wrappers recv(2) and poll(2) are interposed
+// in this test binary (libthrift calls them through the PLT, so its calls
+// land here too) and count the calls made on the server's side of the
+// connection: sockets whose local port is the server's and that have a peer
+// (not the listening socket). Its own binary, so that no other test runs
+// under the interposed wrappers.
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TSocket.h>
+
+#include <atomic>
+#include <cerrno>
+
+#include "common/thrift_server.h"
+#include "gen-cpp/Coordinator.h"
+
+namespace {
+
+std::atomic<int> g_server_port{0};  // 0: count nothing
+std::atomic<int> g_recv_returns{0};
+std::atomic<int> g_polls{0};
+
+// A connected TCP socket whose local port is g_server_port. Keeps errno.
+bool IsServerConnection(int fd) {
+  const int port = g_server_port.load();
+  if (port == 0) return false;
+  const int saved_errno = errno;
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  bool match = false;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0 && addr.ss_family == AF_INET &&
+      ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port) == port) {
+    len = sizeof(addr);
+    match = getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  }
+  errno = saved_errno;
+  return match;
+}
+
+}  // namespace
+
+extern "C" ssize_t recv(int fd, void* buf, size_t len, int flags) {
+  using Recv = ssize_t (*)(int, void*, size_t, int);
+  static const Recv real = reinterpret_cast<Recv>(dlsym(RTLD_NEXT, "recv"));
+  const ssize_t got = real(fd, buf, len, flags);
+  // Counted on return: a recv() still blocked for the next request is not.
+  if (IsServerConnection(fd)) g_recv_returns.fetch_add(1);
+  return got;
+}
+
+extern "C" int poll(struct pollfd* fds, nfds_t nfds, int timeout) {
+  using Poll = int (*)(struct pollfd*, nfds_t, int);
+  static const Poll real = reinterpret_cast<Poll>(dlsym(RTLD_NEXT, "poll"));
+  for (nfds_t i = 0; i < nfds; ++i) {
+    if (IsServerConnection(fds[i].fd)) {
+      g_polls.fetch_add(1);
+      break;
+    }
+  }
+  return real(fds, nfds, timeout);
+}
+
+namespace txc {
+namespace {
+
+using apache::thrift::protocol::TBinaryProtocol;
+using apache::thrift::transport::TFramedTransport;
+using apache::thrift::transport::TSocket;
+
+class HealthOnly : public wire::CoordinatorNull {
+ public:
+  void health(wire::HealthResponse& out) override { out.node_id = "n1"; }
+};
+
+struct Counts {
+  int recvs = 0;
+  int polls = 0;
+};
+
+// `calls` health calls on one framed binary connection (each request leaves
+// the client in one write), after a first call that is not counted.
+Counts CountServerReads(ThriftWire wire, int calls) {
+  ThriftServerOptions options{"127.0.0.1", 0};
+  options.wire = wire;
+  ThriftServer server(std::make_shared<wire::CoordinatorProcessor>(std::make_shared<HealthOnly>()),
+                      options);
+  EXPECT_TRUE(server.Start().ok());
+  auto socket = std::make_shared<TSocket>("127.0.0.1", server.port());
+  socket->open();
+  auto framed = std::make_shared<TFramedTransport>(socket);
+  wire::CoordinatorClient client(std::make_shared<TBinaryProtocol>(framed));
+  wire::HealthResponse h;
+  client.health(h);
+  g_recv_returns = 0;
+  g_polls = 0;
+  g_server_port = server.port();
+  for (int i = 0; i < calls; ++i) {
+    client.health(h);
+    EXPECT_EQ(h.node_id, "n1");
+  }
+  g_server_port = 0;
+  Counts counts{g_recv_returns.load(), g_polls.load()};
+  socket->close();
+  server.Stop();
+  return counts;
+}
+
+// A framed request whose size and body arrived together is read with one
+// recv(2) and no poll(2): not a poll and a recv for the size, then again for
+// the body, as Thrift 0.17's TSocket with an interrupt listener under
+// TFramedTransport does.
+TEST(PlainSocketReadsTest, FramedServerReadsEachRequestWithOneRecvAndNoPoll) {
+  Counts counts = CountServerReads(ThriftWire::kFramedBinary, 20);
+  EXPECT_EQ(counts.recvs, 20);
+  EXPECT_EQ(counts.polls, 0);
+}
+
+// The same for the header server (here answering a framed binary client).
+TEST(PlainSocketReadsTest, HeaderServerReadsEachRequestWithOneRecvAndNoPoll) {
+  Counts counts = CountServerReads(ThriftWire::kHeader, 20);
+  EXPECT_EQ(counts.recvs, 20);
+  EXPECT_EQ(counts.polls, 0);
+}
+
+}  // namespace
+}  // namespace txc
