@@ -49,14 +49,14 @@ std::string ColumnBytes(sqlite3_stmt* stmt, int col) {
 
 }  // namespace
 
-// Page cache per connection, in KiB (SQLite's default is 2 MiB).
-constexpr int kCacheKiB = 32 * 1024;
+// The writer connection's page cache, in KiB (SQLite's default is 2 MiB).
+constexpr int kWriterCacheKiB = 32 * 1024;
 
 // A connection and its cached prepared statements. Used by one thread at a time.
 class SqliteStore::Conn {
  public:
   static Result<std::unique_ptr<Conn>> Open(const std::string& path, bool read_only,
-                                            int busy_timeout_ms) {
+                                            int busy_timeout_ms, bool big_cache = false) {
     sqlite3* db = nullptr;
     int flags = (read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) |
                 SQLITE_OPEN_NOMUTEX;
@@ -79,9 +79,12 @@ class SqliteStore::Conn {
     // pwrite calls. Nothing in them must survive a crash: a store
     // transaction that did not commit is rolled back from the WAL.
     TXC_RETURN_IF_ERROR(conn->Exec("PRAGMA temp_store=MEMORY"));
-    // A larger page cache than SQLite's 2 MiB default: index pages of a
-    // busy store are read again from the file otherwise (pread per miss).
-    TXC_RETURN_IF_ERROR(conn->Exec("PRAGMA cache_size=-" + std::to_string(kCacheKiB)));
+    // The writer's page cache larger than SQLite's 2 MiB default: index pages
+    // of a busy store were read again from the file per miss (pread). The
+    // checkpointer and the readers keep the default (memory is per connection).
+    if (big_cache) {
+      TXC_RETURN_IF_ERROR(conn->Exec("PRAGMA cache_size=-" + std::to_string(kWriterCacheKiB)));
+    }
     return conn;
   }
 
@@ -292,7 +295,8 @@ SqliteStore::~SqliteStore() {
 Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
                                                        SqliteStoreOptions options) {
   std::unique_ptr<SqliteStore> store(new SqliteStore(path, options));
-  TXC_ASSIGN_OR_RETURN(store->writer_, Conn::Open(path, false, options.busy_timeout_ms));
+  TXC_ASSIGN_OR_RETURN(store->writer_,
+                       Conn::Open(path, false, options.busy_timeout_ms, /*big_cache=*/true));
   if (path != ":memory:" && !path.empty()) {
     TXC_ASSIGN_OR_RETURN(std::unique_ptr<Conn> conn,
                          Conn::Open(path, false, options.busy_timeout_ms));
