@@ -209,6 +209,13 @@ void AddInsertBranch(Params& p, const BranchRecord& b, int64_t now_ms) {
 }
 
 // Returns the idx of each row that matched its conditions and was updated.
+// The branch count is correlated with u.gtid, not t.gtid (equal in every
+// matching row): the condition then filters the VALUES rows alone and is
+// costed the same whatever the join. Correlated with t it was charged to each
+// probe of txns, and without statistics (a new database that autovacuum has
+// not analyzed yet) PostgreSQL guesses ~100-150 branches per gtid, so the
+// index probe looked dearer than hashing a sequential scan of all of txns:
+// 10-50 ms per few-row UPDATE once txns held ~10k rows.
 std::string UpdateTxnsSql(size_t rows) {
   return "UPDATE txns AS t SET state = COALESCE(u.state, t.state), "
          "owner = COALESCE(u.owner, t.owner), epoch = COALESCE(u.epoch, t.epoch), "
@@ -224,7 +231,7 @@ std::string UpdateTxnsSql(size_t rows) {
          "WHERE t.gtid = u.gtid AND t.owner = u.expected_owner AND t.epoch = u.expected_epoch "
          "AND (u.mask = 0 OR ((u.mask >> t.state) & 1) = 1) "
          "AND (u.expected_branches IS NULL OR "
-         "(SELECT count(*) FROM branches AS c WHERE c.gtid = t.gtid) = u.expected_branches) "
+         "(SELECT count(*) FROM branches AS c WHERE c.gtid = u.gtid) = u.expected_branches) "
          "RETURNING u.idx";
 }
 void AddUpdateTxn(Params& p, size_t idx, const TxnUpdate& u, int64_t now_ms) {
