@@ -233,7 +233,10 @@ TEST_F(TwoPhaseDriverTest, WaitDecisionAnswersCommittingThenFinishes) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(DecisionOf(r->state), Decision::kCommit);
   EXPECT_TRUE(WaitFor([&] { return StoredState(gtid) == TxnState::kCommitted; }));
-  EXPECT_EQ(driver_->InFlightCount(), 0u);
+  // The flight is let go by the write's callback, which runs on the group
+  // committer's answer thread after the write is in the store: a reader can see
+  // COMMITTED a moment before (this asserted at once and failed once under load).
+  EXPECT_TRUE(WaitFor([&] { return driver_->InFlightCount() == 0u; }));
 }
 
 TEST_F(TwoPhaseDriverTest, AbortVoteAbortsEveryBranch) {
