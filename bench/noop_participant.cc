@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
   o.host = host;
   o.port = port;
   o.run_recovery = false;  // Recover() holds nothing
-  o.tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
+  o.tls = tls.Options();
   ParticipantServer server(std::make_shared<NoopParticipant>(delay_ms), o);
   txc::Status s = server.Start();
   if (!s.ok()) {

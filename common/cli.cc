@@ -81,7 +81,10 @@ void AddTlsFlags(boost::program_options::options_description& flags, TlsFlags* t
                       "with --tls_key and --tls_ca turns mutual TLS on")(
       "tls_key", po::value(&tls->key_file), "PEM private key of --tls_cert")(
       "tls_ca", po::value(&tls->ca_file),
-      "PEM CA bundle that verifies the peers' certificates (servers and callers)");
+      "PEM CA bundle that verifies the peers' certificates (servers and callers)")(
+      "tls_crl", po::value(&tls->crl_file),
+      "PEM certificate revocation list(s) of --tls_ca's CAs: a peer whose certificate is "
+      "revoked is refused");
 }
 
 }  // namespace cli

@@ -21,6 +21,8 @@
 #include <functional>
 #include <string>
 
+#include "common/tls.h"
+
 namespace txc {
 namespace cli {
 
@@ -56,7 +58,17 @@ struct TlsFlags {
   std::string cert_file;  // --tls_cert
   std::string key_file;   // --tls_key
   std::string ca_file;    // --tls_ca
+  std::string crl_file;   // --tls_crl
   bool enabled() const { return !cert_file.empty() || !key_file.empty() || !ca_file.empty(); }
+  // The flags as the SDK's and the clients' TLS options.
+  TlsOptions Options() const {
+    TlsOptions o;
+    o.cert_file = cert_file;
+    o.key_file = key_file;
+    o.ca_file = ca_file;
+    o.crl_file = crl_file;
+    return o;
+  }
 };
 void AddTlsFlags(boost::program_options::options_description& flags, TlsFlags* tls);
 

@@ -113,5 +113,23 @@ TEST(CliTest, PositionalArgumentsWhenAsked) {
   EXPECT_EQ(positional_values, (std::vector<std::string>{"commit", "gtid-1"}));
 }
 
+TEST(CliTest, TlsFlagsCarryTheCrlIntoTheTlsOptions) {
+  cli::TlsFlags tls;
+  po::options_description flags("Flags");
+  cli::AddTlsFlags(flags, &tls);
+  const char* argv[] = {"prog", "--tls_cert=c.pem", "--tls_key=k.pem", "--tls_ca=ca.pem",
+                        "--tls_crl=crl.pem"};
+  po::variables_map vm;
+  po::store(po::parse_command_line(5, argv, flags), vm);
+  po::notify(vm);
+  const TlsOptions o = tls.Options();
+  EXPECT_TRUE(tls.enabled());
+  EXPECT_EQ(o.cert_file, "c.pem");
+  EXPECT_EQ(o.key_file, "k.pem");
+  EXPECT_EQ(o.ca_file, "ca.pem");
+  EXPECT_EQ(o.crl_file, "crl.pem");
+  EXPECT_TRUE(o.require_client_cert);
+}
+
 }  // namespace
 }  // namespace txc

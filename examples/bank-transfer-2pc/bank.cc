@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
   options.port = port;
   options.coordinators = txc::SplitList(coordinators);
   options.recovery_rescan_interval_ms = 10000;  // catches prepares an abort overtook
-  options.tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
+  options.tls = tls.Options();
   options.coordinator_client.tls = options.tls;
   txc::participant::ParticipantServer server(bank, options);
   txc::Status started = server.Start();

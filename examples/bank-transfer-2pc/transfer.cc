@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   }
   txc::RouteThriftLogsToGlog();
   o.coordinators = txc::SplitList(coordinators);
-  o.tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
+  o.tls = tls.Options();
 
   auto before_a = bank::TotalBalance(db_a);
   auto before_b = bank::TotalBalance(db_b);

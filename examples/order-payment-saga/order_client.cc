@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
       rc >= 0) {
     return rc;
   }
-  ep.tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
+  ep.tls = tls.Options();
   google::InitGoogleLogging(argv[0]);
   txc::RouteThriftLogsToGlog();
 

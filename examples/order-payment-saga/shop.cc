@@ -173,7 +173,7 @@ int ParseFlags(const std::string& program, int argc, char** argv, ServiceFlags* 
   txc::cli::AddTlsFlags(flags, &tls);
   const int rc =
       txc::cli::Parse(program, "Usage: " + program + " --db=FILE [flags]", argc, argv, flags);
-  f->tls = txc::TlsOptions{tls.cert_file, tls.key_file, tls.ca_file};
+  f->tls = tls.Options();
   return rc;
 }
 

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
   txc::cli::AddTlsFlags(flags, &tls_flags);
   if (int rc = rpc_context::StartMain("rpc_context_client", argc, argv, flags); rc >= 0) return rc;
 
-  const txc::TlsOptions tls{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file};
+  const txc::TlsOptions tls = tls_flags.Options();
   txc::participant::CoordinatorClientOptions options;
   options.tls = tls;
   std::stringstream list(coordinator);

@@ -235,7 +235,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  const txc::TlsOptions tls{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file};
+  const txc::TlsOptions tls = tls_flags.Options();
   auto stock = std::make_shared<Stock>(*parsed_stock);
   txc::participant::ParticipantServerOptions options;
   options.host = host;

@@ -46,9 +46,7 @@ int main(int argc, char** argv) {
   txc::ConnectOptions options;
   options.rpc_timeout_ms = 60000;
   if (tls_flags.enabled()) {
-    auto tls = txc::TlsContext::Create(
-        txc::TlsOptions{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file},
-        txc::TlsRole::kClient);
+    auto tls = txc::TlsContext::Create(tls_flags.Options(), txc::TlsRole::kClient);
     if (!tls.ok()) return txc::cli::UsageError("rpc_integration_client", tls.status().message());
     options.tls = std::move(tls).value();
   }

@@ -66,7 +66,7 @@ inline int RunDownstream(const std::string& program, const std::string& resource
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // One identity for everything this service serves and calls (mutual TLS
   // when the flags are given; plaintext otherwise).
-  const txc::TlsOptions tls{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file};
+  const txc::TlsOptions tls = tls_flags.Options();
 
   try {
     pqxx::connection conn(db);

@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);  // re-read the TLS files
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  const txc::TlsOptions tls{tls_flags.cert_file, tls_flags.key_file, tls_flags.ca_file};
+  const txc::TlsOptions tls = tls_flags.Options();
 
   txc::participant::CoordinatorClientOptions co;
   co.endpoints = txc::SplitList(coordinators);
