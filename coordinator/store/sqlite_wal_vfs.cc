@@ -29,7 +29,8 @@ struct File {
   sqlite3_file base;  // first: SQLite sees a File as a sqlite3_file
   sqlite3_file* real = nullptr;
   bool wal = false;
-  std::string path;  // as opened: "<db>" for the database, "<db>-wal" for its WAL
+  std::string path;      // as opened: "<db>" for the database, "<db>-wal" for its WAL
+  std::string wal_path;  // a database's: "<db>-wal", made once at open
   // WAL files only:
   std::mutex mu;  // guards everything below (a shared-memory call of another
                   // connection to the same database may flush these bytes)
@@ -68,10 +69,9 @@ int FlushFor(File* f) {
 // that WAL file fails with it. (The store runs synchronous=FULL, where the
 // commit's sync reports it first.)
 void FlushWalsOf(const File* db) {
-  const std::string wal_path = db->path + "-wal";
   std::lock_guard<std::mutex> registry_lock(registry_mu);
   for (File* w : *registry) {
-    if (w->path != wal_path) continue;
+    if (w->path != db->wal_path) continue;
     std::lock_guard<std::mutex> lock(w->mu);
     if (w->failed_rc != SQLITE_OK) continue;
     const int rc = FlushLocked(w);
@@ -267,6 +267,7 @@ int Open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* pf, int flags, i
   f->real = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(pf) + sizeof(File));
   f->wal = (flags & SQLITE_OPEN_WAL) != 0;
   if (name != nullptr) f->path = name;
+  if (!f->wal) f->wal_path = f->path + "-wal";  // not per shared-memory call
   const int rc = Root(vfs)->xOpen(Root(vfs), name, f->real, flags, out_flags);
   if (rc != SQLITE_OK || f->real->pMethods == nullptr) {
     // SQLite does not close a file whose open failed.
