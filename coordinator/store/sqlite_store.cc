@@ -3,6 +3,7 @@
 #include <glog/logging.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <functional>
 #include <unordered_map>
 #include <utility>
@@ -51,6 +52,19 @@ std::string ColumnBytes(sqlite3_stmt* stmt, int col) {
 
 // The writer connection's page cache, in KiB (SQLite's default is 2 MiB).
 constexpr int kWriterCacheKiB = 32 * 1024;
+
+// Keys of the writer's statements that are cached by key (PrepareKeyed):
+// updates use (1 << 32) and (2 << 32) with the set columns in the low bits.
+constexpr uint64_t kInsertTxnKey = uint64_t{3} << 32;
+constexpr uint64_t kInsertBranchKey = uint64_t{4} << 32;
+
+void ConfigureSqliteProcess() {
+  const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  if (rc != SQLITE_OK) {
+    LOG(WARNING) << "sqlite memory statistics stay on (SQLite already in use): "
+                 << sqlite3_errstr(rc);
+  }
+}
 
 // A connection and its cached prepared statements. Used by one thread at a time.
 class SqliteStore::Conn {
@@ -194,13 +208,17 @@ class Stmt {
 
   // SQLITE_ROW / SQLITE_DONE, or an error code.
   int Step() { return sqlite3_step(stmt_); }
-  // Steps to completion; OK or the error.
-  Status Run(const std::string& what) {
+  // Steps to completion; OK or the error, described as "what id[/sub]" (the
+  // text is built only on an error: these run on the writer per statement).
+  Status Run(const char* what, const std::string& id = {}, const std::string& sub = {}) {
     int rc;
     while ((rc = Step()) == SQLITE_ROW) {
     }
-    if (rc != SQLITE_DONE) return SqliteStatus(conn_.db(), rc, what);
-    return Status::Ok();
+    if (rc == SQLITE_DONE) return Status::Ok();
+    std::string text = what;
+    if (!id.empty()) text += " " + id;
+    if (!sub.empty()) text += "/" + sub;
+    return SqliteStatus(conn_.db(), rc, text);
   }
   int Changes() const { return sqlite3_changes(conn_.db()); }
   sqlite3_stmt* get() const { return stmt_; }
@@ -399,11 +417,11 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
   TXC_RETURN_IF_ERROR(store_internal::CheckBatch(batch));
   Conn& c = *writer_;
   for (const TxnRecord& t : batch.insert_txns) {
-    TXC_ASSIGN_OR_RETURN(
-        sqlite3_stmt * raw,
-        c.Prepare(std::string("INSERT INTO txns (") + kTxnColumns +
-                  ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
-                  "ON CONFLICT DO NOTHING"));
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.PrepareKeyed(kInsertTxnKey, [] {
+      return std::string("INSERT INTO txns (") + kTxnColumns +
+             ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
+             "ON CONFLICT DO NOTHING";
+    }));
     Stmt s(c, raw);
     s.Text(1, t.gtid)
         .Int(2, static_cast<int>(t.kind))
@@ -418,17 +436,18 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
         .TextOrNull(11, t.idempotency_key)
         .Blob(12, t.payload)
         .Int(13, t.flags);
-    TXC_RETURN_IF_ERROR(s.Run("insert txn " + t.gtid));
+    TXC_RETURN_IF_ERROR(s.Run("insert txn", t.gtid));
     if (s.Changes() != 1) {
       return Status::AlreadyExists("transaction " + t.gtid + " or idempotency key '" +
                                    t.idempotency_key + "' exists");
     }
   }
   for (const BranchRecord& b : batch.insert_branches) {
-    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw,
-                         c.Prepare(std::string("INSERT INTO branches (") + kBranchColumns +
-                                   ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
-                                   "?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING"));
+    TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.PrepareKeyed(kInsertBranchKey, [] {
+      return std::string("INSERT INTO branches (") + kBranchColumns +
+             ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+             "?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING";
+    }));
     Stmt s(c, raw);
     s.Text(1, b.gtid)
         .Text(2, b.branch_id)
@@ -448,7 +467,7 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
         .Blob(16, b.last_error)
         .Int(17, store_internal::BranchStartedMs(b.state, now_ms))
         .Int(18, store_internal::BranchFinishedMs(b.state, now_ms));
-    TXC_RETURN_IF_ERROR(s.Run("insert branch " + b.gtid + "/" + b.branch_id));
+    TXC_RETURN_IF_ERROR(s.Run("insert branch", b.gtid, b.branch_id));
     if (s.Changes() != 1) {
       return Status::AlreadyExists("branch " + b.gtid + "/" + b.branch_id + " exists");
     }
@@ -492,7 +511,7 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
         .Int(11, u.expected_epoch)
         .Int(12, StateMask(u.expected_states));
     if (u.expected_branch_count) s.Int(13, *u.expected_branch_count);
-    TXC_RETURN_IF_ERROR(s.Run("update txn " + u.gtid));
+    TXC_RETURN_IF_ERROR(s.Run("update txn", u.gtid));
     if (s.Changes() != 1) {
       TXC_ASSIGN_OR_RETURN(bool exists, Exists(c, "SELECT 1 FROM txns WHERE gtid = ?1", u.gtid));
       if (!exists) return Status::NotFound("transaction " + u.gtid + " not found");
@@ -543,7 +562,7 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
         .Int(7, StateMask(u.expected_states))
         .Text(8, u.expected_owner)
         .Int(9, u.expected_epoch);
-    TXC_RETURN_IF_ERROR(s.Run("update branch " + u.gtid + "/" + u.branch_id));
+    TXC_RETURN_IF_ERROR(s.Run("update branch", u.gtid, u.branch_id));
     if (s.Changes() != 1) {
       TXC_ASSIGN_OR_RETURN(bool txn, Exists(c, "SELECT 1 FROM txns WHERE gtid = ?1", u.gtid));
       if (!txn) return Status::NotFound("transaction " + u.gtid + " not found");
@@ -561,7 +580,7 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
       TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.Prepare(sql));
       Stmt s(c, raw);
       s.Text(1, gtid);
-      TXC_RETURN_IF_ERROR(s.Run("delete txn " + gtid));
+      TXC_RETURN_IF_ERROR(s.Run("delete txn", gtid));
     }
   }
   for (const AuditRecord& a : batch.insert_audits) {
@@ -579,7 +598,7 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
         .Text(7, a.previous_state)
         .Text(8, a.new_state)
         .Text(9, a.target);
-    TXC_RETURN_IF_ERROR(s.Run("insert audit " + a.gtid));
+    TXC_RETURN_IF_ERROR(s.Run("insert audit", a.gtid));
     if (s.Changes() != 1) return Status::AlreadyExists("audit record " + a.id + " exists");
   }
   return Status::Ok();
@@ -588,21 +607,42 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
 std::vector<Status> SqliteStore::ApplyGroupLocked(const std::vector<const WriteBatch*>& batches) {
   std::vector<Status> results(batches.size());
   if (batches.empty()) return results;
-  auto fail_all = [&](const Status& s) {
-    for (auto& r : results) r = s;
-    return results;
-  };
+  // First pass: every batch straight into one transaction, no savepoints. A
+  // savepoint per batch costs two statements and a copy of every page the
+  // batch touches into the statement journal, and refusals are rare. If a
+  // batch is refused, the transaction is rolled back and the second pass
+  // applies the others with a savepoint each, without the refused batch: it
+  // was refused on the same prefix of the group, so leaving it out is what
+  // rolling back its savepoint would have done.
+  std::vector<bool> refused(batches.size(), false);
+  bool redo = false;
+  Status s = ApplyPassLocked(batches, /*savepoints=*/false, &refused, &results, &redo);
+  if (s.ok() && redo) {
+    s = ApplyPassLocked(batches, /*savepoints=*/true, &refused, &results, &redo);
+  }
+  if (!s.ok()) {
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (!refused[i]) results[i] = s;
+    }
+  }
+  return results;
+}
+
+Status SqliteStore::ApplyPassLocked(const std::vector<const WriteBatch*>& batches, bool savepoints,
+                                    std::vector<bool>* refused, std::vector<Status>* results,
+                                    bool* redo) {
+  *redo = false;
   Status begin = writer_->RunCached("BEGIN IMMEDIATE");
-  if (!begin.ok()) return fail_all(Status::Unavailable(begin.message()));
+  if (!begin.ok()) return Status::Unavailable(begin.message());
   const int64_t now_ms = NowUnixMs();
-  const bool single = batches.size() == 1;
+  int64_t applied = 0;
   for (size_t i = 0; i < batches.size(); ++i) {
-    // One batch needs no savepoint: the transaction is rolled back on refusal.
-    if (!single) {
+    if ((*refused)[i]) continue;
+    if (savepoints) {
       Status sp = writer_->RunCached("SAVEPOINT batch");
       if (!sp.ok()) {
         writer_->Exec("ROLLBACK").IgnoreError();
-        return fail_all(sp);
+        return sp;
       }
     }
     Status s = ApplyBatchLocked(*batches[i], now_ms);
@@ -610,37 +650,50 @@ std::vector<Status> SqliteStore::ApplyGroupLocked(const std::vector<const WriteB
       LOG(ERROR) << "sqlite group write failed, rolling back " << batches.size()
                  << " batches: " << s;
       writer_->Exec("ROLLBACK").IgnoreError();
-      return fail_all(s);
+      return s;
     }
     if (!s.ok()) {
-      Status rb = single ? writer_->Exec("ROLLBACK")
-                         : writer_->Exec("ROLLBACK TO SAVEPOINT batch; RELEASE SAVEPOINT batch");
+      (*refused)[i] = true;
+      (*results)[i] = s;
+      counters_.batches += 1;
+      if (!savepoints) {
+        // Without savepoints the batch's partial writes cannot be undone
+        // alone: the whole transaction goes, and the caller runs the pass
+        // again with savepoints, this batch left out.
+        Status rb = writer_->Exec("ROLLBACK");
+        if (!rb.ok()) return rb;
+        *redo = std::find(refused->begin(), refused->end(), false) != refused->end();
+        return Status::Ok();
+      }
+      Status rb = writer_->Exec("ROLLBACK TO SAVEPOINT batch; RELEASE SAVEPOINT batch");
       if (!rb.ok()) {
         writer_->Exec("ROLLBACK").IgnoreError();
-        return fail_all(rb);
+        return rb;
       }
-      results[i] = s;
-      if (single) {
-        counters_.batches += 1;
-        return results;
-      }
-    } else if (!single) {
+      continue;
+    }
+    ++applied;
+    if (savepoints) {
       Status rel = writer_->RunCached("RELEASE SAVEPOINT batch");
       if (!rel.ok()) {
         writer_->Exec("ROLLBACK").IgnoreError();
-        return fail_all(rel);
+        return rel;
       }
     }
+  }
+  if (applied == 0) {
+    writer_->Exec("ROLLBACK").IgnoreError();
+    return Status::Ok();
   }
   Status commit = writer_->RunCached("COMMIT");
   if (!commit.ok()) {
     // The outcome of a failed COMMIT is not reported reliably: re-read.
     writer_->Exec("ROLLBACK").IgnoreError();
-    return fail_all(Status::Indeterminate("sqlite commit failed: " + commit.message()));
+    return Status::Indeterminate("sqlite commit failed: " + commit.message());
   }
   counters_.commits += 1;
-  counters_.batches += static_cast<int64_t>(batches.size());
-  return results;
+  counters_.batches += applied;
+  return Status::Ok();
 }
 
 Status SqliteStore::Apply(const WriteBatch& batch) {
@@ -872,7 +925,7 @@ Result<int> SqliteStore::DeleteFinishedBefore(int64_t cutoff_updated_ms, int lim
         TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.Prepare(sql));
         Stmt s(c, raw);
         s.Text(1, gtid);
-        TXC_RETURN_IF_ERROR(s.Run("retention: delete txn " + gtid));
+        TXC_RETURN_IF_ERROR(s.Run("retention: delete txn", gtid));
       }
     }
     return static_cast<int>(gtids.size());
@@ -909,7 +962,7 @@ Result<Lease> SqliteStore::AcquireLease(const std::string& node_id, const std::s
   int rc = s.Step();
   if (rc == SQLITE_ROW) {
     Lease lease{node_id, endpoint, sqlite3_column_int64(raw, 0), now_ms + ttl_ms};
-    TXC_RETURN_IF_ERROR(s.Run("acquire lease " + node_id));
+    TXC_RETURN_IF_ERROR(s.Run("acquire lease", node_id));
     return lease;
   }
   if (rc != SQLITE_DONE) return SqliteStatus(c.db(), rc, "acquire lease " + node_id);
@@ -935,7 +988,7 @@ Status SqliteStore::RenewLease(const std::string& node_id, int64_t epoch, int64_
       c.Prepare("UPDATE leases SET expires_ms = ?1 WHERE node_id = ?2 AND epoch = ?3"));
   Stmt s(c, raw);
   s.Int(1, now_ms + ttl_ms).Text(2, node_id).Int(3, epoch);
-  TXC_RETURN_IF_ERROR(s.Run("renew lease " + node_id));
+  TXC_RETURN_IF_ERROR(s.Run("renew lease", node_id));
   if (s.Changes() != 1) {
     return Status::Conflict("lease of " + node_id + " epoch " + std::to_string(epoch) +
                             " was taken over");

@@ -37,6 +37,13 @@ struct SqliteStoreOptions {
   int checkpoint_pages = 1000;
 };
 
+// Process-wide SQLite settings for a process that uses SQLite through this
+// store: memory statistics off (with them on, SQLite takes one global mutex
+// around every allocation and free, ~3 % of the writer thread; nothing in the
+// coordinator reads them). Call once at process start, before any thread
+// uses SQLite; later (once SQLite is initialised) it changes nothing.
+void ConfigureSqliteProcess();
+
 class SqliteStore final : public TxnStore {
  public:
   // Opens (creating if needed) the database file at `path` in WAL mode. Does
@@ -88,6 +95,13 @@ class SqliteStore final : public TxnStore {
   // to roll back; other errors mean the transaction must be abandoned.
   Status ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms);
   std::vector<Status> ApplyGroupLocked(const std::vector<const WriteBatch*>& batches);
+  // One store transaction over the batches not yet `refused`, each in a
+  // savepoint or not. A refusal is recorded in `results` and `refused`; without
+  // savepoints it rolls the transaction back and sets `redo` when other
+  // batches are left to apply. A non-OK return is an error for every batch
+  // not refused (nothing of this pass is applied, or, kIndeterminate, unknown).
+  Status ApplyPassLocked(const std::vector<const WriteBatch*>& batches, bool savepoints,
+                         std::vector<bool>* refused, std::vector<Status>* results, bool* redo);
   // The checkpoint thread's loop (on its own connection), woken by WalCommitted.
   void CheckpointLoop(std::unique_ptr<Conn> conn);
   // sqlite3_wal_hook of the writer: called after each commit with the WAL's size.

@@ -796,6 +796,58 @@ TEST_P(TxnStoreConformanceTest, BatchesOfOneTransactionInAGroupApplyInOrder) {
   EXPECT_EQ(Get("other-2").state, TxnState::kAborting);
 }
 
+TEST_P(TxnStoreConformanceTest, ARefusedBatchLeavesNoPartialWriteForLaterBatches) {
+  // A batch that wrote a row and was then refused leaves nothing behind, not
+  // even for the batches after it in the same group: a later batch inserting
+  // the same gtid succeeds, and a second refusal further on is isolated too.
+  Seed("pw-existing", "node-a", 1);
+  TxnUpdate stale;
+  stale.gtid = "pw-existing";
+  stale.expected_owner = "node-a";
+  stale.expected_epoch = 7;  // not the seeded epoch: refused
+  stale.state = TxnState::kAborting;
+  WriteBatch ok1, partial, same_gtid, partial_again, ok2;
+  ok1.insert_txns = {MakeTxn("pw-1", "node-a", 1)};
+  partial.insert_txns = {MakeTxn("pw-x", "node-a", 1)};
+  partial.insert_branches = {MakeBranch("pw-x", "b", 0)};
+  partial.txn_updates = {stale};
+  same_gtid.insert_txns = {MakeTxn("pw-x", "node-b", 2)};
+  partial_again.insert_txns = {MakeTxn("pw-y", "node-a", 1)};
+  partial_again.txn_updates = {stale};
+  ok2.insert_txns = {MakeTxn("pw-2", "node-a", 1)};
+  ok2.insert_branches = {MakeBranch("pw-x", "c", 0)};
+  const StoreStats before = store_->Stats();
+  auto statuses = store_->ApplyGroup({&ok1, &partial, &same_gtid, &partial_again, &ok2});
+  ASSERT_EQ(statuses.size(), 5u);
+  EXPECT_TRUE(statuses[0].ok()) << statuses[0];
+  EXPECT_EQ(statuses[1].code(), StatusCode::kConflict) << statuses[1];
+  EXPECT_TRUE(statuses[2].ok()) << statuses[2];
+  EXPECT_EQ(statuses[3].code(), StatusCode::kConflict) << statuses[3];
+  EXPECT_TRUE(statuses[4].ok()) << statuses[4];
+  EXPECT_EQ(Get("pw-x").owner, "node-b");
+  auto branches = store_->GetBranches("pw-x");
+  ASSERT_TRUE(branches.ok()) << branches.status();
+  ASSERT_EQ(branches->size(), 1u);
+  EXPECT_EQ((*branches)[0].branch_id, "c");
+  EXPECT_EQ(store_->GetTxn("pw-y").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetTxn("pw-1").ok());
+  EXPECT_TRUE(store_->GetTxn("pw-2").ok());
+  EXPECT_EQ(Get("pw-existing").state, TxnState::kActive);
+  const StoreStats after = store_->Stats();
+  EXPECT_EQ(after.commits - before.commits, 1);
+  EXPECT_EQ(after.batches - before.batches, 5);
+
+  // The same group with the refused batches alone: nothing is committed.
+  WriteBatch again1 = partial, again2 = partial_again;
+  again1.insert_txns = {MakeTxn("pw-z", "node-a", 1)};
+  again1.insert_branches.clear();
+  auto refused = store_->ApplyGroup({&again1, &again2});
+  EXPECT_EQ(refused[0].code(), StatusCode::kConflict);
+  EXPECT_EQ(refused[1].code(), StatusCode::kConflict);
+  EXPECT_EQ(store_->GetTxn("pw-z").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->Stats().commits, after.commits);
+}
+
 TEST_P(TxnStoreConformanceTest, LargeGroupOfDistinctTransactions) {
   // Many rows of each kind in one group (multi-row statements on PostgreSQL,
   // chunked past the per-statement limit).
