@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -472,6 +473,10 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
       return Status::AlreadyExists("branch " + b.gtid + "/" + b.branch_id + " exists");
     }
   }
+  // (gtid, owner, epoch) of the transactions this batch updated under their
+  // fence: a branch update of the batch under the same fence needs no second
+  // look at the transaction row (nothing else writes between the two).
+  std::vector<std::tuple<const std::string*, std::string, int64_t>> fenced;
   for (const TxnUpdate& u : batch.txn_updates) {
     // Only the columns the update sets are in the statement (one cached
     // statement per combination): an index on a column is rewritten only
@@ -518,13 +523,19 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
       return Status::Conflict("transaction " + u.gtid +
                               " is not in the expected state or (owner, epoch)");
     }
+    fenced.emplace_back(&u.gtid, u.owner.value_or(u.expected_owner),
+                        u.epoch.value_or(u.expected_epoch));
   }
   for (const BranchUpdate& u : batch.branch_updates) {
     // As for transactions: only the columns set (the endpoint, indexed, only
     // on an operator's rebind).
+    const bool txn_checked = std::any_of(fenced.begin(), fenced.end(), [&u](const auto& f) {
+      return *std::get<0>(f) == u.gtid && std::get<1>(f) == u.expected_owner &&
+             std::get<2>(f) == u.expected_epoch;
+    });
     const uint64_t key = (uint64_t{2} << 32) | (u.state ? 1u : 0u) | (u.attempts ? 2u : 0u) |
                          (u.next_attempt_ms ? 4u : 0u) | (u.last_error ? 8u : 0u) |
-                         (u.endpoint ? 16u : 0u);
+                         (u.endpoint ? 16u : 0u) | (txn_checked ? 32u : 0u);
     TXC_ASSIGN_OR_RETURN(sqlite3_stmt * raw, c.PrepareKeyed(key, [&] {
       std::vector<std::string> set;
       if (u.state) {
@@ -542,9 +553,11 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
       if (set.empty()) set.push_back("state = state");
       std::string sql = "UPDATE branches SET ";
       for (size_t i = 0; i < set.size(); ++i) sql += (i == 0 ? "" : ", ") + set[i];
-      sql +=
-          " WHERE gtid = ?5 AND branch_id = ?6 AND (?7 = 0 OR ((?7 >> state) & 1) = 1) "
-          "AND EXISTS (SELECT 1 FROM txns WHERE gtid = ?5 AND owner = ?8 AND epoch = ?9)";
+      sql += " WHERE gtid = ?5 AND branch_id = ?6 AND (?7 = 0 OR ((?7 >> state) & 1) = 1) ";
+      // ?8 and ?9 stay in the statement either way (bound alike).
+      sql += txn_checked
+                 ? "AND ?8 IS NOT NULL AND ?9 IS NOT NULL"
+                 : "AND EXISTS (SELECT 1 FROM txns WHERE gtid = ?5 AND owner = ?8 AND epoch = ?9)";
       return sql;
     }));
     Stmt s(c, raw);
