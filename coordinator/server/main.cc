@@ -28,7 +28,6 @@
 #include "common/thrift_util.h"
 #include "coordinator/rpc/coordinator_handler.h"
 #include "coordinator/server/coordinator_server.h"
-#include "coordinator/store/sqlite_store.h"
 
 namespace po = boost::program_options;
 
@@ -264,7 +263,6 @@ int main(int argc, char** argv) {
   FLAGS_v = verbose;
   google::InitGoogleLogging(argv[0]);
   txc::RouteThriftLogsToGlog();
-  txc::ConfigureSqliteProcess();  // before any thread uses SQLite
   if (!crash_points.empty()) txc::ArmCrashPoints(crash_points);
 
   // Signals: SIGTERM/SIGINT (stop) and SIGHUP (reload TLS files) are taken by

@@ -59,14 +59,6 @@ constexpr int kWriterCacheKiB = 32 * 1024;
 constexpr uint64_t kInsertTxnKey = uint64_t{3} << 32;
 constexpr uint64_t kInsertBranchKey = uint64_t{4} << 32;
 
-void ConfigureSqliteProcess() {
-  const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-  if (rc != SQLITE_OK) {
-    LOG(WARNING) << "sqlite memory statistics stay on (SQLite already in use): "
-                 << sqlite3_errstr(rc);
-  }
-}
-
 // A connection and its cached prepared statements. Used by one thread at a time.
 class SqliteStore::Conn {
  public:

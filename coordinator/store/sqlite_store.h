@@ -37,13 +37,6 @@ struct SqliteStoreOptions {
   int checkpoint_pages = 1000;
 };
 
-// Process-wide SQLite settings for a process that uses SQLite through this
-// store: memory statistics off (with them on, SQLite takes one global mutex
-// around every allocation and free, ~3 % of the writer thread; nothing in the
-// coordinator reads them). Call once at process start, before any thread
-// uses SQLite; later (once SQLite is initialised) it changes nothing.
-void ConfigureSqliteProcess();
-
 class SqliteStore final : public TxnStore {
  public:
   // Opens (creating if needed) the database file at `path` in WAL mode. Does

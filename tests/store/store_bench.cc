@@ -23,7 +23,6 @@
 #include "common/backoff.h"
 #include "common/ids.h"
 #include "coordinator/store/group_commit.h"
-#include "coordinator/store/sqlite_store.h"
 #include "coordinator/store/txn_store.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
@@ -143,7 +142,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string backend = argv[1];
-  txc::ConfigureSqliteProcess();  // as the coordinator process does
   const double seconds = argc > 2 ? atof(argv[2]) : 3.0;
   txc::testing::TempDir dir("txc-bench-");
   std::unique_ptr<txc::testing::PgCluster> pg;
