@@ -37,7 +37,8 @@
 // the slow one while the others run 2PC over participants 0 and 1; compared
 // with the same fast clients alone.
 // --server_models: the echo ceiling on TThreadedServer (ours) against
-// TNonblockingServer (libevent), handler on the I/O threads or on a pool.
+// TNonblockingServer (libevent), handler on the I/O threads or on a pool, and
+// against an event loop of our own over Boost.Asio (echo_server --model=asio).
 // --tls: every store's workloads again, in the same run, with mutual TLS on
 // every connection (clients -> coordinator, coordinator -> participants;
 // certificates from a throwaway CA made with the openssl CLI): a second
@@ -761,6 +762,8 @@ int main(int argc, char** argv) {
     models.push_back({"nonblocking, 2 io threads", {"--model=nonblocking", "--io_threads=2"}});
     models.push_back({"nonblocking, 2 io + 16 workers",
                       {"--model=nonblocking", "--io_threads=2", "--workers=16"}});
+    models.push_back({"asio event loop, 1 io thread", {"--model=asio", "--io_threads=1"}});
+    models.push_back({"asio event loop, 2 io threads", {"--model=asio", "--io_threads=2"}});
   }
   for (const auto& [model, args] : models) {
     const int port = txc::testing::FreeLoopbackPort();

@@ -6,9 +6,16 @@
 //   --model=nonblocking  by Thrift's TNonblockingServer over libevent (framed
 //                        binary, the same protocol factory), --io_threads I/O
 //                        threads, calls processed on the I/O thread unless
-//                        --workers > 0 (then on a pool of that many threads).
+//                        --workers > 0 (then on a pool of that many threads),
+//   --model=asio         by an event loop of our own over Boost.Asio: framed
+//                        binary read from each connection into one buffer, every
+//                        complete frame run through the generated processor on
+//                        the I/O thread (pipelined calls answered in one write),
+//                        --io_threads threads running one io_context. Plaintext
+//                        only: what the coordinator's server would cost as an
+//                        event loop, before TLS and limits per peer.
 //
-//   echo_server --port=N [--model=threaded|nonblocking] [--io_threads=2] [--workers=0]
+//   echo_server --port=N [--model=threaded|nonblocking|asio] [--io_threads=2] [--workers=0]
 //
 // Runs until SIGTERM/SIGINT; exit 0 then, 1 when it cannot listen, 2 for bad flags.
 #include <glog/logging.h>
@@ -20,11 +27,20 @@
 #include <thrift/transport/TNonblockingServerSocket.h>
 #endif
 
+#include <thrift/protocol/TProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/program_options.hpp>
+#include <cstring>
 #include <ctime>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/cli.h"
 #include "common/thrift_server.h"
@@ -40,6 +56,108 @@ class EchoHandler : public txc::benchwire::EchoIf {
   void echo(std::string& out, const std::string& data) override { out = data; }
 };
 
+// One connection of the Asio model: reads into `in_`, answers every complete
+// frame in it with one write, then reads again. One operation at a time per
+// connection, so no strand is needed even with several I/O threads.
+class AsioConnection : public std::enable_shared_from_this<AsioConnection> {
+ public:
+  AsioConnection(boost::asio::ip::tcp::socket socket,
+                 std::shared_ptr<apache::thrift::TProcessor> processor, int64_t max_frame_bytes)
+      : socket_(std::move(socket)),
+        processor_(std::move(processor)),
+        max_frame_bytes_(max_frame_bytes),
+        in_buffer_(std::make_shared<apache::thrift::transport::TMemoryBuffer>()),
+        out_buffer_(std::make_shared<apache::thrift::transport::TMemoryBuffer>()),
+        in_protocol_(txc::MakeProtocolFactory(max_frame_bytes)->getProtocol(in_buffer_)),
+        out_protocol_(txc::MakeProtocolFactory(max_frame_bytes)->getProtocol(out_buffer_)),
+        in_(16 * 1024) {}
+
+  void Read() {
+    if (in_.size() - have_ < 4096) in_.resize(in_.size() * 2);
+    socket_.async_read_some(
+        boost::asio::buffer(in_.data() + have_, in_.size() - have_),
+        [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+          if (ec) return;  // closed or reset: the connection goes with its last reference
+          self->have_ += n;
+          self->Answer();
+        });
+  }
+
+ private:
+  void Answer() {
+    out_.clear();
+    size_t off = 0;
+    while (have_ - off >= 4) {
+      const uint8_t* h = in_.data() + off;
+      const int64_t size = static_cast<int32_t>((uint32_t{h[0]} << 24) | (uint32_t{h[1]} << 16) |
+                                                (uint32_t{h[2]} << 8) | uint32_t{h[3]});
+      if (size <= 0 || size > max_frame_bytes_) {
+        LOG(WARNING) << "echo_server (asio): frame of " << size << " bytes, closing";
+        return;
+      }
+      if (have_ - off - 4 < static_cast<size_t>(size)) {
+        if (in_.size() < static_cast<size_t>(size) + 4) in_.resize(static_cast<size_t>(size) + 4);
+        break;
+      }
+      in_buffer_->resetBuffer(in_.data() + off + 4, static_cast<uint32_t>(size),
+                              apache::thrift::transport::TMemoryBuffer::OBSERVE);
+      out_buffer_->resetBuffer();
+      try {
+        processor_->process(in_protocol_, out_protocol_, nullptr);
+      } catch (const std::exception& e) {
+        LOG(WARNING) << "echo_server (asio): bad call, closing: " << e.what();
+        return;
+      }
+      uint8_t* reply = nullptr;
+      uint32_t reply_size = 0;
+      out_buffer_->getBuffer(&reply, &reply_size);
+      const char header[4] = {static_cast<char>(reply_size >> 24),
+                              static_cast<char>(reply_size >> 16),
+                              static_cast<char>(reply_size >> 8), static_cast<char>(reply_size)};
+      out_.append(header, 4);
+      out_.append(reinterpret_cast<const char*>(reply), reply_size);
+      off += 4 + static_cast<size_t>(size);
+    }
+    if (off > 0) {
+      std::memmove(in_.data(), in_.data() + off, have_ - off);
+      have_ -= off;
+    }
+    if (out_.empty()) {
+      Read();
+      return;
+    }
+    boost::asio::async_write(
+        socket_, boost::asio::buffer(out_),
+        [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+          if (!ec) self->Read();
+        });
+  }
+
+  boost::asio::ip::tcp::socket socket_;
+  std::shared_ptr<apache::thrift::TProcessor> processor_;
+  const int64_t max_frame_bytes_;
+  std::shared_ptr<apache::thrift::transport::TMemoryBuffer> in_buffer_, out_buffer_;
+  std::shared_ptr<apache::thrift::protocol::TProtocol> in_protocol_, out_protocol_;
+  std::vector<uint8_t> in_;
+  size_t have_ = 0;
+  std::string out_;
+};
+
+void Accept(boost::asio::ip::tcp::acceptor& acceptor,
+            const std::shared_ptr<apache::thrift::TProcessor>& processor) {
+  acceptor.async_accept([&acceptor, processor](const boost::system::error_code& ec,
+                                               boost::asio::ip::tcp::socket socket) {
+    if (ec == boost::asio::error::operation_aborted) return;
+    if (!ec) {
+      boost::system::error_code ignored;
+      socket.set_option(boost::asio::ip::tcp::no_delay(true), ignored);
+      std::make_shared<AsioConnection>(std::move(socket), processor, txc::kDefaultMaxMessageBytes)
+          ->Read();
+    }
+    Accept(acceptor, processor);
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -49,21 +167,24 @@ int main(int argc, char** argv) {
   std::string model = "threaded", host = "127.0.0.1";
   po::options_description desc("Flags");
   desc.add_options()("port", po::value<int>(&port)->default_value(0), "port to listen on")(
-      "host", po::value<std::string>(&host)->default_value(host), "address (threaded model)")(
-      "model", po::value<std::string>(&model)->default_value(model), "threaded | nonblocking")(
+      "host", po::value<std::string>(&host)->default_value(host),
+      "address (threaded and asio models)")("model",
+                                            po::value<std::string>(&model)->default_value(model),
+                                            "threaded | nonblocking | asio")(
       "io_threads", po::value<int>(&io_threads)->default_value(io_threads),
-      "nonblocking: libevent I/O threads")(
+      "nonblocking: libevent I/O threads; asio: threads running the io_context")(
       "workers", po::value<int>(&workers)->default_value(workers),
       "nonblocking: worker threads running the handler (0: on the I/O thread)");
   if (int rc = txc::cli::Parse("echo_server",
-                               "Usage: echo_server --port=N [--model=threaded|nonblocking]", argc,
-                               argv, desc);
+                               "Usage: echo_server --port=N [--model=threaded|nonblocking|asio]",
+                               argc, argv, desc);
       rc >= 0) {
     return rc;
   }
-  if (model != "threaded" && model != "nonblocking") {
-    return txc::cli::UsageError("echo_server", "--model must be threaded or nonblocking");
+  if (model != "threaded" && model != "nonblocking" && model != "asio") {
+    return txc::cli::UsageError("echo_server", "--model must be threaded, nonblocking or asio");
   }
+  if (io_threads < 1) return txc::cli::UsageError("echo_server", "--io_threads must be >= 1");
   txc::RouteThriftLogsToGlog();
   signal(SIGPIPE, SIG_IGN);
   sigset_t stop;
@@ -78,7 +199,24 @@ int main(int argc, char** argv) {
   std::shared_ptr<apache::thrift::server::TNonblockingServer> nonblocking;
 #endif
   std::thread serve_thread;
-  if (model == "threaded") {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor acceptor(io);
+  std::vector<std::thread> io_runners;
+  if (model == "asio") {
+    boost::system::error_code ec;
+    const boost::asio::ip::tcp::endpoint at(boost::asio::ip::make_address(host, ec),
+                                            static_cast<uint16_t>(port));
+    if (!ec) acceptor.open(at.protocol(), ec);
+    if (!ec) acceptor.set_option(boost::asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(at, ec);
+    if (!ec) acceptor.listen(boost::asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      LOG(ERROR) << "echo_server cannot listen on " << host << ":" << port << ": " << ec.message();
+      return 1;
+    }
+    Accept(acceptor, processor);
+    for (int i = 0; i < io_threads; ++i) io_runners.emplace_back([&io] { io.run(); });
+  } else if (model == "threaded") {
     txc::ThriftServerOptions o;
     o.host = host;
     o.port = port;
@@ -123,6 +261,10 @@ int main(int argc, char** argv) {
     if (sig == SIGTERM || sig == SIGINT) break;
   }
   if (threaded) threaded->Stop();
+  if (!io_runners.empty()) {
+    io.stop();
+    for (auto& t : io_runners) t.join();
+  }
 #if TXC_HAVE_THRIFT_NB
   if (nonblocking) {
     nonblocking->stop();
