@@ -515,6 +515,10 @@ Status SqliteStore::ApplyBatchLocked(const WriteBatch& batch, int64_t now_ms) {
       return Status::Conflict("transaction " + u.gtid +
                               " is not in the expected state or (owner, epoch)");
     }
+    // The row's (owner, epoch) now: a later update of the same row replaces it.
+    fenced.erase(std::remove_if(fenced.begin(), fenced.end(),
+                                [&u](const auto& f) { return *std::get<0>(f) == u.gtid; }),
+                 fenced.end());
     fenced.emplace_back(&u.gtid, u.owner.value_or(u.expected_owner),
                         u.epoch.value_or(u.expected_epoch));
   }

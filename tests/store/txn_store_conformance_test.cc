@@ -848,6 +848,56 @@ TEST_P(TxnStoreConformanceTest, ARefusedBatchLeavesNoPartialWriteForLaterBatches
   EXPECT_EQ(store_->Stats().commits, after.commits);
 }
 
+TEST_P(TxnStoreConformanceTest, BranchUpdatesAreFencedByTheTransactionRowAsTheBatchLeftIt) {
+  // A branch update is fenced by its transaction's (owner, epoch) as the row
+  // stands after the batch's own transaction updates: a takeover in the same
+  // batch counts, and of two updates of the row the later one.
+  Seed("bf-1", "node-a", 1);
+  auto take = [](const std::string& gtid, const std::string& from, int64_t from_epoch,
+                 const std::string& to, int64_t to_epoch) {
+    TxnUpdate u;
+    u.gtid = gtid;
+    u.expected_owner = from;
+    u.expected_epoch = from_epoch;
+    u.owner = to;
+    u.epoch = to_epoch;
+    return u;
+  };
+  auto branch = [](const std::string& gtid, const std::string& owner, int64_t epoch) {
+    BranchUpdate u;
+    u.gtid = gtid;
+    u.branch_id = "b1";
+    u.expected_owner = owner;
+    u.expected_epoch = epoch;
+    u.attempts = 3;
+    return u;
+  };
+  WriteBatch under_new;  // takeover a -> b, branch fenced by b: applies
+  under_new.txn_updates = {take("bf-1", "node-a", 1, "node-b", 2)};
+  under_new.branch_updates = {branch("bf-1", "node-b", 2)};
+  EXPECT_TRUE(store_->Apply(under_new).ok());
+  EXPECT_EQ(Get("bf-1").owner, "node-b");
+
+  WriteBatch under_old;  // takeover b -> c, branch fenced by b (the old owner): refused
+  under_old.txn_updates = {take("bf-1", "node-b", 2, "node-c", 3)};
+  under_old.branch_updates = {branch("bf-1", "node-b", 2)};
+  EXPECT_EQ(store_->Apply(under_old).code(), StatusCode::kConflict);
+  EXPECT_EQ(Get("bf-1").owner, "node-b");  // nothing of the batch applied
+
+  WriteBatch twice;  // b -> c, then c -> d; branch fenced by c (the middle owner): refused
+  twice.txn_updates = {take("bf-1", "node-b", 2, "node-c", 3),
+                       take("bf-1", "node-c", 3, "node-d", 4)};
+  twice.branch_updates = {branch("bf-1", "node-c", 3)};
+  EXPECT_EQ(store_->Apply(twice).code(), StatusCode::kConflict);
+  WriteBatch twice_last = twice;  // the same, fenced by d (the last owner): applies
+  twice_last.branch_updates = {branch("bf-1", "node-d", 4)};
+  EXPECT_TRUE(store_->Apply(twice_last).ok());
+  EXPECT_EQ(Get("bf-1").owner, "node-d");
+  auto branches = store_->GetBranches("bf-1");
+  ASSERT_TRUE(branches.ok()) << branches.status();
+  EXPECT_EQ((*branches)[0].attempts, 3);
+}
+
 TEST_P(TxnStoreConformanceTest, LargeGroupOfDistinctTransactions) {
   // Many rows of each kind in one group (multi-row statements on PostgreSQL,
   // chunked past the per-statement limit).
