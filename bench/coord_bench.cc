@@ -64,6 +64,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -104,22 +105,64 @@ struct ProcStats {
   int threads = 0;
   int64_t rss_kb = 0;
   int64_t hwm_kb = 0;  // peak RSS
+  // Per thread (tid): its name and utime + stime, for the CPU by thread.
+  std::map<std::string, std::pair<std::string, double>> tasks;
 };
+
+// utime + stime (seconds) and the name of /proc/<pid>[/task/<tid>]/stat.
+std::pair<std::string, double> ReadStat(const std::string& path) {
+  const std::string stat = txc::testing::ReadFileOrEmpty(path);
+  const size_t open = stat.find('(');
+  const size_t paren = stat.rfind(')');
+  if (open == std::string::npos || paren == std::string::npos || paren < open) return {"", 0};
+  std::istringstream in(stat.substr(paren + 2));
+  std::vector<std::string> f;
+  std::string tok;
+  while (in >> tok) f.push_back(tok);
+  // f[0] is field 3 (state); utime is field 14, stime 15.
+  if (f.size() <= 13) return {"", 0};
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return {stat.substr(open + 1, paren - open - 1),
+          (std::strtod(f[11].c_str(), nullptr) + std::strtod(f[12].c_str(), nullptr)) / tick};
+}
+
+// The coordinator's CPU per transaction by thread, in µs, between two
+// ReadProc samples: the group-commit writer, the group-done thread, the
+// participant I/O thread, and the rest (the connection threads, named after
+// the process, and the small ones). A thread that ended inside the window is
+// missing; one that started inside it counts from zero.
+struct ThreadCpu {
+  double writer_us = 0, done_us = 0, io_us = 0, rest_us = 0;
+};
+
+ThreadCpu CpuByThread(const ProcStats& before, const ProcStats& after, double txns) {
+  ThreadCpu t;
+  if (txns <= 0) return t;
+  for (const auto& [tid, task] : after.tasks) {
+    auto was = before.tasks.find(tid);
+    const double used =
+        (task.second - (was != before.tasks.end() ? was->second.second : 0)) * 1e6 / txns;
+    if (task.first == "group-commit") {
+      t.writer_us += used;
+    } else if (task.first == "group-done") {
+      t.done_us += used;
+    } else if (task.first == "participant-io") {
+      t.io_us += used;
+    } else {
+      t.rest_us += used;
+    }
+  }
+  return t;
+}
 
 ProcStats ReadProc(pid_t pid) {
   ProcStats p;
-  const std::string stat = txc::testing::ReadFileOrEmpty("/proc/" + std::to_string(pid) + "/stat");
-  const size_t paren = stat.rfind(')');
-  if (paren != std::string::npos) {
-    std::istringstream in(stat.substr(paren + 2));
-    std::vector<std::string> f;
-    std::string tok;
-    while (in >> tok) f.push_back(tok);
-    // f[0] is field 3 (state); utime is field 14, stime 15.
-    if (f.size() > 13) {
-      const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
-      p.cpu_s = (std::strtod(f[11].c_str(), nullptr) + std::strtod(f[12].c_str(), nullptr)) / tick;
-    }
+  const std::string proc = "/proc/" + std::to_string(pid);
+  p.cpu_s = ReadStat(proc + "/stat").second;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(proc + "/task", ec)) {
+    auto task = ReadStat(entry.path().string() + "/stat");
+    if (!task.first.empty()) p.tasks[entry.path().filename().string()] = std::move(task);
   }
   std::istringstream status(
       txc::testing::ReadFileOrEmpty("/proc/" + std::to_string(pid) + "/status"));
@@ -536,6 +579,7 @@ struct Row {
   double txn_per_s = 0, p50 = 0, p95 = 0, p99 = 0;
   double client_rpcs = 0, participant_rpcs = 0, store_txns = 0;
   double cpu_s_per_1k = 0;
+  ThreadCpu by_thread;  // coordinator CPU µs per transaction by thread
   int threads = 0;
   double peak_rss_mb = 0, rss_mb = 0;
   double echo_per_s = 0, share = 0, raw_per_s = 0, machine_busy = 0;
@@ -547,18 +591,21 @@ const char* kCsvHeader =
     "store,workload,clients,seconds,committed,aborted,failed,txn_per_s,p50_ms,p95_ms,p99_ms,"
     "rpcs_per_txn,client_rpcs_per_txn,participant_rpcs_per_txn,store_txns_per_txn,"
     "coord_cpu_s_per_1000_txn,coord_threads,coord_peak_rss_mb,coord_rss_mb,echo_calls_per_s,"
-    "share_of_ceiling_pct,raw_store_commits_per_s,machine_busy_pct,participant_call_errors";
+    "share_of_ceiling_pct,raw_store_commits_per_s,machine_busy_pct,participant_call_errors,"
+    "coord_writer_us_per_txn,coord_group_done_us_per_txn,coord_participant_io_us_per_txn,"
+    "coord_other_threads_us_per_txn";
 
 std::string CsvLine(const Row& r) {
   char buf[1024];
   snprintf(buf, sizeof(buf),
            "%s,%s,%d,%.2f,%lld,%lld,%lld,%.1f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.3f,%.3f,%d,%.1f,%.1f,"
-           "%.0f,%.1f,%.0f,%.0f,%lld",
+           "%.0f,%.1f,%.0f,%.0f,%lld,%.1f,%.1f,%.1f,%.1f",
            r.store.c_str(), r.workload.c_str(), r.clients, r.seconds, static_cast<long long>(r.ok),
            static_cast<long long>(r.aborted), static_cast<long long>(r.failed), r.txn_per_s, r.p50,
            r.p95, r.p99, r.client_rpcs + r.participant_rpcs, r.client_rpcs, r.participant_rpcs,
            r.store_txns, r.cpu_s_per_1k, r.threads, r.peak_rss_mb, r.rss_mb, r.echo_per_s, r.share,
-           r.raw_per_s, r.machine_busy, static_cast<long long>(r.participant_call_errors));
+           r.raw_per_s, r.machine_busy, static_cast<long long>(r.participant_call_errors),
+           r.by_thread.writer_us, r.by_thread.done_us, r.by_thread.io_us, r.by_thread.rest_us);
   return buf;
 }
 
@@ -912,6 +959,7 @@ int main(int argc, char** argv) {
                   static_cast<int64_t>(m1.participant_call_errors - m0.participant_call_errors);
             }
             row.cpu_s_per_1k = (p1.cpu_s - p0.cpu_s) / done * 1000;
+            row.by_thread = CpuByThread(p0, p1, done);
           }
           row.threads = p1.threads;
           row.peak_rss_mb = p1.hwm_kb / 1024.0;
@@ -1049,6 +1097,20 @@ int main(int argc, char** argv) {
              r.peak_rss_mb, r.echo_per_s, r.share, r.raw_per_s, r.machine_busy,
              static_cast<long long>(r.ok), static_cast<long long>(r.aborted),
              static_cast<long long>(r.failed));
+    md << line;
+  }
+  md << "\n### Coordinator CPU by thread (µs per transaction, same windows)\n\n"
+     << "The writer is the one serial thread of the write path; `other` is the connection "
+        "threads (a thread per client connection) and the small ones (sweeper, checkpointer, "
+        "HTTP). From /proc/<pid>/task/*/stat: tick-sampled, read the writer, group-done and "
+        "participant-io columns as figures and `other` as an estimate.\n\n"
+     << "| store | workload | clients | writer | group-done | participant-io | other | total |\n"
+     << "|---|---|--:|--:|--:|--:|--:|--:|\n";
+  for (const Row& r : rows) {
+    const ThreadCpu& t = r.by_thread;
+    snprintf(line, sizeof(line), "| %s | %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f |\n",
+             r.store.c_str(), r.workload.c_str(), r.clients, t.writer_us, t.done_us, t.io_us,
+             t.rest_us, t.writer_us + t.done_us + t.io_us + t.rest_us);
     md << line;
   }
   md << "\n### Server model (64-byte echo, " << echo_s << " s per row)\n\n"
