@@ -802,6 +802,11 @@ void CoordinatorServer::StartHttp() {
     http_options.host = host;
     http_options.port = o.http_port < 0 ? 0 : o.http_port;
     http_options.tls = o.tls;
+    if (!o.tls.enabled() && !IsLoopbackHost(host)) {
+      LOG(WARNING) << "metrics and probes on " << host << " in plaintext: anyone who reaches "
+                   << "the port reads /metrics (transaction counts, participant endpoints); "
+                      "set --http_host=127.0.0.1 or configure TLS (docs/security.md)";
+    }
     if (o.tls.enabled() && !o.auth_policy_file.empty()) {
       http_options.authorize = [this](const std::string& path, const PeerIdentity& peer) {
         const std::shared_ptr<const AuthPolicy> policy = std::atomic_load(&http_policy_);
