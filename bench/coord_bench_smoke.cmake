@@ -1,15 +1,18 @@
 # ctest coord_bench_smoke: a few-second coord_bench run (both stores, every
 # workload, 1 and 2 clients). Passes when the bench exits 0 (no failed
 # transaction) and its CSV has one row per store x workload x client count,
-# each with transactions and failed = 0. Nothing about timing is checked.
+# each with transactions and failed = 0; and every echo server model (ours,
+# TNonblockingServer, the Asio event loop) answered calls at every client
+# count. Nothing about timing is checked.
 #   cmake -DBENCH=path/to/coord_bench -DOUT=dir -P coord_bench_smoke.cmake
 file(MAKE_DIRECTORY ${OUT})
 set(csv ${OUT}/smoke.csv)
-file(REMOVE ${csv})
+set(json ${OUT}/smoke.json)
+file(REMOVE ${csv} ${json})
 execute_process(
   COMMAND ${BENCH} --stores=sqlite,postgresql --clients=1,2
           --workloads=2pc_begin,2pc_enlist,saga --duration_s=0.5 --warmup_s=0.2
-          --echo_s=0.3 --raw_s=0.3 --server_models=false --csv=${csv}
+          --echo_s=0.3 --raw_s=0.3 --server_models=true --csv=${csv} --json=${json}
   RESULT_VARIABLE rc
   OUTPUT_VARIABLE out
   ERROR_VARIABLE err
@@ -56,4 +59,18 @@ foreach(store sqlite postgresql)
     endforeach()
   endforeach()
 endforeach()
-message(STATUS "coord_bench smoke: 12 rows, no failed transaction")
+# The server models: 5 models x 2 client counts, each with calls answered.
+file(READ ${json} doc)
+string(JSON models_n LENGTH "${doc}" server_models)
+if(NOT models_n EQUAL 10)
+  message(FATAL_ERROR "expected 10 server-model rows in ${json}, got ${models_n}")
+endif()
+math(EXPR last "${models_n} - 1")
+foreach(i RANGE ${last})
+  string(JSON server GET "${doc}" server_models ${i} server)
+  string(JSON calls GET "${doc}" server_models ${i} calls_per_s)
+  if(NOT calls GREATER 0)
+    message(FATAL_ERROR "echo server '${server}' answered no call (row ${i} of ${json})")
+  endif()
+endforeach()
+message(STATUS "coord_bench smoke: 12 rows, no failed transaction; 10 server-model rows served")
