@@ -137,6 +137,19 @@ class PostgresPlanTest : public ::testing::Test {
   }
 
   std::unique_ptr<PgCluster> pg_;
+  // Marks the server log with `tag`, moves every seeded transaction's
+  // next_attempt_ms to `next_attempt_ms` in one multi-row UPDATE, checks that
+  // `gtid` got it, and that the UPDATE after the mark used the gtid index.
+  void UpdateAllThenExpectIndexPlan(const std::string& tag, int64_t next_attempt_ms,
+                                    const std::string& gtid) {
+    Mark(tag);
+    ASSERT_TRUE(UpdateAll(next_attempt_ms).ok());
+    auto txn = store_->GetTxn(gtid);
+    ASSERT_TRUE(txn.ok()) << txn.status();
+    EXPECT_EQ(txn->next_attempt_ms, next_attempt_ms);
+    ExpectIndexPlanAfter(tag);
+  }
+
   std::string db_;
   std::unique_ptr<PostgresStore> store_;
   const std::vector<std::string> gtids_ = {"p-1", "p-2", "p-3", "p-4"};
@@ -148,24 +161,14 @@ TEST_F(PostgresPlanTest, AGrownTableIsNotUpdatedWithAPlanFromWhenItWasSmall) {
   // plans before it may settle on a cached generic one.
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(UpdateAll(3000 + i).ok());
   Grow(50000, 0);
-  Mark("txc-plan-test-grown");
-  ASSERT_TRUE(UpdateAll(4000).ok());
-  auto txn = store_->GetTxn("p-3");
-  ASSERT_TRUE(txn.ok()) << txn.status();
-  EXPECT_EQ(txn->next_attempt_ms, 4000);
-  ExpectIndexPlanAfter("txc-plan-test-grown");
+  UpdateAllThenExpectIndexPlan("txc-plan-test-grown", 4000, "p-3");
 }
 
 TEST_F(PostgresPlanTest, ATableWithoutStatisticsIsUpdatedByItsIndex) {
   // Large and never analyzed (a new database autovacuum has not visited yet).
   Grow(20000, 5);
   Seed();
-  Mark("txc-plan-test-first");
-  ASSERT_TRUE(UpdateAll(5000).ok());
-  auto txn = store_->GetTxn("p-2");
-  ASSERT_TRUE(txn.ok()) << txn.status();
-  EXPECT_EQ(txn->next_attempt_ms, 5000);
-  ExpectIndexPlanAfter("txc-plan-test-first");
+  UpdateAllThenExpectIndexPlan("txc-plan-test-first", 5000, "p-2");
 }
 
 }  // namespace
