@@ -200,6 +200,10 @@ CpuTimes ReadMachineCpu() {
   t.busy = t.total - v[3] - v[4];  // minus idle and iowait
   return t;
 }
+// CPU seconds all CPUs of the machine spent busy between two samples.
+double BusySeconds(const CpuTimes& a, const CpuTimes& b) {
+  return (b.busy - a.busy) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 double BusyPercent(const CpuTimes& a, const CpuTimes& b) {
   const double total = b.total - a.total;
   return total > 0 ? 100.0 * (b.busy - a.busy) / total : 0;
@@ -580,6 +584,12 @@ struct Row {
   double client_rpcs = 0, participant_rpcs = 0, store_txns = 0;
   double cpu_s_per_1k = 0;
   ThreadCpu by_thread;  // coordinator CPU µs per transaction by thread
+  // Machine CPU µs per echo call at this client count (client, server and
+  // kernel: the whole machine during the ceiling's window), and the share of
+  // the ceiling a coordinator could reach whose only costs were its RPCs (at
+  // that price) and its store writer thread, every CPU busy with them:
+  // CPUs / (RPCs x echo + writer) transactions/s, as a share of the ceiling.
+  double echo_cpu_us_per_call = 0, writer_bound_share = 0;
   int threads = 0;
   double peak_rss_mb = 0, rss_mb = 0;
   double echo_per_s = 0, share = 0, raw_per_s = 0, machine_busy = 0;
@@ -593,19 +603,20 @@ const char* kCsvHeader =
     "coord_cpu_s_per_1000_txn,coord_threads,coord_peak_rss_mb,coord_rss_mb,echo_calls_per_s,"
     "share_of_ceiling_pct,raw_store_commits_per_s,machine_busy_pct,participant_call_errors,"
     "coord_writer_us_per_txn,coord_group_done_us_per_txn,coord_participant_io_us_per_txn,"
-    "coord_other_threads_us_per_txn";
+    "coord_other_threads_us_per_txn,echo_machine_cpu_us_per_call,writer_bound_share_pct";
 
 std::string CsvLine(const Row& r) {
   char buf[1024];
   snprintf(buf, sizeof(buf),
            "%s,%s,%d,%.2f,%lld,%lld,%lld,%.1f,%.2f,%.2f,%.2f,%.2f,%.2f,%.2f,%.3f,%.3f,%d,%.1f,%.1f,"
-           "%.0f,%.1f,%.0f,%.0f,%lld,%.1f,%.1f,%.1f,%.1f",
+           "%.0f,%.1f,%.0f,%.0f,%lld,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f",
            r.store.c_str(), r.workload.c_str(), r.clients, r.seconds, static_cast<long long>(r.ok),
            static_cast<long long>(r.aborted), static_cast<long long>(r.failed), r.txn_per_s, r.p50,
            r.p95, r.p99, r.client_rpcs + r.participant_rpcs, r.client_rpcs, r.participant_rpcs,
            r.store_txns, r.cpu_s_per_1k, r.threads, r.peak_rss_mb, r.rss_mb, r.echo_per_s, r.share,
            r.raw_per_s, r.machine_busy, static_cast<long long>(r.participant_call_errors),
-           r.by_thread.writer_us, r.by_thread.done_us, r.by_thread.io_us, r.by_thread.rest_us);
+           r.by_thread.writer_us, r.by_thread.done_us, r.by_thread.io_us, r.by_thread.rest_us,
+           r.echo_cpu_us_per_call, r.writer_bound_share);
   return buf;
 }
 
@@ -802,7 +813,8 @@ int main(int argc, char** argv) {
     int server_threads;
   };
   std::vector<ModelRow> model_rows;
-  std::map<int, double> ceiling;  // clients -> echo calls/s on our ThriftServer
+  std::map<int, double> ceiling;      // clients -> echo calls/s on our ThriftServer
+  std::map<int, double> echo_cpu_us;  // clients -> machine CPU µs per echo call (ours)
   std::vector<std::pair<std::string, std::vector<std::string>>> models = {
       {"threaded (ThriftServer)", {"--model=threaded"}}};
   if (server_models) {
@@ -820,15 +832,25 @@ int main(int argc, char** argv) {
     if (!echo) return 1;
     for (int clients : client_counts) {
       ProcStats before, after;
+      CpuTimes machine_before, machine_after;
       LoadHooks hooks;
-      hooks.at_start = [&] { before = ReadProc(echo->pid()); };
-      hooks.at_end = [&] { after = ReadProc(echo->pid()); };
+      hooks.at_start = [&] {
+        before = ReadProc(echo->pid());
+        machine_before = ReadMachineCpu();
+      };
+      hooks.at_end = [&] {
+        after = ReadProc(echo->pid());
+        machine_after = ReadMachineCpu();
+      };
       double window = 0;
       auto r = RunLoad<EchoClient>(
           "127.0.0.1:" + std::to_string(port), {{"echo", clients, Echo(payload)}}, 0.3, echo_s,
           "echo " + model + " " + std::to_string(clients) + " clients", hooks, &window);
       const double rate = r[0].done() / window;
-      if (model == models[0].first) ceiling[clients] = rate;
+      if (model == models[0].first && r[0].done() > 0) {
+        ceiling[clients] = rate;
+        echo_cpu_us[clients] = BusySeconds(machine_before, machine_after) * 1e6 / r[0].done();
+      }
       model_rows.push_back({model, clients, rate, r[0].Percentile(50), r[0].Percentile(99),
                             r[0].done() > 0 ? (after.cpu_s - before.cpu_s) * 1e6 / r[0].done() : 0,
                             after.threads});
@@ -970,6 +992,15 @@ int main(int argc, char** argv) {
                                 row.echo_per_s
                           : 0;
           row.raw_per_s = raw_rates[store_kind];
+          row.echo_cpu_us_per_call = echo_cpu_us.count(clients) ? echo_cpu_us[clients] : 0;
+          const double rpc_us = (row.client_rpcs + row.participant_rpcs) * row.echo_cpu_us_per_call;
+          if (rpc_us > 0 && row.by_thread.writer_us > 0 && row.echo_per_s > 0) {
+            // Every CPU busy with nothing but those RPCs and the writer.
+            const double bound_txn_per_s = static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN)) *
+                                           1e6 / (rpc_us + row.by_thread.writer_us);
+            row.writer_bound_share =
+                100.0 * bound_txn_per_s * (row.client_rpcs + row.participant_rpcs) / row.echo_per_s;
+          }
           row.machine_busy = BusyPercent(c0, c1);
           if (row.failed > 0 || row.aborted > 0) {
             fprintf(stderr, "  %lld failed, %lld aborted; first: %s\n",
@@ -1104,13 +1135,23 @@ int main(int argc, char** argv) {
         "threads (a thread per client connection) and the small ones (sweeper, checkpointer, "
         "HTTP). From /proc/<pid>/task/*/stat: tick-sampled, read the writer, group-done and "
         "participant-io columns as figures and `other` as an estimate.\n\n"
-     << "| store | workload | clients | writer | group-done | participant-io | other | total |\n"
-     << "|---|---|--:|--:|--:|--:|--:|--:|\n";
+     << "`echo µs/call` is the whole machine's CPU (client, server, kernel) per echo call in "
+        "the ceiling's window at that client count. `writer bound` is the share of the ceiling "
+        "a coordinator could reach if it cost nothing but its RPCs (each at the echo's price) "
+        "and its store writer thread, with every CPU of the machine busy with them: CPUs / "
+        "(RPCs x echo + writer) transactions/s, against the ceiling. Nothing else "
+        "(handlers, participant I/O, hand-offs, logic) is in it: it is an upper bound, not a "
+        "forecast.\n\n"
+     << "| store | workload | clients | writer | group-done | participant-io | other | total | "
+        "echo µs/call | writer bound | share reached |\n"
+     << "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
   for (const Row& r : rows) {
     const ThreadCpu& t = r.by_thread;
-    snprintf(line, sizeof(line), "| %s | %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f |\n",
+    snprintf(line, sizeof(line),
+             "| %s | %s | %d | %.0f | %.0f | %.0f | %.0f | %.0f | %.1f | %.1f %% | %.1f %% |\n",
              r.store.c_str(), r.workload.c_str(), r.clients, t.writer_us, t.done_us, t.io_us,
-             t.rest_us, t.writer_us + t.done_us + t.io_us + t.rest_us);
+             t.rest_us, t.writer_us + t.done_us + t.io_us + t.rest_us, r.echo_cpu_us_per_call,
+             r.writer_bound_share, r.share);
     md << line;
   }
   md << "\n### Server model (64-byte echo, " << echo_s << " s per row)\n\n"
