@@ -83,6 +83,16 @@ class LimitedHeaderTransport : public THeaderTransport {
     return bytes;
   }
 
+  // Thrift's framed close() flushes first, and THeaderTransport's flush()
+  // writes a frame even with nothing to send: every connection's end put an
+  // empty frame on the wire (a server, closing input then output, logged
+  // "close failed" twice when its client had gone). Only what was written and
+  // not yet flushed is sent before the connection closes.
+  void close() override {
+    if (getWriteBytes() > 0) flush();
+    connection_->close();
+  }
+
  protected:
   bool readFrame() override {
     uint8_t size_bytes[4];
