@@ -32,7 +32,8 @@
 //   machine busy         all CPUs, /proc/stat, during the window (others' load too)
 //
 // --steady_seconds: one long 2pc_begin run per store at --steady_clients,
-// sampling the coordinator's RSS and threads every --steady_sample_s.
+// sampling the coordinator's RSS, threads and CPU per transaction by thread
+// every --steady_sample_s.
 // --slow_participant: --slow_clients clients run 2PC over participant 0 and
 // the slow one while the others run 2PC over participants 0 and 1; compared
 // with the same fast clients alone.
@@ -681,9 +682,9 @@ int main(int argc, char** argv) {
       "steady_seconds", po::value(&steady_seconds)->default_value(0),
       "after the table: a 2pc_begin run this long per store (0: none)")(
       "steady_clients", po::value(&steady_clients)->default_value(steady_clients),
-      "clients of the steady run")("steady_sample_s",
-                                   po::value(&steady_sample_s)->default_value(steady_sample_s),
-                                   "RSS/threads sample interval of the steady run")(
+      "clients of the steady run")(
+      "steady_sample_s", po::value(&steady_sample_s)->default_value(steady_sample_s),
+      "sample interval of the steady run (RSS, threads, CPU by thread)")(
       "tls", po::bool_switch(&tls_rows),
       "also run every store's workloads with mutual TLS on every connection (rows "
       "'<store>+tls', same run)")("slow_participant", po::bool_switch(&slow_participant),
@@ -865,6 +866,7 @@ int main(int argc, char** argv) {
     std::string store;
     double t, txn_per_s, rss_mb;
     int threads;
+    ThreadCpu by_thread;  // coordinator CPU µs per transaction in the interval, by thread
   };
   std::vector<SteadySample> steady;
   struct SlowRow {
@@ -1071,20 +1073,23 @@ int main(int argc, char** argv) {
           return status == 200 ? SumMetric(body, "txc_transactions_finished_total") : 0.0;
         };
         double base = 0;
+        ProcStats last_proc;
         LoadHooks hooks;
         hooks.at_start = [&] {
           base = finished();
-          const ProcStats p = ReadProc(coord_pid);
-          steady.push_back({store_kind, 0, 0, p.rss_kb / 1024.0, p.threads});
+          last_proc = ReadProc(coord_pid);
+          steady.push_back({store_kind, 0, 0, last_proc.rss_kb / 1024.0, last_proc.threads, {}});
         };
         hooks.every_second = [&](double t) {
           if (static_cast<int>(std::lround(t)) % steady_sample_s != 0) return;
           const ProcStats p = ReadProc(coord_pid);
           const int64_t now_done = static_cast<int64_t>(finished() - base);
-          steady.push_back(
-              {store_kind, t, (now_done - last_done) / (t - last_t), p.rss_kb / 1024.0, p.threads});
+          steady.push_back({store_kind, t, (now_done - last_done) / (t - last_t), p.rss_kb / 1024.0,
+                            p.threads,
+                            CpuByThread(last_proc, p, static_cast<double>(now_done - last_done))});
           last_done = now_done;
           last_t = t;
+          last_proc = p;
         };
         double window = 0;
         auto res = RunLoad<CoordClient>(
@@ -1180,10 +1185,14 @@ int main(int argc, char** argv) {
   }
   if (!steady.empty()) {
     md << "\n### Steady run (2pc_begin, " << steady_clients << " clients, " << steady_seconds
-       << " s)\n\n| store | t s | txn/s (interval) | RSS MB | threads |\n|---|--:|--:|--:|--:|\n";
+       << " s)\n\nCoordinator CPU µs per transaction of each interval, by thread, as in the "
+          "table above (tick-sampled).\n\n| store | t s | txn/s (interval) | RSS MB | threads | "
+          "writer | group-done | participant-io | other |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
     for (const SteadySample& s : steady) {
-      snprintf(line, sizeof(line), "| %s | %.0f | %.0f | %.1f | %d |\n", s.store.c_str(), s.t,
-               s.txn_per_s, s.rss_mb, s.threads);
+      const ThreadCpu& c = s.by_thread;
+      snprintf(line, sizeof(line), "| %s | %.0f | %.0f | %.1f | %d | %.0f | %.0f | %.0f | %.0f |\n",
+               s.store.c_str(), s.t, s.txn_per_s, s.rss_mb, s.threads, c.writer_us, c.done_us,
+               c.io_us, c.rest_us);
       md << line;
     }
   }
@@ -1246,7 +1255,10 @@ int main(int argc, char** argv) {
       const SteadySample& s = steady[i];
       js << (i ? "," : "") << "{\"store\":\"" << s.store << "\",\"t_s\":" << s.t
          << ",\"txn_per_s\":" << s.txn_per_s << ",\"rss_mb\":" << s.rss_mb
-         << ",\"threads\":" << s.threads << "}";
+         << ",\"threads\":" << s.threads << ",\"coord_writer_us_per_txn\":" << s.by_thread.writer_us
+         << ",\"coord_group_done_us_per_txn\":" << s.by_thread.done_us
+         << ",\"coord_participant_io_us_per_txn\":" << s.by_thread.io_us
+         << ",\"coord_other_threads_us_per_txn\":" << s.by_thread.rest_us << "}";
     }
     js << "]}\n";
   }
