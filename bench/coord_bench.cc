@@ -824,6 +824,8 @@ int main(int argc, char** argv) {
                       {"--model=nonblocking", "--io_threads=2", "--workers=16"}});
     models.push_back({"asio event loop, 1 io thread", {"--model=asio", "--io_threads=1"}});
     models.push_back({"asio event loop, 2 io threads", {"--model=asio", "--io_threads=2"}});
+    // What one hand-off costs a call: the handler waits for another thread's answer.
+    models.push_back({"threaded, handler waits on a hand-off", {"--model=threaded", "--handoff"}});
   }
   for (const auto& [model, args] : models) {
     const int port = txc::testing::FreeLoopbackPort();
