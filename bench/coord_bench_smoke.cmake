@@ -2,8 +2,8 @@
 # workload, 1 and 2 clients). Passes when the bench exits 0 (no failed
 # transaction) and its CSV has one row per store x workload x client count,
 # each with transactions and failed = 0; and every echo server model (ours,
-# TNonblockingServer, the Asio event loop, ours with a hand-off) answered calls at every client
-# count. Nothing about timing is checked.
+# TNonblockingServer, the Asio event loop, ours with a hand-off) answered
+# calls at every client count. Nothing about timing is checked.
 #   cmake -DBENCH=path/to/coord_bench -DOUT=dir -P coord_bench_smoke.cmake
 file(MAKE_DIRECTORY ${OUT})
 set(csv ${OUT}/smoke.csv)
