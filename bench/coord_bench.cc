@@ -826,6 +826,9 @@ int main(int argc, char** argv) {
     models.push_back({"asio event loop, 2 io threads", {"--model=asio", "--io_threads=2"}});
     // What one hand-off costs a call: the handler waits for another thread's answer.
     models.push_back({"threaded, handler waits on a hand-off", {"--model=threaded", "--handoff"}});
+    // The same hand-off without a waiting thread: answers posted back to the event loop.
+    models.push_back({"asio, 1 io thread, answered after a hand-off",
+                      {"--model=asio", "--io_threads=1", "--handoff"}});
   }
   for (const auto& [model, args] : models) {
     const int port = txc::testing::FreeLoopbackPort();

@@ -15,12 +15,19 @@
 //                        only: what the coordinator's server would cost as an
 //                        event loop, before TLS and limits per peer.
 //
-//   --handoff            (threaded only) the handler does not answer by itself:
-//                        it queues the call for one other thread and sleeps until
-//                        that thread hands the answer back, as a coordinator
-//                        connection thread waits for its group commit. The
-//                        difference to plain `threaded` is what one such hand-off
-//                        costs per call on this machine.
+//   --handoff            the handler does not answer by itself: one other thread
+//                        does, taking what is queued in one go (as the group-commit
+//                        writer takes a group).
+//                        threaded: the connection thread queues the call and
+//                        sleeps until that thread hands the answer back, as a
+//                        coordinator connection thread waits for its group commit.
+//                        asio (--io_threads=1): the I/O thread queues the frame and
+//                        goes on; the other thread runs the calls it took and posts
+//                        all their answers back to the io_context in one post,
+//                        which writes them: no thread waits per call, as in a
+//                        coordinator that answers asynchronously.
+//                        The difference to the same model without --handoff is
+//                        what such a hand-off costs per call on this machine.
 //
 //   echo_server --port=N [--model=threaded|nonblocking|asio] [--io_threads=2] [--workers=0]
 //               [--handoff]
@@ -116,20 +123,98 @@ class HandoffEchoHandler : public txc::benchwire::EchoIf {
   std::thread worker_;
 };
 
-// One connection of the Asio model: reads into `in_`, answers every complete
-// frame in it with one write, then reads again. One operation at a time per
-// connection, so no strand is needed even with several I/O threads.
-class AsioConnection : public std::enable_shared_from_this<AsioConnection> {
+// Runs framed calls through the generated processor: each reply is appended,
+// framed, to `out`. One per thread that runs calls (not thread-safe).
+class FrameRunner {
  public:
-  AsioConnection(boost::asio::ip::tcp::socket socket,
-                 std::shared_ptr<apache::thrift::TProcessor> processor, int64_t max_frame_bytes)
-      : socket_(std::move(socket)),
-        processor_(std::move(processor)),
-        max_frame_bytes_(max_frame_bytes),
+  FrameRunner(std::shared_ptr<apache::thrift::TProcessor> processor, int64_t max_frame_bytes)
+      : processor_(std::move(processor)),
         in_buffer_(std::make_shared<apache::thrift::transport::TMemoryBuffer>()),
         out_buffer_(std::make_shared<apache::thrift::transport::TMemoryBuffer>()),
         in_protocol_(txc::MakeProtocolFactory(max_frame_bytes)->getProtocol(in_buffer_)),
-        out_protocol_(txc::MakeProtocolFactory(max_frame_bytes)->getProtocol(out_buffer_)),
+        out_protocol_(txc::MakeProtocolFactory(max_frame_bytes)->getProtocol(out_buffer_)) {}
+
+  // False (and a WARNING) when the call cannot be read: close the connection.
+  bool Run(const uint8_t* body, uint32_t size, std::string* out) {
+    in_buffer_->resetBuffer(const_cast<uint8_t*>(body), size,
+                            apache::thrift::transport::TMemoryBuffer::OBSERVE);
+    out_buffer_->resetBuffer();
+    try {
+      processor_->process(in_protocol_, out_protocol_, nullptr);
+    } catch (const std::exception& e) {
+      LOG(WARNING) << "echo_server (asio): bad call, closing: " << e.what();
+      return false;
+    }
+    uint8_t* reply = nullptr;
+    uint32_t reply_size = 0;
+    out_buffer_->getBuffer(&reply, &reply_size);
+    const char header[4] = {static_cast<char>(reply_size >> 24),
+                            static_cast<char>(reply_size >> 16), static_cast<char>(reply_size >> 8),
+                            static_cast<char>(reply_size)};
+    out->append(header, 4);
+    out->append(reinterpret_cast<const char*>(reply), reply_size);
+    return true;
+  }
+
+ private:
+  std::shared_ptr<apache::thrift::TProcessor> processor_;
+  std::shared_ptr<apache::thrift::transport::TMemoryBuffer> in_buffer_, out_buffer_;
+  std::shared_ptr<apache::thrift::protocol::TProtocol> in_protocol_, out_protocol_;
+};
+
+class AsioConnection;
+
+// --model=asio --handoff: the one other thread that answers. It takes every
+// queued frame in one go, runs each, and posts all the answers back to the
+// io_context in one post (which writes them). Needs a single I/O thread: the
+// posts then run in order, one at a time.
+class AsioHandoff {
+ public:
+  AsioHandoff(boost::asio::io_context& io, std::shared_ptr<apache::thrift::TProcessor> processor,
+              int64_t max_frame_bytes)
+      : io_(io), runner_(std::move(processor), max_frame_bytes), worker_([this] { Run(); }) {}
+  ~AsioHandoff() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    worker_.join();
+  }
+
+  void Queue(std::shared_ptr<AsioConnection> conn, std::string frame) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.emplace_back(std::move(conn), std::move(frame));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Run();
+
+  boost::asio::io_context& io_;
+  FrameRunner runner_;  // used by worker_ only
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::shared_ptr<AsioConnection>, std::string>> queue_;  // guarded by mu_
+  bool stopping_ = false;                                                      // guarded by mu_
+  std::thread worker_;
+};
+
+// One connection of the Asio model: reads into `in_`, answers every complete
+// frame in it with one write, then reads again. One operation at a time per
+// connection, so no strand is needed even with several I/O threads. With a
+// hand-off the frames go to it and the answers come back through Answered().
+class AsioConnection : public std::enable_shared_from_this<AsioConnection> {
+ public:
+  AsioConnection(boost::asio::ip::tcp::socket socket,
+                 std::shared_ptr<apache::thrift::TProcessor> processor, int64_t max_frame_bytes,
+                 AsioHandoff* handoff)
+      : socket_(std::move(socket)),
+        runner_(std::move(processor), max_frame_bytes),
+        max_frame_bytes_(max_frame_bytes),
+        handoff_(handoff),
         in_(16 * 1024) {}
 
   void Read() {
@@ -141,6 +226,12 @@ class AsioConnection : public std::enable_shared_from_this<AsioConnection> {
           self->have_ += n;
           self->Answer();
         });
+  }
+
+  // On the I/O thread: the hand-off's answer to one of this connection's frames.
+  void Answered(const std::string& framed_reply) {
+    out_.append(framed_reply);
+    if (--handed_off_ == 0) Write();
   }
 
  private:
@@ -159,33 +250,29 @@ class AsioConnection : public std::enable_shared_from_this<AsioConnection> {
         if (in_.size() < static_cast<size_t>(size) + 4) in_.resize(static_cast<size_t>(size) + 4);
         break;
       }
-      in_buffer_->resetBuffer(in_.data() + off + 4, static_cast<uint32_t>(size),
-                              apache::thrift::transport::TMemoryBuffer::OBSERVE);
-      out_buffer_->resetBuffer();
-      try {
-        processor_->process(in_protocol_, out_protocol_, nullptr);
-      } catch (const std::exception& e) {
-        LOG(WARNING) << "echo_server (asio): bad call, closing: " << e.what();
+      const uint8_t* body = in_.data() + off + 4;
+      if (handoff_ != nullptr) {
+        ++handed_off_;
+        handoff_->Queue(shared_from_this(), std::string(reinterpret_cast<const char*>(body),
+                                                        static_cast<size_t>(size)));
+      } else if (!runner_.Run(body, static_cast<uint32_t>(size), &out_)) {
         return;
       }
-      uint8_t* reply = nullptr;
-      uint32_t reply_size = 0;
-      out_buffer_->getBuffer(&reply, &reply_size);
-      const char header[4] = {static_cast<char>(reply_size >> 24),
-                              static_cast<char>(reply_size >> 16),
-                              static_cast<char>(reply_size >> 8), static_cast<char>(reply_size)};
-      out_.append(header, 4);
-      out_.append(reinterpret_cast<const char*>(reply), reply_size);
       off += 4 + static_cast<size_t>(size);
     }
     if (off > 0) {
       std::memmove(in_.data(), in_.data() + off, have_ - off);
       have_ -= off;
     }
+    if (handed_off_ > 0) return;  // Answered() writes
     if (out_.empty()) {
       Read();
       return;
     }
+    Write();
+  }
+
+  void Write() {
     boost::asio::async_write(
         socket_, boost::asio::buffer(out_),
         [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
@@ -194,27 +281,55 @@ class AsioConnection : public std::enable_shared_from_this<AsioConnection> {
   }
 
   boost::asio::ip::tcp::socket socket_;
-  std::shared_ptr<apache::thrift::TProcessor> processor_;
+  FrameRunner runner_;
   const int64_t max_frame_bytes_;
-  std::shared_ptr<apache::thrift::transport::TMemoryBuffer> in_buffer_, out_buffer_;
-  std::shared_ptr<apache::thrift::protocol::TProtocol> in_protocol_, out_protocol_;
+  AsioHandoff* const handoff_;  // null: answered on the I/O thread
+  int handed_off_ = 0;          // frames at the hand-off, not answered yet
   std::vector<uint8_t> in_;
   size_t have_ = 0;
   std::string out_;
 };
 
+void AsioHandoff::Run() {
+  std::deque<std::pair<std::shared_ptr<AsioConnection>, std::string>> taken;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      taken.swap(queue_);
+    }
+    auto answers =
+        std::make_shared<std::vector<std::pair<std::shared_ptr<AsioConnection>, std::string>>>();
+    answers->reserve(taken.size());
+    for (auto& [conn, frame] : taken) {
+      std::string reply;
+      if (!runner_.Run(reinterpret_cast<const uint8_t*>(frame.data()),
+                       static_cast<uint32_t>(frame.size()), &reply)) {
+        continue;  // that connection is never answered: it closes when its client gives up
+      }
+      answers->emplace_back(std::move(conn), std::move(reply));
+    }
+    taken.clear();
+    boost::asio::post(io_, [answers] {
+      for (auto& [conn, reply] : *answers) conn->Answered(reply);
+    });
+  }
+}
+
 void Accept(boost::asio::ip::tcp::acceptor& acceptor,
-            const std::shared_ptr<apache::thrift::TProcessor>& processor) {
-  acceptor.async_accept([&acceptor, processor](const boost::system::error_code& ec,
-                                               boost::asio::ip::tcp::socket socket) {
+            const std::shared_ptr<apache::thrift::TProcessor>& processor, AsioHandoff* handoff) {
+  acceptor.async_accept([&acceptor, processor, handoff](const boost::system::error_code& ec,
+                                                        boost::asio::ip::tcp::socket socket) {
     if (ec == boost::asio::error::operation_aborted) return;
     if (!ec) {
       boost::system::error_code ignored;
       socket.set_option(boost::asio::ip::tcp::no_delay(true), ignored);
-      std::make_shared<AsioConnection>(std::move(socket), processor, txc::kDefaultMaxMessageBytes)
+      std::make_shared<AsioConnection>(std::move(socket), processor, txc::kDefaultMaxMessageBytes,
+                                       handoff)
           ->Read();
     }
-    Accept(acceptor, processor);
+    Accept(acceptor, processor, handoff);
   });
 }
 
@@ -237,7 +352,8 @@ int main(int argc, char** argv) {
       "workers", po::value<int>(&workers)->default_value(workers),
       "nonblocking: worker threads running the handler (0: on the I/O thread)")(
       "handoff", po::bool_switch(&handoff),
-      "threaded: each call answered by one other thread while the connection thread waits");
+      "each call answered by one other thread (threaded: the connection thread waits; asio: "
+      "answers posted back to the I/O thread)");
   if (int rc = txc::cli::Parse("echo_server",
                                "Usage: echo_server --port=N [--model=threaded|nonblocking|asio]",
                                argc, argv, desc);
@@ -248,8 +364,11 @@ int main(int argc, char** argv) {
     return txc::cli::UsageError("echo_server", "--model must be threaded, nonblocking or asio");
   }
   if (io_threads < 1) return txc::cli::UsageError("echo_server", "--io_threads must be >= 1");
-  if (handoff && model != "threaded") {
-    return txc::cli::UsageError("echo_server", "--handoff needs --model=threaded");
+  if (handoff && model == "nonblocking") {
+    return txc::cli::UsageError("echo_server", "--handoff needs --model=threaded or asio");
+  }
+  if (handoff && model == "asio" && io_threads != 1) {
+    return txc::cli::UsageError("echo_server", "--model=asio --handoff needs --io_threads=1");
   }
   txc::RouteThriftLogsToGlog();
   signal(SIGPIPE, SIG_IGN);
@@ -260,7 +379,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
   std::shared_ptr<txc::benchwire::EchoIf> handler;
-  if (handoff) {
+  if (handoff && model == "threaded") {
     handler = std::make_shared<HandoffEchoHandler>();
   } else {
     handler = std::make_shared<EchoHandler>();
@@ -274,6 +393,7 @@ int main(int argc, char** argv) {
   boost::asio::io_context io;
   boost::asio::ip::tcp::acceptor acceptor(io);
   std::vector<std::thread> io_runners;
+  std::unique_ptr<AsioHandoff> asio_handoff;  // destroyed after the I/O thread stopped
   if (model == "asio") {
     boost::system::error_code ec;
     const boost::asio::ip::tcp::endpoint at(boost::asio::ip::make_address(host, ec),
@@ -286,7 +406,10 @@ int main(int argc, char** argv) {
       LOG(ERROR) << "echo_server cannot listen on " << host << ":" << port << ": " << ec.message();
       return 1;
     }
-    Accept(acceptor, processor);
+    if (handoff) {
+      asio_handoff = std::make_unique<AsioHandoff>(io, processor, txc::kDefaultMaxMessageBytes);
+    }
+    Accept(acceptor, processor, asio_handoff.get());
     for (int i = 0; i < io_threads; ++i) io_runners.emplace_back([&io] { io.run(); });
   } else if (model == "threaded") {
     txc::ThriftServerOptions o;
