@@ -2,6 +2,8 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
 #include "common/backoff.h"
@@ -160,9 +162,63 @@ Result<bool> PgXaResource::IsPreparedOnce(const std::string& gid) {
   }
 }
 
+// Registers a running prepare of `gid` for its lifetime (an Abort() of the
+// same branch waits for it to end); Aborted() tells whether an abort of the
+// branch arrived.
+class PgXaResource::PrepareGuard {
+ public:
+  PrepareGuard(PgXaResource* owner, std::string gid) : owner_(owner), gid_(std::move(gid)) {
+    std::lock_guard<std::mutex> lock(owner_->aborts_mu_);
+    ++owner_->preparing_[gid_];
+  }
+  ~PrepareGuard() {
+    {
+      std::lock_guard<std::mutex> lock(owner_->aborts_mu_);
+      auto it = owner_->preparing_.find(gid_);
+      if (--it->second == 0) owner_->preparing_.erase(it);
+    }
+    owner_->prepare_done_.notify_all();
+  }
+  bool Aborted() {
+    std::lock_guard<std::mutex> lock(owner_->aborts_mu_);
+    return owner_->AbortedLocked(gid_, MonotonicMs());
+  }
+
+ private:
+  PgXaResource* const owner_;
+  const std::string gid_;
+};
+
+bool PgXaResource::AbortedLocked(const std::string& gid, int64_t now_ms) {
+  while (!abort_order_.empty() && abort_order_.front().first <= now_ms) {
+    auto it = aborted_.find(abort_order_.front().second);
+    if (it != aborted_.end() && it->second <= now_ms) aborted_.erase(it);
+    abort_order_.pop_front();
+  }
+  return aborted_.count(gid) > 0;
+}
+
+void PgXaResource::RememberAbortLocked(const std::string& gid, int64_t now_ms) {
+  AbortedLocked(gid, now_ms);  // drops what expired
+  const int64_t until = now_ms + options_.abort_memory_ms;
+  aborted_[gid] = until;
+  abort_order_.emplace_back(until, gid);
+  while (aborted_.size() > options_.abort_memory_entries && !abort_order_.empty()) {
+    auto it = aborted_.find(abort_order_.front().second);
+    if (it != aborted_.end() && it->second == abort_order_.front().first) aborted_.erase(it);
+    abort_order_.pop_front();
+  }
+}
+
 Result<Vote> PgXaResource::Prepare(const BranchContext& ctx,
                                    const std::function<Vote(pqxx::work&)>& fn) {
   TXC_ASSIGN_OR_RETURN(const std::string gid, GidFor(ctx.gtid, ctx.branch_id));
+  PrepareGuard guard(this, gid);
+  if (guard.Aborted()) {
+    LOG(WARNING) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id
+                 << " prepare arrived after the branch's abort: voting abort, work not run";
+    return Vote::kAbort;
+  }
   TXC_ASSIGN_OR_RETURN(const bool already, IsPrepared(gid));
   if (already) {
     VLOG(1) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id
@@ -181,6 +237,12 @@ Result<Vote> PgXaResource::Prepare(const BranchContext& ctx,
     const Vote vote = fn(w);
     switch (vote) {
       case Vote::kPrepared:
+        if (guard.Aborted()) {
+          w.abort();
+          LOG(WARNING) << "gtid=" << ctx.gtid << " branch=" << ctx.branch_id
+                       << " aborted while its prepare ran: rolled back, voting abort";
+          return Vote::kAbort;
+        }
         prepare_sent = true;
         w.exec("PREPARE TRANSACTION " + w.quote(gid));
         // The server transaction has ended; this COMMIT only tells libpqxx
@@ -252,6 +314,20 @@ Status PgXaResource::Commit(const BranchContext& ctx) {
 }
 
 Status PgXaResource::Abort(const BranchContext& ctx) {
+  TXC_ASSIGN_OR_RETURN(const std::string gid, GidFor(ctx.gtid, ctx.branch_id));
+  {
+    // Remembered first: a prepare of this branch from now on votes abort; one
+    // running now is waited for, so that what it prepared is rolled back below.
+    std::unique_lock<std::mutex> lock(aborts_mu_);
+    RememberAbortLocked(gid, MonotonicMs());
+    const bool ended = prepare_done_.wait_for(
+        lock, std::chrono::milliseconds(std::max<int64_t>(0, options_.acquire_timeout_ms)),
+        [&] { return preparing_.count(gid) == 0; });
+    if (!ended) {
+      return Status::Unavailable("abort of gtid " + ctx.gtid + " branch " + ctx.branch_id +
+                                 ": its prepare is still running; retry");
+    }
+  }
   Status s = FinishPrepared(ctx, false);
   if (s.code() == StatusCode::kUnavailable) s = FinishPrepared(ctx, false);
   return s;

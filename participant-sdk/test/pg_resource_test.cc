@@ -41,11 +41,13 @@ class PgXaResourceTest : public ::testing::Test {
   }
 
   std::unique_ptr<PgXaResource> Resource(const std::string& prefix = "bank",
-                                         int64_t prepare_lock_timeout_ms = 2000) {
+                                         int64_t prepare_lock_timeout_ms = 2000,
+                                         int64_t acquire_timeout_ms = 10000) {
     PgXaOptions o;
     o.conninfo = conninfo_;
     o.prefix = prefix;
     o.prepare_lock_timeout_ms = prepare_lock_timeout_ms;
+    o.acquire_timeout_ms = acquire_timeout_ms;
     auto r = PgXaResource::Create(o);
     EXPECT_TRUE(r.ok()) << r.status();
     return std::move(r).value();
@@ -152,6 +154,79 @@ TEST_F(PgXaResourceTest, PrepareThenAbortIsIdempotent) {
   ASSERT_TRUE(res->Abort(Ctx("never-prepared")).ok());
   EXPECT_EQ(Balance(1), 100);
   EXPECT_EQ(PreparedCount(), 0);
+}
+
+// The coordinator's prepare timed out, it decided ABORT and aborted the branch;
+// then the delayed prepare arrives. It must not leave a prepared transaction
+// (holding its locks until recovery) behind.
+TEST_F(PgXaResourceTest, APrepareAfterItsAbortVotesAbortWithoutRunningItsWork) {
+  auto res = Resource();
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(res->Abort(Ctx("g-late")).ok());
+  auto vote = res->Prepare(Ctx("g-late"), Move(10, &calls));
+  ASSERT_TRUE(vote.ok()) << vote.status();
+  EXPECT_EQ(*vote, Vote::kAbort);
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(PreparedCount(), 0);
+  EXPECT_EQ(Balance(1), 100);
+  // Another branch of the same transaction is another branch.
+  ASSERT_EQ(*res->Prepare(Ctx("g-late", "b2"), Move(10, &calls)), Vote::kPrepared);
+  ASSERT_TRUE(res->Abort(Ctx("g-late", "b2")).ok());
+  EXPECT_EQ(PreparedCount(), 0);
+  EXPECT_EQ(Balance(1), 100);
+}
+
+// A prepare whose work runs until `go` is set, as a future of its vote.
+std::future<Result<Vote>> BlockedPrepare(PgXaResource* res, const BranchContext& ctx,
+                                         std::promise<void>* in_work, std::shared_future<void> go) {
+  return std::async(std::launch::async, [res, ctx, in_work, go] {
+    return res->Prepare(ctx, [in_work, go](pqxx::work& w) {
+      in_work->set_value();
+      go.wait();
+      w.exec("UPDATE account SET balance = balance - 10 WHERE id = 1");
+      return Vote::kPrepared;
+    });
+  });
+}
+
+TEST_F(PgXaResourceTest, AnAbortDuringItsPrepareWaitsForItAndLeavesNothingPrepared) {
+  auto res = Resource();
+  std::promise<void> in_work, go;
+  auto prepare = BlockedPrepare(res.get(), Ctx("g-race"), &in_work, go.get_future().share());
+  in_work.get_future().wait();
+  std::atomic<bool> prepare_returned{false};
+  auto abort = std::async(std::launch::async, [&] {
+    Status s = res->Abort(Ctx("g-race"));
+    return std::make_pair(s, prepare_returned.load());
+  });
+  // Not answered while the prepare's work runs (it would then prepare after the abort).
+  EXPECT_EQ(abort.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+  go.set_value();
+  Result<Vote> vote = prepare.get();
+  prepare_returned = true;
+  auto [aborted, after_prepare] = abort.get();
+  ASSERT_TRUE(aborted.ok()) << aborted;
+  EXPECT_TRUE(after_prepare);
+  ASSERT_TRUE(vote.ok()) << vote.status();
+  EXPECT_EQ(PreparedCount(), 0);
+  EXPECT_EQ(Balance(1), 100);
+}
+
+TEST_F(PgXaResourceTest, AnAbortWaitingTooLongForItsPrepareIsUnavailableAndTheAbortStands) {
+  auto res = Resource("bank", 2000, /*acquire_timeout_ms=*/200);
+  std::promise<void> in_work, go;
+  auto prepare = BlockedPrepare(res.get(), Ctx("g-slow"), &in_work, go.get_future().share());
+  in_work.get_future().wait();
+  Status first = res->Abort(Ctx("g-slow"));
+  EXPECT_EQ(first.code(), StatusCode::kUnavailable) << first;
+  go.set_value();
+  // The abort was remembered: the prepare rolls back instead of preparing.
+  Result<Vote> vote = prepare.get();
+  ASSERT_TRUE(vote.ok()) << vote.status();
+  EXPECT_EQ(*vote, Vote::kAbort);
+  EXPECT_EQ(PreparedCount(), 0);
+  ASSERT_TRUE(res->Abort(Ctx("g-slow")).ok());  // the coordinator's retry
+  EXPECT_EQ(Balance(1), 100);
 }
 
 TEST_F(PgXaResourceTest, AbortAndReadOnlyVotesLeaveNothing) {

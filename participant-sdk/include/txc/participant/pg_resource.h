@@ -33,6 +33,18 @@
 // via Recover(), and ParticipantServer resolves it with the coordinator.
 // Requires max_prepared_transactions > 0 on the server (default 0!).
 //
+// A prepare that arrives after its branch's abort (it was delayed, the
+// coordinator's prepare timed out and it decided ABORT) must not leave a
+// prepared transaction holding locks until recovery finds it: Abort()
+// remembers the branch (abort_memory_ms, at most abort_memory_entries
+// branches), and a Prepare() of a remembered branch votes kAbort without
+// running its work. An Abort() that meets a Prepare() of the same branch still
+// running waits for it (at most acquire_timeout_ms; past that kUnavailable,
+// and the coordinator retries) and then rolls back what it prepared; a
+// Prepare() that sees the abort before PREPARE TRANSACTION rolls back and
+// votes kAbort. The memory is per process: after a restart the coordinator's
+// recovery (ParticipantServer's Recover()) resolves anything left.
+//
 // Crash points (common/crash_point.h, for fault-injection tests):
 //   participant.after_prepare           after PREPARE TRANSACTION, before the vote is returned
 //   participant.before_commit_prepared  in Commit(), before COMMIT PREPARED is sent
@@ -44,9 +56,13 @@
 // replaced on the next call.
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <pqxx/pqxx>
 #include <string>
 #include <vector>
@@ -73,6 +89,10 @@ struct PgXaOptions {
   // so an unbounded wait could hold every connection and block phase 2 for
   // good. Past it the prepare fails (a vote to abort). 0: wait forever.
   int64_t prepare_lock_timeout_ms = 2000;
+  // How long, and for how many branches at most, an abort is remembered to
+  // refuse a late prepare of the same branch (see above).
+  int64_t abort_memory_ms = 600000;
+  size_t abort_memory_entries = 100000;
 };
 
 class PgXaResource {
@@ -86,6 +106,7 @@ class PgXaResource {
   //   fn -> kReadOnly: rolls back (nothing to keep), kReadOnly;
   //   fn -> kAbort:    rolls back, kAbort.
   // A redelivered prepare whose gid is already prepared answers kPrepared
+  // without running fn; a prepare of a branch aborted here answers kAbort
   // without running fn. Errors (treat as a vote to abort; nothing is left
   // prepared): kInvalidArgument (gid too long), kUnavailable (connection lost;
   // also max_prepared_transactions = 0 shows as kInternal with PostgreSQL's
@@ -96,7 +117,9 @@ class PgXaResource {
   // committed (a prepared branch only ends through this call or Abort).
   // Errors: kUnavailable (retry later), kInternal.
   Status Commit(const BranchContext& ctx);
-  // Phase 2: ROLLBACK PREPARED. Idempotent: an unknown gid succeeds.
+  // Phase 2: ROLLBACK PREPARED. Idempotent: an unknown gid succeeds (and is
+  // remembered: a later prepare of it votes kAbort). kUnavailable also when a
+  // prepare of the branch is still running after acquire_timeout_ms.
   Status Abort(const BranchContext& ctx);
 
   // One-phase commit of the only branch: runs fn and commits in one local
@@ -126,8 +149,19 @@ class PgXaResource {
   Result<bool> IsPreparedOnce(const std::string& gid);
   Result<std::vector<PreparedBranch>> RecoverOnce();
 
+  // The abort memory (see above). PrepareGuard registers a running prepare.
+  class PrepareGuard;
+  bool AbortedLocked(const std::string& gid, int64_t now_ms);
+  void RememberAbortLocked(const std::string& gid, int64_t now_ms);
+
   const PgXaOptions options_;
   std::unique_ptr<internal::PgPool> pool_;
+
+  std::mutex aborts_mu_;  // guards the three fields below
+  std::condition_variable prepare_done_;
+  std::map<std::string, int> preparing_;    // gid -> prepares of it running now
+  std::map<std::string, int64_t> aborted_;  // gid -> remembered until (MonotonicMs)
+  std::deque<std::pair<int64_t, std::string>> abort_order_;  // (until, gid), oldest first
 };
 
 // Helpers for hooks, which report failures by throwing: throws
