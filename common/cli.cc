@@ -84,7 +84,10 @@ void AddTlsFlags(boost::program_options::options_description& flags, TlsFlags* t
       "PEM CA bundle that verifies the peers' certificates (servers and callers)")(
       "tls_crl", po::value(&tls->crl_file),
       "PEM certificate revocation list(s) of --tls_ca's CAs: a peer whose certificate is "
-      "revoked is refused");
+      "revoked is refused")(
+      "tls_crl_chain", po::bool_switch(&tls->crl_check_chain),
+      "check every certificate of a peer's chain against --tls_crl, intermediate CAs too "
+      "(the file must then hold a current CRL of every CA in the chain)");
 }
 
 }  // namespace cli

@@ -55,10 +55,11 @@ std::function<void(const std::string&)> NotEmpty(const std::string& flag);
 // the servers; the certificate is its client identity). Build a
 // txc::TlsOptions{cert_file, key_file, ca_file} from them (common/tls.h).
 struct TlsFlags {
-  std::string cert_file;  // --tls_cert
-  std::string key_file;   // --tls_key
-  std::string ca_file;    // --tls_ca
-  std::string crl_file;   // --tls_crl
+  std::string cert_file;         // --tls_cert
+  std::string key_file;          // --tls_key
+  std::string ca_file;           // --tls_ca
+  std::string crl_file;          // --tls_crl
+  bool crl_check_chain = false;  // --tls_crl_chain
   bool enabled() const { return !cert_file.empty() || !key_file.empty() || !ca_file.empty(); }
   // The flags as the SDK's and the clients' TLS options.
   TlsOptions Options() const {
@@ -67,6 +68,7 @@ struct TlsFlags {
     o.key_file = key_file;
     o.ca_file = ca_file;
     o.crl_file = crl_file;
+    o.crl_check_chain = crl_check_chain;
     return o;
   }
 };

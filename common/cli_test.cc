@@ -128,7 +128,17 @@ TEST(CliTest, TlsFlagsCarryTheCrlIntoTheTlsOptions) {
   EXPECT_EQ(o.key_file, "k.pem");
   EXPECT_EQ(o.ca_file, "ca.pem");
   EXPECT_EQ(o.crl_file, "crl.pem");
+  EXPECT_FALSE(o.crl_check_chain);
   EXPECT_TRUE(o.require_client_cert);
+
+  cli::TlsFlags chain;
+  po::options_description chain_flags("Flags");
+  cli::AddTlsFlags(chain_flags, &chain);
+  const char* chain_argv[] = {"prog", "--tls_ca=ca.pem", "--tls_crl=crl.pem", "--tls_crl_chain"};
+  po::variables_map chain_vm;
+  po::store(po::parse_command_line(4, chain_argv, chain_flags), chain_vm);
+  po::notify(chain_vm);
+  EXPECT_TRUE(chain.Options().crl_check_chain);
 }
 
 }  // namespace

@@ -64,7 +64,7 @@ Result<std::shared_ptr<ssl::context>> MakeServerSslContext(const TlsOptions& tls
     }
     if (!tls.crl_file.empty()) {
       // Revoked client certificates are refused here as on the Thrift port.
-      Status crl = LoadCrlFile(native, tls.crl_file);
+      Status crl = LoadCrlFile(native, tls.crl_file, tls.crl_check_chain);
       if (!crl.ok()) return crl;
     }
     if (tls.require_client_cert) mode = ssl::verify_peer | ssl::verify_fail_if_no_peer_cert;

@@ -136,6 +136,9 @@ Status TlsOptions::ValidateForServer() const {
     return Status::InvalidArgument(
         "a CRL (tls_crl) needs the CA bundle that verifies client certificates (tls_ca)");
   }
+  if (crl_check_chain && crl_file.empty()) {
+    return Status::InvalidArgument("checking the chain against CRLs (tls_crl_chain) needs tls_crl");
+  }
   return Status::Ok();
 }
 
@@ -147,12 +150,15 @@ Status TlsOptions::ValidateForClient() const {
     return Status::InvalidArgument(
         "TLS client certificate and key go together (tls_cert, tls_key)");
   }
+  if (crl_check_chain && crl_file.empty()) {
+    return Status::InvalidArgument("checking the chain against CRLs (tls_crl_chain) needs tls_crl");
+  }
   return Status::Ok();
 }
 
 // ---- CRL -----------------------------------------------------------------------
 
-Status LoadCrlFile(SSL_CTX* ctx, const std::string& crl_file) {
+Status LoadCrlFile(SSL_CTX* ctx, const std::string& crl_file, bool check_chain) {
   ERR_clear_error();
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(crl_file.c_str(), "r"), BIO_free);
   if (bio == nullptr) {
@@ -184,7 +190,9 @@ Status LoadCrlFile(SSL_CTX* ctx, const std::string& crl_file) {
         loaded == 0 ? "no PEM CRL (BEGIN X509 CRL) in it: " + OpenSslErrors() : OpenSslErrors();
     return Status::InvalidArgument("cannot load CRL file " + crl_file + ": " + reason);
   }
-  if (X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK) != 1) {
+  const unsigned long flags =
+      X509_V_FLAG_CRL_CHECK | (check_chain ? X509_V_FLAG_CRL_CHECK_ALL : 0UL);
+  if (X509_STORE_set_flags(store, flags) != 1) {
     return Status::Internal("cannot turn on the CRL check: " + OpenSslErrors());
   }
   return Status::Ok();
@@ -485,7 +493,7 @@ Result<std::shared_ptr<TlsContext::Factory>> TlsContext::Load(const TlsOptions& 
       factory->loadTrustedCertificates(options.ca_file.c_str());
     }
     if (!options.crl_file.empty()) {
-      Status crl = LoadCrlFile(ctx, options.crl_file);
+      Status crl = LoadCrlFile(ctx, options.crl_file, options.crl_check_chain);
       if (!crl.ok()) return crl;
     }
     int mode = SSL_VERIFY_PEER;  // a client always verifies the server
@@ -576,7 +584,9 @@ std::string TlsContext::Describe() const {
     BIO_free(bio);
   }
   if (!options_.ca_file.empty()) out += ", CA bundle " + options_.ca_file;
-  if (!options_.crl_file.empty()) out += ", CRL " + options_.crl_file;
+  if (!options_.crl_file.empty()) {
+    out += ", CRL " + options_.crl_file + (options_.crl_check_chain ? " (whole chain)" : "");
+  }
   if (role_ == TlsRole::kServer) {
     out += options_.require_client_cert ? ", client certificates required"
                                         : ", client certificates optional";

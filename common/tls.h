@@ -24,8 +24,11 @@
 // revoked"), and so is one whose issuer has no CRL in the file ("unable to get
 // certificate CRL") or when that CRL is past its nextUpdate ("CRL has
 // expired"): without a current CRL nothing from that CA gets through, so
-// publish new CRLs before the old ones expire. Intermediate CAs are not
-// checked against CRLs.
+// publish new CRLs before the old ones expire. By default only the peer's own
+// certificate is checked; with crl_check_chain every certificate of its chain
+// is (X509_V_FLAG_CRL_CHECK_ALL: an intermediate CA revoked by its issuer
+// refuses everything it signed), and the file must then hold a current CRL of
+// every CA in the chain, the root's included.
 //
 // Rotation: TlsContext::Reload() re-reads the files (CRL included) into a
 // fresh SSL_CTX; connections accepted or opened afterwards use it, open ones
@@ -69,6 +72,9 @@ struct TlsOptions {
   // PEM certificate revocation list(s) for the CAs of ca_file; empty: no
   // revocation check. Needs ca_file (see "Revocation" above).
   std::string crl_file{};
+  // Check the whole chain against crl_file, not only the peer's certificate
+  // (see "Revocation" above). Needs crl_file.
+  bool crl_check_chain = false;
 
   // TLS is on when any file is configured.
   bool enabled() const { return !cert_file.empty() || !key_file.empty() || !ca_file.empty(); }
@@ -208,7 +214,7 @@ class PlainSocket : public apache::thrift::transport::TSocket {
 // read or holds no CRL. Logs a WARNING for a CRL already past its nextUpdate
 // (every certificate of that CA is then refused). Used by TlsContext and by
 // the coordinator's participant client (Boost.Asio, same OpenSSL).
-Status LoadCrlFile(SSL_CTX* ctx, const std::string& crl_file);
+Status LoadCrlFile(SSL_CTX* ctx, const std::string& crl_file, bool check_chain = false);
 
 // True when `data` (the first bytes a peer sent) starts like a TLS record.
 bool LooksLikeTlsRecord(const uint8_t* data, uint32_t len);

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 
 #include "common/peer_identity.h"
@@ -370,6 +371,54 @@ TEST_F(TlsServerTest, ClientWithACrlRefusesARevokedServerCertificate) {
   ExpectRefusedThenOthersServed(refused, unaware, endpoint_, "certificate revoked");
 }
 
+// An intermediate CA revoked by its root: checking only the peer's own
+// certificate lets its leaves through; checking the whole chain refuses them,
+// while a leaf of the root is still served.
+TEST_F(TlsServerTest, ARevokedIntermediateCaIsRefusedWhenTheWholeChainIsChecked) {
+  TestCa::Issued intermediate_cert;
+  auto intermediate = ca_->IssueIntermediate("txc-test-intermediate", &intermediate_cert);
+  ASSERT_TRUE(intermediate.ok()) << intermediate.status();
+  auto leaf = (*intermediate)->Issue("leaf", "payment-service");
+  ASSERT_TRUE(leaf.ok()) << leaf.status();
+  const TlsOptions leaf_tls = ca_->Options(*leaf);  // presents leaf + intermediate, trusts the root
+  // One file with the CRLs of both CAs.
+  const std::string crl = ca_->dir() + "/chain-crl.pem";
+  auto write_crls = [&] {
+    const std::string root_crl = ca_->dir() + "/root-crl.pem";
+    const std::string intermediate_crl = (*intermediate)->dir() + "/intermediate-crl.pem";
+    ASSERT_TRUE(ca_->WriteCrl(root_crl).ok());
+    ASSERT_TRUE((*intermediate)->WriteCrl(intermediate_crl).ok());
+    std::ifstream a(root_crl), b(intermediate_crl);
+    std::ofstream out(crl, std::ios::trunc);
+    out << a.rdbuf() << b.rdbuf();
+    ASSERT_TRUE(out.good());
+  };
+  write_crls();
+  TlsOptions chain = ServerTls();
+  chain.crl_file = crl;
+  chain.crl_check_chain = true;
+  StartServer(chain);
+  Pool before(Connect(ClientTls(leaf_tls)));
+  Status served = Prepare(before, endpoint_);
+  ASSERT_TRUE(served.ok()) << served;  // nothing revoked: the chain verifies
+
+  ASSERT_TRUE(ca_->Revoke(intermediate_cert).ok());
+  write_crls();
+  Status reloaded = server_->ReloadTls();
+  ASSERT_TRUE(reloaded.ok()) << reloaded;
+  Pool refused(Connect(ClientTls(leaf_tls)));
+  Pool good(Connect(ClientTls(ClientTlsOptions())));
+  ExpectRefusedThenOthersServed(refused, good, endpoint_, "certificate revoked");
+
+  // The same files, only the leaf checked: its own certificate is not revoked.
+  TlsOptions leaf_only = chain;
+  leaf_only.crl_check_chain = false;
+  StartServer(leaf_only);
+  Pool through(Connect(ClientTls(leaf_tls)));
+  Status passed = Prepare(through, endpoint_);
+  EXPECT_TRUE(passed.ok()) << passed;
+}
+
 // Without a CRL from the peer's CA nothing from that CA gets through.
 TEST_F(TlsServerTest, CrlOfAnotherCaRefusesEveryCertificate) {
   auto other = TestCa::Create("other-ca");
@@ -427,6 +476,10 @@ TEST(TlsOptionsTest, ValidationNamesWhatIsMissing) {
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("/nonexistent.pem"), std::string::npos)
       << missing.status();
+  o.ca_file = "ca.pem";
+  o.crl_check_chain = true;  // without a CRL file
+  EXPECT_NE(o.ValidateForServer().message().find("tls_crl"), std::string::npos);
+  EXPECT_NE(o.ValidateForClient().message().find("tls_crl"), std::string::npos);
 }
 
 TEST(LooksLikeTlsRecordTest, RecognisesHandshakesAndAlertsOnly) {

@@ -122,7 +122,7 @@ Result<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const TlsOptions& tls
     }
     if (!tls.crl_file.empty()) {
       // Every handshake checks the participant's certificate against it.
-      Status crl = LoadCrlFile(ctx->native_handle(), tls.crl_file);
+      Status crl = LoadCrlFile(ctx->native_handle(), tls.crl_file, tls.crl_check_chain);
       if (!crl.ok()) return Status::InvalidArgument("participant TLS: " + crl.message());
     }
     ctx->set_verify_mode(asio::ssl::verify_peer);

@@ -126,6 +126,9 @@ int main(int argc, char** argv) {
       "PEM certificate revocation list(s) of the --tls_ca CA(s): every TLS handshake refuses a "
       "revoked client certificate (and every certificate of a CA without a current CRL in the "
       "file); re-read on SIGHUP")(
+      "tls_crl_chain", po::bool_switch(&options.tls.crl_check_chain),
+      "check every certificate of a client's chain against --tls_crl, intermediate CAs too (the "
+      "file must then hold a current CRL of every CA in the chain)")(
       "tls_require_client_cert", po::value(&options.tls.require_client_cert)->default_value(true),
       "mutual TLS: refuse clients without a certificate from --tls_ca (false: a client "
       "certificate is optional, verified when presented)")(
@@ -141,6 +144,9 @@ int main(int argc, char** argv) {
       "participant_tls_crl", po::value(&options.participant_tls.crl_file),
       "PEM CRL(s) checked against participants' certificates (default: --tls_crl when "
       "--participant_tls_ca is not set)")(
+      "participant_tls_crl_chain", po::bool_switch(&options.participant_tls.crl_check_chain),
+      "check participants' whole chains against their CRLs (default: --tls_crl_chain when "
+      "--participant_tls_crl is taken from --tls_crl)")(
       "prepare_timeout_ms",
       po::value(&options.two_phase.prepare_timeout_ms)
           ->default_value(options.two_phase.prepare_timeout_ms),
@@ -238,10 +244,12 @@ int main(int argc, char** argv) {
     if (!tls.ok()) return Usage(tls.message());
   } else if (!options.tls.crl_file.empty()) {
     return Usage("--tls_crl needs TLS on the port (--tls_cert, --tls_key, --tls_ca)");
+  } else if (options.tls.crl_check_chain) {
+    return Usage("--tls_crl_chain needs --tls_crl");
   }
   if (!participant_tls && !options.participant_tls.enabled() &&
-      !options.participant_tls.crl_file.empty()) {
-    return Usage("--participant_tls_crl needs --participant_tls");
+      (!options.participant_tls.crl_file.empty() || options.participant_tls.crl_check_chain)) {
+    return Usage("--participant_tls_crl and --participant_tls_crl_chain need --participant_tls");
   }
   if (participant_tls || options.participant_tls.enabled()) {
     txc::TlsOptions& p = options.participant_tls;
@@ -252,7 +260,10 @@ int main(int argc, char** argv) {
     if (p.ca_file.empty()) {
       p.ca_file = options.tls.ca_file;
       // The same CA bundle, the same revocation list.
-      if (p.crl_file.empty()) p.crl_file = options.tls.crl_file;
+      if (p.crl_file.empty()) {
+        p.crl_file = options.tls.crl_file;
+        p.crl_check_chain = p.crl_check_chain || options.tls.crl_check_chain;
+      }
     }
     txc::Status tls = p.ValidateForClient();
     if (!tls.ok()) return Usage("participant TLS: " + tls.message());

@@ -374,8 +374,10 @@ int main(int argc, char** argv) {
       "name the coordinator's certificate must carry (default: the host dialled)")(
       "tls_crl", po::value(&tls.crl_file),
       "PEM certificate revocation list(s) of the --tls_ca CA(s): a revoked coordinator "
-      "certificate is refused")("resource", po::value(&resource),
-                                "enlist: the branch's resource name")(
+      "certificate is refused")(
+      "tls_crl_chain", po::bool_switch(&tls.crl_check_chain),
+      "check every certificate of the coordinator's chain against --tls_crl, intermediate CAs "
+      "too")("resource", po::value(&resource), "enlist: the branch's resource name")(
       "gtid", po::value(&saga_gtid), "submit-saga: the saga's id (resubmission is idempotent)")(
       "reason", po::value(&reason), "retry, cancel, resolve, rebind: why (kept in the audit)")(
       "as", po::value(&resolve_as), "resolve: compensated, committed or aborted")(
@@ -418,6 +420,9 @@ int main(int argc, char** argv) {
   if (rpc_timeout_ms <= 0) return UsageError("--rpc_timeout_ms must be positive");
   if (!tls.crl_file.empty() && tls.ca_file.empty()) {
     return UsageError("--tls_crl needs --tls_ca");
+  }
+  if (tls.crl_check_chain && tls.crl_file.empty()) {
+    return UsageError("--tls_crl_chain needs --tls_crl");
   }
   if (tls.enabled()) {
     auto made = txc::TlsContext::Create(tls, txc::TlsRole::kClient);

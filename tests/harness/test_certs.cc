@@ -61,7 +61,40 @@ Result<TestCa::Issued> TestCa::Issue(const std::string& file_stem, const std::st
                std::to_string(serial_++), "-out", issued.cert_file, "-days", expired ? "-1" : "2",
                "-extfile", ext});
   if (!s.ok()) return s;
+  if (intermediate_) {
+    std::ifstream ca(ca_file_);
+    std::ofstream out(issued.cert_file, std::ios::app);
+    out << ca.rdbuf();
+    if (!ca || !out)
+      return Status::Internal("cannot append " + ca_file_ + " to " + issued.cert_file);
+  }
   return issued;
+}
+
+Result<std::unique_ptr<TestCa>> TestCa::IssueIntermediate(const std::string& name,
+                                                          Issued* as_issued) {
+  std::unique_ptr<TestCa> sub(new TestCa());
+  sub->ca_file_ = sub->dir_.Child("ca.pem");
+  sub->ca_key_ = sub->dir_.Child("ca.key");
+  sub->intermediate_ = true;
+  const std::string csr = sub->dir_.Child("ca.csr");
+  const std::string ext = dir_.Child(name + "-ca.ext");
+  {
+    std::ofstream out(ext);
+    out << "basicConstraints=critical,CA:TRUE\n"
+        << "keyUsage=critical,keyCertSign,cRLSign\n";
+    if (!out) return Status::Internal("cannot write " + ext);
+  }
+  std::vector<std::string> req = {"req", "-new"};
+  req.insert(req.end(), kEcKey.begin(), kEcKey.end());
+  req.insert(req.end(), {"-keyout", sub->ca_key_, "-out", csr, "-subj", "/CN=" + name});
+  Status s = Openssl(req);
+  if (!s.ok()) return s;
+  s = Openssl({"x509", "-req", "-in", csr, "-CA", ca_file_, "-CAkey", ca_key_, "-set_serial",
+               std::to_string(serial_++), "-out", sub->ca_file_, "-days", "2", "-extfile", ext});
+  if (!s.ok()) return s;
+  if (as_issued != nullptr) *as_issued = Issued{sub->ca_file_, sub->ca_key_};
+  return sub;
 }
 
 Result<std::string> TestCa::CaConfig() {

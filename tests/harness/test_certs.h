@@ -50,6 +50,13 @@ class TestCa {
     return Issue(file_stem, common_name, {"DNS:localhost", "IP:127.0.0.1"});
   }
 
+  // An intermediate CA (subject CN=`name`) signed by this CA, in a directory of
+  // its own: its Issue() writes the leaf followed by the intermediate into
+  // cert_file (the chain a peer presents), its ca_file() is its own
+  // certificate, its Revoke()/WriteCrl() are its own CRL. `as_issued`, when
+  // set, receives the intermediate as a certificate of this CA (for Revoke()).
+  Result<std::unique_ptr<TestCa>> IssueIntermediate(const std::string& name,
+                                                    Issued* as_issued = nullptr);
   // Marks `issued` (a certificate of this CA) revoked in the CA's database
   // (`openssl ca -revoke`); the next WriteCrl lists it. kInternal with
   // openssl's output when it fails.
@@ -80,6 +87,7 @@ class TestCa {
   TempDir dir_;
   std::string ca_file_;
   std::string ca_key_;
+  bool intermediate_ = false;  // Issue() appends ca_file_ to each leaf's cert_file
   int serial_ = 1;
   std::string ca_config_;  // empty until CaConfig() made it
   int crl_serial_ = 0;     // names the temporary file of each WriteCrl
