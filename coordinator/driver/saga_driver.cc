@@ -218,12 +218,22 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
   VLOG(1) << "saga " << gtid << ": -> RUNNING (" << spec.steps.size() << " steps logged)";
   auto run = std::make_shared<Run>();
   run->stepping = true;  // this thread: adopt the result, run its effects, then step what queued
+  std::shared_ptr<Run> driven_already;
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
-    runs_.emplace(gtid, run);
+    auto [it, inserted] = runs_.emplace(gtid, run);
+    if (!inserted) driven_already = it->second;
+  }
+  const TxnRecord as_logged = stepped->next.txn;
+  if (driven_already != nullptr) {
+    // A concurrent resubmission of this gtid found the definition in the store
+    // between our write and here, and took the saga up (ResumeNow): it drives
+    // it. Running our first wave as well would send its actions twice.
+    VLOG(1) << "saga " << gtid << ": logged, and already driven by a concurrent resubmission";
+    if (spec.wait_for_completion) return WaitFor(driven_already, spec.wait_timeout_ms);
+    return as_logged;
   }
   CrashPointsAfterLogged(marks);
-  const TxnRecord as_logged = stepped->next.txn;
   if (Adopt(run, std::move(stepped).value())) Pump(run);
   if (spec.wait_for_completion) return WaitFor(run, spec.wait_timeout_ms);
   return as_logged;

@@ -7,9 +7,11 @@
 #include <glog/logging.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -369,6 +371,31 @@ TEST_F(SagaDriverTest, ResubmissionIsIdempotentAndADifferentDefinitionIsRefused)
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kAlreadyExists);
   EXPECT_EQ(StoredState("resubmit-1"), TxnState::kSucceeded);
+}
+
+// Clients retrying a submission at once: a resubmission that finds the
+// definition in the store before the first submitter registered its run takes
+// the saga up; the first submitter must then not run its first wave too.
+TEST_F(SagaDriverTest, ConcurrentSubmissionsOfOneSagaSendEachActionOnce) {
+  constexpr int kSagas = 30;
+  constexpr int kSubmitters = 8;
+  for (int i = 0; i < kSagas; ++i) {
+    const std::string gtid = "concurrent-" + std::to_string(i);
+    std::vector<std::future<Result<TxnRecord>>> submits;
+    for (int t = 0; t < kSubmitters; ++t) {
+      submits.push_back(std::async(std::launch::async, [this, gtid] {
+        return driver_->SubmitSaga(Spec(gtid, {Step("a", {}), Step("b", {"a"})}));
+      }));
+    }
+    for (auto& submit : submits) {
+      Result<TxnRecord> r = submit.get();
+      ASSERT_TRUE(r.ok()) << gtid << ": " << r.status();
+      EXPECT_EQ(r->state, TxnState::kSucceeded) << gtid;
+    }
+  }
+  const auto calls = participant_->Calls();
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "action:a"), kSagas);
+  EXPECT_EQ(std::count(calls.begin(), calls.end(), "action:b"), kSagas);
 }
 
 TEST_F(SagaDriverTest, ResumeFinishesWhatACrashLeftRunning) {
