@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <thread>
@@ -60,7 +61,7 @@ Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
   // A retried begin: answer with the transaction the key already names.
   if (!options.idempotency_key.empty()) {
     Result<TxnRecord> existing = store_->FindByIdempotencyKey(options.idempotency_key);
-    if (existing.ok()) return existing;
+    if (existing.ok()) return SameBegin(std::move(existing).value(), options);
     if (existing.status().code() != StatusCode::kNotFound) return existing.status();
   }
 
@@ -106,7 +107,7 @@ Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
     if (winner.ok()) {
       VLOG(1) << "begin with key '" << options.idempotency_key << "' lost a race to "
               << winner->gtid;
-      return winner;
+      return SameBegin(std::move(winner).value(), options);
     }
     LOG(ERROR) << txn.gtid << ": begin refused (" << written << ") but no transaction has key '"
                << options.idempotency_key << "': " << winner.status();
@@ -120,6 +121,32 @@ Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
       return written;  // outcome unknown: the client retries (with its key)
     default: return Status::Unavailable("begin: " + written.ToString());
   }
+}
+
+Result<TxnRecord> CoordinatorService::SameBegin(TxnRecord existing, const BeginOptions& options) {
+  auto refuse = [&](const std::string& what) {
+    return Status::InvalidArgument("idempotency_key: '" + options.idempotency_key +
+                                   "' already names transaction " + existing.gtid + ", " + what +
+                                   "; a different begin needs a new key");
+  };
+  if (existing.kind != TxnKind::kTwoPhase) return refuse("which is not a 2PC transaction");
+  if (existing.deadline_ms - existing.created_ms != options.timeout_ms) {
+    return refuse("begun with timeout_ms " +
+                  std::to_string(existing.deadline_ms - existing.created_ms) + ", not " +
+                  std::to_string(options.timeout_ms));
+  }
+  if (options.branches.empty()) return existing;
+  TXC_ASSIGN_OR_RETURN(std::vector<BranchRecord> stored, store_->GetBranches(existing.gtid));
+  for (const BranchRecord& want : options.branches) {
+    auto it = std::find_if(stored.begin(), stored.end(),
+                           [&](const BranchRecord& b) { return b.branch_id == want.branch_id; });
+    if (it == stored.end()) return refuse("which has no branch '" + want.branch_id + "'");
+    if (it->endpoint != want.endpoint || it->resource != want.resource ||
+        it->payload != want.payload) {
+      return refuse("whose branch '" + want.branch_id + "' has other content");
+    }
+  }
+  return existing;
 }
 
 Status CoordinatorService::CheckExists(const std::string& gtid) {

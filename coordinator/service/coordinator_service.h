@@ -16,7 +16,9 @@
 // carries are one WriteBatch written through the GroupCommitter. A begin with
 // an idempotency key that already names a transaction returns that
 // transaction, also when two begins with the same key race (the store's unique
-// key decides, the loser re-reads).
+// key decides, the loser re-reads) — if it was begun with the same timeout and
+// carries the same branches; a key reused for a different begin is
+// kInvalidArgument ("idempotency_key: ...") and changes nothing.
 //
 // Thread-safety: every method may be called concurrently. SetTwoPhaseOps /
 // SetSagaOps may be called at any time; the ops objects must outlive this one.
@@ -86,6 +88,9 @@ class CoordinatorService : public TxnService {
 
  private:
   Status CheckServing() const;
+  // `existing` (named by options.idempotency_key), if it answers a begin of
+  // `options`; else kInvalidArgument naming the difference.
+  Result<TxnRecord> SameBegin(TxnRecord existing, const BeginOptions& options);
   // Reads the transaction, asks `plan` for the writes, logs them (re-reading
   // and planning again when the transaction moved meanwhile: kConflict), then
   // tells its driver. *changed: whether anything was written.

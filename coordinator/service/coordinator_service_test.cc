@@ -235,6 +235,38 @@ TEST_F(CoordinatorServiceTest, SameIdempotencyKeySameTransaction) {
   EXPECT_EQ(CountAll(), 2);
 }
 
+// A key reused for a different begin must not answer with the first
+// transaction as if the new branches were in it.
+TEST_F(CoordinatorServiceTest, AKeyReusedForADifferentBeginIsRefusedAndChangesNothing) {
+  BeginOptions o;
+  o.idempotency_key = "order-19";
+  o.branches = {Branch("b1")};
+  auto first = service_->Begin(o);
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto same = service_->Begin(o);  // a retry
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->gtid, first->gtid);
+
+  BeginOptions other_branch = o;
+  other_branch.branches = {Branch("zz")};
+  BeginOptions other_payload = o;
+  other_payload.branches[0].payload = "something else";
+  BeginOptions other_timeout = o;
+  other_timeout.timeout_ms = o.timeout_ms + 1000;
+  for (const BeginOptions& differs : {other_branch, other_payload, other_timeout}) {
+    auto refused = service_->Begin(differs);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << refused.status();
+    EXPECT_EQ(refused.status().message().rfind("idempotency_key: ", 0), 0u) << refused.status();
+    EXPECT_NE(refused.status().message().find(first->gtid), std::string::npos);
+  }
+  auto branches = store_->GetBranches(first->gtid);
+  ASSERT_TRUE(branches.ok());
+  ASSERT_EQ(branches->size(), 1u);
+  EXPECT_EQ((*branches)[0].branch_id, "b1");
+  EXPECT_EQ(CountAll(), 1);
+}
+
 TEST_F(CoordinatorServiceTest, RacingBeginsWithOneKeyGetOneTransaction) {
   // Several rounds so that the losing path (both miss the lookup, one insert
   // is refused, the loser re-reads) is actually taken.
