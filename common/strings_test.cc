@@ -24,6 +24,16 @@ TEST(ParseInt64Test, WholeDecimalNumbersOnly) {
   }
 }
 
+TEST(LogSafeTest, EscapesWhatCouldForgeALogLineAndCutsLongInput) {
+  EXPECT_EQ(LogSafe("order-17:b1"), "order-17:b1");
+  EXPECT_EQ(LogSafe("x\nE20261202 forged"), "x\\x0aE20261202 forged");
+  EXPECT_EQ(LogSafe(std::string("a\0b\r\\", 5)), "a\\x00b\\x0d\\x5c");
+  EXPECT_EQ(LogSafe("\xff\x7f"), "\\xff\\x7f");
+  const std::string big(1 << 20, 'g');
+  EXPECT_EQ(LogSafe(big, 4), "gggg...(1048576 bytes)");
+  EXPECT_EQ(LogSafe(big).size(), 160 + std::string("...(1048576 bytes)").size());
+}
+
 TEST(SplitListTest, OtherSeparatorKeepsCommas) {
   EXPECT_EQ(SplitList("h:1,x:2", ':'), (List{"h", "1,x", "2"}));
 }

@@ -6,6 +6,7 @@
 
 #include "common/log_rate_limiter.h"
 #include "common/peer_identity.h"
+#include "common/strings.h"
 #include "common/thrift_server.h"
 #include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
@@ -18,6 +19,9 @@
 
 namespace txc {
 namespace {
+
+// A request's gtid in a log line: not validated yet, so escaped and cut.
+std::string LoggedGtid(const std::string& gtid) { return gtid.empty() ? "-" : LogSafe(gtid); }
 
 // Runs `body`; lets the declared wire exceptions through and turns anything
 // else into Unavailable after logging it with the method and gtid.
@@ -38,11 +42,9 @@ auto Guarded(const char* method, const std::string& gtid, F&& body) -> decltype(
   } catch (const wire::PermissionDenied&) {
     throw;
   } catch (const std::exception& e) {
-    LOG(ERROR) << method << " gtid=" << (gtid.empty() ? "-" : gtid)
-               << ": unexpected exception: " << e.what();
+    LOG(ERROR) << method << " gtid=" << LoggedGtid(gtid) << ": unexpected exception: " << e.what();
   } catch (...) {
-    LOG(ERROR) << method << " gtid=" << (gtid.empty() ? "-" : gtid)
-               << ": unexpected non-standard exception";
+    LOG(ERROR) << method << " gtid=" << LoggedGtid(gtid) << ": unexpected non-standard exception";
   }
   wire::Unavailable unavailable;
   unavailable.__set_message(std::string(method) + ": internal error (logged on the coordinator)");
@@ -158,8 +160,9 @@ void CoordinatorHandler::Throw(const Status& in, const std::string& gtid, unsign
       ((code == StatusCode::kIllegalTransition || code == StatusCode::kAlreadyExists) &&
        !(declared & kIllegal)) ||
       (code == StatusCode::kNotOwner && !(declared & kNotOwner))) {
-    LOG(ERROR) << "gtid=" << (gtid.empty() ? "-" : gtid)
-               << ": error not declared by the method, answered as Unavailable: " << in;
+    LOG(ERROR) << "gtid=" << LoggedGtid(gtid)
+               << ": error not declared by the method, answered as Unavailable: "
+               << LogSafe(in.ToString(), 512);
     status = Status::Unavailable(in.ToString());
   }
   TxnState current = TxnState::kActive;
@@ -179,9 +182,9 @@ void CoordinatorHandler::Throw(const Status& in, const std::string& gtid, unsign
     case StatusCode::kInvalidArgument:
     case StatusCode::kNotFound:
     case StatusCode::kNotOwner:  // the client retries at the owner named in the answer
-      VLOG(1) << "gtid=" << (gtid.empty() ? "-" : gtid) << ": " << status;
+      VLOG(1) << "gtid=" << LoggedGtid(gtid) << ": " << LogSafe(status.ToString(), 512);
       break;
-    default: LOG(WARNING) << "gtid=" << (gtid.empty() ? "-" : gtid) << ": " << status;
+    default: LOG(WARNING) << "gtid=" << LoggedGtid(gtid) << ": " << LogSafe(status.ToString(), 512);
   }
   ThrowIfError(status, gtid, current, owner_endpoint);
 }

@@ -2,12 +2,16 @@
 // on a CoordinatorService over a real SQLite store.
 #include "coordinator/rpc/coordinator_handler.h"
 
+#include <glog/logging.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 
 #include <filesystem>
+#include <mutex>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "common/backoff.h"
 #include "common/thrift_server.h"
@@ -188,6 +192,49 @@ TEST_F(CoordinatorHandlerTest, TypedErrors) {
   // The connection is still good after every refusal.
   client().status(status, gtid);
   EXPECT_EQ(status.state, wire::TxnState::ACTIVE);
+}
+
+// Collects every glog message of this process while it lives.
+class LogCollector : public google::LogSink {
+ public:
+  LogCollector() { google::AddLogSink(this); }
+  ~LogCollector() override { google::RemoveLogSink(this); }
+  void send(google::LogSeverity, const char*, const char*, int, const struct ::tm*,
+            const char* message, size_t message_len) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    messages_.emplace_back(message, message_len);
+  }
+  std::vector<std::string> messages() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return messages_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> messages_;
+};
+
+// A gtid is logged before it is validated: a newline in it must not start a
+// forged log line, and a huge one must not flood the log.
+TEST_F(CoordinatorHandlerTest, AnInvalidGtidCannotForgeOrFloodLogLines) {
+  const int verbosity = FLAGS_v;
+  FLAGS_v = 1;  // the InvalidArgument line is a VLOG(1)
+  LogCollector logs;
+  const std::string forged = "x\nE20261202 15:00:00.000000  9360 main.cc:1] FORGED";
+  wire::TxnStatus status;
+  EXPECT_THROW(client().status(status, forged), wire::InvalidArgument);
+  EXPECT_THROW(client().status(status, std::string(1 << 20, 'g')), wire::InvalidArgument);
+  wire::CommitResponse answer;
+  EXPECT_THROW(client().rollback(answer, std::string("nul\0inside", 11)), wire::InvalidArgument);
+  FLAGS_v = verbosity;
+  bool saw_forged = false;
+  for (const std::string& m : logs.messages()) {
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+    EXPECT_EQ(m.find('\0'), std::string::npos) << m;
+    EXPECT_LT(m.size(), 2048u) << m.substr(0, 200);
+    saw_forged = saw_forged || m.find("x\\x0aE20261202") != std::string::npos;
+  }
+  EXPECT_TRUE(saw_forged) << "the escaped gtid is not in the log";
 }
 
 TEST_F(CoordinatorHandlerTest, SagaDefinitionIsValidatedAtTheEdge) {

@@ -10,6 +10,7 @@
 #include "common/endpoint_allow_list.h"
 #include "common/log_rate_limiter.h"
 #include "common/peer_identity.h"
+#include "common/strings.h"
 #include "gen-cpp/Participant.h"
 
 namespace txc {
@@ -76,12 +77,12 @@ class Handler : public wire::ParticipantIf {
     try {
       vote = participant_->Prepare(ToBranchContext(req));
     } catch (const std::exception& e) {
-      LOG(ERROR) << "gtid=" << req.gtid << " branch=" << req.branch_id
+      LOG(ERROR) << "gtid=" << LogSafe(req.gtid) << " branch=" << LogSafe(req.branch_id)
                  << " prepare hook threw, voting abort: " << e.what();
       vote = Vote::kAbort;
     }
-    VLOG(1) << "gtid=" << req.gtid << " branch=" << req.branch_id << " prepare -> "
-            << VoteName(vote);
+    VLOG(1) << "gtid=" << LogSafe(req.gtid) << " branch=" << LogSafe(req.branch_id)
+            << " prepare -> " << VoteName(vote);
     switch (vote) {
       case Vote::kPrepared: return wire::Vote::VOTE_PREPARED;
       case Vote::kReadOnly: return wire::Vote::VOTE_READ_ONLY;
@@ -102,12 +103,12 @@ class Handler : public wire::ParticipantIf {
     }
     if (!error.empty() || outcome == Outcome::kPending) {
       if (error.empty()) error = "CommitOnePhase hook answered PENDING";
-      LOG(ERROR) << "gtid=" << req.gtid << " branch=" << req.branch_id
+      LOG(ERROR) << "gtid=" << LogSafe(req.gtid) << " branch=" << LogSafe(req.branch_id)
                  << " one-phase commit failed, coordinator will retry: " << error;
       throw MakeUnavailable("commitOnePhase failed: " + error);
     }
-    VLOG(1) << "gtid=" << req.gtid << " branch=" << req.branch_id << " one-phase commit -> "
-            << OutcomeName(outcome);
+    VLOG(1) << "gtid=" << LogSafe(req.gtid) << " branch=" << LogSafe(req.branch_id)
+            << " one-phase commit -> " << OutcomeName(outcome);
     return outcome == Outcome::kCommit ? wire::Outcome::OUTCOME_COMMIT
                                        : wire::Outcome::OUTCOME_ABORT;
   }
@@ -153,8 +154,8 @@ class Handler : public wire::ParticipantIf {
                                 ? "CN=" + caller.common_name
                                 : caller.address.substr(0, caller.address.rfind(':'));
     if (auto d = limiter.Admit(key, MonotonicMs()); d.log) {
-      LOG(WARNING) << "permission denied: " << method << " gtid=" << gtid.substr(0, 128) << " by "
-                   << who << ": not an allowed coordinator identity" << d.Suffix();
+      LOG(WARNING) << "permission denied: " << method << " gtid=" << LogSafe(gtid) << " by " << who
+                   << ": not an allowed coordinator identity" << d.Suffix();
     }
     wire::PermissionDenied e;
     e.__set_message(std::string(method) + ": permission denied for " + who +
@@ -179,11 +180,12 @@ class Handler : public wire::ParticipantIf {
       error = e.what();
     }
     if (!error.empty()) {
-      LOG(ERROR) << "gtid=" << req.gtid << " branch=" << req.branch_id << " " << what
-                 << " hook failed, coordinator will retry: " << error;
+      LOG(ERROR) << "gtid=" << LogSafe(req.gtid) << " branch=" << LogSafe(req.branch_id) << " "
+                 << what << " hook failed, coordinator will retry: " << error;
       throw MakeUnavailable(std::string(what) + " failed: " + error);
     }
-    VLOG(1) << "gtid=" << req.gtid << " branch=" << req.branch_id << " " << what << " done";
+    VLOG(1) << "gtid=" << LogSafe(req.gtid) << " branch=" << LogSafe(req.branch_id) << " " << what
+            << " done";
   }
 
   StepResult RunStep(const wire::StepRequest& req, bool compensate) {
@@ -199,21 +201,22 @@ class Handler : public wire::ParticipantIf {
       if (r.ok()) {
         result = *r;
       } else {
-        LOG(ERROR) << "gtid=" << req.gtid << " step=" << req.step_id << " " << what
-                   << " under barrier failed, answering retry later: " << r.status();
+        LOG(ERROR) << "gtid=" << LogSafe(req.gtid) << " step=" << LogSafe(req.step_id) << " "
+                   << what << " under barrier failed, answering retry later: " << r.status();
         result = StepResult::RetryLater(r.status().ToString());
       }
     } else {
       try {
         result = hook(ctx);
       } catch (const std::exception& e) {
-        LOG(ERROR) << "gtid=" << req.gtid << " step=" << req.step_id << " " << what
-                   << " hook threw, answering retry later: " << e.what();
+        LOG(ERROR) << "gtid=" << LogSafe(req.gtid) << " step=" << LogSafe(req.step_id) << " "
+                   << what << " hook threw, answering retry later: " << e.what();
         result = StepResult::RetryLater(std::string(what) + " threw: " + e.what());
       }
     }
-    VLOG(1) << "gtid=" << req.gtid << " step=" << req.step_id << " " << what << " '" << req.name
-            << "' attempt " << req.attempt << " -> " << StepOutcomeName(result.outcome)
+    VLOG(1) << "gtid=" << LogSafe(req.gtid) << " step=" << LogSafe(req.step_id) << " " << what
+            << " '" << LogSafe(req.name) << "' attempt " << req.attempt << " -> "
+            << StepOutcomeName(result.outcome)
             << (result.message.empty() ? "" : ": " + result.message);
     return result;
   }
