@@ -333,15 +333,18 @@ Result<RebindResult> CoordinatorService::Rebind(const std::string& gtid,
       return Status::InvalidArgument(std::string(field) + ": " + hp.status().message());
     }
   }
+  // The branches the last plan moved (RunAdmin plans again when the
+  // transaction moved meanwhile; the written plan is the last one).
+  int32_t planned_moves = 0;
   auto plan = [&](const TxnRecord& txn, const std::vector<BranchRecord>& branches,
                   const AdminActor& actor) {
-    return PlanRebind(txn, branches, from_endpoint, to_endpoint, actor);
+    Result<WriteBatch> batch = PlanRebind(txn, branches, from_endpoint, to_endpoint, actor);
+    planned_moves = batch.ok() ? static_cast<int32_t>(batch->branch_updates.size()) : 0;
+    return batch;
   };
-  auto count_moved = [&](const TxnView& view, RebindResult* out) {
+  auto count_moved = [&](const TxnView&, RebindResult* out) {
     ++out->transactions;
-    for (const BranchRecord& b : view.branches) {
-      if (b.endpoint == to_endpoint) ++out->branches;
-    }
+    out->branches += planned_moves;
   };
   RebindResult result;
   if (!gtid.empty()) {

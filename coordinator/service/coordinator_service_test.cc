@@ -267,6 +267,33 @@ TEST_F(CoordinatorServiceTest, AKeyReusedForADifferentBeginIsRefusedAndChangesNo
   EXPECT_EQ(CountAll(), 1);
 }
 
+// The answer counts the branches moved, not every branch now at the new address.
+TEST_F(CoordinatorServiceTest, RebindCountsTheBranchesItMoved) {
+  const std::string a = "127.0.0.1:9001", b = "127.0.0.1:9002";
+  BeginOptions o;
+  o.branches = {Branch("b0", a), Branch("b1", b), Branch("b2", b)};
+  auto first = service_->Begin(o);
+  ASSERT_TRUE(first.ok()) << first.status();
+  o.branches = {Branch("c0", a), Branch("c1", a), Branch("c2", b)};
+  auto second = service_->Begin(o);
+  ASSERT_TRUE(second.ok()) << second.status();
+  const AdminContext ctx{"127.0.0.1:5555", "participant moved"};
+
+  auto one = service_->Rebind(first->gtid, a, b, ctx);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->transactions, 1);
+  EXPECT_EQ(one->branches, 1);
+  auto again = service_->Rebind(first->gtid, a, b, ctx);  // nothing left at a
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->transactions, 0);
+  EXPECT_EQ(again->branches, 0);
+
+  auto sweep = service_->Rebind("", a, b, ctx);  // every transaction: only the second has any
+  ASSERT_TRUE(sweep.ok()) << sweep.status();
+  EXPECT_EQ(sweep->transactions, 1);
+  EXPECT_EQ(sweep->branches, 2);
+}
+
 TEST_F(CoordinatorServiceTest, RacingBeginsWithOneKeyGetOneTransaction) {
   // Several rounds so that the losing path (both miss the lookup, one insert
   // is refused, the loser re-reads) is actually taken.
