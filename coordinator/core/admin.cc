@@ -100,9 +100,12 @@ Result<WriteBatch> PlanCancelSaga(const TxnRecord& txn, const std::vector<Branch
   switch (txn.state) {
     case TxnState::kRunning: break;
     case TxnState::kCompensating:
-    case TxnState::kParked: return WriteBatch{};  // cancelled already (or failed): compensating
-    case TxnState::kSucceeded:
-    case TxnState::kCompensated: return Illegal(txn, "finished, nothing to cancel");
+    case TxnState::kParked:
+    case TxnState::kCompensated:
+      // Cancelled already (or failed): compensating or compensated. The step
+      // function's rule too (StepSaga: a cancel of a compensated saga is a no-op).
+      return WriteBatch{};
+    case TxnState::kSucceeded: return Illegal(txn, "succeeded, too late to cancel");
     case TxnState::kActive:
     case TxnState::kPreparing:
     case TxnState::kCommitting:
@@ -139,7 +142,11 @@ Result<WriteBatch> PlanResolve(const TxnRecord& txn, const std::vector<BranchRec
     return Status::NotFound("transaction " + txn.gtid + " has no branch or step '" + branch_id +
                             "'");
   }
-  if (IsFinal(txn.state)) return Illegal(txn, "finished, nothing to resolve");
+  if (IsFinal(txn.state)) {
+    // A retried resolve finds its branch resolved (idempotent); anything else is too late.
+    if (branch->state == resolved) return WriteBatch{};
+    return Illegal(txn, "finished, nothing to resolve");
+  }
   TxnState next = txn.state;
   if (txn.kind == TxnKind::kSaga) {
     if (resolved != BranchState::kStepCompensated) {

@@ -9,7 +9,8 @@
 //
 //   retry    2PC COMMITTING/ABORTING, saga RUNNING/COMPENSATING/PARKED:
 //            due now, attempts reset (PARKED -> COMPENSATING)
-//   cancel   saga RUNNING -> COMPENSATING (PENDING steps SKIPPED)
+//   cancel   saga RUNNING -> COMPENSATING (PENDING steps SKIPPED); already
+//            COMPENSATING, PARKED or COMPENSATED: nothing to do; SUCCEEDED: illegal
 //   resolve  saga step (saga COMPENSATING/PARKED) -> STEP_COMPENSATED by hand;
 //            2PC branch -> BRANCH_COMMITTED under a COMMIT decision,
 //            BRANCH_ABORTED under an ABORT decision (never the other: no mixed
