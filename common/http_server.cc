@@ -240,9 +240,26 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           /*close=*/true);
       return;
     }
+    if (ec == http::error::body_limit) {
+      // A body, which no route takes. Beast reports it once the request line
+      // and every field are parsed (for a Content-Length, before it marks the
+      // header done), so the method says whether it is the problem (405 with
+      // Allow, as for the same request without a body) or the body itself
+      // (400). The body is not read: answer and close.
+      const http::request<http::empty_body>& req = parser_->get();
+      if (req.method() != http::verb::get && req.method() != http::verb::head) {
+        Reply(server_->Answer(req, peer_), /*close=*/true);
+      } else {
+        Reply(Plain(http::status::bad_request,
+                    "bad request: " + std::string(req.method_string()) + " takes no body\n",
+                    req.version(), false),
+              /*close=*/true);
+      }
+      return;
+    }
     if (ec) {
-      // Malformed, too large, or a body we do not take: answer and close.
-      const bool too_large = ec == http::error::header_limit || ec == http::error::body_limit;
+      // Malformed or a header too large: answer and close.
+      const bool too_large = ec == http::error::header_limit;
       VLOG(1) << "http: bad request from " << peer_.address << ": " << ec.message();
       Reply(Plain(too_large ? http::status::payload_too_large : http::status::bad_request,
                   std::string(too_large ? "request too large" : "bad request") + ": " +

@@ -8,9 +8,10 @@
 //   server.Stop();
 //
 // Requests: GET and HEAD of a registered path (a query string is ignored);
-// another method answers 405, an unknown path 404, a request Beast cannot
-// parse or whose header is larger than max_header_bytes or that carries a
-// body 400 / 413 (then the connection is closed). Keep-alive is honoured.
+// another method answers 405 with "Allow: GET, HEAD" (with or without a
+// body), an unknown path 404, a GET or HEAD with a body 400, a request Beast
+// cannot parse 400 and one whose header is larger than max_header_bytes 413
+// (after a body or an error the connection is closed). Keep-alive is honoured.
 //
 // Limits: at most max_connections connections at once (more are closed right
 // after accept); every read and write has request_timeout_ms, after which

@@ -242,7 +242,9 @@ std::string HandshakeHint(const std::string& reason) {
   };
   static const Hint kHints[] = {
       {"wrong version number", " (the server does not speak TLS: is it plaintext?)"},
-      {"unexpected eof", " (the server closed the connection: is it plaintext?)"},
+      {"unexpected eof",
+       " (the server closed the connection: is it plaintext, or does this host already hold its "
+       "max_connections_per_peer connections?)"},
       {"certificate required", " (the server requires a client certificate: set tls_cert/tls_key)"},
       {"unknown ca", " (the server does not trust our certificate's CA)"},
       {"alert certificate revoked", " (the server's CRL lists our certificate: it was revoked)"},

@@ -436,7 +436,9 @@ uint32_t PlainSocket::ReadFromKernel(uint8_t* buf, uint32_t len) {
   if (n == 0 && !server_side_) {
     throw TTransportException(TTransportException::END_OF_FILE,
                               "the server closed the connection without answering the first "
-                              "call (does it require TLS? this client is plaintext)");
+                              "call (does it require TLS? this client is plaintext; or does "
+                              "this host already hold the server's max_connections_per_peer "
+                              "connections?)");
   }
   return n;
 }

@@ -563,5 +563,18 @@ TEST_F(TlsServerTest, PeerOverItsConnectionLimitIsRefusedWhileOthersAreServed) {
   EXPECT_TRUE(testing::WaitUntil([&] { return SourcedClient("127.0.0.2", port).Call(); }, 10000));
 }
 
+// A plaintext client closed at accept by the per-peer limit cannot tell that
+// from a TLS port closing on it: the message names both.
+TEST_F(TlsServerTest, RefusalByThePerPeerLimitIsNamedInTheClientsError) {
+  StartServer(TlsOptions{}, /*max_connections_per_peer=*/1);
+  Pool holder(Connect(nullptr));  // keeps its connection open, idle in the pool
+  ASSERT_TRUE(Prepare(holder, endpoint_).ok());
+  Pool refused(Connect(nullptr));
+  Status s = Prepare(refused, endpoint_);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("does it require TLS?"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("max_connections_per_peer"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace txc

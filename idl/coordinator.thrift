@@ -8,7 +8,12 @@ namespace go txcwire
 namespace netstd Txc.Wire
 
 struct BeginRequest {
-  1: i64 timeout_ms = 60000,              // undecided past this: aborted (presumed abort)
+  // How long the transaction may stay ACTIVE: still ACTIVE (commit not called)
+  // this long after begin, it is aborted (presumed abort). Once commit has
+  // started (PREPARING) this deadline no longer applies: the votes decide, each
+  // prepare bounded by the coordinator's --prepare_timeout_ms (no vote in time:
+  // ABORT). See docs/protocol.md.
+  1: i64 timeout_ms = 60000,
   2: optional string idempotency_key,     // same key again: the same transaction is returned
   3: optional list<common.BranchSpec> branches,  // enlisted in the same durable write
 }

@@ -301,10 +301,12 @@ Status CoordinatorServer::Start() {
   }
 
   // The data directory holds the SQLite file (and is where operators look).
+  // Failing to create it is the filesystem's refusal, not a malformed option:
+  // kUnavailable (main: exit 1, cannot start), not kInvalidArgument (exit 2).
   std::error_code ec;
   std::filesystem::create_directories(o.data_dir, ec);
   if (ec) {
-    return Status::InvalidArgument("cannot create data_dir '" + o.data_dir + "': " + ec.message());
+    return Status::Unavailable("cannot create data_dir '" + o.data_dir + "': " + ec.message());
   }
   store_location_ = o.store.empty() ? o.data_dir + "/coordinator.db" : o.store;
   Result<StoreLocation> where = ParseStoreLocation(store_location_);

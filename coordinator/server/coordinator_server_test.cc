@@ -247,6 +247,14 @@ TEST_F(CoordinatorServerTest, BadOptionsAndBusyPort) {
   o.advertise_endpoint = "no-port";
   EXPECT_EQ(CoordinatorServer(o).Start().code(), StatusCode::kInvalidArgument);
 
+  // A data_dir the filesystem refuses is a startup failure (exit 1), not a bad flag (exit 2).
+  std::ofstream(dir_ + "/a-file") << "x";
+  o = Options();
+  o.data_dir = dir_ + "/a-file/data";
+  Status no_dir = CoordinatorServer(o).Start();
+  EXPECT_EQ(no_dir.code(), StatusCode::kUnavailable) << no_dir;
+  EXPECT_NE(no_dir.message().find("cannot create data_dir"), std::string::npos) << no_dir;
+
   CoordinatorServer first(Options());
   ASSERT_TRUE(first.Start().ok());
   o = Options();

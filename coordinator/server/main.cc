@@ -11,7 +11,8 @@
 // SIGHUP re-reads --auth_policy (a bad file keeps the previous policy).
 //
 // Exit codes: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start
-// (store, port, data directory locked, the node already running), 2 for bad flags, 3 when the
+// (store, port, a data directory that is locked or cannot be created, the node already running),
+// 2 for bad flags, 3 when the
 // lease was taken by another process of this node id (or lost with --exit_on_lease_loss), 86 at
 // an armed crash point.
 #include <glog/logging.h>

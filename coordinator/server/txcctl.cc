@@ -7,26 +7,31 @@
 // 1 refused as invalid (InvalidArgument), 2 usage, 3 no replica reachable or
 // all Unavailable, 4 NotFound, 5 IllegalTransition, 6 watch timed out,
 // 7 PermissionDenied (this identity's roles do not allow the call).
-// Errors are one line on stderr; Thrift's own messages go to glog (VLOG 1),
-// never to the terminal.
+// Errors are one line on stderr, Thrift's exception texts put in our words
+// (InOurWords); Thrift's own log messages go to glog (VLOG 1), never to the
+// terminal.
 #include <glog/logging.h>
 #include <thrift/TOutput.h>
 
 #include <algorithm>
 #include <boost/program_options.hpp>
-#include <boost/property_tree/json_parser.hpp>
-#include <boost/property_tree/ptree.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/backoff.h"
 #include "common/strings.h"
 #include "common/thrift_util.h"
+#include "coordinator/server/saga_json.h"
 #include "gen-cpp/Coordinator.h"
 
 namespace po = boost::program_options;
@@ -235,18 +240,19 @@ void PrintStatus(const txc::wire::TxnStatus& s) {
   }
 }
 
-// "10m", "90s", "2h", "1d", "500ms" or plain milliseconds -> milliseconds; -1 if malformed.
+// "10m", "90s", "2h", "1d", "500ms" or plain milliseconds (0 included) -> milliseconds; -1 if
+// malformed.
 int64_t ParseDurationMs(const std::string& text) {
   size_t i = 0;
   while (i < text.size() && isdigit(static_cast<unsigned char>(text[i]))) ++i;
   if (i == 0 || i > 12) return -1;
-  const int64_t n = std::stoll(text.substr(0, i));
+  const int64_t n = std::stoll(text.substr(0, i));  // < 10^12
   const std::string unit = text.substr(i);
   if (unit.empty() || unit == "ms") return n;
   if (unit == "s") return n * 1000;
   if (unit == "m") return n * 60 * 1000;
   if (unit == "h") return n * 3600 * 1000;
-  if (unit == "d") return n * 86400 * 1000;
+  if (unit == "d") return n > INT64_MAX / 86400000 ? -1 : n * 86400 * 1000;
   return -1;
 }
 
@@ -265,6 +271,24 @@ int EnumByName(const std::map<int, const char*>& names, std::string name,
 std::shared_ptr<txc::TlsContext>& ClientTls() {
   static std::shared_ptr<txc::TlsContext> tls;
   return tls;
+}
+
+// Thrift's exception texts said in txcctl's words (the rest of the line is
+// ours already); a text not listed passes through.
+std::string InOurWords(std::string text) {
+  static const std::pair<const char*, const char*> kPhrases[] = {
+      {"socket open() error: ", ""},  // the OS's reason follows: "Connection refused"
+      {"Could not resolve host for client socket.", "cannot resolve the host name"},
+      {"Received an oversized frame",
+       "the answer is larger than the message limit (is this the coordinator's Thrift port?)"},
+      {"Invalid method name: ",
+       "the server does not know this call (is this the coordinator's Thrift port?): "},
+  };
+  for (const auto& [thrift, ours] : kPhrases) {
+    const size_t at = text.find(thrift);
+    if (at != std::string::npos) text.replace(at, std::string(thrift).size(), ours);
+  }
+  return text;
 }
 
 // Runs `call` against each coordinator in turn until one answers. Returns the
@@ -286,7 +310,7 @@ int WithCoordinator(const std::vector<std::string>& coordinators, int timeout_ms
     }
     auto conn = txc::OpenConnection<CoordinatorClient>(*hp, connect);
     if (!conn.ok()) {
-      last_error = conn.status().message();
+      last_error = InOurWords(conn.status().message());
       continue;
     }
     try {
@@ -316,7 +340,7 @@ int WithCoordinator(const std::vector<std::string>& coordinators, int timeout_ms
     } catch (const txc::wire::Unavailable& e) {
       last_error = "Unavailable at " + endpoint + ": " + e.message;
     } catch (const apache::thrift::TException& e) {
-      last_error = "error talking to " + endpoint + ": " + e.what();
+      last_error = "error talking to " + endpoint + ": " + InOurWords(e.what());
     }
   }
   std::cerr << "txcctl: " << last_error << "\n";
@@ -356,7 +380,7 @@ int main(int argc, char** argv) {
   flags.add_options()("help,h", "print help")("version", "print the version and exit")(
       "coordinator", po::value(&coordinators)->default_value(coordinators),
       "comma-separated coordinator replicas, tried in order")(
-      "json", "machine-readable output (one JSON document)")(
+      "json", "machine-readable output: one JSON document (watch: one per line per change)")(
       "timeout_ms", po::value(&timeout_ms)->default_value(timeout_ms),
       "begin, submit-saga: transaction timeout")("idempotency_key", po::value(&idempotency_key),
                                                  "begin: same key again, same transaction")(
@@ -393,8 +417,8 @@ int main(int argc, char** argv) {
       "limit", po::value(&limit)->default_value(limit), "list: rows per page (1..1000)")(
       "cursor", po::value(&cursor), "list: continue after a previous page")(
       "timeout", po::value(&watch_timeout)->default_value(watch_timeout),
-      "watch: give up after this (exit 6)")("args", po::value(&positional),
-                                            "command and arguments");
+      "watch: give up after this (exit 6); 0: look once")("args", po::value(&positional),
+                                                          "command and arguments");
   po::positional_options_description pos;
   pos.add("args", -1);
   po::variables_map vm;
@@ -561,44 +585,15 @@ int main(int argc, char** argv) {
   }
   if (command == "submit-saga") {
     if (!need_args(1)) return UsageError("submit-saga takes one FILE.json");
-    txc::wire::SubmitSagaRequest req;
-    try {
-      boost::property_tree::ptree tree;
-      boost::property_tree::read_json(positional[1], tree);
-      std::vector<txc::wire::SagaStep> steps;
-      for (const auto& [key, node] : tree.get_child("steps")) {
-        (void)key;
-        txc::wire::SagaStep step;
-        step.__set_step_id(node.get<std::string>("step_id"));
-        step.__set_endpoint(node.get<std::string>("endpoint"));
-        step.__set_action(node.get<std::string>("action"));
-        step.__set_compensation(node.get<std::string>("compensation", ""));
-        step.__set_payload(node.get<std::string>("payload", ""));
-        std::vector<std::string> deps;
-        if (auto d = node.get_child_optional("depends_on")) {
-          for (const auto& [k, v] : *d) {
-            (void)k;
-            deps.push_back(v.get_value<std::string>());
-          }
-        }
-        step.__set_depends_on(deps);
-        if (auto concurrent = node.get_optional<bool>("concurrent")) {
-          step.__set_concurrent(*concurrent);
-        }
-        if (auto attempts = node.get_optional<int>("max_attempts")) {
-          txc::wire::RetryPolicy policy;
-          policy.__set_max_attempts(*attempts);
-          policy.__set_initial_backoff_ms(node.get<int>("initial_backoff_ms", 100));
-          policy.__set_max_backoff_ms(node.get<int>("max_backoff_ms", 10000));
-          step.__set_retry_policy(policy);
-        }
-        steps.push_back(std::move(step));
-      }
-      req.__set_steps(steps);
-      if (auto g = tree.get_optional<std::string>("gtid")) req.__set_gtid(*g);
-    } catch (const std::exception& e) {
-      return UsageError("cannot read saga " + positional[1] + ": " + e.what());
+    std::ifstream file(positional[1], std::ios::binary);
+    if (!file) return UsageError("cannot read saga " + positional[1] + ": " + std::strerror(errno));
+    std::stringstream text;
+    text << file.rdbuf();
+    auto parsed = txc::ParseSagaJson(text.str());
+    if (!parsed.ok()) {
+      return UsageError("saga " + positional[1] + ": " + parsed.status().message());
     }
+    txc::wire::SubmitSagaRequest req = std::move(parsed).value();
     if (!saga_gtid.empty()) req.__set_gtid(saga_gtid);
     const bool wait_end = vm["wait"].defaulted() ? false : wait == "completion";
     req.__set_wait_for_completion(wait_end);
@@ -757,8 +752,11 @@ int main(int argc, char** argv) {
   }
   if (command == "watch") {
     if (!need_args(1)) return UsageError("watch takes one GTID");
+    // 0: look once (exit 0 if final, 6 if not).
     const int64_t limit_ms = ParseDurationMs(watch_timeout);
-    if (limit_ms <= 0) return UsageError("--timeout: not a duration: " + watch_timeout);
+    if (limit_ms < 0) {
+      return UsageError("--timeout: not a duration (0, 500ms, 90s, 10m, 2h): " + watch_timeout);
+    }
     const int64_t deadline = txc::MonotonicMs() + limit_ms;
     std::string last;
     int round = 0;

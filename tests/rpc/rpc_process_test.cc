@@ -19,12 +19,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/backoff.h"
 #include "common/thrift_util.h"
@@ -572,6 +574,77 @@ TEST_F(SqliteCoordinatorTest, TxcctlBeginStatusHealth) {
   EXPECT_FALSE(run({"rollback", gtid}, &out).ok());  // IllegalTransition: exit 1
   EXPECT_NE(testing::ReadFileOrEmpty(dir_.Child("txcctl.err")).find("IllegalTransition"),
             std::string::npos);
+}
+
+// txcctl's errors are one line of its own on stderr, whatever Thrift said:
+// no line from Thrift's GlobalOutput and no Thrift exception wording; the
+// exit codes stay (3: unreachable). No coordinator needed.
+TEST(TxcctlErrorsTest, OneLineInItsOwnWordsWithTheSameExitCodes) {
+  TempDir dir("txc-rpc-test-");
+  // Answers every connection with a frame header of 2 GiB.
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listener, 8), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int oversized_port = ntohs(addr.sin_port);
+  std::thread server([listener] {
+    for (;;) {
+      const int fd = accept(listener, nullptr, nullptr);
+      if (fd < 0) return;
+      char buf[4096];
+      (void)!read(fd, buf, sizeof(buf));
+      const unsigned char huge[4] = {0x7f, 0xff, 0xff, 0xff};
+      (void)!write(fd, huge, sizeof(huge));
+      close(fd);
+    }
+  });
+  struct Case {
+    std::vector<std::string> args;
+    int exit_code;
+    std::string says;
+  };
+  const int closed_port = testing::FreeLoopbackPort();
+  const std::vector<Case> cases = {
+      {{"--coordinator=127.0.0.1:" + std::to_string(closed_port), "health"},
+       3,
+       "Connection refused"},
+      {{"--coordinator=no-such-host.invalid:7400", "health"}, 3, "cannot resolve the host name"},
+      {{"--coordinator=127.0.0.1:" + std::to_string(oversized_port), "status", "g1"},
+       3,
+       "larger than the message limit"},
+      // --timeout 0 is a duration (look once): unreachable, not a usage error.
+      {{"--coordinator=127.0.0.1:" + std::to_string(closed_port), "watch", "g1", "--timeout", "0s"},
+       3,
+       "Connection refused"},
+  };
+  for (const Case& c : cases) {
+    ChildProcess::Options o;
+    o.argv = {TXC_TXCCTL_BIN};
+    o.argv.insert(o.argv.end(), c.args.begin(), c.args.end());
+    o.stdout_path = dir.Child("txcctl.out");
+    o.log_path = dir.Child("txcctl.err");
+    std::remove(o.log_path.c_str());
+    auto child = ChildProcess::Start(o);
+    ASSERT_TRUE(child.ok()) << child.status();
+    auto exit = (*child)->Wait(20000);
+    ASSERT_TRUE(exit.ok());
+    const std::string err = testing::ReadFileOrEmpty(o.log_path);
+    EXPECT_EQ(exit->exit_code, c.exit_code) << c.args.back() << "\n" << err;
+    EXPECT_EQ(err.rfind("txcctl: ", 0), 0u) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    EXPECT_NE(err.find(c.says), std::string::npos) << err;
+    for (const char* thrift : {"socket open() error", "Could not resolve host for client socket",
+                               "Received an oversized frame", "TSocket::"}) {
+      EXPECT_EQ(err.find(thrift), std::string::npos) << err;
+    }
+  }
+  shutdown(listener, SHUT_RDWR);
+  close(listener);
+  server.join();
 }
 
 }  // namespace
