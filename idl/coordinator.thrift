@@ -31,7 +31,10 @@ struct EnlistRequest {
 struct CommitRequest {
   1: common.Gtid gtid,
   2: common.CommitWait wait = common.CommitWait.WAIT_DECISION,
-  3: i64 wait_timeout_ms = 30000,         // WAIT_COMPLETION: answer with the current state after this
+  // WAIT_COMPLETION: the longest wait, for the decision too. Decided by then:
+  // the state then (COMMITTING/ABORTING or final). Not decided yet:
+  // Unavailable "ask again" while the commit goes on (0: do not wait at all).
+  3: i64 wait_timeout_ms = 30000,
 }
 
 struct CommitResponse {

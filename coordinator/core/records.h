@@ -22,7 +22,7 @@ struct TxnRecord {
   int64_t epoch = 0;            // the owner's lease epoch when it took the transaction
   int64_t created_ms = 0;       // unix ms
   int64_t updated_ms = 0;       // unix ms, set by the store on every write
-  int64_t deadline_ms = 0;      // unix ms; undecided past it: presumed abort
+  int64_t deadline_ms = 0;      // unix ms; still ACTIVE past it: presumed abort
   int64_t next_attempt_ms = 0;  // unix ms; the sweeper looks at it again from then on
   int32_t attempts = 0;         // phase-2 / compensation rounds so far
   std::string idempotency_key;  // empty: none. Unique when set.

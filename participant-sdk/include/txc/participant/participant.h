@@ -75,7 +75,7 @@ struct BranchContext {
   std::string resource;   // the resource name given at enlist (free-form)
   std::string payload;    // opaque bytes given at enlist
   int attempt = 1;        // 1 on the first delivery of this call (not tracked for 2PC: always 1)
-  int64_t deadline_unix_ms = 0;           // undecided past this: the coordinator aborts; 0: unknown
+  int64_t deadline_unix_ms = 0;           // still ACTIVE past this: aborted; 0: unknown
   std::vector<std::string> coordinators;  // coordinator replicas "host:port" (may be empty)
 };
 
