@@ -126,17 +126,19 @@ class JsonReader {
       JsonValue value;
       TXC_RETURN_IF_ERROR(ReadValue(&value, depth + 1));
       out->members.emplace_back(std::move(key), std::move(value));
-      SkipSpace();
-      if (pos_ < text_.size() && text_[pos_] == ',') {
-        ++pos_;
-        continue;
-      }
-      if (pos_ < text_.size() && text_[pos_] == '}') {
-        ++pos_;
-        return Status::Ok();
-      }
-      return Error("expected ',' or '}' in an object");
+      TXC_ASSIGN_OR_RETURN(const bool more, NextItem('}', "an object"));
+      if (!more) return Status::Ok();
     }
+  }
+
+  // After an item of an object or an array: true past a ',' (another item
+  // follows), false past `close` (the end); an error at anything else.
+  Result<bool> NextItem(char close, const char* in) {
+    SkipSpace();
+    if (pos_ < text_.size() && (text_[pos_] == ',' || text_[pos_] == close)) {
+      return text_[pos_++] == ',';
+    }
+    return Error(std::string("expected ',' or '") + close + "' in " + in);
   }
 
   Status ReadArray(JsonValue* out, int depth) {
@@ -151,16 +153,8 @@ class JsonReader {
       JsonValue item;
       TXC_RETURN_IF_ERROR(ReadValue(&item, depth + 1));
       out->items.push_back(std::move(item));
-      SkipSpace();
-      if (pos_ < text_.size() && text_[pos_] == ',') {
-        ++pos_;
-        continue;
-      }
-      if (pos_ < text_.size() && text_[pos_] == ']') {
-        ++pos_;
-        return Status::Ok();
-      }
-      return Error("expected ',' or ']' in an array");
+      TXC_ASSIGN_OR_RETURN(const bool more, NextItem(']', "an array"));
+      if (!more) return Status::Ok();
     }
   }
 
