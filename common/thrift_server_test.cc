@@ -74,6 +74,42 @@ TEST(ThriftServerTest, HalfSentFrameIsClosedAfterTheReceiveTimeout) {
   EXPECT_EQ(raw.read(&byte, 1), 0u);
 }
 
+// A call whose arguments run past the end of its frame (here: the struct's
+// STOP byte is missing) is malformed: the connection is closed at once, its
+// rest is not read from the next frame (nor waited for), and the server serves on.
+TEST(ThriftServerTest, AMessageRunningPastItsFrameClosesTheConnectionAtOnce) {
+  ThriftServer server(std::make_shared<wire::CoordinatorProcessor>(std::make_shared<HealthOnly>()),
+                      ThriftServerOptions{"127.0.0.1", 0});
+  ASSERT_TRUE(server.Start().ok());
+  auto body = std::make_shared<apache::thrift::transport::TMemoryBuffer>();
+  apache::thrift::protocol::TBinaryProtocol out(body);
+  out.writeMessageBegin("health", apache::thrift::protocol::T_CALL, 1);
+  wire::Coordinator_health_pargs().write(&out);
+  out.writeMessageEnd();
+  std::string call = body->getBufferAsString();
+  ASSERT_EQ(call.back(), '\0');  // the arguments' STOP
+  call.pop_back();
+  const uint32_t size = static_cast<uint32_t>(call.size());
+  const uint8_t header[4] = {static_cast<uint8_t>(size >> 24), static_cast<uint8_t>(size >> 16),
+                             static_cast<uint8_t>(size >> 8), static_cast<uint8_t>(size)};
+  apache::thrift::transport::TSocket raw("127.0.0.1", server.port());
+  raw.setRecvTimeout(5000);
+  raw.open();
+  raw.write(header, sizeof(header));
+  raw.write(reinterpret_cast<const uint8_t*>(call.data()), size);
+  uint8_t byte = 0;
+  // End of stream, not our 5 s timeout (the server would wait for a next frame).
+  EXPECT_EQ(raw.read(&byte, 1), 0u);
+
+  ClientPool<wire::CoordinatorClient> pool(ConnectOptions{});
+  Status s =
+      pool.Call("127.0.0.1:" + std::to_string(server.port()), [](wire::CoordinatorClient& c) {
+        wire::HealthResponse h;
+        c.health(h);
+      });
+  EXPECT_TRUE(s.ok()) << s;
+}
+
 // Pooled connections idle past max_idle_ms are not reused: the server may
 // have closed them already (here after 100 ms), and the call still succeeds.
 TEST(ThriftServerTest, PoolDropsConnectionsTheServerClosedForIdleness) {

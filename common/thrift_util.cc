@@ -31,7 +31,18 @@ std::shared_ptr<TConfiguration> MakeThriftConfig(int64_t max_message_bytes) {
 uint32_t ResettingFramedTransport::readEnd() {
   uint32_t bytes = TFramedTransport::readEnd();
   resetConsumedMessageSize();
+  in_message_ = false;
   return bytes;
+}
+
+uint32_t ResettingFramedTransport::readSlow(uint8_t* buf, uint32_t len) {
+  if (in_message_) {
+    throw TTransportException(TTransportException::CORRUPTED_DATA,
+                              "malformed message: it runs past the end of its frame");
+  }
+  const uint32_t got = TFramedTransport::readSlow(buf, len);
+  in_message_ = true;
+  return got;
 }
 
 std::shared_ptr<TTransport> ResettingFramedTransportFactory::getTransport(

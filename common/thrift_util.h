@@ -44,6 +44,15 @@ class ResettingFramedTransport : public apache::thrift::transport::TFramedTransp
                            std::shared_ptr<apache::thrift::TConfiguration> config)
       : TFramedTransport(std::move(transport), std::move(config)) {}
   uint32_t readEnd() override;
+
+ protected:
+  // A message is one frame: a read past the end of the frame a message began
+  // in (a struct without its STOP, a length past the frame) is malformed
+  // (TTransportException CORRUPTED_DATA), never completed from the next frame.
+  uint32_t readSlow(uint8_t* buf, uint32_t len) override;
+
+ private:
+  bool in_message_ = false;  // a frame was read and its message's readEnd() not seen yet
 };
 
 class ResettingFramedTransportFactory : public apache::thrift::transport::TTransportFactory {
