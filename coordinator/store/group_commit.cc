@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/backoff.h"
+
 namespace txc {
 namespace {
 
@@ -71,15 +73,51 @@ GroupCommitter::~GroupCommitter() {
 
 void GroupCommitter::AnswerLoop() {
   std::vector<Answer> batch;
+  int64_t next_scan_ms = MonotonicMs() + kTakeBackScanMs;
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(answers_mu_);
-      answers_cv_.wait(lock, [this] { return answers_stop_ || !answers_.empty(); });
-      if (answers_.empty()) return;  // stopped, and everything was answered
+      // A bounded wait only so that expired WriteAsync batches are taken back
+      // while the writer is stuck in a store call: no wake-up per write.
+      answers_cv_.wait_for(lock, std::chrono::milliseconds(kTakeBackScanMs),
+                           [this] { return answers_stop_ || !answers_.empty(); });
+      if (answers_stop_ && answers_.empty()) return;  // stopped, everything answered
       batch.swap(answers_);
     }
     for (Answer& a : batch) a.first->Finish(std::move(a.second));
     batch.clear();
+    const int64_t now = MonotonicMs();
+    if (now >= next_scan_ms) {
+      next_scan_ms = now + kTakeBackScanMs;
+      TakeBackExpired(now);
+    }
+  }
+}
+
+void GroupCommitter::TakeBackExpired(int64_t now_ms) {
+  std::vector<std::shared_ptr<Pending>> expired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queued_with_take_back_ == 0) return;
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      Pending& p = **it;
+      int queued = Pending::kQueued;
+      if (p.take_back_at_ms > 0 && p.take_back_at_ms <= now_ms &&
+          p.phase.compare_exchange_strong(queued, Pending::kAbandoned)) {
+        queued_bytes_ -= p.bytes;
+        queued_with_take_back_ -= 1;
+        stats_.taken_back += 1;
+        expired.push_back(std::move(*it));
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& p : expired) {
+    p->Finish(Status::Unavailable("group commit did not reach this write within " +
+                                  std::to_string(options_.write_timeout_ms) +
+                                  " ms; it was taken back and nothing was written"));
   }
 }
 
@@ -111,6 +149,7 @@ std::shared_ptr<GroupCommitter::Pending> GroupCommitter::Enqueue(std::shared_ptr
                                      " bytes) wait for the store; nothing written, retry later");
     } else {
       queued_bytes_ += pending->bytes;
+      if (pending->take_back_at_ms > 0) queued_with_take_back_ += 1;
       queue_.push_back(pending);
     }
   }
@@ -170,6 +209,15 @@ void GroupCommitter::WriteLater(WriteBatch batch, std::function<void(const Statu
   Enqueue(std::move(pending), &refused);
 }
 
+void GroupCommitter::WriteAsync(WriteBatch batch, std::function<void(const Status&)> on_done) {
+  auto pending = std::make_shared<Pending>();
+  pending->batch = std::move(batch);
+  pending->on_done = std::move(on_done);
+  pending->take_back_at_ms = MonotonicMs() + std::max<int64_t>(1, options_.write_timeout_ms);
+  Status refused;
+  Enqueue(std::move(pending), &refused);
+}
+
 void GroupCommitter::Fence(const Status& reason) {
   std::deque<std::shared_ptr<Pending>> refused;
   {
@@ -178,6 +226,7 @@ void GroupCommitter::Fence(const Status& reason) {
       fenced_ = Status::Unavailable("writes fenced: " + reason.ToString());
       refused.swap(queue_);
       queued_bytes_ = 0;
+      queued_with_take_back_ = 0;
     }
     // A group inside the store call finishes before Fence() returns, so that
     // nothing is written once the caller acts on the fence (e.g. acquires a
@@ -214,6 +263,7 @@ void GroupCommitter::WriterLoop() {
              (group.empty() || group_bytes + queue_.front()->bytes <= options_.max_group_bytes)) {
         group_bytes += queue_.front()->bytes;
         queued_bytes_ -= queue_.front()->bytes;
+        if (queue_.front()->take_back_at_ms > 0) queued_with_take_back_ -= 1;
         group.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

@@ -97,6 +97,21 @@ class GroupCommitter {
   // refused there): it must be short and must not call Write().
   void WriteLater(WriteBatch batch, std::function<void(const Status&)> on_done);
 
+  // The durable write of Write(), answered through `on_done` instead of a
+  // blocked caller (the coordinator's event-loop front end answers a
+  // beginTxn this way). `on_done` is called exactly once, with what Write()
+  // would return: on the group-done thread once the batch's store
+  // transaction committed or failed, or on this thread when refused at once.
+  // A batch still queued after write_timeout_ms is taken back (never applied)
+  // and answered kUnavailable by the group-done thread, which looks for such
+  // batches at least every kTakeBackScanMs; one already inside a store
+  // transaction is answered when that store call returns (the store's own
+  // timeouts bound it). `on_done` must be short and must not call Write().
+  void WriteAsync(WriteBatch batch, std::function<void(const Status&)> on_done);
+
+  // How often the group-done thread looks for WriteAsync batches to take back.
+  static constexpr int64_t kTakeBackScanMs = 200;
+
   // From now on every queued and every new write is refused with `reason`
   // (kUnavailable) without touching the store; a group already inside the
   // store call finishes before Fence() returns (at most write_timeout_ms; its
@@ -122,6 +137,9 @@ class GroupCommitter {
     int64_t bytes = 0;
     std::promise<Status> done;
     std::function<void(const Status&)> on_done;  // when set, called instead of `done`
+    // WriteAsync: MonotonicMs() after which a still queued batch is taken
+    // back by the group-done thread; 0: never (Write() takes back itself).
+    int64_t take_back_at_ms = 0;
     void Finish(Status s);
     // kQueued -> kTaken (the writer put it in a group) or kQueued ->
     // kAbandoned (its caller gave up first); exactly one of the two wins.
@@ -131,8 +149,12 @@ class GroupCommitter {
   // cannot be queued.
   std::shared_ptr<Pending> Enqueue(std::shared_ptr<Pending> pending, Status* refused);
   void WriterLoop();
-  // Answers what the writer handed over, in order, until stopped and drained.
+  // Answers what the writer handed over, in order, until stopped and drained;
+  // every kTakeBackScanMs also takes back expired WriteAsync batches.
   void AnswerLoop();
+  // Takes the queued WriteAsync batches whose take_back_at_ms passed out of
+  // the queue (they are never applied) and answers them kUnavailable.
+  void TakeBackExpired(int64_t now_ms);
 
   using Answer = std::pair<std::shared_ptr<Pending>, Status>;
 
@@ -145,6 +167,7 @@ class GroupCommitter {
   bool in_store_call_ = false;       // the writer holds a group it has not answered yet
   std::deque<std::shared_ptr<Pending>> queue_;
   int64_t queued_bytes_ = 0;  // sum of bytes in queue_
+  int queued_with_take_back_ = 0;  // WriteAsync batches in queue_ (skip the scan when 0)
   bool stopping_ = false;
   Status fenced_;  // not OK once Fence() was called
   Stats stats_;

@@ -181,6 +181,56 @@ TEST_F(GroupCommitTest, AWriteThatTimedOutWhileQueuedIsNeverApplied) {
   EXPECT_EQ(committer.GetStats().taken_back, 1);
 }
 
+// WriteAsync's caller is not there to take its batch back: the group-done
+// thread does, on time, while the writer is still stuck in the store call.
+TEST_F(GroupCommitTest, AnAsyncWriteQueuedPastItsTimeoutIsTakenBackAndAnswered) {
+  FaultyStore slow(store_.get());
+  slow.Hold(StoreOp::kApplyGroup);
+  GroupCommitOptions options;
+  options.write_timeout_ms = 50;
+  GroupCommitter committer(&slow, options);
+  auto in_store = OccupyWriter(committer, slow);
+  ASSERT_TRUE(in_store.valid());
+  std::promise<Status> answered;
+  std::atomic<int> calls{0};
+  WriteBatch queued;
+  queued.insert_txns = {Txn("async-taken-back")};
+  committer.WriteAsync(std::move(queued), [&](const Status& s) {
+    if (calls.fetch_add(1) == 0) answered.set_value(s);
+  });
+  auto answer = answered.get_future();
+  // Answered while the store call is still held (no caller thread waits).
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  Status s = answer.get();
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s;
+  EXPECT_NE(s.message().find("nothing was written"), std::string::npos) << s;
+  EXPECT_EQ(slow.Calls(StoreOp::kApplyGroup), 1);  // still the first one
+  slow.Open(StoreOp::kApplyGroup);
+  EXPECT_TRUE(in_store.get().ok());
+  WriteBatch after;
+  after.insert_txns = {Txn("after")};
+  EXPECT_TRUE(committer.Write(std::move(after)).ok());
+  EXPECT_EQ(store_->GetTxn("async-taken-back").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(committer.GetStats().taken_back, 1);
+  EXPECT_EQ(calls.load(), 1);  // exactly once
+}
+
+TEST_F(GroupCommitTest, AnAsyncWriteIsAnsweredOnceItIsDurable) {
+  GroupCommitter committer(store_.get(), GroupCommitOptions{});
+  std::promise<std::pair<Status, bool>> landed;  // (status, row visible when called)
+  WriteBatch b;
+  b.insert_txns = {Txn("async")};
+  committer.WriteAsync(b, [&](const Status& s) {
+    landed.set_value({s, store_->GetTxn("async").ok()});
+  });
+  auto [status, visible] = landed.get_future().get();
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_TRUE(visible);
+  std::promise<Status> duplicate;
+  committer.WriteAsync(b, [&](const Status& s) { duplicate.set_value(s); });
+  EXPECT_EQ(duplicate.get_future().get().code(), StatusCode::kAlreadyExists);
+}
+
 TEST_F(GroupCommitTest, AFullQueueRefusesInsteadOfGrowing) {
   FaultyStore slow(store_.get());
   slow.Hold(StoreOp::kApplyGroup);
