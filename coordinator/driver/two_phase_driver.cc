@@ -123,14 +123,17 @@ void TwoPhaseDriver::Release(const std::shared_ptr<Flight>& flight,
       }
     }
   }
+  std::vector<std::function<void()>> watchers;
   {
     std::lock_guard<std::mutex> lock(flight->mu);
     if (flight->released) return;
     if (final_state.has_value()) flight->published = *final_state;
     flight->failure = std::move(failure);
     flight->released = true;
+    watchers.swap(flight->watchers);
   }
   flight->cv.notify_all();  // the flight is held by our caller's shared_ptr
+  for (auto& watcher : watchers) watcher();
 }
 
 void TwoPhaseDriver::WaitOnFlight(Flight& flight, bool completion, int64_t deadline_ms) {
@@ -234,14 +237,18 @@ void TwoPhaseDriver::Execute(const std::shared_ptr<Flight>& flight, TxnState bef
       TXC_CRASH_POINT("2pc.after_abort_logged");
     }
     if (!IsFinal(after)) {
+      const bool decided = DecisionOf(after).has_value();
+      std::vector<std::function<void()>> watchers;
       {
         std::lock_guard<std::mutex> lock(flight->mu);
         flight->published = after;
+        if (decided) watchers.swap(flight->watchers);
       }
       // WaitOnFlight waits for a decision or a final state: PREPARING wakes
       // nobody (a needless wake-up per commit otherwise). Notified after the
       // unlock so the woken thread does not block on the mutex at once.
-      if (DecisionOf(after).has_value()) flight->cv.notify_all();
+      if (decided) flight->cv.notify_all();
+      for (auto& watcher : watchers) watcher();
     }
   }
   for (const TwoPhaseEffect& fx : effects) {
@@ -516,6 +523,10 @@ Result<TxnRecord> TwoPhaseDriver::AnswerCommit(const TxnRecord& txn) {
 
 Result<TxnRecord> TwoPhaseDriver::AnswerFromFlight(Flight& flight, int64_t deadline_ms) {
   WaitOnFlight(flight, /*completion=*/false, deadline_ms);
+  return AnswerNow(flight);
+}
+
+Result<TxnRecord> TwoPhaseDriver::AnswerNow(Flight& flight) {
   std::lock_guard<std::mutex> lock(flight.mu);
   if (DecisionOf(flight.published).has_value()) {
     TxnRecord txn = flight.run.txn;
@@ -782,6 +793,28 @@ Result<TxnRecord> TwoPhaseDriver::Commit(const std::string& gtid, CommitWait wai
     return finish(std::move(answer));
   }
   return Status::Unavailable("commit of " + gtid + ": the record kept changing; retry");
+}
+
+bool TwoPhaseDriver::CommitAsync(const std::string& gtid,
+                                 std::function<void(Result<TxnRecord>)> done) {
+  if (!ValidateId("gtid", gtid).ok()) return false;
+  std::optional<Cached> cached = TakeCached(gtid);
+  if (!cached.has_value() || !OwnedBy(cached->txn, node_)) return false;
+  std::shared_ptr<Flight> flight = Claim(gtid, TxnState::kActive);
+  if (flight == nullptr) return false;  // another call drives it: Commit() waits on it
+  {
+    // Registered before the drive starts, so that no decision can slip by;
+    // the drive may end inside StartDrive, and then `done` runs there.
+    std::lock_guard<std::mutex> lock(flight->mu);
+    // Raw: watchers run only inside Release and the publish step, whose
+    // callers hold the flight (a shared_ptr here would be a cycle).
+    flight->watchers.push_back([f = flight.get(), done = std::move(done)] { done(AnswerNow(*f)); });
+  }
+  TwoPhaseRun run;
+  run.txn = std::move(cached->txn);
+  run.branches = std::move(cached->branches);
+  StartDrive(flight, std::move(run), TwoPhaseEventKind::kCommit);
+  return true;
 }
 
 // ---- rollback --------------------------------------------------------------------

@@ -136,6 +136,10 @@ class TwoPhaseDriver : public TwoPhaseOps {
   // kTimeout (no decision reached yet: ask again).
   Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                            int64_t wait_timeout_ms) override;
+  // The hot path of Commit (begun here, its branches in memory) without a
+  // waiting thread: `done` is run by whichever thread publishes the decision
+  // or ends the drive (TwoPhaseOps::CommitAsync).
+  bool CommitAsync(const std::string& gtid, std::function<void(Result<TxnRecord>)> done) override;
   // Aborts an undecided transaction; OK if already aborting/aborted. Errors:
   // kIllegalTransition once COMMIT is decided, kNotFound, kUnavailable (a
   // one-phase outcome still unknown, or the record kept changing: retry).
@@ -169,6 +173,9 @@ class TwoPhaseDriver : public TwoPhaseOps {
     Status failure;         // why it was released unfinished (kConflict: re-read)
     bool first_vote_seen = false;
     bool first_ack_seen = false;
+    // Run once (outside mu) when a decision is published or the flight is
+    // released: the answers of CommitAsync calls.
+    std::vector<std::function<void()>> watchers;
   };
   // commit(WAIT_COMPLETION) calls of this process waiting for one gtid.
   struct Completion {
@@ -203,6 +210,8 @@ class TwoPhaseDriver : public TwoPhaseOps {
   static void WaitOnFlight(Flight& flight, bool completion, int64_t deadline_ms);
   // What a commit call is told once it waited on its own flight.
   Result<TxnRecord> AnswerFromFlight(Flight& flight, int64_t deadline_ms);
+  // The same without waiting: from what the flight published so far.
+  static Result<TxnRecord> AnswerNow(Flight& flight);
 
   // ---- executing the step function
   // Steps `event` on the flight's run, logs the writes, then runs the effects.

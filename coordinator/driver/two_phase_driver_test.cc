@@ -239,6 +239,58 @@ TEST_F(TwoPhaseDriverTest, WaitDecisionAnswersCommittingThenFinishes) {
   EXPECT_TRUE(WaitFor([&] { return driver_->InFlightCount() == 0u; }));
 }
 
+// CommitAsync: the hot path (begun here, branches in memory) answered by the
+// thread that publishes the decision, nobody waiting.
+TEST_F(TwoPhaseDriverTest, CommitAsyncAnswersTheDecisionOfATransactionBegunHere) {
+  for (wire::Vote::type vote : {wire::Vote::VOTE_PREPARED, wire::Vote::VOTE_ABORT}) {
+    b_.handler->SetVote(vote);
+    const std::string gtid = Begin({});
+    auto txn = store_->GetTxn(gtid);
+    ASSERT_TRUE(txn.ok());
+    std::vector<BranchRecord> branches = {Branch("b0", a_.endpoint), Branch("b1", b_.endpoint)};
+    for (size_t i = 0; i < branches.size(); ++i) {
+      branches[i].gtid = gtid;
+      branches[i].ordinal = static_cast<int32_t>(i);
+      ASSERT_TRUE(driver_->Enlist(gtid, branches[i]).ok());
+    }
+    driver_->Begun(*txn, branches);
+    std::promise<Result<TxnRecord>> answered;
+    std::atomic<int> calls{0};
+    ASSERT_TRUE(driver_->CommitAsync(gtid, [&](Result<TxnRecord> r) {
+      if (calls.fetch_add(1) == 0) answered.set_value(std::move(r));
+    }));
+    auto future = answered.get_future();
+    ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    Result<TxnRecord> r = future.get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    const Decision expected =
+        vote == wire::Vote::VOTE_PREPARED ? Decision::kCommit : Decision::kAbort;
+    EXPECT_EQ(DecisionOf(r->state), expected);
+    const TxnState final_state =
+        expected == Decision::kCommit ? TxnState::kCommitted : TxnState::kAborted;
+    EXPECT_TRUE(WaitFor([&] { return StoredState(gtid) == final_state; }));
+    EXPECT_TRUE(WaitFor([&] { return driver_->InFlightCount() == 0u; }));
+    EXPECT_EQ(calls.load(), 1);
+    // Taken once: the cache entry is gone, a second commit goes the usual way.
+    EXPECT_FALSE(driver_->CommitAsync(gtid, [](Result<TxnRecord>) {}));
+    auto again = driver_->Commit(gtid, CommitWait::kDecision, 1000);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(DecisionOf(again->state), expected);
+  }
+}
+
+TEST_F(TwoPhaseDriverTest, CommitAsyncIsNotTakenForATransactionNotHeldInMemory) {
+  const std::string gtid = Begin({a_.endpoint, b_.endpoint});  // never Begun() here
+  bool called = false;
+  EXPECT_FALSE(driver_->CommitAsync(gtid, [&](Result<TxnRecord>) { called = true; }));
+  EXPECT_FALSE(driver_->CommitAsync("no-such-txn", [&](Result<TxnRecord>) { called = true; }));
+  EXPECT_FALSE(driver_->CommitAsync("bad\nid", [&](Result<TxnRecord>) { called = true; }));
+  EXPECT_FALSE(called);
+  EXPECT_EQ(driver_->InFlightCount(), 0u);
+  EXPECT_EQ(StoredState(gtid), TxnState::kActive);
+  EXPECT_TRUE(a_.handler->Calls().empty());
+}
+
 TEST_F(TwoPhaseDriverTest, AbortVoteAbortsEveryBranch) {
   b_.handler->SetVote(wire::Vote::VOTE_ABORT);
   const std::string gtid = Begin({a_.endpoint, b_.endpoint});

@@ -41,7 +41,7 @@ Status CoordinatorService::CheckServing() const {
   return Status::Unavailable(kNotServing);
 }
 
-Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
+Status CoordinatorService::ValidateBegin(const BeginOptions& options) const {
   TXC_RETURN_IF_ERROR(CheckServing());
   TXC_RETURN_IF_ERROR(ValidateTimeoutMs("timeout_ms", options.timeout_ms));
   if (!options.idempotency_key.empty()) {
@@ -57,14 +57,10 @@ Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
       return Status::InvalidArgument("branches: duplicate branch_id '" + branch.branch_id + "'");
     }
   }
+  return Status::Ok();
+}
 
-  // A retried begin: answer with the transaction the key already names.
-  if (!options.idempotency_key.empty()) {
-    Result<TxnRecord> existing = store_->FindByIdempotencyKey(options.idempotency_key);
-    if (existing.ok()) return SameBegin(std::move(existing).value(), options);
-    if (existing.status().code() != StatusCode::kNotFound) return existing.status();
-  }
-
+WriteBatch CoordinatorService::PlanBegin(const BeginOptions& options) const {
   const int64_t now = NowUnixMs();
   TxnRecord txn;
   txn.gtid = NewGtid();
@@ -79,11 +75,11 @@ Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
   txn.idempotency_key = options.idempotency_key;
 
   WriteBatch batch;
-  batch.insert_txns.push_back(txn);
+  batch.insert_txns.push_back(std::move(txn));
   int32_t ordinal = 0;
   for (const BranchRecord& in : options.branches) {
     BranchRecord branch = in;
-    branch.gtid = txn.gtid;
+    branch.gtid = batch.insert_txns.front().gtid;
     branch.ordinal = ordinal++;
     branch.state = BranchState::kRegistered;
     branch.attempts = 0;
@@ -91,12 +87,14 @@ Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
     branch.last_error.clear();
     batch.insert_branches.push_back(std::move(branch));
   }
+  return batch;
+}
 
-  std::vector<BranchRecord> branches = batch.insert_branches;
-  Status written = log_->Write(std::move(batch));
+Result<TxnRecord> CoordinatorService::Begun(TxnRecord txn, std::vector<BranchRecord> branches,
+                                            const Status& written, const BeginOptions& options) {
   if (written.ok()) {
-    VLOG(1) << txn.gtid << " -> ACTIVE (begin, " << options.branches.size()
-            << " branches, deadline " << txn.deadline_ms << ")";
+    VLOG(1) << txn.gtid << " -> ACTIVE (begin, " << branches.size() << " branches, deadline "
+            << txn.deadline_ms << ")";
     TwoPhaseOps* ops = two_phase_.load(std::memory_order_acquire);
     if (ops != nullptr) ops->Begun(txn, branches);
     return txn;
@@ -121,6 +119,37 @@ Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
       return written;  // outcome unknown: the client retries (with its key)
     default: return Status::Unavailable("begin: " + written.ToString());
   }
+}
+
+Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
+  TXC_RETURN_IF_ERROR(ValidateBegin(options));
+  // A retried begin: answer with the transaction the key already names.
+  if (!options.idempotency_key.empty()) {
+    Result<TxnRecord> existing = store_->FindByIdempotencyKey(options.idempotency_key);
+    if (existing.ok()) return SameBegin(std::move(existing).value(), options);
+    if (existing.status().code() != StatusCode::kNotFound) return existing.status();
+  }
+  WriteBatch batch = PlanBegin(options);
+  TxnRecord txn = batch.insert_txns.front();
+  std::vector<BranchRecord> branches = batch.insert_branches;
+  Status written = log_->Write(std::move(batch));
+  return Begun(std::move(txn), std::move(branches), written, options);
+}
+
+void CoordinatorService::BeginAsync(const BeginOptions& options,
+                                    std::function<void(Result<TxnRecord>)> done) {
+  // A key is looked up in the store first: that read is Begin's.
+  if (!options.idempotency_key.empty()) return done(Begin(options));
+  Status valid = ValidateBegin(options);
+  if (!valid.ok()) return done(valid);
+  WriteBatch batch = PlanBegin(options);
+  TxnRecord txn = batch.insert_txns.front();
+  std::vector<BranchRecord> branches = batch.insert_branches;
+  log_->WriteAsync(std::move(batch), [this, txn = std::move(txn), branches = std::move(branches),
+                                      done = std::move(done)](const Status& written) {
+    static const BeginOptions kWithoutKey;  // the only part of the options Begun reads
+    done(Begun(txn, branches, written, kWithoutKey));
+  });
 }
 
 Result<TxnRecord> CoordinatorService::SameBegin(TxnRecord existing, const BeginOptions& options) {
@@ -172,6 +201,13 @@ Result<TxnRecord> CoordinatorService::Commit(const std::string& gtid, CommitWait
   if (ops != nullptr) return ops->Commit(gtid, wait, wait_timeout_ms);
   TXC_RETURN_IF_ERROR(CheckExists(gtid));
   return Status::Unavailable(std::string("commit: ") + kNotImplemented);
+}
+
+bool CoordinatorService::CommitAsync(const std::string& gtid,
+                                     std::function<void(Result<TxnRecord>)> done) {
+  if (!CheckServing().ok()) return false;  // Commit() gives the answer
+  TwoPhaseOps* ops = two_phase_.load(std::memory_order_acquire);
+  return ops != nullptr && ops->CommitAsync(gtid, std::move(done));
 }
 
 Result<TxnRecord> CoordinatorService::Rollback(const std::string& gtid) {

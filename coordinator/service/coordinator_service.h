@@ -60,9 +60,14 @@ class CoordinatorService : public TxnService {
   // Errors: kInvalidArgument (nothing written), kUnavailable / kTimeout /
   // kIndeterminate (outcome unknown: retry with the same idempotency key).
   Result<TxnRecord> Begin(const BeginOptions& options) override;
+  // Without an idempotency key: validated, then written through
+  // GroupCommitter::WriteAsync and answered by the group-done thread.
+  void BeginAsync(const BeginOptions& options,
+                  std::function<void(Result<TxnRecord>)> done) override;
   Status Enlist(const std::string& gtid, const BranchRecord& branch) override;
   Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                            int64_t wait_timeout_ms) override;
+  bool CommitAsync(const std::string& gtid, std::function<void(Result<TxnRecord>)> done) override;
   Result<TxnRecord> Rollback(const std::string& gtid) override;
   // kNotFound for an unknown gtid, kInvalidArgument for a malformed one.
   Result<TxnView> GetStatus(const std::string& gtid) override;
@@ -88,6 +93,13 @@ class CoordinatorService : public TxnService {
 
  private:
   Status CheckServing() const;
+  // Begin's checks of its input (nothing read or written).
+  Status ValidateBegin(const BeginOptions& options) const;
+  // The begin's write: the ACTIVE record (a new gtid) and its branches.
+  WriteBatch PlanBegin(const BeginOptions& options) const;
+  // The answer to a begin once its write returned `written`.
+  Result<TxnRecord> Begun(TxnRecord txn, std::vector<BranchRecord> branches, const Status& written,
+                          const BeginOptions& options);
   // `existing` (named by options.idempotency_key), if it answers a begin of
   // `options`; else kInvalidArgument naming the difference.
   Result<TxnRecord> SameBegin(TxnRecord existing, const BeginOptions& options);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,12 @@ class TwoPhaseOps {
   virtual Status Enlist(const std::string& gtid, const BranchRecord& branch) = 0;
   virtual Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                                    int64_t wait_timeout_ms) = 0;
+  // Commit(gtid, kDecision, ...) without a thread waiting for the decision,
+  // for the hot path only (see TxnService::CommitAsync). Default: not taken.
+  virtual bool CommitAsync(const std::string& gtid, std::function<void(Result<TxnRecord>)> done) {
+    (void)gtid, (void)done;
+    return false;
+  }
   virtual Result<TxnRecord> Rollback(const std::string& gtid) = 0;
   virtual Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) = 0;
   // An operator changed the transaction in the store (admin API): drive it
@@ -114,9 +121,31 @@ class TxnService {
  public:
   virtual ~TxnService() = default;
   virtual Result<TxnRecord> Begin(const BeginOptions& options) = 0;
+  // Begin answered through `done` instead of a waiting caller (the event-loop
+  // front end). `done` is called exactly once, on any thread, possibly before
+  // BeginAsync returns; it must be short and must not block. A begin with an
+  // idempotency key may read the store on the calling thread. Default: Begin,
+  // inline.
+  virtual void BeginAsync(const BeginOptions& options,
+                          std::function<void(Result<TxnRecord>)> done) {
+    done(Begin(options));
+  }
   virtual Status Enlist(const std::string& gtid, const BranchRecord& branch) = 0;
   virtual Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                                    int64_t wait_timeout_ms) = 0;
+  // Commit(gtid, kDecision, ...) for a transaction this replica began and
+  // still holds in memory, answered through `done` (at most once, on any
+  // thread, possibly before CommitAsync returns) when the decision is durable
+  // or the drive ended without one, instead of by a waiting caller. The
+  // caller bounds its own wait (the drive decides within its prepare window
+  // unless the store stalls). False when that fast path does not apply: then
+  // nothing was done and the caller calls Commit(). `done` may be given
+  // kConflict (the record moved on under the fast path: the caller then calls
+  // Commit(), which re-reads). Default: never taken.
+  virtual bool CommitAsync(const std::string& gtid, std::function<void(Result<TxnRecord>)> done) {
+    (void)gtid, (void)done;
+    return false;
+  }
   virtual Result<TxnRecord> Rollback(const std::string& gtid) = 0;
   virtual Result<TxnView> GetStatus(const std::string& gtid) = 0;
   virtual Result<TxnRecord> SubmitSaga(const SagaSpec& spec) = 0;

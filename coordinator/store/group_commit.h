@@ -166,7 +166,7 @@ class GroupCommitter {
   std::condition_variable idle_cv_;  // signalled when in_store_call_ turns false
   bool in_store_call_ = false;       // the writer holds a group it has not answered yet
   std::deque<std::shared_ptr<Pending>> queue_;
-  int64_t queued_bytes_ = 0;  // sum of bytes in queue_
+  int64_t queued_bytes_ = 0;       // sum of bytes in queue_
   int queued_with_take_back_ = 0;  // WriteAsync batches in queue_ (skip the scan when 0)
   bool stopping_ = false;
   Status fenced_;  // not OK once Fence() was called
