@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -19,13 +20,9 @@ void NameThisThread(const std::string& name) {
 TaskPool::TaskPool(std::string name, int threads, Options options)
     : name_(std::move(name)), options_(std::move(options)) {
   if (threads < 1) threads = 1;
-  workers_.reserve(threads);
-  for (int i = 0; i < threads; ++i) {
-    workers_.emplace_back([this] {
-      NameThisThread(name_);
-      WorkerLoop();
-    });
-  }
+  std::lock_guard<std::mutex> lock(mu_);
+  workers_.reserve(std::max(threads, options_.max_threads));
+  for (int i = 0; i < threads; ++i) StartWorker();
   if (!options_.timer_name.empty()) {
     timer_ = std::thread([this] {
       NameThisThread(options_.timer_name);
@@ -35,6 +32,18 @@ TaskPool::TaskPool(std::string name, int threads, Options options)
 }
 
 TaskPool::~TaskPool() { Shutdown(); }
+
+void TaskPool::StartWorker() {
+  workers_.emplace_back([this] {
+    NameThisThread(name_);
+    WorkerLoop();
+  });
+}
+
+size_t TaskPool::ThreadCount() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return workers_.size();
+}
 
 void TaskPool::Shutdown() {
   {
@@ -56,6 +65,10 @@ void TaskPool::Submit(std::function<void()> task) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
       queue_.push_back(std::move(task));
+      if (queue_.size() > static_cast<size_t>(idle_) &&
+          workers_.size() < static_cast<size_t>(options_.max_threads)) {
+        StartWorker();
+      }
       cv_.notify_one();
       return;
     }
@@ -86,7 +99,9 @@ void TaskPool::WorkerLoop() {
     std::function<void()> task;
     {
       std::unique_lock<std::mutex> lock(mu_);
+      ++idle_;
       cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      --idle_;
       // Stopping: kRunQueued drains the queue first; kDropQueued cleared it.
       if (queue_.empty()) return;
       task = std::move(queue_.front());

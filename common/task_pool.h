@@ -38,6 +38,11 @@ class TaskPool {
     AtShutdown at_shutdown = AtShutdown::kRunQueued;
     // Non-empty: a timer thread of that name serves SubmitAfter.
     std::string timer_name;
+    // For work that may block (e.g. calls that wait for an answer): when a
+    // task is queued and no worker is idle to take it, another worker is
+    // started, up to this many in all; they stay until Shutdown. 0 (or less
+    // than `threads`): the fixed count.
+    int max_threads = 0;
   };
 
   // `name` is given to every worker thread (truncated to 15 characters by Linux).
@@ -56,10 +61,14 @@ class TaskPool {
 
   // Closures queued and not yet started.
   size_t QueuedForTests();
+  // Worker threads started so far.
+  size_t ThreadCount();
 
  private:
   void WorkerLoop();
   void TimerLoop();
+  // Starts one more worker (mu_ held).
+  void StartWorker();
 
   const std::string name_;
   const Options options_;
@@ -69,6 +78,7 @@ class TaskPool {
   std::deque<std::function<void()>> queue_;
   std::multimap<int64_t, std::function<void()>> timers_;  // due (MonotonicMs) -> task
   bool stopping_ = false;
+  int idle_ = 0;  // workers waiting for a task
   std::vector<std::thread> workers_;
   std::thread timer_;
 };

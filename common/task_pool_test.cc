@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 
@@ -103,4 +104,39 @@ TEST(TaskPoolTest, SubmitAfterRunsOnAWorkerOnceDue) {
 }
 
 }  // namespace
+// max_threads: blocking tasks each get a worker, up to the limit; past it they queue.
+TEST(TaskPoolTest, GrowsForBlockedTasksUpToMaxThreads) {
+  TaskPool::Options options;
+  options.max_threads = 4;
+  TaskPool pool("grow", 1, options);
+  std::mutex mu;
+  std::condition_variable cv;
+  int running = 0;
+  bool release = false;
+  std::atomic<int> done{0};
+  for (int i = 0; i < 5; ++i) {
+    pool.Submit([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      ++running;
+      cv.notify_all();
+      cv.wait(lock, [&] { return release; });
+      ++done;
+    });
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return running == 4; }));
+  }
+  EXPECT_EQ(pool.ThreadCount(), 4u);
+  EXPECT_EQ(pool.QueuedForTests(), 1u);  // the fifth waits for a worker
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  pool.Shutdown();
+  EXPECT_EQ(done.load(), 5);
+  EXPECT_EQ(running, 5);
+}
+
 }  // namespace txc

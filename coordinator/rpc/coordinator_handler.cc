@@ -189,20 +189,39 @@ void CoordinatorHandler::Throw(const Status& in, const std::string& gtid, unsign
   ThrowIfError(status, gtid, current, owner_endpoint);
 }
 
-void CoordinatorHandler::beginTxn(wire::BeginResponse& out, const wire::BeginRequest& req) {
-  Serve("beginTxn", "", [&] {
-    if (req.__isset.branches) {
-      for (size_t i = 0; i < req.branches.size(); ++i) {
-        CheckEndpoint("beginTxn", "branches[" + std::to_string(i) + "].endpoint",
-                      req.branches[i].endpoint);
-      }
+BeginOptions CoordinatorHandler::CheckBegin(const wire::BeginRequest& req) {
+  if (req.__isset.branches) {
+    for (size_t i = 0; i < req.branches.size(); ++i) {
+      CheckEndpoint("beginTxn", "branches[" + std::to_string(i) + "].endpoint",
+                    req.branches[i].endpoint);
     }
-    Result<BeginOptions> options = BeginOptionsFromWire(req);
-    Throw(options.status(), "", kNone);
-    Result<TxnRecord> txn = service_->Begin(*options);
+  }
+  Result<BeginOptions> options = BeginOptionsFromWire(req);
+  Throw(options.status(), "", kNone);
+  return std::move(options).value();
+}
+
+void CoordinatorHandler::BeginTxnAnswer(wire::BeginResponse& out, const Result<TxnRecord>& txn) {
+  Guarded("beginTxn", "", [&] {
     Throw(txn.status(), "", kNone);
     out.__set_gtid(txn->gtid);
     out.__set_context(MakeTxnContext(*txn, service_->CoordinatorEndpoints()));
+  });
+}
+
+void CoordinatorHandler::beginTxn(wire::BeginResponse& out, const wire::BeginRequest& req) {
+  Serve("beginTxn", "", [&] {
+    const BeginOptions options = CheckBegin(req);
+    BeginTxnAnswer(out, service_->Begin(options));
+  });
+}
+
+bool CoordinatorHandler::BeginTxnAsync(const wire::BeginRequest& req,
+                                       std::function<void(Result<TxnRecord>)> done) {
+  if (req.__isset.idempotency_key && !req.idempotency_key.empty()) return false;
+  return Serve("beginTxn", "", [&] {
+    service_->BeginAsync(CheckBegin(req), std::move(done));
+    return true;
   });
 }
 
@@ -216,15 +235,34 @@ void CoordinatorHandler::enlist(const wire::EnlistRequest& req) {
   });
 }
 
+CommitWait CoordinatorHandler::CheckCommit(const wire::CommitRequest& req) {
+  Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
+  Result<CommitWait> wait = CommitWaitFromWire(WireEnumValue(req.wait));
+  Throw(wait.status(), req.gtid, kAll);
+  Throw(ValidateWaitTimeoutMs("wait_timeout_ms", req.wait_timeout_ms), req.gtid, kAll);
+  return *wait;
+}
+
+void CoordinatorHandler::CommitAnswer(wire::CommitResponse& out, const std::string& gtid,
+                                      const Result<TxnRecord>& txn) {
+  Guarded("commit", gtid, [&] {
+    Throw(txn.status(), gtid, kAll);
+    out = CommitResponseToWire(*txn);
+  });
+}
+
 void CoordinatorHandler::commit(wire::CommitResponse& out, const wire::CommitRequest& req) {
   Serve("commit", req.gtid, [&] {
-    Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
-    Result<CommitWait> wait = CommitWaitFromWire(WireEnumValue(req.wait));
-    Throw(wait.status(), req.gtid, kAll);
-    Throw(ValidateWaitTimeoutMs("wait_timeout_ms", req.wait_timeout_ms), req.gtid, kAll);
-    Result<TxnRecord> txn = service_->Commit(req.gtid, *wait, req.wait_timeout_ms);
-    Throw(txn.status(), req.gtid, kAll);
-    out = CommitResponseToWire(*txn);
+    const CommitWait wait = CheckCommit(req);
+    CommitAnswer(out, req.gtid, service_->Commit(req.gtid, wait, req.wait_timeout_ms));
+  });
+}
+
+bool CoordinatorHandler::CommitAsync(const wire::CommitRequest& req,
+                                     std::function<void(Result<TxnRecord>)> done) {
+  return Serve("commit", req.gtid, [&] {
+    return CheckCommit(req) == CommitWait::kDecision &&
+           service_->CommitAsync(req.gtid, std::move(done));
   });
 }
 

@@ -34,6 +34,7 @@
 // connection); the service must outlive the handler.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -66,6 +67,23 @@ class CoordinatorHandler : public wire::CoordinatorIf {
 
   static const char kVersion[];
 
+  // The two hot calls without a waiting thread, for the event-loop front end
+  // (CoordinatorAsyncHandler). Each authorizes and checks the request now, on
+  // the calling thread, throwing the wire exceptions beginTxn()/commit()
+  // would; then hands it to the service, which calls `done` once with its
+  // answer, on any thread (possibly before the call returns). False when the
+  // request is not for this path (a beginTxn with an idempotency key: a store
+  // read; a commit that waits for completion, or of a transaction not held
+  // in memory here): nothing was done, serve it with beginTxn()/commit().
+  bool BeginTxnAsync(const wire::BeginRequest& req, std::function<void(Result<TxnRecord>)> done);
+  bool CommitAsync(const wire::CommitRequest& req, std::function<void(Result<TxnRecord>)> done);
+  // The wire answer to the service's answer given to `done` above (the wire
+  // exception thrown for an error). An error may read the store (the current
+  // state for IllegalTransition): call these for errors off the event loop.
+  void BeginTxnAnswer(wire::BeginResponse& out, const Result<TxnRecord>& txn);
+  void CommitAnswer(wire::CommitResponse& out, const std::string& gtid,
+                    const Result<TxnRecord>& txn);
+
   // Replaces the authorization policy; nullptr: every caller may call every
   // method. Any thread, any time (the coordinator reloads it on SIGHUP).
   void SetAuthPolicy(std::shared_ptr<const AuthPolicy> policy);
@@ -77,6 +95,10 @@ class CoordinatorHandler : public wire::CoordinatorIf {
   static RoleSet MethodRoles(const std::string& method);
 
  private:
+  // beginTxn's checks and conversion (throws the wire exceptions).
+  BeginOptions CheckBegin(const wire::BeginRequest& req);
+  // commit's checks (throws the wire exceptions).
+  CommitWait CheckCommit(const wire::CommitRequest& req);
   // Authorizes the call (PermissionDenied, see above), then runs `body`
   // guarded: the declared wire exceptions pass, anything else is logged and
   // answered as Unavailable.
