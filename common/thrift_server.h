@@ -38,6 +38,7 @@
 #include <string>
 #include <thread>
 
+#include "common/rpc_server.h"
 #include "common/status.h"
 #include "common/thrift_util.h"
 #include "common/tls.h"
@@ -71,25 +72,25 @@ struct ThriftServerOptions {
 // inside a ThriftServer handler; "unknown" elsewhere.
 std::string CurrentThriftPeer();
 
-class ThriftServer {
+class ThriftServer : public RpcServer {
  public:
   ThriftServer(std::shared_ptr<apache::thrift::TProcessor> processor, ThriftServerOptions options);
-  ~ThriftServer();  // Stop()s
+  ~ThriftServer() override;  // Stop()s
 
   // Binds, starts serving on a background thread and returns once listening.
   // kUnavailable if the port cannot be bound; kInvalidArgument if the TLS
   // files cannot be loaded.
-  Status Start();
+  Status Start() override;
   // Stops accepting, closes connections, joins the serving thread. Idempotent.
-  void Stop();
+  void Stop() override;
   // The bound port (useful with options.port == 0). Valid after Start().
-  int port() const { return port_; }
-  bool tls() const { return tls_ != nullptr; }
+  int port() const override { return port_; }
+  bool tls() const override { return tls_ != nullptr; }
 
   // Re-reads the TLS certificate, key and CA files: connections accepted
   // from now on use them, open ones keep theirs. On failure the current files
   // stay in use and the error is returned. kInvalidArgument without TLS.
-  Status ReloadTls();
+  Status ReloadTls() override;
 
  private:
   std::shared_ptr<apache::thrift::TProcessor> processor_;

@@ -218,11 +218,7 @@ void CoordinatorHandler::beginTxn(wire::BeginResponse& out, const wire::BeginReq
 
 bool CoordinatorHandler::BeginTxnAsync(const wire::BeginRequest& req,
                                        std::function<void(Result<TxnRecord>)> done) {
-  if (req.__isset.idempotency_key && !req.idempotency_key.empty()) return false;
-  return Serve("beginTxn", "", [&] {
-    service_->BeginAsync(CheckBegin(req), std::move(done));
-    return true;
-  });
+  return Serve("beginTxn", "", [&] { return service_->BeginAsync(CheckBegin(req), std::move(done)); });
 }
 
 void CoordinatorHandler::enlist(const wire::EnlistRequest& req) {

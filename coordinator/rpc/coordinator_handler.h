@@ -72,9 +72,9 @@ class CoordinatorHandler : public wire::CoordinatorIf {
   // the calling thread, throwing the wire exceptions beginTxn()/commit()
   // would; then hands it to the service, which calls `done` once with its
   // answer, on any thread (possibly before the call returns). False when the
-  // request is not for this path (a beginTxn with an idempotency key: a store
-  // read; a commit that waits for completion, or of a transaction not held
-  // in memory here): nothing was done, serve it with beginTxn()/commit().
+  // service does not take it that way (TxnService::BeginAsync/CommitAsync; a
+  // commit that waits for completion): nothing was done, serve it with
+  // beginTxn()/commit().
   bool BeginTxnAsync(const wire::BeginRequest& req, std::function<void(Result<TxnRecord>)> done);
   bool CommitAsync(const wire::CommitRequest& req, std::function<void(Result<TxnRecord>)> done);
   // The wire answer to the service's answer given to `done` above (the wire

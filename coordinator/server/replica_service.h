@@ -66,6 +66,19 @@ class ReplicaService : public TxnService {
     if (!s) return NotServing();
     return s->Begin(options);
   }
+  // The asynchronous paths never wait for an incarnation (they run on the
+  // event loop): none right now, and the caller falls back to Begin/Commit.
+  // The incarnation's teardown answers what it still holds (its group commit
+  // drains before its service goes), so `done` needs no reference to it.
+  bool BeginAsync(const BeginOptions& options,
+                  std::function<void(Result<TxnRecord>)> done) override {
+    auto s = Now();
+    return s != nullptr && s->BeginAsync(options, std::move(done));
+  }
+  bool CommitAsync(const std::string& gtid, std::function<void(Result<TxnRecord>)> done) override {
+    auto s = Now();
+    return s != nullptr && s->CommitAsync(gtid, std::move(done));
+  }
   Status Enlist(const std::string& gtid, const BranchRecord& branch) override {
     auto s = Get();
     if (!s) return NotServing();

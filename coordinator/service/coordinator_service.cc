@@ -95,6 +95,7 @@ Result<TxnRecord> CoordinatorService::Begun(TxnRecord txn, std::vector<BranchRec
   if (written.ok()) {
     VLOG(1) << txn.gtid << " -> ACTIVE (begin, " << branches.size() << " branches, deadline "
             << txn.deadline_ms << ")";
+    std::shared_lock<std::shared_mutex> lock(begun_mu_);
     TwoPhaseOps* ops = two_phase_.load(std::memory_order_acquire);
     if (ops != nullptr) ops->Begun(txn, branches);
     return txn;
@@ -136,12 +137,15 @@ Result<TxnRecord> CoordinatorService::Begin(const BeginOptions& options) {
   return Begun(std::move(txn), std::move(branches), written, options);
 }
 
-void CoordinatorService::BeginAsync(const BeginOptions& options,
+bool CoordinatorService::BeginAsync(const BeginOptions& options,
                                     std::function<void(Result<TxnRecord>)> done) {
   // A key is looked up in the store first: that read is Begin's.
-  if (!options.idempotency_key.empty()) return done(Begin(options));
+  if (!options.idempotency_key.empty()) return false;
   Status valid = ValidateBegin(options);
-  if (!valid.ok()) return done(valid);
+  if (!valid.ok()) {
+    done(valid);
+    return true;
+  }
   WriteBatch batch = PlanBegin(options);
   TxnRecord txn = batch.insert_txns.front();
   std::vector<BranchRecord> branches = batch.insert_branches;
@@ -150,6 +154,7 @@ void CoordinatorService::BeginAsync(const BeginOptions& options,
     static const BeginOptions kWithoutKey;  // the only part of the options Begun reads
     done(Begun(txn, branches, written, kWithoutKey));
   });
+  return true;
 }
 
 Result<TxnRecord> CoordinatorService::SameBegin(TxnRecord existing, const BeginOptions& options) {

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,12 @@ class CoordinatorService : public TxnService {
   CoordinatorService(TxnStore* store, GroupCommitter* log, NodeInfo node,
                      CoordinatorServiceOptions options = {});
 
-  void SetTwoPhaseOps(TwoPhaseOps* ops) { two_phase_.store(ops, std::memory_order_release); }
+  // Once SetTwoPhaseOps returns, no call into the previous ops is running
+  // from an asynchronous begin's answer (which holds no reference to it).
+  void SetTwoPhaseOps(TwoPhaseOps* ops) {
+    std::unique_lock<std::shared_mutex> lock(begun_mu_);
+    two_phase_.store(ops, std::memory_order_release);
+  }
   void SetSagaOps(SagaOps* ops) { saga_.store(ops, std::memory_order_release); }
   // Whether this replica accepts work. When false (shutting down, lease lost)
   // every operation but GetStatus/Health/CoordinatorEndpoints answers
@@ -62,7 +68,7 @@ class CoordinatorService : public TxnService {
   Result<TxnRecord> Begin(const BeginOptions& options) override;
   // Without an idempotency key: validated, then written through
   // GroupCommitter::WriteAsync and answered by the group-done thread.
-  void BeginAsync(const BeginOptions& options,
+  bool BeginAsync(const BeginOptions& options,
                   std::function<void(Result<TxnRecord>)> done) override;
   Status Enlist(const std::string& gtid, const BranchRecord& branch) override;
   Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
@@ -122,6 +128,7 @@ class CoordinatorService : public TxnService {
   const std::string gtid_prefix_;  // node id reduced to safe characters, short
 
   std::atomic<TwoPhaseOps*> two_phase_{nullptr};
+  std::shared_mutex begun_mu_;  // held shared while Begun() tells two_phase_ (see SetTwoPhaseOps)
   std::atomic<SagaOps*> saga_{nullptr};
   std::atomic<bool> serving_{true};
 

@@ -121,14 +121,16 @@ class TxnService {
  public:
   virtual ~TxnService() = default;
   virtual Result<TxnRecord> Begin(const BeginOptions& options) = 0;
-  // Begin answered through `done` instead of a waiting caller (the event-loop
-  // front end). `done` is called exactly once, on any thread, possibly before
-  // BeginAsync returns; it must be short and must not block. A begin with an
-  // idempotency key may read the store on the calling thread. Default: Begin,
-  // inline.
-  virtual void BeginAsync(const BeginOptions& options,
+  // Begin answered through `done` instead of by a waiting caller (the
+  // event-loop front end): `done` is called exactly once, on any thread,
+  // possibly before BeginAsync returns; it must be short and must not block.
+  // False when this path does not apply (a begin with an idempotency key,
+  // which reads the store first; no service to take it right now): nothing
+  // was done, and the caller calls Begin(). Default: never taken.
+  virtual bool BeginAsync(const BeginOptions& options,
                           std::function<void(Result<TxnRecord>)> done) {
-    done(Begin(options));
+    (void)options, (void)done;
+    return false;
   }
   virtual Status Enlist(const std::string& gtid, const BranchRecord& branch) = 0;
   virtual Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
