@@ -24,6 +24,8 @@ struct SagaDriver::Run {
   // one step's writes are on their way to the store. Others only queue.
   bool stepping = false;
   bool gone = false;  // released: later events are dropped
+  // Run once (outside mu) when the run is released: SubmitSagaAsync's answers.
+  std::vector<std::function<void()>> watchers;
 };
 
 // The GroupCommitter calls back on its group-done thread, possibly after this
@@ -239,6 +241,87 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
   return as_logged;
 }
 
+bool SagaDriver::SubmitSagaAsync(const SagaSpec& spec,
+                                 std::function<void(Result<TxnRecord>)> done) {
+  // `spec` was validated by CoordinatorService::SubmitSagaAsync.
+  const int64_t now = NowUnixMs();
+  SagaSubmitted submitted;
+  TxnRecord& txn = submitted.txn;
+  txn.gtid = spec.gtid.empty() ? options_.new_gtid() : spec.gtid;
+  txn.owner = node_.node_id;
+  txn.epoch = node_.epoch;
+  txn.created_ms = now;
+  txn.updated_ms = now;
+  txn.deadline_ms = now + spec.timeout_ms;
+  txn.flags = spec.wait_for_completion ? kFlagWaitCompletion : 0;
+  submitted.steps = spec.steps;
+  Result<SagaStepResult> stepped =
+      StepSaga(SagaRun{}, submitted, SagaInputs{now, RandomUnit()}, machine_options_);
+  if (!stepped.ok()) {
+    done(stepped.status());
+    return true;
+  }
+  const WriteMarks marks = MarksOf(stepped->writes);
+  WriteBatch batch = std::move(stepped->writes);
+  auto result = std::make_shared<SagaStepResult>(std::move(stepped).value());
+  batches_written_.fetch_add(1);
+  std::shared_ptr<Relay> relay = relay_;
+  const bool wait = spec.wait_for_completion;
+  log_->WriteAsync(std::move(batch), [relay, result, wait, marks,
+                                      done = std::move(done)](const Status& logged) mutable {
+    std::lock_guard<std::mutex> lock(relay->mu);
+    if (relay->driver == nullptr) {
+      return done(Status::Unavailable("saga " + result->next.txn.gtid +
+                                      ": the coordinator is stopping; resubmit it"));
+    }
+    SagaDriver* driver = relay->driver;
+    // Driven from the pool, as every logged step is (this is the committer's thread).
+    driver->pool_.Submit([driver, result, wait, marks, logged, done = std::move(done)]() mutable {
+      if (logged.ok()) CrashPointsAfterLogged(marks);
+      driver->Submitted(result, logged, wait, std::move(done));
+    });
+  });
+  return true;
+}
+
+void SagaDriver::Submitted(const std::shared_ptr<SagaStepResult>& result, const Status& logged,
+                           bool wait, std::function<void(Result<TxnRecord>)> done) {
+  const std::string gtid = result->next.txn.gtid;
+  if (logged.code() == StatusCode::kAlreadyExists) {
+    return done(Status::Conflict("saga " + gtid + ": already logged; resubmission rules apply"));
+  }
+  if (!logged.ok()) {
+    LOG(ERROR) << "saga " << gtid << ": could not log the definition: " << logged;
+    return done(logged);
+  }
+  sagas_submitted_.fetch_add(1);
+  VLOG(1) << "saga " << gtid << ": -> RUNNING (" << result->next.steps.size() << " steps logged)";
+  auto run = std::make_shared<Run>();
+  run->stepping = true;  // this thread: adopt the result, run its effects, then step what queued
+  if (wait) {
+    run->watchers.push_back([r = run.get(), gtid, done] {
+      // Raw: watchers run inside Release, whose caller holds the run.
+      TxnRecord txn;
+      {
+        std::lock_guard<std::mutex> lock(r->mu);
+        txn = r->saga.txn;
+      }
+      if (IsFinal(txn.state) || txn.state == TxnState::kParked) return done(std::move(txn));
+      done(Status::Conflict("saga " + gtid + ": let go here before it ended"));
+    });
+  }
+  {
+    std::lock_guard<std::mutex> lock(runs_mu_);
+    if (!runs_.emplace(gtid, run).second) {
+      // A concurrent resubmission found the definition and took the saga up.
+      return done(Status::Conflict("saga " + gtid + ": driven by a concurrent resubmission"));
+    }
+  }
+  const TxnRecord as_logged = result->next.txn;
+  if (Adopt(run, std::move(*result))) Pump(run);
+  if (!wait) done(as_logged);
+}
+
 Result<TxnRecord> SagaDriver::WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms) {
   const int64_t deadline = MonotonicMs() + wait_timeout_ms;
   TxnRecord txn;
@@ -416,12 +499,15 @@ void SagaDriver::Release(const std::shared_ptr<Run>& run, const char* why) {
     auto it = runs_.find(gtid);
     if (it != runs_.end() && it->second == run) runs_.erase(it);
   }
+  std::vector<std::function<void()>> watchers;
   {
     std::lock_guard<std::mutex> lock(run->mu);
     run->gone = true;
     run->events.clear();
+    watchers.swap(run->watchers);
   }
   run->cv.notify_all();
+  for (auto& watcher : watchers) watcher();
   VLOG(1) << "saga " << gtid << ": released (" << why << ")";
 }
 

@@ -98,6 +98,13 @@ class SagaDriver : public SagaOps {
   // the same gtid). Returns the saga as logged, or as it ended / stood when
   // the wait ran out.
   Result<TxnRecord> SubmitSaga(const SagaSpec& spec) override;
+  // The first submission of a gtid without a waiting thread: the definition
+  // is logged through GroupCommitter::WriteAsync, the saga is driven from
+  // the "saga-worker" pool, and `done` is run once it is durable (or, with
+  // wait_for_completion, once the run here ended: SUCCEEDED, COMPENSATED or
+  // PARKED). A gtid already logged, or a run let go before it ended, gives
+  // `done` kConflict (SubmitSaga then answers by its resubmission rules).
+  bool SubmitSagaAsync(const SagaSpec& spec, std::function<void(Result<TxnRecord>)> done) override;
 
   // Non-blocking: the work goes to the pool.
   void Resume(const TxnRecord& txn) override;
@@ -153,6 +160,9 @@ class SagaDriver : public SagaOps {
   // Waits for the run to end (at most wait_timeout_ms); if it was let go
   // unfinished, goes on waiting on the store.
   Result<TxnRecord> WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms);
+  // SubmitSagaAsync, once its definition's write returned `logged` (on the pool).
+  void Submitted(const std::shared_ptr<SagaStepResult>& result, const Status& logged, bool wait,
+                 std::function<void(Result<TxnRecord>)> done);
   // Re-reads the store (backoff with jitter, a condition wait between reads)
   // until the saga is final or PARKED, deadline_ms (monotonic) passes or
   // StopWaiting(); returns the last record read. On a client's RPC thread only.

@@ -134,92 +134,134 @@ void CoordinatorAsyncHandler::ScanDeadlines() {
 
 // ---- the hot path ------------------------------------------------------------------
 
-void CoordinatorAsyncHandler::beginTxn(std::function<void(const wire::BeginResponse&)> cob,
-                                       ExnCob exn, const wire::BeginRequest& req) {
-  const int64_t timeout_ms = options_.begin_answer_timeout_ms;
-  auto hot = Track(MonotonicMs() + timeout_ms, [this, cob, exn, timeout_ms] {
-    AnswerWith<wire::BeginResponse>(cob, exn, [&](wire::BeginResponse& out) {
-      handler_->BeginTxnAnswer(
-          out,
-          Status::Timeout("begin: not answered by the store within " + std::to_string(timeout_ms) +
-                          " ms; its outcome is unknown: retry with an idempotency key"));
-    });
-  });
-  auto done = gate_.Wrap([this, hot, cob, exn](Result<TxnRecord> txn) {
-    if (!hot->Claim()) return;  // the deadline answered
-    Untrack(hot);
-    if (!txn.ok()) {
-      // The error's wire exception is built off the committer's thread.
-      pool_.Submit([this, cob, exn, txn = std::move(txn)] {
-        AnswerWith<wire::BeginResponse>(
-            cob, exn, [&](wire::BeginResponse& out) { handler_->BeginTxnAnswer(out, txn); });
-      });
-      return;
-    }
-    AnswerWith<wire::BeginResponse>(
-        cob, exn, [&](wire::BeginResponse& out) { handler_->BeginTxnAnswer(out, txn); });
-  });
-  bool taken = false;
-  try {
-    taken = handler_->BeginTxnAsync(req, std::move(done));
-  } catch (...) {
-    Untrack(hot);
-    if (hot->Claim()) exn(DelayCurrentException());
-    return;
-  }
-  if (taken) return;
-  Untrack(hot);
-  hot->Claim();
-  OnPool<wire::BeginResponse>(
-      std::move(cob), std::move(exn),
-      [this, req](wire::BeginResponse& out) { handler_->beginTxn(out, req); });
-}
-
-void CoordinatorAsyncHandler::commit(std::function<void(const wire::CommitResponse&)> cob,
-                                     ExnCob exn, const wire::CommitRequest& req) {
-  const std::string gtid = req.gtid;
-  const int64_t wait_ms = std::max<int64_t>(0, req.wait_timeout_ms);
-  auto hot = Track(MonotonicMs() + wait_ms, [this, cob, exn, gtid] {
-    AnswerWith<wire::CommitResponse>(cob, exn, [&](wire::CommitResponse& out) {
-      handler_->CommitAnswer(
-          out, gtid,
-          Status::Timeout("commit of " + gtid + ": still deciding after the wait; ask again"));
-    });
+template <typename Response>
+void CoordinatorAsyncHandler::RunHot(HotCall<Response> call) {
+  auto shared = std::make_shared<HotCall<Response>>(std::move(call));
+  auto hot = Track(shared->deadline_ms, [this, shared] {
+    AnswerWith<Response>(shared->cob, shared->exn,
+                         [&](Response& out) { shared->at_deadline(out); });
   });
   auto done =
-      gate_.Wrap([this, hot, cob, exn, req, who = CurrentPeerIdentity()](Result<TxnRecord> txn) {
+      gate_.Wrap([this, hot, shared, who = CurrentPeerIdentity()](Result<TxnRecord> result) {
         if (!hot->Claim()) return;  // the deadline answered
         Untrack(hot);
-        if (txn.ok()) {
-          AnswerWith<wire::CommitResponse>(cob, exn, [&](wire::CommitResponse& out) {
-            handler_->CommitAnswer(out, req.gtid, txn);
-          });
+        if (result.ok()) {
+          AnswerWith<Response>(shared->cob, shared->exn,
+                               [&](Response& out) { shared->answer(out, result); });
           return;
         }
-        const bool conflict = txn.status().code() == StatusCode::kConflict;
-        pool_.Submit([this, cob, exn, req, conflict, who, txn = std::move(txn)] {
-          IdentityScope scope(who);  // the full commit authorizes the caller again
-          AnswerWith<wire::CommitResponse>(cob, exn, [&](wire::CommitResponse& out) {
-            // The record moved on under the hot path: the full commit re-reads it.
-            if (conflict) return handler_->commit(out, req);
-            handler_->CommitAnswer(out, req.gtid, txn);
+        // Off the answering thread: an error's wire exception may read the store,
+        // and a conflict is served by the full synchronous call.
+        const bool conflict = result.status().code() == StatusCode::kConflict;
+        pool_.Submit([shared, conflict, who, result = std::move(result)] {
+          IdentityScope scope(who);  // the full call authorizes the caller again
+          AnswerWith<Response>(shared->cob, shared->exn, [&](Response& out) {
+            if (conflict) return shared->full(out);
+            shared->answer(out, result);
           });
         });
       });
   bool taken = false;
   try {
-    taken = handler_->CommitAsync(req, std::move(done));
+    taken = shared->start(std::move(done));
   } catch (...) {
     Untrack(hot);
-    if (hot->Claim()) exn(DelayCurrentException());
+    if (hot->Claim()) shared->exn(DelayCurrentException());
     return;
   }
   if (taken) return;
   Untrack(hot);
-  hot->Claim();
-  OnPool<wire::CommitResponse>(
-      std::move(cob), std::move(exn),
-      [this, req](wire::CommitResponse& out) { handler_->commit(out, req); });
+  if (!hot->Claim()) return;
+  OnPool<Response>(shared->cob, shared->exn, [shared](Response& out) { shared->full(out); });
+}
+
+void CoordinatorAsyncHandler::beginTxn(std::function<void(const wire::BeginResponse&)> cob,
+                                       ExnCob exn, const wire::BeginRequest& req) {
+  const int64_t timeout_ms = options_.begin_answer_timeout_ms;
+  HotCall<wire::BeginResponse> call;
+  call.cob = std::move(cob);
+  call.exn = std::move(exn);
+  call.deadline_ms = MonotonicMs() + timeout_ms;
+  call.at_deadline = [this, timeout_ms](wire::BeginResponse& out) {
+    handler_->BeginTxnAnswer(
+        out,
+        Status::Timeout("begin: not answered by the store within " + std::to_string(timeout_ms) +
+                        " ms; its outcome is unknown: retry with an idempotency key"));
+  };
+  call.start = [this, req](Done done) { return handler_->BeginTxnAsync(req, std::move(done)); };
+  call.answer = [this](wire::BeginResponse& out, const Result<TxnRecord>& txn) {
+    handler_->BeginTxnAnswer(out, txn);
+  };
+  call.full = [this, req](wire::BeginResponse& out) { handler_->beginTxn(out, req); };
+  RunHot(std::move(call));
+}
+
+void CoordinatorAsyncHandler::commit(std::function<void(const wire::CommitResponse&)> cob,
+                                     ExnCob exn, const wire::CommitRequest& req) {
+  HotCall<wire::CommitResponse> call;
+  call.cob = std::move(cob);
+  call.exn = std::move(exn);
+  call.deadline_ms = MonotonicMs() + std::max<int64_t>(0, req.wait_timeout_ms);
+  call.at_deadline = [this, gtid = req.gtid](wire::CommitResponse& out) {
+    handler_->CommitAnswer(
+        out, gtid,
+        Status::Timeout("commit of " + gtid + ": still deciding after the wait; ask again"));
+  };
+  call.start = [this, req](Done done) { return handler_->CommitAsync(req, std::move(done)); };
+  call.answer = [this, gtid = req.gtid](wire::CommitResponse& out, const Result<TxnRecord>& txn) {
+    handler_->CommitAnswer(out, gtid, txn);
+  };
+  call.full = [this, req](wire::CommitResponse& out) { handler_->commit(out, req); };
+  RunHot(std::move(call));
+}
+
+void CoordinatorAsyncHandler::submitSaga(std::function<void(const wire::SubmitSagaResponse&)> cob,
+                                         ExnCob exn, const wire::SubmitSagaRequest& req) {
+  // Named now (when the request does not name it), so that a wait that runs
+  // out can answer the saga as it stands, as the synchronous path does.
+  std::optional<SagaSpec> spec;
+  try {
+    spec = handler_->SagaSpecForAsync(req);
+  } catch (...) {
+    exn(DelayCurrentException());
+    return;
+  }
+  if (!spec.has_value()) {
+    OnPool<wire::SubmitSagaResponse>(
+        std::move(cob), std::move(exn),
+        [this, req](wire::SubmitSagaResponse& out) { handler_->submitSaga(out, req); });
+    return;
+  }
+  wire::SubmitSagaRequest named = req;
+  named.__set_gtid(spec->gtid);
+  HotCall<wire::SubmitSagaResponse> call;
+  call.cob = std::move(cob);
+  call.exn = std::move(exn);
+  if (req.wait_for_completion) {
+    call.deadline_ms = MonotonicMs() + std::max<int64_t>(0, req.wait_timeout_ms);
+    call.at_deadline = [this, named](wire::SubmitSagaResponse& out) {
+      handler_->SubmitSagaAnswerFromStore(out, named, named.gtid);
+    };
+  } else {
+    const int64_t timeout_ms = options_.begin_answer_timeout_ms;
+    call.deadline_ms = MonotonicMs() + timeout_ms;
+    call.at_deadline = [this, named, timeout_ms](wire::SubmitSagaResponse& out) {
+      handler_->SubmitSagaAnswer(
+          out, named,
+          Status::Timeout("saga " + named.gtid + ": not logged within " +
+                          std::to_string(timeout_ms) +
+                          " ms; its outcome is unknown: resubmit it with this gtid"));
+    };
+  }
+  call.start = [this, spec = std::move(spec).value()](Done done) {
+    return handler_->SubmitSagaAsync(spec, std::move(done));
+  };
+  call.answer = [this, named](wire::SubmitSagaResponse& out, const Result<TxnRecord>& txn) {
+    handler_->SubmitSagaAnswer(out, named, txn);
+  };
+  // A resubmission of the named saga: the service's rules for a known gtid.
+  call.full = [this, named](wire::SubmitSagaResponse& out) { handler_->submitSaga(out, named); };
+  RunHot(std::move(call));
 }
 
 // ---- everything else: the synchronous handler on the pool ---------------------------
@@ -241,13 +283,6 @@ void CoordinatorAsyncHandler::status(std::function<void(const wire::TxnStatus&)>
                                      const wire::Gtid& gtid) {
   OnPool<wire::TxnStatus>(std::move(cob), std::move(exn),
                           [this, gtid](wire::TxnStatus& out) { handler_->status(out, gtid); });
-}
-
-void CoordinatorAsyncHandler::submitSaga(std::function<void(const wire::SubmitSagaResponse&)> cob,
-                                         ExnCob exn, const wire::SubmitSagaRequest& req) {
-  OnPool<wire::SubmitSagaResponse>(
-      std::move(cob), std::move(exn),
-      [this, req](wire::SubmitSagaResponse& out) { handler_->submitSaga(out, req); });
 }
 
 void CoordinatorAsyncHandler::queryOutcome(std::function<void(const wire::Outcome::type&)> cob,

@@ -4,11 +4,12 @@
 // every rule (authorization, allow-list, validation, error mapping).
 //
 // Where a call is run:
-// * beginTxn without an idempotency key, and commit(WAIT_DECISION) of a
-//   transaction this replica began and holds in memory (the hot path): on
-//   the event loop's thread, up to the durable write; the answer is given by
-//   the thread that learns it (the group commit's "group-done" thread, or the
-//   thread that publishes the decision). No thread waits for it.
+// * beginTxn without an idempotency key, commit(WAIT_DECISION) of a
+//   transaction this replica began and holds in memory, and the first
+//   submitSaga of a gtid (the hot path): on the event loop's thread, up to
+//   the durable write; the answer is given by the thread that learns it (the
+//   group commit's "group-done" thread, the thread that publishes the
+//   decision, or the saga worker that ends the run). No thread waits for it.
 // * Every other call (and a hot call whose record moved on: kConflict, or
 //   whose answer is an error, whose wire exception may need a store read):
 //   on the "rpc-pool" workers, through the synchronous CoordinatorHandler,
@@ -18,11 +19,11 @@
 //
 // Every hot call has a deadline: commit its wait_timeout_ms, beginTxn
 // begin_answer_timeout_ms (the group commit takes back a queued write
-// earlier; this bounds a store call that hangs). Whichever comes first, the
-// answer or the deadline, answers the call; the deadline answers the
-// Unavailable "ask again" the synchronous path gives (commit: still
-// deciding; beginTxn: outcome unknown, retry with an idempotency key).
-// Deadlines are checked every deadline_scan_ms by the pool's "rpc-timer".
+// earlier; this bounds a store call that hangs), submitSaga its
+// wait_timeout_ms (with wait_for_completion) plus begin_answer_timeout_ms. Whichever comes first,
+// the answer or the deadline, answers the call; the deadline answers the Unavailable "ask again"
+// the synchronous path gives (commit: still deciding; beginTxn: outcome unknown, retry with an
+// idempotency key). Deadlines are checked every deadline_scan_ms by the pool's "rpc-timer".
 //
 // Thread-safety: the methods may be called from any thread. The destructor
 // (after the server stopped) drops answers still to come.
@@ -54,7 +55,8 @@ class CoordinatorAsyncHandler : public wire::CoordinatorCobSvIf {
   using ExnCob = std::function<void(apache::thrift::TDelayedException*)>;
 
   // `handler` must outlive this object.
-  CoordinatorAsyncHandler(CoordinatorHandler* handler, CoordinatorAsyncHandlerOptions options = {});
+  explicit CoordinatorAsyncHandler(CoordinatorHandler* handler,
+                                   CoordinatorAsyncHandlerOptions options = {});
   ~CoordinatorAsyncHandler() override;
 
   void beginTxn(std::function<void(const wire::BeginResponse&)> cob, ExnCob exn,
@@ -96,6 +98,23 @@ class CoordinatorAsyncHandler : public wire::CoordinatorCobSvIf {
     bool listed = false;                                          // guarded by mu_
     bool Claim() { return !answered.exchange(true); }
   };
+  using Done = std::function<void(Result<TxnRecord>)>;
+  // A hot call: how it starts, how its answer and its full synchronous form
+  // are written, and its deadline.
+  template <typename Response>
+  struct HotCall {
+    std::function<void(const Response&)> cob;
+    ExnCob exn;
+    int64_t deadline_ms = 0;  // MonotonicMs()
+    // Writes the answer when the deadline comes first (on the pool; throws
+    // wire exceptions).
+    std::function<void(Response&)> at_deadline;
+    std::function<bool(Done)> start;  // false: not taken (then `full` on the pool)
+    std::function<void(Response&, const Result<TxnRecord>&)> answer;  // throws wire exceptions
+    std::function<void(Response&)> full;  // the synchronous handler's call
+  };
+  template <typename Response>
+  void RunHot(HotCall<Response> call);
   // Runs `call(out)` on the pool with the caller's identity, then answers.
   template <typename Response, typename Call>
   void OnPool(std::function<void(const Response&)> cob, ExnCob exn, Call call);

@@ -218,7 +218,8 @@ void CoordinatorHandler::beginTxn(wire::BeginResponse& out, const wire::BeginReq
 
 bool CoordinatorHandler::BeginTxnAsync(const wire::BeginRequest& req,
                                        std::function<void(Result<TxnRecord>)> done) {
-  return Serve("beginTxn", "", [&] { return service_->BeginAsync(CheckBegin(req), std::move(done)); });
+  return Serve("beginTxn", "",
+               [&] { return service_->BeginAsync(CheckBegin(req), std::move(done)); });
 }
 
 void CoordinatorHandler::enlist(const wire::EnlistRequest& req) {
@@ -280,24 +281,74 @@ void CoordinatorHandler::status(wire::TxnStatus& out, const std::string& gtid) {
   });
 }
 
-void CoordinatorHandler::submitSaga(wire::SubmitSagaResponse& out,
-                                    const wire::SubmitSagaRequest& req) {
-  // The gtid named in logs and errors: only a valid one (a hostile one may be a
-  // megabyte of binary). Whether it is valid is the service's answer to give.
-  const std::string gtid = req.__isset.gtid && ValidateId("gtid", req.gtid).ok() ? req.gtid : "";
-  Serve("submitSaga", gtid, [&] {
-    for (size_t i = 0; i < req.steps.size(); ++i) {
-      CheckEndpoint("submitSaga", "steps[" + std::to_string(i) + "].endpoint",
-                    req.steps[i].endpoint);
-    }
-    // Validated once, by the service (ValidateSagaSubmission in core/saga.h).
-    Result<SagaSpec> spec = SagaSpecFromWire(req);
-    Throw(spec.status(), gtid, kIllegal);
-    Result<TxnRecord> txn = service_->SubmitSaga(*spec);
+namespace {
+
+// The gtid of a saga request named in logs and errors: only a valid one (a
+// hostile one may be a megabyte of binary). Whether it is valid is the
+// service's answer to give.
+std::string SagaGtidForLogs(const wire::SubmitSagaRequest& req) {
+  return req.__isset.gtid && ValidateId("gtid", req.gtid).ok() ? req.gtid : "";
+}
+
+}  // namespace
+
+SagaSpec CoordinatorHandler::CheckSaga(const wire::SubmitSagaRequest& req,
+                                       const std::string& gtid) {
+  for (size_t i = 0; i < req.steps.size(); ++i) {
+    CheckEndpoint("submitSaga", "steps[" + std::to_string(i) + "].endpoint", req.steps[i].endpoint);
+  }
+  // Validated once, by the service (ValidateSagaSubmission in core/saga.h).
+  Result<SagaSpec> spec = SagaSpecFromWire(req);
+  Throw(spec.status(), gtid, kIllegal);
+  return std::move(spec).value();
+}
+
+void CoordinatorHandler::SubmitSagaAnswer(wire::SubmitSagaResponse& out,
+                                          const wire::SubmitSagaRequest& req,
+                                          const Result<TxnRecord>& txn) {
+  const std::string gtid = SagaGtidForLogs(req);
+  Guarded("submitSaga", gtid, [&] {
     Throw(txn.status(), gtid, kIllegal);
     out.__set_gtid(txn->gtid);
     out.__set_state(ToWire(txn->state));
   });
+}
+
+void CoordinatorHandler::submitSaga(wire::SubmitSagaResponse& out,
+                                    const wire::SubmitSagaRequest& req) {
+  const std::string gtid = SagaGtidForLogs(req);
+  Serve("submitSaga", gtid,
+        [&] { SubmitSagaAnswer(out, req, service_->SubmitSaga(CheckSaga(req, gtid))); });
+}
+
+std::optional<SagaSpec> CoordinatorHandler::SagaSpecForAsync(const wire::SubmitSagaRequest& req) {
+  const std::string gtid = SagaGtidForLogs(req);
+  return Serve("submitSaga", gtid, [&]() -> std::optional<SagaSpec> {
+    SagaSpec spec = CheckSaga(req, gtid);
+    if (spec.gtid.empty()) spec.gtid = service_->NewGtid();
+    if (spec.gtid.empty()) return std::nullopt;
+    return spec;
+  });
+}
+
+void CoordinatorHandler::SubmitSagaAnswerFromStore(wire::SubmitSagaResponse& out,
+                                                   const wire::SubmitSagaRequest& req,
+                                                   const std::string& gtid) {
+  Result<TxnView> view = service_->GetStatus(gtid);
+  if (view.ok()) return SubmitSagaAnswer(out, req, view->txn);
+  if (view.status().code() == StatusCode::kNotFound) {
+    return SubmitSagaAnswer(out, req,
+                            Status::Unavailable("saga " + gtid +
+                                                " is not logged yet; its outcome is unknown: "
+                                                "resubmit it with this gtid"));
+  }
+  SubmitSagaAnswer(out, req, view.status());
+}
+
+bool CoordinatorHandler::SubmitSagaAsync(const SagaSpec& spec,
+                                         std::function<void(Result<TxnRecord>)> done) {
+  return Guarded("submitSaga", spec.gtid,
+                 [&] { return service_->SubmitSagaAsync(spec, std::move(done)); });
 }
 
 wire::Outcome::type CoordinatorHandler::queryOutcome(const std::string& gtid,

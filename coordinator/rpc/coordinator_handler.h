@@ -36,6 +36,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/auth_policy.h"
@@ -67,7 +68,7 @@ class CoordinatorHandler : public wire::CoordinatorIf {
 
   static const char kVersion[];
 
-  // The two hot calls without a waiting thread, for the event-loop front end
+  // The hot calls without a waiting thread, for the event-loop front end
   // (CoordinatorAsyncHandler). Each authorizes and checks the request now, on
   // the calling thread, throwing the wire exceptions beginTxn()/commit()
   // would; then hands it to the service, which calls `done` once with its
@@ -77,12 +78,24 @@ class CoordinatorHandler : public wire::CoordinatorIf {
   // beginTxn()/commit().
   bool BeginTxnAsync(const wire::BeginRequest& req, std::function<void(Result<TxnRecord>)> done);
   bool CommitAsync(const wire::CommitRequest& req, std::function<void(Result<TxnRecord>)> done);
+  // submitSaga in two parts, so that the caller knows the gtid (the
+  // coordinator names it now when the request does not): the authorized,
+  // checked definition (nullopt: no gtid can be made now, serve it with
+  // submitSaga()), then the service's asynchronous submission.
+  std::optional<SagaSpec> SagaSpecForAsync(const wire::SubmitSagaRequest& req);
+  bool SubmitSagaAsync(const SagaSpec& spec, std::function<void(Result<TxnRecord>)> done);
   // The wire answer to the service's answer given to `done` above (the wire
   // exception thrown for an error). An error may read the store (the current
   // state for IllegalTransition): call these for errors off the event loop.
   void BeginTxnAnswer(wire::BeginResponse& out, const Result<TxnRecord>& txn);
   void CommitAnswer(wire::CommitResponse& out, const std::string& gtid,
                     const Result<TxnRecord>& txn);
+  void SubmitSagaAnswer(wire::SubmitSagaResponse& out, const wire::SubmitSagaRequest& req,
+                        const Result<TxnRecord>& txn);
+  // The answer to a submitSaga whose wait ran out: the saga `gtid` as it
+  // stands in the store (Unavailable "resubmit it" when not logged yet).
+  void SubmitSagaAnswerFromStore(wire::SubmitSagaResponse& out, const wire::SubmitSagaRequest& req,
+                                 const std::string& gtid);
 
   // Replaces the authorization policy; nullptr: every caller may call every
   // method. Any thread, any time (the coordinator reloads it on SIGHUP).
@@ -99,6 +112,8 @@ class CoordinatorHandler : public wire::CoordinatorIf {
   BeginOptions CheckBegin(const wire::BeginRequest& req);
   // commit's checks (throws the wire exceptions).
   CommitWait CheckCommit(const wire::CommitRequest& req);
+  // submitSaga's checks and conversion (throws the wire exceptions).
+  SagaSpec CheckSaga(const wire::SubmitSagaRequest& req, const std::string& gtid);
   // Authorizes the call (PermissionDenied, see above), then runs `body`
   // guarded: the declared wire exceptions pass, anything else is logged and
   // answered as Unavailable.

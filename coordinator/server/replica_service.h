@@ -56,7 +56,7 @@ class ReplicaService : public TxnService {
                  [this] { return current_ != nullptr || closed_; });
     return current_;
   }
-  std::shared_ptr<CoordinatorService> Now() {
+  std::shared_ptr<CoordinatorService> Now() const {
     std::lock_guard<std::mutex> lock(mu_);
     return current_;
   }
@@ -78,6 +78,14 @@ class ReplicaService : public TxnService {
   bool CommitAsync(const std::string& gtid, std::function<void(Result<TxnRecord>)> done) override {
     auto s = Now();
     return s != nullptr && s->CommitAsync(gtid, std::move(done));
+  }
+  std::string NewGtid() const override {
+    auto s = Now();
+    return s == nullptr ? "" : s->NewGtid();
+  }
+  bool SubmitSagaAsync(const SagaSpec& spec, std::function<void(Result<TxnRecord>)> done) override {
+    auto s = Now();
+    return s != nullptr && s->SubmitSagaAsync(spec, std::move(done));
   }
   Status Enlist(const std::string& gtid, const BranchRecord& branch) override {
     auto s = Get();
@@ -168,7 +176,7 @@ class ReplicaService : public TxnService {
   const std::string node_id_;
   const std::string store_kind_;
   const int64_t wait_ms_;
-  std::mutex mu_;               // guards the three members below
+  mutable std::mutex mu_;       // guards the three members below
   std::condition_variable cv_;  // notified by Set() and Close()
   std::shared_ptr<CoordinatorService> current_;
   std::string why_not_;  // why current_ is empty

@@ -431,6 +431,19 @@ Result<TxnRecord> CoordinatorService::SubmitSaga(const SagaSpec& spec) {
   return Status::Unavailable(std::string("submitSaga: ") + kNotImplemented);
 }
 
+bool CoordinatorService::SubmitSagaAsync(const SagaSpec& spec,
+                                         std::function<void(Result<TxnRecord>)> done) {
+  Status valid =
+      ValidateSagaSubmission(spec.gtid, spec.timeout_ms, spec.wait_timeout_ms, spec.steps);
+  if (valid.ok()) valid = CheckServing();
+  if (!valid.ok()) {
+    done(valid);
+    return true;
+  }
+  SagaOps* ops = saga_.load(std::memory_order_acquire);
+  return ops != nullptr && ops->SubmitSagaAsync(spec, std::move(done));
+}
+
 Result<Outcome> CoordinatorService::QueryOutcome(const std::string& gtid,
                                                  const std::string& branch_id) {
   TXC_RETURN_IF_ERROR(CheckServing());

@@ -78,6 +78,7 @@ class CoordinatorService : public TxnService {
   // kNotFound for an unknown gtid, kInvalidArgument for a malformed one.
   Result<TxnView> GetStatus(const std::string& gtid) override;
   Result<TxnRecord> SubmitSaga(const SagaSpec& spec) override;
+  bool SubmitSagaAsync(const SagaSpec& spec, std::function<void(Result<TxnRecord>)> done) override;
   Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) override;
   HealthInfo Health() override;
   std::vector<std::string> CoordinatorEndpoints() override;
@@ -95,7 +96,7 @@ class CoordinatorService : public TxnService {
 
   // A new globally unique transaction id: "<node tag>-<32 hex digits>" where
   // the hex digits are 128 random bits. Thread-safe.
-  std::string NewGtid() const;
+  std::string NewGtid() const override;
 
  private:
   Status CheckServing() const;

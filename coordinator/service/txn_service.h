@@ -109,6 +109,12 @@ class SagaOps {
  public:
   virtual ~SagaOps() = default;
   virtual Result<TxnRecord> SubmitSaga(const SagaSpec& spec) = 0;
+  // A first submission answered without a waiting thread (see
+  // TxnService::SubmitSagaAsync). Default: not taken.
+  virtual bool SubmitSagaAsync(const SagaSpec& spec, std::function<void(Result<TxnRecord>)> done) {
+    (void)spec, (void)done;
+    return false;
+  }
   // As TwoPhaseOps::Resume, for a saga (RUNNING, COMPENSATING or PARKED) that is due.
   virtual void Resume(const TxnRecord& txn) = 0;
   // An operator changed the saga in the store (admin API: cancel, retry,
@@ -151,8 +157,22 @@ class TxnService {
   virtual Result<TxnRecord> Rollback(const std::string& gtid) = 0;
   virtual Result<TxnView> GetStatus(const std::string& gtid) = 0;
   virtual Result<TxnRecord> SubmitSaga(const SagaSpec& spec) = 0;
+  // SubmitSaga answered through `done` (at most once, on any thread,
+  // possibly before it returns) once the definition is durable or, with
+  // wait_for_completion, once the saga ended here; the caller bounds its own
+  // wait. False when not taken (nothing done: call SubmitSaga). `done` may be
+  // given kConflict: the gtid was already known or the saga was let go
+  // before it ended; the caller then calls SubmitSaga, whose resubmission
+  // rules answer. Default: never taken.
+  virtual bool SubmitSagaAsync(const SagaSpec& spec, std::function<void(Result<TxnRecord>)> done) {
+    (void)spec, (void)done;
+    return false;
+  }
   virtual Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) = 0;
   virtual HealthInfo Health() = 0;
+  // A new globally unique transaction id ("" when none can be made right
+  // now): lets the front end name a saga before submitting it.
+  virtual std::string NewGtid() const { return ""; }
   // Endpoints of all live replicas, for TxnContext.coordinators.
   virtual std::vector<std::string> CoordinatorEndpoints() = 0;
   // --- operator actions (admin API) -------------------------------------------
