@@ -312,17 +312,26 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
       Process();
       return;
     }
-    // The rest of a large frame goes straight into the call's buffer.
-    asio::async_read(
-        stream_, asio::buffer(call_->body.get() + have, static_cast<size_t>(size) - have),
-        [self = this->shared_from_this()](const boost::system::error_code& ec, size_t) {
+    ReadBody(have);
+  }
+
+  // Reads the rest of a large frame straight into the call's buffer, from
+  // byte `have` on; every read counts as activity for the timeout.
+  void ReadBody(size_t have) {
+    stream_.async_read_some(
+        asio::buffer(call_->body.get() + have, call_->body_size - have),
+        [self = this->shared_from_this(), have](const boost::system::error_code& ec, size_t n) {
           if (self->phase_ == Phase::kClosed) return;
           if (ec) {
             self->Close(ec.message());
             return;
           }
           self->last_activity_ = Clock::now();
-          self->Process();
+          if (have + n == self->call_->body_size) {
+            self->Process();
+            return;
+          }
+          self->ReadBody(have + n);
         });
   }
 
@@ -352,6 +361,8 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
       // readMessageBegin() on garbage, a skipped unknown call running past
       // its frame, or a handler that threw instead of answering.
       if (call->TryFinish()) OnAnswer(call, false, e.what());
+    } catch (...) {
+      if (call->TryFinish()) OnAnswer(call, false, "a handler threw a non-std exception");
     }
   }
 
@@ -581,12 +592,12 @@ Status AsyncThriftServer::Start() {
 
 void AsyncThriftServer::Stop() {
   Core& c = *core_;
+  if (!c.started) return;
   {
     std::lock_guard<std::mutex> lock(c.connections_mu);
     if (c.stopping) return;
     c.stopping = true;
   }
-  if (!c.started) return;
   c.io.stop();
   for (std::thread& t : c.threads) t.join();
   c.threads.clear();

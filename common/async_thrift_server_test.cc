@@ -326,6 +326,19 @@ TEST_F(AsyncThriftServerTest, ManyConcurrentClientsAreAllAnsweredCorrectly) {
   }
 }
 
+// A frame far larger than one read (4 MiB) is read in pieces into its call,
+// and an answer as large is written whole, inline and from another thread.
+TEST_F(AsyncThriftServerTest, LargeCallsAndAnswersCrossManyReadsAndWrites) {
+  Start();
+  auto conn = Open(port_);
+  ASSERT_NE(conn, nullptr);
+  for (const char* prefix : {"inline-", "later-"}) {
+    const std::string gtid = prefix + std::string(4 * 1024 * 1024, 'x');
+    EXPECT_EQ(StatusOf(*conn->client, gtid), gtid);
+  }
+  EXPECT_EQ(StatusOf(*conn->client, "small"), "small");
+}
+
 TEST_F(AsyncThriftServerTest, AnOversizedOrEmptyFrameClosesOnlyThatConnection) {
   ThriftServerOptions options;
   options.max_message_bytes = 1024;
