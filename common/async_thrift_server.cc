@@ -49,7 +49,7 @@ constexpr uint32_t kFrameHeaderBytes = 4;
 // One read of up to this much usually brings a whole small frame with its header.
 constexpr size_t kReadBufferBytes = 16 * 1024;
 
-// What every connection needs of the server; the Core holds them.
+// What the Core needs of a connection of either kind.
 class ConnectionBase {
  public:
   virtual ~ConnectionBase() = default;
@@ -112,8 +112,9 @@ struct AsyncThriftServer::Core : std::enable_shared_from_this<AsyncThriftServer:
   // Runs on the acceptor's strand.
   void Accept();
   void OnAccept(const boost::system::error_code& ec, tcp::socket socket);
-  // Registers a new connection; false (the server is stopping) drops it.
-  bool Register(const std::shared_ptr<ConnectionBase>& connection);
+  // Registers a new connection from `peer_ip` (counted against its per-peer
+  // limit already); false (the server is stopping) drops it.
+  bool Register(const std::shared_ptr<ConnectionBase>& connection, const std::string& peer_ip);
   // A connection closed: gives back its place (and its peer's) and resumes
   // accepting when it was paused at max_connections. Any thread.
   void Release(ConnectionBase* connection, const std::string& peer_ip);
@@ -490,11 +491,11 @@ void Core::OnAccept(const boost::system::error_code& ec, tcp::socket socket) {
   } else if (std::shared_ptr<ssl::context> tls = CurrentTlsContext()) {
     auto connection =
         std::make_shared<Connection<TlsStream>>(shared_from_this(), std::move(socket), ip, tls);
-    if (Register(connection)) connection->Start();
+    if (Register(connection, ip)) connection->Start();
   } else {
     auto connection = std::make_shared<Connection<tcp::socket>>(shared_from_this(),
                                                                 std::move(socket), ip, nullptr);
-    if (Register(connection)) connection->Start();
+    if (Register(connection, ip)) connection->Start();
   }
   {
     std::lock_guard<std::mutex> lock(connections_mu);
@@ -507,9 +508,12 @@ void Core::OnAccept(const boost::system::error_code& ec, tcp::socket socket) {
   Accept();
 }
 
-bool Core::Register(const std::shared_ptr<ConnectionBase>& connection) {
+bool Core::Register(const std::shared_ptr<ConnectionBase>& connection, const std::string& peer_ip) {
   std::lock_guard<std::mutex> lock(connections_mu);
-  if (stopping) return false;
+  if (stopping) {
+    if (peer_counts != nullptr) peer_counts->Release(peer_ip);
+    return false;
+  }
   connections.emplace(connection.get(), connection);
   return true;
 }

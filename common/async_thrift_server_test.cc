@@ -15,7 +15,6 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -23,6 +22,7 @@
 #include <vector>
 
 #include "common/peer_identity.h"
+#include "common/task_pool.h"
 #include "common/thrift_util.h"
 #include "gen-cpp/Coordinator.h"
 #include "tests/harness/test_certs.h"
@@ -38,51 +38,10 @@ using apache::thrift::transport::TSocket;
 using testing::TestCa;
 using Cob = std::function<void(const wire::Outcome::type&)>;
 
-// Runs answers on a thread of its own, in order: "an answer computed elsewhere".
-class AnswerThread {
- public:
-  AnswerThread() : thread_([this] { Run(); }) {}
-  ~AnswerThread() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-  void Post(std::function<void()> answer) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back(std::move(answer));
-    }
-    cv_.notify_one();
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (true) {
-      cv_.wait(lock, [this] { return done_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      std::function<void()> answer = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      answer();
-      lock.lock();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;  // guarded by mu_
-  bool done_ = false;                        // guarded by mu_
-  std::thread thread_;
-};
-
 // health() answers inline and records the caller's identity. status(gtid)
 // answers by gtid: "missing..." with wire::NotFound through exn_cob,
-// "later..." from the answer thread, "slow..." from the answer thread after
-// slow_ms, anything else inline; the answer echoes the gtid. queryOutcome()
+// "later..." from a thread of its own, "slow..." from there after slow_ms_,
+// anything else inline; the answer echoes the gtid. queryOutcome()
 // keeps its cob for the test to fire (KeptCobs()).
 class TestCoordinator : public wire::CoordinatorCobSvNull {
  public:
@@ -107,13 +66,9 @@ class TestCoordinator : public wire::CoordinatorCobSvNull {
       missing.gtid = gtid;
       exn_cob(TDelayedException::delayException(missing));
     } else if (gtid.rfind("later", 0) == 0) {
-      later_.Post([cob, answer] { cob(answer); });
+      later_.Submit([cob, answer] { cob(answer); });
     } else if (gtid.rfind("slow", 0) == 0) {
-      const int slow_ms = slow_ms_;
-      later_.Post([cob, answer, slow_ms] {
-        std::this_thread::sleep_for(std::chrono::milliseconds(slow_ms));  // the work
-        cob(answer);
-      });
+      later_.SubmitAfter(slow_ms_, [cob, answer] { cob(answer); });
     } else {
       cob(answer);
     }
@@ -145,7 +100,8 @@ class TestCoordinator : public wire::CoordinatorCobSvNull {
   PeerIdentity last_identity_;  // guarded by mu_
   std::vector<Cob> kept_;       // guarded by mu_
   std::condition_variable kept_cv_;
-  AnswerThread later_;  // last: joined first, while the members it uses exist
+  // Last: joined first, while what its answers use exists.
+  TaskPool later_{"answer-later", 2, {TaskPool::AtShutdown::kRunQueued, "answer-timer"}};
 };
 
 using Connection = ThriftConnection<wire::CoordinatorClient>;
