@@ -1,22 +1,17 @@
 #include "common/thrift_server.h"
 
-#include <arpa/inet.h>
 #include <glog/logging.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <thrift/transport/TServerSocket.h>
 #include <thrift/transport/TSocket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <future>
-#include <mutex>
-#include <unordered_map>
 
 #include "common/backoff.h"
 #include "common/header_protocol.h"
-#include "common/log_rate_limiter.h"
 #include "common/peer_identity.h"
+#include "common/server_support.h"
 
 namespace txc {
 
@@ -31,53 +26,6 @@ using apache::thrift::transport::TTransport;
 using apache::thrift::transport::TTransportException;
 
 namespace {
-
-// Rate limits for the per-connection WARNING lines (keyed by peer and reason).
-LogRateLimiter& ServerLogLimiter() {
-  static LogRateLimiter* limiter = new LogRateLimiter(5000);
-  return *limiter;
-}
-
-// The peer IP of an accepted descriptor ("unknown" if it cannot be read).
-std::string PeerIp(THRIFT_SOCKET fd) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof(addr);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "unknown";
-  char text[INET6_ADDRSTRLEN] = {};
-  const void* raw =
-      addr.ss_family == AF_INET6
-          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr)
-          : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&addr)->sin_addr);
-  if (inet_ntop(addr.ss_family, raw, text, sizeof(text)) == nullptr) return "unknown";
-  return text;
-}
-
-// Connections held per peer IP. Thread-safe: acquired on the accept thread,
-// released by whichever thread drops the connection's socket.
-class PeerConnectionCounts {
- public:
-  explicit PeerConnectionCounts(int64_t limit) : limit_(limit) {}
-  int64_t limit() const { return limit_; }
-  // False (and nothing counted) when `ip` already holds limit() connections.
-  bool TryAcquire(const std::string& ip) {
-    std::lock_guard<std::mutex> lock(mu_);
-    int64_t& held = held_[ip];
-    if (held >= limit_) return false;
-    ++held;
-    return true;
-  }
-  void Release(const std::string& ip) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = held_.find(ip);
-    if (it == held_.end()) return;
-    if (--it->second <= 0) held_.erase(it);
-  }
-
- private:
-  const int64_t limit_;
-  std::mutex mu_;
-  std::unordered_map<std::string, int64_t> held_;  // guarded by mu_
-};
 
 // The listening socket: refuses peers over their connection limit and makes
 // each accepted connection a TlsSocket (TLS) or a PlainSocket.
@@ -110,13 +58,7 @@ class ServerSocket : public TServerSocket {
     if (counts_ != nullptr) {
       ip = PeerIp(fd);
       if (!counts_->TryAcquire(ip)) {
-        const auto d = ServerLogLimiter().Admit("peer-limit " + ip, MonotonicMs());
-        if (d.log) {
-          LOG(WARNING) << "refused a connection from " << ip << " on port " << getPort()
-                       << ": that peer already holds " << counts_->limit()
-                       << " connections (max_connections_per_peer); other peers are served"
-                       << d.Suffix();
-        }
+        LogPeerLimitRefusal(*counts_, ip, getPort());
         ::close(fd);
         // The accept loop treats CLIENT_DISCONNECT as "next connection".
         throw TTransportException(TTransportException::CLIENT_DISCONNECT,
@@ -207,7 +149,7 @@ class ServerEvents : public TServerEventHandler {
       if (d.log) {
         LOG(WARNING) << "TLS handshake with " << context->identity.address << " on port "
                      << port_hint_.load() << " failed, connection closed: " << handshake.message()
-                     << Hint(handshake.message()) << d.Suffix();
+                     << NotTlsHint(handshake.message()) << d.Suffix();
       }
       return context;
     }
@@ -234,17 +176,6 @@ class ServerEvents : public TServerEventHandler {
   }
 
  private:
-  // OpenSSL's reasons for "that was not TLS at all".
-  static std::string Hint(const std::string& reason) {
-    for (const char* marker : {"wrong version number", "http request", "packet length too long",
-                               "unknown protocol", "record layer failure"}) {
-      if (reason.find(marker) != std::string::npos) {
-        return " (the client does not speak TLS: a plaintext client on a TLS port?)";
-      }
-    }
-    return "";
-  }
-
   std::shared_ptr<std::promise<Status>> ready_;
   std::atomic<int> port_hint_;
 };

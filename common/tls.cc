@@ -573,8 +573,12 @@ std::string TlsContext::Describe() const {
     std::lock_guard<std::mutex> lock(mu_);
     ctx = factory_->ssl_context();
   }
-  X509* cert = SSL_CTX_get0_certificate(ctx->get());
-  std::string out = options_.cert_file.empty() ? "no certificate" : "";
+  return DescribeTlsCredentials(ctx->get(), options_, role_);
+}
+
+std::string DescribeTlsCredentials(SSL_CTX* ctx, const TlsOptions& options, TlsRole role) {
+  X509* cert = SSL_CTX_get0_certificate(ctx);
+  std::string out = options.cert_file.empty() ? "no certificate" : "";
   if (cert != nullptr) {
     out = DescribeNames(CommonName(cert), SubjectAltNames(cert));
     BIO* bio = BIO_new(BIO_s_mem());
@@ -585,13 +589,13 @@ std::string TlsContext::Describe() const {
     }
     BIO_free(bio);
   }
-  if (!options_.ca_file.empty()) out += ", CA bundle " + options_.ca_file;
-  if (!options_.crl_file.empty()) {
-    out += ", CRL " + options_.crl_file + (options_.crl_check_chain ? " (whole chain)" : "");
+  if (!options.ca_file.empty()) out += ", CA bundle " + options.ca_file;
+  if (!options.crl_file.empty()) {
+    out += ", CRL " + options.crl_file + (options.crl_check_chain ? " (whole chain)" : "");
   }
-  if (role_ == TlsRole::kServer) {
-    out += options_.require_client_cert ? ", client certificates required"
-                                        : ", client certificates optional";
+  if (role == TlsRole::kServer) {
+    out += options.require_client_cert ? ", client certificates required"
+                                       : ", client certificates optional";
   }
   return out;
 }

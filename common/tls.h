@@ -225,6 +225,11 @@ bool LooksLikeTlsRecord(const uint8_t* data, uint32_t len);
 // servers that run their own TLS stream (the HTTP port, Boost.Asio).
 bool VerifiedPeerNames(SSL* ssl, std::string* common_name, std::vector<std::string>* sans);
 
+// "subject CN=..., expires ..., CA bundle ..." of the credentials loaded into
+// `ctx` from `options` for `role`: TlsContext::Describe() and the Boost.Asio
+// servers' start-up and reload logs.
+std::string DescribeTlsCredentials(SSL_CTX* ctx, const TlsOptions& options, TlsRole role);
+
 // The loaded credentials of one side (server or client), swappable by
 // Reload(). Thread-safe: sockets may be made from any thread while another
 // reloads.

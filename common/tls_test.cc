@@ -5,11 +5,7 @@
 // through one TLS connection, and the per-peer connection limit.
 #include "common/tls.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -493,31 +489,11 @@ TEST(LooksLikeTlsRecordTest, RecognisesHandshakesAndAlertsOnly) {
 
 // ---- per-peer connection limit ------------------------------------------------
 
-// A TCP connection to 127.0.0.1:port from the source address `source` (any
-// 127.x address is local on Linux): lets one test be several peers.
-int ConnectFrom(const std::string& source, int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in local{};
-  local.sin_family = AF_INET;
-  inet_pton(AF_INET, source.c_str(), &local.sin_addr);
-  sockaddr_in remote{};
-  remote.sin_family = AF_INET;
-  remote.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &remote.sin_addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0 ||
-      ::connect(fd, reinterpret_cast<sockaddr*>(&remote), sizeof(remote)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // A Thrift client over a connection from a chosen source address.
 class SourcedClient {
  public:
   SourcedClient(const std::string& source, int port) {
-    const int fd = ConnectFrom(source, port);
+    const int fd = testing::ConnectFromSource(source, port);
     if (fd < 0) return;
     auto socket = std::make_shared<apache::thrift::transport::TSocket>(fd);  // owns fd
     socket->setRecvTimeout(10000);

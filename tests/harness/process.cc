@@ -323,6 +323,24 @@ Status WaitForPort(int port, int64_t timeout_ms) {
                          std::to_string(timeout_ms) + " ms");
 }
 
+int ConnectFromSource(const std::string& source, int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  inet_pton(AF_INET, source.c_str(), &local.sin_addr);
+  sockaddr_in remote{};
+  remote.sin_family = AF_INET;
+  remote.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &remote.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&remote), sizeof(remote)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 bool WaitUntil(const std::function<bool()>& predicate, int64_t timeout_ms) {
   const int64_t deadline = MonotonicMs() + timeout_ms;
   int64_t sleep_ms = 2;

@@ -116,6 +116,11 @@ int FreeLoopbackPort();
 // Waits until something accepts TCP connections on 127.0.0.1:port.
 Status WaitForPort(int port, int64_t timeout_ms);
 
+// A TCP connection to 127.0.0.1:`port` from the source address `source` (any
+// 127.x address is local on Linux): lets one test be several peers. The
+// connected descriptor (the caller closes it), or -1.
+int ConnectFromSource(const std::string& source, int port);
+
 // Polls `predicate` (every few ms, backing off to 50 ms) until it returns true
 // (then true) or timeout_ms passed (then false).
 bool WaitUntil(const std::function<bool()>& predicate, int64_t timeout_ms);
