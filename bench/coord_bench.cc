@@ -656,6 +656,7 @@ int main(int argc, char** argv) {
 
   std::string stores_flag = "sqlite,postgresql", clients_flag = "1,8,64,256";
   std::string workloads_flag = "2pc_begin,2pc_enlist,saga";
+  std::string rpc_servers_flag = "event-loop";
   double duration_s = 5, warmup_s = 1, echo_s = 2, raw_s = 2;
   bool server_models = true, slow_participant = false, table = true, tls_rows = false;
   int steady_seconds = 0, steady_clients = 64, steady_sample_s = 10;
@@ -685,6 +686,9 @@ int main(int argc, char** argv) {
       "clients of the steady run")(
       "steady_sample_s", po::value(&steady_sample_s)->default_value(steady_sample_s),
       "sample interval of the steady run (RSS, threads, CPU by thread)")(
+      "rpc_servers", po::value(&rpc_servers_flag)->default_value(rpc_servers_flag),
+      "coordinator --rpc_server models to measure, comma-separated (event-loop, "
+      "thread-per-connection): a coordinator and rows per model")(
       "tls", po::bool_switch(&tls_rows),
       "also run every store's workloads with mutual TLS on every connection (rows "
       "'<store>+tls', same run)")("slow_participant", po::bool_switch(&slow_participant),
@@ -907,11 +911,24 @@ int main(int argc, char** argv) {
     }
 
     // The plain coordinator, then (--tls) a second one with mutual TLS everywhere.
+    struct Variant {
+      bool tls;
+      std::string rpc_server;
+    };
+    std::vector<Variant> variants;
     for (const bool tls : tls_rows ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
-      const std::string store_label = store_kind + (tls ? "+tls" : "");
+      for (const std::string& model : txc::SplitList(rpc_servers_flag))
+        variants.push_back({tls, model});
+    }
+    for (const Variant& variant : variants) {
+      const bool tls = variant.tls;
+      // The default model keeps the plain label (earlier results compare by it).
+      const bool threaded = variant.rpc_server != "event-loop";
+      const std::string store_label =
+          store_kind + (tls ? "+tls" : "") + (threaded ? "+" + variant.rpc_server : "");
       std::string variant_location = location;
-      if (tls && store_kind == "postgresql") {
-        variant_location = pg->ConnectionString(pg->CreateUniqueDatabase("coordinator_tls"));
+      if (store_kind == "postgresql" && &variant != &variants.front()) {
+        variant_location = pg->ConnectionString(pg->CreateUniqueDatabase("coordinator_variant"));
       }
       const int port = txc::testing::FreeLoopbackPort();
       const int http_port = txc::testing::FreeLoopbackPort();
@@ -920,7 +937,7 @@ int main(int argc, char** argv) {
           "--http_port=" + std::to_string(http_port),
           "--data_dir=" + dir.Child("coordinator-" + store_label), "--node_id=bench-" + store_label,
           // Every client comes from loopback (up to 2000).
-          "--max_connections_per_peer=0"};
+          "--max_connections_per_peer=0", "--rpc_server=" + variant.rpc_server};
       if (!location.empty()) cargv.push_back("--store=" + variant_location);
       if (tls) {
         for (const auto& f : tls_flags("coordinator")) cargv.push_back(f);

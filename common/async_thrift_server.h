@@ -60,37 +60,38 @@
 
 #include <memory>
 
+#include "common/rpc_server.h"
 #include "common/status.h"
 #include "common/thrift_server.h"
 
 namespace txc {
 
-class AsyncThriftServer {
+class AsyncThriftServer : public RpcServer {
  public:
   // options.wire must be ThriftWire::kFramedBinary (Start() answers
   // kInvalidArgument otherwise). io_threads: at least 1.
   AsyncThriftServer(std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
                     ThriftServerOptions options, int io_threads = 1);
-  ~AsyncThriftServer();  // Stop()s
+  ~AsyncThriftServer() override;  // Stop()s
   AsyncThriftServer(const AsyncThriftServer&) = delete;
   AsyncThriftServer& operator=(const AsyncThriftServer&) = delete;
 
   // Binds, starts the I/O threads and returns once listening. kUnavailable if
   // the port cannot be bound; kInvalidArgument if the TLS files cannot be
   // loaded, for another wire than kFramedBinary, or when already started.
-  Status Start();
+  Status Start() override;
   // Closes the listener and every connection, stops and joins the I/O
   // threads. Answers given afterwards are dropped. Idempotent.
-  void Stop();
+  void Stop() override;
 
   // The bound port (useful with options.port == 0). Valid after Start().
-  int port() const;
-  bool tls() const;
+  int port() const override;
+  bool tls() const override;
 
   // Re-reads the TLS certificate, key, CA and CRL files: connections accepted
   // from now on use them, open ones keep theirs. On failure the current files
   // stay in use and the error is returned. kInvalidArgument without TLS.
-  Status ReloadTls();
+  Status ReloadTls() override;
 
   struct Core;  // public so that the connections in the .cc can name it
 

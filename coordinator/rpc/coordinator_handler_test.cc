@@ -13,10 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "common/async_thrift_server.h"
 #include "common/backoff.h"
 #include "common/thrift_server.h"
 #include "common/thrift_util.h"
 #include "coordinator/core/validation.h"
+#include "coordinator/rpc/coordinator_async_handler.h"
 #include "coordinator/service/coordinator_service.h"
 #include "coordinator/store/txn_store.h"
 
@@ -33,7 +35,12 @@ class ThrowingService : public CoordinatorService {
   }
 };
 
-class CoordinatorHandlerTest : public ::testing::Test {
+// Every test runs against both front ends: the thread-per-connection server
+// over the synchronous handler, and the event loop over the asynchronous
+// face, which must answer exactly the same.
+enum class Front { kThreadPerConnection, kEventLoop };
+
+class CoordinatorHandlerTest : public ::testing::TestWithParam<Front> {
  protected:
   void SetUp() override {
     char tmpl[] = "/tmp/txc-handler-test-XXXXXX";
@@ -48,10 +55,17 @@ class CoordinatorHandlerTest : public ::testing::Test {
     log_ = std::make_unique<GroupCommitter>(store_.get(), GroupCommitOptions{});
     service_ = std::make_unique<ThrowingService>(store_.get(), log_.get(),
                                                  NodeInfo{"node-h", "127.0.0.1:1", lease->epoch});
-    server_ =
-        std::make_unique<ThriftServer>(std::make_shared<wire::CoordinatorProcessor>(
-                                           std::make_shared<CoordinatorHandler>(service_.get())),
-                                       ThriftServerOptions{"127.0.0.1", 0});
+    handler_ = std::make_shared<CoordinatorHandler>(service_.get());
+    if (GetParam() == Front::kEventLoop) {
+      async_handler_ = std::make_shared<CoordinatorAsyncHandler>(handler_.get());
+      server_ = std::make_unique<AsyncThriftServer>(
+          std::make_shared<wire::CoordinatorAsyncProcessor>(async_handler_),
+          ThriftServerOptions{"127.0.0.1", 0});
+    } else {
+      server_ =
+          std::make_unique<ThriftServer>(std::make_shared<wire::CoordinatorProcessor>(handler_),
+                                         ThriftServerOptions{"127.0.0.1", 0});
+    }
     ASSERT_TRUE(server_->Start().ok());
     auto conn = OpenConnection<wire::CoordinatorClient>(HostPort{"127.0.0.1", server_->port()},
                                                         ConnectOptions{});
@@ -62,6 +76,8 @@ class CoordinatorHandlerTest : public ::testing::Test {
   void TearDown() override {
     conn_.reset();
     server_.reset();
+    async_handler_.reset();
+    handler_.reset();
     service_.reset();
     log_.reset();
     store_.reset();
@@ -83,11 +99,13 @@ class CoordinatorHandlerTest : public ::testing::Test {
   std::unique_ptr<TxnStore> store_;
   std::unique_ptr<GroupCommitter> log_;
   std::unique_ptr<ThrowingService> service_;
-  std::unique_ptr<ThriftServer> server_;
+  std::shared_ptr<CoordinatorHandler> handler_;
+  std::shared_ptr<CoordinatorAsyncHandler> async_handler_;
+  std::unique_ptr<RpcServer> server_;
   std::unique_ptr<ThriftConnection<wire::CoordinatorClient>> conn_;
 };
 
-TEST_F(CoordinatorHandlerTest, BeginStatusHealth) {
+TEST_P(CoordinatorHandlerTest, BeginStatusHealth) {
   wire::BeginRequest req;
   req.__set_timeout_ms(30000);
   wire::BranchSpec b;
@@ -123,7 +141,7 @@ TEST_F(CoordinatorHandlerTest, BeginStatusHealth) {
   EXPECT_EQ(health.version, CoordinatorHandler::kVersion);
 }
 
-TEST_F(CoordinatorHandlerTest, TypedErrors) {
+TEST_P(CoordinatorHandlerTest, TypedErrors) {
   wire::BeginRequest req;
   req.__set_timeout_ms(-5);
   wire::BeginResponse resp;
@@ -216,7 +234,7 @@ class LogCollector : public google::LogSink {
 
 // A gtid is logged before it is validated: a newline in it must not start a
 // forged log line, and a huge one must not flood the log.
-TEST_F(CoordinatorHandlerTest, AnInvalidGtidCannotForgeOrFloodLogLines) {
+TEST_P(CoordinatorHandlerTest, AnInvalidGtidCannotForgeOrFloodLogLines) {
   const int verbosity = FLAGS_v;
   FLAGS_v = 1;  // the InvalidArgument line is a VLOG(1)
   LogCollector logs;
@@ -237,7 +255,7 @@ TEST_F(CoordinatorHandlerTest, AnInvalidGtidCannotForgeOrFloodLogLines) {
   EXPECT_TRUE(saw_forged) << "the escaped gtid is not in the log";
 }
 
-TEST_F(CoordinatorHandlerTest, SagaDefinitionIsValidatedAtTheEdge) {
+TEST_P(CoordinatorHandlerTest, SagaDefinitionIsValidatedAtTheEdge) {
   wire::SubmitSagaRequest req;
   wire::SubmitSagaResponse resp;
   EXPECT_THROW(client().submitSaga(resp, req), wire::InvalidArgument);  // no steps
@@ -278,7 +296,7 @@ TEST_F(CoordinatorHandlerTest, SagaDefinitionIsValidatedAtTheEdge) {
 // "The validation rules"): each violation is InvalidArgument naming the field
 // and stores nothing; the same request with the rule kept passes validation
 // (and then meets Unavailable: no saga driver in this fixture).
-TEST_F(CoordinatorHandlerTest, SagaRulesArePinnedAtTheWire) {
+TEST_P(CoordinatorHandlerTest, SagaRulesArePinnedAtTheWire) {
   auto step = [](const std::string& id) {
     wire::SagaStep s;
     s.__set_step_id(id);
@@ -333,7 +351,7 @@ TEST_F(CoordinatorHandlerTest, SagaRulesArePinnedAtTheWire) {
   EXPECT_EQ(store_->GetTxn("rule-saga").status().code(), StatusCode::kNotFound);
 }
 
-TEST_F(CoordinatorHandlerTest, UnexpectedExceptionIsUnavailableAndConnectionSurvives) {
+TEST_P(CoordinatorHandlerTest, UnexpectedExceptionIsUnavailableAndConnectionSurvives) {
   wire::TxnStatus status;
   try {
     client().status(status, "throw-me");
@@ -346,7 +364,7 @@ TEST_F(CoordinatorHandlerTest, UnexpectedExceptionIsUnavailableAndConnectionSurv
   EXPECT_EQ(status.gtid, gtid);
 }
 
-TEST_F(CoordinatorHandlerTest, AdminActionsAreTypedAuditedAndIllegalOnesChangeNothing) {
+TEST_P(CoordinatorHandlerTest, AdminActionsAreTypedAuditedAndIllegalOnesChangeNothing) {
   const std::string gtid = Begin();  // ACTIVE 2PC
   wire::TxnStatus before;
   client().status(before, gtid);
@@ -422,4 +440,11 @@ TEST_F(CoordinatorHandlerTest, AdminActionsAreTypedAuditedAndIllegalOnesChangeNo
 }
 
 }  // namespace
+INSTANTIATE_TEST_SUITE_P(Fronts, CoordinatorHandlerTest,
+                         ::testing::Values(Front::kThreadPerConnection, Front::kEventLoop),
+                         [](const ::testing::TestParamInfo<Front>& info) {
+                           return info.param == Front::kEventLoop ? "EventLoop"
+                                                                  : "ThreadPerConnection";
+                         });
+
 }  // namespace txc

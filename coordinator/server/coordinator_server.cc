@@ -16,6 +16,7 @@
 #include <system_error>
 #include <thread>
 
+#include "common/async_thrift_server.h"
 #include "common/auth_policy.h"
 #include "common/backoff.h"
 #include "common/endpoint_allow_list.h"
@@ -112,8 +113,8 @@ struct CoordinatorServer::Incarnation {
     saga.reset();       // in-flight sagas stay in the store; they are resumed later
     sweeper.reset();    // before the 2PC driver it calls
     two_phase.reset();  // finishes queued phase-2 work; unfinished work stays for recovery
-    service.reset();
-    log.reset();  // drains what is queued (nothing once fenced)
+    log.reset();        // drains what is queued (nothing once fenced), answering async begins
+    service.reset();    // after the log: an async begin's answer runs in the service
   }
 
   const NodeInfo node;
@@ -316,6 +317,7 @@ Status CoordinatorServer::Start() {
   // node" with the same rows (and take the lease from the first).
   auto fail = [this](Status s) {
     thrift_.reset();
+    async_handler_.reset();
     handler_.reset();
     replica_.reset();
     store_.reset();
@@ -380,8 +382,18 @@ Status CoordinatorServer::Start() {
       return fail(Status::InvalidArgument("participant TLS: " + client_tls.status().message()));
     }
   }
-  thrift_ = std::make_unique<ThriftServer>(std::make_shared<wire::CoordinatorProcessor>(handler_),
-                                           thrift_options);
+  if (o.rpc_model == CoordinatorServerOptions::RpcModel::kEventLoop) {
+    CoordinatorAsyncHandlerOptions async_options;
+    // Past the group commit's own bound (it takes a queued write back at
+    // write_timeout_ms): only a store call that hangs reaches this.
+    async_options.begin_answer_timeout_ms = 2 * o.group_commit.write_timeout_ms;
+    async_handler_ = std::make_shared<CoordinatorAsyncHandler>(handler_.get(), async_options);
+    thrift_ = std::make_unique<AsyncThriftServer>(
+        std::make_shared<wire::CoordinatorAsyncProcessor>(async_handler_), thrift_options);
+  } else {
+    thrift_ = std::make_unique<ThriftServer>(std::make_shared<wire::CoordinatorProcessor>(handler_),
+                                             thrift_options);
+  }
   Status listening = thrift_->Start();
   if (!listening.ok()) return fail(listening);
 
@@ -590,6 +602,7 @@ void CoordinatorServer::Stop() {
   CoordinatorMetrics::Get().lease_held->Set(0);
   CoordinatorMetrics::Get().lease_epoch->Set(0);
   thrift_.reset();
+  async_handler_.reset();
   handler_.reset();
   replica_.reset();
   store_.reset();

@@ -76,12 +76,14 @@
 #include "common/backoff.h"
 #include "common/http_server.h"
 #include "common/peer_identity.h"
+#include "common/rpc_server.h"
 #include "common/status.h"
 #include "common/thrift_server.h"
 #include "common/thrift_util.h"
 #include "coordinator/driver/saga_driver.h"
 #include "coordinator/driver/two_phase_driver.h"
 #include "coordinator/recovery/sweeper.h"
+#include "coordinator/rpc/coordinator_async_handler.h"
 #include "coordinator/rpc/coordinator_handler.h"
 #include "coordinator/server/replica_service.h"
 #include "coordinator/service/coordinator_service.h"
@@ -124,6 +126,13 @@ struct CoordinatorServerOptions {
   // lease expires). See StoreOpenOptions.
   int64_t store_call_timeout_ms = 0;
   int64_t max_message_bytes = kDefaultMaxMessageBytes;
+  // How the Thrift port is served. kEventLoop (the default): AsyncThriftServer,
+  // one I/O thread; beginTxn and commit(WAIT_DECISION) of a transaction begun
+  // here are answered by the thread that learns the answer, every other call
+  // runs on a growing pool (CoordinatorAsyncHandler). kThreadPerConnection:
+  // ThriftServer, a thread per connection running every call synchronously.
+  enum class RpcModel { kEventLoop, kThreadPerConnection };
+  RpcModel rpc_model = RpcModel::kEventLoop;
   // Connections one peer IP may hold on the Thrift port (more are closed at
   // accept, with a WARNING). 0: no limit.
   int64_t max_connections_per_peer = ThriftServerOptions{}.max_connections_per_peer;
@@ -277,7 +286,8 @@ class CoordinatorServer {
   std::unique_ptr<TxnStore> store_;
   std::shared_ptr<ReplicaService> replica_;
   std::shared_ptr<CoordinatorHandler> handler_;
-  std::unique_ptr<ThriftServer> thrift_;
+  std::shared_ptr<CoordinatorAsyncHandler> async_handler_;  // kEventLoop only
+  std::unique_ptr<RpcServer> thrift_;
 
   std::mutex incarnation_mu_;             // guards current_ and retiring_
   std::shared_ptr<Incarnation> current_;  // nullptr while re-acquiring the lease

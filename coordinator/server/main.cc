@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   txc::CoordinatorServerOptions options;
   std::string config_file;
   std::string crash_points;
+  std::string rpc_server;
   int verbose = 0;
   bool replace_node = false;
   bool participant_tls = false;
@@ -112,6 +113,9 @@ int main(int argc, char** argv) {
       "max_message_bytes",
       po::value(&options.max_message_bytes)->default_value(options.max_message_bytes),
       "largest Thrift message accepted (a larger frame closes the connection)")(
+      "rpc_server", po::value(&rpc_server)->default_value("event-loop"),
+      "how the Thrift port is served: event-loop (one I/O thread; beginTxn and commit answered "
+      "by the thread that learns the answer, other calls on a pool) or thread-per-connection")(
       "max_connections_per_peer",
       po::value(&options.max_connections_per_peer)->default_value(options.max_connections_per_peer),
       "Thrift connections one peer IP may hold; more are closed at accept with a warning "
@@ -240,6 +244,14 @@ int main(int argc, char** argv) {
   }
   if (options.data_dir.empty()) return Usage("--data_dir must not be empty");
   if (options.max_connections_per_peer < 0) return Usage("--max_connections_per_peer must be >= 0");
+  if (rpc_server == "event-loop") {
+    options.rpc_model = txc::CoordinatorServerOptions::RpcModel::kEventLoop;
+  } else if (rpc_server == "thread-per-connection") {
+    options.rpc_model = txc::CoordinatorServerOptions::RpcModel::kThreadPerConnection;
+  } else {
+    return Usage("--rpc_server must be event-loop or thread-per-connection, not '" + rpc_server +
+                 "'");
+  }
   if (options.tls.enabled()) {
     txc::Status tls = options.tls.ValidateForServer();
     if (!tls.ok()) return Usage(tls.message());
