@@ -57,13 +57,17 @@ class ConnectionBase {
   virtual void CloseForStop() = 0;
 };
 
-// One call: its frame's bytes and the protocols over them. Shared by the
-// connection and the cob the processor hands to the handler, so it lives
-// until the cob is gone, whatever happened to the connection.
+// One call: its frame's bytes, the protocols over them and the processor.
+// Shared by the connection and the cob the processor hands to the handler, so
+// it lives until the cob is gone, whatever happened to the connection or the
+// server: the generated cob holds raw pointers to the processor and to the
+// output protocol, and writes through them when called.
 struct Call {
-  Call(uint32_t size, const std::shared_ptr<TConfiguration>& config,
+  Call(uint32_t size, std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
+       const std::shared_ptr<TConfiguration>& config,
        const std::shared_ptr<TProtocolFactory>& protocols)
-      : body(new uint8_t[size]),
+      : processor(std::move(processor)),
+        body(new uint8_t[size]),
         body_size(size),
         input(std::make_shared<TMemoryBuffer>(body.get(), size, TMemoryBuffer::OBSERVE, config)),
         output(std::make_shared<TMemoryBuffer>(config)),
@@ -78,6 +82,7 @@ struct Call {
   // ends once.
   bool TryFinish() { return !finished.exchange(true, std::memory_order_acq_rel); }
 
+  const std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;
   const std::unique_ptr<uint8_t[]> body;  // the frame, after its length
   const uint32_t body_size;
   const std::shared_ptr<TMemoryBuffer> input;   // reads body
@@ -304,7 +309,8 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
       Close("bad frame length");
       return;
     }
-    call_ = std::make_shared<Call>(static_cast<uint32_t>(size), core_->config, core_->protocols);
+    call_ = std::make_shared<Call>(static_cast<uint32_t>(size), core_->processor, core_->config,
+                                   core_->protocols);
     const size_t have = std::min(Buffered(), static_cast<size_t>(size));
     std::memcpy(call_->body.get(), read_buffer_.get() + read_begin_, have);
     read_begin_ += have;
@@ -345,7 +351,7 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
     std::weak_ptr<Connection> weak = this->weak_from_this();
     SetCurrentPeerIdentity(identity_);
     try {
-      core_->processor->process(
+      call->processor->process(
           [weak, call](bool ok) {
             if (!call->TryFinish()) return;
             // The connection alive keeps the core and its io_context alive;

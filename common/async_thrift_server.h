@@ -50,7 +50,8 @@
 // handler: a handler must hand slow or blocking work to a thread of its own
 // and answer from there. cob/exn_cob may be called from any thread, also
 // after the connection closed or the server stopped (the answer is then
-// dropped); a handler may keep a cob past ~AsyncThriftServer.
+// dropped); a handler may keep a cob past ~AsyncThriftServer (each call's
+// cob keeps the processor, and so the handler, alive until it is destroyed).
 //
 // Thread-safety: Start/Stop from one owning thread; port(), tls() and
 // ReloadTls() from any thread.
