@@ -192,6 +192,12 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
       if constexpr (kTls) {
         self->Handshake();
       } else {
+        boost::system::error_code ec;
+        self->stream_.non_blocking(true, ec);  // for the write in OnAnswer
+        if (ec) {
+          self->Close(ec.message());
+          return;
+        }
         self->ReadFrame();
       }
     });
@@ -395,19 +401,47 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
     frame[3] = static_cast<uint8_t>(size);
     phase_ = Phase::kWriting;
     last_activity_ = Clock::now();
+    size_t written = 0;
+    if constexpr (!kTls) {
+      // Plaintext: one send(2) now (the socket is non-blocking) nearly
+      // always takes the whole answer; only a rest waits for the socket.
+      boost::system::error_code ec;
+      written = stream_.write_some(asio::buffer(frame, frame_bytes), ec);
+      if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+        Close(ec.message());
+        return;
+      }
+      if (written == frame_bytes) {
+        Written(/*inline_write=*/true);
+        return;
+      }
+    }
     ArmTimer();
     asio::async_write(
-        stream_, asio::buffer(frame, frame_bytes),
+        stream_, asio::buffer(frame + written, frame_bytes - written),
         [self = this->shared_from_this(), call](const boost::system::error_code& ec, size_t) {
           if (self->phase_ == Phase::kClosed) return;
           if (ec) {
             self->Close(ec.message());
             return;
           }
-          self->call_.reset();
-          self->last_activity_ = Clock::now();
-          self->ReadFrame();
+          self->Written(/*inline_write=*/false);
         });
+  }
+
+  // The answer is written: on to the next frame. After a write made inside
+  // OnAnswer (possibly inside process()), a next frame already buffered (a
+  // pipelining client) is started from a fresh handler, not recursively.
+  void Written(bool inline_write) {
+    call_.reset();
+    last_activity_ = Clock::now();
+    if (inline_write && Buffered() >= kFrameHeaderBytes) {
+      asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+        if (self->phase_ != Phase::kClosed) self->ReadFrame();
+      });
+      return;
+    }
+    ReadFrame();
   }
 
   // Keeps one timer wait pending while the connection waits for its peer; it
@@ -467,10 +501,13 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
 }  // namespace
 
 void Core::Accept() {
-  acceptor.async_accept(asio::make_strand(io),
-                        [this](const boost::system::error_code& ec, tcp::socket socket) {
-                          OnAccept(ec, std::move(socket));
-                        });
+  // One I/O thread serialises every connection by itself; more need a
+  // strand per connection.
+  asio::any_io_executor executor = io.get_executor();
+  if (io_threads > 1) executor = asio::make_strand(io);
+  acceptor.async_accept(executor, [this](const boost::system::error_code& ec, tcp::socket socket) {
+    OnAccept(ec, std::move(socket));
+  });
 }
 
 void Core::OnAccept(const boost::system::error_code& ec, tcp::socket socket) {

@@ -81,12 +81,18 @@ class TestCoordinator : public wire::CoordinatorCobSvNull {
     kept_cv_.notify_all();
   }
 
-  // Waits (at most 10 s) until `n` queryOutcome cobs are kept; returns them.
-  std::vector<Cob> KeptCobs(size_t n) {
+  // Waits (at most 10 s) until `n` queryOutcome cobs are kept; hands them
+  // over (a cob kept here would keep this handler alive through its processor).
+  std::vector<Cob> TakeKeptCobs(size_t n) {
     std::unique_lock<std::mutex> lock(mu_);
     kept_cv_.wait_for(lock, std::chrono::seconds(10), [&] { return kept_.size() >= n; });
-    return kept_;
+    return std::move(kept_);
   }
+
+  // Runs the answers queued and joins their threads. The owner calls it: the
+  // last reference to this handler may be dropped by an answer's cob on one of
+  // those threads, which cannot join itself.
+  void StopAnswering() { later_.Shutdown(); }
 
   PeerIdentity last_identity() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -183,6 +189,11 @@ std::string HealthCall(bool drop_stop) {
 
 class AsyncThriftServerTest : public ::testing::Test {
  protected:
+  void TearDown() override {
+    server_.reset();
+    handler_->StopAnswering();
+  }
+
   void Start(ThriftServerOptions options = {}, int io_threads = 1) {
     options.host = "127.0.0.1";
     options.port = 0;
@@ -458,7 +469,7 @@ TEST_F(AsyncThriftServerTest, CobsFiredAfterStopAndAfterDestructionAreDropped) {
       }
     });
   }
-  std::vector<Cob> kept = handler_->KeptCobs(2);
+  std::vector<Cob> kept = handler_->TakeKeptCobs(2);
   ASSERT_EQ(kept.size(), 2u);
   server_->Stop();
   for (auto& t : callers) t.join();  // their connections were closed by Stop()
