@@ -293,6 +293,25 @@ TEST_F(AsyncThriftServerTest, ManyConcurrentClientsAreAllAnsweredCorrectly) {
   }
 }
 
+// One call at a time per connection: a client that sends calls without
+// waiting (Thrift's synchronous clients never do) gets its answers in order.
+TEST_F(AsyncThriftServerTest, PipelinedCallsAreAnsweredInOrder) {
+  Start();
+  auto conn = Open(port_);
+  ASSERT_NE(conn, nullptr);
+  const std::vector<std::string> gtids = {"a", "later-b", "c", "missing-d", "later-e", "f"};
+  for (const std::string& gtid : gtids) conn->client->send_status(gtid);
+  for (const std::string& gtid : gtids) {
+    wire::TxnStatus status;
+    if (gtid.rfind("missing", 0) == 0) {
+      EXPECT_THROW(conn->client->recv_status(status), wire::NotFound);
+      continue;
+    }
+    conn->client->recv_status(status);
+    EXPECT_EQ(status.gtid, gtid);
+  }
+}
+
 // A frame far larger than one read (4 MiB) is read in pieces into its call,
 // and an answer as large is written whole, inline and from another thread.
 TEST_F(AsyncThriftServerTest, LargeCallsAndAnswersCrossManyReadsAndWrites) {
