@@ -159,9 +159,9 @@ using Core = AsyncThriftServer::Core;
 using TlsStream = ssl::stream<tcp::socket>;
 
 // One accepted connection: (TLS handshake,) read a frame, process it, write
-// the answer, repeat. Stream is tcp::socket or TlsStream. Every member is
-// used on the connection's strand only (or by Stop() while no I/O thread
-// runs), except the const ones.
+// the answer, repeat. Stream is tcp::socket or TlsStream. Every member but
+// the const ones is used on the connection's executor only (its own strand
+// when there are several I/O threads), or by Stop() while no I/O thread runs.
 //
 //   [kHandshake] -> kReading -> kProcessing -> kWriting -> kReading ...
 //   any phase -> kClosed (error, timeout, malformed input, Stop())
@@ -184,7 +184,7 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
         ec ? peer_ip_ : remote.address().to_string() + ":" + std::to_string(remote.port());
   }
 
-  // Starts serving: posted onto the connection's strand.
+  // Starts serving, on the connection's executor.
   void Start() {
     asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
       VLOG(1) << "thrift connection from " << self->identity_.address << " on port "
@@ -350,7 +350,7 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
 
   // Hands the call to the processor. Its cob may run inside process() (then
   // the answer is written from in here) or later on any thread (then it is
-  // posted onto this connection's strand).
+  // posted onto this connection's executor).
   void Process() {
     phase_ = Phase::kProcessing;
     std::shared_ptr<Call> call = call_;
