@@ -57,13 +57,17 @@ class ConnectionBase {
   virtual void CloseForStop() = 0;
 };
 
-// One call: its frame's bytes and the protocols over them. Shared by the
-// connection and the cob the processor hands to the handler, so it lives
-// until the cob is gone, whatever happened to the connection.
+// One call: its frame's bytes, the protocols over them and the processor.
+// Shared by the connection and the cob the processor hands to the handler, so
+// it lives until the cob is gone, whatever happened to the connection or the
+// server: the generated cob holds raw pointers to the processor and to the
+// output protocol, and writes through them when called.
 struct Call {
-  Call(uint32_t size, const std::shared_ptr<TConfiguration>& config,
+  Call(uint32_t size, std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
+       const std::shared_ptr<TConfiguration>& config,
        const std::shared_ptr<TProtocolFactory>& protocols)
-      : body(new uint8_t[size]),
+      : processor(std::move(processor)),
+        body(new uint8_t[size]),
         body_size(size),
         input(std::make_shared<TMemoryBuffer>(body.get(), size, TMemoryBuffer::OBSERVE, config)),
         output(std::make_shared<TMemoryBuffer>(config)),
@@ -78,6 +82,7 @@ struct Call {
   // ends once.
   bool TryFinish() { return !finished.exchange(true, std::memory_order_acq_rel); }
 
+  const std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;
   const std::unique_ptr<uint8_t[]> body;  // the frame, after its length
   const uint32_t body_size;
   const std::shared_ptr<TMemoryBuffer> input;   // reads body
@@ -154,9 +159,9 @@ using Core = AsyncThriftServer::Core;
 using TlsStream = ssl::stream<tcp::socket>;
 
 // One accepted connection: (TLS handshake,) read a frame, process it, write
-// the answer, repeat. Stream is tcp::socket or TlsStream. Every member is
-// used on the connection's strand only (or by Stop() while no I/O thread
-// runs), except the const ones.
+// the answer, repeat. Stream is tcp::socket or TlsStream. Every member but
+// the const ones is used on the connection's executor only (its own strand
+// when there are several I/O threads), or by Stop() while no I/O thread runs.
 //
 //   [kHandshake] -> kReading -> kProcessing -> kWriting -> kReading ...
 //   any phase -> kClosed (error, timeout, malformed input, Stop())
@@ -179,7 +184,7 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
         ec ? peer_ip_ : remote.address().to_string() + ":" + std::to_string(remote.port());
   }
 
-  // Starts serving: posted onto the connection's strand.
+  // Starts serving, on the connection's executor.
   void Start() {
     asio::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
       VLOG(1) << "thrift connection from " << self->identity_.address << " on port "
@@ -187,6 +192,12 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
       if constexpr (kTls) {
         self->Handshake();
       } else {
+        boost::system::error_code ec;
+        self->stream_.non_blocking(true, ec);  // for the write in OnAnswer
+        if (ec) {
+          self->Close(ec.message());
+          return;
+        }
         self->ReadFrame();
       }
     });
@@ -304,7 +315,8 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
       Close("bad frame length");
       return;
     }
-    call_ = std::make_shared<Call>(static_cast<uint32_t>(size), core_->config, core_->protocols);
+    call_ = std::make_shared<Call>(static_cast<uint32_t>(size), core_->processor, core_->config,
+                                   core_->protocols);
     const size_t have = std::min(Buffered(), static_cast<size_t>(size));
     std::memcpy(call_->body.get(), read_buffer_.get() + read_begin_, have);
     read_begin_ += have;
@@ -338,14 +350,14 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
 
   // Hands the call to the processor. Its cob may run inside process() (then
   // the answer is written from in here) or later on any thread (then it is
-  // posted onto this connection's strand).
+  // posted onto this connection's executor).
   void Process() {
     phase_ = Phase::kProcessing;
     std::shared_ptr<Call> call = call_;
     std::weak_ptr<Connection> weak = this->weak_from_this();
     SetCurrentPeerIdentity(identity_);
     try {
-      core_->processor->process(
+      call->processor->process(
           [weak, call](bool ok) {
             if (!call->TryFinish()) return;
             // The connection alive keeps the core and its io_context alive;
@@ -389,19 +401,47 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
     frame[3] = static_cast<uint8_t>(size);
     phase_ = Phase::kWriting;
     last_activity_ = Clock::now();
+    size_t written = 0;
+    if constexpr (!kTls) {
+      // Plaintext: one send(2) now (the socket is non-blocking) nearly
+      // always takes the whole answer; only a rest waits for the socket.
+      boost::system::error_code ec;
+      written = stream_.write_some(asio::buffer(frame, frame_bytes), ec);
+      if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+        Close(ec.message());
+        return;
+      }
+      if (written == frame_bytes) {
+        Written(/*inline_write=*/true);
+        return;
+      }
+    }
     ArmTimer();
     asio::async_write(
-        stream_, asio::buffer(frame, frame_bytes),
+        stream_, asio::buffer(frame + written, frame_bytes - written),
         [self = this->shared_from_this(), call](const boost::system::error_code& ec, size_t) {
           if (self->phase_ == Phase::kClosed) return;
           if (ec) {
             self->Close(ec.message());
             return;
           }
-          self->call_.reset();
-          self->last_activity_ = Clock::now();
-          self->ReadFrame();
+          self->Written(/*inline_write=*/false);
         });
+  }
+
+  // The answer is written: on to the next frame. After a write made inside
+  // OnAnswer (possibly inside process()), a next frame already buffered (a
+  // pipelining client) is started from a fresh handler, not recursively.
+  void Written(bool inline_write) {
+    call_.reset();
+    last_activity_ = Clock::now();
+    if (inline_write && Buffered() >= kFrameHeaderBytes) {
+      asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+        if (self->phase_ != Phase::kClosed) self->ReadFrame();
+      });
+      return;
+    }
+    ReadFrame();
   }
 
   // Keeps one timer wait pending while the connection waits for its peer; it
@@ -461,10 +501,13 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
 }  // namespace
 
 void Core::Accept() {
-  acceptor.async_accept(asio::make_strand(io),
-                        [this](const boost::system::error_code& ec, tcp::socket socket) {
-                          OnAccept(ec, std::move(socket));
-                        });
+  // One I/O thread serialises every connection by itself; more need a
+  // strand per connection.
+  asio::any_io_executor executor = io.get_executor();
+  if (io_threads > 1) executor = asio::make_strand(io);
+  acceptor.async_accept(executor, [this](const boost::system::error_code& ec, tcp::socket socket) {
+    OnAccept(ec, std::move(socket));
+  });
 }
 
 void Core::OnAccept(const boost::system::error_code& ec, tcp::socket socket) {

@@ -46,11 +46,20 @@
 // a thread that answers later must have copied what it needs.
 //
 // Threads: io_threads threads named "rpc-io" run the accept loop, every
-// connection (each on its own strand) and the synchronous part of every
-// handler: a handler must hand slow or blocking work to a thread of its own
-// and answer from there. cob/exn_cob may be called from any thread, also
-// after the connection closed or the server stopped (the answer is then
-// dropped); a handler may keep a cob past ~AsyncThriftServer.
+// connection (each on one thread at a time: a strand per connection when
+// io_threads > 1) and the synchronous part of every handler: a handler must
+// hand slow or blocking work to a thread of its own and answer from there.
+// cob/exn_cob may be called from any thread, also after the connection
+// closed or the server stopped (the answer is then dropped); a handler may
+// keep a cob past ~AsyncThriftServer.
+//
+// Handler lifetime: each call's cob keeps the processor, and so the handler,
+// alive until the cob is destroyed (the generated cob calls into the
+// processor through a raw pointer). The last reference to a handler may
+// therefore go on whichever thread destroys the last cob: a handler that
+// joins threads of its own in its destructor must have them stopped by its
+// owner first (on the owner's thread), and a handler must not keep cobs in
+// itself past its life (a cycle through the processor).
 //
 // Thread-safety: Start/Stop from one owning thread; port(), tls() and
 // ReloadTls() from any thread.

@@ -81,12 +81,18 @@ class TestCoordinator : public wire::CoordinatorCobSvNull {
     kept_cv_.notify_all();
   }
 
-  // Waits (at most 10 s) until `n` queryOutcome cobs are kept; returns them.
-  std::vector<Cob> KeptCobs(size_t n) {
+  // Waits (at most 10 s) until `n` queryOutcome cobs are kept; hands them
+  // over (a cob kept here would keep this handler alive through its processor).
+  std::vector<Cob> TakeKeptCobs(size_t n) {
     std::unique_lock<std::mutex> lock(mu_);
     kept_cv_.wait_for(lock, std::chrono::seconds(10), [&] { return kept_.size() >= n; });
-    return kept_;
+    return std::move(kept_);
   }
+
+  // Runs the answers queued and joins their threads. The owner calls it: the
+  // last reference to this handler may be dropped by an answer's cob on one of
+  // those threads, which cannot join itself.
+  void StopAnswering() { later_.Shutdown(); }
 
   PeerIdentity last_identity() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -183,6 +189,11 @@ std::string HealthCall(bool drop_stop) {
 
 class AsyncThriftServerTest : public ::testing::Test {
  protected:
+  void TearDown() override {
+    server_.reset();
+    handler_->StopAnswering();
+  }
+
   void Start(ThriftServerOptions options = {}, int io_threads = 1) {
     options.host = "127.0.0.1";
     options.port = 0;
@@ -279,6 +290,25 @@ TEST_F(AsyncThriftServerTest, ManyConcurrentClientsAreAllAnsweredCorrectly) {
   for (auto& t : clients) t.join();
   for (int c = 0; c < kClients; ++c) {
     EXPECT_EQ(correct[c], kCalls) << "client " << c << ": " << failures[c];
+  }
+}
+
+// One call at a time per connection: a client that sends calls without
+// waiting (Thrift's synchronous clients never do) gets its answers in order.
+TEST_F(AsyncThriftServerTest, PipelinedCallsAreAnsweredInOrder) {
+  Start();
+  auto conn = Open(port_);
+  ASSERT_NE(conn, nullptr);
+  const std::vector<std::string> gtids = {"a", "later-b", "c", "missing-d", "later-e", "f"};
+  for (const std::string& gtid : gtids) conn->client->send_status(gtid);
+  for (const std::string& gtid : gtids) {
+    wire::TxnStatus status;
+    if (gtid.rfind("missing", 0) == 0) {
+      EXPECT_THROW(conn->client->recv_status(status), wire::NotFound);
+      continue;
+    }
+    conn->client->recv_status(status);
+    EXPECT_EQ(status.gtid, gtid);
   }
 }
 
@@ -458,7 +488,7 @@ TEST_F(AsyncThriftServerTest, CobsFiredAfterStopAndAfterDestructionAreDropped) {
       }
     });
   }
-  std::vector<Cob> kept = handler_->KeptCobs(2);
+  std::vector<Cob> kept = handler_->TakeKeptCobs(2);
   ASSERT_EQ(kept.size(), 2u);
   server_->Stop();
   for (auto& t : callers) t.join();  // their connections were closed by Stop()
