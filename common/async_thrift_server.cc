@@ -1,6 +1,8 @@
 #include "common/async_thrift_server.h"
 
 #include <glog/logging.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <thrift/protocol/TProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
@@ -235,7 +237,15 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
   void OnHandshake(const boost::system::error_code& ec) {
     if (phase_ == Phase::kClosed) return;
     if (ec) {
-      const std::string reason = ec.message();
+      std::string reason = ec.message();
+      if constexpr (kTls) {
+        // "certificate verify failed" alone does not say why: the chain's
+        // verdict does ("certificate revoked", "certificate has expired").
+        const long verdict = SSL_get_verify_result(stream_.native_handle());
+        if (verdict != X509_V_OK) {
+          reason += std::string(" (") + X509_verify_cert_error_string(verdict) + ")";
+        }
+      }
       const auto d = ServerLogLimiter().Admit("tls " + peer_ip_ + " " + reason, MonotonicMs());
       if (d.log) {
         LOG(WARNING) << "TLS handshake with " << identity_.address << " on port "

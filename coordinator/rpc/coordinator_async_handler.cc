@@ -79,8 +79,19 @@ CoordinatorAsyncHandler::CoordinatorAsyncHandler(CoordinatorHandler* handler,
 }
 
 CoordinatorAsyncHandler::~CoordinatorAsyncHandler() {
+  if (!shut_down_.load()) Shutdown();  // an owner that forgot: from its thread, it is safe
+}
+
+void CoordinatorAsyncHandler::Shutdown() {
+  if (shut_down_.exchange(true)) return;
   gate_.Close();  // answers still to come (group-done, driver threads) are dropped
   pool_.Shutdown();
+  std::multimap<int64_t, std::shared_ptr<Hot>> waiting;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting.swap(deadlines_);
+  }
+  // Destroyed here, outside the lock: their cobs hold the processor.
 }
 
 template <typename Response, typename Call>

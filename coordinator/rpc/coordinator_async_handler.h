@@ -84,6 +84,16 @@ class CoordinatorAsyncHandler : public wire::CoordinatorCobSvIf {
   void rebindEndpoint(std::function<void(const wire::RebindResponse&)> cob, ExnCob exn,
                       const wire::RebindRequest& req) override;
 
+  // Closes the gate (answers still to come are dropped), stops the pool
+  // (joining calls that run) and drops the calls still waiting for their
+  // answer or deadline. Idempotent. The owner must call it, from its own
+  // thread, once the server stopped and before dropping its reference: each
+  // call the server handed out keeps the processor, and so this handler,
+  // alive (a waiting call's cob held here would be a cycle until then), so
+  // the last reference may go on any thread, a pool worker's included, where
+  // the destructor must not join the pool.
+  void Shutdown();
+
   // Hot calls whose answer or deadline is still to come (tests, metrics).
   size_t PendingHotCalls();
   // Pool workers started so far.
@@ -126,6 +136,7 @@ class CoordinatorAsyncHandler : public wire::CoordinatorCobSvIf {
   const CoordinatorAsyncHandlerOptions options_;
   std::mutex mu_;
   std::multimap<int64_t, std::shared_ptr<Hot>> deadlines_;  // guarded by mu_
+  std::atomic<bool> shut_down_{false};
   CallbackGate gate_;  // answers arriving after the destructor started are dropped
   TaskPool pool_;      // last: stopped first
 };

@@ -149,6 +149,7 @@ class CoordinatorAsyncHandlerTest : public ::testing::Test {
     async_ = std::make_unique<CoordinatorAsyncHandler>(handler_.get(), options);
   }
   void TearDown() override {
+    async_->Shutdown();
     async_.reset();
     handler_.reset();
     service_.reset();

@@ -76,6 +76,8 @@ class CoordinatorHandlerTest : public ::testing::TestWithParam<Front> {
   void TearDown() override {
     conn_.reset();
     server_.reset();
+    // Before the last reference may go on a pool thread (a finished call's cob).
+    if (async_handler_ != nullptr) async_handler_->Shutdown();
     async_handler_.reset();
     handler_.reset();
     service_.reset();

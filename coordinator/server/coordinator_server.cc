@@ -317,6 +317,7 @@ Status CoordinatorServer::Start() {
   // node" with the same rows (and take the lease from the first).
   auto fail = [this](Status s) {
     thrift_.reset();
+    if (async_handler_ != nullptr) async_handler_->Shutdown();
     async_handler_.reset();
     handler_.reset();
     replica_.reset();
@@ -602,6 +603,7 @@ void CoordinatorServer::Stop() {
   CoordinatorMetrics::Get().lease_held->Set(0);
   CoordinatorMetrics::Get().lease_epoch->Set(0);
   thrift_.reset();
+  if (async_handler_ != nullptr) async_handler_->Shutdown();  // see its comment
   async_handler_.reset();
   handler_.reset();
   replica_.reset();
