@@ -157,9 +157,7 @@ size_t SagaDriver::ActiveForTests() {
 
 std::vector<std::string> SagaDriver::Coordinators() { return options_.coordinators(); }
 
-Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
-  // `spec` was validated by CoordinatorService::SubmitSaga (ValidateSagaSubmission).
-  const int64_t now = NowUnixMs();
+SagaSubmitted SagaDriver::SubmissionOf(const SagaSpec& spec, int64_t now) {
   SagaSubmitted submitted;
   TxnRecord& txn = submitted.txn;
   txn.gtid = spec.gtid.empty() ? options_.new_gtid() : spec.gtid;
@@ -170,7 +168,14 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
   txn.deadline_ms = now + spec.timeout_ms;
   txn.flags = spec.wait_for_completion ? kFlagWaitCompletion : 0;
   submitted.steps = spec.steps;
-  const std::string gtid = txn.gtid;
+  return submitted;
+}
+
+Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
+  // `spec` was validated by CoordinatorService::SubmitSaga (ValidateSagaSubmission).
+  const int64_t now = NowUnixMs();
+  const SagaSubmitted submitted = SubmissionOf(spec, now);
+  const std::string gtid = submitted.txn.gtid;
   const SagaInputs inputs{now, RandomUnit()};
   Result<SagaStepResult> stepped = StepSaga(SagaRun{}, submitted, inputs, machine_options_);
   if (!stepped.ok()) return stepped.status();
@@ -245,16 +250,7 @@ bool SagaDriver::SubmitSagaAsync(const SagaSpec& spec,
                                  std::function<void(Result<TxnRecord>)> done) {
   // `spec` was validated by CoordinatorService::SubmitSagaAsync.
   const int64_t now = NowUnixMs();
-  SagaSubmitted submitted;
-  TxnRecord& txn = submitted.txn;
-  txn.gtid = spec.gtid.empty() ? options_.new_gtid() : spec.gtid;
-  txn.owner = node_.node_id;
-  txn.epoch = node_.epoch;
-  txn.created_ms = now;
-  txn.updated_ms = now;
-  txn.deadline_ms = now + spec.timeout_ms;
-  txn.flags = spec.wait_for_completion ? kFlagWaitCompletion : 0;
-  submitted.steps = spec.steps;
+  const SagaSubmitted submitted = SubmissionOf(spec, now);
   Result<SagaStepResult> stepped =
       StepSaga(SagaRun{}, submitted, SagaInputs{now, RandomUnit()}, machine_options_);
   if (!stepped.ok()) {

@@ -160,6 +160,9 @@ class SagaDriver : public SagaOps {
   // Waits for the run to end (at most wait_timeout_ms); if it was let go
   // unfinished, goes on waiting on the store.
   Result<TxnRecord> WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms);
+  // The submission event of `spec` at `now`: the saga's record (a new gtid
+  // when the spec names none) and its steps.
+  SagaSubmitted SubmissionOf(const SagaSpec& spec, int64_t now);
   // SubmitSagaAsync, once its definition's write returned `logged` (on the pool).
   void Submitted(const std::shared_ptr<SagaStepResult>& result, const Status& logged, bool wait,
                  std::function<void(Result<TxnRecord>)> done);
