@@ -270,12 +270,12 @@ bool SagaDriver::SubmitSagaAsync(const SagaSpec& spec,
       return done(Status::Unavailable("saga " + result->next.txn.gtid +
                                       ": the coordinator is stopping; resubmit it"));
     }
-    SagaDriver* driver = relay->driver;
-    // Driven from the pool, as every logged step is (this is the committer's thread).
-    driver->pool_.Submit([driver, result, wait, marks, logged, done = std::move(done)]() mutable {
-      if (logged.ok()) CrashPointsAfterLogged(marks);
-      driver->Submitted(result, logged, wait, std::move(done));
-    });
+    // On the committer's thread, under the relay's lock (the driver stays
+    // until it returns): adopting the first wave only queues its calls and
+    // writes, and a hop to the pool here would cost the submission as much
+    // as the event loop saved it.
+    if (logged.ok()) CrashPointsAfterLogged(marks);
+    relay->driver->Submitted(result, logged, wait, std::move(done));
   });
   return true;
 }
