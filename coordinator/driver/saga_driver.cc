@@ -32,8 +32,29 @@ struct SagaDriver::Run {
 // driver is gone (it drains its queue when destroyed): the callback reaches
 // the driver only through here, and the destructor cuts the link first.
 struct SagaDriver::Relay {
-  std::mutex mu;                 // guards driver
+  std::mutex mu;                 // guards the two fields below
+  std::condition_variable idle;  // notified when `running` drops to 0
   SagaDriver* driver = nullptr;  // null once the driver is being destroyed
+  int running = 0;               // callbacks inside the driver now
+  // Runs fn(driver) unless the driver is going; the destructor waits for it.
+  // Not under the lock: a callback may cause another one on its own thread
+  // (a write refused at once answers inline).
+  template <typename Fn>
+  bool Run(Fn&& fn) {
+    SagaDriver* d;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (driver == nullptr) return false;
+      d = driver;
+      ++running;
+    }
+    fn(d);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (--running == 0) idle.notify_all();
+    }
+    return true;
+  }
 };
 
 namespace {
@@ -131,8 +152,9 @@ SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
 SagaDriver::~SagaDriver() {
   stopping_.store(true);
   {
-    std::lock_guard<std::mutex> lock(relay_->mu);
+    std::unique_lock<std::mutex> lock(relay_->mu);
     relay_->driver = nullptr;
+    relay_->idle.wait(lock, [this] { return relay_->running == 0; });
   }
   // No participant answer or timer reaches this driver any more (the client
   // may be shared and outlive it: late completions are dropped); then the
@@ -265,17 +287,17 @@ bool SagaDriver::SubmitSagaAsync(const SagaSpec& spec,
   const bool wait = spec.wait_for_completion;
   log_->WriteAsync(std::move(batch), [relay, result, wait, marks,
                                       done = std::move(done)](const Status& logged) mutable {
-    std::lock_guard<std::mutex> lock(relay->mu);
-    if (relay->driver == nullptr) {
-      return done(Status::Unavailable("saga " + result->next.txn.gtid +
-                                      ": the coordinator is stopping; resubmit it"));
+    // On the committer's thread: adopting the first wave only queues its
+    // calls and writes, and a hop to the pool here would cost the
+    // submission as much as the event loop saved it.
+    const bool ran = relay->Run([&](SagaDriver* driver) {
+      if (logged.ok()) CrashPointsAfterLogged(marks);
+      driver->Submitted(result, logged, wait, std::move(done));
+    });
+    if (!ran) {
+      done(Status::Unavailable("saga " + result->next.txn.gtid +
+                               ": the coordinator is stopping; resubmit it"));
     }
-    // On the committer's thread, under the relay's lock (the driver stays
-    // until it returns): adopting the first wave only queues its calls and
-    // writes, and a hop to the pool here would cost the submission as much
-    // as the event loop saved it.
-    if (logged.ok()) CrashPointsAfterLogged(marks);
-    relay->driver->Submitted(result, logged, wait, std::move(done));
   });
   return true;
 }
@@ -558,10 +580,9 @@ void SagaDriver::Pump(const std::shared_ptr<Run>& run) {
     std::shared_ptr<Relay> relay = relay_;
     // Logged() goes on once the writes are durable; this thread is free now.
     log_->WriteLater(std::move(batch), [relay, run, result, marks](const Status& s) {
-      std::lock_guard<std::mutex> lock(relay->mu);
-      if (relay->driver == nullptr) return;  // shutting down: recovery finds the saga
-      SagaDriver* driver = relay->driver;
-      driver->pool_.Submit([driver, run, result, marks, s] {
+      // On the committer's thread: the next step only queues its calls and
+      // writes. Shutting down: dropped, recovery finds the saga.
+      relay->Run([&](SagaDriver* driver) {
         if (s.ok()) CrashPointsAfterLogged(marks);
         driver->Logged(run, result, s);
       });

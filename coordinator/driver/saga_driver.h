@@ -4,11 +4,14 @@
 // coordinator/core/saga_machine.h): each event (a submission, a participant's
 // answer, a retry timer, a resume, a cancel) is fed to it under the run's
 // lock; the writes it returns are logged through the GroupCommitter
-// (WriteLater: no pool thread waits on the writer; the definition of a new
-// saga is logged with Write on the client's own RPC thread, since the client is
-// answered only once it is durable); only once they are durable does the run
-// adopt the new state and run the effects (participant calls, retry timers,
-// letting the run go). One step's writes are in flight per run at a time:
+// (WriteLater: no thread waits on the writer; the definition of a new saga
+// is logged with Write on the caller's thread by SubmitSaga, or with
+// WriteAsync by SubmitSagaAsync, since the client is answered only once it
+// is durable); only once they are durable does the run adopt the new state
+// and run the effects (participant calls, retry timers, letting the run go),
+// on the group commit's answer thread ("group-done"): adopting a step only
+// queues calls and writes, and a hop to a pool per step cost more CPU than
+// the step itself (measured). One step's writes are in flight per run at a time:
 // events arriving meanwhile queue and are stepped after, on the durable state.
 //
 //   SubmitSaga: log txn RUNNING + steps PENDING, the first wave RUNNING (one
@@ -99,8 +102,8 @@ class SagaDriver : public SagaOps {
   // the wait ran out.
   Result<TxnRecord> SubmitSaga(const SagaSpec& spec) override;
   // The first submission of a gtid without a waiting thread: the definition
-  // is logged through GroupCommitter::WriteAsync, the saga is driven from
-  // the "saga-worker" pool, and `done` is run once it is durable (or, with
+  // is logged through GroupCommitter::WriteAsync, the saga is driven as
+  // every logged step is, and `done` is run once it is durable (or, with
   // wait_for_completion, once the run here ended: SUCCEEDED, COMPENSATED or
   // PARKED). A gtid already logged, or a run let go before it ended, gives
   // `done` kConflict (SubmitSaga then answers by its resubmission rules).
@@ -163,7 +166,7 @@ class SagaDriver : public SagaOps {
   // The submission event of `spec` at `now`: the saga's record (a new gtid
   // when the spec names none) and its steps.
   SagaSubmitted SubmissionOf(const SagaSpec& spec, int64_t now);
-  // SubmitSagaAsync, once its definition's write returned `logged` (on the pool).
+  // SubmitSagaAsync, once its definition's write returned `logged` (on group-done).
   void Submitted(const std::shared_ptr<SagaStepResult>& result, const Status& logged, bool wait,
                  std::function<void(Result<TxnRecord>)> done);
   // Re-reads the store (backoff with jitter, a condition wait between reads)
