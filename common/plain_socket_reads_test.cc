@@ -25,6 +25,7 @@ namespace {
 std::atomic<int> g_server_port{0};  // 0: count nothing
 std::atomic<int> g_recv_returns{0};
 std::atomic<int> g_polls{0};
+std::atomic<int> g_sends{0};
 
 // A connected TCP socket whose local port is g_server_port. Keeps errno.
 bool IsServerConnection(int fd) {
@@ -54,6 +55,13 @@ extern "C" ssize_t recv(int fd, void* buf, size_t len, int flags) {
   return got;
 }
 
+extern "C" ssize_t send(int fd, const void* buf, size_t len, int flags) {
+  using Send = ssize_t (*)(int, const void*, size_t, int);
+  static const Send real = reinterpret_cast<Send>(dlsym(RTLD_NEXT, "send"));
+  if (IsServerConnection(fd)) g_sends.fetch_add(1);
+  return real(fd, buf, len, flags);
+}
+
 extern "C" int poll(struct pollfd* fds, nfds_t nfds, int timeout) {
   using Poll = int (*)(struct pollfd*, nfds_t, int);
   static const Poll real = reinterpret_cast<Poll>(dlsym(RTLD_NEXT, "poll"));
@@ -71,6 +79,7 @@ namespace {
 
 using apache::thrift::protocol::TBinaryProtocol;
 using apache::thrift::transport::TFramedTransport;
+using apache::thrift::transport::TMemoryBuffer;
 using apache::thrift::transport::TSocket;
 
 class HealthOnly : public wire::CoordinatorNull {
@@ -126,6 +135,75 @@ TEST(PlainSocketReadsTest, HeaderServerReadsEachRequestWithOneRecvAndNoPoll) {
   Counts counts = CountServerReads(ThriftWire::kHeader, 20);
   EXPECT_EQ(counts.recvs, 20);
   EXPECT_EQ(counts.polls, 0);
+}
+
+// `n` framed health requests, encoded back to back.
+std::string HealthRequests(int n) {
+  auto memory = std::make_shared<TMemoryBuffer>();
+  auto framed = std::make_shared<TFramedTransport>(memory);
+  wire::CoordinatorClient encoder(std::make_shared<TBinaryProtocol>(framed));
+  for (int i = 0; i < n; ++i) encoder.send_health();
+  return memory->getBufferAsString();
+}
+
+// A client that sends several requests at once (the coordinator's batches)
+// gets the answers in order, in one send(2) of the server: each answer is held
+// while the next request is already read.
+TEST(PlainSocketReadsTest, PipelinedRequestsAreAnsweredInOrderInOneSend) {
+  ThriftServerOptions options{"127.0.0.1", 0};
+  ThriftServer server(std::make_shared<wire::CoordinatorProcessor>(std::make_shared<HealthOnly>()),
+                      options);
+  ASSERT_TRUE(server.Start().ok());
+  auto socket = std::make_shared<TSocket>("127.0.0.1", server.port());
+  socket->setRecvTimeout(10000);
+  socket->open();
+  auto framed = std::make_shared<TFramedTransport>(socket);
+  wire::CoordinatorClient client(std::make_shared<TBinaryProtocol>(framed));
+  wire::HealthResponse h;
+  client.health(h);  // connected and served once: not counted
+  const std::string requests = HealthRequests(8);
+  g_sends = 0;
+  g_recv_returns = 0;
+  g_server_port = server.port();
+  socket->write(reinterpret_cast<const uint8_t*>(requests.data()),
+                static_cast<uint32_t>(requests.size()));
+  for (int i = 0; i < 8; ++i) {
+    wire::HealthResponse answer;
+    client.recv_health(answer);
+    EXPECT_EQ(answer.node_id, "n1");
+  }
+  g_server_port = 0;
+  EXPECT_EQ(g_recv_returns.load(), 1);
+  EXPECT_EQ(g_sends.load(), 1);
+  socket->close();
+  server.Stop();
+}
+
+// An answer is never held for a request that has not fully arrived: the
+// server sends it before it waits for the rest.
+TEST(PlainSocketReadsTest, AnswerIsNotHeldForAPartlyReceivedRequest) {
+  ThriftServerOptions options{"127.0.0.1", 0};
+  ThriftServer server(std::make_shared<wire::CoordinatorProcessor>(std::make_shared<HealthOnly>()),
+                      options);
+  ASSERT_TRUE(server.Start().ok());
+  auto socket = std::make_shared<TSocket>("127.0.0.1", server.port());
+  socket->setRecvTimeout(10000);
+  socket->open();
+  auto framed = std::make_shared<TFramedTransport>(socket);
+  wire::CoordinatorClient client(std::make_shared<TBinaryProtocol>(framed));
+  const std::string two = HealthRequests(2);
+  const size_t first_and_a_bit = two.size() / 2 + 3;
+  socket->write(reinterpret_cast<const uint8_t*>(two.data()),
+                static_cast<uint32_t>(first_and_a_bit));
+  wire::HealthResponse answer;
+  client.recv_health(answer);  // would time out (an exception) if it were held
+  EXPECT_EQ(answer.node_id, "n1");
+  socket->write(reinterpret_cast<const uint8_t*>(two.data()) + first_and_a_bit,
+                static_cast<uint32_t>(two.size() - first_and_a_bit));
+  client.recv_health(answer);
+  EXPECT_EQ(answer.node_id, "n1");
+  socket->close();
+  server.Stop();
 }
 
 }  // namespace

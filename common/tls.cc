@@ -377,6 +377,14 @@ void PlainSocket::set_interrupter(std::shared_ptr<ConnectionInterrupter> interru
 }
 
 void PlainSocket::close() {
+  if (!held_.empty() && socket_ != THRIFT_INVALID_SOCKET) {
+    try {
+      SendHeld();
+    } catch (const TTransportException&) {
+      // The peer is gone: nothing to deliver the held answers to.
+    }
+  }
+  held_.clear();
   buffer_pos_ = buffer_end_ = 0;
   if (interrupter_ != nullptr && socket_ != THRIFT_INVALID_SOCKET) {
     interrupter_->CloseTracked(socket_, [this] { TSocket::close(); });
@@ -385,7 +393,32 @@ void PlainSocket::close() {
   TSocket::close();
 }
 
-bool PlainSocket::peek() { return buffer_pos_ < buffer_end_ || TSocket::peek(); }
+bool PlainSocket::peek() {
+  if (buffer_pos_ < buffer_end_) return true;
+  SendHeld();  // TSocket::peek may wait for the peer
+  return TSocket::peek();
+}
+
+void PlainSocket::write(const uint8_t* buf, uint32_t len) {
+  if (server_side_ && buffer_pos_ < buffer_end_) {
+    // More requests are already here: their answers go out with this one.
+    held_.append(reinterpret_cast<const char*>(buf), len);
+    return;
+  }
+  if (held_.empty()) {
+    TSocket::write(buf, len);
+    return;
+  }
+  held_.append(reinterpret_cast<const char*>(buf), len);
+  SendHeld();
+}
+
+void PlainSocket::SendHeld() {
+  if (held_.empty()) return;
+  std::string out;
+  out.swap(held_);
+  TSocket::write(reinterpret_cast<const uint8_t*>(out.data()), static_cast<uint32_t>(out.size()));
+}
 
 bool PlainSocket::hasPendingDataToRead() {
   return buffer_pos_ < buffer_end_ || TSocket::hasPendingDataToRead();
@@ -399,6 +432,7 @@ uint32_t PlainSocket::read(uint8_t* buf, uint32_t len) {
     buffer_pos_ += n;
     return n;
   }
+  SendHeld();  // the kernel read may wait for the peer, who waits for these
   if (interrupter_ != nullptr && interrupter_->stopped()) {
     throw TTransportException(TTransportException::INTERRUPTED, "Interrupted");
   }

@@ -170,6 +170,13 @@ class ConnectionInterrupter {
 // a TLS alert answering a plaintext client) end the connection with a
 // TTransportException that says so, instead of a confusing frame-size error.
 //
+// Server side, answers to pipelined requests go out together: a write made
+// while requests already received are still unread (the client sent several
+// calls at once) is held, and what is held goes out in one send(2) with the
+// write that finds nothing left unread, before any read that needs the
+// kernel, and at close(). A request-reply server therefore never waits for
+// input while an answer of its own is held.
+//
 // Reads are buffered: one recv(2) of up to kReadBufferBytes serves the frame
 // size and the frame that follow it (TFramedTransport and THeaderTransport
 // read them separately); a read of at least that much goes straight to the
@@ -192,11 +199,15 @@ class PlainSocket : public apache::thrift::transport::TSocket {
   void set_interrupter(std::shared_ptr<ConnectionInterrupter> interrupter);
 
   uint32_t read(uint8_t* buf, uint32_t len) override;
+  void write(const uint8_t* buf, uint32_t len) override;
   bool peek() override;
   bool hasPendingDataToRead() override;
   void close() override;
 
  private:
+  // Sends what write() held (server side); a no-op when nothing is held.
+  void SendHeld();
+
   // TSocket::read into `buf`, then the check of the connection's first bytes.
   uint32_t ReadFromKernel(uint8_t* buf, uint32_t len);
 
@@ -206,6 +217,7 @@ class PlainSocket : public apache::thrift::transport::TSocket {
   std::unique_ptr<uint8_t[]> buffer_;  // kReadBufferBytes, allocated at the first read
   uint32_t buffer_pos_ = 0;            // next unread byte of buffer_
   uint32_t buffer_end_ = 0;            // end of the received bytes in buffer_
+  std::string held_;                   // answers written while requests were still unread
 };
 
 // Loads every CRL in the PEM file `crl_file` into `ctx`'s certificate store
