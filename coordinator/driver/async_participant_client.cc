@@ -25,6 +25,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -92,9 +93,33 @@ bool IsFinishing(Method m) {
   return false;
 }
 
-// The generated client writes every request with sequence id 0 and one call
-// at a time runs on a connection, so every reply must carry 0 too.
-constexpr int32_t kSeqId = 0;
+// Each request written on a connection gets the next sequence id (the
+// generated client writes 0); its reply must carry it back.
+// Sets it in an encoded request frame: 4-byte length, then a strict binary
+// message (version and type, name length, name, sequence id).
+void SetSeqId(std::string& frame, int32_t seqid) {
+  if (frame.size() < 12) return;
+  const auto* p = reinterpret_cast<const uint8_t*>(frame.data());
+  const uint32_t name_len = (static_cast<uint32_t>(p[8]) << 24) |
+                            (static_cast<uint32_t>(p[9]) << 16) |
+                            (static_cast<uint32_t>(p[10]) << 8) | static_cast<uint32_t>(p[11]);
+  const size_t at = 12 + static_cast<size_t>(name_len);
+  if (at + 4 > frame.size()) return;
+  const auto id = static_cast<uint32_t>(seqid);
+  frame[at] = static_cast<char>((id >> 24) & 0xff);
+  frame[at + 1] = static_cast<char>((id >> 16) & 0xff);
+  frame[at + 2] = static_cast<char>((id >> 8) & 0xff);
+  frame[at + 3] = static_cast<char>(id & 0xff);
+}
+
+int64_t MonotonicUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Answered calls an endpoint needs before its latency decides on batching.
+constexpr int64_t kLatencySamplesBeforeBatching = 8;
 
 // The TLS client context for participants (same rules as common/tls.h: TLS
 // 1.2+, the server verified against the CA bundle and the CRL if any, our
@@ -258,16 +283,34 @@ struct NoValue {};  // the "result" of commit and abort
 //   still_wanted()? ── false ──► kCancelled (slot freed, nothing sent)
 //                │ true
 //                ▼
-//   idle connection? ── no ──► resolve/connect (connect timer) ──┐
-//                │ yes                                           │
-//                ▼                                               ▼
-//              Send: write frame, call timer ──► read 4-byte length ──► read body ──► decode
-//                                                                                       │
-//   any transport error / connect timeout ──► close socket, kUnavailable ───────────────┤
-//   call timer fires ──────────────────────► close socket, kTimeout ───────────────────┤
-//                                                                                       ▼
-//                      Complete: claim (exactly once), free the slot, reuse or close
-//                      the connection, Pump the endpoint, run the callback
+//   Assign: the endpoint batches (fast replies) and a connection is gathering
+//           a batch? ── yes ──► joins that batch
+//                │ no
+//                ▼
+//   idle connection, or a new one (resolve/connect, TLS handshake, connect timer)
+//                │ (batching: it gathers the calls assigned until it is written)
+//                ▼
+//   Flush: every call of the batch written in one write, one timer for the batch
+//                ▼
+//   read replies: each frame is the next call's reply (its own sequence id) ──► decode
+//                │                                                               │
+//   any transport error / connect timeout ──► close socket, every call of the    │
+//                                             batch kUnavailable ────────────────┤
+//   the batch's timer fires ──────────────► close socket, the unanswered kTimeout┤
+//                                                                                ▼
+//                      CompleteCall: claim (exactly once), free the slot, Pump the
+//                      endpoint, run the callback; the connection goes back to the
+//                      idle list once every call of its batch is answered
+//
+// Batching: a participant that answers fast gets the calls that become ready
+// together (a group commit's decisions, a wave of prepares) in one write on one
+// connection, and sends its answers back together (the participant server
+// holds answers while more requests are already read: common/tls.h
+// PlainSocket). One send and one receive serve several calls on each side.
+// A participant serves one connection's calls one after another, so batching
+// is only used while the endpoint's recent reply latency is under
+// batch_below_us; a slow participant gets one call per connection, as
+// without batching.
 //
 // The destructor claims every queued and outstanding call instead (kUnavailable).
 class AsyncParticipantClient::Impl {
@@ -289,13 +332,16 @@ class AsyncParticipantClient::Impl {
   struct CallState {
     Method method = Method::kPrepare;
     ParticipantCall call;
-    std::string frame;             // the encoded request
+    std::string frame;             // the encoded request (its sequence id set when written)
     Status early_error;            // not OK: completed with it when its turn comes, not sent
     Endpoint* endpoint = nullptr;  // set by Submit; endpoints live as long as the client
     // The one completion: whoever exchanges it to true completes the call.
     std::atomic<bool> claimed{false};
-    // Started when the call is sent; only the I/O path touches it (Asio orders
-    // the handlers of one call), the destructor never does.
+    // Set when written, read by the reply's handler (same strand).
+    int32_t seqid = 0;
+    int64_t sent_us = 0;
+    // Started when the call is given a connection; only the I/O path touches
+    // it (Asio orders the handlers of one connection), the destructor never does.
     std::optional<ParticipantCallTimer> timer;
 
     virtual ~CallState() = default;
@@ -339,72 +385,97 @@ class AsyncParticipantClient::Impl {
     }
   };
 
-  // One TCP connection. Between calls it sits in its endpoint's idle list
-  // (owned by nobody else); during a call only handlers on `strand` touch it.
+  using CallPtr = std::shared_ptr<CallState>;
+
+  // One TCP connection. Between batches it sits in its endpoint's idle list
+  // (owned by nobody else); while it carries a batch only handlers on
+  // `strand` touch its I/O state.
   struct Conn {
     Conn(asio::io_context& io,
-         const std::shared_ptr<apache::thrift::protocol::TProtocolFactory>& protocol_factory)
-        : strand(asio::make_strand(io)),
+         const std::shared_ptr<apache::thrift::protocol::TProtocolFactory>& protocol_factory,
+         Endpoint* ep)
+        : endpoint(ep),
+          strand(asio::make_strand(io)),
           socket(strand),
           timer(strand),
           reply(std::make_shared<TMemoryBuffer>()),
           reply_protocol(protocol_factory->getProtocol(reply)),
           decoder(reply_protocol) {}
 
+    Endpoint* const endpoint;
     asio::strand<asio::io_context::executor_type> strand;
     tcp::socket socket;
     // With TLS: the session over `socket` and the context it was made from.
     std::shared_ptr<asio::ssl::context> tls_context;
     std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
-    asio::steady_timer timer;                 // connect timeout, then each call's timeout
+    asio::steady_timer timer;                 // connect timeout, then the batch's timeout
     std::unique_ptr<tcp::resolver> resolver;  // only for host names
-    std::shared_ptr<CallState> current;       // the call on this connection, if any
-    std::vector<uint8_t> in;                  // the reply: 4-byte length, then body
-    size_t reply_bytes = 0;                   // the body's length
-    int64_t idle_since_ms = 0;                // guarded by mu_ while in an idle list
-    // Reply decoding: the generated client reading `reply` (set to the body in `in`).
+    // Guarded by mu_: the calls given to this connection and not yet written.
+    std::vector<CallPtr> batch;
+    // Strand only:
+    std::deque<CallPtr> outstanding;  // written, reply not yet read; in the order written
+    uint64_t generation = 0;          // one per written batch (stale timer handlers)
+    bool ready = false;               // connected (and the TLS handshake done)
+    bool failed = false;              // closed after an error: never reused
+    int32_t last_seqid = 0;
+    std::string out;          // the frames being written
+    std::vector<uint8_t> in;  // received bytes not yet decoded: [0, in_end)
+    size_t in_end = 0;
+    int64_t idle_since_ms = 0;  // guarded by mu_ while in an idle list
+    // Reply decoding: the generated client reading `reply` (set to a body in `in`).
     std::shared_ptr<TMemoryBuffer> reply;
     std::shared_ptr<TProtocol> reply_protocol;
     wire::ParticipantClient decoder;
   };
+  using ConnPtr = std::shared_ptr<Conn>;
 
   struct Endpoint {
     Endpoint(std::string n, Result<HostPort> a) : name(std::move(n)), address(std::move(a)) {}
     const std::string name;
     const Result<HostPort> address;  // parsed once
     // Guarded by mu_:
-    std::deque<std::shared_ptr<CallState>> prepare_queue;    // prepare, commitOnePhase, action
-    std::deque<std::shared_ptr<CallState>> finishing_queue;  // commit, abort, compensate
-    bool finishing_next = false;  // whose turn it is when both queues wait
-    int active = 0;               // calls taken from the queues and not released
-    std::unordered_set<std::shared_ptr<CallState>> in_flight;  // those calls
-    std::deque<std::shared_ptr<Conn>> idle;                    // oldest first
+    std::deque<CallPtr> prepare_queue;      // prepare, commitOnePhase, action
+    std::deque<CallPtr> finishing_queue;    // commit, abort, compensate
+    bool finishing_next = false;            // whose turn it is when both queues wait
+    int active = 0;                         // calls taken from the queues and not released
+    std::unordered_set<CallPtr> in_flight;  // those calls
+    std::deque<ConnPtr> idle;               // oldest first
+    ConnPtr gathering;                      // a connection whose batch more calls may join
+    double latency_us = 0;                  // moving average of answered calls' reply latency
+    int64_t latency_samples = 0;
   };
 
-  void Submit(std::shared_ptr<CallState> call);
+  void Submit(CallPtr call);
   // Starts queued calls of `ep` while it has free slots. Any thread; no lock held.
   void Pump(Endpoint& ep);
-  std::shared_ptr<CallState> PopNextLocked(Endpoint& ep);
-  void StartOnNewConnection(const std::shared_ptr<CallState>& call);
+  CallPtr PopNextLocked(Endpoint& ep);
+  // Gives a call that may be sent a connection (joining a gathering batch, an
+  // idle connection, or a new one).
+  void Assign(Endpoint& ep, const CallPtr& call);
+  bool BatchingLocked(const Endpoint& ep) const;
   // The rest run on the connection's strand.
-  void Connect(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
-  // TLS: the handshake on a new connection, then Send.
-  void Handshake(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
-  void Send(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
-  void ReadReply(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
-  void OnFirstBytes(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call,
-                    size_t received);
-  void OnBody(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call);
-  // Ends the call with a transport-level failure: closes the connection.
-  void Fail(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call,
-            Status status);
-  // The single completion path of a call that was sent (or whose connect was
-  // tried): claims it, frees its slot, returns or closes the connection, starts
+  void Connect(const ConnPtr& conn);
+  // TLS: the handshake on a new connection, then Flush.
+  void Handshake(const ConnPtr& conn);
+  // Writes the connection's batch and starts reading the replies.
+  void Flush(const ConnPtr& conn);
+  void ReadReplies(const ConnPtr& conn);
+  // Decodes every complete reply received; reads on while calls wait.
+  void OnBytes(const ConnPtr& conn);
+  // Decodes one reply body for `call`; false when the connection cannot be
+  // trusted after it.
+  bool DecodeReply(const ConnPtr& conn, CallState& call, uint8_t* body, uint32_t size,
+                   Status* status);
+  // Closes the connection and completes every call it carries (written or
+  // not) with `why(call)`.
+  void FailConn(const ConnPtr& conn, const std::function<Status(const CallState&)>& why);
+  // The single completion path of a call: claims it, frees its slot, starts
   // the next queued call and runs the callback. No-op when already claimed.
-  void Complete(const std::shared_ptr<Conn>& conn, const std::shared_ptr<CallState>& call,
-                Status status, bool keep_connection);
-  // Frees the call's slot; `conn` (may be null) goes back to the idle list.
-  void Release(const std::shared_ptr<CallState>& call, std::shared_ptr<Conn> conn);
+  void CompleteCall(const CallPtr& call, Status status);
+  // Frees the call's slot (and records its latency when answered).
+  void Release(const CallPtr& call, int64_t latency_us = -1);
+  // A connection whose batch is fully answered: back to the idle list.
+  void ReturnToIdle(const ConnPtr& conn);
   static void Close(Conn& conn);
   // Reads and writes go through the TLS session when the connection has one.
   template <typename Buffer, typename Handler>
@@ -447,9 +518,9 @@ class AsyncParticipantClient::Impl {
   // Set once, by the destructor; read without mu_ by After's timers.
   std::atomic<bool> stopping_{false};
 
-  // mu_ guards endpoints_' queues, slots and idle lists, and pending_. It is a
-  // leaf lock: no callback, still_wanted, socket operation or log line runs
-  // under it.
+  // mu_ guards endpoints_' queues, slots, idle lists, gathering batches and
+  // latencies, and pending_. It is a leaf lock: no callback, still_wanted,
+  // socket operation or log line runs under it.
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<Endpoint>> endpoints_;
   size_t pending_ = 0;  // queued + active over all endpoints
@@ -592,10 +663,7 @@ AsyncParticipantClient::Impl::PopNextLocked(Endpoint& ep) {
 
 void AsyncParticipantClient::Impl::Pump(Endpoint& ep) {
   for (;;) {
-    std::shared_ptr<CallState> call;
-    std::shared_ptr<Conn> conn;
-    std::vector<std::shared_ptr<Conn>> expired;
-    int64_t idle_ms = 0;
+    CallPtr call;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_ || ep.active >= options_.max_calls_per_endpoint) return;
@@ -603,62 +671,85 @@ void AsyncParticipantClient::Impl::Pump(Endpoint& ep) {
       if (call == nullptr) return;
       ++ep.active;
       ep.in_flight.insert(call);
-      const int64_t now = MonotonicMs();
-      while (!ep.idle.empty() && now - ep.idle.front()->idle_since_ms > options_.max_idle_ms) {
-        expired.push_back(std::move(ep.idle.front()));
-        ep.idle.pop_front();
-      }
-      if (!ep.idle.empty()) {
-        conn = std::move(ep.idle.back());  // the most recently used: least likely closed
-        ep.idle.pop_back();
-        idle_ms = now - conn->idle_since_ms;
-      }
-    }
-    // Idle connections have no operation pending: any thread may close them.
-    for (auto& old : expired) Close(*old);
-    // A connection back from a call moments ago is used without the peek (a
-    // system call per participant call under load, expensive on this
-    // virtualised kernel); a peer that closed it in that moment fails this
-    // one call as unavailable, like a peer that closes it after the peek.
-    if (conn != nullptr && idle_ms >= kPeekIdleAfterMs && !StillUsable(*conn)) {
-      VLOG(2) << "idle connection to " << ep.name << " was closed by the peer; opening another";
-      Close(*conn);
-      conn.reset();
     }
     if (!StillWanted(*call)) {
       VLOG(1) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
               << WireName(call->method) << " to " << ep.name << " no longer wanted: not sent";
-      Release(call, std::move(conn));
+      Release(call);
       if (call->Claim()) call->SafeDeliver(Status::Cancelled("no longer wanted: not sent"));
       continue;
     }
     Status unsendable = call->early_error;
     if (unsendable.ok() && !ep.address.ok()) unsendable = ep.address.status();
     if (!unsendable.ok()) {
-      Release(call, std::move(conn));
+      Release(call);
       if (call->Claim()) call->SafeDeliver(unsendable);
       continue;
     }
     VLOG(2) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
             << WireName(call->method) << " to " << ep.name << " sending";
     call->timer.emplace(MetricName(call->method), call->call.endpoint);
-    if (conn != nullptr) {
-      asio::dispatch(conn->strand, [this, conn, call] { Send(conn, call); });
-    } else {
-      StartOnNewConnection(call);
-    }
+    Assign(ep, call);
   }
 }
 
-void AsyncParticipantClient::Impl::StartOnNewConnection(const std::shared_ptr<CallState>& call) {
-  auto conn = std::make_shared<Conn>(io_, protocol_factory_);
-  asio::dispatch(conn->strand, [this, conn, call] { Connect(conn, call); });
+bool AsyncParticipantClient::Impl::BatchingLocked(const Endpoint& ep) const {
+  return options_.max_batch_calls > 1 && ep.latency_samples >= kLatencySamplesBeforeBatching &&
+         ep.latency_us <= static_cast<double>(options_.batch_below_us);
 }
 
-void AsyncParticipantClient::Impl::Connect(const std::shared_ptr<Conn>& conn,
-                                           const std::shared_ptr<CallState>& call) {
-  if (call->Claimed()) return;  // the destructor completed it
-  conn->current = call;
+void AsyncParticipantClient::Impl::Assign(Endpoint& ep, const CallPtr& call) {
+  ConnPtr conn;
+  std::vector<ConnPtr> expired;
+  int64_t idle_ms = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;  // the destructor completed the call (it was in flight)
+    if (ep.gathering != nullptr && BatchingLocked(ep) &&
+        ep.gathering->batch.size() < static_cast<size_t>(options_.max_batch_calls)) {
+      ep.gathering->batch.push_back(call);
+      return;  // written with the batch it joined
+    }
+    const int64_t now = MonotonicMs();
+    while (!ep.idle.empty() && now - ep.idle.front()->idle_since_ms > options_.max_idle_ms) {
+      expired.push_back(std::move(ep.idle.front()));
+      ep.idle.pop_front();
+    }
+    if (!ep.idle.empty()) {
+      conn = std::move(ep.idle.back());  // the most recently used: least likely closed
+      ep.idle.pop_back();
+      idle_ms = now - conn->idle_since_ms;
+    }
+  }
+  // Idle connections have no operation pending: any thread may close them.
+  for (auto& old : expired) Close(*old);
+  // A connection back from a batch moments ago is used without the peek (a
+  // system call per participant call under load, expensive on this
+  // virtualised kernel); a peer that closed it in that moment fails this
+  // batch as unavailable, like a peer that closes it after the peek.
+  if (conn != nullptr && idle_ms >= kPeekIdleAfterMs && !StillUsable(*conn)) {
+    VLOG(2) << "idle connection to " << ep.name << " was closed by the peer; opening another";
+    Close(*conn);
+    conn.reset();
+  }
+  const bool fresh = conn == nullptr;
+  if (fresh) conn = std::make_shared<Conn>(io_, protocol_factory_, &ep);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    conn->batch.push_back(call);
+    // Calls assigned before it is written join it (posted below: the pumps
+    // already queued on the I/O threads run first).
+    if (BatchingLocked(ep)) ep.gathering = conn;
+  }
+  if (fresh) {
+    asio::post(conn->strand, [this, conn] { Connect(conn); });
+  } else {
+    asio::post(conn->strand, [this, conn] { Flush(conn); });
+  }
+}
+
+void AsyncParticipantClient::Impl::Connect(const ConnPtr& conn) {
+  const Endpoint& ep = *conn->endpoint;
   if (options_.tls.enabled()) {
     Status error;
     {
@@ -667,32 +758,36 @@ void AsyncParticipantClient::Impl::Connect(const std::shared_ptr<Conn>& conn,
       error = tls_error_;
     }
     if (conn->tls_context == nullptr) {
-      Fail(conn, call, Status::Unavailable("participant TLS is misconfigured: " + error.message()));
+      const Status status =
+          Status::Unavailable("participant TLS is misconfigured: " + error.message());
+      FailConn(conn, [&](const CallState&) { return status; });
       return;
     }
   }
-  const HostPort& address = call->endpoint->address.value();
+  const HostPort& address = ep.address.value();
   conn->timer.expires_after(std::chrono::milliseconds(options_.connect_timeout_ms));
-  conn->timer.async_wait([this, conn, call](const boost::system::error_code& ec) {
-    if (ec == asio::error::operation_aborted || call->Claimed()) return;
-    Fail(conn, call,
-         Status::Unavailable("connect to participant " + call->call.endpoint + " timed out after " +
-                             std::to_string(options_.connect_timeout_ms) + " ms"));
+  conn->timer.async_wait([this, conn](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || conn->ready || conn->failed) return;
+    const Status status =
+        Status::Unavailable("connect to participant " + conn->endpoint->name + " timed out after " +
+                            std::to_string(options_.connect_timeout_ms) + " ms");
+    FailConn(conn, [&](const CallState&) { return status; });
   });
-  auto on_connected = [this, conn, call](const boost::system::error_code& ec) {
-    if (call->Claimed()) return;
+  auto on_connected = [this, conn](const boost::system::error_code& ec) {
+    if (conn->failed) return;
     if (ec) {
-      Fail(conn, call,
-           Status::Unavailable("cannot connect to participant " + call->call.endpoint + ": " +
-                               ec.message()));
+      const Status status = Status::Unavailable("cannot connect to participant " +
+                                                conn->endpoint->name + ": " + ec.message());
+      FailConn(conn, [&](const CallState&) { return status; });
       return;
     }
     boost::system::error_code ignored;
     conn->socket.set_option(tcp::no_delay(true), ignored);
     if (conn->tls_context != nullptr) {
-      Handshake(conn, call);
+      Handshake(conn);
     } else {
-      Send(conn, call);
+      conn->ready = true;
+      Flush(conn);
     }
   };
   boost::system::error_code parse_error;
@@ -706,13 +801,13 @@ void AsyncParticipantClient::Impl::Connect(const std::shared_ptr<Conn>& conn,
   conn->resolver = std::make_unique<tcp::resolver>(conn->strand);
   conn->resolver->async_resolve(
       address.host, std::to_string(address.port),
-      [this, conn, call, on_connected = std::move(on_connected)](
+      [this, conn, on_connected = std::move(on_connected)](
           const boost::system::error_code& ec, const tcp::resolver::results_type& results) {
-        if (call->Claimed()) return;
+        if (conn->failed) return;
         if (ec) {
-          Fail(conn, call,
-               Status::Unavailable("cannot resolve participant " + call->call.endpoint + ": " +
-                                   ec.message()));
+          const Status status = Status::Unavailable("cannot resolve participant " +
+                                                    conn->endpoint->name + ": " + ec.message());
+          FailConn(conn, [&](const CallState&) { return status; });
           return;
         }
         asio::async_connect(conn->socket, results,
@@ -721,11 +816,11 @@ void AsyncParticipantClient::Impl::Connect(const std::shared_ptr<Conn>& conn,
       });
 }
 
-void AsyncParticipantClient::Impl::Handshake(const std::shared_ptr<Conn>& conn,
-                                             const std::shared_ptr<CallState>& call) {
+void AsyncParticipantClient::Impl::Handshake(const ConnPtr& conn) {
   conn->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(conn->socket, *conn->tls_context);
   SSL* ssl = conn->tls->native_handle();
-  const std::string& host = call->endpoint->address.value().host;
+  const std::string& endpoint = conn->endpoint->name;
+  const std::string& host = conn->endpoint->address.value().host;
   const std::string& name = options_.tls.server_name.empty() ? host : options_.tls.server_name;
   // OpenSSL checks the name during the handshake: an IP literal against the
   // certificate's IP SANs, a host name against its DNS SANs (RFC 6125).
@@ -737,16 +832,16 @@ void AsyncParticipantClient::Impl::Handshake(const std::shared_ptr<Conn>& conn,
     name_set = SSL_set1_host(ssl, name.c_str()) == 1;
   }
   if (!name_set) {
-    Fail(conn, call,
-         Status::Unavailable("participant TLS: cannot check the name '" + name + "' of " +
-                             call->call.endpoint));
+    const Status status =
+        Status::Unavailable("participant TLS: cannot check the name '" + name + "' of " + endpoint);
+    FailConn(conn, [&](const CallState&) { return status; });
     return;
   }
   // The connect timer (connect_timeout_ms) still runs: it bounds the handshake too.
   conn->tls->async_handshake(
       asio::ssl::stream_base::client,
-      [this, conn, call, name](const boost::system::error_code& ec) {
-        if (call->Claimed()) return;
+      [this, conn, name, &endpoint](const boost::system::error_code& ec) {
+        if (conn->failed) return;
         if (ec) {
           std::string reason = ec.message();
           if (ec == asio::ssl::error::stream_truncated || ec == asio::error::eof) {
@@ -761,110 +856,167 @@ void AsyncParticipantClient::Impl::Handshake(const std::shared_ptr<Conn>& conn,
               reason += " (the certificate does not name '" + name + "')";
             }
           }
-          Fail(conn, call,
-               Status::Unavailable("TLS handshake with participant " + call->call.endpoint +
-                                   " failed: " + reason));
+          const Status status = Status::Unavailable("TLS handshake with participant " + endpoint +
+                                                    " failed: " + reason);
+          FailConn(conn, [&](const CallState&) { return status; });
           return;
         }
-        Send(conn, call);
+        conn->ready = true;
+        Flush(conn);
       });
 }
 
-void AsyncParticipantClient::Impl::Send(const std::shared_ptr<Conn>& conn,
-                                        const std::shared_ptr<CallState>& call) {
-  if (call->Claimed()) {  // the destructor completed it
+void AsyncParticipantClient::Impl::Flush(const ConnPtr& conn) {
+  std::vector<CallPtr> calls;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls.swap(conn->batch);
+    if (conn->endpoint->gathering == conn) conn->endpoint->gathering.reset();
+  }
+  // The destructor completed (claimed) calls while they waited here.
+  calls.erase(
+      std::remove_if(calls.begin(), calls.end(), [](const CallPtr& c) { return c->Claimed(); }),
+      calls.end());
+  if (conn->failed) {
+    // Joined after the connection failed (FailConn took the batch before).
+    for (const auto& call : calls) {
+      CompleteCall(call, Status::Unavailable("connection to participant " + conn->endpoint->name +
+                                             " failed"));
+    }
+    return;
+  }
+  if (calls.empty()) {
     Close(*conn);
     return;
   }
-  conn->current = call;
-  conn->timer.expires_after(std::chrono::milliseconds(call->call.timeout_ms));
-  conn->timer.async_wait([this, conn, call](const boost::system::error_code& ec) {
-    if (ec == asio::error::operation_aborted || call->Claimed()) return;
-    // The reply may still come: this connection can no longer be trusted.
-    Fail(conn, call,
-         Status::Timeout(std::string(WireName(call->method)) + " to participant " +
-                         call->call.endpoint + " timed out after " +
-                         std::to_string(call->call.timeout_ms) + " ms"));
+  const int64_t now_us = MonotonicUs();
+  int timeout_ms = calls.front()->call.timeout_ms;
+  conn->out.clear();
+  for (const auto& call : calls) {
+    conn->last_seqid = conn->last_seqid == INT32_MAX ? 1 : conn->last_seqid + 1;
+    call->seqid = conn->last_seqid;
+    SetSeqId(call->frame, call->seqid);
+    conn->out += call->frame;
+    call->sent_us = now_us;
+    timeout_ms = std::min(timeout_ms, call->call.timeout_ms);
+    conn->outstanding.push_back(call);
+  }
+  const uint64_t generation = ++conn->generation;
+  conn->timer.expires_after(std::chrono::milliseconds(timeout_ms));
+  conn->timer.async_wait([this, conn, generation, timeout_ms](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || conn->failed || generation != conn->generation ||
+        conn->outstanding.empty()) {
+      return;
+    }
+    // A reply may still come: this connection can no longer be trusted.
+    FailConn(conn, [&](const CallState& call) {
+      return Status::Timeout(std::string(WireName(call.method)) + " to participant " +
+                             call.call.endpoint + " timed out after " + std::to_string(timeout_ms) +
+                             " ms");
+    });
   });
-  AsyncWrite(*conn, asio::buffer(call->frame),
-             [this, conn, call](const boost::system::error_code& ec, size_t) {
-               if (call->Claimed()) return;
-               if (ec) {
-                 Fail(conn, call,
-                      Status::Unavailable("cannot send to participant " + call->call.endpoint +
-                                          ": " + ec.message()));
-                 return;
-               }
-               ReadReply(conn, call);
-             });
+  AsyncWrite(
+      *conn, asio::buffer(conn->out), [this, conn](const boost::system::error_code& ec, size_t) {
+        if (conn->failed) return;
+        if (ec) {
+          const Status status = Status::Unavailable("cannot send to participant " +
+                                                    conn->endpoint->name + ": " + ec.message());
+          FailConn(conn, [&](const CallState&) { return status; });
+          return;
+        }
+        if (conn->out.size() > kKeepReadBufferBytes) {
+          std::string().swap(conn->out);  // one large request: do not keep its memory
+        }
+        ReadReplies(conn);
+      });
 }
 
-void AsyncParticipantClient::Impl::ReadReply(const std::shared_ptr<Conn>& conn,
-                                             const std::shared_ptr<CallState>& call) {
-  // One read usually brings the whole reply (length and body).
-  if (conn->in.size() < kReadChunkBytes) conn->in.resize(kReadChunkBytes);
-  AsyncRead(*conn, asio::buffer(conn->in), asio::transfer_at_least(4),
-            [this, conn, call](const boost::system::error_code& ec, size_t n) {
-              if (call->Claimed()) return;
+void AsyncParticipantClient::Impl::ReadReplies(const ConnPtr& conn) {
+  // One read usually brings every reply that is ready.
+  if (conn->in.size() < conn->in_end + kReadChunkBytes) {
+    conn->in.resize(conn->in_end + kReadChunkBytes);
+  }
+  AsyncRead(*conn, asio::buffer(conn->in.data() + conn->in_end, conn->in.size() - conn->in_end),
+            asio::transfer_at_least(1),
+            [this, conn](const boost::system::error_code& ec, size_t n) {
+              if (conn->failed) return;
               if (ec) {
-                Fail(conn, call,
-                     Status::Unavailable("no reply from participant " + call->call.endpoint + ": " +
-                                         ec.message()));
+                const Status status = Status::Unavailable(
+                    "no reply from participant " + conn->endpoint->name + ": " + ec.message());
+                FailConn(conn, [&](const CallState&) { return status; });
                 return;
               }
-              OnFirstBytes(conn, call, n);
+              conn->in_end += n;
+              OnBytes(conn);
             });
 }
 
-void AsyncParticipantClient::Impl::OnFirstBytes(const std::shared_ptr<Conn>& conn,
-                                                const std::shared_ptr<CallState>& call,
-                                                size_t received) {
-  const uint8_t* h = conn->in.data();
-  const uint32_t raw = (static_cast<uint32_t>(h[0]) << 24) | (static_cast<uint32_t>(h[1]) << 16) |
-                       (static_cast<uint32_t>(h[2]) << 8) | static_cast<uint32_t>(h[3]);
-  const int64_t size = static_cast<int32_t>(raw);
-  if (size <= 0 || size > options_.max_message_bytes) {
-    Fail(conn, call,
-         Status::Unavailable("reply frame of " + std::to_string(size) + " bytes from participant " +
-                             call->call.endpoint + " (limit " +
-                             std::to_string(options_.max_message_bytes) + ")"));
+void AsyncParticipantClient::Impl::OnBytes(const ConnPtr& conn) {
+  const std::string& endpoint = conn->endpoint->name;
+  size_t pos = 0;
+  while (!conn->outstanding.empty() && conn->in_end - pos >= 4) {
+    const uint8_t* h = conn->in.data() + pos;
+    const uint32_t raw = (static_cast<uint32_t>(h[0]) << 24) | (static_cast<uint32_t>(h[1]) << 16) |
+                         (static_cast<uint32_t>(h[2]) << 8) | static_cast<uint32_t>(h[3]);
+    const int64_t size = static_cast<int32_t>(raw);
+    if (size <= 0 || size > options_.max_message_bytes) {
+      const Status status = Status::Unavailable("reply frame of " + std::to_string(size) +
+                                                " bytes from participant " + endpoint + " (limit " +
+                                                std::to_string(options_.max_message_bytes) + ")");
+      FailConn(conn, [&](const CallState&) { return status; });
+      return;
+    }
+    const size_t total = 4 + static_cast<size_t>(size);
+    if (conn->in_end - pos < total) {
+      if (conn->in.size() < pos + total) conn->in.resize(pos + total);
+      break;  // the rest of this reply is still coming
+    }
+    CallPtr call = std::move(conn->outstanding.front());
+    conn->outstanding.pop_front();
+    Status status;
+    const bool keep =
+        DecodeReply(conn, *call, conn->in.data() + pos + 4, static_cast<uint32_t>(size), &status);
+    pos += total;
+    if (!keep) {
+      CompleteCall(call, std::move(status));
+      FailConn(conn, [&](const CallState&) {
+        return Status::Unavailable("connection to participant " + endpoint +
+                                   " closed after a malformed reply to an earlier call");
+      });
+      return;
+    }
+    CompleteCall(call, std::move(status));
+    if (conn->failed) return;  // a callback cannot reach it, but stay safe
+  }
+  if (pos > 0) {
+    std::memmove(conn->in.data(), conn->in.data() + pos, conn->in_end - pos);
+    conn->in_end -= pos;
+  }
+  if (!conn->outstanding.empty()) {
+    ReadReplies(conn);
     return;
   }
-  conn->reply_bytes = static_cast<size_t>(size);
-  const size_t total = 4 + conn->reply_bytes;
-  if (received > total) {
-    // One call at a time: nothing may follow the reply.
-    Fail(conn, call,
-         Status::Unavailable("participant " + call->call.endpoint + " sent " +
-                             std::to_string(received - total) + " bytes after its reply"));
+  if (conn->in_end > 0) {
+    // Every call is answered: nothing may follow the replies.
+    VLOG(1) << "participant " << endpoint << " sent " << conn->in_end
+            << " bytes after its replies; connection closed";
+    conn->failed = true;
+    conn->timer.cancel();
+    Close(*conn);
     return;
   }
-  if (received == total) {
-    OnBody(conn, call);
-    return;
+  conn->timer.cancel();
+  if (conn->in.size() > kKeepReadBufferBytes) {  // one large reply: do not keep its memory
+    conn->in.resize(kReadChunkBytes);
+    conn->in.shrink_to_fit();
   }
-  if (conn->in.size() < total) conn->in.resize(total);
-  AsyncRead(*conn, asio::buffer(conn->in.data() + received, total - received), asio::transfer_all(),
-            [this, conn, call](const boost::system::error_code& ec, size_t) {
-              if (call->Claimed()) return;
-              if (ec) {
-                Fail(conn, call,
-                     Status::Unavailable("reply from participant " + call->call.endpoint +
-                                         " cut short: " + ec.message()));
-                return;
-              }
-              OnBody(conn, call);
-            });
+  ReturnToIdle(conn);
 }
 
-void AsyncParticipantClient::Impl::OnBody(const std::shared_ptr<Conn>& conn,
-                                          const std::shared_ptr<CallState>& call) {
-  const std::string& endpoint = call->call.endpoint;
-  Status status;
-  bool keep = true;
+bool AsyncParticipantClient::Impl::DecodeReply(const ConnPtr& conn, CallState& call, uint8_t* body,
+                                               uint32_t size, Status* status) {
+  const std::string& endpoint = call.call.endpoint;
   try {
-    uint8_t* body = conn->in.data() + 4;
-    const auto size = static_cast<uint32_t>(conn->reply_bytes);
     // The generated recv_* does not check the method name or the sequence id
     // (it reads the body of any reply as its own): check the header first.
     conn->reply->resetBuffer(body, size, TMemoryBuffer::OBSERVE);
@@ -872,58 +1024,65 @@ void AsyncParticipantClient::Impl::OnBody(const std::shared_ptr<Conn>& conn,
     TMessageType type = apache::thrift::protocol::T_REPLY;
     int32_t seqid = -1;
     conn->reply_protocol->readMessageBegin(name, type, seqid);
-    if (name != WireName(call->method) || seqid != kSeqId ||
+    if (name != WireName(call.method) || seqid != call.seqid ||
         (type != apache::thrift::protocol::T_REPLY &&
          type != apache::thrift::protocol::T_EXCEPTION)) {
-      status =
-          Status::Unavailable("unexpected reply from participant " + endpoint + ": '" +
-                              name.substr(0, 64) + "' type " + std::to_string(type) + " seqid " +
-                              std::to_string(seqid) + " to " + WireName(call->method));
-      keep = false;
-    } else {
-      conn->reply->resetBuffer(body, size, TMemoryBuffer::OBSERVE);
-      call->Decode(conn->decoder);
+      *status = Status::Unavailable("unexpected reply from participant " + endpoint + ": '" +
+                                    name.substr(0, 64) + "' type " + std::to_string(type) +
+                                    " seqid " + std::to_string(seqid) + " to " +
+                                    WireName(call.method) + " seqid " + std::to_string(call.seqid));
+      return false;
     }
+    conn->reply->resetBuffer(body, size, TMemoryBuffer::OBSERVE);
+    call.Decode(conn->decoder);
+    return true;
   } catch (const wire::Unavailable& e) {
     // A declared exception: a well-formed reply, the connection is fine.
-    status = Status::Unavailable("participant " + endpoint + " unavailable: " + e.message);
+    *status = Status::Unavailable("participant " + endpoint + " unavailable: " + e.message);
+    return true;
   } catch (const wire::PermissionDenied& e) {
     // Declared too. Retried like Unavailable: the participant's list of allowed
     // coordinator identities (or this coordinator's certificate) must change.
-    status = Status::Unavailable("participant " + endpoint +
-                                 " refused this coordinator (PermissionDenied): " + e.message);
+    *status = Status::Unavailable("participant " + endpoint +
+                                  " refused this coordinator (PermissionDenied): " + e.message);
+    return true;
   } catch (const TException& e) {
     // TApplicationException (the handler failed), TProtocolException (malformed).
-    status = TranslateThriftException(e, endpoint);
-    keep = false;
+    *status = TranslateThriftException(e, endpoint);
   } catch (const std::exception& e) {
-    status = Status::Unavailable("participant " + endpoint + ": " + e.what());
-    keep = false;
+    *status = Status::Unavailable("participant " + endpoint + ": " + e.what());
   }
-  if (conn->in.size() > kKeepReadBufferBytes) {  // one large reply: do not keep its memory
-    conn->in.resize(kReadChunkBytes);
-    conn->in.shrink_to_fit();
-  }
-  Complete(conn, call, std::move(status), keep);
+  return false;
 }
 
-void AsyncParticipantClient::Impl::Fail(const std::shared_ptr<Conn>& conn,
-                                        const std::shared_ptr<CallState>& call, Status status) {
-  if (status.code() == StatusCode::kUnavailable) {
-    LogParticipantConnectionError(call->call.endpoint, status);
+void AsyncParticipantClient::Impl::FailConn(const ConnPtr& conn,
+                                            const std::function<Status(const CallState&)>& why) {
+  std::vector<CallPtr> calls;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    calls.swap(conn->batch);
+    if (conn->endpoint->gathering == conn) conn->endpoint->gathering.reset();
   }
-  Complete(conn, call, std::move(status), false);
+  conn->failed = true;
+  conn->timer.cancel();
+  Close(*conn);
+  calls.insert(calls.begin(), std::make_move_iterator(conn->outstanding.begin()),
+               std::make_move_iterator(conn->outstanding.end()));
+  conn->outstanding.clear();
+  bool logged = false;
+  for (const auto& call : calls) {
+    if (call->Claimed()) continue;
+    Status status = why(*call);
+    if (!logged && status.code() == StatusCode::kUnavailable) {
+      LogParticipantConnectionError(call->call.endpoint, status);
+      logged = true;  // one line per connection, not per call
+    }
+    CompleteCall(call, std::move(status));
+  }
 }
 
-void AsyncParticipantClient::Impl::Complete(const std::shared_ptr<Conn>& conn,
-                                            const std::shared_ptr<CallState>& call, Status status,
-                                            bool keep_connection) {
+void AsyncParticipantClient::Impl::CompleteCall(const CallPtr& call, Status status) {
   if (!call->Claim()) return;  // the destructor completed it
-  if (conn != nullptr) {
-    conn->current.reset();
-    conn->timer.cancel();
-    if (!keep_connection) Close(*conn);
-  }
   if (call->timer.has_value()) status = call->timer->Done(std::move(status));
   if (!status.ok()) {
     VLOG(1) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
@@ -932,34 +1091,49 @@ void AsyncParticipantClient::Impl::Complete(const std::shared_ptr<Conn>& conn,
     VLOG(2) << "gtid=" << call->call.gtid << " branch=" << call->call.branch_id << " "
             << WireName(call->method) << " to " << call->call.endpoint << " answered";
   }
-  Release(call, keep_connection ? conn : nullptr);
+  // A reply (any, even a declared error) measures how fast the participant answers;
+  // a timeout counts as its own length.
+  int64_t latency_us = -1;
+  if (call->sent_us > 0 && (status.ok() || status.code() == StatusCode::kTimeout ||
+                            status.code() == StatusCode::kUnavailable)) {
+    latency_us = std::max<int64_t>(0, MonotonicUs() - call->sent_us);
+  }
+  Release(call, latency_us);
   // The next call goes out before this one's callback runs.
   Pump(*call->endpoint);
   call->SafeDeliver(status);
 }
 
-void AsyncParticipantClient::Impl::Release(const std::shared_ptr<CallState>& call,
-                                           std::shared_ptr<Conn> conn) {
+void AsyncParticipantClient::Impl::Release(const CallPtr& call, int64_t latency_us) {
   Endpoint& ep = *call->endpoint;
-  std::shared_ptr<Conn> drop;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (ep.in_flight.erase(call) == 1) {  // else the destructor took it
-      --ep.active;
-      --pending_;
-    }
-    if (conn != nullptr) {
-      if (!stopping_ && ep.idle.size() < options_.max_idle_per_endpoint) {
-        conn->idle_since_ms = MonotonicMs();
-        ep.idle.push_back(std::move(conn));
-      } else {
-        drop = std::move(conn);
-      }
-    }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (ep.in_flight.erase(call) == 1) {  // else the destructor took it
+    --ep.active;
+    --pending_;
   }
-  if (drop != nullptr) Close(*drop);
+  if (latency_us >= 0) {
+    // Exponential moving average over about the last eight calls.
+    ep.latency_us = ep.latency_samples == 0
+                        ? static_cast<double>(latency_us)
+                        : ep.latency_us + (static_cast<double>(latency_us) - ep.latency_us) / 8;
+    ++ep.latency_samples;
+  }
 }
 
+void AsyncParticipantClient::Impl::ReturnToIdle(const ConnPtr& conn) {
+  Endpoint& ep = *conn->endpoint;
+  bool drop = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_ && ep.idle.size() < options_.max_idle_per_endpoint) {
+      conn->idle_since_ms = MonotonicMs();
+      ep.idle.push_back(conn);
+    } else {
+      drop = true;
+    }
+  }
+  if (drop) Close(*conn);
+}
 void AsyncParticipantClient::Impl::Close(Conn& conn) {
   // No TLS close_notify: it would need another round trip; the participant
   // sees the end of the TCP stream (an ordinary end of connection for it).

@@ -5,7 +5,12 @@
 // a callback. Timeouts and retry delays are Asio timers.
 //
 // Per endpoint:
-//   * persistent connections are reused (one call at a time on each);
+//   * persistent connections are reused; each carries one batch of calls at a
+//     time: the calls that became ready together, written in one write (up to
+//     `max_batch_calls`, only while the endpoint's replies come faster than
+//     `batch_below_us`; otherwise one call per connection), each with its own
+//     sequence id, answered in order (the participant serves a connection's
+//     calls one after another);
 //   * at most `max_calls_per_endpoint` calls are outstanding; more wait in two
 //     queues, one for prepare-class calls (prepare, commitOnePhase, action) and
 //     one for finishing calls (commit, abort, compensate), served alternately,
@@ -14,8 +19,9 @@
 //   * a call whose `still_wanted` answers false when its turn comes is not
 //     sent: its callback gets kCancelled (a prepare still queued when the
 //     decision is taken).
-// A transport error or timeout closes that connection and completes the call
-// with kUnavailable / kTimeout; the caller decides what an unanswered call
+// A transport error or timeout closes that connection and completes every call
+// it carries with kUnavailable / kTimeout (a batch waits as long as the
+// shortest timeout among its calls); the caller decides what an unanswered call
 // means. A call that could not be answered may still have been delivered: a
 // timed-out commit may have committed (every participant call is idempotent).
 //
@@ -67,6 +73,12 @@ struct AsyncParticipantClientOptions {
   int max_calls_per_endpoint = 32;       // sent and unanswered at once; more wait queued
   size_t max_idle_per_endpoint = 64;     // idle connections kept for reuse
   int64_t max_message_bytes = 16 << 20;  // a larger reply is an error
+  // Calls written together on one connection (1: never batched), while the
+  // endpoint's recent reply latency (a moving average, after 8 answers) is at
+  // most batch_below_us. A batch's calls wait for each other's answers at the
+  // participant, so a slow participant keeps one call per connection.
+  int max_batch_calls = 16;
+  int64_t batch_below_us = 2000;
   // An idle connection older than this is closed instead of reused (servers
   // close idle connections: ThriftServerOptions::recv_timeout_ms).
   int64_t max_idle_ms = 60000;
