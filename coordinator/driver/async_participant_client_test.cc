@@ -571,6 +571,118 @@ TEST(AsyncParticipantClientTest, SlowEndpointDoesNotDelayAnother) {
   EXPECT_EQ(slow_done.ok, 3);
 }
 
+// Submits `n` prepares from the client's only I/O thread (inside After), so
+// that every one of them is ready before any is written.
+void PrepareTogether(AsyncParticipantClient& client, const std::string& endpoint, int n,
+                     Completions* done, int timeout_ms = 5000) {
+  std::promise<void> submitted;
+  client.After(0, [&] {
+    for (int i = 0; i < n; ++i) {
+      ParticipantCall call = MakeCall(endpoint, "t" + std::to_string(i));
+      call.timeout_ms = timeout_ms;
+      client.Prepare(std::move(call),
+                     [done, i](Result<BranchVote> r) { done->Done(i, r.status()); });
+    }
+    submitted.set_value();
+  });
+  ASSERT_EQ(submitted.get_future().wait_for(std::chrono::milliseconds(kWaitMs)),
+            std::future_status::ready);
+}
+
+// Warms an endpoint's reply latency up (8 answered calls, one at a time).
+void WarmUp(AsyncParticipantClient& client, const std::string& endpoint) {
+  for (int i = 0; i < 8; ++i) {
+    Result<BranchVote> vote = PrepareSync(client, MakeCall(endpoint, "w" + std::to_string(i)));
+    ASSERT_TRUE(vote.ok()) << vote.status();
+  }
+}
+
+// Calls that become ready together for a participant that answers fast go
+// out as one batch on one connection (stock Thrift server: plain pipelining),
+// answered in order, at most max_batch_calls per batch.
+TEST(AsyncParticipantClientTest, CallsReadyTogetherForAFastParticipantShareAConnection) {
+  TestServer server;
+  AsyncParticipantClientOptions options;
+  options.io_threads = 1;
+  options.max_batch_calls = 4;
+  options.batch_below_us = 60'000'000;  // every participant counts as fast here
+  AsyncParticipantClient client(options);
+  WarmUp(client, server.endpoint());
+  EXPECT_EQ(server.opened(), 1);
+  Completions done(10);
+  PrepareTogether(client, server.endpoint(), 10, &done);
+  ASSERT_TRUE(WaitUntil([&] { return done.total == 10; }, kWaitMs));
+  EXPECT_EQ(done.ok, 10);
+  // The idle connection took the first four, two new ones four and two.
+  EXPECT_EQ(server.opened(), 3);
+  std::vector<std::string> order = server.handler->arrival_order();
+  ASSERT_EQ(order.size(), 18u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(order[8 + i], "t" + std::to_string(i));
+  for (size_t i = 0; i < 10; ++i) EXPECT_EQ(done.counts[i], 1) << i;
+  EXPECT_EQ(client.PendingCalls(), 0u);
+}
+
+// A participant whose replies are slow gets one call per connection: its
+// calls are served side by side, not one after another.
+TEST(AsyncParticipantClientTest, SlowParticipantGetsOneCallPerConnection) {
+  TestServer server;
+  AsyncParticipantClientOptions options;
+  options.io_threads = 1;
+  options.batch_below_us = 50'000;
+  AsyncParticipantClient client(options);
+  // Eight answers that each took at least 150 ms.
+  server.handler->Close();
+  Completions slow(8);
+  PrepareTogether(client, server.endpoint(), 8, &slow);
+  ASSERT_TRUE(WaitUntil([&] { return server.handler->in_progress == 8; }, kWaitMs));
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  server.handler->Open();
+  ASSERT_TRUE(WaitUntil([&] { return slow.total == 8; }, kWaitMs));
+  EXPECT_EQ(slow.ok, 8);
+  server.handler->Close();
+  server.handler->max_in_progress = 0;
+  Completions done(4);
+  PrepareTogether(client, server.endpoint(), 4, &done);
+  EXPECT_TRUE(WaitUntil([&] { return server.handler->in_progress == 4; }, kWaitMs));
+  server.handler->Open();
+  ASSERT_TRUE(WaitUntil([&] { return done.total == 4; }, kWaitMs));
+  EXPECT_EQ(done.ok, 4);
+  EXPECT_EQ(server.handler->max_in_progress, 4);
+}
+
+// A batch's timer ends every unanswered call of the batch (kTimeout) and the
+// connection; the next call works on a new one.
+TEST(AsyncParticipantClientTest, BatchTimeoutEndsEveryUnansweredCallAndTheNextCallWorks) {
+  TestServer server;
+  AsyncParticipantClientOptions options;
+  options.io_threads = 1;
+  options.batch_below_us = 60'000'000;
+  AsyncParticipantClient client(options);
+  WarmUp(client, server.endpoint());
+  server.handler->Close();
+  server.handler->Permit(1);  // the first call of the batch is answered
+  Completions done(3);
+  PrepareTogether(client, server.endpoint(), 3, &done, 300);
+  ASSERT_TRUE(WaitUntil([&] { return done.total == 3; }, kWaitMs));
+  EXPECT_EQ(done.ok, 1);
+  int timeouts = 0;
+  {
+    std::lock_guard<std::mutex> lock(done.mu);
+    for (const Status& s : done.statuses) {
+      if (s.code() == StatusCode::kTimeout) {
+        ++timeouts;
+        EXPECT_NE(s.message().find("prepare to participant"), std::string::npos) << s;
+      }
+    }
+  }
+  EXPECT_EQ(timeouts, 2);
+  EXPECT_EQ(done.counts[0], 1);
+  server.handler->Open();
+  Result<BranchVote> vote = PrepareSync(client, MakeCall(server.endpoint(), "after"));
+  EXPECT_TRUE(vote.ok()) << vote.status();
+  EXPECT_EQ(client.PendingCalls(), 0u);
+}
+
 TEST(AsyncParticipantClientTest, TwoThousandConcurrentCallsOnOneIoThreadAllComplete) {
   TestServer server;
   AsyncParticipantClientOptions options;

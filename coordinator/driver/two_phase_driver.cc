@@ -61,6 +61,8 @@ TwoPhaseDriver::TwoPhaseDriver(TxnStore* store, GroupCommitter* log, NodeInfo no
     client.io_threads = std::max(1, options_.io_threads);
     client.connect_timeout_ms = options_.connect_timeout_ms;
     client.max_calls_per_endpoint = std::max(1, options_.max_calls_per_endpoint);
+    client.max_batch_calls = std::max(1, options_.max_batch_calls);
+    client.batch_below_us = options_.batch_below_us;
     client.tls = options_.participant_tls;
     participants_ = std::make_shared<AsyncParticipantClient>(client);
   }

@@ -91,6 +91,10 @@ struct TwoPhaseDriverOptions {
   std::shared_ptr<AsyncParticipantClient> participants;
   int io_threads = 1;               // participant calls (event driven: no thread per call)
   int max_calls_per_endpoint = 32;  // outstanding calls to one participant; more wait in line
+  // Calls written together on one connection to a fast participant
+  // (AsyncParticipantClientOptions::max_batch_calls, batch_below_us).
+  int max_batch_calls = 16;
+  int64_t batch_below_us = 2000;
   // TLS to participants when the driver makes its own client (also the
   // coordinator's shared client unless CoordinatorServerOptions::participant_tls
   // is set); AsyncParticipantClientOptions::tls, off when not enabled().

@@ -520,6 +520,8 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
     client.io_threads = std::max(1, o.two_phase.io_threads);
     client.connect_timeout_ms = o.two_phase.connect_timeout_ms;
     client.max_calls_per_endpoint = std::max(1, o.two_phase.max_calls_per_endpoint);
+    client.max_batch_calls = std::max(1, o.two_phase.max_batch_calls);
+    client.batch_below_us = o.two_phase.batch_below_us;
     client.max_message_bytes = o.max_message_bytes;
     client.tls = o.participant_tls.enabled() ? o.participant_tls : o.two_phase.participant_tls;
     participants = std::make_shared<AsyncParticipantClient>(client);

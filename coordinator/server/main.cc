@@ -168,6 +168,16 @@ int main(int argc, char** argv) {
                    ->default_value(options.two_phase.max_calls_per_endpoint),
                "outstanding calls to one participant endpoint, 2PC and Saga together; more wait in "
                "line (one slow participant cannot hold the others' calls)")(
+      "participant_batch_calls",
+      po::value(&options.two_phase.max_batch_calls)
+          ->default_value(options.two_phase.max_batch_calls),
+      "calls to one participant that became ready together are written on one connection, up "
+      "to this many (1: one call per connection), while that participant answers within "
+      "--participant_batch_below_us")(
+      "participant_batch_below_us",
+      po::value(&options.two_phase.batch_below_us)->default_value(options.two_phase.batch_below_us),
+      "a participant whose recent replies (a moving average) take longer than this gets one "
+      "call per connection: a batch's calls wait for each other at the participant")(
       "sweep_interval_ms",
       po::value(&options.sweeper.interval_ms)->default_value(options.sweeper.interval_ms),
       "recovery sweeper: time between passes (claims orphans, redrives due transactions)")(
