@@ -469,6 +469,10 @@ class AsyncParticipantClient::Impl {
   // Closes the connection and completes every call it carries (written or
   // not) with `why(call)`.
   void FailConn(const ConnPtr& conn, const std::function<Status(const CallState&)>& why);
+  // The same status for every call the connection carries.
+  void FailConn(const ConnPtr& conn, const Status& status) {
+    FailConn(conn, [&](const CallState&) { return status; });
+  }
   // The single completion path of a call: claims it, frees its slot, starts
   // the next queued call and runs the callback. No-op when already claimed.
   void CompleteCall(const CallPtr& call, Status status);
@@ -760,7 +764,7 @@ void AsyncParticipantClient::Impl::Connect(const ConnPtr& conn) {
     if (conn->tls_context == nullptr) {
       const Status status =
           Status::Unavailable("participant TLS is misconfigured: " + error.message());
-      FailConn(conn, [&](const CallState&) { return status; });
+      FailConn(conn, status);
       return;
     }
   }
@@ -771,14 +775,14 @@ void AsyncParticipantClient::Impl::Connect(const ConnPtr& conn) {
     const Status status =
         Status::Unavailable("connect to participant " + conn->endpoint->name + " timed out after " +
                             std::to_string(options_.connect_timeout_ms) + " ms");
-    FailConn(conn, [&](const CallState&) { return status; });
+    FailConn(conn, status);
   });
   auto on_connected = [this, conn](const boost::system::error_code& ec) {
     if (conn->failed) return;
     if (ec) {
       const Status status = Status::Unavailable("cannot connect to participant " +
                                                 conn->endpoint->name + ": " + ec.message());
-      FailConn(conn, [&](const CallState&) { return status; });
+      FailConn(conn, status);
       return;
     }
     boost::system::error_code ignored;
@@ -807,7 +811,7 @@ void AsyncParticipantClient::Impl::Connect(const ConnPtr& conn) {
         if (ec) {
           const Status status = Status::Unavailable("cannot resolve participant " +
                                                     conn->endpoint->name + ": " + ec.message());
-          FailConn(conn, [&](const CallState&) { return status; });
+          FailConn(conn, status);
           return;
         }
         asio::async_connect(conn->socket, results,
@@ -834,7 +838,7 @@ void AsyncParticipantClient::Impl::Handshake(const ConnPtr& conn) {
   if (!name_set) {
     const Status status =
         Status::Unavailable("participant TLS: cannot check the name '" + name + "' of " + endpoint);
-    FailConn(conn, [&](const CallState&) { return status; });
+    FailConn(conn, status);
     return;
   }
   // The connect timer (connect_timeout_ms) still runs: it bounds the handshake too.
@@ -858,7 +862,7 @@ void AsyncParticipantClient::Impl::Handshake(const ConnPtr& conn) {
           }
           const Status status = Status::Unavailable("TLS handshake with participant " + endpoint +
                                                     " failed: " + reason);
-          FailConn(conn, [&](const CallState&) { return status; });
+          FailConn(conn, status);
           return;
         }
         conn->ready = true;
@@ -921,7 +925,7 @@ void AsyncParticipantClient::Impl::Flush(const ConnPtr& conn) {
         if (ec) {
           const Status status = Status::Unavailable("cannot send to participant " +
                                                     conn->endpoint->name + ": " + ec.message());
-          FailConn(conn, [&](const CallState&) { return status; });
+          FailConn(conn, status);
           return;
         }
         if (conn->out.size() > kKeepReadBufferBytes) {
@@ -943,7 +947,7 @@ void AsyncParticipantClient::Impl::ReadReplies(const ConnPtr& conn) {
               if (ec) {
                 const Status status = Status::Unavailable(
                     "no reply from participant " + conn->endpoint->name + ": " + ec.message());
-                FailConn(conn, [&](const CallState&) { return status; });
+                FailConn(conn, status);
                 return;
               }
               conn->in_end += n;
@@ -963,7 +967,7 @@ void AsyncParticipantClient::Impl::OnBytes(const ConnPtr& conn) {
       const Status status = Status::Unavailable("reply frame of " + std::to_string(size) +
                                                 " bytes from participant " + endpoint + " (limit " +
                                                 std::to_string(options_.max_message_bytes) + ")");
-      FailConn(conn, [&](const CallState&) { return status; });
+      FailConn(conn, status);
       return;
     }
     const size_t total = 4 + static_cast<size_t>(size);
