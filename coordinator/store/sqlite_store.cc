@@ -305,6 +305,14 @@ SqliteStore::~SqliteStore() {
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
                                                        SqliteStoreOptions options) {
+  static std::once_flag configured;
+  std::call_once(configured, [] {
+    // No allocation statistics: with them every sqlite3_malloc and free takes
+    // a process-wide mutex (the writer's statements allocate per row). Only
+    // possible before SQLite initialises; if something in this process used
+    // SQLite first, it keeps its setting (SQLITE_MISUSE, harmless).
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  });
   std::unique_ptr<SqliteStore> store(new SqliteStore(path, options));
   TXC_ASSIGN_OR_RETURN(store->writer_,
                        Conn::Open(path, false, options.busy_timeout_ms, /*big_cache=*/true));
