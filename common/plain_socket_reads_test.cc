@@ -16,6 +16,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <memory>
+#include <string>
 
 #include "common/thrift_server.h"
 #include "gen-cpp/Coordinator.h"
@@ -146,64 +148,70 @@ std::string HealthRequests(int n) {
   return memory->getBufferAsString();
 }
 
+// A server answering health (framed binary) and one client connection to it,
+// whose socket the test may also write raw bytes to.
+struct HealthConnection {
+  HealthConnection()
+      : server(std::make_shared<wire::CoordinatorProcessor>(std::make_shared<HealthOnly>()),
+               ThriftServerOptions{"127.0.0.1", 0}) {
+    started = server.Start().ok();
+    socket = std::make_shared<TSocket>("127.0.0.1", server.port());
+    socket->setRecvTimeout(10000);
+    if (started) socket->open();
+    client = std::make_unique<wire::CoordinatorClient>(
+        std::make_shared<TBinaryProtocol>(std::make_shared<TFramedTransport>(socket)));
+  }
+  ~HealthConnection() {
+    socket->close();
+    server.Stop();
+  }
+  void WriteRaw(const std::string& bytes, size_t from, size_t n) {
+    socket->write(reinterpret_cast<const uint8_t*>(bytes.data()) + from, static_cast<uint32_t>(n));
+  }
+
+  ThriftServer server;
+  bool started = false;
+  std::shared_ptr<TSocket> socket;
+  std::unique_ptr<wire::CoordinatorClient> client;
+};
+
 // A client that sends several requests at once (the coordinator's batches)
 // gets the answers in order, in one send(2) of the server: each answer is held
 // while the next request is already read.
 TEST(PlainSocketReadsTest, PipelinedRequestsAreAnsweredInOrderInOneSend) {
-  ThriftServerOptions options{"127.0.0.1", 0};
-  ThriftServer server(std::make_shared<wire::CoordinatorProcessor>(std::make_shared<HealthOnly>()),
-                      options);
-  ASSERT_TRUE(server.Start().ok());
-  auto socket = std::make_shared<TSocket>("127.0.0.1", server.port());
-  socket->setRecvTimeout(10000);
-  socket->open();
-  auto framed = std::make_shared<TFramedTransport>(socket);
-  wire::CoordinatorClient client(std::make_shared<TBinaryProtocol>(framed));
+  HealthConnection c;
+  ASSERT_TRUE(c.started);
   wire::HealthResponse h;
-  client.health(h);  // connected and served once: not counted
+  c.client->health(h);  // connected and served once: not counted
   const std::string requests = HealthRequests(8);
   g_sends = 0;
   g_recv_returns = 0;
-  g_server_port = server.port();
-  socket->write(reinterpret_cast<const uint8_t*>(requests.data()),
-                static_cast<uint32_t>(requests.size()));
+  g_server_port = c.server.port();
+  c.WriteRaw(requests, 0, requests.size());
   for (int i = 0; i < 8; ++i) {
     wire::HealthResponse answer;
-    client.recv_health(answer);
+    c.client->recv_health(answer);
     EXPECT_EQ(answer.node_id, "n1");
   }
   g_server_port = 0;
   EXPECT_EQ(g_recv_returns.load(), 1);
   EXPECT_EQ(g_sends.load(), 1);
-  socket->close();
-  server.Stop();
 }
 
 // An answer is never held for a request that has not fully arrived: the
 // server sends it before it waits for the rest.
 TEST(PlainSocketReadsTest, AnswerIsNotHeldForAPartlyReceivedRequest) {
-  ThriftServerOptions options{"127.0.0.1", 0};
-  ThriftServer server(std::make_shared<wire::CoordinatorProcessor>(std::make_shared<HealthOnly>()),
-                      options);
-  ASSERT_TRUE(server.Start().ok());
-  auto socket = std::make_shared<TSocket>("127.0.0.1", server.port());
-  socket->setRecvTimeout(10000);
-  socket->open();
-  auto framed = std::make_shared<TFramedTransport>(socket);
-  wire::CoordinatorClient client(std::make_shared<TBinaryProtocol>(framed));
+  HealthConnection c;
+  ASSERT_TRUE(c.started);
   const std::string two = HealthRequests(2);
   const size_t first_and_a_bit = two.size() / 2 + 3;
-  socket->write(reinterpret_cast<const uint8_t*>(two.data()),
-                static_cast<uint32_t>(first_and_a_bit));
+  c.WriteRaw(two, 0, first_and_a_bit);
   wire::HealthResponse answer;
-  client.recv_health(answer);  // would time out (an exception) if it were held
+  c.client->recv_health(answer);  // would time out (an exception) if it were held
   EXPECT_EQ(answer.node_id, "n1");
-  socket->write(reinterpret_cast<const uint8_t*>(two.data()) + first_and_a_bit,
-                static_cast<uint32_t>(two.size() - first_and_a_bit));
-  client.recv_health(answer);
+  c.WriteRaw(two, first_and_a_bit, two.size() - first_and_a_bit);
+  c.client->recv_health(answer);
   EXPECT_EQ(answer.node_id, "n1");
-  socket->close();
-  server.Stop();
 }
 
 }  // namespace
