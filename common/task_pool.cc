@@ -18,11 +18,9 @@ void NameThisThread(const std::string& name) {
 }  // namespace
 
 TaskPool::TaskPool(std::string name, int threads, Options options)
-    : name_(std::move(name)), options_(std::move(options)) {
-  if (threads < 1) threads = 1;
+    : name_(std::move(name)), options_(std::move(options)), base_threads_(std::max(1, threads)) {
   std::lock_guard<std::mutex> lock(mu_);
-  workers_.reserve(std::max(threads, options_.max_threads));
-  for (int i = 0; i < threads; ++i) StartWorker();
+  for (int i = 0; i < base_threads_; ++i) StartWorker();
   if (!options_.timer_name.empty()) {
     timer_ = std::thread([this] {
       NameThisThread(options_.timer_name);
@@ -34,9 +32,14 @@ TaskPool::TaskPool(std::string name, int threads, Options options)
 TaskPool::~TaskPool() { Shutdown(); }
 
 void TaskPool::StartWorker() {
-  workers_.emplace_back([this] {
+  // An exited worker only returns once it left mu_: joining here cannot wait on us.
+  for (auto& t : exited_) t.join();
+  exited_.clear();
+  Worker self = workers_.emplace(workers_.end());
+  // The new thread takes mu_ before it touches `self`, so after this assignment.
+  *self = std::thread([this, self] {
     NameThisThread(name_);
-    WorkerLoop();
+    WorkerLoop(self);
   });
 }
 
@@ -54,7 +57,11 @@ void TaskPool::Shutdown() {
   }
   cv_.notify_all();
   timer_cv_.notify_all();
+  // Stopping: no worker starts or leaves workers_ any more.
   for (auto& worker : workers_) {
+    if (worker.joinable()) worker.join();
+  }
+  for (auto& worker : exited_) {
     if (worker.joinable()) worker.join();
   }
   if (timer_.joinable()) timer_.join();
@@ -94,14 +101,23 @@ size_t TaskPool::QueuedForTests() {
   return queue_.size();
 }
 
-void TaskPool::WorkerLoop() {
+void TaskPool::WorkerLoop(Worker self) {
+  const auto idle_exit = std::chrono::milliseconds(std::max<int64_t>(1, options_.idle_exit_ms));
   for (;;) {
     std::function<void()> task;
     {
       std::unique_lock<std::mutex> lock(mu_);
       ++idle_;
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      const bool woken =
+          cv_.wait_for(lock, idle_exit, [this] { return stopping_ || !queue_.empty(); });
       --idle_;
+      if (!woken) {
+        if (workers_.size() <= static_cast<size_t>(base_threads_)) continue;
+        // Idle past idle_exit_ms and more workers than the base: this one ends.
+        exited_.push_back(std::move(*self));
+        workers_.erase(self);
+        return;
+      }
       // Stopping: kRunQueued drains the queue first; kDropQueued cleared it.
       if (queue_.empty()) return;
       task = std::move(queue_.front());

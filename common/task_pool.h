@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <mutex>
 #include <string>
@@ -40,9 +41,12 @@ class TaskPool {
     std::string timer_name;
     // For work that may block (e.g. calls that wait for an answer): when a
     // task is queued and no worker is idle to take it, another worker is
-    // started, up to this many in all; they stay until Shutdown. 0 (or less
-    // than `threads`): the fixed count.
+    // started, up to this many in all. 0 (or less than `threads`): the fixed
+    // count.
     int max_threads = 0;
+    // A worker started past `threads` that found nothing to do for this long
+    // ends, so a burst of blocking work does not leave its threads behind.
+    int64_t idle_exit_ms = 60000;
   };
 
   // `name` is given to every worker thread (truncated to 15 characters by Linux).
@@ -61,25 +65,30 @@ class TaskPool {
 
   // Closures queued and not yet started.
   size_t QueuedForTests();
-  // Worker threads started so far.
+  // Worker threads running now.
   size_t ThreadCount();
 
  private:
-  void WorkerLoop();
+  using Worker = std::list<std::thread>::iterator;
+  // `self` is this worker's entry in workers_ (moved to exited_ when it ends
+  // for idling).
+  void WorkerLoop(Worker self);
   void TimerLoop();
-  // Starts one more worker (mu_ held).
+  // Starts one more worker (mu_ held); joins the workers that ended for idling.
   void StartWorker();
 
   const std::string name_;
   const Options options_;
-  std::mutex mu_;  // guards queue_, timers_, stopping_
+  const int base_threads_;  // workers that never end for idling
+  std::mutex mu_;           // guards everything below but timer_
   std::condition_variable cv_;
   std::condition_variable timer_cv_;
   std::deque<std::function<void()>> queue_;
   std::multimap<int64_t, std::function<void()>> timers_;  // due (MonotonicMs) -> task
   bool stopping_ = false;
-  int idle_ = 0;  // workers waiting for a task
-  std::vector<std::thread> workers_;
+  int idle_ = 0;                     // workers waiting for a task
+  std::list<std::thread> workers_;   // running (list: each worker keeps its own entry)
+  std::vector<std::thread> exited_;  // ended for idling, not joined yet
   std::thread timer_;
 };
 
