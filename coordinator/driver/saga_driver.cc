@@ -204,8 +204,10 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
   const WriteMarks marks = MarksOf(stepped->writes);
   // The client waits for this write on its own RPC thread: it is answered
   // only once the saga is durable.
+  BeginSubmission(gtid);
   Status logged = log_->Write(std::move(stepped->writes));
   batches_written_.fetch_add(1);
+  if (!logged.ok()) EndSubmission(gtid, nullptr);
   if (logged.code() == StatusCode::kAlreadyExists) {
     Result<TxnRecord> existing = store_->GetTxn(gtid);
     if (!existing.ok()) return existing.status();
@@ -247,23 +249,27 @@ Result<TxnRecord> SagaDriver::SubmitSaga(const SagaSpec& spec) {
   VLOG(1) << "saga " << gtid << ": -> RUNNING (" << spec.steps.size() << " steps logged)";
   auto run = std::make_shared<Run>();
   run->stepping = true;  // this thread: adopt the result, run its effects, then step what queued
-  std::shared_ptr<Run> driven_already;
-  {
-    std::lock_guard<std::mutex> lock(runs_mu_);
-    auto [it, inserted] = runs_.emplace(gtid, run);
-    if (!inserted) driven_already = it->second;
-  }
   const TxnRecord as_logged = stepped->next.txn;
-  if (driven_already != nullptr) {
-    // A concurrent resubmission of this gtid found the definition in the store
-    // between our write and here, and took the saga up (ResumeNow): it drives
-    // it. Running our first wave as well would send its actions twice.
-    VLOG(1) << "saga " << gtid << ": logged, and already driven by a concurrent resubmission";
-    if (spec.wait_for_completion) return WaitFor(driven_already, spec.wait_timeout_ms);
+  bool cancel = false;
+  if (!EndSubmission(gtid, run, &cancel)) {
+    // Cannot happen while the submission is registered (nothing loads a saga
+    // being submitted); should a run be there all the same, it drives the
+    // saga: running our first wave as well would send its actions twice.
+    LOG(ERROR) << "saga " << gtid << ": logged, and already driven here; not run twice";
+    std::shared_ptr<Run> driven_already;
+    {
+      std::lock_guard<std::mutex> lock(runs_mu_);
+      auto it = runs_.find(gtid);
+      if (it != runs_.end()) driven_already = it->second;
+    }
+    if (spec.wait_for_completion && driven_already != nullptr) {
+      return WaitFor(driven_already, spec.wait_timeout_ms);
+    }
     return as_logged;
   }
   CrashPointsAfterLogged(marks);
   if (Adopt(run, std::move(stepped).value())) Pump(run);
+  if (cancel) Feed(run, SagaCancelRequested{});
   if (spec.wait_for_completion) return WaitFor(run, spec.wait_timeout_ms);
   return as_logged;
 }
@@ -285,6 +291,7 @@ bool SagaDriver::SubmitSagaAsync(const SagaSpec& spec,
   batches_written_.fetch_add(1);
   std::shared_ptr<Relay> relay = relay_;
   const bool wait = spec.wait_for_completion;
+  BeginSubmission(result->next.txn.gtid);
   log_->WriteAsync(std::move(batch), [relay, result, wait, marks,
                                       done = std::move(done)](const Status& logged) mutable {
     // On the committer's thread: adopting the first wave only queues its
@@ -305,6 +312,7 @@ bool SagaDriver::SubmitSagaAsync(const SagaSpec& spec,
 void SagaDriver::Submitted(const std::shared_ptr<SagaStepResult>& result, const Status& logged,
                            bool wait, std::function<void(Result<TxnRecord>)> done) {
   const std::string gtid = result->next.txn.gtid;
+  if (!logged.ok()) EndSubmission(gtid, nullptr);
   if (logged.code() == StatusCode::kAlreadyExists) {
     return done(Status::Conflict("saga " + gtid + ": already logged; resubmission rules apply"));
   }
@@ -328,15 +336,15 @@ void SagaDriver::Submitted(const std::shared_ptr<SagaStepResult>& result, const 
       done(Status::Conflict("saga " + gtid + ": let go here before it ended"));
     });
   }
-  {
-    std::lock_guard<std::mutex> lock(runs_mu_);
-    if (!runs_.emplace(gtid, run).second) {
-      // A concurrent resubmission found the definition and took the saga up.
-      return done(Status::Conflict("saga " + gtid + ": driven by a concurrent resubmission"));
-    }
+  bool cancel = false;
+  if (!EndSubmission(gtid, run, &cancel)) {
+    // Cannot happen while the submission is registered (see SubmitSaga).
+    LOG(ERROR) << "saga " << gtid << ": logged, and already driven here; not run twice";
+    return done(Status::Conflict("saga " + gtid + ": already driven here"));
   }
   const TxnRecord as_logged = result->next.txn;
   if (Adopt(run, std::move(*result))) Pump(run);
+  if (cancel) Feed(run, SagaCancelRequested{});
   if (!wait) done(as_logged);
 }
 
@@ -410,10 +418,28 @@ void SagaDriver::StopWaiting() {
   }
 }
 
+void SagaDriver::BeginSubmission(const std::string& gtid) {
+  std::lock_guard<std::mutex> lock(runs_mu_);
+  ++submitting_[gtid];
+}
+
+bool SagaDriver::EndSubmission(const std::string& gtid, const std::shared_ptr<Run>& run,
+                               bool* cancel) {
+  std::lock_guard<std::mutex> lock(runs_mu_);
+  auto it = submitting_.find(gtid);
+  if (it != submitting_.end() && --it->second <= 0) submitting_.erase(it);
+  if (run == nullptr) return true;
+  if (!runs_.emplace(gtid, run).second) return false;
+  const bool cancelled = cancel_after_submit_.erase(gtid) > 0;
+  if (cancel != nullptr) *cancel = cancelled;
+  return true;
+}
+
 void SagaDriver::Resume(const TxnRecord& txn) {
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
-    if (runs_.count(txn.gtid)) return;  // driven here already
+    // Driven here already, or its submitter will drive it once logged.
+    if (runs_.count(txn.gtid) || submitting_.count(txn.gtid)) return;
   }
   const std::string gtid = txn.gtid;
   pool_.Submit([this, gtid] { ResumeNow(gtid, /*cancel=*/false); });
@@ -474,6 +500,9 @@ Result<std::shared_ptr<SagaDriver::Run>> SagaDriver::Load(const std::string& gti
   run->saga.steps = std::move(steps).value();
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
+    if (submitting_.count(gtid)) {
+      return Status::AlreadyExists("being submitted here: its submitter drives it");
+    }
     if (!runs_.emplace(gtid, run).second) return Status::AlreadyExists("driven here already");
   }
   return run;
@@ -483,6 +512,11 @@ void SagaDriver::ResumeNow(const std::string& gtid, bool cancel) {
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
     if (runs_.count(gtid)) return;
+    if (submitting_.count(gtid)) {
+      // Its submitter (or the resume after a resubmission) takes it up.
+      if (cancel) cancel_after_submit_.insert(gtid);
+      return;
+    }
   }
   Result<std::shared_ptr<Run>> run = Load(gtid);
   if (!run.ok()) {
@@ -494,6 +528,10 @@ void SagaDriver::ResumeNow(const std::string& gtid, bool cancel) {
       LOG(ERROR) << "saga " << gtid << ": resume cannot load it: " << run.status();
     }
     return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(runs_mu_);
+    if (cancel_after_submit_.erase(gtid) > 0) cancel = true;
   }
   VLOG(1) << "saga " << gtid << ": resumed in " << TxnStateName((*run)->saga.txn.state);
   {

@@ -160,6 +160,14 @@ class SagaDriver : public SagaOps {
   void ResumeNow(const std::string& gtid, bool cancel);
   // Loads the saga (owned by this node, not final) into a new run, registered in runs_.
   Result<std::shared_ptr<Run>> Load(const std::string& gtid);
+  // A definition write of `gtid` starts here / has ended. EndSubmission
+  // registers `run` (when not null) in the same step; false: a run of that
+  // gtid is registered already (it is not replaced).
+  // *cancel: a cancel came while the submission was in flight; the caller
+  // feeds it to the run it registered.
+  void BeginSubmission(const std::string& gtid);
+  bool EndSubmission(const std::string& gtid, const std::shared_ptr<Run>& run,
+                     bool* cancel = nullptr);
   // Waits for the run to end (at most wait_timeout_ms); if it was let go
   // unfinished, goes on waiting on the store.
   Result<TxnRecord> WaitFor(const std::shared_ptr<Run>& run, int64_t wait_timeout_ms);
@@ -192,8 +200,17 @@ class SagaDriver : public SagaOps {
   std::shared_ptr<AsyncParticipantClient> participants_;  // options_.participants, or own
   CallbackGate gate_;  // closed first at destruction: late answers and timers are dropped
 
-  std::mutex runs_mu_;                                // guards runs_
+  std::mutex runs_mu_;                                // guards runs_ and submitting_
   std::map<std::string, std::shared_ptr<Run>> runs_;  // sagas driven here, by gtid
+  // Gtids whose definition write is in flight here (the number of submitters
+  // writing it). Nothing else takes such a saga up (Load refuses it): the
+  // submitter whose write creates it registers its run once the write is
+  // durable, and a concurrent resubmission must not have driven it, even to
+  // the end, before then (its first wave would go out twice).
+  std::map<std::string, int> submitting_;
+  // Cancels accepted while their saga was being submitted: fed to the run
+  // registered next for it (by its submitter or a resume).
+  std::set<std::string> cancel_after_submit_;
 
   std::atomic<bool> stop_waiting_{false};
   std::mutex wait_mu_;  // with wait_cv_: StopWaiting wakes WaitInStore

@@ -693,6 +693,27 @@ TEST_F(SagaDriverTest, NoPoolThreadWaitsOnTheWriter) {
   EXPECT_TRUE(WaitForState("writer-b", TxnState::kSucceeded));
 }
 
+// A cancel accepted while a resubmission's write is in flight (nothing takes
+// the saga up then) is not lost: the run registered after it compensates.
+TEST_F(SagaDriverTest, CancelDuringAResubmissionIsFedToTheRunThatTakesTheSagaUp) {
+  const auto steps = Chain4();
+  TxnRecord txn =
+      SagaRecord("cancel-submit", TxnState::kRunning, node_.node_id, node_.epoch, steps);
+  ASSERT_TRUE(LogSaga(txn, steps, std::vector<BranchState>(4, BranchState::kPending), {}).ok());
+  const int writes_before = faulty_->Calls(StoreOp::kApplyGroup);
+  faulty_->Hold(StoreOp::kApplyGroup);  // the resubmission's definition write hangs
+  auto resubmit = std::async(std::launch::async,
+                             [&] { return driver_->SubmitSaga(Spec("cancel-submit", steps)); });
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return faulty_->Calls(StoreOp::kApplyGroup) > writes_before; }, 10000));
+  EXPECT_TRUE(driver_->Cancel("cancel-submit").ok());
+  faulty_->Open(StoreOp::kApplyGroup);
+  Result<TxnRecord> r = resubmit.get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCompensated);
+  EXPECT_TRUE(WaitForState("cancel-submit", TxnState::kCompensated));
+}
+
 TEST_F(SagaDriverTest, CancelCompensatesARunningSaga) {
   // b is retried for as long as it takes: only the cancel ends it.
   participant_->Script("action", "b", {}, StepOutcome::RETRY_LATER);
