@@ -139,4 +139,45 @@ TEST(TaskPoolTest, GrowsForBlockedTasksUpToMaxThreads) {
   EXPECT_EQ(running, 5);
 }
 
+// Workers started past the base count end once idle for idle_exit_ms; the pool
+// grows again for the next burst.
+TEST(TaskPoolTest, GrownWorkersEndAfterIdlingAndThePoolGrowsAgain) {
+  TaskPool::Options options;
+  options.max_threads = 4;
+  options.idle_exit_ms = 50;
+  TaskPool pool("shrink", 1, options);
+  for (int burst = 0; burst < 2; ++burst) {
+    std::mutex mu;
+    std::condition_variable cv;
+    int running = 0;
+    bool release = false;
+    std::atomic<int> done{0};
+    for (int i = 0; i < 4; ++i) {
+      pool.Submit([&] {
+        std::unique_lock<std::mutex> lock(mu);
+        ++running;
+        cv.notify_all();
+        cv.wait(lock, [&] { return release; });
+        ++done;
+      });
+    }
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return running == 4; }));
+    }
+    EXPECT_EQ(pool.ThreadCount(), 4u) << "burst " << burst;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      release = true;
+    }
+    cv.notify_all();
+    ASSERT_TRUE(Eventually([&] { return done.load() == 4; }));
+    // The three grown workers end; the base worker stays.
+    ASSERT_TRUE(Eventually([&] { return pool.ThreadCount() == 1u; })) << "burst " << burst;
+  }
+  std::atomic<int> ran{0};
+  pool.Submit([&] { ++ran; });
+  EXPECT_TRUE(Eventually([&] { return ran.load() == 1; }));
+}
+
 }  // namespace txc
