@@ -519,6 +519,22 @@ void SagaDriver::ResumeNow(const std::string& gtid, bool cancel) {
     }
   }
   Result<std::shared_ptr<Run>> run = Load(gtid);
+  if (!run.ok() && cancel && run.status().code() == StatusCode::kAlreadyExists) {
+    // Taken up here, or being submitted, since the check above: the cancel
+    // goes to that run.
+    std::shared_ptr<Run> other;
+    {
+      std::lock_guard<std::mutex> lock(runs_mu_);
+      auto it = runs_.find(gtid);
+      if (it != runs_.end()) {
+        other = it->second;
+      } else if (submitting_.count(gtid)) {
+        cancel_after_submit_.insert(gtid);
+      }
+    }
+    if (other != nullptr) Feed(other, SagaCancelRequested{});
+    return;
+  }
   if (!run.ok()) {
     if (run.status().code() == StatusCode::kNotOwner ||
         run.status().code() == StatusCode::kIllegalTransition ||
