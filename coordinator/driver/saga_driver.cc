@@ -509,14 +509,22 @@ Result<std::shared_ptr<SagaDriver::Run>> SagaDriver::Load(const std::string& gti
 }
 
 void SagaDriver::ResumeNow(const std::string& gtid, bool cancel) {
+  std::shared_ptr<Run> driven;
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
-    if (runs_.count(gtid)) return;
-    if (submitting_.count(gtid)) {
+    auto it = runs_.find(gtid);
+    if (it != runs_.end()) {
+      driven = it->second;
+    } else if (submitting_.count(gtid)) {
       // Its submitter (or the resume after a resubmission) takes it up.
       if (cancel) cancel_after_submit_.insert(gtid);
       return;
     }
+  }
+  if (driven != nullptr) {
+    // Taken up here since the cancel was accepted: the cancel goes to that run.
+    if (cancel) Feed(driven, SagaCancelRequested{});
+    return;
   }
   Result<std::shared_ptr<Run>> run = Load(gtid);
   if (!run.ok() && cancel && run.status().code() == StatusCode::kAlreadyExists) {
