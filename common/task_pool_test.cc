@@ -103,40 +103,61 @@ TEST(TaskPoolTest, SubmitAfterRunsOnAWorkerOnceDue) {
   EXPECT_EQ(name, "later");
 }
 
-}  // namespace
+// Tasks that block until released, counting how many started and ended.
+class BlockingTasks {
+ public:
+  void SubmitTo(TaskPool& pool, int n) {
+    for (int i = 0; i < n; ++i) {
+      pool.Submit([this] {
+        {
+          std::unique_lock<std::mutex> lock(mu_);
+          ++running_;
+          cv_.notify_all();
+          cv_.wait(lock, [this] { return release_; });
+        }
+        ++done_;  // the task's last touch of this object
+      });
+    }
+  }
+  bool WaitRunning(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return running_ == n; });
+  }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      release_ = true;
+    }
+    cv_.notify_all();
+  }
+  int running() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return running_;
+  }
+  int done() const { return done_.load(); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int running_ = 0;
+  bool release_ = false;
+  std::atomic<int> done_{0};
+};
+
 // max_threads: blocking tasks each get a worker, up to the limit; past it they queue.
 TEST(TaskPoolTest, GrowsForBlockedTasksUpToMaxThreads) {
   TaskPool::Options options;
   options.max_threads = 4;
   TaskPool pool("grow", 1, options);
-  std::mutex mu;
-  std::condition_variable cv;
-  int running = 0;
-  bool release = false;
-  std::atomic<int> done{0};
-  for (int i = 0; i < 5; ++i) {
-    pool.Submit([&] {
-      std::unique_lock<std::mutex> lock(mu);
-      ++running;
-      cv.notify_all();
-      cv.wait(lock, [&] { return release; });
-      ++done;
-    });
-  }
-  {
-    std::unique_lock<std::mutex> lock(mu);
-    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return running == 4; }));
-  }
+  BlockingTasks tasks;
+  tasks.SubmitTo(pool, 5);
+  ASSERT_TRUE(tasks.WaitRunning(4));
   EXPECT_EQ(pool.ThreadCount(), 4u);
   EXPECT_EQ(pool.QueuedForTests(), 1u);  // the fifth waits for a worker
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    release = true;
-  }
-  cv.notify_all();
+  tasks.Release();
   pool.Shutdown();
-  EXPECT_EQ(done.load(), 5);
-  EXPECT_EQ(running, 5);
+  EXPECT_EQ(tasks.done(), 5);
+  EXPECT_EQ(tasks.running(), 5);
 }
 
 // Workers started past the base count end once idle for idle_exit_ms; the pool
@@ -147,31 +168,12 @@ TEST(TaskPoolTest, GrownWorkersEndAfterIdlingAndThePoolGrowsAgain) {
   options.idle_exit_ms = 50;
   TaskPool pool("shrink", 1, options);
   for (int burst = 0; burst < 2; ++burst) {
-    std::mutex mu;
-    std::condition_variable cv;
-    int running = 0;
-    bool release = false;
-    std::atomic<int> done{0};
-    for (int i = 0; i < 4; ++i) {
-      pool.Submit([&] {
-        std::unique_lock<std::mutex> lock(mu);
-        ++running;
-        cv.notify_all();
-        cv.wait(lock, [&] { return release; });
-        ++done;
-      });
-    }
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return running == 4; }));
-    }
+    BlockingTasks tasks;
+    tasks.SubmitTo(pool, 4);
+    ASSERT_TRUE(tasks.WaitRunning(4)) << "burst " << burst;
     EXPECT_EQ(pool.ThreadCount(), 4u) << "burst " << burst;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      release = true;
-    }
-    cv.notify_all();
-    ASSERT_TRUE(Eventually([&] { return done.load() == 4; }));
+    tasks.Release();
+    ASSERT_TRUE(Eventually([&] { return tasks.done() == 4; }));
     // The three grown workers end; the base worker stays.
     ASSERT_TRUE(Eventually([&] { return pool.ThreadCount() == 1u; })) << "burst " << burst;
   }
@@ -180,4 +182,5 @@ TEST(TaskPoolTest, GrownWorkersEndAfterIdlingAndThePoolGrowsAgain) {
   EXPECT_TRUE(Eventually([&] { return ran.load() == 1; }));
 }
 
+}  // namespace
 }  // namespace txc
