@@ -46,4 +46,24 @@ if(TARGET txc_bench_util AND TARGET coordinator)
                    -DOUT=${CMAKE_CURRENT_BINARY_DIR}/coord_bench_smoke
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/coord_bench_smoke.cmake)
   set_tests_properties(coord_bench_smoke PROPERTIES LABELS process TIMEOUT 300)
+
+  # The same coordinator against participants written in Python from idl/,
+  # every participant's calls batched. Needs Debian's python3-thrift (as
+  # tests/rpc's hostile client probe; scripts/lib.sh installs it).
+  find_program(TXC_BENCH_PYTHON3 python3 PATHS /usr/bin NO_DEFAULT_PATH)
+  if(TXC_BENCH_PYTHON3 AND THRIFT_COMPILER)
+    execute_process(COMMAND ${TXC_BENCH_PYTHON3} -c "import thrift"
+                    RESULT_VARIABLE TXC_BENCH_PY_THRIFT_MISSING OUTPUT_QUIET ERROR_QUIET)
+    if(TXC_BENCH_PY_THRIFT_MISSING EQUAL 0)
+      add_test(NAME coord_bench_python_participants
+               COMMAND ${CMAKE_COMMAND} -DBENCH=$<TARGET_FILE:coord_bench>
+                       -DCOORDINATOR=$<TARGET_FILE:coordinator>
+                       -DPARTICIPANT=${CMAKE_CURRENT_SOURCE_DIR}/py_participant.py
+                       -DOUT=${CMAKE_CURRENT_BINARY_DIR}/coord_bench_python
+                       -P ${CMAKE_CURRENT_SOURCE_DIR}/py_participant_smoke.cmake)
+      set_tests_properties(coord_bench_python_participants PROPERTIES LABELS process TIMEOUT 300)
+    else()
+      message(STATUS "python3-thrift not installed: coord_bench_python_participants skipped")
+    endif()
+  endif()
 endif()
