@@ -9,31 +9,15 @@
 file(MAKE_DIRECTORY ${OUT})
 set(csv ${OUT}/smoke.csv)
 set(json ${OUT}/smoke.json)
-file(REMOVE ${csv} ${json})
-execute_process(
-  COMMAND ${BENCH} --stores=sqlite,postgresql --clients=1,2
-          --workloads=2pc_begin,2pc_enlist,saga --duration_s=0.5 --warmup_s=0.2
-          --echo_s=0.3 --raw_s=0.3 --server_models=true --csv=${csv} --json=${json}
-  RESULT_VARIABLE rc
-  OUTPUT_VARIABLE out
-  ERROR_VARIABLE err
-  TIMEOUT 240)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "coord_bench exited with ${rc}\n${out}\n${err}")
-endif()
-if(NOT EXISTS ${csv})
-  message(FATAL_ERROR "coord_bench wrote no CSV\n${out}\n${err}")
-endif()
-file(STRINGS ${csv} lines)
-list(LENGTH lines n)
-if(NOT n EQUAL 13)
-  message(FATAL_ERROR "expected a header and 12 rows in ${csv}, got ${n} lines:\n${lines}")
-endif()
-list(GET lines 0 header)
-string(REPLACE "," ";" names "${header}")
+file(REMOVE ${json})
+include(${CMAKE_CURRENT_LIST_DIR}/bench_run.cmake)
+txc_bench_run(${csv} 12 --stores=sqlite,postgresql --clients=1,2
+              --workloads=2pc_begin,2pc_enlist,saga --duration_s=0.5 --warmup_s=0.2
+              --echo_s=0.3 --raw_s=0.3 --server_models=true --json=${json})
+set(names "${bench_columns}")
+set(lines "${bench_rows}")
 list(FIND names "failed" failed_col)
 list(FIND names "committed" committed_col)
-list(REMOVE_AT lines 0)
 set(seen "")
 foreach(line IN LISTS lines)
   string(REPLACE "," ";" f "${line}")

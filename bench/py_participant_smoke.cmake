@@ -9,46 +9,29 @@
 file(MAKE_DIRECTORY ${OUT})
 set(csv ${OUT}/py.csv)
 set(wrapper ${OUT}/coordinator-batching)
-file(REMOVE ${csv})
 file(WRITE ${wrapper}
      "#!/bin/sh\nexec '${COORDINATOR}' --participant_batch_below_us=60000000 \"$@\"\n")
 file(CHMOD ${wrapper} PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE GROUP_READ
      GROUP_EXECUTE WORLD_READ WORLD_EXECUTE)
-execute_process(
-  COMMAND ${BENCH} --stores=sqlite --clients=16 --workloads=2pc_begin,saga --duration_s=1
-          --warmup_s=0.5 --echo_s=0.2 --raw_s=0.2 --server_models=false
-          --coordinator_bin=${wrapper} --participant_bin=${PARTICIPANT} --csv=${csv}
-  RESULT_VARIABLE rc
-  OUTPUT_VARIABLE out
-  ERROR_VARIABLE err
-  TIMEOUT 240)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "coord_bench exited with ${rc}\n${out}\n${err}")
-endif()
-if(NOT EXISTS ${csv})
-  message(FATAL_ERROR "coord_bench wrote no CSV\n${out}\n${err}")
-endif()
-file(STRINGS ${csv} lines)
-list(LENGTH lines n)
-if(NOT n EQUAL 3)
-  message(FATAL_ERROR "expected a header and 2 rows in ${csv}, got ${n} lines:\n${lines}")
-endif()
-list(GET lines 0 header)
-string(REPLACE "," ";" names "${header}")
+include(${CMAKE_CURRENT_LIST_DIR}/bench_run.cmake)
+txc_bench_run(${csv} 2 --stores=sqlite --clients=16 --workloads=2pc_begin,saga --duration_s=1
+              --warmup_s=0.5 --echo_s=0.2 --raw_s=0.2 --server_models=false
+              --coordinator_bin=${wrapper} --participant_bin=${PARTICIPANT})
+set(names "${bench_columns}")
+set(lines "${bench_rows}")
 list(FIND names "failed" failed_col)
 list(FIND names "aborted" aborted_col)
 list(FIND names "committed" committed_col)
-list(REMOVE_AT lines 0)
 foreach(line IN LISTS lines)
   string(REPLACE "," ";" f "${line}")
   list(GET f ${failed_col} failed)
   list(GET f ${aborted_col} aborted)
   list(GET f ${committed_col} committed)
   if(NOT failed EQUAL 0 OR NOT aborted EQUAL 0)
-    message(FATAL_ERROR "aborted or failed transactions in row: ${line}\n${out}\n${err}")
+    message(FATAL_ERROR "aborted or failed transactions in row: ${line}\n${bench_output}")
   endif()
   if(NOT committed GREATER 0)
-    message(FATAL_ERROR "no committed transaction in row: ${line}\n${out}\n${err}")
+    message(FATAL_ERROR "no committed transaction in row: ${line}\n${bench_output}")
   endif()
 endforeach()
 message(STATUS "python participants, batched calls: ${lines}")
