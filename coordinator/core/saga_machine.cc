@@ -168,11 +168,17 @@ void Diff(const SagaRun& before, SagaRun* next, const SagaInputs& in,
   if (state_change) u.state = next->txn.state;
   if (attempts_change) u.attempts = next->txn.attempts;
   // The sweeper's next look: soon enough to notice a run that died, late
-  // enough not to race a live one; a PARKED saga is retried slowly.
-  next->txn.next_attempt_ms =
-      in.now_ms + (next->txn.state == TxnState::kParked ? options.parked_retry_ms
-                                                        : options.in_flight_recheck_ms);
-  u.next_attempt_ms = next->txn.next_attempt_ms;
+  // enough not to race a live one; a PARKED saga is retried slowly. Moved
+  // with every change of state, otherwise only once less than half its lead
+  // is left: a step of a live run then rewrites no index entry (the
+  // (state, next_attempt_ms) index is the one an update would move), and the
+  // look stays between half and all of the lead ahead.
+  const int64_t lead = next->txn.state == TxnState::kParked ? options.parked_retry_ms
+                                                            : options.in_flight_recheck_ms;
+  if (state_change || before.txn.next_attempt_ms - in.now_ms < lead / 2) {
+    next->txn.next_attempt_ms = in.now_ms + lead;
+    u.next_attempt_ms = next->txn.next_attempt_ms;
+  }
   batch->txn_updates.push_back(std::move(u));
 }
 

@@ -188,7 +188,7 @@ struct SagaMachineOptions {
   int32_t park_after_attempts = 10;                    // compensation deliveries before PARKED
   BackoffPolicy compensation_backoff{100, 5000, 2.0};  // between compensation deliveries
   int64_t parked_retry_ms = 30000;                     // a PARKED saga's next_attempt_ms lead
-  int64_t in_flight_recheck_ms = 10000;                // next_attempt_ms lead of every other write
+  int64_t in_flight_recheck_ms = 10000;                // next_attempt_ms lead (see Diff in .cc)
 };
 
 // What the step function is told about the world.

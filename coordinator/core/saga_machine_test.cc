@@ -115,7 +115,14 @@ class Sim {
     }
     for (const TxnUpdate& u : r.writes.txn_updates) {
       EXPECT_EQ(u.expected_states, std::vector<TS>{run_.txn.state});
-      EXPECT_TRUE(u.next_attempt_ms.has_value());
+      // The sweeper's next look moves with every change of state, else only
+      // once less than half its lead is left.
+      const int64_t lead = u.state.value_or(run_.txn.state) == TS::kParked
+                               ? options_.parked_retry_ms
+                               : options_.in_flight_recheck_ms;
+      EXPECT_EQ(u.next_attempt_ms.has_value(),
+                u.state.has_value() || run_.txn.next_attempt_ms - now_ < lead / 2)
+          << u.gtid;
     }
   }
 
@@ -503,6 +510,28 @@ TEST(SagaMachineTest, ResumedInCompensatingCompensatesAStepLeftRunning) {
   // b's action may have run: its compensation (a null one if not) goes first.
   EXPECT_EQ(WrittenState(r, "b"), BS::kStepCompensating);
   EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("b", 1)});
+}
+
+TEST(SagaMachineTest, AStepMovesTheSweepersNextLookOnlyOnceHalfItsLeadIsLeft) {
+  Sim sim;
+  sim.Feed(Submission(Chain3()));
+  ASSERT_EQ(sim.run_.txn.next_attempt_ms, kNow + 10000);
+  // a done, b started: the saga's own row is written (fenced), its next look kept.
+  sim.now_ = kNow + 4999;
+  SagaStepResult r = sim.Feed(Answer("a", 1, StepOutcome::kSuccess));
+  ASSERT_EQ(r.writes.txn_updates.size(), 1u);
+  EXPECT_FALSE(r.writes.txn_updates[0].next_attempt_ms.has_value());
+  EXPECT_EQ(sim.run_.txn.next_attempt_ms, kNow + 10000);
+  // Less than half the lead left: moved a whole lead ahead again.
+  sim.now_ = kNow + 5001;
+  r = sim.Feed(Answer("b", 1, StepOutcome::kSuccess));
+  ASSERT_EQ(r.writes.txn_updates.size(), 1u);
+  EXPECT_EQ(r.writes.txn_updates[0].next_attempt_ms, kNow + 5001 + 10000);
+  EXPECT_EQ(sim.run_.txn.next_attempt_ms, kNow + 15001);
+  // The final state moves it whatever is left.
+  r = sim.Feed(Answer("c", 1, StepOutcome::kSuccess));
+  EXPECT_EQ(WrittenSagaState(r), TS::kSucceeded);
+  EXPECT_EQ(r.writes.txn_updates[0].next_attempt_ms, kNow + 15001);
 }
 
 TEST(SagaMachineTest, APassedDeadlineCompensatesAtTheNextEvent) {
