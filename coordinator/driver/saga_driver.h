@@ -27,8 +27,8 @@
 //
 // Every write is fenced by this node's (owner, epoch). A refused or failed
 // write lets the run go: the store stays the truth and the sweeper resumes
-// the saga when its next_attempt_ms is due (kept in_flight_recheck_ms ahead
-// while driven here).
+// the saga when its next_attempt_ms is due (kept between half and all of
+// in_flight_recheck_ms ahead while driven here).
 //
 // Crash points, named after the model's steps (docs/model/saga.pml):
 //   saga.after_step_started          a step logged RUNNING (also the first wave), action not sent
