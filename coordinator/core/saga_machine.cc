@@ -173,8 +173,8 @@ void Diff(const SagaRun& before, SagaRun* next, const SagaInputs& in,
   // is left: a step of a live run then rewrites no index entry (the
   // (state, next_attempt_ms) index is the one an update would move), and the
   // look stays between half and all of the lead ahead.
-  const int64_t lead = next->txn.state == TxnState::kParked ? options.parked_retry_ms
-                                                            : options.in_flight_recheck_ms;
+  const int64_t lead =
+      next->txn.state == TxnState::kParked ? options.parked_retry_ms : options.in_flight_recheck_ms;
   if (state_change || before.txn.next_attempt_ms - in.now_ms < lead / 2) {
     next->txn.next_attempt_ms = in.now_ms + lead;
     u.next_attempt_ms = next->txn.next_attempt_ms;
