@@ -1,6 +1,7 @@
 #include "coordinator/service/coordinator_service.h"
 
 #include <glog/logging.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <chrono>
@@ -32,6 +33,29 @@ CoordinatorService::CoordinatorService(TxnStore* store, GroupCommitter* log, Nod
       gtid_prefix_(IdPrefix(node_.node_id)) {
   CHECK(store_ != nullptr);
   CHECK(log_ != nullptr);
+  RefreshReplicas();
+  leases_thread_ = std::thread([this] { ReplicaCacheLoop(); });
+  pthread_setname_np(leases_thread_.native_handle(), "replica-cache");
+}
+
+CoordinatorService::~CoordinatorService() {
+  {
+    std::lock_guard<std::mutex> lock(leases_mu_);
+    leases_stop_ = true;
+  }
+  leases_cv_.notify_all();
+  leases_thread_.join();
+}
+
+void CoordinatorService::ReplicaCacheLoop() {
+  const auto interval = std::chrono::milliseconds(std::max<int64_t>(1, options_.replica_cache_ms));
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(leases_mu_);
+      if (leases_cv_.wait_for(lock, interval, [this] { return leases_stop_; })) return;
+    }
+    RefreshReplicas();
+  }
 }
 
 std::string CoordinatorService::NewGtid() const { return NewId(gtid_prefix_); }
@@ -453,38 +477,25 @@ Result<Outcome> CoordinatorService::QueryOutcome(const std::string& gtid,
   return Status::Unavailable(std::string("queryOutcome: ") + kNotImplemented);
 }
 
-void CoordinatorService::RefreshLeases() {
-  const int64_t now_mono = MonotonicMs();
-  {
-    std::lock_guard<std::mutex> lock(leases_mu_);
-    if (leases_refreshed_ms_ >= 0 && now_mono - leases_refreshed_ms_ < options_.replica_cache_ms) {
-      return;
-    }
-  }
+void CoordinatorService::RefreshReplicas() {
   // The store call runs outside the lock; concurrent refreshes are harmless.
   Result<std::vector<Lease>> leases = store_->ListLeases();
   if (!leases.ok()) {
     LOG(WARNING) << "cannot list replica leases: " << leases.status();
     return;
   }
-  const int64_t now = NowUnixMs();
-  std::vector<Lease> live;
-  for (const Lease& lease : *leases) {
-    if (lease.expires_ms > now) live.push_back(lease);
-  }
   std::lock_guard<std::mutex> lock(leases_mu_);
-  live_leases_ = std::move(live);
-  leases_refreshed_ms_ = now_mono;
+  leases_ = std::move(leases).value();
 }
 
 std::vector<std::string> CoordinatorService::CoordinatorEndpoints() {
-  RefreshLeases();
   std::vector<std::string> endpoints;
   bool self_listed = false;
+  const int64_t now = NowUnixMs();
   {
     std::lock_guard<std::mutex> lock(leases_mu_);
-    for (const Lease& lease : live_leases_) {
-      if (lease.endpoint.empty()) continue;
+    for (const Lease& lease : leases_) {
+      if (lease.endpoint.empty() || lease.expires_ms <= now) continue;
       if (lease.node_id == node_.node_id) self_listed = true;
       endpoints.push_back(lease.endpoint);
     }
@@ -496,10 +507,10 @@ std::vector<std::string> CoordinatorService::CoordinatorEndpoints() {
 
 std::string CoordinatorService::EndpointOfNode(const std::string& node_id) {
   if (node_id == node_.node_id) return node_.endpoint;
-  RefreshLeases();
+  const int64_t now = NowUnixMs();
   std::lock_guard<std::mutex> lock(leases_mu_);
-  for (const Lease& lease : live_leases_) {
-    if (lease.node_id == node_id) return lease.endpoint;
+  for (const Lease& lease : leases_) {
+    if (lease.node_id == node_id && lease.expires_ms > now) return lease.endpoint;
   }
   return "";
 }

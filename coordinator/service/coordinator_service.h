@@ -25,11 +25,13 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "coordinator/core/admin.h"
@@ -40,14 +42,26 @@
 namespace txc {
 
 struct CoordinatorServiceOptions {
-  // How long the list of live replicas (from the lease table) is cached.
+  // How often the list of replicas (the lease table) is read again, by a
+  // thread of the service's own ("replica-cache"): callers of
+  // CoordinatorEndpoints / EndpointOfNode / Health only read the cache, so a
+  // slow or hung store never holds the thread that asks (an event loop).
   int64_t replica_cache_ms = 1000;
 };
 
 class CoordinatorService : public TxnService {
  public:
+  // Reads the lease table once before it returns, then every
+  // options.replica_cache_ms on its own thread.
   CoordinatorService(TxnStore* store, GroupCommitter* log, NodeInfo node,
                      CoordinatorServiceOptions options = {});
+  ~CoordinatorService() override;
+  CoordinatorService(const CoordinatorService&) = delete;
+  CoordinatorService& operator=(const CoordinatorService&) = delete;
+
+  // Reads the lease table into the replica cache now (the cache thread does
+  // this every replica_cache_ms). A failed read keeps the cache as it was.
+  void RefreshReplicas();
 
   // Once SetTwoPhaseOps returns, no call into the previous ops is running
   // from an asynchronous begin's answer (which holds no reference to it).
@@ -81,6 +95,8 @@ class CoordinatorService : public TxnService {
   bool SubmitSagaAsync(const SagaSpec& spec, std::function<void(Result<TxnRecord>)> done) override;
   Result<Outcome> QueryOutcome(const std::string& gtid, const std::string& branch_id) override;
   HealthInfo Health() override;
+  // This replica first when its own lease is not (yet) in the cache, then
+  // every replica whose cached lease has not expired by now. No store call.
   std::vector<std::string> CoordinatorEndpoints() override;
 
   // Operator actions (core/admin.h decides; written through the group commit,
@@ -92,6 +108,7 @@ class CoordinatorService : public TxnService {
                           BranchState resolved, const AdminContext& ctx) override;
   Result<RebindResult> Rebind(const std::string& gtid, const std::string& from_endpoint,
                               const std::string& to_endpoint, const AdminContext& ctx) override;
+  // From the replica cache (no store call); "" when not live.
   std::string EndpointOfNode(const std::string& node_id) override;
 
   // A new globally unique transaction id: "<node tag>-<32 hex digits>" where
@@ -119,8 +136,8 @@ class CoordinatorService : public TxnService {
                            const AdminPlanFn& plan, bool* changed = nullptr);
   // Validates the gtid and answers kNotFound when no such transaction exists.
   Status CheckExists(const std::string& gtid);
-  // Refreshes the lease cache if it is older than options_.replica_cache_ms.
-  void RefreshLeases();
+  // The cache thread: RefreshReplicas every replica_cache_ms until stopped.
+  void ReplicaCacheLoop();
 
   TxnStore* const store_;
   GroupCommitter* const log_;
@@ -133,9 +150,11 @@ class CoordinatorService : public TxnService {
   std::atomic<SagaOps*> saga_{nullptr};
   std::atomic<bool> serving_{true};
 
-  std::mutex leases_mu_;              // guards the two members below
-  std::vector<Lease> live_leases_;    // live at the last refresh
-  int64_t leases_refreshed_ms_ = -1;  // MonotonicMs() of the last refresh, -1: never
+  std::mutex leases_mu_;               // guards the members below
+  std::vector<Lease> leases_;          // the lease table at the last successful refresh
+  bool leases_stop_ = false;           // the destructor runs: the cache thread ends
+  std::condition_variable leases_cv_;  // leases_stop_ was set
+  std::thread leases_thread_;          // runs ReplicaCacheLoop; started last
 };
 
 }  // namespace txc

@@ -10,6 +10,8 @@
 
 #include "common/backoff.h"
 #include "coordinator/core/validation.h"
+#include "coordinator/store/faulty_store.h"
+#include "tests/harness/process.h"
 
 namespace txc {
 namespace {
@@ -415,10 +417,36 @@ TEST_F(CoordinatorServiceTest, ProtocolOpsAreForwardedOnceSet) {
   EXPECT_EQ(service_->Rollback("g1").status().code(), StatusCode::kNotFound);
 }
 
+// The replica list comes from a cache its own thread refreshes: asking never
+// waits for the store, even while the store hangs.
+TEST_F(CoordinatorServiceTest, ReplicaListNeverWaitsForTheStore) {
+  FaultyStore faulty(store_.get());
+  CoordinatorServiceOptions options;
+  options.replica_cache_ms = 10;
+  CoordinatorService service(&faulty, log_.get(), node_, options);
+  faulty.Hold(StoreOp::kListLeases);
+  ASSERT_TRUE(testing::WaitUntil([&] { return faulty.Calls(StoreOp::kListLeases) >= 2; }, 5000));
+  // The cache thread is stuck in ListLeases: the list still answers at once.
+  const int64_t start = MonotonicMs();
+  EXPECT_EQ(service.CoordinatorEndpoints(), std::vector<std::string>{"127.0.0.1:7400"});
+  EXPECT_EQ(service.EndpointOfNode("node-b"), "");
+  EXPECT_EQ(service.Health().replicas.size(), 1u);
+  EXPECT_LT(MonotonicMs() - start, 1000);
+  ASSERT_TRUE(store_->AcquireLease("node-b", "10.0.0.2:7400", 60000, NowUnixMs()).ok());
+  faulty.Open(StoreOp::kListLeases);
+  // Once the store answers again, the next refresh finds node-b.
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] { return service.EndpointOfNode("node-b") == "10.0.0.2:7400"; }, 5000));
+  EXPECT_EQ(service.CoordinatorEndpoints().size(), 2u);
+}
+
 TEST_F(CoordinatorServiceTest, HealthAndLiveReplicas) {
   const int64_t now = NowUnixMs();
   ASSERT_TRUE(store_->AcquireLease("node-b", "10.0.0.2:7400", 60000, now).ok());
   ASSERT_TRUE(store_->AcquireLease("node-c", "10.0.0.3:7400", 1, now - 10000).ok());  // expired
+  // The cache was read when the service started: node-b is not in it yet.
+  EXPECT_EQ(service_->EndpointOfNode("node-b"), "");
+  service_->RefreshReplicas();
   HealthInfo h = service_->Health();
   EXPECT_EQ(h.node_id, "node-a");
   EXPECT_EQ(h.store_kind, "sqlite");
