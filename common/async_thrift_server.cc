@@ -20,7 +20,9 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -57,6 +59,9 @@ class ConnectionBase {
   virtual ~ConnectionBase() = default;
   // Closes the connection. Stop() calls it while no I/O thread runs.
   virtual void CloseForStop() = 0;
+  // The server drains (Stop() with I/O threads running; any thread): closes
+  // the connection unless a call is with its handler or being answered.
+  virtual void BeginDrain() = 0;
 };
 
 // One call: its frame's bytes, the protocols over them and the processor.
@@ -153,6 +158,9 @@ struct AsyncThriftServer::Core : std::enable_shared_from_this<AsyncThriftServer:
   std::unordered_map<ConnectionBase*, std::shared_ptr<ConnectionBase>> connections;
   bool accept_paused = false;  // guarded by connections_mu: at max_connections
   bool stopping = false;       // guarded by connections_mu
+  // Stop() drains: a connection closes after its answer instead of reading on.
+  std::atomic<bool> draining{false};
+  std::condition_variable drained_cv;  // with connections_mu: connections emptied
 };
 
 namespace {
@@ -206,6 +214,14 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
   }
 
   void CloseForStop() override { Close("the server stops"); }
+
+  void BeginDrain() override {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      if (self->phase_ != Phase::kProcessing && self->phase_ != Phase::kWriting) {
+        self->Close("the server stops");
+      }
+    });
+  }
 
  private:
   enum class Phase {
@@ -444,6 +460,10 @@ class Connection : public ConnectionBase, public std::enable_shared_from_this<Co
   // pipelining client) is started from a fresh handler, not recursively.
   void Written(bool inline_write) {
     call_.reset();
+    if (core_->draining.load()) {
+      Close("the server stops (answered its last call)");
+      return;
+    }
     last_activity_ = Clock::now();
     if (inline_write && Buffered() >= kFrameHeaderBytes) {
       asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
@@ -580,6 +600,7 @@ void Core::Release(ConnectionBase* connection, const std::string& peer_ip) {
     if (it == connections.end()) return;
     last = std::move(it->second);
     connections.erase(it);
+    if (connections.empty() && draining.load()) drained_cv.notify_all();
     if (peer_counts != nullptr) peer_counts->Release(peer_ip);
     if (accept_paused && !stopping &&
         static_cast<int64_t>(connections.size()) < options.max_connections) {
@@ -653,7 +674,35 @@ void AsyncThriftServer::Stop() {
   {
     std::lock_guard<std::mutex> lock(c.connections_mu);
     if (c.stopping) return;
-    c.stopping = true;
+    c.stopping = true;  // Register() refuses new connections from now on
+  }
+  if (c.options.drain_timeout_ms > 0) {
+    // While the I/O threads run: no new connection, the idle ones closed,
+    // and the calls with their handlers answered (then their connections
+    // close) or the drain's time up.
+    std::promise<void> closed;
+    asio::post(c.acceptor.get_executor(), [&c, &closed] {
+      boost::system::error_code ignored;
+      c.acceptor.close(ignored);
+      c.accept_retry.cancel(ignored);
+      closed.set_value();
+    });
+    closed.get_future().wait();
+    c.draining.store(true);
+    std::vector<std::shared_ptr<ConnectionBase>> open;
+    {
+      std::lock_guard<std::mutex> lock(c.connections_mu);
+      for (const auto& [raw, connection] : c.connections) open.push_back(connection);
+    }
+    for (const auto& connection : open) connection->BeginDrain();
+    open.clear();
+    std::unique_lock<std::mutex> lock(c.connections_mu);
+    if (!c.drained_cv.wait_for(lock, std::chrono::milliseconds(c.options.drain_timeout_ms),
+                               [&c] { return c.connections.empty(); })) {
+      LOG(WARNING) << "thrift server on port " << c.port.load() << ": " << c.connections.size()
+                   << " connections still had a call unanswered after drain_timeout_ms ("
+                   << c.options.drain_timeout_ms << " ms); closing them";
+    }
   }
   c.io.stop();
   for (std::thread& t : c.threads) t.join();

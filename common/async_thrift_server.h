@@ -89,8 +89,11 @@ class AsyncThriftServer : public RpcServer {
   // the port cannot be bound; kInvalidArgument if the TLS files cannot be
   // loaded, for another wire than kFramedBinary, or when already started.
   Status Start() override;
-  // Closes the listener and every connection, stops and joins the I/O
-  // threads. Answers given afterwards are dropped. Idempotent.
+  // Closes the listener and the idle connections at once. A connection whose
+  // call is with its handler is closed once that call's answer is written
+  // (it reads no further call), or when options.drain_timeout_ms ran out.
+  // Then stops and joins the I/O threads. Answers given after that are
+  // dropped. Idempotent.
   void Stop() override;
 
   // The bound port (useful with options.port == 0). Valid after Start().

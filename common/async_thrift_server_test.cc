@@ -474,8 +474,38 @@ TEST_F(AsyncThriftServerTest, AtMaxConnectionsTheNextClientWaitsForAClose) {
 
 // A handler that keeps its cob past Stop() and past the server's
 // destruction may still call it: the answer is dropped, nothing breaks.
-TEST_F(AsyncThriftServerTest, CobsFiredAfterStopAndAfterDestructionAreDropped) {
+// Stop() drains: a call already with its handler is answered before its
+// connection closes; an idle connection closes at once; no new one is taken.
+TEST_F(AsyncThriftServerTest, StopAnswersTheCallsWithTheirHandlersFirst) {
   Start({}, /*io_threads=*/2);
+  auto idle = RawSocket(port_);
+  std::promise<wire::Outcome::type> answered;
+  std::thread caller([this, &answered] {
+    auto conn = Open(port_);
+    if (conn == nullptr) return answered.set_value(wire::Outcome::OUTCOME_PENDING);
+    try {
+      answered.set_value(conn->client->queryOutcome("g", "b"));
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "the call in flight was not answered: " << e.what();
+      answered.set_value(wire::Outcome::OUTCOME_PENDING);
+    }
+  });
+  std::vector<Cob> kept = handler_->TakeKeptCobs(1);
+  ASSERT_EQ(kept.size(), 1u);
+  std::thread stopper([this] { server_->Stop(); });
+  // Draining: the idle connection is closed, and no new connection is served.
+  EXPECT_TRUE(ClosedByServer(*idle));
+  EXPECT_FALSE(HealthOnNewConnection(port_));
+  kept[0](wire::Outcome::OUTCOME_COMMIT);  // the handler answers now
+  EXPECT_EQ(answered.get_future().get(), wire::Outcome::OUTCOME_COMMIT);
+  stopper.join();
+  caller.join();
+}
+
+TEST_F(AsyncThriftServerTest, CobsFiredAfterStopAndAfterDestructionAreDropped) {
+  ThriftServerOptions options;
+  options.drain_timeout_ms = 100;  // the calls are answered only after Stop()
+  Start(options, /*io_threads=*/2);
   std::vector<std::thread> callers;
   for (int i = 0; i < 2; ++i) {
     callers.emplace_back([this] {

@@ -66,6 +66,10 @@ struct ThriftServerOptions {
   // TLS on this port when tls.enabled() (see common/tls.h); plaintext otherwise.
   TlsOptions tls{};
   ThriftWire wire = ThriftWire::kFramedBinary;
+  // AsyncThriftServer::Stop(): how long calls already with their handler get
+  // to be answered (and the answer written) before their connections are
+  // closed anyway. Idle connections close at once. 0: close everything at once.
+  int64_t drain_timeout_ms = 5000;
 };
 
 // The peer ("host:port") of the connection whose call this thread is serving
