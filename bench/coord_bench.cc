@@ -58,8 +58,6 @@
 #include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cmath>
@@ -84,6 +82,7 @@
 #include "coordinator/store/txn_store.h"
 #include "gen-cpp/Coordinator.h"
 #include "gen-cpp/Echo.h"
+#include "tests/harness/http_client.h"
 #include "tests/harness/pg_cluster.h"
 #include "tests/harness/process.h"
 #include "tests/harness/test_certs.h"
@@ -218,31 +217,6 @@ std::string LoadAvg() {
 
 // ---- /metrics ---------------------------------------------------------------
 
-// GET http://127.0.0.1:port/target (5 s deadline); status 0 when no answer.
-std::pair<int, std::string> HttpGet(int port, const std::string& target) {
-  namespace beast = boost::beast;
-  namespace http = beast::http;
-  boost::asio::io_context io;
-  beast::tcp_stream stream(io);
-  stream.expires_after(std::chrono::seconds(5));
-  beast::error_code ec;
-  stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"),
-                                                static_cast<unsigned short>(port)),
-                 ec);
-  if (ec) return {0, ""};
-  http::request<http::empty_body> req{http::verb::get, target, 11};
-  req.set(http::field::host, "127.0.0.1");
-  req.keep_alive(false);
-  http::write(stream, req, ec);
-  if (ec) return {0, ""};
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(64 << 20);
-  http::read(stream, buffer, parser, ec);
-  if (ec) return {0, ""};
-  return {static_cast<int>(parser.get().result_int()), parser.get().body()};
-}
-
 // Sum of every sample of the metric `name` (all label sets).
 double SumMetric(const std::string& text, const std::string& name) {
   double sum = 0;
@@ -266,10 +240,13 @@ struct MetricsSnapshot {
   double participant_call_errors = 0;
 };
 
-MetricsSnapshot ScrapeMetrics(int http_port) {
+// `tls`: the coordinator's HTTPS credentials (its HTTP port follows its
+// Thrift port's TLS); empty: plain HTTP.
+MetricsSnapshot ScrapeMetrics(int http_port, const txc::TlsOptions& tls) {
   MetricsSnapshot m;
-  auto [status, body] = HttpGet(http_port, "/metrics");
-  if (status != 200) return m;
+  const txc::testing::HttpResult got = txc::testing::HttpGet(http_port, "/metrics", tls);
+  if (got.status != 200) return m;
+  const std::string& body = got.body;
   m.ok = true;
   m.store_txns = SumMetric(body, "txc_group_commit_store_transactions_total");
   m.participant_calls = SumMetric(body, "txc_participant_calls_total");
@@ -945,8 +922,11 @@ int main(int argc, char** argv) {
       }
       auto coordinator = StartChild(cargv, dir.Child("coordinator-" + store_label + ".log"), port);
       if (!coordinator) return 1;
-      if (!txc::testing::WaitUntil([&] { return HttpGet(http_port, "/readyz").first == 200; },
-                                   60000)) {
+      // The HTTP port is HTTPS, with the client certificate rule, when TLS is on.
+      const txc::TlsOptions http_tls = tls ? ca->Options(certs["client"]) : txc::TlsOptions{};
+      if (!txc::testing::WaitUntil(
+              [&] { return txc::testing::HttpGet(http_port, "/readyz", http_tls).status == 200; },
+              60000)) {
         fprintf(stderr, "coordinator (%s) not ready:\n%s\n", store_kind.c_str(),
                 coordinator->LogTail().c_str());
         return 1;
@@ -967,14 +947,14 @@ int main(int argc, char** argv) {
           LoadHooks hooks;
           hooks.at_start = [&] {
             ResetPeakRss(coord_pid);
-            m0 = ScrapeMetrics(http_port);
+            m0 = ScrapeMetrics(http_port, http_tls);
             p0 = ReadProc(coord_pid);
             c0 = ReadMachineCpu();
           };
           hooks.at_end = [&] {
             c1 = ReadMachineCpu();
             p1 = ReadProc(coord_pid);
-            m1 = ScrapeMetrics(http_port);
+            m1 = ScrapeMetrics(http_port, http_tls);
           };
           double window = 0;
           const std::string label =
@@ -1091,8 +1071,9 @@ int main(int argc, char** argv) {
         // Throughput per sample interval from the coordinator's own counter of
         // finished transactions (RunLoad's counter is internal to it).
         auto finished = [&] {
-          auto [status, body] = HttpGet(http_port, "/metrics");
-          return status == 200 ? SumMetric(body, "txc_transactions_finished_total") : 0.0;
+          const txc::testing::HttpResult got =
+              txc::testing::HttpGet(http_port, "/metrics", http_tls);
+          return got.status == 200 ? SumMetric(got.body, "txc_transactions_finished_total") : 0.0;
         };
         double base = 0;
         ProcStats last_proc;
