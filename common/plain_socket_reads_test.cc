@@ -20,7 +20,9 @@
 #include <string>
 
 #include "common/thrift_server.h"
+#include "common/tls.h"
 #include "gen-cpp/Coordinator.h"
+#include "tests/harness/test_certs.h"
 
 namespace {
 
@@ -28,6 +30,7 @@ std::atomic<int> g_server_port{0};  // 0: count nothing
 std::atomic<int> g_recv_returns{0};
 std::atomic<int> g_polls{0};
 std::atomic<int> g_sends{0};
+std::atomic<int> g_writes{0};  // write(2): how OpenSSL's socket BIO sends
 
 // A connected TCP socket whose local port is g_server_port. Keeps errno.
 bool IsServerConnection(int fd) {
@@ -62,6 +65,13 @@ extern "C" ssize_t send(int fd, const void* buf, size_t len, int flags) {
   static const Send real = reinterpret_cast<Send>(dlsym(RTLD_NEXT, "send"));
   if (IsServerConnection(fd)) g_sends.fetch_add(1);
   return real(fd, buf, len, flags);
+}
+
+extern "C" ssize_t write(int fd, const void* buf, size_t len) {
+  using Write = ssize_t (*)(int, const void*, size_t);
+  static const Write real = reinterpret_cast<Write>(dlsym(RTLD_NEXT, "write"));
+  if (IsServerConnection(fd)) g_writes.fetch_add(1);
+  return real(fd, buf, len);
 }
 
 extern "C" int poll(struct pollfd* fds, nfds_t nfds, int timeout) {
@@ -212,6 +222,49 @@ TEST(PlainSocketReadsTest, AnswerIsNotHeldForAPartlyReceivedRequest) {
   c.WriteRaw(two, first_and_a_bit, two.size() - first_and_a_bit);
   c.client->recv_health(answer);
   EXPECT_EQ(answer.node_id, "n1");
+}
+
+// The same over TLS: requests that arrive in one TLS record are answered in
+// one record, one write(2) of the server.
+TEST(PlainSocketReadsTest, PipelinedRequestsOverTlsAreAnsweredInOneWrite) {
+  auto ca = testing::TestCa::Create("pipelined-tls-ca");
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  auto server_cert = (*ca)->IssueLoopbackServer("server");
+  auto client_cert = (*ca)->Issue("client", "bench");
+  ASSERT_TRUE(server_cert.ok() && client_cert.ok());
+  ThriftServerOptions options{"127.0.0.1", 0};
+  options.tls = (*ca)->Options(*server_cert);
+  ThriftServer server(std::make_shared<wire::CoordinatorProcessor>(std::make_shared<HealthOnly>()),
+                      options);
+  ASSERT_TRUE(server.Start().ok());
+  auto tls = TlsContext::Create((*ca)->Options(*client_cert), TlsRole::kClient);
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  auto socket = (*tls)->ClientSocket("127.0.0.1", server.port(), nullptr);
+  socket->setRecvTimeout(10000);
+  socket->open();
+  wire::CoordinatorClient client(
+      std::make_shared<TBinaryProtocol>(std::make_shared<TFramedTransport>(socket)));
+  wire::HealthResponse h;
+  client.health(h);  // handshake and a first call: not counted
+  const std::string requests = HealthRequests(8);
+  g_sends = 0;
+  g_writes = 0;
+  g_server_port = server.port();
+  // One SSL_write: the eight requests travel in one TLS record.
+  socket->write(reinterpret_cast<const uint8_t*>(requests.data()),
+                static_cast<uint32_t>(requests.size()));
+  for (int i = 0; i < 8; ++i) {
+    wire::HealthResponse answer;
+    client.recv_health(answer);
+    EXPECT_EQ(answer.node_id, "n1");
+  }
+  g_server_port = 0;
+  EXPECT_EQ(g_sends.load() + g_writes.load(), 1);
+  // A single call is still answered at once (nothing held for it).
+  client.health(h);
+  EXPECT_EQ(h.node_id, "n1");
+  socket->close();
+  server.Stop();
 }
 
 }  // namespace

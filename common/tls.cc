@@ -244,11 +244,29 @@ Status TlsSocket::Handshake() {
   }
 }
 
+bool TlsSocket::RequestBytesBuffered() const {
+  return server() && ssl_ != nullptr && SSL_pending(ssl_) > 0;
+}
+
+void TlsSocket::SendHeld() {
+  if (held_.empty()) return;
+  std::string out;
+  out.swap(held_);
+  WriteNow(reinterpret_cast<const uint8_t*>(out.data()), static_cast<uint32_t>(out.size()));
+}
+
+bool TlsSocket::peek() {
+  if (RequestBytesBuffered()) return true;
+  SendHeld();  // TSSLSocket::peek may wait for the peer
+  return TSSLSocket::peek();
+}
+
 uint32_t TlsSocket::read(uint8_t* buf, uint32_t len) {
   if (handshake_failed_) {
     throw TTransportException(TTransportException::END_OF_FILE,
                               "TLS handshake failed: " + handshake_error_);
   }
+  if (!RequestBytesBuffered()) SendHeld();  // the read may wait for the peer
   try {
     return TSSLSocket::read(buf, len);
   } catch (const TTransportException& e) {
@@ -263,6 +281,20 @@ uint32_t TlsSocket::read(uint8_t* buf, uint32_t len) {
 }
 
 void TlsSocket::write(const uint8_t* buf, uint32_t len) {
+  if (RequestBytesBuffered()) {
+    // More requests are already here: their answers go out with this one.
+    held_.append(reinterpret_cast<const char*>(buf), len);
+    return;
+  }
+  if (held_.empty()) {
+    WriteNow(buf, len);
+    return;
+  }
+  held_.append(reinterpret_cast<const char*>(buf), len);
+  SendHeld();
+}
+
+void TlsSocket::WriteNow(const uint8_t* buf, uint32_t len) {
   try {
     TSSLSocket::write(buf, len);
   } catch (const TTransportException& e) {
@@ -297,6 +329,14 @@ std::string TlsSocket::PendingAlert() {
 }
 
 void TlsSocket::close() {
+  if (!held_.empty() && !broken_ && ssl_ != nullptr && !SSL_in_init(ssl_)) {
+    try {
+      SendHeld();
+    } catch (const TTransportException&) {
+      // The peer is gone: the answers held for it are dropped with it.
+    }
+  }
+  held_.clear();
   if (ssl_ != nullptr && (broken_ || SSL_in_init(ssl_))) {
     // A failed connection: nobody listens for our close_notify, and OpenSSL
     // refuses a shutdown mid-handshake. Free it without one (and without

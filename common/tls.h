@@ -118,9 +118,16 @@ class TlsSocket : public apache::thrift::transport::TSSLSocket {
   // have sent first: under TLS 1.3 a refused client certificate is reported
   // after our handshake finished, and our first request hits the closed
   // connection ("Broken pipe") while the reason waits in the receive buffer.
+  //
+  // Server side, answers to pipelined requests go out together, as on
+  // PlainSocket: a write made while decrypted request bytes are still unread
+  // (the client sent several calls in one TLS record) is held, and what is
+  // held goes out as one TLS record with the write that finds nothing left
+  // unread, before any read or peek that may need the kernel, and at close().
   uint32_t read(uint8_t* buf, uint32_t len) override;
   void write(const uint8_t* buf, uint32_t len) override;
   void flush() override;
+  bool peek() override;
   void close() override;
 
  protected:
@@ -131,6 +138,14 @@ class TlsSocket : public apache::thrift::transport::TSSLSocket {
  private:
   std::string verify_name_;  // client: the expected server name
   std::string PendingAlert();
+  // TSSLSocket::write, remembering a failure (and, client side, the alert).
+  void WriteNow(const uint8_t* buf, uint32_t len);
+  // Writes what write() held; a no-op when nothing is held.
+  void SendHeld();
+  // Server side: decrypted bytes are waiting, so a read will not block.
+  bool RequestBytesBuffered() const;
+
+  std::string held_;  // server side: answers written while request bytes were unread
 
   bool handshake_failed_ = false;
   bool broken_ = false;  // a read or write failed: close without a TLS shutdown
