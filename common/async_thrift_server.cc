@@ -680,14 +680,21 @@ void AsyncThriftServer::Stop() {
     // While the I/O threads run: no new connection, the idle ones closed,
     // and the calls with their handlers answered (then their connections
     // close) or the drain's time up.
-    std::promise<void> closed;
-    asio::post(c.acceptor.get_executor(), [&c, &closed] {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(c.options.drain_timeout_ms);
+    auto closed = std::make_shared<std::promise<void>>();
+    std::future<void> listener_closed = closed->get_future();
+    asio::post(c.acceptor.get_executor(), [&c, closed] {
       boost::system::error_code ignored;
       c.acceptor.close(ignored);
       c.accept_retry.cancel(ignored);
-      closed.set_value();
+      closed->set_value();
     });
-    closed.get_future().wait();
+    if (listener_closed.wait_until(deadline) != std::future_status::ready) {
+      LOG(WARNING) << "thrift server on port " << c.port.load()
+                   << ": its I/O threads did not run for drain_timeout_ms ("
+                   << c.options.drain_timeout_ms << " ms); stopping without a drain";
+    }
     c.draining.store(true);
     std::vector<std::shared_ptr<ConnectionBase>> open;
     {
@@ -697,8 +704,7 @@ void AsyncThriftServer::Stop() {
     for (const auto& connection : open) connection->BeginDrain();
     open.clear();
     std::unique_lock<std::mutex> lock(c.connections_mu);
-    if (!c.drained_cv.wait_for(lock, std::chrono::milliseconds(c.options.drain_timeout_ms),
-                               [&c] { return c.connections.empty(); })) {
+    if (!c.drained_cv.wait_until(lock, deadline, [&c] { return c.connections.empty(); })) {
       LOG(WARNING) << "thrift server on port " << c.port.load() << ": " << c.connections.size()
                    << " connections still had a call unanswered after drain_timeout_ms ("
                    << c.options.drain_timeout_ms << " ms); closing them";
