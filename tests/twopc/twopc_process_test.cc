@@ -14,6 +14,7 @@
 #include <memory>
 #include <pqxx/pqxx>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -229,6 +230,41 @@ TEST_F(TwoPcProcessTest, CrashAfterAbortLoggedFinishesTheAbortOnRestart) {
   ExpectSettledAndConserved();
   EXPECT_EQ(Balance(db_a_, 0), kInitialBalance);
   EXPECT_EQ(Balance(db_b_, 0), kInitialBalance);
+}
+
+// SIGTERM while a commit waits for its decision: the coordinator stops taking
+// connections but answers the commit once the decision is logged, then exits
+// 0; after a restart the transfer settles.
+TEST_F(TwoPcProcessTest, SigtermAnswersTheCommitWaitingForItsDecision) {
+  const std::string gtid = BeginTransfer(13);
+  ASSERT_TRUE(bank_b_proc_->Kill(SIGSTOP).ok());  // B's vote waits
+  Result<wire::CommitResponse> committed = Status::Internal("not answered");
+  std::thread committer([&] { committed = Commit(gtid, /*completion=*/false); });
+  // A voted (its branch is prepared in PostgreSQL): the commit is in flight.
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        pqxx::connection conn(db_a_);
+        pqxx::nontransaction n(conn);
+        return !n.exec("SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()")
+                    .empty();
+      },
+      kWaitMs));
+  ASSERT_TRUE(coordinator_proc_->Kill(SIGTERM).ok());
+  // Stopping: the listener is closed, the commit's connection is kept.
+  ASSERT_TRUE(testing::WaitUntil([&] { return !testing::WaitForPort(coordinator_port_, 50).ok(); },
+                                 kWaitMs));
+  ASSERT_TRUE(bank_b_proc_->Kill(SIGCONT).ok());
+  committer.join();
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(committed->outcome, wire::Outcome::OUTCOME_COMMIT);
+  auto exit = coordinator_proc_->Wait(kWaitMs);  // the SIGTERM above ends it
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_TRUE(exit->exited_ok()) << exit->ToString();
+
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(""));
+  ExpectSettledAndConserved();
+  EXPECT_EQ(Balance(db_a_, 0), kInitialBalance - 13);
+  EXPECT_EQ(Balance(db_b_, 0), kInitialBalance + 13);
 }
 
 // Bank B is down during phase 2: the commit completes once it is back.
