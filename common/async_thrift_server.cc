@@ -130,6 +130,8 @@ struct AsyncThriftServer::Core : std::enable_shared_from_this<AsyncThriftServer:
   // A connection closed: gives back its place (and its peer's) and resumes
   // accepting when it was paused at max_connections. Any thread.
   void Release(ConnectionBase* connection, const std::string& peer_ip);
+  // The connections open now (Stop(): to drain or close them outside the lock).
+  std::vector<std::shared_ptr<ConnectionBase>> OpenConnections();
 
   const std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;
   const ThriftServerOptions options;
@@ -611,6 +613,14 @@ void Core::Release(ConnectionBase* connection, const std::string& peer_ip) {
   if (resume) asio::post(acceptor.get_executor(), [this] { Accept(); });
 }
 
+std::vector<std::shared_ptr<ConnectionBase>> Core::OpenConnections() {
+  std::lock_guard<std::mutex> lock(connections_mu);
+  std::vector<std::shared_ptr<ConnectionBase>> open;
+  open.reserve(connections.size());
+  for (const auto& [raw, connection] : connections) open.push_back(connection);
+  return open;
+}
+
 AsyncThriftServer::AsyncThriftServer(
     std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor, ThriftServerOptions options,
     int io_threads)
@@ -696,13 +706,7 @@ void AsyncThriftServer::Stop() {
                    << c.options.drain_timeout_ms << " ms); stopping without a drain";
     }
     c.draining.store(true);
-    std::vector<std::shared_ptr<ConnectionBase>> open;
-    {
-      std::lock_guard<std::mutex> lock(c.connections_mu);
-      for (const auto& [raw, connection] : c.connections) open.push_back(connection);
-    }
-    for (const auto& connection : open) connection->BeginDrain();
-    open.clear();
+    for (const auto& connection : c.OpenConnections()) connection->BeginDrain();
     std::unique_lock<std::mutex> lock(c.connections_mu);
     if (!c.drained_cv.wait_until(lock, deadline, [&c] { return c.connections.empty(); })) {
       LOG(WARNING) << "thrift server on port " << c.port.load() << ": " << c.connections.size()
@@ -717,13 +721,7 @@ void AsyncThriftServer::Stop() {
   boost::system::error_code ignored;
   c.acceptor.close(ignored);
   c.accept_retry.cancel(ignored);
-  std::vector<std::shared_ptr<ConnectionBase>> open;
-  {
-    std::lock_guard<std::mutex> lock(c.connections_mu);
-    for (const auto& [raw, connection] : c.connections) open.push_back(connection);
-  }
-  for (const auto& connection : open) connection->CloseForStop();
-  open.clear();
+  for (const auto& connection : c.OpenConnections()) connection->CloseForStop();
   // Runs what is left (the completions of the closed connections' reads,
   // writes and timers, answers already posted) so that they release their
   // connections; closed connections start nothing new, so this ends.
