@@ -11,6 +11,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <pqxx/pqxx>
 #include <string>
@@ -240,6 +241,14 @@ TEST_F(TwoPcProcessTest, SigtermAnswersTheCommitWaitingForItsDecision) {
   ASSERT_TRUE(bank_b_proc_->Kill(SIGSTOP).ok());  // B's vote waits
   Result<wire::CommitResponse> committed = Status::Internal("not answered");
   std::thread committer([&] { committed = Commit(gtid, /*completion=*/false); });
+  // On every way out (a failed ASSERT included): B runs again, the commit ends.
+  struct Finally {
+    std::function<void()> run;
+    ~Finally() { run(); }
+  } resume{[&] {
+    bank_b_proc_->Kill(SIGCONT).IgnoreError();
+    if (committer.joinable()) committer.join();
+  }};
   // A voted (its branch is prepared in PostgreSQL): the commit is in flight.
   ASSERT_TRUE(testing::WaitUntil(
       [&] {
