@@ -37,6 +37,10 @@ constexpr int32_t kFlagWaitCompletion = 2;  // a client waits for phase 2, not o
 // bit was aborted by its votes, so commit again answers ABORT; without it the
 // abort came from rollback or the deadline, and commit is an illegal transition.
 constexpr int32_t kFlagCommitRequested = 4;
+// Saga: its forward progress may be logged after its effects
+// (SagaMachineOptions::progress_log_ms), so a step its log shows PENDING may
+// have been sent. Set in the definition's write; never changes.
+constexpr int32_t kFlagLazyProgress = 8;
 
 // One 2PC branch or one Saga step.
 struct BranchRecord {

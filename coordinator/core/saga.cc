@@ -272,6 +272,21 @@ Result<SagaPlan> PlanSaga(TxnState state, const std::vector<BranchRecord>& steps
     }
   };
 
+  // The saga compensates: its kPending steps will never run. Skipped, or,
+  // if they may have run before (a resumed run), compensated.
+  auto settle_pending = [&]() {
+    for (const BranchRecord& s : steps) {
+      if (s.state != BranchState::kPending) continue;
+      if (options.pending_may_have_run) {
+        plan.unknown.push_back(s.branch_id);
+        effective[s.branch_id] = BranchState::kStepRunning;
+      } else {
+        plan.skip.push_back(s.branch_id);
+        effective[s.branch_id] = BranchState::kSkipped;
+      }
+    }
+  };
+
   switch (state) {
     case TxnState::kSucceeded:
     case TxnState::kCompensated: plan.finished = true; return plan;
@@ -306,12 +321,7 @@ Result<SagaPlan> PlanSaga(TxnState state, const std::vector<BranchRecord>& steps
       }
       if (any_failed) {
         plan.next_state = TxnState::kCompensating;
-        for (const BranchRecord& s : steps) {
-          if (s.state == BranchState::kPending) {
-            plan.skip.push_back(s.branch_id);
-            effective[s.branch_id] = BranchState::kSkipped;
-          }
-        }
+        settle_pending();
         plan_compensation();
         return plan;
       }
@@ -338,13 +348,8 @@ Result<SagaPlan> PlanSaga(TxnState state, const std::vector<BranchRecord>& steps
 
     case TxnState::kCompensating:
     case TxnState::kParked: {
-      for (const BranchRecord& s : steps) {
-        if (s.state == BranchState::kPending) {
-          // Cannot be logged so (skips are written with the switch), but harmless.
-          plan.skip.push_back(s.branch_id);
-          effective[s.branch_id] = BranchState::kSkipped;
-        }
-      }
+      // Cannot be logged so (settled with the switch), but harmless.
+      settle_pending();
       if (state == TxnState::kCompensating) {
         for (const BranchRecord& s : steps) {
           if (s.state == BranchState::kStepCompensating && !flying(s) &&

@@ -20,7 +20,12 @@
 //
 // A step is "attempted" once it left kPending: its action may have run, so it
 // is compensated when the saga compensates (a compensation without its action
-// is a recorded no-op at the participant, see the SDK barrier).
+// is a recorded no-op at the participant, see the SDK barrier). A run's
+// forward progress is logged lazily (SagaMachineOptions::progress_log_ms), so
+// after a restart or a takeover a step logged kPending may have been sent
+// too: a resumed run that compensates logs such steps kStepRunning ("outcome
+// unknown") with the switch, and compensates them (SagaPlanOptions::
+// pending_may_have_run).
 //
 // Dependencies: BranchRecord::depends_on lists the step ids that must be kDone
 // before a step starts; empty means no dependency at all. The wire form is
@@ -90,6 +95,10 @@ std::string SagaFingerprint(const std::vector<BranchRecord>& steps);
 struct SagaPlanOptions {
   // A compensation delivered this many times without success parks the saga.
   int32_t park_after_attempts = 10;
+  // The steps come from the log, written by a run whose forward progress was
+  // logged lazily: a kPending step's action may have been sent. When the saga
+  // compensates, such a step is compensated, not skipped.
+  bool pending_may_have_run = false;
 };
 
 // What to do next. Lists hold step ids in definition order, except
@@ -107,6 +116,10 @@ struct SagaPlan {
   std::vector<std::string> fail;
   // kPending steps that will never run: log kSkipped (with the switch to compensating).
   std::vector<std::string> skip;
+  // kPending steps that will not run now but may have run before
+  // (pending_may_have_run): log kStepRunning, outcome unknown (with the
+  // switch to compensating); they are compensated like any attempted step.
+  std::vector<std::string> unknown;
   // Attempted steps not in flight whose dependents are all compensated (or
   // never ran): log kStepCompensating (if not already) and send the compensation.
   std::vector<std::string> compensate;

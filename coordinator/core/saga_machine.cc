@@ -69,6 +69,7 @@ Status PlanInto(SagaRun* next, TxnState plan_state, const SagaInputs& in,
   for (const auto& [id, call] : next->in_flight) flying.insert(id);
   SagaPlanOptions plan_options;
   plan_options.park_after_attempts = options.park_after_attempts;
+  plan_options.pending_may_have_run = next->pending_may_have_run;
   Result<SagaPlan> planned =
       PlanSaga(plan_state, next->steps, flying, in.now_ms, next->txn.deadline_ms, plan_options);
   if (!planned.ok()) return planned.status();
@@ -95,6 +96,11 @@ Status PlanInto(SagaRun* next, TxnState plan_state, const SagaInputs& in,
   }
   for (const std::string& id : plan.skip) {
     TXC_RETURN_IF_ERROR(move_step(step(id), BranchState::kSkipped));
+  }
+  for (const std::string& id : plan.unknown) {
+    BranchRecord& s = step(id);
+    TXC_RETURN_IF_ERROR(move_step(s, BranchState::kStepRunning));
+    s.last_error = "may have run before the saga was resumed: compensated";
   }
   for (const std::string& id : plan.start) {
     BranchRecord& s = step(id);
@@ -139,11 +145,25 @@ Status PlanInto(SagaRun* next, TxnState plan_state, const SagaInputs& in,
   return Status::Ok();
 }
 
+// What the store holds of `run`.
+SagaLogView LoggedOf(const SagaRun& run) {
+  if (run.logged) return *run.logged;
+  SagaLogView v;
+  v.state = run.txn.state;
+  v.attempts = run.txn.attempts;
+  v.next_attempt_ms = run.txn.next_attempt_ms;
+  v.steps.reserve(run.steps.size());
+  for (const BranchRecord& s : run.steps) {
+    v.steps.push_back(SagaLogView::Step{s.state, s.attempts, s.last_error, s.next_attempt_ms});
+  }
+  return v;
+}
+
 // The conditional writes that take the store from `before` to `next`.
-void Diff(const SagaRun& before, SagaRun* next, const SagaInputs& in,
+void Diff(const SagaLogView& before, SagaRun* next, const SagaInputs& in,
           const SagaMachineOptions& options, WriteBatch* batch) {
   for (size_t i = 0; i < next->steps.size(); ++i) {
-    const BranchRecord& was = before.steps[i];
+    const SagaLogView::Step& was = before.steps[i];
     const BranchRecord& now = next->steps[i];
     if (was.state == now.state && was.attempts == now.attempts &&
         was.last_error == now.last_error && was.next_attempt_ms == now.next_attempt_ms) {
@@ -159,12 +179,12 @@ void Diff(const SagaRun& before, SagaRun* next, const SagaInputs& in,
     if (now.next_attempt_ms != was.next_attempt_ms) u.next_attempt_ms = now.next_attempt_ms;
     batch->branch_updates.push_back(std::move(u));
   }
-  const bool state_change = next->txn.state != before.txn.state;
-  const bool attempts_change = next->txn.attempts != before.txn.attempts;
+  const bool state_change = next->txn.state != before.state;
+  const bool attempts_change = next->txn.attempts != before.attempts;
   if (batch->branch_updates.empty() && !state_change && !attempts_change) return;
   TxnUpdate u;
   u.gtid = next->txn.gtid;
-  u.expected_states = {before.txn.state};
+  u.expected_states = {before.state};
   if (state_change) u.state = next->txn.state;
   if (attempts_change) u.attempts = next->txn.attempts;
   // The sweeper's next look: soon enough to notice a run that died, late
@@ -175,7 +195,7 @@ void Diff(const SagaRun& before, SagaRun* next, const SagaInputs& in,
   // look stays between half and all of the lead ahead.
   const int64_t lead =
       next->txn.state == TxnState::kParked ? options.parked_retry_ms : options.in_flight_recheck_ms;
-  if (state_change || before.txn.next_attempt_ms - in.now_ms < lead / 2) {
+  if (state_change || before.next_attempt_ms - in.now_ms < lead / 2) {
     next->txn.next_attempt_ms = in.now_ms + lead;
     u.next_attempt_ms = next->txn.next_attempt_ms;
   }
@@ -188,7 +208,7 @@ Result<SagaStepResult> Advance(const SagaRun& before, SagaRun next, TxnState pla
                                const SagaInputs& in, const SagaMachineOptions& options) {
   SagaStepResult r;
   TXC_RETURN_IF_ERROR(PlanInto(&next, plan_state, in, options, &r));
-  Diff(before, &next, in, options, &r.writes);
+  Diff(LoggedOf(before), &next, in, options, &r.writes);
   r.state = StateOf(next);
   r.next = std::move(next);
   return r;
@@ -217,6 +237,7 @@ class Stepper {
     next.txn.state = TxnState::kRunning;
     next.txn.attempts = 0;
     next.txn.payload = fingerprint;
+    if (options_.progress_log_ms > 0) next.txn.flags |= kFlagLazyProgress;
     next.txn.next_attempt_ms = in_.now_ms + options_.in_flight_recheck_ms;
     for (size_t i = 0; i < e.steps.size(); ++i) {
       BranchRecord s = e.steps[i];
@@ -299,8 +320,20 @@ class Stepper {
     SagaRun next = run_;
     next.in_flight.clear();
     next.parked_round_failed = false;
+    next.pending_may_have_run = (next.txn.flags & kFlagLazyProgress) != 0;
     const TxnState plan_state = next.txn.state;
     return Advance(run_, std::move(next), plan_state, in_, options_);
+  }
+
+  Result<SagaStepResult> operator()(const SagaLogDue& e) const {
+    if (!Exists(run_)) return NoSaga(Name(e));
+    if (!run_.logged) return NoOp(run_);
+    SagaStepResult r;
+    r.next = run_;
+    r.next.logged.reset();
+    Diff(*run_.logged, &r.next, in_, options_, &r.writes);
+    r.state = StateOf(r.next);
+    return r;
   }
 
   Result<SagaStepResult> operator()(const SagaCancelRequested& e) const {
@@ -371,7 +404,7 @@ class Stepper {
     r.effects.push_back(
         SagaEffect{SagaEffect::Kind::kRetryAfter, step->branch_id, step->attempts, delay, {}});
     next.in_flight[step->branch_id] = SagaCall{SagaCall::Kind::kRetryTimer, step->attempts};
-    Diff(run_, &next, in_, options_, &r.writes);
+    Diff(LoggedOf(run_), &next, in_, options_, &r.writes);
     r.state = StateOf(next);
     r.next = std::move(next);
     return r;
@@ -450,7 +483,7 @@ const char* SagaStepStateName(SagaStepState state) { return BranchStateName(ToBr
 const char* SagaEventName(const SagaEvent& event) {
   static const char* const kNames[] = {
       "Submitted", "ActionAnswered", "ActionCallFailed", "CompensationAnswered",
-      "RetryDue",  "Resumed",        "CancelRequested"};
+      "RetryDue",  "Resumed",        "CancelRequested",  "LogDue"};
   static_assert(std::variant_size_v<SagaEvent> == sizeof(kNames) / sizeof(kNames[0]));
   return kNames[event.index()];
 }
@@ -460,7 +493,26 @@ Result<SagaStepResult> StepSaga(const SagaRun& run, const SagaEvent& event,
   if (Exists(run) && !ToSagaState(run.txn.state).ok()) {
     return ToSagaState(run.txn.state).status();
   }
-  return std::visit(Stepper(run, inputs, options), event);
+  Result<SagaStepResult> r = std::visit(Stepper(run, inputs, options), event);
+  if (!r.ok() || r->writes.empty()) return r;
+  // Forward progress of a running saga may wait to be logged; anything else
+  // (the definition, a change of the saga's state, LogDue) is logged now,
+  // with the progress that waited.
+  const bool forward =
+      (run.txn.flags & kFlagLazyProgress) != 0 && !std::holds_alternative<SagaSubmitted>(event) &&
+      !std::holds_alternative<SagaLogDue>(event) && run.txn.state == TxnState::kRunning &&
+      r->next.txn.state == TxnState::kRunning;
+  if (options.progress_log_ms <= 0 || !forward) {
+    r->next.logged.reset();
+    return r;
+  }
+  r->writes = WriteBatch{};
+  r->next.logged = LoggedOf(run);
+  if (!run.logged) {
+    r->effects.push_back(
+        SagaEffect{SagaEffect::Kind::kLogAfter, "", 0, options.progress_log_ms, {}});
+  }
+  return r;
 }
 
 void FenceWrites(WriteBatch* batch, const std::string& owner, int64_t epoch) {

@@ -43,6 +43,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -98,8 +99,23 @@ struct SagaCall {
   int32_t attempt = 0;  // the step's attempts when it was sent / armed
 };
 
-// One saga in memory. `txn` and `steps` are what the store holds once the
-// writes of every result adopted so far are durable; the rest is not logged.
+// What the store holds of a saga: the fields a write changes.
+struct SagaLogView {
+  struct Step {
+    BranchState state = BranchState::kPending;
+    int32_t attempts = 0;
+    std::string last_error;
+    int64_t next_attempt_ms = 0;
+  };
+  TxnState state = TxnState::kRunning;
+  int32_t attempts = 0;
+  int64_t next_attempt_ms = 0;
+  std::vector<Step> steps;  // definition order
+};
+
+// One saga in memory. `txn` and `steps` are the run as adopted: what the
+// store holds once the writes of every result adopted so far are durable,
+// except for forward progress not logged yet (`logged`).
 struct SagaRun {
   TxnRecord txn;                              // gtid empty: no saga yet (only Submitted is legal)
   std::vector<BranchRecord> steps;            // definition order
@@ -107,6 +123,15 @@ struct SagaRun {
   // PARKED: a compensation failed this round; nothing new is sent, and once
   // nothing is in flight the round ends (attempts + 1, Finished{kParked}).
   bool parked_round_failed = false;
+  // Set while forward progress is adopted but not logged (see
+  // SagaMachineOptions::progress_log_ms): what the store holds, from which
+  // the next write is computed. Empty: the store holds `txn` and `steps`.
+  std::optional<SagaLogView> logged;
+  // Set by Resumed for a saga with kFlagLazyProgress: the run came from the
+  // log, written by a run whose forward progress may not all have been
+  // logged, so a kPending step may have been sent
+  // (SagaPlanOptions::pending_may_have_run). Kept for the run's life.
+  bool pending_may_have_run = false;
 };
 
 // ---- events ----
@@ -154,10 +179,13 @@ struct SagaResumed {};
 // compensated once answered). No-op when already compensating, parked or
 // compensated; kIllegalTransition for a SUCCEEDED saga.
 struct SagaCancelRequested {};
+// The LogAfter timer fired: the forward progress not logged yet is written
+// (no effects). A no-op when there is none (a later write logged it).
+struct SagaLogDue {};
 
 using SagaEvent =
     std::variant<SagaSubmitted, SagaActionAnswered, SagaActionCallFailed, SagaCompensationAnswered,
-                 SagaRetryDue, SagaResumed, SagaCancelRequested>;
+                 SagaRetryDue, SagaResumed, SagaCancelRequested, SagaLogDue>;
 // "Submitted", "ActionAnswered", ... for logs.
 const char* SagaEventName(const SagaEvent& event);
 
@@ -171,11 +199,12 @@ struct SagaEffect {
     kCallCompensation,  // send `step`'s compensation; answer with CompensationAnswered
     kRetryAfter,        // after delay_ms, feed RetryDue{step, attempt} (a timer, not a sleep)
     kFinished,          // `state` is final, or PARKED with nothing in flight: let the run go
+    kLogAfter,          // after delay_ms, feed LogDue (progress is waiting to be logged)
   };
   Kind kind = Kind::kCallAction;
   std::string step;
   int32_t attempt = 0;
-  int64_t delay_ms = 0;                   // kRetryAfter
+  int64_t delay_ms = 0;                   // kRetryAfter, kLogAfter
   SagaState state = SagaState::kRunning;  // kFinished
 
   bool operator==(const SagaEffect& o) const {
@@ -189,6 +218,18 @@ struct SagaMachineOptions {
   BackoffPolicy compensation_backoff{100, 5000, 2.0};  // between compensation deliveries
   int64_t parked_retry_ms = 30000;                     // a PARKED saga's next_attempt_ms lead
   int64_t in_flight_recheck_ms = 10000;                // next_attempt_ms lead (see Diff in .cc)
+  // Forward progress of a RUNNING saga (a step started or done, a retry
+  // armed or sent) is not logged before its effects run: it is written with
+  // the saga's next change of state (SUCCEEDED, COMPENSATING), or by LogDue at
+  // most this long after it was adopted. The definition and every change of
+  // the saga's state are still logged before their effects. What makes it
+  // safe: a resumed run redoes the forward steps (the participants' barrier
+  // answers a repeated action with its first outcome) and, if it compensates,
+  // compensates every step the log shows pending (pending_may_have_run).
+  // Decided per saga when it is submitted (kFlagLazyProgress in its
+  // definition), so whoever resumes it knows. 0: every result of the sagas
+  // submitted here is logged before its effects.
+  int64_t progress_log_ms = 0;
 };
 
 // What the step function is told about the world.
@@ -200,8 +241,10 @@ struct SagaInputs {
 struct SagaStepResult {
   SagaRun next;                           // the run once `writes` are durable
   SagaState state = SagaState::kRunning;  // next.txn.state
-  // Conditional on the logged states the run had (expected_states); the
-  // driver fills the fence (expected_owner, expected_epoch). Empty: nothing to log.
+  // Conditional on the logged states (expected_states: SagaRun::logged, or
+  // the run's own); the driver fills the fence (expected_owner,
+  // expected_epoch). Empty: nothing to log before the effects run (none, or
+  // progress left to log later: next.logged is set).
   WriteBatch writes;
   std::vector<SagaEffect> effects;
 };

@@ -20,9 +20,12 @@ constexpr int64_t kNow = 1'000'000;
 
 // Readable effects in failure messages.
 void PrintTo(const SagaEffect& e, std::ostream* os) {
-  static const char* const kKinds[] = {"CallAction", "CallCompensation", "RetryAfter", "Finished"};
+  static const char* const kKinds[] = {"CallAction", "CallCompensation", "RetryAfter", "Finished",
+                                       "LogAfter"};
   *os << kKinds[static_cast<int>(e.kind)] << "{" << e.step << ", attempt " << e.attempt;
-  if (e.kind == SagaEffect::Kind::kRetryAfter) *os << ", " << e.delay_ms << " ms";
+  if (e.kind == SagaEffect::Kind::kRetryAfter || e.kind == SagaEffect::Kind::kLogAfter) {
+    *os << ", " << e.delay_ms << " ms";
+  }
   if (e.kind == SagaEffect::Kind::kFinished) *os << ", " << SagaStateName(e.state);
   *os << "}";
 }
@@ -101,20 +104,23 @@ class Sim {
     return out;
   }
 
-  // Every update is conditional on the state the run had: the store refuses it
-  // if anything moved meanwhile.
+  // Every update is conditional on the state the store holds (the run's, or
+  // what `logged` says while progress waits to be logged): the store refuses
+  // it if anything moved meanwhile.
   void CheckWritesAreConditional(const SagaStepResult& r) const {
     for (const BranchUpdate& u : r.writes.branch_updates) {
-      const BranchRecord* before = nullptr;
-      for (const BranchRecord& s : run_.steps) {
-        if (s.branch_id == u.branch_id) before = &s;
+      std::optional<BS> before;
+      for (size_t i = 0; i < run_.steps.size(); ++i) {
+        if (run_.steps[i].branch_id != u.branch_id) continue;
+        before = run_.logged ? run_.logged->steps[i].state : run_.steps[i].state;
       }
-      ASSERT_NE(before, nullptr) << u.branch_id;
-      EXPECT_EQ(u.expected_states, std::vector<BS>{before->state}) << u.branch_id;
+      ASSERT_TRUE(before.has_value()) << u.branch_id;
+      EXPECT_EQ(u.expected_states, std::vector<BS>{*before}) << u.branch_id;
       EXPECT_EQ(u.gtid, run_.txn.gtid);
     }
+    const TS logged_state = run_.logged ? run_.logged->state : run_.txn.state;
     for (const TxnUpdate& u : r.writes.txn_updates) {
-      EXPECT_EQ(u.expected_states, std::vector<TS>{run_.txn.state});
+      EXPECT_EQ(u.expected_states, std::vector<TS>{logged_state});
       // The sweeper's next look moves with every change of state, else only
       // once less than half its lead is left.
       const int64_t lead = u.state.value_or(run_.txn.state) == TS::kParked
@@ -290,8 +296,10 @@ TEST(SagaMachineTest, EveryStateTimesEveryEvent) {
       {"RetryDue", SagaRetryDue{"b", 1}, {N, N, N, N, N}},
       {"Resumed", SagaResumed{}, {A, N, A, N, A}},
       {"CancelRequested", SagaCancelRequested{}, {A, I, N, N, N}},
+      // These runs have no progress waiting to be logged.
+      {"LogDue", SagaLogDue{}, {N, N, N, N, N}},
   };
-  ASSERT_EQ(std::variant_size_v<SagaEvent>, 7u);  // a new event needs its row here
+  ASSERT_EQ(std::variant_size_v<SagaEvent>, 8u);  // a new event needs its row here
   for (const EventCase& c : cases) {
     for (size_t i = 0; i < states.size(); ++i) {
       SCOPED_TRACE(std::string(c.name) + " in " + SagaStateName(states[i]));
@@ -328,7 +336,8 @@ TEST(SagaMachineTest, EveryEventBeforeSubmittedIsIllegalAndUnknownStepsAreInvali
                                          Compensated("b", 1),
                                          SagaRetryDue{"b", 1},
                                          SagaResumed{},
-                                         SagaCancelRequested{}};
+                                         SagaCancelRequested{},
+                                         SagaLogDue{}};
   for (const SagaEvent& e : events) {
     Result<SagaStepResult> r = StepSaga(SagaRun{}, e, SagaInputs{kNow, 0.5}, Options());
     ASSERT_FALSE(r.ok()) << SagaEventName(e);
@@ -614,6 +623,149 @@ TEST(SagaMachineTest, FenceWritesSetsTheOwnerAndEpochOnEveryUpdate) {
     EXPECT_EQ(u.expected_owner, "node-7");
     EXPECT_EQ(u.expected_epoch, 42);
   }
+}
+
+// ---- forward progress logged lazily (progress_log_ms) ----
+
+SagaMachineOptions LazyOptions() {
+  SagaMachineOptions o = Options();
+  o.progress_log_ms = 500;
+  return o;
+}
+
+SagaEffect LogAfter(int64_t ms) { return SagaEffect{Kind::kLogAfter, "", 0, ms, {}}; }
+
+TEST(SagaMachineTest, ForwardProgressIsAdoptedAtOnceAndLoggedWithTheFinalState) {
+  Sim sim(LazyOptions());
+  // The definition is logged before anything is sent, as always.
+  SagaStepResult r = sim.Feed(Submission(Chain3()));
+  ASSERT_EQ(r.writes.insert_txns.size(), 1u);
+  EXPECT_EQ(r.writes.insert_txns[0].flags & kFlagLazyProgress, kFlagLazyProgress);
+  EXPECT_FALSE(sim.run_.logged.has_value());
+  // a done, b started: nothing to log first; a LogDue timer is armed once.
+  r = sim.Feed(Answer("a", 1, StepOutcome::kSuccess));
+  EXPECT_TRUE(r.writes.empty());
+  EXPECT_EQ(r.effects, (std::vector<SagaEffect>{Call("b", 1), LogAfter(500)}));
+  ASSERT_TRUE(sim.run_.logged.has_value());
+  EXPECT_EQ(sim.run_.logged->steps[0].state, BS::kStepRunning);  // the store's a
+  EXPECT_EQ(sim.run_.logged->steps[1].state, BS::kPending);
+  EXPECT_EQ(sim.step("a").state, BS::kDone);  // the run's a
+  EXPECT_EQ(sim.step("b").state, BS::kStepRunning);
+  r = sim.Feed(Answer("b", 1, StepOutcome::kSuccess));
+  EXPECT_TRUE(r.writes.empty());
+  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Call("c", 1)});  // the timer is armed already
+  // SUCCEEDED is a change of the saga's state: logged first, with every step's
+  // progress, conditional on what the store holds (checked by Sim).
+  r = sim.Feed(Answer("c", 1, StepOutcome::kSuccess));
+  EXPECT_EQ(WrittenSagaState(r), TS::kSucceeded);
+  EXPECT_EQ(r.writes.branch_updates.size(), 3u);
+  for (const char* id : {"a", "b", "c"}) EXPECT_EQ(WrittenState(r, id), BS::kDone) << id;
+  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Finished(SagaState::kSucceeded)});
+  EXPECT_FALSE(sim.run_.logged.has_value());
+  // The timer fires late: nothing left to log.
+  r = sim.Feed(SagaLogDue{});
+  EXPECT_TRUE(r.writes.empty());
+  EXPECT_TRUE(r.effects.empty());
+}
+
+TEST(SagaMachineTest, LogDueWritesTheProgressThatWaited) {
+  Sim sim(LazyOptions());
+  sim.Feed(Submission(Chain3()));
+  sim.Feed(Answer("a", 1, StepOutcome::kSuccess));
+  SagaStepResult r = sim.Feed(SagaLogDue{});
+  EXPECT_TRUE(r.effects.empty());
+  EXPECT_EQ(WrittenState(r, "a"), BS::kDone);
+  EXPECT_EQ(WrittenState(r, "b"), BS::kStepRunning);
+  EXPECT_FALSE(WrittenState(r, "c").has_value());
+  EXPECT_FALSE(sim.run_.logged.has_value());
+  // The next progress arms a new timer.
+  r = sim.Feed(Answer("b", 1, StepOutcome::kSuccess));
+  EXPECT_TRUE(r.writes.empty());
+  EXPECT_EQ(r.effects, (std::vector<SagaEffect>{Call("c", 1), LogAfter(500)}));
+}
+
+TEST(SagaMachineTest, ARefusalIsLoggedBeforeItsCompensationsWithTheProgressThatWaited) {
+  Sim sim(LazyOptions());
+  sim.Feed(Submission(Chain3()));
+  sim.Feed(Answer("a", 1, StepOutcome::kSuccess));
+  SagaStepResult r = sim.Feed(Answer("b", 1, StepOutcome::kFailure));
+  EXPECT_EQ(WrittenSagaState(r), TS::kCompensating);
+  EXPECT_EQ(WrittenState(r, "a"), BS::kDone);
+  EXPECT_EQ(WrittenState(r, "b"), BS::kStepCompensating);
+  EXPECT_EQ(WrittenState(r, "c"), BS::kSkipped);  // this run never sent c
+  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("b", 1)});
+  EXPECT_FALSE(sim.run_.logged.has_value());
+}
+
+TEST(SagaMachineTest, AResumedRunCompensatesStepsTheLogShowsPending) {
+  // The log of a run that crashed with progress not logged: a RUNNING, b and
+  // c PENDING, though b and c may have been sent. The deadline has passed.
+  SagaRun stored = RunIn(SagaState::kRunning);
+  stored.in_flight.clear();
+  stored.txn.deadline_ms = kNow - 1;
+  stored.txn.flags = kFlagLazyProgress;
+  stored.steps[0].state = BS::kStepRunning;
+  stored.steps[1].state = BS::kPending;
+  stored.steps[1].attempts = 0;
+  Sim sim(LazyOptions());
+  sim.run_ = stored;
+  SagaStepResult r = sim.Feed(SagaResumed{});
+  EXPECT_EQ(WrittenSagaState(r), TS::kCompensating);
+  // Not SKIPPED: logged RUNNING (outcome unknown) and compensated, last first.
+  EXPECT_EQ(WrittenState(r, "c"), BS::kStepCompensating);
+  EXPECT_EQ(WrittenState(r, "b"), BS::kStepRunning);
+  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("c", 1)});
+  r = sim.Feed(Compensated("c", 1));
+  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("b", 1)});
+  r = sim.Feed(Compensated("b", 1));
+  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("a", 1)});
+  r = sim.Feed(Compensated("a", 1));
+  EXPECT_EQ(WrittenSagaState(r), TS::kCompensated);
+
+  // A saga submitted without the flag was logged step by step: its log's
+  // pending steps were never sent, and are skipped.
+  stored.txn.flags = 0;
+  Result<SagaStepResult> strict = StepSaga(stored, SagaResumed{}, SagaInputs{kNow, 0.5}, Options());
+  ASSERT_TRUE(strict.ok()) << strict.status();
+  EXPECT_EQ(WrittenState(*strict, "b"), BS::kSkipped);
+  EXPECT_EQ(WrittenState(*strict, "c"), BS::kSkipped);
+
+  // A run that never restarted knows what it sent: pending steps are skipped.
+  Sim live(LazyOptions());
+  live.Feed(Submission(Chain3()));
+  r = live.Feed(SagaCancelRequested{});
+  EXPECT_EQ(WrittenState(r, "b"), BS::kSkipped);
+  EXPECT_EQ(WrittenState(r, "c"), BS::kSkipped);
+}
+
+TEST(SagaMachineTest, AResumedRunGoesForwardByRedoingTheStepsTheLogShowsPending) {
+  SagaRun stored = RunIn(SagaState::kRunning);
+  stored.in_flight.clear();
+  stored.steps[0].state = BS::kStepRunning;
+  stored.steps[1].state = BS::kPending;
+  stored.steps[1].attempts = 0;
+  stored.txn.flags = kFlagLazyProgress;
+  Sim sim(LazyOptions());
+  sim.run_ = stored;
+  SagaStepResult r = sim.Feed(SagaResumed{});
+  EXPECT_EQ(r.effects, (std::vector<SagaEffect>{Call("a", 2), LogAfter(500)}));
+  r = sim.Feed(Answer("a", 2, StepOutcome::kSuccess));
+  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Call("b", 1)});
+  sim.Feed(Answer("b", 1, StepOutcome::kSuccess));
+  r = sim.Feed(Answer("c", 1, StepOutcome::kSuccess));
+  EXPECT_EQ(WrittenSagaState(r), TS::kSucceeded);
+}
+
+TEST(SagaMachineTest, ProgressLogMsZeroLogsEveryStepBeforeItsEffects) {
+  Sim sim(Options());
+  SagaStepResult r = sim.Feed(Submission(Chain3()));
+  ASSERT_EQ(r.writes.insert_txns.size(), 1u);
+  EXPECT_EQ(r.writes.insert_txns[0].flags & kFlagLazyProgress, 0);
+  r = sim.Feed(Answer("a", 1, StepOutcome::kSuccess));
+  EXPECT_EQ(WrittenState(r, "a"), BS::kDone);
+  EXPECT_EQ(WrittenState(r, "b"), BS::kStepRunning);
+  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Call("b", 1)});
+  EXPECT_FALSE(sim.run_.logged.has_value());
 }
 
 }  // namespace

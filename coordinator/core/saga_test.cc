@@ -415,6 +415,26 @@ TEST(SagaPlanTest, DeadlineStartsCompensation) {
   EXPECT_EQ(p.start, Ids{"b"});
 }
 
+TEST(SagaPlanTest, PendingStepsThatMayHaveRunAreCompensatedNotSkipped) {
+  // A resumed run: the log shows c and d pending, but the crashed run may
+  // have sent them (its forward progress was logged lazily).
+  auto steps = Chain({BS::kDone, BS::kFailed, BS::kPending, BS::kPending});
+  SagaPlanOptions options;
+  options.pending_may_have_run = true;
+  auto p = PlanSaga(TS::kRunning, steps, {}, 0, 0, options);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->next_state, TS::kCompensating);
+  EXPECT_TRUE(p->skip.empty());
+  EXPECT_EQ(p->unknown, (Ids{"c", "d"}));
+  EXPECT_EQ(p->compensate, Ids{"d"});  // the last first; c waits for d
+  // Without the flag the same log is skipped past, as a live run knows it may be.
+  p = PlanSaga(TS::kRunning, steps, {}, 0, 0, SagaPlanOptions{});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->skip, (Ids{"c", "d"}));
+  EXPECT_TRUE(p->unknown.empty());
+  EXPECT_EQ(p->compensate, Ids{"b"});
+}
+
 TEST(SagaPlanTest, CompensationPastItsLimitParks) {
   auto steps = Chain({BS::kDone, BS::kStepCompensating, BS::kSkipped});
   SagaPlanOptions options;

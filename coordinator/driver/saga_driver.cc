@@ -128,6 +128,7 @@ SagaDriver::SagaDriver(TxnStore* store, GroupCommitter* log, NodeInfo node,
   machine_options_.compensation_backoff = options_.compensation_backoff;
   machine_options_.parked_retry_ms = options_.parked_retry_ms;
   machine_options_.in_flight_recheck_ms = options_.in_flight_recheck_ms;
+  machine_options_.progress_log_ms = options_.progress_log_ms;
   if (!options_.coordinators) {
     const std::string self = node_.endpoint;
     options_.coordinators = [self] { return std::vector<std::string>{self}; };
@@ -667,6 +668,7 @@ void SagaDriver::Logged(const std::shared_ptr<Run>& run,
 bool SagaDriver::Adopt(const std::shared_ptr<Run>& run, SagaStepResult result) {
   std::vector<std::pair<SagaEffect, ParticipantCall>> calls;
   bool finished = false;
+  bool unlogged = false;  // the run's forward progress is not all logged
   SagaState final_state = result.state;
   std::string gtid;
   {
@@ -675,6 +677,7 @@ bool SagaDriver::Adopt(const std::shared_ptr<Run>& run, SagaStepResult result) {
     gtid = run->saga.txn.gtid;
     LogEdges(run->saga, result.next);
     run->saga = std::move(result.next);
+    unlogged = run->saga.logged.has_value();
     const TxnRecord& txn = run->saga.txn;
     for (const SagaEffect& e : result.effects) {
       if (e.kind == SagaEffect::Kind::kFinished) {
@@ -747,9 +750,13 @@ bool SagaDriver::Adopt(const std::shared_ptr<Run>& run, SagaStepResult result) {
           Feed(run, SagaRetryDue{step, attempt});
         }));
         break;
+      case SagaEffect::Kind::kLogAfter:
+        participants_->After(effect.delay_ms, gate_.Wrap([this, run] { Feed(run, SagaLogDue{}); }));
+        break;
       case SagaEffect::Kind::kFinished: break;
     }
   }
+  if (unlogged) TXC_CRASH_POINT("saga.after_unlogged_send");
   if (finished) {
     if (final_state != SagaState::kParked) sagas_finished_.fetch_add(1);
     Release(run, final_state == SagaState::kParked ? "parked, the sweeper retries it"

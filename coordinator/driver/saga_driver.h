@@ -9,10 +9,14 @@
 // WriteAsync by SubmitSagaAsync, since the client is answered only once it
 // is durable); only once they are durable does the run adopt the new state
 // and run the effects (participant calls, retry timers, letting the run go),
-// on the group commit's answer thread ("group-done"): adopting a step only
-// queues calls and writes, and a hop to a pool per step cost more CPU than
-// the step itself (measured). One step's writes are in flight per run at a time:
-// events arriving meanwhile queue and are stepped after, on the durable state.
+// on the group commit's answer thread ("group-done"). Forward progress of a
+// running saga is the exception: the step function leaves it unlogged
+// (progress_log_ms), so it is adopted at once on the thread that fed the
+// answer, and logged with the saga's next change of state or by LogDue.
+// Adopting a step only queues calls and writes, and a hop to a pool per step
+// cost more CPU than the step itself (measured). One step's writes are in
+// flight per run at a time: events arriving meanwhile queue and are stepped
+// after, on the durable state.
 //
 //   SubmitSaga: log txn RUNNING + steps PENDING, the first wave RUNNING (one
 //               batch) -> answer at once, or wait for SUCCEEDED / COMPENSATED /
@@ -32,6 +36,8 @@
 //
 // Crash points, named after the model's steps (docs/model/saga.pml):
 //   saga.after_step_started          a step logged RUNNING (also the first wave), action not sent
+//   saga.after_unlogged_send         effects run (an action sent) while the run's forward
+//                                    progress is not logged yet (progress_log_ms)
 //   saga.after_action_logged         an action's DONE / FAILED is durable, nothing sent after it
 //   saga.after_compensation_started  a step logged COMPENSATING, compensation not sent
 //   saga.mid_compensation            a step logged COMPENSATED, the saga not final
@@ -83,6 +89,10 @@ struct SagaDriverOptions {
   BackoffPolicy compensation_backoff{100, 5000, 2.0};
   int64_t parked_retry_ms = 30000;       // how often the sweeper retries a PARKED saga
   int64_t in_flight_recheck_ms = 10000;  // next_attempt_ms lead while driven here
+  // Forward progress (steps started and done) is logged with the saga's next
+  // change of state, or at most this long after it happened
+  // (SagaMachineOptions::progress_log_ms); 0: before its effects, step by step.
+  int64_t progress_log_ms = 1000;
   // Every replica's endpoint, for TxnContext.coordinators; default {node.endpoint}.
   std::function<std::vector<std::string>()> coordinators;
   // Picks the gtid of a saga submitted without one; default "<node>-saga-<32 hex>".

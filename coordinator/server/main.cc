@@ -197,6 +197,11 @@ int main(int argc, char** argv) {
       "saga_parked_retry_ms",
       po::value(&options.saga.parked_retry_ms)->default_value(options.saga.parked_retry_ms),
       "Saga: how often the sweeper retries a PARKED saga's compensations")(
+      "saga_progress_log_ms",
+      po::value(&options.saga.progress_log_ms)->default_value(options.saga.progress_log_ms),
+      "Saga: forward progress (steps started / done) is logged with the saga's next change of "
+      "state or at most this long after it happened; a restart redoes the unlogged steps "
+      "(0: log every step before its effects)")(
       "saga_call_timeout_ms",
       po::value(&options.saga.call_timeout_ms)->default_value(options.saga.call_timeout_ms),
       "Saga: timeout of each action / compensate call (then retried with backoff)")(
@@ -245,6 +250,9 @@ int main(int argc, char** argv) {
   }
   if (options.metrics_store_refresh_ms < 0) return Usage("--metrics_store_refresh_ms must be >= 0");
   if (options.lease_ttl_ms < 100) return Usage("--lease_ttl_ms must be at least 100");
+  if (options.saga.progress_log_ms < 0 || options.saga.progress_log_ms > 60000) {
+    return Usage("--saga_progress_log_ms must be 0..60000");
+  }
   if (options.max_message_bytes < 1024 || options.max_message_bytes > (int64_t{1} << 30)) {
     return Usage("--max_message_bytes must be between 1024 and 1073741824");
   }

@@ -137,6 +137,7 @@ class SagaDriverTest : public ::testing::Test {
     o.park_after_attempts = park_after;
     o.compensation_backoff = BackoffPolicy{5, 20, 2.0};
     o.call_timeout_ms = 2000;
+    o.progress_log_ms = progress_log_ms_;
     driver_ = std::make_unique<SagaDriver>(faulty_.get(), log_.get(), node_, o);
   }
 
@@ -214,6 +215,9 @@ class SagaDriverTest : public ::testing::Test {
     return testing::WaitUntil([&] { return StoredState(gtid) == state; }, 20000);
   }
 
+  // Most tests check that each step is logged before it acts: they log
+  // progress step by step. SagaLazyProgressTest does not.
+  int64_t progress_log_ms_ = 0;
   testing::TempDir dir_{"saga-driver-test-"};
   NodeInfo node_{"node-1", "127.0.0.1:7400", 1};
   std::unique_ptr<TxnStore> store_;
@@ -732,6 +736,111 @@ TEST_F(SagaDriverTest, CancelCompensatesARunningSaga) {
   EXPECT_TRUE(driver_->Cancel("cancel-1").ok());  // already compensated: a no-op
   ASSERT_TRUE(driver_->SubmitSaga(Spec("cancel-2", {Step("a", {})})).ok());
   EXPECT_EQ(driver_->Cancel("cancel-2").code(), StatusCode::kIllegalTransition);  // SUCCEEDED
+}
+
+TEST_F(SagaDriverTest, AResumedSagaCompensatesTheStepsItsLogShowsPending) {
+  // As a crash leaves a run whose forward progress was logged lazily: only a
+  // is logged RUNNING, though b, c and d may have been sent. The deadline has
+  // passed, so the resumed run compensates: every step, the last first.
+  const auto steps = Chain4();
+  TxnRecord txn = SagaRecord("lazy-crash", TxnState::kRunning, node_.node_id, node_.epoch, steps);
+  txn.deadline_ms = NowUnixMs() - 1;
+  txn.flags = kFlagLazyProgress;
+  ASSERT_TRUE(LogSaga(txn, steps,
+                      {BranchState::kStepRunning, BranchState::kPending, BranchState::kPending,
+                       BranchState::kPending},
+                      {1, 0, 0, 0})
+                  .ok());
+  driver_->Resume(txn);
+  EXPECT_TRUE(WaitForState("lazy-crash", TxnState::kCompensated));
+  EXPECT_EQ(participant_->Calls(), (std::vector<std::string>{"compensate:d", "compensate:c",
+                                                             "compensate:b", "compensate:a"}));
+  for (auto& [id, s] : Steps("lazy-crash")) {
+    EXPECT_EQ(s.state, BranchState::kStepCompensated) << id;
+  }
+}
+
+class SagaLazyProgressTest : public SagaDriverTest {
+ protected:
+  SagaLazyProgressTest() { progress_log_ms_ = 10000; }
+};
+
+TEST_F(SagaLazyProgressTest, ASagaThatEndsQuicklyLogsItsDefinitionAndItsEndOnly) {
+  const int writes_before = faulty_->Calls(StoreOp::kApplyGroup);
+  auto r = driver_->SubmitSaga(Spec("lazy-happy", Chain4()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kSucceeded);
+  EXPECT_EQ(participant_->Calls(),
+            (std::vector<std::string>{"action:a", "action:b", "action:c", "action:d"}));
+  EXPECT_EQ(faulty_->Calls(StoreOp::kApplyGroup) - writes_before, 2);
+  EXPECT_EQ(StoredState("lazy-happy"), TxnState::kSucceeded);
+  for (auto& [id, s] : Steps("lazy-happy")) {
+    EXPECT_EQ(s.state, BranchState::kDone) << id;
+    EXPECT_EQ(s.attempts, 1) << id;
+  }
+  EXPECT_EQ(driver_->ActiveForTests(), 0u);
+}
+
+TEST_F(SagaLazyProgressTest, ProgressIsLoggedOnceItWaitedProgressLogMs) {
+  progress_log_ms_ = 100;
+  StartDriver();
+  // c's action waits until the store shows a and b DONE and c RUNNING.
+  std::atomic<bool> seen{false};
+  participant_->SetHook([&](const std::string& kind, const wire::StepRequest& req) {
+    if (kind != "action" || req.step_id != "c") return;
+    seen = testing::WaitUntil(
+        [&] {
+          auto steps = Steps(req.gtid);
+          return steps["a"].state == BranchState::kDone && steps["b"].state == BranchState::kDone &&
+                 steps["c"].state == BranchState::kStepRunning;
+        },
+        1500);
+  });
+  auto r = driver_->SubmitSaga(Spec("lazy-slow", Chain4()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kSucceeded);
+  EXPECT_TRUE(seen.load());
+}
+
+TEST_F(SagaLazyProgressTest, AFailedFinalWriteIsRedoneFromTheLogByTheResume) {
+  // d's answer would log SUCCEEDED with every step's progress; that write
+  // fails. The store still shows a RUNNING and b, c, d PENDING: the resume
+  // sends the actions again (the barrier answers them with their first
+  // outcome) and logs SUCCEEDED.
+  std::atomic<bool> injected{false};
+  participant_->SetHook([&](const std::string& kind, const wire::StepRequest& req) {
+    if (kind == "action" && req.step_id == "d" && !injected.exchange(true)) {
+      faulty_->Inject(StoreOp::kApplyGroup, StoreFault::Fail(Status::Unavailable("store down")));
+    }
+  });
+  auto r = driver_->SubmitSaga(Spec("lazy-final", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(testing::WaitUntil([&] { return injected.load(); }, 10000));
+  ASSERT_TRUE(testing::WaitUntil([&] { return driver_->ActiveForTests() == 0; }, 10000));
+  auto steps = Steps("lazy-final");
+  EXPECT_EQ(steps["a"].state, BranchState::kStepRunning);
+  EXPECT_EQ(steps["d"].state, BranchState::kPending);
+  auto txn = store_->GetTxn("lazy-final");
+  ASSERT_TRUE(txn.ok()) << txn.status();
+  driver_->Resume(*txn);
+  EXPECT_TRUE(WaitForState("lazy-final", TxnState::kSucceeded));
+  EXPECT_EQ(participant_->Calls(),
+            (std::vector<std::string>{"action:a", "action:b", "action:c", "action:d", "action:a",
+                                      "action:b", "action:c", "action:d"}));
+}
+
+TEST_F(SagaLazyProgressTest, ARefusalLogsTheProgressThatWaitedBeforeCompensating) {
+  participant_->Script("action", "c", {}, StepOutcome::FAILURE);
+  auto r = driver_->SubmitSaga(Spec("lazy-refused", Chain4()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kCompensated);
+  EXPECT_EQ(participant_->Calls(),
+            (std::vector<std::string>{"action:a", "action:b", "action:c", "compensate:c",
+                                      "compensate:b", "compensate:a"}));
+  auto steps = Steps("lazy-refused");
+  EXPECT_EQ(steps["a"].state, BranchState::kStepCompensated);
+  EXPECT_EQ(steps["c"].state, BranchState::kStepCompensated);
+  EXPECT_EQ(steps["d"].state, BranchState::kSkipped);  // this run knew it never sent d
 }
 
 }  // namespace
