@@ -750,9 +750,15 @@ bool SagaDriver::Adopt(const std::shared_ptr<Run>& run, SagaStepResult result) {
           Feed(run, SagaRetryDue{step, attempt});
         }));
         break;
-      case SagaEffect::Kind::kLogAfter:
-        participants_->After(effect.delay_ms, gate_.Wrap([this, run] { Feed(run, SagaLogDue{}); }));
+      case SagaEffect::Kind::kLogAfter: {
+        // Most runs end (and log everything) long before this fires: the
+        // timer must not keep them alive until then.
+        std::weak_ptr<Run> weak = run;
+        participants_->After(effect.delay_ms, gate_.Wrap([this, weak] {
+          if (std::shared_ptr<Run> alive = weak.lock()) Feed(alive, SagaLogDue{});
+        }));
         break;
+      }
       case SagaEffect::Kind::kFinished: break;
     }
   }
