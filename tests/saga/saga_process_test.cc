@@ -212,7 +212,8 @@ TEST_P(SagaCrashTest, CoordinatorCrashedAtCrashPointAndRestarted) {
 }
 
 INSTANTIATE_TEST_SUITE_P(CrashPoints, SagaCrashTest,
-                         ::testing::Values("saga.after_step_started", "saga.after_action_logged",
+                         ::testing::Values("saga.after_step_started", "saga.after_unlogged_send",
+                                           "saga.after_action_logged",
                                            "saga.after_compensation_started",
                                            "saga.mid_compensation", "saga.before_final_state"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
