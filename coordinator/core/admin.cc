@@ -1,5 +1,7 @@
 #include "coordinator/core/admin.h"
 
+#include "coordinator/core/saga.h"
+
 namespace txc {
 namespace {
 
@@ -119,10 +121,14 @@ Result<WriteBatch> PlanCancelSaga(const TxnRecord& txn, const std::vector<Branch
   u.next_attempt_ms = actor.now_ms;
   u.attempts = 0;
   batch.txn_updates.push_back(std::move(u));
+  // The driver's rule for the switch (the log may be behind a live run whose
+  // progress is logged lazily: such a step is compensated, not skipped).
+  const bool may_have_run = (txn.flags & kFlagLazyProgress) != 0;
   for (const BranchRecord& b : branches) {
     if (b.state != BranchState::kPending) continue;
     BranchUpdate bu = FencedBranchUpdate(txn, b);
-    bu.state = BranchState::kSkipped;
+    bu.state = SettledPendingStep(may_have_run);
+    if (may_have_run) bu.last_error = kMayHaveRunNote;
     batch.branch_updates.push_back(std::move(bu));
   }
   batch.insert_audits.push_back(Audit(txn, actor, "cancel", TxnStateName(txn.state),

@@ -9,7 +9,8 @@
 //
 //   retry    2PC COMMITTING/ABORTING, saga RUNNING/COMPENSATING/PARKED:
 //            due now, attempts reset (PARKED -> COMPENSATING)
-//   cancel   saga RUNNING -> COMPENSATING (PENDING steps SKIPPED); already
+//   cancel   saga RUNNING -> COMPENSATING (PENDING steps SKIPPED, or RUNNING
+//            and compensated when the saga logs its progress lazily); already
 //            COMPENSATING, PARKED or COMPENSATED: nothing to do; SUCCEEDED: illegal
 //   resolve  saga step (saga COMPENSATING/PARKED) -> STEP_COMPENSATED by hand;
 //            2PC branch -> BRANCH_COMMITTED under a COMMIT decision,

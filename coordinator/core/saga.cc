@@ -230,6 +230,13 @@ std::string SagaFingerprint(const std::vector<BranchRecord>& steps) {
   return buf;
 }
 
+const char* const kMayHaveRunNote =
+    "its action may have been sent before the log said so: compensated";
+
+BranchState SettledPendingStep(bool may_have_run) {
+  return may_have_run ? BranchState::kStepRunning : BranchState::kSkipped;
+}
+
 Result<SagaPlan> PlanSaga(TxnState state, const std::vector<BranchRecord>& steps,
                           const std::set<std::string>& in_flight, int64_t now_ms,
                           int64_t deadline_ms, const SagaPlanOptions& options) {
@@ -277,13 +284,9 @@ Result<SagaPlan> PlanSaga(TxnState state, const std::vector<BranchRecord>& steps
   auto settle_pending = [&]() {
     for (const BranchRecord& s : steps) {
       if (s.state != BranchState::kPending) continue;
-      if (options.pending_may_have_run) {
-        plan.unknown.push_back(s.branch_id);
-        effective[s.branch_id] = BranchState::kStepRunning;
-      } else {
-        plan.skip.push_back(s.branch_id);
-        effective[s.branch_id] = BranchState::kSkipped;
-      }
+      const BranchState settled = SettledPendingStep(options.pending_may_have_run);
+      (settled == BranchState::kSkipped ? plan.skip : plan.unknown).push_back(s.branch_id);
+      effective[s.branch_id] = settled;
     }
   };
 

@@ -87,6 +87,16 @@ Status ValidateSagaDefinition(const std::vector<BranchRecord>& steps);
 Status ValidateSagaSubmission(const std::string& gtid, int64_t timeout_ms, int64_t wait_timeout_ms,
                               const std::vector<BranchRecord>& steps);
 
+// What a kPending step becomes when its saga switches to compensating:
+// kSkipped (its action was never sent), or kStepRunning ("outcome unknown",
+// then compensated like any attempted step) when its action may have been
+// sent: the saga's forward progress is logged lazily (kFlagLazyProgress) and
+// the decision is taken from the log, which a run may have been ahead of (a
+// resumed run: SagaPlanOptions::pending_may_have_run; an operator's cancel).
+BranchState SettledPendingStep(bool may_have_run);
+// The last_error of a step settled kStepRunning so.
+extern const char* const kMayHaveRunNote;
+
 // Fingerprint of a definition (steps in order with every field the client
 // chose), stored in TxnRecord::payload: same gtid + same fingerprint is the
 // same saga. Printable, starts with "saga1:".

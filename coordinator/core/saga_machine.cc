@@ -100,7 +100,7 @@ Status PlanInto(SagaRun* next, TxnState plan_state, const SagaInputs& in,
   for (const std::string& id : plan.unknown) {
     BranchRecord& s = step(id);
     TXC_RETURN_IF_ERROR(move_step(s, BranchState::kStepRunning));
-    s.last_error = "may have run before the saga was resumed: compensated";
+    s.last_error = kMayHaveRunNote;
   }
   for (const std::string& id : plan.start) {
     BranchRecord& s = step(id);

@@ -254,6 +254,19 @@ TEST_F(AdminProcessTest, CancelARunningSagaCompensatesIt) {
   EXPECT_EQ(watched.exit_code, 0) << watched.out << watched.err;
   EXPECT_NE(watched.out.find("COMPENSATED"), std::string::npos) << watched.out;
   EXPECT_EQ(State("o-cancel"), "COMPENSATED");
+  // Nothing half-done: no stock held, no money taken. The cancel came while
+  // the payment was in flight, before the saga's progress was logged (it is
+  // logged lazily): every step the log showed PENDING must be compensated,
+  // not skipped. The delayed charge lands (or is refused) within its 5 s.
+  const shop::Order order{"o-cancel", "rich", "widget", 1, 100};
+  shop::InvariantReport report;
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        report = shop::CheckInvariant(ep_, {shop::OrderResult{order, "COMPENSATED", "", ""}});
+        return report.ok;
+      },
+      20000))
+      << report.Summary();
   // Cancel again (a retry): already so, answered with the status, nothing written.
   Cli again = Txcctl({"cancel", "o-cancel"});
   EXPECT_EQ(again.exit_code, 0) << again.out << again.err;
