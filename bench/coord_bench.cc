@@ -31,7 +31,7 @@
 //   share of ceiling     txn/s x RPCs/txn / echo calls/s at the same client count
 //   machine busy         all CPUs, /proc/stat, during the window (others' load too)
 //
-// --steady_seconds: one long 2pc_begin run per store at --steady_clients,
+// --steady_seconds: one long run per store (--steady_workload) at --steady_clients,
 // sampling the coordinator's RSS, threads and CPU per transaction by thread
 // every --steady_sample_s.
 // --slow_participant: --slow_clients clients run 2PC over participant 0 and
@@ -637,6 +637,7 @@ int main(int argc, char** argv) {
   double duration_s = 5, warmup_s = 1, echo_s = 2, raw_s = 2;
   bool server_models = true, slow_participant = false, table = true, tls_rows = false;
   int steady_seconds = 0, steady_clients = 64, steady_sample_s = 10;
+  std::string steady_workload = "2pc_begin";
   int slow_delay_ms = 2000, slow_clients = 8, slow_total_clients = 64;
   double slow_seconds = 20;
   int payload_bytes = 64;
@@ -660,7 +661,9 @@ int main(int argc, char** argv) {
       "steady_seconds", po::value(&steady_seconds)->default_value(0),
       "after the table: a 2pc_begin run this long per store (0: none)")(
       "steady_clients", po::value(&steady_clients)->default_value(steady_clients),
-      "clients of the steady run")(
+      "clients of the steady run")("steady_workload",
+                                   po::value(&steady_workload)->default_value(steady_workload),
+                                   "workload of the steady run: 2pc_begin or saga")(
       "steady_sample_s", po::value(&steady_sample_s)->default_value(steady_sample_s),
       "sample interval of the steady run (RSS, threads, CPU by thread)")(
       "rpc_servers", po::value(&rpc_servers_flag)->default_value(rpc_servers_flag),
@@ -704,6 +707,9 @@ int main(int argc, char** argv) {
     if (w != "2pc_begin" && w != "2pc_enlist" && w != "saga") {
       return txc::cli::UsageError("coord_bench", "unknown workload " + w);
     }
+  }
+  if (steady_workload != "2pc_begin" && steady_workload != "saga") {
+    return txc::cli::UsageError("coord_bench", "--steady_workload: 2pc_begin or saga");
   }
   for (int c : client_counts) {
     if (c < 1 || c > 2000) return txc::cli::UsageError("coord_bench", "client counts: 1..2000");
@@ -1096,7 +1102,10 @@ int main(int argc, char** argv) {
         };
         double window = 0;
         auto res = RunLoad<CoordClient>(
-            coord_ep, {{"steady", steady_clients, TwoPhase(eps[0], eps[1], false, payload)}},
+            coord_ep,
+            {{"steady", steady_clients,
+              steady_workload == "saga" ? Saga({eps[0], eps[1], eps[0]}, payload)
+                                        : TwoPhase(eps[0], eps[1], false, payload)}},
             warmup_s, steady_seconds, store_kind + " steady", hooks, &window);
         if (res[0].failed > 0) any_failed = true;
         fprintf(stderr, "steady %s: %lld committed, %lld aborted, %lld failed\n",
@@ -1187,7 +1196,8 @@ int main(int argc, char** argv) {
     }
   }
   if (!steady.empty()) {
-    md << "\n### Steady run (2pc_begin, " << steady_clients << " clients, " << steady_seconds
+    md << "\n### Steady run (" << steady_workload << ", " << steady_clients << " clients, "
+       << steady_seconds
        << " s)\n\nCoordinator CPU µs per transaction of each interval, by thread, as in the "
           "table above (tick-sampled).\n\n| store | t s | txn/s (interval) | RSS MB | threads | "
           "writer | group-done | participant-io | other |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
