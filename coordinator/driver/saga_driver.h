@@ -35,10 +35,12 @@
 // in_flight_recheck_ms ahead while driven here).
 //
 // Crash points, named after the model's steps (docs/model/saga.pml):
-//   saga.after_step_started          a step logged RUNNING (also the first wave), action not sent
+//   saga.after_step_started          a write logged a step RUNNING: the first wave (action
+//                                    not sent), or progress that waited (already sent)
 //   saga.after_unlogged_send         effects run (an action sent) while the run's forward
 //                                    progress is not logged yet (progress_log_ms)
-//   saga.after_action_logged         an action's DONE / FAILED is durable, nothing sent after it
+//   saga.after_action_logged         an action's DONE / FAILED is durable (with a change of
+//                                    state, or progress that waited), nothing sent after it
 //   saga.after_compensation_started  a step logged COMPENSATING, compensation not sent
 //   saga.mid_compensation            a step logged COMPENSATED, the saga not final
 //   saga.before_final_state          before the write that logs SUCCEEDED / COMPENSATED

@@ -15,14 +15,39 @@
  * The coordinator is a loop of events. Each event is one atomic step_saga,
  * mirroring StepSaga's handlers: a stale event (its attempt is not the one
  * outstanding, or the step / saga is past it) is a no-op; otherwise the edge
- * is applied, the planner runs, the writes go to the store and the effects
- * (CallAction, CallCompensation, RetryAfter, Finished) are queued in memory.
- * The queued effects run in later steps, so a crash between "logged" and
- * "sent" is explored: every crash point of the driver is such a place.
- *   saga.after_step_started           a step (or the definition's first wave)
- *                                     logged RUNNING, its action not sent
- *   saga.after_action_logged          an action's DONE / FAILED logged, the
- *                                     sends it decided not made
+ * is applied to the run in memory (sst, stp, att), the planner runs, and the
+ * effects (CallAction, CallCompensation, RetryAfter, Finished) are queued.
+ *
+ * Forward progress is logged lazily (--saga_progress_log_ms, the saga's
+ * kFlagLazyProgress): the store (lsst, lstp, latt) is a separate copy. An
+ * event that leaves a RUNNING saga RUNNING (a step done and the next started,
+ * a retry armed or resent, Resumed going forward) is adopted in memory only
+ * and its effects run while the store keeps the older state (UNLOGGED). Any
+ * other event that writes (a change of the saga's state: SUCCEEDED,
+ * COMPENSATING; everything while COMPENSATING / PARKED) is logged in the same
+ * atomic step, before its effects, and the write carries all the progress
+ * that waited (store := memory). The LogDue timer may fire whenever progress
+ * waits (store := memory, no effects). The definition with the first wave is
+ * logged before anything is sent (init). A crash loses the memory, unlogged
+ * progress included; Resumed loads the run from the store and sets
+ * may_have_run (SagaRun::pending_may_have_run): if it then compensates, the
+ * steps its log shows PENDING are logged RUNNING ("outcome unknown") and
+ * compensated, not skipped; a run that never crashed skips them.
+ *
+ * The queued effects run in later steps, so a crash between "logged" (or
+ * "adopted, not logged") and "sent" is explored: every crash point of the
+ * driver is such a place.
+ *   saga.after_step_started           a write logs a step RUNNING: the
+ *                                     definition's first wave (action not
+ *                                     sent), or progress that waited (a
+ *                                     LogDue write, a switch: already sent)
+ *   saga.after_unlogged_send          an action sent (or a retry armed)
+ *                                     while the run's forward progress is not
+ *                                     logged: the store shows the step PENDING
+ *                                     (or an older attempt)
+ *   saga.after_action_logged          a write logs an action's DONE / FAILED
+ *                                     (with a change of state, or a LogDue
+ *                                     write), the sends it decided not made
  *   saga.after_compensation_started   COMPENSATING logged, not sent
  *   saga.mid_compensation             a step COMPENSATED, the saga not final
  *   saga.before_final_state           before SUCCEEDED / COMPENSATED is logged
@@ -30,8 +55,9 @@
  * Events: ActionAnswered(k, attempt, outcome), ActionCallFailed(k, attempt)
  * (a call's timeout: the request or its answer may still be in transit),
  * CompensationAnswered(k, attempt, ok), RetryDue(k, attempt) (a RetryAfter
- * timer fired), Resumed (the sweeper, after a crash or for a PARKED saga) and
- * CancelRequested (an operator's cancel, at any time).
+ * timer fired), Resumed (the sweeper, after a crash or for a PARKED saga),
+ * CancelRequested (an operator's cancel, at any time) and LogDue (the
+ * LogAfter timer fired).
  *
  * Requests and answers carry their attempt, and may be reordered: requests
  * in transit to step k's participant are a set of attempts (areq[k], a bit
@@ -42,6 +68,10 @@
  *   -DBAD_NO_BARRIER            the participant runs the hooks without the barrier
  *   -DBAD_NO_HANGING_CHECK      the barrier lets an action run after its (null)
  *                               compensation
+ *   -DBAD_SKIP_UNLOGGED         a resumed run skips the steps its log shows
+ *                               PENDING (ignores may_have_run): an action sent
+ *                               with unlogged progress is never compensated
+ * -DGHOST_UNKNOWN adds the ghost unknown_applied for check.sh's probe.
  */
 
 #define N 3
@@ -100,14 +130,20 @@
 #define ROW_FAILURE 2
 #define ROW_NULLCOMP 3 /* inserted by a compensation that came first (reason = compensate) */
 
-/* ---- the store ---- */
-byte sst = RUNNING;
-byte stp[N];
-byte att[N];
+/* ---- the store (what a crash keeps; SagaRun::logged while progress waits) ---- */
+byte lsst = RUNNING;
+byte lstp[N];
+byte latt[N];
 
 /* ---- the coordinator's memory (SagaRun; lost in a crash) ---- */
 bool down = false;
 bool running = false;  /* a run exists (SagaDriver::runs_) */
+/* the run as adopted (SagaRun.txn / steps): what the handlers and the planner
+ * work on; equal to the store except for forward progress not logged yet */
+byte sst = RUNNING;
+byte stp[N];
+byte att[N];
+bool may_have_run = false; /* SagaRun::pending_may_have_run: set by Resumed */
 byte fk[N];            /* in_flight[k].kind */
 byte fa[N];            /* in_flight[k].attempt */
 bool parked_round_failed = false;
@@ -137,6 +173,9 @@ bool deadline_passed = false;
 
 /* ---- ghosts ---- */
 bool order_ok = true; /* no compensation ran while a later step's effect stood */
+#ifdef GHOST_UNKNOWN
+bool unknown_applied = false; /* a step the log showed PENDING, its action applied, was settled RUNNING */
+#endif
 
 #define ATTEMPTED(s) (s != S_PENDING && s != S_SKIPPED)
 #define NEEDS_COMPENSATION(s) (s == S_RUNNING || s == S_DONE || s == S_FAILED || s == S_COMPENSATING)
@@ -148,15 +187,20 @@ bool order_ok = true; /* no compensation ran while a later step's effect stood *
 /* every effect at most once, no compensation without its action */
 #define EFFECTS_ONCE (applied[0] <= 1 && applied[1] <= 1 && applied[2] <= 1 && \
                       undone[0] <= applied[0] && undone[1] <= applied[1] && undone[2] <= applied[2])
-/* a finished saga is all done, or all compensated (invariant 2), and stays so */
-#define SUCCEEDED_OK (sst != SUCCEEDED || (applied[0] == 1 && applied[1] == 1 && applied[2] == 1 && \
+/* a finished saga is all done, or all compensated (invariant 2), and stays so;
+ * on the store's state (a final state is always logged before its effects) */
+#define SUCCEEDED_OK (lsst != SUCCEEDED || (applied[0] == 1 && applied[1] == 1 && applied[2] == 1 && \
                                            undone[0] == 0 && undone[1] == 0 && undone[2] == 0))
-#define COMPENSATED_OK (sst != COMPENSATED || (applied[0] == undone[0] && applied[1] == undone[1] && \
+#define COMPENSATED_OK (lsst != COMPENSATED || (applied[0] == undone[0] && applied[1] == undone[1] && \
                                                applied[2] == undone[2]))
 #define FINISHED (sst == SUCCEEDED || sst == COMPENSATED)
+#define LFINISHED (lsst == SUCCEEDED || lsst == COMPENSATED)
+/* the run's forward progress not logged yet (SagaRun::logged is set) */
+#define UNLOGGED (sst != lsst || stp[0] != lstp[0] || stp[1] != lstp[1] || stp[2] != lstp[2] || \
+                  att[0] != latt[0] || att[1] != latt[1] || att[2] != latt[2])
 
 #ifdef LIVENESS
-ltl eventually_finished { <> [] FINISHED }
+ltl eventually_finished { <> [] LFINISHED }
 #endif
 
 /* ---- the planner (PlanSaga) and its application (PlanInto) ---- */
@@ -212,11 +256,35 @@ inline plan_compensation() {
 }
 #endif
 
-/* Advance: the planner over the run (the event's edge already applied), the
- * writes (store variables) and the effects (queued). Then PlanInto's end:
- * Finished lets the run go; a PARKED round that failed ends once nothing is
- * in flight; anything else with nothing in flight is StepSaga's kInternal
- * ("cannot progress"), which must never happen. */
+/* PlanSaga's settle_pending: the saga compensates, so its PENDING steps will
+ * never run. A run that never crashed knows what it sent: they are skipped.
+ * A resumed run (may_have_run) cannot know (forward progress is logged
+ * lazily): they are logged RUNNING, "outcome unknown", and compensated like
+ * any attempted step. BAD_SKIP_UNLOGGED: a resumed run skips them too. */
+inline settle_pending() {
+  for (i : 0 .. N - 1) {
+    if
+#ifndef BAD_SKIP_UNLOGGED
+    :: stp[i] == S_PENDING && may_have_run ->
+       stp[i] = S_RUNNING;
+#ifdef GHOST_UNKNOWN
+       if :: applied[i] > 0 -> unknown_applied = true :: else -> skip fi
+#endif
+    :: stp[i] == S_PENDING && !may_have_run -> stp[i] = S_SKIPPED
+#else
+    :: stp[i] == S_PENDING -> stp[i] = S_SKIPPED
+#endif
+    :: else -> skip
+    fi
+  }
+}
+
+/* Advance: the planner over the run (the event's edge already applied): the
+ * run's new state (memory; handle() logs it, or not) and the effects
+ * (queued). Then PlanInto's end: Finished lets the run go; a PARKED round
+ * that failed ends once nothing is in flight; anything else with nothing in
+ * flight is StepSaga's kInternal ("cannot progress"), which must never
+ * happen. */
 inline advance() {
   finished = false;
   if
@@ -233,7 +301,7 @@ inline advance() {
      }
      if
      :: failed ->
-        for (i : 0 .. N - 1) { if :: stp[i] == S_PENDING -> stp[i] = S_SKIPPED :: else -> skip fi }
+        settle_pending();
         sst = COMPENSATING;
         compensate_ok = true;
         plan_compensation()
@@ -251,6 +319,7 @@ inline advance() {
         }
      fi
   :: sst == COMPENSATING || sst == PARKED ->
+     settle_pending(); /* PENDING only after cancel_requested's switch */
      park = false;
      if
      :: sst == COMPENSATING ->
@@ -319,9 +388,12 @@ inline retry_due(k, a) {
   fi
 }
 
-/* Resumed: re-plan from the logged state as if nothing were in flight. */
+/* Resumed: load the run from the store and re-plan as if nothing were in
+ * flight; the log may lack forward progress a crashed run made (and sent). */
 inline resumed() {
-  running = true; parked_round_failed = false;
+  running = true; parked_round_failed = false; may_have_run = true;
+  sst = lsst;
+  for (i : 0 .. N - 1) { stp[i] = lstp[i]; att[i] = latt[i] }
   for (i : 0 .. N - 1) { fk[i] = F_NONE; fa[i] = 0; send_action[i] = 0; send_comp[i] = 0; timer[i] = 0 }
   advance()
 }
@@ -330,9 +402,7 @@ inline resumed() {
  * parked or compensated; refused (kIllegalTransition) when SUCCEEDED. */
 inline cancel_requested() {
   if
-  :: sst == RUNNING ->
-     for (i : 0 .. N - 1) { if :: stp[i] == S_PENDING -> stp[i] = S_SKIPPED :: else -> skip fi }
-     sst = COMPENSATING; advance()
+  :: sst == RUNNING -> sst = COMPENSATING; advance() /* advance() settles the PENDING steps */
   :: else -> skip
   fi
 }
@@ -346,17 +416,37 @@ inline cancel_requested() {
 #define EV_RETRY_DUE 3 /* RetryDue */
 #define EV_RESUMED 4   /* Resumed */
 #define EV_CANCEL 5    /* CancelRequested */
+#define EV_LOGDUE 6    /* LogDue: the LogAfter timer fired */
 
+/* The durable write: takes the store from its logged state to the run's
+ * (Diff against SagaRun::logged), with all the progress that waited. */
+inline log_run() {
+  lsst = sst;
+  for (i : 0 .. N - 1) { lstp[i] = stp[i]; latt[i] = att[i] }
+}
+
+/* One event, stepped; then StepSaga's logging rule: forward progress of a
+ * RUNNING saga (RUNNING before and after) is not logged before its effects
+ * (the store keeps its older state: UNLOGGED); anything else (a change of
+ * the saga's state, everything while COMPENSATING / PARKED, LogDue) is
+ * logged, in the same atomic step, before its effects run. */
 inline handle() {
+  was = sst;
   if
   :: ev == EV_ACTION -> action_result(ek, ea, eo)
   :: ev == EV_COMP -> compensation_answered(ek, ea, (eo == R_SUCCESS))
   :: ev == EV_RETRY_DUE -> retry_due(ek, ea)
   :: ev == EV_RESUMED -> resumed()
   :: ev == EV_CANCEL -> cancels--; cancel_requested()
-  :: ev == EV_NONE -> skip
+  :: ev == EV_LOGDUE || ev == EV_NONE -> skip
   fi;
-  ev = EV_NONE; ek = 0; ea = 0; eo = 0; i = 0; j = 0; m = 0
+  if
+  :: ev == EV_NONE -> skip
+  :: ev != EV_NONE && ev != EV_LOGDUE && was == RUNNING && sst == RUNNING ->
+     skip /* forward progress: adopted and sent, logged later */
+  :: else -> log_run()
+  fi;
+  ev = EV_NONE; ek = 0; ea = 0; eo = 0; i = 0; j = 0; m = 0; was = 0
 }
 
 /* One answer of step k's participant for attempt a reaches the coordinator. */
@@ -382,7 +472,7 @@ inline handle() {
      timeouts--; ev = EV_COMP; ek = k; ea = fa[k]; eo = R_RETRY
 
 proctype Coordinator() {
-  byte i, j, m, ev, ek, ea, eo;
+  byte i, j, m, ev, ek, ea, eo, was;
   bool failed, all_done, pending_work, park, finished, compensate_ok;
 
   /* SubmitSaga: the definition and the first wave (step 0 RUNNING) were
@@ -395,13 +485,18 @@ end_loop:
        /* crash: memory, queued effects and answers in transit to it are lost */
        :: !down && crashes > 0 ->
           crashes--; down = true; running = false; parked_round_failed = false;
+          may_have_run = false;
+          sst = lsst; /* the run's unlogged progress is lost with it */
           for (i : 0 .. N - 1) {
+            stp[i] = lstp[i]; att[i] = latt[i];
             fk[i] = F_NONE; fa[i] = 0; send_action[i] = 0; send_comp[i] = 0; timer[i] = 0
           }
           for (i : 0 .. N * AMAX - 1) { arep[i] = R_NONE; crep[i] = R_NONE }
        :: down -> down = false
        /* the sweeper: a saga not driven here and not finished is Resumed */
-       :: !down && !running && !FINISHED -> ev = EV_RESUMED
+       :: !down && !running && !LFINISHED -> ev = EV_RESUMED
+       /* the LogDue timer: the progress that waited is written, no effects */
+       :: !down && running && UNLOGGED -> ev = EV_LOGDUE
        /* an operator's cancel (cancelSaga: fed to the run driven here) */
        :: !down && running && cancels > 0 -> ev = EV_CANCEL
        EFFECTS(0)
@@ -501,12 +596,13 @@ end_wait:
 /* A state nothing can leave must be a finished saga. */
 active proctype Terminal() {
 end_wait:
-  timeout -> assert(FINISHED)
+  timeout -> assert(LFINISHED)
 }
 
 init {
   atomic {
     /* submitSaga: the definition and the first wave (step 0 RUNNING) in one batch */
+    lstp[0] = S_RUNNING; latt[0] = 1; lstp[1] = S_PENDING; lstp[2] = S_PENDING;
     stp[0] = S_RUNNING; att[0] = 1; stp[1] = S_PENDING; stp[2] = S_PENDING;
     run Participant(0); run Participant(1); run Participant(2);
     run Coordinator()
