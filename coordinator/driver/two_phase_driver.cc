@@ -594,6 +594,71 @@ Result<TxnRecord> TwoPhaseDriver::AwaitCompletion(TxnRecord txn, int64_t deadlin
 
 // ---- enlist --------------------------------------------------------------------
 
+namespace {
+
+// The record of a branch enlisted as the transaction's `count`-th.
+BranchRecord NewBranch(const std::string& gtid, const BranchRecord& in, size_t count) {
+  BranchRecord branch = in;
+  branch.gtid = gtid;
+  branch.ordinal = static_cast<int32_t>(count);
+  branch.state = BranchState::kRegistered;
+  branch.attempts = 0;
+  branch.next_attempt_ms = 0;
+  branch.last_error.clear();
+  return branch;
+}
+
+// Inserts `branch` under the fence of (owner, epoch), while its transaction is ACTIVE.
+WriteBatch EnlistBatch(const BranchRecord& branch, const std::string& owner, int64_t epoch) {
+  WriteBatch batch;
+  TxnUpdate check;  // a pure precondition
+  check.gtid = branch.gtid;
+  check.expected_states = {TxnState::kActive};
+  check.expected_owner = owner;
+  check.expected_epoch = epoch;
+  batch.txn_updates.push_back(std::move(check));
+  batch.insert_branches.push_back(branch);
+  return batch;
+}
+
+}  // namespace
+
+void TwoPhaseDriver::Enlisted(const BranchRecord& branch, const std::string& owner) {
+  VLOG(1) << branch.gtid << ": branch " << branch.branch_id << " REGISTERED at " << branch.endpoint
+          << (owner == node_.node_id ? "" : " (owner " + owner + ")");
+  std::lock_guard<std::mutex> lock(cache_mu_);
+  auto it = cache_.find(branch.gtid);
+  if (it != cache_.end()) it->second.branches.push_back(branch);
+}
+
+bool TwoPhaseDriver::EnlistAsync(const std::string& gtid, const BranchRecord& branch_in,
+                                 std::function<void(Status)> done) {
+  // Anything but the plain case is Enlist()'s: it validates and re-reads.
+  if (!ValidateId("gtid", gtid).ok() || !ValidateBranch(branch_in).ok()) return false;
+  BranchRecord branch;
+  {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    auto it = cache_.find(gtid);
+    if (it == cache_.end()) return false;
+    for (const BranchRecord& b : it->second.branches) {
+      if (b.branch_id == branch_in.branch_id) return false;  // a retry, or a clash
+    }
+    branch = NewBranch(gtid, branch_in, it->second.branches.size());
+  }
+  log_->WriteAsync(EnlistBatch(branch, node_.node_id, node_.epoch),
+                   [this, branch, done = std::move(done)](const Status& s) {
+                     if (s.ok()) {
+                       Enlisted(branch, node_.node_id);
+                       done(Status::Ok());
+                       return;
+                     }
+                     // Enlist() re-reads: a branch that landed is a retried enlist there.
+                     done(Status::Conflict("enlist of " + branch.branch_id + " in " + branch.gtid +
+                                           " not confirmed: " + s.ToString()));
+                   });
+  return true;
+}
+
 Status TwoPhaseDriver::Enlist(const std::string& gtid, const BranchRecord& branch_in) {
   TXC_RETURN_IF_ERROR(ValidateId("gtid", gtid));
   TXC_RETURN_IF_ERROR(ValidateBranch(branch_in));
@@ -618,13 +683,7 @@ Status TwoPhaseDriver::Enlist(const std::string& gtid, const BranchRecord& branc
     return Status::IllegalTransition("branch " + branch_in.branch_id + " of " + gtid +
                                      " is already enlisted with other content");
   }
-  BranchRecord branch = branch_in;
-  branch.gtid = gtid;
-  branch.ordinal = static_cast<int32_t>(existing.size());
-  branch.state = BranchState::kRegistered;
-  branch.attempts = 0;
-  branch.next_attempt_ms = 0;
-  branch.last_error.clear();
+  const BranchRecord branch = NewBranch(gtid, branch_in, existing.size());
 
   // No ownership needed: the branch is written under the fence of whichever
   // (owner, epoch) holds the transaction ACTIVE -- first this node's (a
@@ -634,21 +693,9 @@ Status TwoPhaseDriver::Enlist(const std::string& gtid, const BranchRecord& branc
   std::string owner = node_.node_id;
   int64_t epoch = node_.epoch;
   for (int round = 0; round < kMaxRounds; ++round) {
-    WriteBatch batch;
-    TxnUpdate check;  // a pure precondition
-    check.gtid = gtid;
-    check.expected_states = {TxnState::kActive};
-    check.expected_owner = owner;
-    check.expected_epoch = epoch;
-    batch.txn_updates.push_back(std::move(check));
-    batch.insert_branches.push_back(branch);
-    Status s = log_->Write(std::move(batch));
+    Status s = log_->Write(EnlistBatch(branch, owner, epoch));
     if (s.ok()) {
-      VLOG(1) << gtid << ": branch " << branch.branch_id << " REGISTERED at " << branch.endpoint
-              << (owner == node_.node_id ? "" : " (owner " + owner + ")");
-      std::lock_guard<std::mutex> lock(cache_mu_);
-      auto it = cache_.find(gtid);
-      if (it != cache_.end()) it->second.branches.push_back(branch);
+      Enlisted(branch, owner);
       return s;
     }
     switch (s.code()) {

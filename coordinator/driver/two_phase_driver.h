@@ -132,6 +132,10 @@ class TwoPhaseDriver : public TwoPhaseOps {
   // Errors: kInvalidArgument, kNotFound, kIllegalTransition (not ACTIVE, or
   // the same branch id with other content), kUnavailable (retry).
   Status Enlist(const std::string& gtid, const BranchRecord& branch) override;
+  // The hot path of Enlist (begun here, held in memory, a new branch id):
+  // one WriteAsync, answered on the group-done thread (TwoPhaseOps::EnlistAsync).
+  bool EnlistAsync(const std::string& gtid, const BranchRecord& branch,
+                   std::function<void(Status)> done) override;
   // Runs 2PC, or answers the decision already taken (by any replica). Returns
   // the record with the state reached (COMMITTING/COMMITTED or
   // ABORTING/ABORTED; with kCompletion a final state only once it is durable,
@@ -235,6 +239,9 @@ class TwoPhaseDriver : public TwoPhaseOps {
   Result<TxnRecord> Load(const std::string& gtid);
   Result<TwoPhaseRun> LoadRun(const TxnRecord& txn);
   std::optional<Cached> TakeCached(const std::string& gtid);
+  // `branch` is durable (written under owner's fence): VLOG, and kept with
+  // its transaction's cached record when this process holds it.
+  void Enlisted(const BranchRecord& branch, const std::string& owner);
   // Polls the store (backoff with jitter) until txn's state, owner or epoch
   // changes, its owner's lease lapses, or deadline_ms (monotonic) passes;
   // returns the last record read.

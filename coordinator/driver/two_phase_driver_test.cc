@@ -291,6 +291,78 @@ TEST_F(TwoPhaseDriverTest, CommitAsyncIsNotTakenForATransactionNotHeldInMemory) 
   EXPECT_TRUE(a_.handler->Calls().empty());
 }
 
+TEST_F(TwoPhaseDriverTest, EnlistAsyncLogsTheBranchOfATransactionBegunHere) {
+  const std::string gtid = Begin({});
+  auto txn = store_->GetTxn(gtid);
+  ASSERT_TRUE(txn.ok());
+  driver_->Begun(*txn, {});
+  auto enlist = [&](const std::string& id, const std::string& endpoint) {
+    std::promise<Status> answered;
+    auto future = answered.get_future();
+    const bool taken =
+        driver_->EnlistAsync(gtid, Branch(id, endpoint), [&](Status s) { answered.set_value(s); });
+    if (!taken) return Status::Cancelled("not taken");
+    if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+      return Status::Timeout("no answer");
+    }
+    return future.get();
+  };
+  EXPECT_TRUE(enlist("b0", a_.endpoint).ok());
+  EXPECT_TRUE(enlist("b1", b_.endpoint).ok());
+  auto branches = store_->GetBranches(gtid);
+  ASSERT_TRUE(branches.ok());
+  ASSERT_EQ(branches->size(), 2u);
+  EXPECT_EQ((*branches)[1].branch_id, "b1");
+  EXPECT_EQ((*branches)[1].ordinal, 1);
+  EXPECT_EQ((*branches)[1].state, BranchState::kRegistered);
+  // A branch id already enlisted (a retry, or a clash) is Enlist()'s to answer;
+  // so are a transaction not held here and a malformed request.
+  EXPECT_EQ(enlist("b0", a_.endpoint).code(), StatusCode::kCancelled);
+  EXPECT_EQ(enlist("b2", "no-port").code(), StatusCode::kCancelled);
+  const std::string other = Begin({});
+  EXPECT_FALSE(driver_->EnlistAsync(other, Branch("b0", a_.endpoint), [](Status) {}));
+  // The commit reads nothing back: both enlisted branches are in the cached run.
+  std::promise<Result<TxnRecord>> decided;
+  ASSERT_TRUE(driver_->CommitAsync(gtid, [&](Result<TxnRecord> r) { decided.set_value(r); }));
+  auto future = decided.get_future();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  Result<TxnRecord> r = future.get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(DecisionOf(r->state), Decision::kCommit);
+  EXPECT_TRUE(WaitFor([&] { return StoredState(gtid) == TxnState::kCommitted; }));
+  EXPECT_FALSE(a_.handler->Calls().empty());
+  EXPECT_FALSE(b_.handler->Calls().empty());
+}
+
+TEST_F(TwoPhaseDriverTest, EnlistAsyncThatConflictsLeavesTheAnswerToEnlist) {
+  const std::string gtid = Begin({});
+  auto txn = store_->GetTxn(gtid);
+  ASSERT_TRUE(txn.ok());
+  driver_->Begun(*txn, {});
+  // Another replica aborted it meanwhile: ABORTING in the store, still held here.
+  WriteBatch abort;
+  TxnUpdate u;
+  u.gtid = gtid;
+  u.expected_states = {TxnState::kActive};
+  u.expected_owner = txn->owner;
+  u.expected_epoch = txn->epoch;
+  u.state = TxnState::kAborting;
+  abort.txn_updates.push_back(u);
+  Status aborted = log_->Write(std::move(abort));
+  ASSERT_TRUE(aborted.ok()) << aborted;
+  std::promise<Status> answered;
+  auto future = answered.get_future();
+  ASSERT_TRUE(driver_->EnlistAsync(gtid, Branch("b0", a_.endpoint),
+                                   [&](Status s) { answered.set_value(s); }));
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(future.get().code(), StatusCode::kConflict);
+  EXPECT_EQ(driver_->Enlist(gtid, Branch("b0", a_.endpoint)).code(),
+            StatusCode::kIllegalTransition);
+  auto branches = store_->GetBranches(gtid);
+  ASSERT_TRUE(branches.ok());
+  EXPECT_TRUE(branches->empty());
+}
+
 TEST_F(TwoPhaseDriverTest, AbortVoteAbortsEveryBranch) {
   b_.handler->SetVote(wire::Vote::VOTE_ABORT);
   const std::string gtid = Begin({a_.endpoint, b_.endpoint});

@@ -279,8 +279,31 @@ void CoordinatorAsyncHandler::submitSaga(std::function<void(const wire::SubmitSa
 
 void CoordinatorAsyncHandler::enlist(std::function<void()> cob, ExnCob exn,
                                      const wire::EnlistRequest& req) {
-  OnPool<NoResponse>([cob = std::move(cob)](const NoResponse&) { cob(); }, std::move(exn),
-                     [this, req](NoResponse&) { handler_->enlist(req); });
+  const int64_t timeout_ms = options_.begin_answer_timeout_ms;
+  HotCall<NoResponse> call;
+  call.cob = [cob = std::move(cob)](const NoResponse&) { cob(); };
+  call.exn = std::move(exn);
+  call.deadline_ms = MonotonicMs() + timeout_ms;
+  call.at_deadline = [this, gtid = req.gtid, timeout_ms](NoResponse&) {
+    handler_->EnlistAnswer(gtid, Status::Timeout("enlist: not answered by the store within " +
+                                                 std::to_string(timeout_ms) +
+                                                 " ms; its outcome is unknown: enlist again"));
+  };
+  // The service answers OK or kConflict (then the full call re-reads and answers).
+  call.start = [this, req](Done done) {
+    return handler_->EnlistAsync(req, [done = std::move(done)](Status s) {
+      if (s.ok()) {
+        done(TxnRecord{});
+      } else {
+        done(std::move(s));
+      }
+    });
+  };
+  call.answer = [this, gtid = req.gtid](NoResponse&, const Result<TxnRecord>& r) {
+    handler_->EnlistAnswer(gtid, r.status());
+  };
+  call.full = [this, req](NoResponse&) { handler_->enlist(req); };
+  RunHot(std::move(call));
 }
 
 void CoordinatorAsyncHandler::rollback(std::function<void(const wire::CommitResponse&)> cob,

@@ -4,8 +4,8 @@
 // every rule (authorization, allow-list, validation, error mapping).
 //
 // Where a call is run:
-// * beginTxn without an idempotency key, commit(WAIT_DECISION) of a
-//   transaction this replica began and holds in memory, and the first
+// * beginTxn without an idempotency key, enlist and commit(WAIT_DECISION) of
+//   a transaction this replica began and holds in memory, and the first
 //   submitSaga of a gtid (the hot path): on the event loop's thread, up to
 //   the durable write; the answer is given by the thread that learns it (the
 //   group commit's "group-done" thread, the thread that publishes the

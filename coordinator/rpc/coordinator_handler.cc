@@ -222,14 +222,27 @@ bool CoordinatorHandler::BeginTxnAsync(const wire::BeginRequest& req,
                [&] { return service_->BeginAsync(CheckBegin(req), std::move(done)); });
 }
 
+BranchRecord CoordinatorHandler::CheckEnlist(const wire::EnlistRequest& req) {
+  Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
+  CheckEndpoint("enlist", "branch.endpoint", req.branch.endpoint);
+  BranchRecord branch = BranchFromWire(req.branch, req.gtid, /*ordinal=*/0);
+  Throw(ValidateBranch(branch), req.gtid, kAll);
+  return branch;
+}
+
 void CoordinatorHandler::enlist(const wire::EnlistRequest& req) {
-  Serve("enlist", req.gtid, [&] {
-    Throw(ValidateId("gtid", req.gtid), req.gtid, kAll);
-    CheckEndpoint("enlist", "branch.endpoint", req.branch.endpoint);
-    BranchRecord branch = BranchFromWire(req.branch, req.gtid, /*ordinal=*/0);
-    Throw(ValidateBranch(branch), req.gtid, kAll);
-    Throw(service_->Enlist(req.gtid, branch), req.gtid, kAll);
-  });
+  Serve("enlist", req.gtid,
+        [&] { Throw(service_->Enlist(req.gtid, CheckEnlist(req)), req.gtid, kAll); });
+}
+
+bool CoordinatorHandler::EnlistAsync(const wire::EnlistRequest& req,
+                                     std::function<void(Status)> done) {
+  return Serve("enlist", req.gtid,
+               [&] { return service_->EnlistAsync(req.gtid, CheckEnlist(req), std::move(done)); });
+}
+
+void CoordinatorHandler::EnlistAnswer(const std::string& gtid, const Status& enlisted) {
+  Guarded("enlist", gtid, [&] { Throw(enlisted, gtid, kAll); });
 }
 
 CommitWait CoordinatorHandler::CheckCommit(const wire::CommitRequest& req) {

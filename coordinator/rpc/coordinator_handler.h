@@ -78,6 +78,11 @@ class CoordinatorHandler : public wire::CoordinatorIf {
   // beginTxn()/commit().
   bool BeginTxnAsync(const wire::BeginRequest& req, std::function<void(Result<TxnRecord>)> done);
   bool CommitAsync(const wire::CommitRequest& req, std::function<void(Result<TxnRecord>)> done);
+  // enlist the same way (TxnService::EnlistAsync): `done` gets OK, or
+  // kConflict when enlist() must serve the call after all.
+  bool EnlistAsync(const wire::EnlistRequest& req, std::function<void(Status)> done);
+  // The wire answer to enlist's outcome (the wire exception for an error).
+  void EnlistAnswer(const std::string& gtid, const Status& enlisted);
   // submitSaga in two parts, so that the caller knows the gtid (the
   // coordinator names it now when the request does not): the authorized,
   // checked definition (nullopt: no gtid can be made now, serve it with
@@ -112,6 +117,8 @@ class CoordinatorHandler : public wire::CoordinatorIf {
   BeginOptions CheckBegin(const wire::BeginRequest& req);
   // commit's checks (throws the wire exceptions).
   CommitWait CheckCommit(const wire::CommitRequest& req);
+  // enlist's checks and conversion (throws the wire exceptions).
+  BranchRecord CheckEnlist(const wire::EnlistRequest& req);
   // submitSaga's checks and conversion (throws the wire exceptions).
   SagaSpec CheckSaga(const wire::SubmitSagaRequest& req, const std::string& gtid);
   // Authorizes the call (PermissionDenied, see above), then runs `body`

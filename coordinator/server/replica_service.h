@@ -92,6 +92,11 @@ class ReplicaService : public TxnService {
     if (!s) return NotServing();
     return s->Enlist(gtid, branch);
   }
+  bool EnlistAsync(const std::string& gtid, const BranchRecord& branch,
+                   std::function<void(Status)> done) override {
+    auto s = Now();
+    return s != nullptr && s->EnlistAsync(gtid, branch, std::move(done));
+  }
   Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                            int64_t wait_timeout_ms) override {
     auto s = Get();

@@ -232,6 +232,13 @@ Result<TxnRecord> CoordinatorService::Commit(const std::string& gtid, CommitWait
   return Status::Unavailable(std::string("commit: ") + kNotImplemented);
 }
 
+bool CoordinatorService::EnlistAsync(const std::string& gtid, const BranchRecord& branch,
+                                     std::function<void(Status)> done) {
+  if (!CheckServing().ok()) return false;  // Enlist() gives the answer
+  TwoPhaseOps* ops = two_phase_.load(std::memory_order_acquire);
+  return ops != nullptr && ops->EnlistAsync(gtid, branch, std::move(done));
+}
+
 bool CoordinatorService::CommitAsync(const std::string& gtid,
                                      std::function<void(Result<TxnRecord>)> done) {
   if (!CheckServing().ok()) return false;  // Commit() gives the answer

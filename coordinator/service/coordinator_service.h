@@ -85,6 +85,8 @@ class CoordinatorService : public TxnService {
   bool BeginAsync(const BeginOptions& options,
                   std::function<void(Result<TxnRecord>)> done) override;
   Status Enlist(const std::string& gtid, const BranchRecord& branch) override;
+  bool EnlistAsync(const std::string& gtid, const BranchRecord& branch,
+                   std::function<void(Status)> done) override;
   Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                            int64_t wait_timeout_ms) override;
   bool CommitAsync(const std::string& gtid, std::function<void(Result<TxnRecord>)> done) override;

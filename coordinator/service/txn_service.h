@@ -84,6 +84,13 @@ class TwoPhaseOps {
     (void)branches;
   }
   virtual Status Enlist(const std::string& gtid, const BranchRecord& branch) = 0;
+  // Enlist without a thread waiting for the write, for the hot path only (see
+  // TxnService::EnlistAsync). Default: not taken.
+  virtual bool EnlistAsync(const std::string& gtid, const BranchRecord& branch,
+                           std::function<void(Status)> done) {
+    (void)gtid, (void)branch, (void)done;
+    return false;
+  }
   virtual Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                                    int64_t wait_timeout_ms) = 0;
   // Commit(gtid, kDecision, ...) without a thread waiting for the decision,
@@ -139,6 +146,20 @@ class TxnService {
     return false;
   }
   virtual Status Enlist(const std::string& gtid, const BranchRecord& branch) = 0;
+  // Enlist in a transaction this replica began and still holds in memory,
+  // answered through `done` (exactly once, on any thread, possibly before
+  // EnlistAsync returns; short, must not block) once the branch is durable.
+  // `done` is given OK, or kConflict for anything else (the record moved on,
+  // the write failed or its outcome is unknown): the caller then calls
+  // Enlist(), which re-reads and answers (a branch that did land is a retried
+  // enlist there). False when this path does not apply (not begun here, the
+  // branch id already enlisted, a malformed request): nothing was done and the
+  // caller calls Enlist(). Default: never taken.
+  virtual bool EnlistAsync(const std::string& gtid, const BranchRecord& branch,
+                           std::function<void(Status)> done) {
+    (void)gtid, (void)branch, (void)done;
+    return false;
+  }
   virtual Result<TxnRecord> Commit(const std::string& gtid, CommitWait wait,
                                    int64_t wait_timeout_ms) = 0;
   // Commit(gtid, kDecision, ...) for a transaction this replica began and
