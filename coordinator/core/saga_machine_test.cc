@@ -697,16 +697,21 @@ TEST(SagaMachineTest, ARefusalIsLoggedBeforeItsCompensationsWithTheProgressThatW
   EXPECT_FALSE(sim.run_.logged.has_value());
 }
 
-TEST(SagaMachineTest, AResumedRunCompensatesStepsTheLogShowsPending) {
-  // The log of a run that crashed with progress not logged: a RUNNING, b and
-  // c PENDING, though b and c may have been sent. The deadline has passed.
+// The log of a run that crashed with progress not logged: a RUNNING, b and c
+// PENDING, though b and c may have been sent.
+SagaRun LoggedLazilyThenCrashed() {
   SagaRun stored = RunIn(SagaState::kRunning);
   stored.in_flight.clear();
-  stored.txn.deadline_ms = kNow - 1;
   stored.txn.flags = kFlagLazyProgress;
   stored.steps[0].state = BS::kStepRunning;
   stored.steps[1].state = BS::kPending;
   stored.steps[1].attempts = 0;
+  return stored;
+}
+
+TEST(SagaMachineTest, AResumedRunCompensatesStepsTheLogShowsPending) {
+  SagaRun stored = LoggedLazilyThenCrashed();
+  stored.txn.deadline_ms = kNow - 1;  // so the resumed run compensates
   Sim sim(LazyOptions());
   sim.run_ = stored;
   SagaStepResult r = sim.Feed(SagaResumed{});
@@ -739,14 +744,8 @@ TEST(SagaMachineTest, AResumedRunCompensatesStepsTheLogShowsPending) {
 }
 
 TEST(SagaMachineTest, AResumedRunGoesForwardByRedoingTheStepsTheLogShowsPending) {
-  SagaRun stored = RunIn(SagaState::kRunning);
-  stored.in_flight.clear();
-  stored.steps[0].state = BS::kStepRunning;
-  stored.steps[1].state = BS::kPending;
-  stored.steps[1].attempts = 0;
-  stored.txn.flags = kFlagLazyProgress;
   Sim sim(LazyOptions());
-  sim.run_ = stored;
+  sim.run_ = LoggedLazilyThenCrashed();
   SagaStepResult r = sim.Feed(SagaResumed{});
   EXPECT_EQ(r.effects, (std::vector<SagaEffect>{Call("a", 2), LogAfter(500)}));
   r = sim.Feed(Answer("a", 2, StepOutcome::kSuccess));
