@@ -755,6 +755,23 @@ TEST(SagaMachineTest, AResumedRunGoesForwardByRedoingTheStepsTheLogShowsPending)
   EXPECT_EQ(WrittenSagaState(r), TS::kSucceeded);
 }
 
+TEST(SagaMachineTest, ProgressIsLoggedBeforeItsEffectsWhileTheLeaseIsNotKnownToBeLive) {
+  SagaMachineOptions options = LazyOptions();
+  SagaRun run;
+  {
+    Sim sim(options);
+    sim.Feed(Submission(Chain3()));
+    run = sim.run_;
+  }
+  SagaInputs late{kNow, 0.5, /*lease_live=*/false};
+  Result<SagaStepResult> r = StepSaga(run, Answer("a", 1, StepOutcome::kSuccess), late, options);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(WrittenState(*r, "a"), BS::kDone);
+  EXPECT_EQ(WrittenState(*r, "b"), BS::kStepRunning);
+  EXPECT_EQ(r->effects, std::vector<SagaEffect>{Call("b", 1)});
+  EXPECT_FALSE(r->next.logged.has_value());
+}
+
 TEST(SagaMachineTest, ProgressLogMsZeroLogsEveryStepBeforeItsEffects) {
   Sim sim(Options());
   SagaStepResult r = sim.Feed(Submission(Chain3()));

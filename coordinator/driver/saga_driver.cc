@@ -619,7 +619,8 @@ void SagaDriver::Pump(const std::shared_ptr<Run>& run) {
       run->events.pop_front();
       gtid = run->saga.txn.gtid;
       event_name = SagaEventName(event);
-      stepped = StepSaga(run->saga, event, SagaInputs{NowUnixMs(), RandomUnit()}, machine_options_);
+      stepped = StepSaga(run->saga, event, SagaInputs{NowUnixMs(), RandomUnit(), LeaseLive()},
+                         machine_options_);
     }
     if (!stepped.ok()) {
       if (stepped.status().code() == StatusCode::kInternal) {

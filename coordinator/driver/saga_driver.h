@@ -99,6 +99,9 @@ struct SagaDriverOptions {
   std::function<std::vector<std::string>()> coordinators;
   // Picks the gtid of a saga submitted without one; default "<node>-saga-<32 hex>".
   std::function<std::string()> new_gtid;
+  // True while this replica's lease is certainly live (SagaInputs::lease_live);
+  // default: always. The server gives the lease's deadline.
+  std::function<bool()> lease_live;
 };
 
 class SagaDriver : public SagaOps {
@@ -197,6 +200,7 @@ class SagaDriver : public SagaOps {
   // node): one fenced write makes it this node's, so ResumeNow drives it.
   void TakeOverIfOwnerDead(const TxnRecord& txn);
   std::vector<std::string> Coordinators();
+  bool LeaseLive() const { return !options_.lease_live || options_.lease_live(); }
 
   TxnStore* const store_;
   GroupCommitter* const log_;

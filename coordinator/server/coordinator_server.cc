@@ -543,6 +543,9 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
     saga_options.coordinators = [service] { return service->CoordinatorEndpoints(); };
   }
   if (!saga_options.new_gtid) saga_options.new_gtid = [service] { return service->NewGtid(); };
+  if (!saga_options.lease_live) {
+    saga_options.lease_live = [raw] { return MonotonicMs() < raw->lease_valid_until.load(); };
+  }
   inc->saga = std::make_unique<SagaDriver>(store_.get(), inc->log.get(), node, saga_options);
   service->SetSagaOps(inc->saga.get());
   inc->sweeper->SetSagaOps(inc->saga.get());

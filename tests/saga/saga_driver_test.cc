@@ -138,6 +138,7 @@ class SagaDriverTest : public ::testing::Test {
     o.compensation_backoff = BackoffPolicy{5, 20, 2.0};
     o.call_timeout_ms = 2000;
     o.progress_log_ms = progress_log_ms_;
+    o.lease_live = [this] { return lease_live_.load(); };
     driver_ = std::make_unique<SagaDriver>(faulty_.get(), log_.get(), node_, o);
   }
 
@@ -218,6 +219,7 @@ class SagaDriverTest : public ::testing::Test {
   // Most tests check that each step is logged before it acts: they log
   // progress step by step. SagaLazyProgressTest does not.
   int64_t progress_log_ms_ = 0;
+  std::atomic<bool> lease_live_{true};  // what the driver is told of its lease
   testing::TempDir dir_{"saga-driver-test-"};
   NodeInfo node_{"node-1", "127.0.0.1:7400", 1};
   std::unique_ptr<TxnStore> store_;
@@ -779,6 +781,19 @@ TEST_F(SagaLazyProgressTest, ASagaThatEndsQuicklyLogsItsDefinitionAndItsEndOnly)
     EXPECT_EQ(s.attempts, 1) << id;
   }
   EXPECT_EQ(driver_->ActiveForTests(), 0u);
+}
+
+TEST_F(SagaLazyProgressTest, WhileItsLeaseIsNotKnownToBeLiveEveryStepIsLoggedBeforeItActs) {
+  // Renewals late, or the process was paused: each step's write is fenced
+  // before its action goes out, so a replica whose saga was taken over
+  // meanwhile sends nothing more.
+  lease_live_ = false;
+  const int writes_before = faulty_->Calls(StoreOp::kApplyGroup);
+  auto r = driver_->SubmitSaga(Spec("lazy-no-lease", Chain4()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->state, TxnState::kSucceeded);
+  // The definition, a..c DONE with the next started, d DONE with SUCCEEDED.
+  EXPECT_EQ(faulty_->Calls(StoreOp::kApplyGroup) - writes_before, 5);
 }
 
 TEST_F(SagaLazyProgressTest, ProgressIsLoggedOnceItWaitedProgressLogMs) {
