@@ -502,7 +502,7 @@ Result<SagaStepResult> StepSaga(const SagaRun& run, const SagaEvent& event,
       (run.txn.flags & kFlagLazyProgress) != 0 && !std::holds_alternative<SagaSubmitted>(event) &&
       !std::holds_alternative<SagaLogDue>(event) && run.txn.state == TxnState::kRunning &&
       r->next.txn.state == TxnState::kRunning;
-  if (options.progress_log_ms <= 0 || !forward || !inputs.lease_live) {
+  if (options.progress_log_ms <= 0 || !forward || !inputs.may_defer) {
     r->next.logged.reset();
     return r;
   }

@@ -236,11 +236,12 @@ struct SagaMachineOptions {
 struct SagaInputs {
   int64_t now_ms = 0;   // unix ms: deadlines, next_attempt_ms
   double jitter = 0.5;  // in [0, 1]: where a backoff delay falls in [base/2, base]
-  // False while this replica's lease is not known to be live (renewals late,
-  // or the process was paused): forward progress is then logged before its
-  // effects like anything else, so the write's fence stops a replica whose
-  // saga was taken over before it sends another action.
-  bool lease_live = true;
+  // False: forward progress is logged before its effects like anything else.
+  // The driver says so while this replica's lease is not known to be live
+  // (renewals late, or the process was paused: the write's fence then stops
+  // a replica whose saga was taken over before it sends another action), and
+  // while it shuts down (nothing is left to redo after the restart).
+  bool may_defer = true;
 };
 
 struct SagaStepResult {

@@ -763,7 +763,7 @@ TEST(SagaMachineTest, ProgressIsLoggedBeforeItsEffectsWhileTheLeaseIsNotKnownToB
     sim.Feed(Submission(Chain3()));
     run = sim.run_;
   }
-  SagaInputs late{kNow, 0.5, /*lease_live=*/false};
+  SagaInputs late{kNow, 0.5, /*may_defer=*/false};
   Result<SagaStepResult> r = StepSaga(run, Answer("a", 1, StepOutcome::kSuccess), late, options);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(WrittenState(*r, "a"), BS::kDone);

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <deque>
+#include <thread>
 
 #include "common/crash_point.h"
 #include "common/ids.h"
@@ -419,6 +420,34 @@ void SagaDriver::StopWaiting() {
   }
 }
 
+bool SagaDriver::LogAllProgress(int64_t timeout_ms) {
+  log_all_.store(true);
+  const int64_t deadline = MonotonicMs() + timeout_ms;
+  auto waiting = [this] {
+    std::vector<std::shared_ptr<Run>> runs;
+    {
+      std::lock_guard<std::mutex> lock(runs_mu_);
+      for (auto& [gtid, run] : runs_) runs.push_back(run);
+    }
+    std::vector<std::shared_ptr<Run>> unlogged;
+    for (auto& run : runs) {
+      std::lock_guard<std::mutex> lock(run->mu);
+      if (!run->gone && run->saga.logged.has_value()) unlogged.push_back(run);
+    }
+    return unlogged;
+  };
+  for (const auto& run : waiting()) Feed(run, SagaLogDue{});
+  for (;;) {
+    const size_t left = waiting().size();
+    if (left == 0) return true;
+    if (MonotonicMs() >= deadline) {
+      LOG(WARNING) << left << " sagas' progress not logged at shutdown: redone after the restart";
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 void SagaDriver::BeginSubmission(const std::string& gtid) {
   std::lock_guard<std::mutex> lock(runs_mu_);
   ++submitting_[gtid];
@@ -619,7 +648,7 @@ void SagaDriver::Pump(const std::shared_ptr<Run>& run) {
       run->events.pop_front();
       gtid = run->saga.txn.gtid;
       event_name = SagaEventName(event);
-      stepped = StepSaga(run->saga, event, SagaInputs{NowUnixMs(), RandomUnit(), LeaseLive()},
+      stepped = StepSaga(run->saga, event, SagaInputs{NowUnixMs(), RandomUnit(), MayDefer()},
                          machine_options_);
     }
     if (!stepped.ok()) {

@@ -99,8 +99,8 @@ struct SagaDriverOptions {
   std::function<std::vector<std::string>()> coordinators;
   // Picks the gtid of a saga submitted without one; default "<node>-saga-<32 hex>".
   std::function<std::string()> new_gtid;
-  // True while this replica's lease is certainly live (SagaInputs::lease_live);
-  // default: always. The server gives the lease's deadline.
+  // True while this replica's lease is certainly live (else SagaInputs::
+  // may_defer is false); default: always. The server gives the lease's deadline.
   std::function<bool()> lease_live;
 };
 
@@ -142,6 +142,12 @@ class SagaDriver : public SagaOps {
   // state, and later ones not wait (shutdown: the rpc server can then stop
   // without waiting out wait_timeout_ms). Sagas keep running.
   void StopWaiting();
+
+  // Shutdown, before the lease is given back: from now on every step is
+  // logged before its action, and the progress waiting to be logged is
+  // written now. True once none waits any more; false after timeout_ms (what
+  // still waits is redone after the restart, as after a crash).
+  bool LogAllProgress(int64_t timeout_ms);
 
   // Re-reads the participant TLS files (AsyncParticipantClient::ReloadTls).
   Status ReloadTls() { return participants_->ReloadTls(); }
@@ -200,7 +206,10 @@ class SagaDriver : public SagaOps {
   // node): one fenced write makes it this node's, so ResumeNow drives it.
   void TakeOverIfOwnerDead(const TxnRecord& txn);
   std::vector<std::string> Coordinators();
-  bool LeaseLive() const { return !options_.lease_live || options_.lease_live(); }
+  // SagaInputs::may_defer: the lease is live and the driver is not shutting down.
+  bool MayDefer() const {
+    return !log_all_.load() && (!options_.lease_live || options_.lease_live());
+  }
 
   TxnStore* const store_;
   GroupCommitter* const log_;
@@ -229,7 +238,8 @@ class SagaDriver : public SagaOps {
   std::set<std::string> cancel_after_submit_;
 
   std::atomic<bool> stop_waiting_{false};
-  std::mutex wait_mu_;  // with wait_cv_: StopWaiting wakes WaitInStore
+  std::atomic<bool> log_all_{false};  // LogAllProgress was called
+  std::mutex wait_mu_;                // with wait_cv_: StopWaiting wakes WaitInStore
   std::condition_variable wait_cv_;
   std::atomic<int64_t> batches_written_{0};
   std::atomic<int64_t> sagas_submitted_{0};

@@ -577,6 +577,9 @@ void CoordinatorServer::Stop() {
   // Stop accepting and close connections; calls in flight finish first.
   if (replica_ != nullptr) replica_->Close();  // calls waiting for an incarnation answer now
   if (thrift_ != nullptr) thrift_->Stop();
+  // While the lease is still renewed: sagas log the progress that waited,
+  // so a restart does not send those actions again.
+  if (inc != nullptr) inc->saga->LogAllProgress(options_.saga.progress_log_ms > 0 ? 2000 : 0);
   {
     std::lock_guard<std::mutex> lock(lease_mu_);
     lease_stop_ = true;

@@ -796,6 +796,39 @@ TEST_F(SagaLazyProgressTest, WhileItsLeaseIsNotKnownToBeLiveEveryStepIsLoggedBef
   EXPECT_EQ(faulty_->Calls(StoreOp::kApplyGroup) - writes_before, 5);
 }
 
+TEST_F(SagaLazyProgressTest, AtShutdownTheProgressThatWaitedIsLoggedAndEveryStepAfter) {
+  // b's action waits until the test lets it answer.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  participant_->SetHook([released](const std::string& kind, const wire::StepRequest& req) {
+    if (kind == "action" && req.step_id == "b") released.wait();
+  });
+  auto r = driver_->SubmitSaga(Spec("lazy-shutdown", Chain4(), /*wait=*/false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        auto calls = participant_->Calls();
+        return std::find(calls.begin(), calls.end(), "action:b") != calls.end();
+      },
+      10000));
+  EXPECT_EQ(Steps("lazy-shutdown")["a"].state, BranchState::kStepRunning);  // a's DONE waits
+  EXPECT_TRUE(driver_->LogAllProgress(5000));
+  auto steps = Steps("lazy-shutdown");
+  EXPECT_EQ(steps["a"].state, BranchState::kDone);
+  EXPECT_EQ(steps["b"].state, BranchState::kStepRunning);
+  // From now on each step is logged before its action: c is RUNNING in the
+  // store when its action arrives.
+  std::atomic<bool> c_logged_first{false};
+  participant_->SetHook([&](const std::string& kind, const wire::StepRequest& req) {
+    if (kind == "action" && req.step_id == "c") {
+      c_logged_first = Steps(req.gtid)["c"].state == BranchState::kStepRunning;
+    }
+  });
+  release.set_value();
+  EXPECT_TRUE(WaitForState("lazy-shutdown", TxnState::kSucceeded));
+  EXPECT_TRUE(c_logged_first.load());
+}
+
 TEST_F(SagaLazyProgressTest, ProgressIsLoggedOnceItWaitedProgressLogMs) {
   progress_log_ms_ = 100;
   StartDriver();
