@@ -8,9 +8,9 @@
  *
  * One saga of N = 3 steps, each depending on the previous (the wire default).
  * One coordinator that can crash and restart (the sweeper feeds Resumed from
- * the store); lease takeover and fencing are in twopc.pml, and the saga
- * driver's writes are fenced the same way (conditional on the stored states
- * and on (owner, epoch)).
+ * the store). With -DTAKEOVER, also a lease takeover between two replicas
+ * (below: "Lease takeover"); without it, the saga driver's writes are fenced
+ * as in twopc.pml (conditional on the stored states and on (owner, epoch)).
  *
  * The coordinator is a loop of events. Each event is one atomic step_saga,
  * mirroring StepSaga's handlers: a stale event (its attempt is not the one
@@ -63,6 +63,37 @@
  * in transit to step k's participant are a set of attempts (areq[k], a bit
  * per attempt); answers in transit back are per (step, attempt).
  *
+ * Lease takeover (-DTAKEOVER; TAKEOVERS of them). The replica driving the
+ * run in memory (the old owner) is paused (SIGSTOP, a VM freeze, a stall)
+ * past its lease; another replica's sweeper claims the saga (ClaimOrphans, or
+ * TakeOverIfOwnerDead on a resubmission: owner and epoch := its own, one
+ * fenced write, the steps untouched) and its Resumed loads the run from the
+ * store like a restart (may_have_run set). Pause, lease expiry and claim are
+ * one atomic step ("takeover"): nothing of the old owner happens between
+ * them. The model's memory is then the new owner's (empty until its Resumed),
+ * and what is left of the old owner is:
+ *   - its sends: the effects it had decided but not sent (send_action /
+ *     send_comp: adopted with may_defer true before the pause, the window
+ *     between SagaInputs::may_defer and the send, or logged before the
+ *     pause, the window between a write and its send), and its requests in
+ *     transit, become stale requests (sreq / screq): the participant serves
+ *     them through the barrier at any later time, and their answers go to
+ *     the old owner (dropped here: see the next item). Timers (RetryAfter,
+ *     LogAfter) lead to events, that is to writes: dropped.
+ *   - its run (oalive): awake again, its lease is not live (the incarnation's
+ *     lease_valid_until never moves forward again), so every event it steps
+ *     (an answer, a timer, LogDue, a cancel) writes before any effect
+ *     (may_defer false, and the group commit's may_write refuses it anyway);
+ *     the store checks the batch's (owner, epoch) (FenceWrites sets them on
+ *     every txn and branch update), refuses it, and the run is released.
+ *     An event without writes has no effects. So the old run sends nothing
+ *     it had not decided before the pause, and tries one write, refused.
+ * -DBAD_UNFENCED (implies TAKEOVER): the store does not check (owner, epoch);
+ * the old run's write is accepted when the saga is still as it logged it
+ * (the state-conditional part, approximated: nothing written since the
+ * takeover). Ghost stale_write: a write accepted from a replica that is not
+ * the owner (at most one owner's writes succeed after a takeover).
+ *
  * Known-bad variants (each must produce a counterexample):
  *   -DBAD_FORWARD_COMPENSATION  compensate in forward order
  *   -DBAD_NO_BARRIER            the participant runs the hooks without the barrier
@@ -71,8 +102,17 @@
  *   -DBAD_SKIP_UNLOGGED         a resumed run skips the steps its log shows
  *                               PENDING (ignores may_have_run): an action sent
  *                               with unlogged progress is never compensated
- * -DGHOST_UNKNOWN adds the ghost unknown_applied for check.sh's probe.
+ *   -DBAD_UNFENCED              (with takeover) the old owner's write is
+ *                               accepted after the takeover
+ * -DGHOST_UNKNOWN adds the ghost unknown_applied, -DGHOST_STALE the ghosts
+ * of the stale sends, for check.sh's probes.
  */
+
+#ifdef BAD_UNFENCED
+#ifndef TAKEOVER
+#define TAKEOVER
+#endif
+#endif
 
 #define N 3
 #define AMAX 8 /* attempts are 1 .. AMAX - 1 (asserted) */
@@ -94,6 +134,9 @@
 #endif
 #ifndef CANCELS
 #define CANCELS 1 /* operator cancels */
+#endif
+#ifndef TAKEOVERS
+#define TAKEOVERS 1 /* with -DTAKEOVER: lease takeovers */
 #endif
 
 /* TxnState (saga), values as coordinator/core/states.h */
@@ -170,6 +213,31 @@ byte timeouts = TIMEOUTS;
 byte comp_failures = COMP_FAILURES;
 byte cancels = CANCELS;
 bool deadline_passed = false;
+
+#ifdef TAKEOVER
+/* ---- lease takeover ---- */
+byte takeovers = TAKEOVERS;
+byte lown = 0;        /* the store's (owner, epoch): one more per takeover */
+byte oown = 0;        /* the old owner's (owner, epoch), as its writes carry it */
+bool oalive = false;  /* the old owner's run exists, awake: its next event writes */
+bool sreq[N];         /* the old owner's action requests: sent after the takeover, or in transit */
+bool screq[N];        /* the same for compensations */
+bool stale_write = false; /* ghost: a write accepted from a replica that is not the owner */
+#ifdef BAD_UNFENCED
+bool lchanged = false; /* a write was accepted since the takeover */
+#endif
+#ifdef GHOST_STALE
+bool swin[N];           /* sreq[k] includes an action sent after the takeover with no write before it */
+bool stale_refused = false; /* such an action reached the barrier after its null compensation */
+bool stale_applied = false; /* such an action ran (the first to reach the barrier) */
+bool stale_dup = false;     /* such an action came after its step was compensated for real */
+bool stale_fresh = false;   /* scratch: no action row when it arrived */
+bool fence_refused = false; /* the old owner's write was refused by the fence */
+#endif
+#define FENCE_OK (!stale_write)
+#else
+#define FENCE_OK true
+#endif
 
 /* ---- ghosts ---- */
 bool order_ok = true; /* no compensation ran while a later step's effect stood */
@@ -422,7 +490,12 @@ inline cancel_requested() {
  * (Diff against SagaRun::logged), with all the progress that waited. */
 inline log_run() {
   lsst = sst;
-  for (i : 0 .. N - 1) { lstp[i] = stp[i]; latt[i] = att[i] }
+  for (i : 0 .. N - 1) { lstp[i] = stp[i]; latt[i] = att[i] };
+#ifdef BAD_UNFENCED
+  lchanged = true
+#else
+  skip
+#endif
 }
 
 /* One event, stepped; then StepSaga's logging rule: forward progress of a
@@ -471,6 +544,20 @@ inline handle() {
   :: !down && running && timeouts > 0 && fk[k] == F_COMP && send_comp[k] == 0 -> \
      timeouts--; ev = EV_COMP; ek = k; ea = fa[k]; eo = R_RETRY
 
+/* A crash, or the old owner's memory once the saga was taken over: the run,
+ * its unlogged progress, its queued effects and the answers in transit to
+ * it are lost (requests in transit are not: a crash leaves them to reach the
+ * participant; a takeover moved them to sreq / screq before). */
+inline lose_run() {
+  running = false; parked_round_failed = false; may_have_run = false;
+  sst = lsst;
+  for (i : 0 .. N - 1) {
+    stp[i] = lstp[i]; att[i] = latt[i];
+    fk[i] = F_NONE; fa[i] = 0; send_action[i] = 0; send_comp[i] = 0; timer[i] = 0
+  }
+  for (i : 0 .. N * AMAX - 1) { arep[i] = R_NONE; crep[i] = R_NONE }
+}
+
 proctype Coordinator() {
   byte i, j, m, ev, ek, ea, eo, was;
   bool failed, all_done, pending_work, park, finished, compensate_ok;
@@ -483,16 +570,51 @@ end_loop:
   :: atomic {
        if
        /* crash: memory, queued effects and answers in transit to it are lost */
-       :: !down && crashes > 0 ->
-          crashes--; down = true; running = false; parked_round_failed = false;
-          may_have_run = false;
-          sst = lsst; /* the run's unlogged progress is lost with it */
-          for (i : 0 .. N - 1) {
-            stp[i] = lstp[i]; att[i] = latt[i];
-            fk[i] = F_NONE; fa[i] = 0; send_action[i] = 0; send_comp[i] = 0; timer[i] = 0
-          }
-          for (i : 0 .. N * AMAX - 1) { arep[i] = R_NONE; crep[i] = R_NONE }
+       :: !down && crashes > 0 -> crashes--; down = true; lose_run()
        :: down -> down = false
+#ifdef TAKEOVER
+       /* the replica driving the run is paused past its lease, another one
+        * claims the saga (owner, epoch := its own); what the old one had
+        * decided and not sent, or had in transit, is sent (late) anyway */
+       :: !down && takeovers > 0 && !LFINISHED ->
+          takeovers--; oalive = running; oown = lown; lown++;
+#ifdef BAD_UNFENCED
+          lchanged = false;
+#endif
+          for (i : 0 .. N - 1) {
+            if
+            :: send_action[i] != 0 || areq[i] != 0 ->
+#ifdef GHOST_STALE
+               if
+               :: send_action[i] != 0 && (lstp[i] == S_PENDING || latt[i] < send_action[i]) ->
+                  swin[i] = true /* adopted, not logged: no write before the send */
+               :: else -> skip
+               fi;
+#endif
+               sreq[i] = true; areq[i] = 0
+            :: else -> skip
+            fi;
+            if :: send_comp[i] != 0 || creq[i] != 0 -> screq[i] = true; creq[i] = 0 :: else -> skip fi
+          }
+          lose_run() /* the new owner's memory: empty until its sweeper resumes the saga */
+       /* the old run, awake: its next event writes first (lease not live);
+        * the store checks the batch's (owner, epoch) */
+       :: oalive ->
+          oalive = false;
+          if
+#ifndef BAD_UNFENCED
+          :: lown == oown -> stale_write = true /* accepted: cannot happen */
+#else
+          :: !lchanged -> stale_write = true /* BAD: accepted, the saga as it logged it */
+#endif
+          :: else -> /* refused ("write failed"): the run is released */
+#ifdef GHOST_STALE
+             fence_refused = true
+#else
+             skip
+#endif
+          fi
+#endif
        /* the sweeper: a saga not driven here and not finished is Resumed */
        :: !down && !running && !LFINISHED -> ev = EV_RESUMED
        /* the LogDue timer: the progress that waited is written, no effects */
@@ -569,9 +691,33 @@ inline serve_compensation(k, a) {
   :: atomic { areq[k] & BIT(a) -> areq[k] = areq[k] & ~BIT(a); serve_action(k, a) } \
   :: atomic { creq[k] & BIT(a) -> creq[k] = creq[k] & ~BIT(a); serve_compensation(k, a) }
 
+/* The old owner's requests (after a takeover): served through the same
+ * barrier; the answer goes to the old owner (slot 0: no attempt, never read). */
+#ifdef TAKEOVER
+#ifdef GHOST_STALE
+#define STALE_BEFORE \
+  if :: swin[k] && arow[k] == ROW_NULLCOMP -> stale_refused = true :: else -> skip fi; \
+  if :: swin[k] && arow[k] == ROW_SUCCESS && crow[k] -> stale_dup = true :: else -> skip fi; \
+  stale_fresh = (swin[k] && arow[k] == ROW_NONE);
+#define STALE_AFTER \
+  if :: stale_fresh && arow[k] == ROW_SUCCESS -> stale_applied = true :: else -> skip fi; \
+  stale_fresh = false; swin[k] = false;
+#else
+#define STALE_BEFORE
+#define STALE_AFTER
+#endif
+#define SERVE_STALE \
+  :: atomic { sreq[k] -> sreq[k] = false; STALE_BEFORE serve_action(k, 0); STALE_AFTER \
+              arep[k * AMAX] = R_NONE } \
+  :: atomic { screq[k] -> screq[k] = false; serve_compensation(k, 0); crep[k * AMAX] = R_NONE }
+#else
+#define SERVE_STALE
+#endif
+
 proctype Participant(byte k) {
 end_loop:
   do
+  SERVE_STALE
   SERVE(1)
   SERVE(2)
   SERVE(3)
@@ -585,11 +731,12 @@ end_loop:
 active proctype Invariants() {
 end_wait:
   atomic {
-    !(EFFECTS_ONCE && SUCCEEDED_OK && COMPENSATED_OK && order_ok) ->
+    !(EFFECTS_ONCE && SUCCEEDED_OK && COMPENSATED_OK && order_ok && FENCE_OK) ->
     assert(EFFECTS_ONCE);
     assert(SUCCEEDED_OK);
     assert(COMPENSATED_OK);
-    assert(order_ok)
+    assert(order_ok);
+    assert(FENCE_OK)
   }
 }
 
