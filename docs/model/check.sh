@@ -3,7 +3,7 @@
 #
 #   docs/model/check.sh          the quick set (ctest runs it: label unit)
 #   docs/model/check.sh --full   larger bounds, the full 2PC liveness run and more
-#                                reachability probes (~8 minutes)
+#                                reachability probes (~9 minutes)
 #   KEEP=1 docs/model/check.sh   keep the work directory (pan sources, trails)
 #
 # Fails unless every good model verifies with 0 errors, every known-bad variant
@@ -31,7 +31,7 @@ CC=gcc
 if command -v ccache >/dev/null; then CC="ccache gcc"; fi
 
 # Every pan run is bounded: memory (MEMLIM, MB), search depth (-m) and time.
-# --full: the larger saga bounds need ~1.7 GB of states; --full takes ~8 min
+# --full: the larger saga bounds need ~1.7 GB of states; --full takes ~7-9 min
 # on a 2-core machine.
 if [[ $full == 1 ]]; then MEMLIM=${MEMLIM:-4096}; else MEMLIM=${MEMLIM:-1024}; fi
 TIME_LIMIT=${TIME_LIMIT:-$([[ $full == 1 ]] && echo 1200 || echo 600)}
@@ -193,6 +193,38 @@ if [[ $full == 1 ]]; then
   probe "saga: COMPENSATED after two steps were done" saga.pml \
     "sst == COMPENSATED && applied[0] == 1 && applied[1] == 1" ""
   probe "saga: SUCCEEDED after a coordinator crash" saga.pml "sst == SUCCEEDED && crashes == 0" ""
+fi
+
+echo "== Saga lease takeover (-DTAKEOVER): old owner paused past its lease, its late sends, fenced writes"
+if [[ $full == 1 ]]; then
+  run "saga takeover safety (takeovers=1 crashes=1 timeouts=1 comp_failures=1)" saga.pml ok \
+    "-DTAKEOVER" "$safety" ""
+  run "saga takeover safety (takeovers=2 crashes=0 timeouts=1 comp_failures=1)" saga.pml ok \
+    "-DTAKEOVER -DTAKEOVERS=2 -DCRASHES=0" "$safety" ""
+  run "saga takeover liveness, weak fairness (takeovers=1 crashes=0 timeouts=0)" saga.pml ok \
+    "-DTAKEOVER -DLIVENESS -DCRASHES=0 -DTIMEOUTS=0" "$fair" "-a -f -N eventually_finished"
+else
+  run "saga takeover safety (takeovers=1 crashes=0 timeouts=1 comp_failures=1)" saga.pml ok \
+    "-DTAKEOVER -DCRASHES=0" "$safety" ""
+fi
+# No crash and no timeout: the late action can only be the old owner's.
+run "saga BAD: takeover, a stale action runs after its null compensation" saga.pml \
+  "error:((lsst!=13)||" "-DTAKEOVER -DBAD_NO_HANGING_CHECK -DCRASHES=0 -DTIMEOUTS=0" "$safety" ""
+run "saga BAD: takeover, the old owner's writes not fenced" saga.pml \
+  "error:!(stale_write)" "-DBAD_UNFENCED -DCRASHES=0" "$safety" ""
+# The window: the old owner adopted a step with may_defer true (no write) and
+# was paused before the send; the new owner compensated the step (null
+# compensation) before the late action arrived; the barrier refuses it.
+probe "saga takeover: unlogged action sent after the takeover, refused (null compensation)" \
+  saga.pml "stale_refused && lsst == COMPENSATED && undone[0] == 1" \
+  "-DTAKEOVER -DCRASHES=0 -DGHOST_STALE"
+if [[ $full == 1 ]]; then
+  probe "saga takeover: unlogged action sent after the takeover ran first; SUCCEEDED" saga.pml \
+    "stale_applied && lsst == SUCCEEDED" "-DTAKEOVER -DCRASHES=0 -DGHOST_STALE"
+  probe "saga takeover: unlogged action sent after the takeover, step compensated for real" \
+    saga.pml "stale_dup && lsst == COMPENSATED" "-DTAKEOVER -DCRASHES=0 -DGHOST_STALE"
+  probe "saga takeover: the old owner's write refused by the fence" saga.pml \
+    "fence_refused" "-DTAKEOVER -DCRASHES=0 -DGHOST_STALE"
 fi
 
 if [[ $failures -gt 0 ]]; then
