@@ -179,6 +179,31 @@ bool TransportSecurityConfigured(const CoordinatorServerOptions& options) {
   return options.tls.enabled();
 }
 
+Result<LeaseTiming> ResolveLeaseTiming(const CoordinatorServerOptions& o) {
+  if (o.lease_ttl_ms < 100) {
+    return Status::InvalidArgument("lease_ttl_ms must be at least 100, got " +
+                                   std::to_string(o.lease_ttl_ms));
+  }
+  if (o.lease_renew_interval_ms < 0 || o.lease_renew_interval_ms >= o.lease_ttl_ms) {
+    return Status::InvalidArgument(
+        "lease_renew_interval_ms must be 0 (ttl/3) or below lease_ttl_ms");
+  }
+  LeaseTiming t;
+  t.ttl_ms = o.lease_ttl_ms;
+  t.renew_interval_ms =
+      o.lease_renew_interval_ms > 0 ? o.lease_renew_interval_ms : o.lease_ttl_ms / 3;
+  t.margin_ms = o.max_clock_skew_ms == -1 ? o.lease_ttl_ms / 10 : o.max_clock_skew_ms;
+  if (t.margin_ms < 0 || t.margin_ms + t.renew_interval_ms >= t.ttl_ms) {
+    return Status::InvalidArgument(
+        "max_clock_skew_ms must be -1 (lease_ttl_ms / 10) or 0.." +
+        std::to_string(t.ttl_ms - t.renew_interval_ms - 1) +
+        " (below lease_ttl_ms minus the renew interval, so that a renewal keeps the lease "
+        "live), got " +
+        std::to_string(o.max_clock_skew_ms));
+  }
+  return t;
+}
+
 Status CheckListenSecurity(const CoordinatorServerOptions& o) {
   if (IsLoopbackHost(o.host) || TransportSecurityConfigured(o)) return Status::Ok();
   if (o.insecure) {
@@ -252,13 +277,10 @@ Status CoordinatorServer::Start() {
     return Status::InvalidArgument("http_probe_port must be -1..65535, got " +
                                    std::to_string(o.http_probe_port));
   }
-  if (o.lease_ttl_ms < 100) {
-    return Status::InvalidArgument("lease_ttl_ms must be at least 100, got " +
-                                   std::to_string(o.lease_ttl_ms));
-  }
-  if (o.lease_renew_interval_ms < 0 || o.lease_renew_interval_ms >= o.lease_ttl_ms) {
-    return Status::InvalidArgument(
-        "lease_renew_interval_ms must be 0 (ttl/3) or below lease_ttl_ms");
+  {
+    Result<LeaseTiming> lease_timing = ResolveLeaseTiming(o);
+    if (!lease_timing.ok()) return lease_timing.status();
+    lease_margin_ms_ = lease_timing->margin_ms;
   }
   if (o.sweeper.finished_retention_ms < 0) {
     return Status::InvalidArgument(
@@ -498,7 +520,10 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
   inc->lease_valid_until.store(lease_valid_until);
   Incarnation* raw = inc.get();
   GroupCommitOptions group_commit = o.group_commit;
-  group_commit.may_write = [raw] { return MonotonicMs() < raw->lease_valid_until.load(); };
+  const int64_t margin = lease_margin_ms_;
+  group_commit.may_write = [raw, margin] {
+    return LeaseKnownLive(raw->lease_valid_until.load(), MonotonicMs(), margin);
+  };
   group_commit.fence_node = node.node_id;
   group_commit.fence_epoch = node.epoch;
   group_commit.on_batch_applied = [](const WriteBatch& batch) {
@@ -544,7 +569,9 @@ std::shared_ptr<CoordinatorServer::Incarnation> CoordinatorServer::NewIncarnatio
   }
   if (!saga_options.new_gtid) saga_options.new_gtid = [service] { return service->NewGtid(); };
   if (!saga_options.lease_live) {
-    saga_options.lease_live = [raw] { return MonotonicMs() < raw->lease_valid_until.load(); };
+    saga_options.lease_live = [raw, margin] {
+      return LeaseKnownLive(raw->lease_valid_until.load(), MonotonicMs(), margin);
+    };
   }
   inc->saga = std::make_unique<SagaDriver>(store_.get(), inc->log.get(), node, saga_options);
   service->SetSagaOps(inc->saga.get());
@@ -800,7 +827,7 @@ Status CoordinatorServer::Ready() {
     return Status::Unavailable(lease_lost() ? "lease lost for good"
                                             : "acquiring the lease again after a loss");
   }
-  if (MonotonicMs() >= inc->lease_valid_until.load()) {
+  if (!LeaseKnownLive(inc->lease_valid_until.load(), MonotonicMs(), lease_margin_ms_)) {
     return Status::Unavailable("lease (epoch " + std::to_string(inc->node.epoch) +
                                ") not known to be live: renewals are late");
   }

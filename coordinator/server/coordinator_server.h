@@ -112,6 +112,14 @@ struct CoordinatorServerOptions {
   std::string node_id;                  // empty: <hostname>:<port>
   int64_t lease_ttl_ms = 10000;         // a lease not renewed for this long is lost
   int64_t lease_renew_interval_ms = 0;  // 0: lease_ttl_ms / 3
+  // How far another replica's wall clock may run ahead of this one's. A lease's
+  // stored expiry is this replica's clock at renewal + TTL, and another replica
+  // takes its transactions over once its own clock passes that. So this
+  // replica stops acting on its lease (writes, a saga's unlogged forward
+  // progress, readiness) this much before its TTL runs out by its own
+  // monotonic clock. -1: lease_ttl_ms / 10. Must leave room for a renewal:
+  // below lease_ttl_ms - the renew interval.
+  int64_t max_clock_skew_ms = -1;
   // kIfExpired: refuse to start while another process holds this node id's
   // lease; kAlways: take it (that process stops at its next renewal).
   LeaseTakeover lease_takeover = LeaseTakeover::kIfExpired;
@@ -191,6 +199,25 @@ Status AuthorizeHttpPath(const AuthPolicy& policy, const std::string& path,
 // options.insecure (then a warning is logged). kInvalidArgument otherwise,
 // saying how to fix it.
 Status CheckListenSecurity(const CoordinatorServerOptions& options);
+
+// The lease timing options resolved (0 / -1 defaults applied) and checked.
+struct LeaseTiming {
+  int64_t ttl_ms = 0;
+  int64_t renew_interval_ms = 0;
+  int64_t margin_ms = 0;  // max_clock_skew_ms
+};
+// kInvalidArgument naming the option when the TTL is below 100 ms, the renew
+// interval not below the TTL, or the skew margin negative (other than -1) or
+// leaving no room for a renewal (margin + interval >= TTL).
+Result<LeaseTiming> ResolveLeaseTiming(const CoordinatorServerOptions& options);
+
+// Whether a replica may still act on its lease at `now_ms` (monotonic): its
+// lease is certainly its own until `valid_until_ms` by its own clock, and a
+// replica whose clock is up to `margin_ms` ahead may take over that much
+// earlier. False once the lease was given up (valid_until_ms 0).
+inline bool LeaseKnownLive(int64_t valid_until_ms, int64_t now_ms, int64_t margin_ms) {
+  return now_ms + margin_ms < valid_until_ms;
+}
 
 class CoordinatorServer {
  public:
@@ -275,6 +302,7 @@ class CoordinatorServer {
   void StartHttp();
 
   CoordinatorServerOptions options_;
+  int64_t lease_margin_ms_ = 0;  // max_clock_skew_ms resolved (Start)
   std::string store_location_;
   StoreLocation store_where_;  // store_location_ parsed
   int port_ = 0;

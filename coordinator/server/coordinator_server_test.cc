@@ -239,10 +239,50 @@ TEST_F(CoordinatorServerTest, SecondProcessOnTheSameSqliteStoreRefusesToStart) {
   EXPECT_TRUE(third.Start().ok());
 }
 
+TEST(LeaseTimingTest, DefaultsAndLimits) {
+  CoordinatorServerOptions o;
+  Result<LeaseTiming> t = ResolveLeaseTiming(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->ttl_ms, 10000);
+  EXPECT_EQ(t->renew_interval_ms, 3333);
+  EXPECT_EQ(t->margin_ms, 1000);  // -1: a tenth of the TTL
+  o.max_clock_skew_ms = 0;
+  EXPECT_EQ(ResolveLeaseTiming(o)->margin_ms, 0);
+  o.max_clock_skew_ms = 10000 - 3333 - 1;  // the largest that leaves room for a renewal
+  EXPECT_EQ(ResolveLeaseTiming(o)->margin_ms, 6666);
+  for (int64_t bad : {int64_t{-2}, int64_t{10000 - 3333}, int64_t{20000}}) {
+    o.max_clock_skew_ms = bad;
+    Result<LeaseTiming> r = ResolveLeaseTiming(o);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(r.status().message().find("max_clock_skew_ms"), std::string::npos) << r.status();
+  }
+  o = CoordinatorServerOptions{};
+  o.lease_ttl_ms = 600;
+  o.lease_renew_interval_ms = 50;
+  EXPECT_EQ(ResolveLeaseTiming(o)->margin_ms, 60);
+}
+
+TEST(LeaseTimingTest, LiveOnlyUntilTheMarginBeforeTheDeadline) {
+  // Certainly ours until 10000 by our clock; another replica's clock may be 1000 ahead.
+  EXPECT_TRUE(LeaseKnownLive(10000, 8999, 1000));
+  EXPECT_FALSE(LeaseKnownLive(10000, 9000, 1000));
+  EXPECT_FALSE(LeaseKnownLive(10000, 9500, 1000));  // ours by our clock, not by theirs
+  EXPECT_TRUE(LeaseKnownLive(10000, 9999, 0));
+  EXPECT_FALSE(LeaseKnownLive(10000, 10000, 0));
+  EXPECT_FALSE(LeaseKnownLive(0, 5000, 1000));  // given up (Retire stores 0)
+}
+
 TEST_F(CoordinatorServerTest, BadOptionsAndBusyPort) {
   CoordinatorServerOptions o = Options();
   o.lease_ttl_ms = 5;
   EXPECT_EQ(CoordinatorServer(o).Start().code(), StatusCode::kInvalidArgument);
+  o = Options();
+  o.lease_ttl_ms = 3000;
+  o.lease_renew_interval_ms = 1000;
+  o.max_clock_skew_ms = 2000;  // a renewal could never keep the lease live
+  Status skew = CoordinatorServer(o).Start();
+  EXPECT_EQ(skew.code(), StatusCode::kInvalidArgument) << skew;
+  EXPECT_NE(skew.message().find("max_clock_skew_ms"), std::string::npos) << skew;
   o = Options();
   o.advertise_endpoint = "no-port";
   EXPECT_EQ(CoordinatorServer(o).Start().code(), StatusCode::kInvalidArgument);

@@ -98,6 +98,12 @@ int main(int argc, char** argv) {
       "lease_ttl_ms", po::value(&options.lease_ttl_ms)->default_value(options.lease_ttl_ms),
       "lease time-to-live; renewed every ttl/3; a replica that could not renew it for a whole "
       "ttl drops its in-flight work and acquires the lease again with a new epoch")(
+      "max_clock_skew_ms",
+      po::value(&options.max_clock_skew_ms)->default_value(options.max_clock_skew_ms),
+      "how far another replica's clock may run ahead of this one's: this replica stops acting "
+      "on its lease (store writes, a saga's unlogged progress, /readyz) this long before its TTL "
+      "runs out, because other replicas judge its lease by their own clocks (-1: lease_ttl_ms / "
+      "10; below lease_ttl_ms minus the renew interval)")(
       "exit_on_lease_loss", po::bool_switch(&options.exit_on_lease_loss),
       "exit with code 3 after a lost lease instead of acquiring it again (for a supervisor "
       "that restarts the process)")(
@@ -250,6 +256,9 @@ int main(int argc, char** argv) {
   }
   if (options.metrics_store_refresh_ms < 0) return Usage("--metrics_store_refresh_ms must be >= 0");
   if (options.lease_ttl_ms < 100) return Usage("--lease_ttl_ms must be at least 100");
+  if (txc::Result<txc::LeaseTiming> lease = txc::ResolveLeaseTiming(options); !lease.ok()) {
+    return Usage("--" + lease.status().message());
+  }
   if (options.saga.progress_log_ms < 0 || options.saga.progress_log_ms > 60000) {
     return Usage("--saga_progress_log_ms must be 0..60000");
   }
