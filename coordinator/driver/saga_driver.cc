@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <thread>
@@ -731,6 +732,14 @@ bool SagaDriver::Adopt(const std::shared_ptr<Run>& run, SagaStepResult result) {
       }
       calls.emplace_back(e, std::move(call));
     }
+  }
+  // The window lazy progress leaves: an action about to be sent with nothing
+  // logged before it. A replica paused here past its lease sends it after
+  // another replica took the saga over (tests/chaos: PausedOwnerSendsLate).
+  if (unlogged && std::any_of(calls.begin(), calls.end(), [](const auto& c) {
+        return c.first.kind == SagaEffect::Kind::kCallAction;
+      })) {
+    TXC_PAUSE_POINT("saga.before_unlogged_send");
   }
   // Outside the lock: the calls may answer (and Feed) at once.
   std::vector<std::string> coordinators;

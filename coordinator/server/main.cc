@@ -50,6 +50,7 @@ int main(int argc, char** argv) {
   txc::CoordinatorServerOptions options;
   std::string config_file;
   std::string crash_points;
+  std::string pause_points;
   std::string rpc_server;
   int verbose = 0;
   bool replace_node = false;
@@ -213,6 +214,9 @@ int main(int argc, char** argv) {
       "Saga: timeout of each action / compensate call (then retried with backoff)")(
       "crash_points", po::value(&crash_points),
       "comma-separated crash points to arm (fault-injection tests; exit code 86)")(
+      "pause_points", po::value(&pause_points),
+      "comma-separated pause points to arm (fault-injection tests: the process stops itself "
+      "with SIGSTOP there, once, and waits for a SIGCONT)")(
       "verbose,v", po::value(&verbose)->implicit_value(1)->default_value(0),
       "VLOG level (-v: 1, one line per state transition)");
   po::options_description cli("Usage: coordinator [flags]");
@@ -315,6 +319,7 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   txc::RouteThriftLogsToGlog();
   if (!crash_points.empty()) txc::ArmCrashPoints(crash_points);
+  if (!pause_points.empty()) txc::ArmPausePoints(pause_points);
 
   // Signals: SIGTERM/SIGINT (stop) and SIGHUP (reload TLS files) are taken by
   // sigtimedwait below, in this thread only (blocked before any thread starts,

@@ -539,6 +539,9 @@ void ChaosTest::SetUpReplicas(const std::string& label, int64_t default_seconds,
                                      "--verbose=1"};
     testing::SuiteTls::Get().AppendCoordinatorFlags(&argv);
     argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+    if (auto own = replica_flags_.find(i); own != replica_flags_.end()) {
+      argv.insert(argv.end(), own->second.begin(), own->second.end());
+    }
     replicas_.push_back(std::make_unique<ManagedProcess>(node, ManagedProcess::Kind::kReplica,
                                                          replica_ports[i], std::move(argv),
                                                          dir_->Child(node + ".log")));

@@ -269,6 +269,9 @@ class ChaosTest : public ::testing::Test {
   std::unique_ptr<testing::TempDir> dir_;
   std::string store_db_;
   std::vector<std::string> replica_endpoints_;
+  // Flags for one replica only (by index), added after extra_flags; set before
+  // SetUpReplicas.
+  std::map<int, std::vector<std::string>> replica_flags_;
   std::vector<std::unique_ptr<ManagedProcess>> replicas_;
   std::vector<std::unique_ptr<ManagedProcess>> participants_;
   std::unique_ptr<StoreAudit> audit_;

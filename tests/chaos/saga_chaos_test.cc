@@ -215,5 +215,112 @@ TEST_F(SagaChaosTest, EveryOrderEndsWithAllEffectsOrNone) {
   EXPECT_GT(succeeded, 0);
 }
 
+// The window lazy progress leaves, in real processes: replica-0 stops itself
+// (pause point saga.before_unlogged_send) just before sending a step's action
+// that nothing was logged for, stays stopped past its lease while another
+// replica claims the saga and finishes it, then sends that action late. The
+// barrier must keep the order all-or-nothing, the old owner's writes must be
+// fenced, and every replica must answer the final state.
+class SagaPausedOwnerTest : public SagaChaosTest {
+ protected:
+  void SetUp() override {
+    replica_flags_[0] = {"--pause_points=saga.before_unlogged_send"};
+    SagaChaosTest::SetUp();
+  }
+};
+
+TEST_F(SagaPausedOwnerTest, PausedOwnerSendsItsUnloggedActionLate) {
+  constexpr char kPaused[] = "pause point 'saga.before_unlogged_send' reached";
+  constexpr char kResumed[] = "pause point 'saga.before_unlogged_send': resumed";
+  auto owner = chaos::MakeClient({replica_endpoints_[0]});
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  // Orders go to replica-0 one at a time until one stops it before an action
+  // nothing was logged for (usually the first order's second step; a replica
+  // whose renewals ran late logs each step first, and the next order tries again).
+  std::vector<shop::Order> orders;
+  bool paused = false;
+  for (int n = 0; n < 10 && !paused; ++n) {
+    shop::Order order{"paused-owner-" + std::to_string(config_.seed) + "-" + std::to_string(n),
+                      "rich", "widget", 2, 200};
+    wire::SubmitSagaRequest req = shop::MakeOrderSagaRequest(ep_, order, shop::PlaceOptions{});
+    req.__set_wait_for_completion(false);
+    chaos::CallTrace trace;
+    auto submitted =
+        chaos::RetryUntilAnswered(&trace, 30000, [&] { return (*owner)->SubmitSaga(req); });
+    ASSERT_TRUE(submitted.ok()) << submitted.status();
+    orders.push_back(order);
+    paused = testing::WaitUntil(
+        [&] { return replicas_[0]->LogTail(50000).find(kPaused) != std::string::npos; }, 5000);
+  }
+  ASSERT_TRUE(paused) << "the pause point was never reached";
+  ASSERT_TRUE(replicas_[0]->Pause().ok());  // already stopped; marks it paused for Resume
+  const std::string& gtid = orders.back().id;
+
+  // Another replica claims the saga once replica-0's lease expired and ends it.
+  auto others = chaos::MakeClient({replica_endpoints_[1], replica_endpoints_[2]});
+  ASSERT_TRUE(others.ok()) << others.status();
+  int final_state = 0;
+  std::string final_owner;
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        auto status = (*others)->GetStatus(gtid);
+        if (!status.ok() || !chaos::FinalState(status->state)) return false;
+        final_state = status->state;
+        final_owner = status->owner;
+        return true;
+      },
+      60000))
+      << "the saga did not end at another replica";
+  EXPECT_NE(final_owner, "replica-0");
+
+  // replica-0 wakes up and sends the action it had decided on; its next write
+  // is refused, it gives its lease up, takes it again and answers the final state.
+  ASSERT_TRUE(replicas_[0]->Resume().ok());
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return replicas_[0]->LogTail(50000).find(kResumed) != std::string::npos; }, 10000));
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        auto status = (*owner)->GetStatus(gtid);
+        return status.ok() && status->state == final_state;
+      },
+      30000))
+      << "replica-0 did not come back answering the final state";
+
+  // Every order ends, with all its effects or none, once the late action was
+  // answered.
+  std::vector<shop::OrderResult> results;
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        results.clear();
+        for (const shop::Order& order : orders) {
+          auto status = (*others)->GetStatus(order.id);
+          if (!status.ok() || !chaos::FinalState(status->state)) return false;
+          shop::OrderResult r;
+          r.order = order;
+          r.saga_state = status->state == wire::TxnState::SUCCEEDED     ? "SUCCEEDED"
+                         : status->state == wire::TxnState::COMPENSATED ? "COMPENSATED"
+                                                                        : "OTHER";
+          results.push_back(r);
+        }
+        return true;
+      },
+      60000));
+  chaos::SleepMs(2000);
+  shop::InvariantReport report = shop::CheckInvariant(ep_, results);
+  EXPECT_TRUE(report.ok) << report.Summary();
+  EXPECT_EQ(report.unfinished, 0);
+  auto stale = audit_->StaleWrites();
+  ASSERT_TRUE(stale.ok()) << stale.status();
+  ExpectNoStaleWrites(*stale);
+  auto ownership = audit_->OwnershipChanges();
+  ASSERT_TRUE(ownership.ok()) << ownership.status();
+  EXPECT_GE(ownership->first, 1) << "no takeover by another replica";
+  for (const auto& process : replicas_) EXPECT_EQ(process->CheckUnexpectedExit(), "");
+  for (const auto& process : participants_) EXPECT_EQ(process->CheckUnexpectedExit(), "");
+  std::printf("[chaos] paused owner: %zu orders; saga %s ended %s at %s; %s\n", orders.size(),
+              gtid.c_str(), results.back().saga_state.c_str(), final_owner.c_str(),
+              report.Summary().c_str());
+}
+
 }  // namespace
 }  // namespace txc
