@@ -153,6 +153,19 @@ SagaCompensationAnswered Compensated(const std::string& step, int32_t attempt, b
   return SagaCompensationAnswered{step, attempt, ok, ok ? "" : "hook failed"};
 }
 
+// Answers the compensations of `steps` (first attempts) in turn, checking that
+// each answer sends the next one; returns the last answer's result.
+SagaStepResult CompensateInTurn(Sim& sim, const std::vector<std::string>& steps) {
+  SagaStepResult r;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    r = sim.Feed(Compensated(steps[i], 1));
+    if (i + 1 < steps.size()) {
+      EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo(steps[i + 1], 1)}) << steps[i];
+    }
+  }
+  return r;
+}
+
 std::optional<BS> WrittenState(const SagaStepResult& r, const std::string& step) {
   for (const BranchUpdate& u : r.writes.branch_updates) {
     if (u.branch_id == step) return u.state;
@@ -407,11 +420,7 @@ TEST(SagaMachineTest, CompensationRunsInReverseOrderOfCompletion) {
   EXPECT_EQ(WrittenSagaState(r), TS::kCompensating);
   EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("c", 1)});
   EXPECT_NE(sim.step("c").last_error.find("action refused"), std::string::npos);
-  r = sim.Feed(Compensated("c", 1));
-  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("b", 1)});
-  r = sim.Feed(Compensated("b", 1));
-  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("a", 1)});
-  r = sim.Feed(Compensated("a", 1));
+  r = CompensateInTurn(sim, {"c", "b", "a"});
   EXPECT_EQ(WrittenSagaState(r), TS::kCompensated);
   EXPECT_EQ(r.effects, std::vector<SagaEffect>{Finished(SagaState::kCompensated)});
   EXPECT_EQ(sim.Sent(Kind::kCallCompensation), (std::vector<std::string>{"c", "b", "a"}));
@@ -566,9 +575,7 @@ TEST(SagaMachineTest, CancelSkipsPendingStepsAndCompensatesInFlightOnesOnceAnswe
   EXPECT_TRUE(sim.Feed(SagaCancelRequested{}).writes.empty());  // already compensating
   r = sim.Feed(Answer("b", 1, StepOutcome::kSuccess));
   EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("b", 1)});
-  r = sim.Feed(Compensated("b", 1));
-  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("a", 1)});
-  r = sim.Feed(Compensated("a", 1));
+  r = CompensateInTurn(sim, {"b", "a"});
   EXPECT_EQ(r.effects, std::vector<SagaEffect>{Finished(SagaState::kCompensated)});
 }
 
@@ -720,11 +727,7 @@ TEST(SagaMachineTest, AResumedRunCompensatesStepsTheLogShowsPending) {
   EXPECT_EQ(WrittenState(r, "c"), BS::kStepCompensating);
   EXPECT_EQ(WrittenState(r, "b"), BS::kStepRunning);
   EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("c", 1)});
-  r = sim.Feed(Compensated("c", 1));
-  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("b", 1)});
-  r = sim.Feed(Compensated("b", 1));
-  EXPECT_EQ(r.effects, std::vector<SagaEffect>{Undo("a", 1)});
-  r = sim.Feed(Compensated("a", 1));
+  r = CompensateInTurn(sim, {"c", "b", "a"});
   EXPECT_EQ(WrittenSagaState(r), TS::kCompensated);
 
   // A saga submitted without the flag was logged step by step: its log's

@@ -259,7 +259,6 @@ int main(int argc, char** argv) {
                  std::to_string(options.http_probe_port));
   }
   if (options.metrics_store_refresh_ms < 0) return Usage("--metrics_store_refresh_ms must be >= 0");
-  if (options.lease_ttl_ms < 100) return Usage("--lease_ttl_ms must be at least 100");
   if (txc::Result<txc::LeaseTiming> lease = txc::ResolveLeaseTiming(options); !lease.ok()) {
     return Usage("--" + lease.status().message());
   }
